@@ -1,0 +1,115 @@
+"""One cell of a sweep: the `Case`, its stable id, and the dtype and mode names."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+DTYPES = ("float32", "float16", "bfloat16", "float64")
+DTYPE_ALIASES = {
+    "fp32": "float32", "float": "float32", "f32": "float32",
+    "fp16": "float16", "half": "float16", "f16": "float16",
+    "bf16": "bfloat16",
+    "fp64": "float64", "double": "float64", "f64": "float64",
+}
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+MODES = ("fwd", "fwd_bwd")
+DEVICES = ("cpu", "cuda")
+
+
+def canonical_dtype(name: str) -> str:
+    """'bf16' -> 'bfloat16'; raises ValueError for a name that is not a dtype."""
+    resolved = DTYPE_ALIASES.get(str(name).lower(), str(name).lower())
+    if resolved not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}: expected one of {', '.join(DTYPES)} (or fp32, fp16, bf16, fp64)")
+    return resolved
+
+
+@dataclass(frozen=True)
+class Case:
+    """One cell: which variant runs on what shapes, dtype, device and mode.
+
+    Inputs are q of shape (batch, heads, seq_len, head_dim) and k, v of shape
+    (batch, heads, kv_len, head_dim). q and k are drawn from N(0, qk_std**2),
+    v from N(0, 1), all from a generator seeded with `seed`.
+    `params` holds every knob of the variant, defaults filled in, so the id
+    says exactly what ran.
+    """
+
+    variant: str
+    seq_len: int
+    batch: int = 1
+    heads: int = 8
+    head_dim: int = 64
+    kv_len: int | None = None
+    dtype: str = "float32"
+    causal: bool = False
+    mode: str = "fwd"
+    device: str = "cpu"
+    seed: int = 0
+    qk_std: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kv_len is None:
+            object.__setattr__(self, "kv_len", self.seq_len)
+        object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
+        object.__setattr__(self, "params", dict(sorted(dict(self.params).items())))
+        for name in ("seq_len", "kv_len", "batch", "heads", "head_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if not self.qk_std > 0:
+            raise ValueError(f"qk_std must be positive, got {self.qk_std!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Case:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @property
+    def id(self) -> str:
+        """Stable hash of the canonical JSON of every field (16 hex digits)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def config_key(self) -> str:
+        """The id of this case with its lengths left out: cells that differ only in length share it."""
+        data = self.to_dict()
+        data.pop("seq_len")
+        data.pop("kv_len")
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        """Readable id such as 'naive-cpu-float32-causal-fwd-B1H8N1024d64'."""
+        parts = [self.variant, self.device, self.dtype, "causal" if self.causal else "full", self.mode]
+        shape = f"B{self.batch}H{self.heads}N{self.seq_len}"
+        if self.kv_len != self.seq_len:
+            shape += f"M{self.kv_len}"
+        shape += f"d{self.head_dim}"
+        knobs = "".join(f"-{k}{v}" for k, v in self.params.items())
+        return "-".join(parts) + "-" + shape + knobs
+
+    @property
+    def element_bytes(self) -> int:
+        return DTYPE_BYTES[self.dtype]
+
+    @property
+    def input_bytes(self) -> int:
+        """Bytes of q, k and v together."""
+        q = self.batch * self.heads * self.seq_len * self.head_dim
+        kv = 2 * self.batch * self.heads * self.kv_len * self.head_dim
+        return (q + kv) * self.element_bytes

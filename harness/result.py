@@ -1,0 +1,155 @@
+"""What one cell measured (`Result`) and what one sweep was (`Run`): frozen, JSON round-trippable."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+STATUSES = ("ok", "skipped", "unsupported", "oom", "timeout", "crashed", "error")
+RUN_STATUSES = ("running", "finished", "interrupted", "failed")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Per-call times of the timed region, and how they were taken.
+
+    samples_s: every raw sample, seconds per call (a sample may time
+    `calls_per_sample` back-to-back calls and divide). median_s, iqr_s and
+    the distribution-free 95% interval of the median (ci_low_s, ci_high_s)
+    are computed from them. Setup (prepare, compile) and warm-up are kept
+    apart in setup_s and warmup_s. stop_reason says what ended the
+    repetitions: 'ci' (interval tight enough), 'budget' (time spent) or
+    'max_reps'.
+    """
+
+    samples_s: tuple[float, ...]
+    median_s: float
+    iqr_s: float
+    ci_low_s: float
+    ci_high_s: float
+    calls_per_sample: int
+    warmup_s: float
+    warmup_calls: int
+    setup_s: float
+    stop_reason: str
+    timer: str
+    threads: int | None = None
+
+    @property
+    def reps(self) -> int:
+        return len(self.samples_s)
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Peak bytes allocated above the inputs, forward and forward+backward, and how measured."""
+
+    peak_bytes_fwd: int | None
+    peak_bytes_fwd_bwd: int | None
+    method: str
+    input_bytes: int
+    predicted_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class ErrorMetrics:
+    """One tensor against its float64 reference."""
+
+    max_abs_error: float
+    rel_l2_error: float
+    nonfinite: int
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Output (and gradients) against the float64 reference of the same function.
+
+    rows_checked is None when every query row was compared, else the number of
+    seeded sample rows. approx holds the error against exact softmax attention
+    for variants that approximate it.
+    """
+
+    output: ErrorMetrics
+    gradients: dict[str, ErrorMetrics] = field(default_factory=dict)
+    approx: ErrorMetrics | None = None
+    rows_checked: int | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one cell gave: a status, its reason, and whatever was measured."""
+
+    status: str
+    reason: str = ""
+    timing: Timing | None = None
+    memory: Memory | None = None
+    accuracy: Accuracy | None = None
+    flops: int | None = None
+    flops_per_s: float | None = None
+    peak_fraction: float | None = None
+    telemetry: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    worker: dict[str, Any] = field(default_factory=dict)
+    started_at: str = ""
+    duration_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {self.status!r}")
+        if self.status != "ok" and not self.reason:
+            raise ValueError(f"a {self.status!r} result needs a reason")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        data = dict(data)
+        timing = data.get("timing")
+        if timing is not None:
+            timing = dict(timing)
+            timing["samples_s"] = tuple(timing.get("samples_s", ()))
+            data["timing"] = _build(Timing, timing)
+        if data.get("memory") is not None:
+            data["memory"] = _build(Memory, data["memory"])
+        if data.get("accuracy") is not None:
+            acc = dict(data["accuracy"])
+            acc["output"] = _build(ErrorMetrics, acc["output"])
+            acc["gradients"] = {k: _build(ErrorMetrics, v) for k, v in (acc.get("gradients") or {}).items()}
+            if acc.get("approx") is not None:
+                acc["approx"] = _build(ErrorMetrics, acc["approx"])
+            data["accuracy"] = _build(Accuracy, acc)
+        data["warnings"] = tuple(data.get("warnings") or ())
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One execution of a suite: its identity, the suite text, and the machine it ran on."""
+
+    run_id: str
+    name: str
+    suite_name: str
+    suite_text: str
+    started_at: str
+    status: str = "running"
+    ended_at: str | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    harness_version: str = ""
+    format_version: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Run:
+        return _build(cls, data)
+
+
+def _build(cls, data: dict[str, Any]):
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,59 @@
+"""How cells are measured: the `[measure]` table of a suite."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """Knobs of the measurement, each a key of a suite's ``[measure]`` table.
+
+    warmup_s: time spent calling before timing starts (at least one call).
+    budget_s: time the timed repetitions of one cell may take.
+    target_rel_ci: stop once the 95% interval of the median is within this
+        fraction of it on each side (0.02 = ±2%).
+    min_reps, max_reps: bounds on the number of samples.
+    min_sample_s: a sample times enough back-to-back calls to last this long,
+        so that timer overhead stays negligible for tiny calls (CPU).
+    timeout_s: a cell (setup, timing, memory, accuracy) that runs longer is
+        killed and stored as 'timeout'.
+    accuracy: compare against the float64 reference.
+    accuracy_max_pairs: above seq_len·kv_len of this, the reference is
+        evaluated on `accuracy_rows` seeded query rows (when the variant's
+        function allows it).
+    memory: measure peak memory in a separate pass.
+    l2_flush: on CUDA, overwrite a buffer twice the L2 size before each
+        repetition, outside the timed region.
+    cuda_graph: on CUDA, capture the call in a CUDA graph and time replays.
+    memory_headroom: fraction of the free memory a cell's predicted peak may use.
+    """
+
+    warmup_s: float = 0.1
+    budget_s: float = 1.0
+    target_rel_ci: float = 0.02
+    min_reps: int = 5
+    max_reps: int = 10_000
+    min_sample_s: float = 0.001
+    timeout_s: float = 300.0
+    accuracy: bool = True
+    accuracy_max_pairs: int = 4096 * 4096
+    accuracy_rows: int = 256
+    memory: bool = True
+    l2_flush: bool = True
+    cuda_graph: bool = False
+    memory_headroom: float = 0.8
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MeasureSettings:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def settings_field_types() -> dict[str, type]:
+    return {f.name: type(f.default) for f in dataclasses.fields(MeasureSettings)}

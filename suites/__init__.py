@@ -1,0 +1,1 @@
+"""Built-in suite definitions (TOML), found by name: ``attnbench run quick``."""

@@ -1,0 +1,6 @@
+"""Built-in attention variants, one module per family.
+
+Each registers through the ``attnbench.variants`` entry point group in this
+project's pyproject.toml, exactly as a third-party plugin would, and imports
+only the public variant API of `harness`.
+"""
