@@ -9,6 +9,7 @@ sampling of RSS in a thread (a lower bound). CUDA: the caching allocator's
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import threading
 import time
@@ -42,9 +43,23 @@ def hwm_reset_works() -> bool:
         return False
 
 
+def release_free_heap() -> bool:
+    """Give freed heap pages back to the kernel (glibc's malloc_trim), so RSS counts live memory only.
+
+    Without it, memory an earlier call freed stays resident, the next call
+    reuses it without raising RSS, and its peak reads as zero.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.malloc_trim(0)) or True
+    except (OSError, AttributeError):
+        return False
+
+
 def cpu_peak_bytes(fn: Callable[[], object]) -> PeakMeasurement:
     """Peak resident bytes `fn` adds to the process (its result is dropped after the peak is read)."""
     gc.collect()
+    release_free_heap()
     if hwm_reset_works():
         CLEAR_REFS.write_text("5")
         baseline = _status_kib("VmRSS")

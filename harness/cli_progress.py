@@ -1,0 +1,118 @@
+"""Terminal output of a run: a live progress bar while it runs, summary tables when it ends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+STATUS_STYLE = {"ok": "green", "unsupported": "dim", "skipped": "yellow", "oom": "red", "timeout": "red",
+                "crashed": "red", "error": "red"}
+WORKLOAD_KEYS = ("device", "dtype", "mode", "causal", "batch", "heads", "head_dim")
+
+
+class SweepProgress:
+    """A rich progress bar fed by the sweep's progress events: the cell in flight and the count done."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), TextColumn("{task.fields[cell]}"), console=self.console,
+                                  transient=False)
+        self._task = None
+
+    def __enter__(self):
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._progress.__exit__(*exc)
+
+    def __call__(self, event: str, **data) -> None:
+        if event == "start":
+            self.console.print(f"run folder: {data['run_path']}  ({data['todo']} cells to run, "
+                               f"{data['done']} already stored)")
+            self._task = self._progress.add_task("cells", total=data["todo"], cell="")
+        elif event == "cell" and self._task is not None:
+            self._progress.update(self._task, cell=data["case"].label)
+        elif event == "done" and self._task is not None:
+            result = data["result"]
+            if result.status != "ok":
+                style = STATUS_STYLE.get(result.status, "red")
+                self._progress.console.print(f"[{style}]{result.status}[/{style}] {data['case'].label}: "
+                                             f"{result.reason[:200]}", highlight=False)
+            self._progress.advance(self._task)
+
+
+def _number(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _format_seconds(value: float) -> str:
+    if value >= 1:
+        return f"{_number(value)} s"
+    if value >= 1e-3:
+        return f"{_number(value * 1e3)} ms"
+    return f"{_number(value * 1e6)} µs"
+
+
+def _format_bytes(value: float) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= size:
+            return f"{_number(value / size)} {unit}"
+    return f"{value:.0f} B"
+
+
+def _cell_text(row, full: bool) -> str:
+    if row.status != "ok":
+        style = STATUS_STYLE.get(row.status, "red")
+        reason = row.reason if full else row.reason[:40]
+        return f"[{style}]{row.status}[/{style}]" + (f": {reason}" if row.status != "unsupported" or full else "")
+    half = (row.time_ci_high_s - row.time_ci_low_s) / 2 / row.time_median_s * 100 if row.time_median_s else 0
+    text = f"{_format_seconds(row.time_median_s)} ±{half:.1f}%"
+    if row.peak_bytes_fwd == row.peak_bytes_fwd:  # not NaN
+        text += f"\n{_format_bytes(row.peak_bytes_fwd)}"
+    if row.rel_l2_error == row.rel_l2_error:
+        text += f"\nerr {row.rel_l2_error:.1e}"
+    return text
+
+
+def print_summary(run_path: Path, full: bool = False, console: Console | None = None) -> None:
+    """Tables per workload (variants × seq_len): median time ±CI half-width, peak memory, error."""
+    from harness.store import load_run, tidy_frame
+
+    console = console or Console()
+    loaded = load_run(run_path)
+    for problem in loaded.problems:
+        console.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
+    frame = tidy_frame([loaded])
+    console.print(f"run [bold]{loaded.run.run_id}[/bold] ({loaded.run.name}, suite {loaded.run.suite_name}) "
+                  f"status {loaded.status}, {len(frame)} cells")
+    if frame.empty:
+        console.print(f"run folder: {run_path}")
+        return
+    frame = frame.assign(label=[_variant_label(v, p) for v, p in zip(frame.variant, frame.params, strict=True)])
+    for workload, group in frame.groupby(list(WORKLOAD_KEYS), sort=True, dropna=False):
+        title = ", ".join(f"{k}={v}" for k, v in zip(WORKLOAD_KEYS, workload, strict=True))
+        lengths = sorted(group.seq_len.unique())
+        table = Table(title=title, show_lines=True)
+        table.add_column("variant")
+        for length in lengths:
+            table.add_column(f"N={length}", justify="right")
+        for label, rows in group.groupby("label", sort=True):
+            by_length = {row.seq_len: row for row in rows.itertuples()}
+            table.add_row(label, *[_cell_text(by_length[n], full) if n in by_length else "" for n in lengths])
+        console.print(table)
+    counts = frame.status.value_counts().to_dict()
+    console.print("cells by status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    console.print(f"run folder: {run_path}")
+
+
+def _variant_label(variant: str, params_json: str) -> str:
+    params = json.loads(params_json) if params_json else {}
+    if not params:
+        return variant
+    return f"{variant} ({', '.join(f'{k}={v}' for k, v in params.items())})"

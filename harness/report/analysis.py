@@ -1,0 +1,108 @@
+"""Derived findings: where sub-quadratic variants overtake the baseline, and quality against cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from harness.report.data import ReportData
+from harness.report.fits import crossover, pareto_frontier
+from harness.report.tables import format_error, format_seconds
+
+
+@dataclass(frozen=True)
+class Crossover:
+    workload: str
+    series: str
+    run: str
+    faster_from: str
+    smaller_from: str
+    measured: str
+
+
+def crossovers(data: ReportData) -> tuple[list[Crossover], list[str]]:
+    """For every sub-quadratic series against the baseline (same run, same workload): the length
+    from which it is faster, and from which it needs less memory, at every longer measured length.
+    Returns the rows and notes on workloads that could not be compared.
+    """
+    results: list[Crossover] = []
+    notes: list[str] = []
+    if data.baseline is None:
+        return results, [data.baseline_note]
+    for workload, rows in data.workloads():
+        candidates = rows[rows["is_subquadratic"] & (rows["variant"] != data.baseline)]
+        if candidates.empty:
+            continue
+        for run, run_rows in rows.groupby("run", sort=False):
+            base = run_rows[run_rows["variant"] == data.baseline]
+            if base.empty:
+                notes.append(f"{workload}{' · ' + str(run) if data.multi_run else ''}: "
+                             f"the baseline {data.baseline} was not in this workload, so no crossover")
+                continue
+            base_by_len = {int(r.seq_len): r for r in base.itertuples(index=False)}
+            for series, group in run_rows[run_rows.index.isin(candidates.index)].groupby("series", sort=False):
+                by_len = {int(r.seq_len): r for r in group.itertuples(index=False)}
+                lengths = sorted(set(by_len) | set(base_by_len))
+                time_from = crossover(lengths, [_ok(by_len.get(n), "time_median_s") for n in lengths],
+                                      [_ok(base_by_len.get(n), "time_median_s") for n in lengths])
+                memory_from = crossover(lengths, [_ok(by_len.get(n), "peak_bytes") for n in lengths],
+                                        [_ok(base_by_len.get(n), "peak_bytes") for n in lengths])
+                results.append(Crossover(
+                    workload=workload, series=str(series), run=str(run) if data.multi_run else "",
+                    faster_from=_from_text(time_from), smaller_from=_from_text(memory_from),
+                    measured=f"{lengths[0]}…{lengths[-1]} ({len(lengths)} lengths)",
+                ))
+    return results, notes
+
+
+def _ok(row, column: str) -> float | None:
+    if row is None or row.status != "ok":
+        return None
+    value = getattr(row, column)
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def _from_text(seq_len: int | None) -> str:
+    return "never in this range" if seq_len is None else f"from seq_len {seq_len}"
+
+
+@dataclass(frozen=True)
+class QualityView:
+    """One workload's approximate variants at one seq_len: the points and the frontier."""
+
+    workload: str
+    seq_len: int
+    points: pd.DataFrame
+    baseline_times: dict[str, float]
+    frontier: list[dict[str, str]]
+
+
+def quality_views(data: ReportData) -> list[QualityView]:
+    """Per workload, at the largest seq_len where an approximate variant has an error against exact."""
+    views = []
+    for workload, rows in data.workloads():
+        approx = rows[(rows["status"] == "ok") & rows["is_approximate"]
+                      & pd.to_numeric(rows["approx_rel_l2_error"], errors="coerce").notna()
+                      & pd.to_numeric(rows["time_median_s"], errors="coerce").notna()]
+        if approx.empty:
+            continue
+        seq_len = int(approx["seq_len"].max())
+        points = approx[approx["seq_len"] == seq_len].copy()
+        points["time_median_s"] = points["time_median_s"].astype(float)
+        points["approx_rel_l2_error"] = points["approx_rel_l2_error"].astype(float)
+        baseline_times = {}
+        if data.baseline is not None:
+            base = rows[(rows["variant"] == data.baseline) & (rows["status"] == "ok") & (rows["seq_len"] == seq_len)]
+            baseline_times = {str(r.run): float(r.time_median_s) for r in base.itertuples(index=False)
+                              if not pd.isna(r.time_median_s)}
+        frontier_rows = []
+        for run, group in points.groupby("run", sort=False):
+            for index in pareto_frontier(list(group["time_median_s"]), list(group["approx_rel_l2_error"])):
+                r = group.iloc[index]
+                frontier_rows.append({"series": str(r["series"]), "run": str(run) if data.multi_run else "",
+                                      "time": format_seconds(r["time_median_s"]),
+                                      "error": format_error(r["approx_rel_l2_error"])})
+        views.append(QualityView(workload=workload, seq_len=seq_len, points=points,
+                                 baseline_times=baseline_times, frontier=frontier_rows))
+    return views

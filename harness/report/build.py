@@ -1,0 +1,120 @@
+"""Build the HTML report of one or more runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.errors import AttnbenchError
+from harness.report import plots
+from harness.report.analysis import crossovers, quality_views
+from harness.report.data import ReportData, attention_maps, prepare
+from harness.report.render import render, write_html
+from harness.report.tables import failures, run_summary, workload_table
+from harness.store import LoadedRun
+
+
+def default_report_path(runs: Sequence[LoadedRun]) -> Path:
+    """reports/<run-name>.html (relative to the working directory); several runs join their names."""
+    names = [r.run.name or r.run.run_id for r in runs]
+    stem = "+".join(dict.fromkeys(names)) if len(runs) > 1 else (runs[0].run.name or runs[0].run.run_id)
+    safe = "".join(ch if ch.isalnum() or ch in "-_.+" else "-" for ch in stem)[:120] or "report"
+    return Path("reports") / f"{safe}.html"
+
+
+def build_report_html(runs: Sequence[LoadedRun], baseline: str | None = None) -> str:
+    """The report of `runs` as one self-contained HTML page."""
+    if not runs:
+        raise AttnbenchError("no run to report on; give at least one RUN")
+    data = prepare(runs, baseline)
+    styles = plots.Styles(list(data.frame.get("series", [])), list(data.run_labels.values()))
+    tables, figures = [], []
+    for workload, rows in data.workloads():
+        tables.append(workload_table(data, workload, rows))
+        dtype = str(rows["dtype"].iloc[0])
+        peaks, bandwidth = _peaks(data, dtype)
+        figures.append({"workload": workload,
+                        "uri": plots.workload_figure(rows, styles, data.multi_run, data.baseline, peaks, bandwidth)})
+    crossover_rows, crossover_notes = crossovers(data)
+    quality = []
+    for view in quality_views(data):
+        title = f"{view.workload} · seq_len {view.seq_len}"
+        quality.append({"workload": view.workload, "seq_len": view.seq_len, "frontier": view.frontier,
+                        "uri": plots.quality_figure(view.points, styles, data.multi_run, view.baseline_times, title)})
+    title = "attnbench report: " + ", ".join(data.run_labels[r.run.run_id] for r in data.runs)
+    return render(
+        "report.html",
+        title=title,
+        subtitle=data.baseline_note,
+        version=_version(),
+        built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        runs=[run_summary(r, data.run_labels[r.run.run_id]) for r in data.runs],
+        multi_run=data.multi_run,
+        tables=tables,
+        figures=figures,
+        baseline=data.baseline,
+        baseline_note=data.baseline_note,
+        crossovers=crossover_rows,
+        crossover_notes=crossover_notes,
+        quality=quality,
+        attention=[_attention_item(data, r) for r in data.runs],
+        failures=failures(data),
+    )
+
+
+def write_report(runs: list[LoadedRun], output: Path | None = None, baseline: str | None = None) -> Path:
+    """Write the report of `runs` to `output` (default `default_report_path`) and return its path.
+
+    Raises AttnbenchError for a baseline that is not in the runs or an output that cannot be written.
+    """
+    output = Path(output) if output is not None else default_report_path(runs)
+    html = build_report_html(runs, baseline)
+    try:
+        return write_html(html, output)
+    except OSError as exc:
+        raise AttnbenchError(f"cannot write the report to {output}: {exc.strerror or exc}; "
+                             "choose another path with -o") from None
+
+
+def _peaks(data: ReportData, dtype: str) -> tuple[dict[str, float], float | None]:
+    peaks: dict[str, float] = {}
+    bandwidth = None
+    for loaded in data.runs:
+        calibration = loaded.run.calibration or {}
+        rate = (calibration.get("matmul_flops_per_s") or {}).get(dtype)
+        if plots.finite(rate) and float(rate) > 0:
+            peaks[data.run_labels[loaded.run.run_id]] = float(rate)
+            copy = calibration.get("copy_bytes_per_s")
+            if bandwidth is None and plots.finite(copy) and float(copy) > 0:
+                bandwidth = float(copy)
+    return peaks, bandwidth
+
+
+def _attention_item(data: ReportData, loaded: LoadedRun) -> dict[str, Any]:
+    label = data.run_labels[loaded.run.run_id]
+    try:
+        maps = attention_maps(loaded)
+    except AttnbenchError as exc:
+        return {"label": label, "uri": None, "missing": str(exc)}
+    if maps is None:
+        return {"label": label, "uri": None,
+                "missing": f"This run has no attention_maps.json in {loaded.path}, so there are no maps to show."}
+    errors = sorted((str(k), str(v)) for k, v in (maps.get("errors") or {}).items())
+    try:
+        uri = plots.attention_maps_figure(maps)
+    except (TypeError, ValueError) as exc:
+        return {"label": label, "uri": None, "missing": f"attention_maps.json could not be drawn: {exc}"}
+    note = str(maps.get("note") or "")
+    return {"label": label, "uri": uri, "errors": errors, "seq_len": maps.get("seq_len"),
+            "kv_len": maps.get("kv_len"), "note": note}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("attnbench")
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,367 @@
+"""Compare two runs cell by cell: ratio of medians with a bootstrap interval, a Mann–Whitney U
+test on the raw samples, a verdict, memory and error changes, and regression gates.
+
+Cells are matched by case id (the stable hash of the case). The verdict is
+'slower' or 'faster' only when the U test is significant (p < alpha) *and*
+the ratio of medians is beyond the practical threshold; otherwise 'same'.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.errors import AttnbenchError
+from harness.report import plots
+from harness.report.data import case_labels, prepare, samples_by_case, status_text
+from harness.report.fits import BOOTSTRAP_RESAMPLES, mann_whitney_u, median_ratio_interval
+from harness.report.render import render, write_html
+from harness.report.tables import format_bytes, format_error, format_seconds, format_value
+from harness.store import LoadedRun
+
+DEFAULT_THRESHOLD = 0.02
+DEFAULT_ALPHA = 0.01
+ERROR_FLOOR = 1e-6
+GATE_FIELDS = {
+    "median": "median time per call",
+    "peak_memory": "peak bytes above the inputs",
+    "error": "relative L2 error against the reference",
+}
+METHOD = (f"ratio NEW/BASE of median times with a 95% percentile bootstrap interval "
+          f"({BOOTSTRAP_RESAMPLES} resamples of each run's raw samples, fixed seed); "
+          f"two-sided Mann–Whitney U test (normal approximation, tie and continuity corrections)")
+
+
+@dataclass(frozen=True)
+class CellComparison:
+    """One case present in both runs."""
+
+    case_id: str
+    label: str
+    variant: str
+    series: str
+    workload: str
+    seq_len: int
+    base_status: str
+    new_status: str
+    status_note: str = ""
+    base_median: float | None = None
+    new_median: float | None = None
+    ratio: float | None = None
+    ratio_low: float | None = None
+    ratio_high: float | None = None
+    p_value: float | None = None
+    verdict: str = "n/a"
+    base_memory: float | None = None
+    new_memory: float | None = None
+    memory_ratio: float | None = None
+    base_error: float | None = None
+    new_error: float | None = None
+    error_ratio: float | None = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    base: LoadedRun
+    new: LoadedRun
+    cells: list[CellComparison]
+    only_base: list[dict[str, Any]]
+    only_new: list[dict[str, Any]]
+    environment_diff: list[tuple[str, str, str]]
+    threshold: float
+    alpha: float
+    frame: pd.DataFrame = field(repr=False, default=None)
+
+    def counts(self) -> dict[str, int]:
+        counts = {"faster": 0, "slower": 0, "same": 0, "n/a": 0}
+        for cell in self.cells:
+            counts[cell.verdict] = counts.get(cell.verdict, 0) + 1
+        return counts
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A regression gate such as ``median:5%``: fail when FIELD grows by more than `fraction`."""
+
+    field: str
+    fraction: float
+
+    def __str__(self) -> str:
+        return f"{self.field}:{self.fraction * 100:g}%"
+
+
+def parse_gate(text: str) -> Gate:
+    """'median:5%' (or 'median:5') -> Gate('median', 0.05); ValueError naming the allowed fields."""
+    allowed = ", ".join(GATE_FIELDS)
+    match = re.fullmatch(r"\s*([A-Za-z_]+)\s*:\s*([0-9]*\.?[0-9]+)\s*%?\s*", str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not FIELD:PCT; write e.g. median:5% (FIELD one of {allowed}; "
+                         "PCT a non-negative percentage such as 5% or 2.5)")
+    name, pct = match.group(1).lower(), float(match.group(2))
+    if name not in GATE_FIELDS:
+        raise ValueError(f"{text!r}: unknown field {name!r}; FIELD must be one of {allowed}")
+    return Gate(field=name, fraction=pct / 100)
+
+
+def parse_fraction(text: str) -> float:
+    """'2%' or '2' -> 0.02."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*%?\s*", str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a percentage; write e.g. 2% or 2")
+    return float(match.group(1)) / 100
+
+
+def compare_runs(base: LoadedRun, new: LoadedRun, threshold: float = DEFAULT_THRESHOLD,
+                 alpha: float = DEFAULT_ALPHA) -> Comparison:
+    """Match the cells of `base` and `new` by case id and compare each pair."""
+    data = prepare([base, new])
+    frame = data.frame
+    rows = {(r.run_id, r.case_id): r for r in frame.itertuples(index=False)} if not frame.empty else {}
+    base_samples, new_samples = samples_by_case(base), samples_by_case(new)
+    labels = {**case_labels(new), **case_labels(base)}
+    base_ids, new_ids = base.case_ids(), new.case_ids()
+    cells = []
+    for case_id in sorted(base_ids & new_ids):
+        b, n = rows[(base.run.run_id, case_id)], rows[(new.run.run_id, case_id)]
+        cells.append(_compare_cell(case_id, labels.get(case_id, case_id), b, n,
+                                   base_samples.get(case_id, ()), new_samples.get(case_id, ()), threshold, alpha))
+    cells.sort(key=lambda c: (c.workload, c.series, c.seq_len))
+
+    def only(run: LoadedRun, ids: set[str]) -> list[dict[str, Any]]:
+        found = [rows[(run.run.run_id, i)] for i in ids]
+        return [{"series": r.series, "workload": r.workload, "seq_len": int(r.seq_len), "label": labels.get(r.case_id),
+                 "status": status_text(r.status, r.reason)}
+                for r in sorted(found, key=lambda r: (r.workload, r.series, r.seq_len))]
+
+    return Comparison(base=base, new=new, cells=cells, only_base=only(base, base_ids - new_ids),
+                      only_new=only(new, new_ids - base_ids),
+                      environment_diff=environment_diff(base.run.environment, new.run.environment),
+                      threshold=threshold, alpha=alpha, frame=frame)
+
+
+def _compare_cell(case_id: str, label: str, b: Any, n: Any, base_samples, new_samples,
+                  threshold: float, alpha: float) -> CellComparison:
+    common = {"case_id": case_id, "label": label, "variant": str(n.variant), "series": str(n.series),
+              "workload": str(n.workload), "seq_len": int(n.seq_len),
+              "base_status": str(b.status), "new_status": str(n.status)}
+    if b.status != "ok" or n.status != "ok":
+        note = f"BASE {status_text(b.status, b.reason)}; NEW {status_text(n.status, n.reason)}"
+        return CellComparison(**common, status_note=note)
+    values: dict[str, Any] = {
+        "base_median": _num(b.time_median_s), "new_median": _num(n.time_median_s),
+        "base_memory": _num(b.peak_bytes), "new_memory": _num(n.peak_bytes),
+        "base_error": _num(b.rel_l2_error), "new_error": _num(n.rel_l2_error),
+    }
+    values["memory_ratio"] = _ratio(values["new_memory"], values["base_memory"])
+    values["error_ratio"] = _ratio(values["new_error"], values["base_error"])
+    if base_samples and new_samples and min(base_samples) > 0 and min(new_samples) > 0:
+        interval = median_ratio_interval(base_samples, new_samples)
+        test = mann_whitney_u(new_samples, base_samples)
+        values.update(ratio=interval.ratio, ratio_low=interval.low, ratio_high=interval.high, p_value=test.p_value)
+        significant = test.p_value < alpha
+        if significant and interval.ratio > 1 + threshold:
+            values["verdict"] = "slower"
+        elif significant and interval.ratio < 1 - threshold:
+            values["verdict"] = "faster"
+        else:
+            values["verdict"] = "same"
+        note = ""
+    else:
+        values["ratio"] = _ratio(values["new_median"], values["base_median"])
+        note = "no raw samples stored: ratio of the stored medians only, no test"
+    return CellComparison(**common, status_note=note, **values)
+
+
+def environment_diff(base: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(key, BASE value, NEW value) for every key, nested ones dotted, whose value differs."""
+    flat_base, flat_new = _flatten(base or {}), _flatten(new or {})
+    missing = "(absent)"
+    return [(key, format_value(flat_base.get(key, missing)), format_value(flat_new.get(key, missing)))
+            for key in sorted(set(flat_base) | set(flat_new)) if flat_base.get(key, missing) != flat_new.get(key, missing)]
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def gate_failures(comparison: Comparison, gates: list[Gate]) -> list[str]:
+    """One line per (gate, cell) that regressed beyond the gate.
+
+    median: the ratio of medians exceeds 1 + PCT and the verdict is 'slower';
+    a cell that was ok in BASE and did not run in NEW also fails it.
+    peak_memory: the memory ratio exceeds 1 + PCT.
+    error: the error ratio exceeds 1 + PCT and NEW's error is above ERROR_FLOOR.
+    """
+    lines = []
+    for gate in gates:
+        limit = 1 + gate.fraction
+        for cell in comparison.cells:
+            where = f"{cell.series} at seq_len {cell.seq_len} ({cell.workload}; {cell.label})"
+            if gate.field == "median":
+                if cell.base_status == "ok" and cell.new_status != "ok":
+                    lines.append(f"{gate}: {where}: ran in BASE but not in NEW ({cell.status_note})")
+                elif cell.verdict == "slower" and cell.ratio is not None and cell.ratio > limit:
+                    lines.append(f"{gate}: {where}: median {_pct(cell.ratio)} "
+                                 f"({format_seconds(cell.base_median)} → {format_seconds(cell.new_median)}, "
+                                 f"p={cell.p_value:.2g})")
+            elif gate.field == "peak_memory":
+                if cell.memory_ratio is not None and cell.memory_ratio > limit:
+                    lines.append(f"{gate}: {where}: peak memory {_pct(cell.memory_ratio)} "
+                                 f"({format_bytes(cell.base_memory)} → {format_bytes(cell.new_memory)})")
+            elif gate.field == "error":
+                if (cell.error_ratio is not None and cell.error_ratio > limit
+                        and cell.new_error is not None and cell.new_error > ERROR_FLOOR):
+                    lines.append(f"{gate}: {where}: rel_l2_error {_pct(cell.error_ratio)} "
+                                 f"({format_error(cell.base_error)} → {format_error(cell.new_error)})")
+    return lines
+
+
+def print_comparison(comparison: Comparison, console=None) -> None:
+    """The comparison as rich terminal tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    base, new = comparison.base.run, comparison.new.run
+    console.print(f"[bold]BASE[/] {base.name} ({base.run_id})  [bold]NEW[/] {new.name} ({new.run_id})",
+                  markup=True, highlight=False)
+    table = Table(title=f"{len(comparison.cells)} matched cells", show_lines=False)
+    for name, justify in (("variant", "left"), ("workload", "left"), ("seq_len", "right"), ("BASE", "right"),
+                          ("NEW", "right"), ("NEW/BASE [95% CI]", "right"), ("p", "right"),
+                          ("verdict", "left"), ("memory", "right"), ("error", "right")):
+        table.add_column(name, justify=justify, overflow="fold")
+    colors = {"slower": "red", "faster": "green"}
+    for cell in comparison.cells:
+        verdict = cell.verdict if not cell.status_note or cell.verdict != "n/a" else cell.status_note
+        color = colors.get(cell.verdict)
+        table.add_row(_escape(cell.series), _escape(cell.workload), str(cell.seq_len), format_seconds(cell.base_median),
+                      format_seconds(cell.new_median), _ratio_text(cell),
+                      "–" if cell.p_value is None else f"{cell.p_value:.2g}",
+                      f"[{color}]{verdict}[/]" if color else _escape(verdict),
+                      _change(cell.memory_ratio), _change(cell.error_ratio))
+    console.print(table)
+    counts = comparison.counts()
+    console.print(", ".join(f"{k}: {v}" for k, v in counts.items()) +
+                  f"  (verdict needs p < {comparison.alpha:g} and |ratio − 1| > {comparison.threshold:.1%})",
+                  highlight=False, markup=False)
+    for title, items in (("only in BASE", comparison.only_base), ("only in NEW", comparison.only_new)):
+        if items:
+            console.print(f"{len(items)} cells {title}: " +
+                          "; ".join(f"{i['series']} N={i['seq_len']}" for i in items[:20]) +
+                          (" …" if len(items) > 20 else ""), highlight=False, markup=False)
+    if comparison.environment_diff:
+        env = Table(title="environment differences")
+        for name in ("key", "BASE", "NEW"):
+            env.add_column(name, overflow="fold")
+        for row in comparison.environment_diff:
+            env.add_row(*(_escape(v) for v in row))
+        console.print(env)
+    else:
+        console.print("The two environments are the same.", highlight=False, markup=False)
+
+
+def build_compare_html(comparison: Comparison, gate_lines: list[str] | None = None,
+                       gates: list[Gate] | None = None) -> str:
+    frame = comparison.frame
+    figures = []
+    if frame is not None and not frame.empty:
+        styles = plots.Styles(list(frame["series"]), list(frame["run"].unique()))
+        for workload, rows in frame.groupby("workload", sort=True):
+            figures.append({"workload": workload,
+                            "uri": plots.time_figure(rows, styles, True, f"Time · {workload}")})
+    return render(
+        "compare.html",
+        title=f"attnbench compare: {comparison.base.run.name} → {comparison.new.run.name}",
+        subtitle=METHOD + ".",
+        version=_version(),
+        built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        base=comparison.base.run, new=comparison.new.run,
+        base_label=_run_label(comparison.base), new_label=_run_label(comparison.new),
+        rows=[_html_row(c) for c in comparison.cells],
+        counts=comparison.counts(),
+        threshold=f"{comparison.threshold:.1%}", alpha=f"{comparison.alpha:g}",
+        only_base=comparison.only_base, only_new=comparison.only_new,
+        environment_diff=comparison.environment_diff,
+        figures=figures,
+        gates=[str(g) for g in gates or []],
+        gate_lines=gate_lines or [],
+        method=METHOD,
+    )
+
+
+def write_compare_report(comparison: Comparison, output: Path, gate_lines: list[str] | None = None,
+                         gates: list[Gate] | None = None) -> Path:
+    html = build_compare_html(comparison, gate_lines, gates)
+    try:
+        return write_html(html, Path(output))
+    except OSError as exc:
+        raise AttnbenchError(f"cannot write the comparison to {output}: {exc.strerror or exc}; "
+                             "choose another path with -o") from None
+
+
+def _html_row(cell: CellComparison) -> dict[str, str]:
+    return {"series": cell.series, "workload": cell.workload, "seq_len": str(cell.seq_len), "label": cell.label,
+            "base": format_seconds(cell.base_median), "new": format_seconds(cell.new_median),
+            "ratio": _ratio_text(cell), "p": "–" if cell.p_value is None else f"{cell.p_value:.2g}",
+            "verdict": cell.verdict, "note": cell.status_note,
+            "memory": _change(cell.memory_ratio), "error": _change(cell.error_ratio),
+            "errors": f"{format_error(cell.base_error)} → {format_error(cell.new_error)}"}
+
+
+def _ratio_text(cell: CellComparison) -> str:
+    if cell.ratio is None:
+        return "–"
+    if cell.ratio_low is None:
+        return f"{cell.ratio:.3f}"
+    return f"{cell.ratio:.3f} [{cell.ratio_low:.3f}, {cell.ratio_high:.3f}]"
+
+
+def _change(ratio: float | None) -> str:
+    return "–" if ratio is None else _pct(ratio)
+
+
+def _pct(ratio: float) -> str:
+    return f"{(ratio - 1) * 100:+.1f}%"
+
+
+def _ratio(new: float | None, base: float | None) -> float | None:
+    if new is None or base is None or base <= 0:
+        return None
+    return new / base
+
+
+def _num(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _run_label(loaded: LoadedRun) -> str:
+    return f"{loaded.run.name} ({loaded.run.run_id})"
+
+
+def _version() -> str:
+    from harness.report.build import _version as version
+
+    return version()

@@ -1,0 +1,335 @@
+"""Figures of a report, drawn with matplotlib (Agg) and seaborn, returned as inline PNG data URIs."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+if "matplotlib.pyplot" not in sys.modules:
+    matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from harness.report.fits import loglog_slope, pareto_frontier  # noqa: E402
+
+DPI = 72
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def text(label: Any) -> str:
+    """A label matplotlib draws literally: no mathtext from '$', no hiding from a leading '_'."""
+    value = str(label).replace("$", r"\$")
+    return "\u200b" + value if value.startswith("_") else value
+
+
+def to_data_uri(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class Styles:
+    """One colour per series and one line style per run, the same in every figure."""
+
+    def __init__(self, series: Sequence[str], runs: Sequence[str]) -> None:
+        names = list(dict.fromkeys(series))
+        palette = sns.color_palette("tab10" if len(names) <= 10 else "husl", max(len(names), 1))
+        self.colors = {name: palette[i] for i, name in enumerate(names)}
+        self.runs = {run: i for i, run in enumerate(dict.fromkeys(runs))}
+
+    def line(self, series: str, run: str) -> dict[str, Any]:
+        index = self.runs.get(run, 0)
+        return {"color": self.colors.get(series, "black"), "linestyle": LINESTYLES[index % len(LINESTYLES)],
+                "marker": MARKERS[index % len(MARKERS)]}
+
+
+def _label(series: str, run: str, multi_run: bool) -> str:
+    return f"{series} · {run}" if multi_run else series
+
+
+def _series_groups(rows: pd.DataFrame):
+    for (series, run), group in rows.groupby(["series", "run"], sort=False):
+        yield str(series), str(run), group.sort_values("seq_len")
+
+
+def _positive(values) -> np.ndarray:
+    array = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float)
+    return np.where(np.isfinite(array) & (array > 0), array, np.nan)
+
+
+def _empty(ax, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, wrap=True, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _legend(ax) -> None:
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(fontsize=7, framealpha=0.85, loc="best")
+
+
+def scaling_panel(ax, rows: pd.DataFrame, column: str, styles: Styles, multi_run: bool,
+                  ylabel: str, title: str, interval: tuple[str, str] | None = None) -> bool:
+    """`column` against seq_len on log-log axes, each series labelled with its fitted slope."""
+    ok = rows[rows["status"] == "ok"]
+    drawn = False
+    for series, run, group in _series_groups(ok):
+        values = _positive(group[column])
+        lengths = group["seq_len"].to_numpy(dtype=float)
+        mask = np.isfinite(values)
+        if not mask.any():
+            continue
+        slope = loglog_slope(lengths[mask], values[mask])
+        slope_text = f"slope {slope:.2f}" if slope is not None else "one point"
+        style = styles.line(series, run)
+        ax.plot(lengths[mask], values[mask], label=text(f"{_label(series, run, multi_run)} ({slope_text})"),
+                markersize=4, linewidth=1.4, **style)
+        if interval is not None:
+            low, high = _positive(group[interval[0]]), _positive(group[interval[1]])
+            band = mask & np.isfinite(low) & np.isfinite(high)
+            if band.any():
+                ax.fill_between(lengths[band], low[band], high[band], color=style["color"], alpha=0.18, linewidth=0)
+        drawn = True
+    if not drawn:
+        _empty(ax, f"no {ylabel} measured")
+    else:
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        _legend(ax)
+    ax.set_xlabel("seq_len")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    return drawn
+
+
+def flops_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool, peaks: dict[str, float]) -> None:
+    ok = rows[rows["status"] == "ok"]
+    drawn = False
+    for series, run, group in _series_groups(ok):
+        values = _positive(group["flops_per_s"])
+        lengths = group["seq_len"].to_numpy(dtype=float)
+        mask = np.isfinite(values)
+        if mask.any():
+            ax.plot(lengths[mask], values[mask], label=text(_label(series, run, multi_run)), markersize=4,
+                    linewidth=1.4, **styles.line(series, run))
+            drawn = True
+    for run, peak in peaks.items():
+        ax.axhline(peak, color="black", linestyle=LINESTYLES[styles.runs.get(run, 0) % 4], linewidth=1,
+                   label=text(f"measured peak{' · ' + run if multi_run else ''}"))
+    if not drawn:
+        _empty(ax, "no FLOP counts in these cells")
+    else:
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        _legend(ax)
+    ax.set_xlabel("seq_len")
+    ax.set_ylabel("achieved FLOP/s")
+    ax.set_title("Achieved FLOP/s" + ("" if peaks else " (not calibrated: no peak line)"), fontsize=10)
+
+
+def error_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool) -> None:
+    ok = rows[rows["status"] == "ok"]
+    drawn, zeros = False, False
+    for series, run, group in _series_groups(ok):
+        lengths = group["seq_len"].to_numpy(dtype=float)
+        style = styles.line(series, run)
+        for column, suffix, linestyle in (("rel_l2_error", "", "-"), ("approx_rel_l2_error", " vs exact", "--")):
+            if column == "approx_rel_l2_error" and not bool(group["is_approximate"].any()):
+                continue
+            raw = pd.to_numeric(group[column], errors="coerce").to_numpy(dtype=float)
+            zeros |= bool((raw == 0).any())
+            values = _positive(raw)
+            mask = np.isfinite(values)
+            if mask.any():
+                ax.plot(lengths[mask], values[mask], label=text(_label(series, run, multi_run) + suffix),
+                        markersize=4, linewidth=1.2, **{**style, "linestyle": linestyle})
+                drawn = True
+    if not drawn:
+        _empty(ax, "no errors measured")
+    else:
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        _legend(ax)
+    ax.set_xlabel("seq_len")
+    ax.set_ylabel("relative L2 error")
+    ax.set_title("Error (solid: own reference; dashed: vs exact softmax)" + (" · exact zeros not drawn" if zeros else ""),
+                 fontsize=10)
+
+
+def speedup_matrix(rows: pd.DataFrame, baseline: str | None, multi_run: bool) -> pd.DataFrame | None:
+    """baseline time / time per series (rows) and seq_len (columns), within each run; None without a baseline."""
+    if baseline is None:
+        return None
+    ok = rows[rows["status"] == "ok"]
+    base = ok[ok["variant"] == baseline]
+    if base.empty:
+        return None
+    base_time = base.groupby(["run", "seq_len"])["time_median_s"].first()
+    records = []
+    for r in ok.itertuples(index=False):
+        reference = base_time.get((r.run, r.seq_len))
+        if reference is None or not r.time_median_s or not np.isfinite(r.time_median_s):
+            continue
+        records.append({"row": _label(r.series, r.run, multi_run), "seq_len": int(r.seq_len),
+                        "speedup": float(reference) / float(r.time_median_s)})
+    if not records:
+        return None
+    table = pd.DataFrame(records).pivot_table(index="row", columns="seq_len", values="speedup", aggfunc="first", sort=False)
+    return table
+
+
+def speedup_panel(ax, rows: pd.DataFrame, baseline: str | None, multi_run: bool) -> None:
+    table = speedup_matrix(rows, baseline, multi_run)
+    if table is None:
+        _empty(ax, f"baseline {baseline!s} not measured in this workload" if baseline else "no baseline")
+        ax.set_title("Speedup over the baseline", fontsize=10)
+        return
+    table.index = [text(i) for i in table.index]
+    annotations = table.map(lambda v: "" if pd.isna(v) else f"{v:.2g}")
+    sns.heatmap(np.log2(table.astype(float)), ax=ax, cmap="RdBu", center=0, annot=annotations, fmt="",
+                annot_kws={"fontsize": 7}, cbar_kws={"label": "log2 speedup (blue: faster)"}, linewidths=0.5)
+    ax.set_xlabel("seq_len")
+    ax.set_ylabel("")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title(text(f"Speedup over {baseline} (its time / this time)"), fontsize=10)
+
+
+def roofline_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool, peak_flops: float | None,
+                   bandwidth: float | None) -> bool:
+    ok = rows[(rows["status"] == "ok")]
+    intensity = pd.to_numeric(ok["arithmetic_intensity"], errors="coerce")
+    if peak_flops is None or bandwidth is None or not intensity.notna().any():
+        return False
+    drawn = False
+    for series, run, group in _series_groups(ok):
+        x = _positive(group["arithmetic_intensity"])
+        y = _positive(group["flops_per_s"])
+        mask = np.isfinite(x) & np.isfinite(y)
+        if mask.any():
+            style = styles.line(series, run)
+            ax.scatter(x[mask], y[mask], color=style["color"], marker=style["marker"], s=18,
+                       label=text(_label(series, run, multi_run)))
+            drawn = True
+    if not drawn:
+        return False
+    xs = _positive(ok["arithmetic_intensity"])
+    low, high = np.nanmin(xs) / 4, np.nanmax(xs) * 4
+    grid = np.geomspace(low, high, 200)
+    ax.plot(grid, np.minimum(peak_flops, grid * bandwidth), color="black", linewidth=1.2, label="roof")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP/byte)")
+    ax.set_ylabel("achieved FLOP/s")
+    ax.set_title("Roofline (compute roof and bandwidth slope)", fontsize=10)
+    _legend(ax)
+    return True
+
+
+def workload_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, baseline: str | None,
+                    peaks: dict[str, float], bandwidth: float | None) -> str:
+    """Time, memory, FLOP/s, error, speedup and (when it can) roofline of one workload."""
+    n_series = rows.groupby(["series", "run"]).ngroups
+    height = max(8.0, 4.0 + 0.35 * n_series)
+    fig = Figure(figsize=(16, height))
+    axes = fig.subplots(2, 3)
+    scaling_panel(axes[0, 0], rows, "time_median_s", styles, multi_run, "median time per call (s)",
+                  "Time (band: 95% interval of the median)", interval=("time_ci_low_s", "time_ci_high_s"))
+    scaling_panel(axes[0, 1], rows, "peak_bytes", styles, multi_run, "peak bytes above inputs", "Peak memory")
+    flops_panel(axes[0, 2], rows, styles, multi_run, peaks)
+    error_panel(axes[1, 0], rows, styles, multi_run)
+    speedup_panel(axes[1, 1], rows, baseline, multi_run)
+    peak = next(iter(peaks.values()), None)
+    if not roofline_panel(axes[1, 2], rows, styles, multi_run, peak, bandwidth):
+        axes[1, 2].set_axis_off()
+    fig.tight_layout()
+    return to_data_uri(fig)
+
+
+def time_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, title: str) -> str:
+    """Time against seq_len alone (for comparisons: both runs overlaid)."""
+    fig = Figure(figsize=(9, 5.5))
+    ax = fig.subplots()
+    scaling_panel(ax, rows, "time_median_s", styles, multi_run, "median time per call (s)", text(title),
+                  interval=("time_ci_low_s", "time_ci_high_s"))
+    fig.tight_layout()
+    return to_data_uri(fig)
+
+
+def quality_figure(points: pd.DataFrame, styles: Styles, multi_run: bool, baseline_times: dict[str, float],
+                   title: str) -> str:
+    """approx_rel_l2_error against time, one point per knob setting, the Pareto frontier per run drawn."""
+    fig = Figure(figsize=(8, 5.5))
+    ax = fig.subplots()
+    for run, group in points.groupby("run", sort=False):
+        run = str(run)
+        for r in group.itertuples(index=False):
+            style = styles.line(r.series, run)
+            ax.scatter([r.time_median_s], [r.approx_rel_l2_error], color=style["color"], marker=style["marker"],
+                       s=36, zorder=3)
+            ax.annotate(text(_label(r.series, run, multi_run)), (r.time_median_s, r.approx_rel_l2_error),
+                        fontsize=7, xytext=(4, 3), textcoords="offset points")
+        frontier = group.iloc[pareto_frontier(list(group["time_median_s"]), list(group["approx_rel_l2_error"]))]
+        if len(frontier):
+            ax.step(frontier["time_median_s"], frontier["approx_rel_l2_error"], where="post", color="black",
+                    linestyle=LINESTYLES[styles.runs.get(run, 0) % 4], linewidth=1,
+                    label=text(f"Pareto frontier{' · ' + run if multi_run else ''}"))
+    for run, seconds in baseline_times.items():
+        ax.axvline(seconds, color="grey", linestyle=":", linewidth=1,
+                   label=text(f"exact baseline time{' · ' + run if multi_run else ''}"))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("median time per call (s)")
+    ax.set_ylabel("relative L2 error vs exact softmax")
+    ax.set_title(text(title), fontsize=10)
+    _legend(ax)
+    fig.tight_layout()
+    return to_data_uri(fig)
+
+
+def attention_maps_figure(maps: dict[str, Any]) -> str:
+    """Exact weights, then each variant's weights beside their difference from exact."""
+    exact = np.asarray(maps["exact"], dtype=float)
+    variants = [(name, np.asarray(values, dtype=float)) for name, values in (maps.get("variants") or {}).items()]
+    rows = 1 + len(variants)
+    fig = Figure(figsize=(7.5, 3.2 * rows))
+    axes = np.atleast_2d(fig.subplots(rows, 2, squeeze=False))
+    vmax = float(np.nanmax(exact)) if exact.size else 1.0
+    _heat(fig, axes[0, 0], exact, "exact softmax weights", "viridis", 0.0, vmax)
+    axes[0, 1].set_axis_off()
+    for i, (name, weights) in enumerate(variants, start=1):
+        _heat(fig, axes[i, 0], weights, f"{name}: weights", "viridis", 0.0, vmax)
+        if weights.shape == exact.shape:
+            diff = weights - exact
+            bound = float(np.nanmax(np.abs(diff))) or 1e-12
+            _heat(fig, axes[i, 1], diff, f"{name} − exact (max |Δ| {bound:.2g})", "RdBu_r", -bound, bound)
+        else:
+            _empty(axes[i, 1], f"shape {weights.shape} differs from exact {exact.shape}")
+    fig.tight_layout()
+    return to_data_uri(fig)
+
+
+def _heat(fig: Figure, ax, values: np.ndarray, title: str, cmap: str, vmin: float, vmax: float) -> None:
+    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1e-12,
+                      interpolation="nearest", aspect="auto")
+    ax.set_title(text(title), fontsize=9)
+    ax.set_xlabel("key")
+    ax.set_ylabel("query")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+
+
+def finite(value: Any) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

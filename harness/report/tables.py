@@ -1,0 +1,173 @@
+"""Tables of a report: numbers formatted for people, and the per-workload grids."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from harness.report.data import ReportData, status_text
+from harness.store import LoadedRun
+
+
+def format_seconds(value: Any) -> str:
+    number = _number(value)
+    if number is None:
+        return "–"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if abs(number) >= scale:
+            return f"{number / scale:.3g} {unit}"
+    return f"{number / 1e-9:.3g} ns"
+
+
+def format_bytes(value: Any) -> str:
+    number = _number(value)
+    if number is None:
+        return "–"
+    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if abs(number) >= scale:
+            return f"{number / scale:.3g} {unit}"
+    return f"{number:.0f} B"
+
+
+def format_rate(value: Any, unit: str = "FLOP/s") -> str:
+    number = _number(value)
+    if number is None:
+        return "–"
+    for prefix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(number) >= scale:
+            return f"{number / scale:.3g} {prefix}{unit}"
+    return f"{number:.3g} {unit}"
+
+
+def format_error(value: Any) -> str:
+    number = _number(value)
+    return "–" if number is None else f"{number:.2g}"
+
+
+def format_ratio(value: Any) -> str:
+    number = _number(value)
+    return "–" if number is None else f"{number:.3f}×"
+
+
+def format_value(value: Any) -> str:
+    """An environment or calibration value as text: nested data as compact JSON."""
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, sort_keys=True, default=str)
+    return "" if value is None else str(value)
+
+
+@dataclass
+class GridCell:
+    status: str
+    lines: list[str] = field(default_factory=list)
+    title: str = ""
+
+
+@dataclass
+class WorkloadTable:
+    """One workload: a row per series (and run), a column per seq_len."""
+
+    workload: str
+    seq_lens: list[int]
+    rows: list[tuple[str, str, list[GridCell]]]
+
+
+def workload_table(data: ReportData, workload: str, rows: pd.DataFrame) -> WorkloadTable:
+    seq_lens = sorted(int(n) for n in rows["seq_len"].unique())
+    table_rows = []
+    for (series, run), group in rows.groupby(["series", "run"], sort=False):
+        by_len = {int(r.seq_len): r for r in group.itertuples(index=False)}
+        cells = [_grid_cell(by_len.get(n)) for n in seq_lens]
+        table_rows.append((series, run if data.multi_run else "", cells))
+    return WorkloadTable(workload=workload, seq_lens=seq_lens, rows=table_rows)
+
+
+def _grid_cell(row: Any) -> GridCell:
+    if row is None:
+        return GridCell(status="absent", lines=["not in this run's sweep"])
+    if row.status != "ok":
+        return GridCell(status=str(row.status), lines=[status_text(row.status, row.reason)])
+    lines = [format_seconds(row.time_median_s)]
+    title = ""
+    if _number(row.time_ci_low_s) is not None and _number(row.time_ci_high_s) is not None:
+        lines[0] += f" [{format_seconds(row.time_ci_low_s)}, {format_seconds(row.time_ci_high_s)}]"
+        title = "median time per call [95% interval of the median]"
+    lines.append(f"mem {format_bytes(row.peak_bytes)}")
+    error = f"err {format_error(row.rel_l2_error)}"
+    if row.is_approximate and _number(row.approx_rel_l2_error) is not None:
+        error += f" · vs exact {format_error(row.approx_rel_l2_error)}"
+    lines.append(error)
+    return GridCell(status="ok", lines=lines, title=title)
+
+
+def run_summary(loaded: LoadedRun, label: str) -> dict[str, Any]:
+    """What section 1 shows about one run."""
+    run = loaded.run
+    counts: dict[str, int] = {}
+    for cell in loaded.cells:
+        counts[cell.result.status] = counts.get(cell.result.status, 0) + 1
+    calibration = run.calibration or {}
+    calibration_rows = []
+    for dtype, rate in sorted((calibration.get("matmul_flops_per_s") or {}).items()):
+        calibration_rows.append((f"matmul peak, {dtype}", format_rate(rate)))
+    if calibration.get("copy_bytes_per_s") is not None:
+        calibration_rows.append(("copy bandwidth", format_rate(calibration["copy_bytes_per_s"], "B/s")))
+    for key, value in sorted(calibration.items()):
+        if key not in ("matmul_flops_per_s", "copy_bytes_per_s"):
+            calibration_rows.append((key, format_value(value)))
+    return {
+        "label": label,
+        "run_id": run.run_id,
+        "name": run.name,
+        "suite": run.suite_name,
+        "suite_text": run.suite_text,
+        "status": loaded.status,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at or "not ended",
+        "duration": _duration(run.started_at, run.ended_at),
+        "environment": [(str(k), format_value(v)) for k, v in sorted(run.environment.items())],
+        "calibration": calibration_rows,
+        "counts": sorted(counts.items(), key=lambda kv: (kv[0] != "ok", kv[0])),
+        "cells": len(loaded.cells),
+        "problems": list(loaded.problems),
+        "path": str(loaded.path),
+    }
+
+
+def failures(data: ReportData) -> list[dict[str, Any]]:
+    """Every cell that did not give a measurement, with its reason."""
+    frame = data.frame
+    if frame.empty:
+        return []
+    failed = frame[frame["status"] != "ok"]
+    return [{"run": r.run, "series": r.series, "workload": r.workload, "seq_len": int(r.seq_len),
+             "status": r.status, "reason": r.reason or ""} for r in failed.itertuples(index=False)]
+
+
+def _duration(started: str | None, ended: str | None) -> str:
+    try:
+        start = dt.datetime.fromisoformat(str(started))
+        end = dt.datetime.fromisoformat(str(ended))
+    except (TypeError, ValueError):
+        return "unknown"
+    seconds = (end - start).total_seconds()
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _number(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
