@@ -270,9 +270,16 @@ def _register_optional_commands() -> None:
     try:
         from harness.cli_report import compare_command, report_command
     except ImportError:
-        return
-    main.add_command(report_command)
-    main.add_command(compare_command)
+        pass
+    else:
+        main.add_command(report_command)
+        main.add_command(compare_command)
+    try:
+        from harness.cli_profile import profile_command
+    except ImportError:
+        pass
+    else:
+        main.add_command(profile_command)
 
 
 _register_optional_commands()
