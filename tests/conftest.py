@@ -1,0 +1,43 @@
+"""Shared test setup: the `cuda` marker skips without a device; small helpers for suites and runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    if _cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; torch sees none here")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "results"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for running the `attnbench` console script in a subprocess."""
+    env = dict(os.environ)
+    env["ATTNBENCH_RESULTS"] = str(tmp_path / "results")
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
