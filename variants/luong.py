@@ -1,0 +1,384 @@
+"""Luong (multiplicative) attention: the dot, general, concat and local-p scores.
+
+From Luong, Pham and Manning (2015), "Effective Approaches to Attention-based
+Neural Machine Translation", with decoder state h_t as the query and encoder
+states h̄_s as the keys:
+
+    dot      score(q, k) = qᵀk                       (no 1/√d scaling)
+    general  score(q, k) = qᵀ W k                    (W: d × d)
+    concat   score(q, k) = vᵀ tanh(W [q; k])         (W: attn_dim × 2d, v: attn_dim)
+    local-p  p = S · sigmoid(v_pᵀ tanh(W_p q)),  window [p − D, p + D],
+             a(s) = softmax_window(score(q, k_s)) · exp(−(s − p)² / (2σ²)),  σ = D/2
+
+    out[i] = Σ_s a_i(s) · V[s]   (for dot, general, concat: a = softmax over all keys)
+
+How a case maps onto the family: each (batch, head) pair is one sentence pair,
+q (B, H, N, d) the N decoder states, k (B, H, M, d) the M encoder states and v
+(B, H, M, d) their values. Weights (W, W_p, v_p) are seeded and shared by every
+batch element and head.
+
+Causal, per score:
+- dot, general, concat: key j is visible to query i when j <= i + (M − N), the
+  attnbench convention; a query that sees no key outputs 0.
+- local-p: the predicted position is taken over the keys the query may see:
+  S_i = clamp(i + M − N + 1, 0, M) instead of S = M, and window positions at
+  or beyond S_i are masked. Without a mask S_i = M for every query.
+
+Implementations: dot and general call `scaled_dot_product_attention` with
+scale 1 (general first applies W to the keys once, k' = k Wᵀ, so qᵀWk = q·k');
+concat reuses additive's chunked scorer (W = [W_q | W_k], so W[q; k] = W_q q + W_k k);
+local-p gathers the 2D+1 keys and values of each query's window (no N×M matrix).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from harness.case import Case
+from harness.reference import attention_flops, softmax_attention
+from harness.variant import AttentionInputs, Variant
+from variants.additive import (
+    additive_flops,
+    additive_memory_model,
+    additive_reference_weights,
+    chunk_rows,
+    chunked_additive_attention,
+    knob_reasons,
+    weight_for,
+)
+
+GENERAL_TAG = 201
+CONCAT_W_TAG, CONCAT_V_TAG = 301, 302
+LOCAL_WP_TAG, LOCAL_VP_TAG = 401, 402
+# local-p gathers at most this many elements of windowed keys per chunk of queries.
+LOCAL_CHUNK_ELEMENTS = 1 << 24
+
+
+def _dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+    """softmax(q kᵀ) v with no scaling, end-aligned causal mask; rows that see no key give 0.  (B, H, N, d)"""
+    seq_len, kv_len = q.shape[-2], k.shape[-2]
+    if not causal or seq_len == kv_len:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=1.0)
+    if kv_len < seq_len:
+        # The first N − M queries see nothing; the last M see a square causal block (top-left = end aligned).
+        hidden = seq_len - kv_len
+        tail = F.scaled_dot_product_attention(q[:, :, hidden:], k, v, is_causal=True, scale=1.0)
+        return F.pad(tail, (0, 0, hidden, 0))
+    query_index = torch.arange(seq_len, device=q.device)
+    key_index = torch.arange(kv_len, device=q.device)
+    allowed = key_index[None, :] <= query_index[:, None] + (kv_len - seq_len)       # (N, M)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=1.0)
+
+
+def _reference_softmax_weights(scores: torch.Tensor, query_index: torch.Tensor, seq_len: int,
+                               causal: bool) -> torch.Tensor:
+    kv_len = scores.shape[-1]
+    if causal:
+        allowed = torch.arange(kv_len)[None, :] <= query_index[:, None] + (kv_len - seq_len)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
+
+
+def _rows(case: Case, rows) -> torch.Tensor:
+    return torch.arange(case.seq_len) if rows is None else torch.as_tensor(rows)
+
+
+def _float64_cpu(inputs: AttentionInputs):
+    return tuple(t.detach().to("cpu", torch.float64) for t in inputs.tensors())
+
+
+class _Luong(Variant):
+    family = "luong"
+
+    def _sdpa_memory(self, case: Case) -> int:
+        """Output, SDPA's float32 log-sum-exp, and the explicit mask when causal with M > N."""
+        output = case.batch * case.heads * case.seq_len * case.head_dim * case.element_bytes
+        logsumexp = case.batch * case.heads * case.seq_len * 4
+        mask = case.seq_len * case.kv_len if case.causal and case.kv_len > case.seq_len else 0
+        padded = output if case.causal and case.kv_len < case.seq_len else 0
+        return output + logsumexp + mask + padded
+
+
+class LuongDot(_Luong):
+    name = "luong-dot"
+    computes = "luong_dot_attention"
+    description = "Luong dot score qᵀk (no scaling), through SDPA with scale=1"
+
+    def prepare(self, case: Case, inputs: AttentionInputs):
+        q, k, v = inputs.tensors()
+        return lambda: _dot_product_attention(q, k, v, case.causal)
+
+    def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
+        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows, scale=1.0)
+
+    def attention_weights(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
+        q, k, _ = _float64_cpu(inputs)
+        query_index = _rows(case, rows)
+        scores = q[:, :, query_index] @ k.transpose(-2, -1)                        # (B, H, R, M)
+        return _reference_softmax_weights(scores, query_index, case.seq_len, case.causal)
+
+    def flops(self, case: Case) -> int:
+        return attention_flops(case)
+
+    def memory_model(self, case: Case) -> int:
+        return self._sdpa_memory(case)
+
+
+class LuongGeneral(_Luong):
+    name = "luong-general"
+    computes = "luong_general_attention"
+    description = "Luong general score qᵀWk: W applied once to the keys, then SDPA with scale=1"
+
+    def _weight(self, case: Case, device=None, dtype=None) -> torch.Tensor:
+        d = case.head_dim
+        return weight_for(case, GENERAL_TAG, (d, d), 1 / math.sqrt(d), device, dtype)
+
+    def prepare(self, case: Case, inputs: AttentionInputs):
+        q, k, v = inputs.tensors()
+        weight = self._weight(case, device=q.device)
+
+        def forward() -> torch.Tensor:
+            k_general = torch.matmul(k, weight.t())                                 # (B, H, M, d): k'ⱼ = W kⱼ
+            return _dot_product_attention(q, k_general, v, case.causal)
+
+        return forward
+
+    def _scores(self, case: Case, q: torch.Tensor, k: torch.Tensor, query_index: torch.Tensor) -> torch.Tensor:
+        weight = self._weight(case, dtype=torch.float64)
+        return torch.einsum("bhnd,de,bhme->bhnm", q[:, :, query_index], weight, k)   # qᵢᵀ W kⱼ  (B, H, R, M)
+
+    def attention_weights(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
+        q, k, _ = _float64_cpu(inputs)
+        query_index = _rows(case, rows)
+        return _reference_softmax_weights(self._scores(case, q, k, query_index), query_index,
+                                          case.seq_len, case.causal)
+
+    def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
+        q, k, v = inputs.tensors()
+        query_index = _rows(case, rows)
+        weights = _reference_softmax_weights(self._scores(case, q, k, query_index), query_index,
+                                             case.seq_len, case.causal)
+        return weights @ v                                                           # (B, H, R, d)
+
+    def flops(self, case: Case) -> int:
+        key_projection = 2 * case.batch * case.heads * case.kv_len * case.head_dim ** 2
+        return key_projection + attention_flops(case)
+
+    def memory_model(self, case: Case) -> int:
+        k_general = case.batch * case.heads * case.kv_len * case.head_dim * case.element_bytes
+        return k_general + self._sdpa_memory(case)
+
+
+class LuongConcat(_Luong):
+    name = "luong-concat"
+    computes = "luong_concat_attention"
+    description = "Luong concat score vᵀtanh(W[q;k]), chunked over queries like additive"
+    params = {"attn_dim": 64, "chunk": 0}
+
+    def unsupported_reasons(self, case: Case) -> list[str]:
+        return super().unsupported_reasons(case) + knob_reasons(case.params, self.params)
+
+    def _knobs(self, case: Case) -> tuple[int, int]:
+        knobs = {**self.params, **case.params}
+        return knobs["attn_dim"], knobs["chunk"]
+
+    def _weights(self, case: Case, device=None, dtype=None):
+        attn_dim, _ = self._knobs(case)
+        d = case.head_dim
+        weight = weight_for(case, CONCAT_W_TAG, (attn_dim, 2 * d), 1 / math.sqrt(2 * d), device, dtype)
+        score_vector = weight_for(case, CONCAT_V_TAG, (attn_dim,), 1 / math.sqrt(attn_dim), device, dtype)
+        return weight[:, :d], weight[:, d:], score_vector                          # W_q, W_k, v
+
+    def prepare(self, case: Case, inputs: AttentionInputs):
+        q, k, v = inputs.tensors()
+        attn_dim, chunk = self._knobs(case)
+        rows = chunk_rows(case, attn_dim, chunk)
+        w_query, w_key, score_vector = self._weights(case, device=q.device)
+        w_query, w_key = w_query.t().contiguous(), w_key.t().contiguous()           # (d, a) each
+
+        def forward() -> torch.Tensor:
+            q_proj = torch.matmul(q, w_query)                                       # (B, H, N, a)
+            k_proj = torch.matmul(k, w_key)                                         # (B, H, M, a)
+            return chunked_additive_attention(q_proj, k_proj, score_vector, v, case.causal, rows)
+
+        return forward
+
+    def _reference_weights(self, case: Case, q: torch.Tensor, k: torch.Tensor, rows) -> torch.Tensor:
+        w_query, w_key, score_vector = self._weights(case, dtype=torch.float64)
+        weight = torch.cat([w_query, w_key], dim=1)                                 # W (a, 2d)
+        # W [q; k] = W[:, :d] q + W[:, d:] k: the concatenation never needs to be formed.
+        q_proj = q @ weight[:, :case.head_dim].T
+        k_proj = k @ weight[:, case.head_dim:].T
+        return additive_reference_weights(q_proj, k_proj, score_vector, _rows(case, rows), case.causal)
+
+    def attention_weights(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
+        q, k, _ = _float64_cpu(inputs)
+        return self._reference_weights(case, q, k, rows)
+
+    def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
+        q, k, v = inputs.tensors()
+        return self._reference_weights(case, q, k, rows) @ v
+
+    def flops(self, case: Case) -> int:
+        attn_dim, _ = self._knobs(case)
+        projections = 2 * case.batch * case.heads * (case.seq_len + case.kv_len) * case.head_dim * attn_dim
+        return additive_flops(case, attn_dim, projections)
+
+    def memory_model(self, case: Case) -> int:
+        attn_dim, chunk = self._knobs(case)
+        return additive_memory_model(case, attn_dim, chunk_rows(case, attn_dim, chunk))
+
+
+def visible_key_counts(seq_len: int, kv_len: int, causal: bool, device=None) -> torch.Tensor:
+    """S_i: how many keys query i may see (M without a mask).  (N,)"""
+    if not causal:
+        return torch.full((seq_len,), kv_len, device=device)
+    return (torch.arange(seq_len, device=device) + (kv_len - seq_len + 1)).clamp(0, kv_len)
+
+
+def predicted_positions(q: torch.Tensor, w_p: torch.Tensor, v_p: torch.Tensor,
+                        visible: torch.Tensor) -> torch.Tensor:
+    """p = S_i · sigmoid(v_pᵀ tanh(W_p q)), in float64.  q (B, H, R, d), visible (R,) -> (B, H, R)
+
+    Float64 on purpose: the window's centre is round(p), a discontinuous choice,
+    and a float32 or bfloat16 p (resolution 2⁻⁸·S in bfloat16) would move windows
+    away from the reference's. The cost is O(N·d·predictor_dim), small next to the window.
+    """
+    hidden = torch.tanh(q.to(torch.float64) @ w_p.to(torch.float64).T)             # (B, H, R, dp)
+    return visible.to(torch.float64) * torch.sigmoid(hidden @ v_p.to(torch.float64))
+
+
+class LuongLocal(_Luong):
+    name = "luong-local"
+    computes = "luong_local_p_attention"
+    description = "Luong local-p: predicted position, 2D+1 window gathered per query, Gaussian-weighted"
+    params = {"window": 32, "score": "general", "predictor_dim": 64, "chunk": 0}
+
+    def unsupported_reasons(self, case: Case) -> list[str]:
+        reasons = super().unsupported_reasons(case)
+        knobs = {**self.params, **case.params}
+        window, score, predictor_dim, chunk = (knobs[n] for n in ("window", "score", "predictor_dim", "chunk"))
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            reasons.append(f"window (D, the half-width) must be an integer >= 1, not {window!r}")
+        if score not in ("general", "dot"):
+            reasons.append(f"score must be 'general' or 'dot', not {score!r}")
+        if isinstance(predictor_dim, bool) or not isinstance(predictor_dim, int) or predictor_dim < 1:
+            reasons.append(f"predictor_dim must be a positive integer, not {predictor_dim!r}")
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
+            reasons.append(f"chunk must be a non-negative integer (0 = auto), not {chunk!r}")
+        return reasons
+
+    def _knobs(self, case: Case) -> dict:
+        return {**self.params, **case.params}
+
+    def _weights(self, case: Case, device=None, dtype=None):
+        knobs = self._knobs(case)
+        d, dp = case.head_dim, knobs["predictor_dim"]
+        w_p = weight_for(case, LOCAL_WP_TAG, (dp, d), 1 / math.sqrt(d), device, dtype)
+        # v_p's spread puts predicted positions over most of the sequence, not only its middle.
+        v_p = weight_for(case, LOCAL_VP_TAG, (dp,), 2 / math.sqrt(dp), device, dtype)
+        general = (weight_for(case, GENERAL_TAG, (d, d), 1 / math.sqrt(d), device, dtype)
+                   if knobs["score"] == "general" else None)
+        return w_p, v_p, general
+
+    def _rows_per_chunk(self, case: Case) -> int:
+        knobs = self._knobs(case)
+        if knobs["chunk"] > 0:
+            return min(knobs["chunk"], case.seq_len)
+        width = 2 * knobs["window"] + 1
+        per_row = case.batch * case.heads * width * case.head_dim
+        return max(1, min(case.seq_len, LOCAL_CHUNK_ELEMENTS // per_row))
+
+    def prepare(self, case: Case, inputs: AttentionInputs):
+        q, k, v = inputs.tensors()
+        knobs = self._knobs(case)
+        half_width = knobs["window"]
+        sigma = half_width / 2
+        rows_per_chunk = self._rows_per_chunk(case)
+        w_p, v_p, general = self._weights(case, device=q.device)
+        batch, heads, seq_len, head_dim = q.shape
+        kv_len = k.shape[-2]
+        visible = visible_key_counts(seq_len, kv_len, case.causal, device=q.device)    # (N,)
+        offsets = torch.arange(-half_width, half_width + 1, device=q.device)           # (W,)
+        # Row r of the flattened (B·H·M, d) keys is key (b, h, s) at r = (b·H + h)·M + s.
+        sequence_start = (torch.arange(batch * heads, device=q.device) * kv_len).view(batch, heads, 1, 1)
+
+        def forward() -> torch.Tensor:
+            keys = torch.matmul(k, general.t()) if general is not None else k         # (B, H, M, d)
+            flat_keys = keys.reshape(batch * heads * kv_len, head_dim)
+            flat_values = v.reshape(batch * heads * kv_len, head_dim)
+            positions = predicted_positions(q, w_p, v_p, visible)                     # (B, H, N) float64
+            pieces = []
+            for start in range(0, seq_len, rows_per_chunk):
+                stop = min(seq_len, start + rows_per_chunk)
+                p = positions[:, :, start:stop, None]                                 # (B, H, c, 1)
+                window = torch.floor(p.detach() + 0.5).long() + offsets               # (B, H, c, W)
+                valid = (window >= 0) & (window < visible[start:stop, None])          # (B, H, c, W)
+                index = (sequence_start + window.clamp(0, kv_len - 1)).view(-1)       # (B·H·c·W,)
+                shape = (batch, heads, stop - start, offsets.numel(), head_dim)
+                window_keys = flat_keys.index_select(0, index).view(shape)           # (B, H, c, W, d)
+                scores = torch.matmul(window_keys, q[:, :, start:stop, :, None]).squeeze(-1)   # (B, H, c, W)
+                del window_keys
+                scores = scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
+                align = torch.softmax(scores, dim=-1, dtype=torch.float32 if scores.dtype != torch.float64 else None)
+                align = align * valid.any(dim=-1, keepdim=True)                      # a window with no key: 0
+                gaussian = torch.exp(-(window - p) ** 2 / (2 * sigma ** 2))           # (B, H, c, W) float64
+                weights = (align * gaussian).to(v.dtype)                             # (B, H, c, W)
+                window_values = flat_values.index_select(0, index).view(shape)       # (B, H, c, W, d)
+                pieces.append(torch.matmul(weights.unsqueeze(-2), window_values).squeeze(-2))   # (B, H, c, d)
+                del window_values
+            return torch.cat(pieces, dim=-2) if len(pieces) > 1 else pieces[0]
+
+        return forward
+
+    def _reference_weights(self, case: Case, q: torch.Tensor, k: torch.Tensor, rows) -> torch.Tensor:
+        """The full (B, H, R, M) weights from the formula: window mask, softmax inside it, Gaussian."""
+        knobs = self._knobs(case)
+        half_width = knobs["window"]
+        sigma = half_width / 2
+        w_p, v_p, general = self._weights(case, dtype=torch.float64)
+        query_index = _rows(case, rows)
+        q = q[:, :, query_index]                                                      # (B, H, R, d)
+        visible = visible_key_counts(case.seq_len, case.kv_len, case.causal)[query_index]   # (R,)
+        p = predicted_positions(q, w_p, v_p, visible)[..., None]                      # (B, H, R, 1)
+        s = torch.arange(case.kv_len, dtype=torch.float64)                           # (M,)
+        centre = torch.floor(p + 0.5)
+        in_window = ((s - centre).abs() <= half_width) & (s < visible[:, None])       # (B, H, R, M)
+        keys = k @ general.T if general is not None else k                            # k'ⱼ = W kⱼ
+        scores = (q @ keys.transpose(-2, -1)).masked_fill(~in_window, float("-inf"))  # (B, H, R, M)
+        align = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
+        return align * torch.exp(-(s - p) ** 2 / (2 * sigma ** 2))
+
+    def attention_weights(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
+        q, k, _ = _float64_cpu(inputs)
+        return self._reference_weights(case, q, k, rows)
+
+    def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
+        q, k, v = inputs.tensors()
+        return self._reference_weights(case, q, k, rows) @ v                        # (B, H, R, d)
+
+    def flops(self, case: Case) -> int:
+        knobs = self._knobs(case)
+        bh, d, dp = case.batch * case.heads, case.head_dim, knobs["predictor_dim"]
+        width = 2 * knobs["window"] + 1
+        keys = 2 * bh * case.kv_len * d * d if knobs["score"] == "general" else 0
+        predictor = bh * case.seq_len * (2 * d * dp + dp + 2 * dp)                    # W_p q, tanh, v_pᵀ
+        window = bh * case.seq_len * width * (2 * d + 2 * d)                          # scores, then weights·V
+        return keys + predictor + window
+
+    def memory_model(self, case: Case) -> int:
+        """Keys k' (general), the float64 predictor, and one chunk's gathered windows and index."""
+        knobs = self._knobs(case)
+        bh, d, e = case.batch * case.heads, case.head_dim, case.element_bytes
+        width = 2 * knobs["window"] + 1
+        rows = self._rows_per_chunk(case)
+        keys = bh * case.kv_len * d * e if knobs["score"] == "general" else 0
+        predictor = bh * case.seq_len * (d + knobs["predictor_dim"] + 2) * 8
+        output = 2 * bh * case.seq_len * d * e                                       # pieces, then their cat
+        window_elements = bh * rows * width
+        chunk = window_elements * (d * e + 8 * 4 + 4 * 3 + e)                         # gathered rows, indices, scores
+        return keys + predictor + output + chunk
+
