@@ -18,12 +18,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator  # noqa: E402
 
 from harness.report.fits import loglog_slope, pareto_frontier  # noqa: E402
 
 DPI = 72
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v", "P")
+PLAIN = FuncFormatter(lambda value, _pos: f"{value:g}")  # plain text: no mathtext to parse
 
 
 def text(label: Any) -> str:
@@ -34,7 +36,7 @@ def text(label: Any) -> str:
 
 def to_data_uri(fig: Figure) -> str:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=DPI)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -73,6 +75,28 @@ def _empty(ax, message: str) -> None:
     ax.set_yticks([])
 
 
+def _log_axes(ax, lengths=None) -> None:
+    """Log-log axes with ticks at the measured lengths only: readable, and cheap to lay out."""
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    if lengths is not None and len(lengths):
+        ticks = sorted({int(n) for n in lengths})
+        ax.set_xticks(ticks, [str(n) for n in ticks], fontsize=8)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(PLAIN)
+    ax.tick_params(axis="y", labelsize=8)
+
+
+def _plain_log(ax) -> None:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(PLAIN)
+        axis.set_minor_formatter(NullFormatter())
+    ax.tick_params(labelsize=8)
+
+
 def _legend(ax) -> None:
     handles, _ = ax.get_legend_handles_labels()
     if handles:
@@ -104,8 +128,7 @@ def scaling_panel(ax, rows: pd.DataFrame, column: str, styles: Styles, multi_run
     if not drawn:
         _empty(ax, f"no {ylabel} measured")
     else:
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        _log_axes(ax, rows["seq_len"].unique())
         _legend(ax)
     ax.set_xlabel("seq_len")
     ax.set_ylabel(ylabel)
@@ -130,8 +153,7 @@ def flops_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool, peaks: 
     if not drawn:
         _empty(ax, "no FLOP counts in these cells")
     else:
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        _log_axes(ax, rows["seq_len"].unique())
         _legend(ax)
     ax.set_xlabel("seq_len")
     ax.set_ylabel("achieved FLOP/s")
@@ -158,8 +180,7 @@ def error_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool) -> None
     if not drawn:
         _empty(ax, "no errors measured")
     else:
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        _log_axes(ax, rows["seq_len"].unique())
         _legend(ax)
     ax.set_xlabel("seq_len")
     ax.set_ylabel("relative L2 error")
@@ -227,8 +248,7 @@ def roofline_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool, peak
     low, high = np.nanmin(xs) / 4, np.nanmax(xs) * 4
     grid = np.geomspace(low, high, 200)
     ax.plot(grid, np.minimum(peak_flops, grid * bandwidth), color="black", linewidth=1.2, label="roof")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _plain_log(ax)
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")
     ax.set_ylabel("achieved FLOP/s")
     ax.set_title("Roofline (compute roof and bandwidth slope)", fontsize=10)
@@ -252,7 +272,7 @@ def workload_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, baselin
     peak = next(iter(peaks.values()), None)
     if not roofline_panel(axes[1, 2], rows, styles, multi_run, peak, bandwidth):
         axes[1, 2].set_axis_off()
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.05, right=0.97, bottom=0.06, top=0.96, wspace=0.5, hspace=0.28)
     return to_data_uri(fig)
 
 
@@ -262,7 +282,7 @@ def time_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, title: str)
     ax = fig.subplots()
     scaling_panel(ax, rows, "time_median_s", styles, multi_run, "median time per call (s)", text(title),
                   interval=("time_ci_low_s", "time_ci_high_s"))
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.1, top=0.93)
     return to_data_uri(fig)
 
 
@@ -287,13 +307,12 @@ def quality_figure(points: pd.DataFrame, styles: Styles, multi_run: bool, baseli
     for run, seconds in baseline_times.items():
         ax.axvline(seconds, color="grey", linestyle=":", linewidth=1,
                    label=text(f"exact baseline time{' · ' + run if multi_run else ''}"))
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _plain_log(ax)
     ax.set_xlabel("median time per call (s)")
     ax.set_ylabel("relative L2 error vs exact softmax")
     ax.set_title(text(title), fontsize=10)
     _legend(ax)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.1, top=0.93)
     return to_data_uri(fig)
 
 
@@ -302,7 +321,7 @@ def attention_maps_figure(maps: dict[str, Any]) -> str:
     exact = np.asarray(maps["exact"], dtype=float)
     variants = [(name, np.asarray(values, dtype=float)) for name, values in (maps.get("variants") or {}).items()]
     rows = 1 + len(variants)
-    fig = Figure(figsize=(7.5, 3.2 * rows))
+    fig = Figure(figsize=(8.5, 3.2 * rows))
     axes = np.atleast_2d(fig.subplots(rows, 2, squeeze=False))
     vmax = float(np.nanmax(exact)) if exact.size else 1.0
     _heat(fig, axes[0, 0], exact, "exact softmax weights", "viridis", 0.0, vmax)
@@ -315,7 +334,7 @@ def attention_maps_figure(maps: dict[str, Any]) -> str:
             _heat(fig, axes[i, 1], diff, f"{name} − exact (max |Δ| {bound:.2g})", "RdBu_r", -bound, bound)
         else:
             _empty(axes[i, 1], f"shape {weights.shape} differs from exact {exact.shape}")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.09, right=0.9, bottom=0.3 / rows, top=1 - 0.25 / rows, wspace=0.55, hspace=0.4)
     return to_data_uri(fig)
 
 

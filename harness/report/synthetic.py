@@ -52,7 +52,7 @@ DEFAULT_VARIANTS = (
                      unsupported="runs on cuda only, not on cpu"),
 )
 HOSTILE = SyntheticVariant(HOSTILE_VARIANT, "<b>family</b>", "softmax_attention", 2.0, 2, 1,
-                           params=({"mode": HOSTILE_KNOB},))
+                           params=({"mode": HOSTILE_KNOB}, {"mode": "plain"}))
 
 
 @dataclass(frozen=True)
