@@ -20,8 +20,15 @@ from harness.memory import cpu_peak_bytes, cuda_peak_bytes
 from harness.reference import softmax_attention
 from harness.result import Accuracy, Memory, Result, Timing
 from harness.settings import MeasureSettings
-from harness.stats import summarize
-from harness.timing import time_cpu, time_cuda
+from harness.stats import coefficient_of_variation, relative_spread, summarize, tukey_outliers
+from harness.telemetry import (
+    EnergyMeter,
+    Nvml,
+    TelemetrySampler,
+    load_average_1m,
+    telemetry_warnings,
+)
+from harness.timing import TimedSamples, time_cpu, time_cuda
 from harness.variant import AttentionInputs, Variant
 
 BACKWARD_FLOPS_FACTOR = 2
@@ -89,6 +96,7 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
     stage = "setup"
     timing = memory = accuracy = None
     warnings: list[str] = []
+    telemetry: dict = {}
     try:
         torch.manual_seed(case.seed)
         inputs = make_inputs(case, requires_grad=case.mode == "fwd_bwd")
@@ -101,8 +109,14 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
         setup_s = time.perf_counter() - setup_start
 
         stage = "timing"
-        timed = time_cuda(step, settings) if case.device == "cuda" else time_cpu(step, settings)
+        watch = CellTelemetry(case, settings)
+        with watch:
+            timer = time_cuda if case.device == "cuda" else time_cpu
+            timed = timer(step, settings, on_timed_start=watch.timed_start, on_timed_stop=watch.timed_stop)
+        telemetry.update(watch.summary(timed))
         summary = summarize(timed.samples_s)
+        telemetry.update(timing_quality(timed, summary, settings))
+        warnings.extend(telemetry_warnings(telemetry, cv=telemetry["cv"], cv_limit=settings.warn_cv))
         timing = Timing(samples_s=timed.samples_s, median_s=summary.median, iqr_s=summary.iqr,
                         ci_low_s=summary.ci_low, ci_high_s=summary.ci_high,
                         calls_per_sample=timed.calls_per_sample, warmup_s=timed.warmup_s,
@@ -119,7 +133,7 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
             warnings.extend(accuracy_warnings)
     except Exception as exc:
         status = "oom" if is_oom(exc) else "error"
-        partial = dict(timing=timing, memory=memory, accuracy=accuracy)
+        partial = dict(timing=timing, memory=memory, accuracy=accuracy, telemetry=telemetry)
         return Result(status, f"{stage} failed: {describe_exception(exc)}", warnings=tuple(warnings),
                       duration_s=time.perf_counter() - started, **partial, **base)
 
@@ -127,7 +141,11 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
     flops_per_s = flops / timing.median_s if flops and timing.median_s > 0 else None
     peak = (calibration or {}).get("matmul_flops_per_s", {}).get(case.dtype)
     peak_fraction = flops_per_s / peak if flops_per_s and peak else None
-    telemetry = {"arithmetic_intensity": _arithmetic_intensity(case, variant)}
+    telemetry["arithmetic_intensity"] = _arithmetic_intensity(case, variant)
+    telemetry.update(_roofline(telemetry["arithmetic_intensity"], peak, calibration, flops_per_s))
+    if peak is None and flops_per_s:
+        telemetry.setdefault("notes", []).append(
+            f"no peak_fraction: the run has no calibrated matmul peak for {case.dtype} on {case.device}")
     status, reason = "ok", ""
     if accuracy is not None and accuracy.output.nonfinite:
         status = "error"
@@ -136,6 +154,159 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
     return Result(status, reason, timing=timing, memory=memory, accuracy=accuracy, flops=flops,
                   flops_per_s=flops_per_s, peak_fraction=peak_fraction, telemetry=telemetry,
                   warnings=tuple(warnings), duration_s=time.perf_counter() - started, **base)
+
+
+class CellTelemetry:
+    """The sampler and the energy meter around one cell's timing; never raises for a missing counter.
+
+    The sampler runs around warm-up and the timed repetitions; the energy
+    counter is read by `timed_start`/`timed_stop`, which the timing loops call
+    just outside the first and last timed repetition.
+    """
+
+    def __init__(self, case: Case, settings: MeasureSettings) -> None:
+        self.case = case
+        self.enabled = settings.telemetry
+        self.notes: list[str] = []
+        self.sampler = self.meter = None
+        self.energy_j: float | None = None
+        self.energy_s = 0.0
+        if not self.enabled:
+            return
+        nvml = None
+        if case.device == "cuda":
+            nvml, note = _nvml_for_process()
+            if note:
+                self.notes.append(note)
+        try:
+            self.sampler = TelemetrySampler(case.device, settings.telemetry_hz, nvml)
+        except Exception as exc:  # psutil missing or refusing: a note, not an error
+            self.notes.append(f"no sampler: {describe_exception(exc)}")
+        self.meter = EnergyMeter(case.device, nvml)
+        if self.meter.note:
+            self.notes.append(self.meter.note)
+
+    def __enter__(self) -> CellTelemetry:
+        if self.sampler is not None:
+            self.sampler.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+
+    def timed_start(self) -> None:
+        if self.meter is not None and self.meter.source:
+            self.meter.start()
+
+    def timed_stop(self) -> None:
+        if self.meter is not None and self.meter.source:
+            self.energy_j, self.energy_s = self.meter.stop()
+
+    def summary(self, timed: TimedSamples) -> dict:
+        out: dict = {"load_avg_1m": load_average_1m()}
+        if not self.enabled:
+            out["notes"] = ["telemetry off (measure.telemetry = false)"]
+            return out
+        if self.sampler is not None:
+            out.update(self.sampler.summary())
+        if self.meter is not None and self.meter.source:
+            out["energy_source"] = self.meter.source
+            if self.energy_j is not None and timed.timed_calls:
+                out["energy_j"] = self.energy_j
+                out["energy_interval_s"] = self.energy_s
+                out["energy_j_per_call"] = self.energy_j / timed.timed_calls
+                if self.energy_j == 0:
+                    self.notes.append("the energy counter did not move during the timed calls "
+                                      "(the interval is shorter than its update period)")
+            elif self.meter.note:
+                self.notes.append(self.meter.note)
+        if self.notes:
+            out["notes"] = list(dict.fromkeys(self.notes))
+        return out
+
+
+_NVML: tuple[Nvml | None, str] | None = None
+
+
+def _nvml_for_process() -> tuple[Nvml | None, str]:
+    """NVML opened once per worker process (it is slow to initialise)."""
+    global _NVML
+    if _NVML is None:
+        _NVML = Nvml.open()
+    return _NVML
+
+
+def timing_quality(timed: TimedSamples, summary, settings: MeasureSettings) -> dict:
+    """Telemetry about the samples themselves: spread, outliers (flagged, never dropped), the stop."""
+    outliers = tukey_outliers(timed.samples_s)
+    return {
+        "cv": coefficient_of_variation(timed.samples_s),
+        "outliers": outliers.to_dict(),
+        "rel_ci_half_width": summary.rel_half_width if summary.confidence_reached else None,
+        "target_rel_ci": settings.target_rel_ci,
+        "timed_wall_s": timed.timed_wall_s,
+        "timed_calls": timed.timed_calls,
+    }
+
+
+def merge_process_results(results: list[Result]) -> Result:
+    """One cell measured in K fresh processes: one Result keeping the spread between processes.
+
+    The cell's `median_s` is the median of the K per-process medians: each
+    fresh process (its own allocations, memory layout, clocks) counts once,
+    however many samples its adaptive stop took, so one unlucky process moves
+    it least. `samples_s` holds every process's samples, in process order.
+    The interval is the hull of the pooled samples' 95% interval of the
+    median and the range of the process medians, so it is never narrower
+    than what the processes disagree by. IQR is of the pooled samples.
+    `telemetry["processes"]` keeps each process's median, sample count and
+    stop reason, and the spread (max - min) / median. Memory and accuracy are
+    the first process's; warnings are merged. A cell is ok only if every
+    process was; otherwise the first failure is returned, with the others noted.
+    """
+    if not results:
+        raise ValueError("no results to merge")
+    if len(results) == 1:
+        return results[0]
+    failed = [r for r in results if r.status != "ok" or r.timing is None]
+    if failed:
+        first = failed[0]
+        note = f"{len(failed)} of {len(results)} processes failed; this is the first failure"
+        return replace(first, warnings=tuple(dict.fromkeys((*first.warnings, note))))
+    medians = [r.timing.median_s for r in results]
+    pooled = [x for r in results for x in r.timing.samples_s]
+    pooled_summary = summarize(pooled)
+    middle = summarize(medians).median
+    first = results[0]
+    timing = replace(first.timing, samples_s=tuple(pooled), median_s=middle, iqr_s=pooled_summary.iqr,
+                     ci_low_s=min(pooled_summary.ci_low, *medians), ci_high_s=max(pooled_summary.ci_high, *medians),
+                     stop_reason=",".join(dict.fromkeys(r.timing.stop_reason for r in results)),
+                     calls_per_sample=first.timing.calls_per_sample)
+    telemetry = dict(first.telemetry)
+    telemetry["processes"] = {
+        "count": len(results),
+        "medians_s": medians,
+        "sample_counts": [r.timing.reps for r in results],
+        "calls_per_sample": [r.timing.calls_per_sample for r in results],
+        "stop_reasons": [r.timing.stop_reason for r in results],
+        "pids": [r.worker.get("pid") for r in results],
+        "spread_rel": relative_spread(medians),
+        "median_rule": "median of the per-process medians",
+    }
+    telemetry["outliers"] = tukey_outliers(pooled).to_dict()
+    telemetry["cv"] = coefficient_of_variation(pooled)
+    energies = [r.telemetry.get("energy_j_per_call") for r in results]
+    if all(e is not None for e in energies):
+        telemetry["energy_j_per_call"] = sum(energies) / len(energies)
+    warnings = tuple(dict.fromkeys(w for r in results for w in r.warnings))
+    flops_per_s = first.flops / middle if first.flops and middle > 0 else None
+    peak_fraction = None
+    if first.peak_fraction and first.flops_per_s:
+        peak_fraction = first.peak_fraction * flops_per_s / first.flops_per_s
+    duration = sum(r.duration_s or 0.0 for r in results)
+    return replace(first, timing=timing, telemetry=telemetry, warnings=warnings, flops_per_s=flops_per_s,
+                   peak_fraction=peak_fraction, duration_s=duration)
 
 
 def _sync_for(case: Case) -> Callable[[], None]:
@@ -153,13 +324,31 @@ def _total_flops(case: Case, variant: Variant) -> int | None:
 
 
 def _arithmetic_intensity(case: Case, variant: Variant) -> float | None:
-    """Useful forward FLOPs over the least bytes moved: q, k, v read once and the output written once."""
+    """Useful forward FLOPs over the least bytes moved: q, k, v read once and the output written once.
+
+    The forward's intensity in both modes (a backward reads q, k, v, out and
+    its gradient and writes three gradients for about twice the FLOPs, so
+    fwd_bwd's intensity is close to it).
+    """
     try:
         flops = variant.flops(case)
     except NotImplementedError:
         return None
     output_bytes = case.batch * case.heads * case.seq_len * case.head_dim * case.element_bytes
     return flops / (case.input_bytes + output_bytes)
+
+
+def _roofline(intensity: float | None, peak: float | None, calibration: dict | None,
+              flops_per_s: float | None) -> dict:
+    """The roofline's bound for this intensity, min(peak, intensity × copy bandwidth), and the fraction reached."""
+    bandwidth = (calibration or {}).get("copy_bytes_per_s")
+    if not intensity or not peak or not bandwidth:
+        return {}
+    bound = min(peak, intensity * bandwidth)
+    out = {"roofline_flops_per_s": bound, "roofline_bound": "compute" if bound >= peak else "memory"}
+    if flops_per_s:
+        out["roofline_fraction"] = flops_per_s / bound
+    return out
 
 
 def _measure_memory(case: Case, variant: Variant, step: _Step) -> Memory:

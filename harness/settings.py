@@ -29,6 +29,13 @@ class MeasureSettings:
         repetition, outside the timed region.
     cuda_graph: on CUDA, capture the call in a CUDA graph and time replays.
     memory_headroom: fraction of the free memory a cell's predicted peak may use.
+    telemetry: sample CPU/GPU telemetry in a background thread and read the
+        energy counters around the timed repetitions.
+    telemetry_hz: the sampler's rate (low, so its cost stays out of the timing).
+    warn_cv: store a warning when the samples' coefficient of variation
+        exceeds this (0.10 = 10%).
+    processes: repeat the whole measurement of a cell in this many fresh
+        worker processes and keep the spread between them (`--processes K`).
     """
 
     warmup_s: float = 0.1
@@ -45,6 +52,10 @@ class MeasureSettings:
     l2_flush: bool = True
     cuda_graph: bool = False
     memory_headroom: float = 0.8
+    telemetry: bool = True
+    telemetry_hz: float = 20.0
+    warn_cv: float = 0.10
+    processes: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
