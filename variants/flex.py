@@ -1,0 +1,122 @@
+"""FlexAttention (`torch.nn.attention.flex_attention`) compiled with `torch.compile`.
+
+out = softmax(q kᵀ / √d + mask) v with q (B, H, N, d) and k, v (B, H, M, d),
+flex_attention's own layout. A causal case is a block mask built from the
+mask function `kv <= q + (M − N)` (attnbench's end-aligned convention), so
+key blocks that no query of a query block can see are skipped, not just
+masked; a query that sees no key outputs 0.
+
+`prepare` builds the block mask, compiles flex_attention (one static-shape
+graph per case) and calls it once in the same grad mode the harness times in
+(inference mode for `fwd`, a forward and backward for `fwd_bwd`), so the
+compile and autotuning stay out of the timed region.
+
+On CPU the compiled kernel is an inference-only C++ template (it needs AVX2
+and a C++ compiler, and has no backward); on CUDA it is a Triton kernel and
+supports the backward. float16, bfloat16 and float32 only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+
+import torch
+
+from harness.case import Case
+from harness.reference import attention_flops, softmax_attention
+from harness.variant import AttentionInputs, Variant
+
+# Every case compiles its own static-shape graph; a sweep compiles more than
+# dynamo's default recompile limit (8), after which it would silently fall back to eager.
+RECOMPILE_LIMIT = 256
+
+
+def _flex_module_available() -> bool:
+    try:
+        return importlib.util.find_spec("torch.nn.attention.flex_attention") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _cpu_has_avx2() -> bool:
+    import os
+
+    checker = getattr(torch.cpu, "_is_avx2_supported", None)
+    return (checker is None or checker()) and os.environ.get("ATEN_CPU_CAPABILITY") != "default"
+
+
+def _raise_recompile_limit() -> None:
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
+            return
+
+
+class FlexAttention(Variant):
+    name = "flex"
+    family = "flash"
+    computes = "softmax_attention"
+    description = "torch.nn.attention.flex_attention under torch.compile; causal via a block mask"
+    dtypes = ("float32", "float16", "bfloat16")
+
+    def unsupported_reasons(self, case: Case) -> list[str]:
+        reasons = super().unsupported_reasons(case)
+        if not _flex_module_available():
+            reasons.append(f"torch {torch.__version__} has no torch.nn.attention.flex_attention (needs torch >= 2.5)")
+        if case.device == "cpu":
+            if case.mode == "fwd_bwd":
+                reasons.append("FlexAttention has no backward on CPU (inference only); fwd_bwd needs CUDA")
+            if sys.platform == "darwin":
+                reasons.append("compiled FlexAttention does not run on macOS CPUs")
+            elif not _cpu_has_avx2():
+                reasons.append("compiled FlexAttention on CPU needs AVX2 (and ATEN_CPU_CAPABILITY not 'default')")
+            if not any(shutil.which(cxx) for cxx in ("g++", "c++", "clang++")):
+                reasons.append("torch.compile's CPU backend needs a C++ compiler (g++ or clang++), none is on PATH")
+        elif case.device == "cuda" and importlib.util.find_spec("triton") is None:
+            reasons.append("compiled FlexAttention on CUDA needs Triton, which is not installed")
+        return reasons
+
+    def prepare(self, case: Case, inputs: AttentionInputs):
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        q, k, v = inputs.tensors()
+        offset = case.kv_len - case.seq_len
+        block_mask = None
+        if case.causal:
+            def causal_end_aligned(batch, head, query_index, key_index):
+                return key_index <= query_index + offset
+
+            block_mask = create_block_mask(causal_end_aligned, B=None, H=None, Q_LEN=case.seq_len,
+                                           KV_LEN=case.kv_len, device=case.device)
+        _raise_recompile_limit()
+        compiled = torch.compile(flex_attention, dynamic=False)
+
+        def forward() -> torch.Tensor:
+            return compiled(q, k, v, block_mask=block_mask)
+
+        # Compile now, in the grad mode the harness will time in.
+        if case.mode == "fwd":
+            with torch.inference_mode():
+                forward()
+        elif any(t.requires_grad for t in (q, k, v)):
+            out = forward()
+            torch.autograd.grad(out, [t for t in (q, k, v) if t.requires_grad], torch.ones_like(out))
+        return forward
+
+    def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
+        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows)
+
+    def flops(self, case: Case) -> int:
+        return attention_flops(case)
+
+    def memory_model(self, case: Case) -> int:
+        """Output, the float32 log-sum-exp, and the block mask's per-block index tables."""
+        bh = case.batch * case.heads
+        output = bh * case.seq_len * case.head_dim * case.element_bytes
+        logsumexp = bh * case.seq_len * 4
+        q_blocks, kv_blocks = -(-case.seq_len // 128), -(-case.kv_len // 128)
+        block_mask = 4 * 4 * q_blocks * kv_blocks if case.causal else 0
+        return output + logsumexp + block_mask
