@@ -6,6 +6,7 @@ import base64
 import io
 import math
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -218,8 +219,10 @@ def speedup_panel(ax, rows: pd.DataFrame, baseline: str | None, multi_run: bool)
         return
     table.index = [text(i) for i in table.index]
     annotations = table.map(lambda v: "" if pd.isna(v) else f"{v:.2g}")
-    sns.heatmap(np.log2(table.astype(float)), ax=ax, cmap="RdBu", center=0, annot=annotations, fmt="",
-                annot_kws={"fontsize": 7}, cbar_kws={"label": "log2 speedup (blue: faster)"}, linewidths=0.5)
+    with warnings.catch_warnings():   # seaborn 0.13 calls a colormap method newer matplotlib deprecates
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        sns.heatmap(np.log2(table.astype(float)), ax=ax, cmap="RdBu", center=0, annot=annotations, fmt="",
+                    annot_kws={"fontsize": 7}, cbar_kws={"label": "log2 speedup (blue: faster)"}, linewidths=0.5)
     ax.set_xlabel("seq_len")
     ax.set_ylabel("")
     ax.tick_params(axis="y", labelsize=7)

@@ -70,6 +70,8 @@ class SyntheticSpec:
     seed: int = 0
     slowdown: float = 1.0                       # multiplies every time (NEW runs of a regression test)
     slowdown_variants: tuple[str, ...] = ()     # empty: all variants
+    memory_scale: float = 1.0                   # multiplies every peak
+    error_scale: float = 1.0                    # multiplies every rel_l2_error
     calibrated: bool = True
     environment: dict[str, Any] = field(default_factory=lambda: {
         "torch": "2.4.0", "cpu_model": "Synthetic CPU", "threads": 2, "packages": {"numpy": "2.0"}})
@@ -133,7 +135,7 @@ def _measured(spec: SyntheticSpec, variant: SyntheticVariant, params: dict[str, 
     timing = Timing(samples_s=samples, median_s=median, iqr_s=float(q3 - q1), ci_low_s=ordered[len(ordered) // 2 - 5],
                     ci_high_s=ordered[len(ordered) // 2 + 5], calls_per_sample=1, warmup_s=0.05, warmup_calls=3,
                     setup_s=0.01, stop_reason="ci", timer="perf_counter_ns", threads=2)
-    peak = 4096 * seq_len ** variant.memory_power
+    peak = int(4096 * seq_len ** variant.memory_power * spec.memory_scale)
     memory = Memory(peak_bytes_fwd=peak, peak_bytes_fwd_bwd=2 * peak if case.mode == "fwd_bwd" else None,
                     method="synthetic", input_bytes=case.input_bytes)
     features = params.get("features")
@@ -141,7 +143,7 @@ def _measured(spec: SyntheticSpec, variant: SyntheticVariant, params: dict[str, 
     if variant.approximates:
         approx = ErrorMetrics(max_abs_error=0.5 / math.sqrt(features or 64),
                               rel_l2_error=1.0 / math.sqrt(features or 64), nonfinite=0)
-    error = 3e-7 * (1 + math.log2(seq_len) / 10)
+    error = 3e-5 * (1 + math.log2(seq_len) / 10) * spec.error_scale
     accuracy = Accuracy(output=ErrorMetrics(max_abs_error=error * 4, rel_l2_error=error, nonfinite=0), approx=approx)
     flops = 4 * case.batch * case.heads * seq_len * seq_len * case.head_dim
     peak_flops = CALIBRATION["matmul_flops_per_s"].get(case.dtype)
