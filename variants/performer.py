@@ -1,0 +1,259 @@
+"""Kernelised linear attention: Performer's FAVOR+ and the elu+1 map of Katharopoulos et al.
+
+Both replace softmax(q kᵀ) with a feature map φ and compute
+
+    out_i = φ(q_i)ᵀ Σ_j φ(k_j) v_jᵀ  /  φ(q_i)ᵀ Σ_j φ(k_j)          (sums over visible j)
+
+in O(N·m·d) time instead of O(N·M·d), with m the number of features. The case
+maps one to one: q (B, H, N, d), k and v (B, H, M, d) are the attention's own
+inputs, heads are independent, and the output is (B, H, N, d).
+
+Non-causal: the key sums Σ φ(k) vᵀ (B, H, m, d) and Σ φ(k) (B, H, m) are formed
+once. Causal (kv_len == seq_len only): queries are taken in chunks of
+`CAUSAL_CHUNK` rows; inside a chunk the masked quadratic form φ(Q)φ(K)ᵀ is used,
+and the prefix sums of all earlier chunks are a running (B, H, m, d) state
+carried from chunk to chunk, so no (N, m, d) tensor is ever made.
+
+FAVOR+ (Choromanski et al., 2021) uses positive random features
+φ(x) = exp(ωᵀx − ‖x‖²/2) / √m on x = q/d^¼ and k/d^¼, whose inner products are
+an unbiased estimate of exp(qᵀk/√d). The m rows of ω are drawn in orthogonal
+blocks (QR of d×d Gaussian blocks, seeded by the case) and rescaled to
+chi-distributed norms, so each row is marginally N(0, I). For numerical
+stability the exponent of each query row has its own maximum (over features)
+subtracted, and the keys one maximum over all keys and features of a head:
+a per-query factor cancels between numerator and denominator, and a factor
+common to all keys and features cancels too, so the estimator stays unbiased
+up to the normalisation. (A per-key or per-feature shift would bias it.)
+
+When is the estimate good? Its variance grows like exp(‖q + k‖²/√d) (the
+relative error like exp(‖q + k‖²/(2√d))). The harness draws q, k ~ N(0, qk_std²):
+‖q + k‖² ≈ 2·d·qk_std², so at d = 64 qk_std = 1 gives errors of order e^8 and
+the estimator looks broken, while qk_std ≲ 0.5 (logits of order one) gives the
+few-percent errors the paper reports. Suites that measure its approximation
+error should set qk_std accordingly; more features shrink it like 1/√m.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.case import Case
+from harness.variant import AttentionInputs, Variant, seeded_weight
+
+CAUSAL_CHUNK = 128
+_FEATURE_TAG = 1101
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    return getattr(torch, name)
+
+
+def orthogonal_features(case: Case, features: int) -> torch.Tensor:
+    """The (m, d) FAVOR+ projection ω in float64: orthogonal d×d blocks with chi-distributed row norms."""
+    head_dim = case.head_dim
+    blocks = -(-features // head_dim)
+    gaussian = seeded_weight(case, _FEATURE_TAG, (blocks, head_dim, head_dim)).double()
+    orthonormal, upper = torch.linalg.qr(gaussian)                       # (blocks, d, d)
+    # Fix QR's sign ambiguity so the block is Haar-distributed and reproducible.
+    orthonormal = orthonormal * torch.sign(torch.diagonal(upper, dim1=-2, dim2=-1)).unsqueeze(-2)
+    rows = orthonormal.transpose(-2, -1).reshape(blocks * head_dim, head_dim)[:features]   # (m, d)
+    norms = seeded_weight(case, _FEATURE_TAG + 1, (features, head_dim)).double().norm(dim=-1)  # chi_d
+    return rows * norms[:, None]                                          # (m, d)
+
+
+def favor_features(x: torch.Tensor, omega: torch.Tensor, is_query: bool) -> torch.Tensor:
+    """φ(x) = exp(ω x' − ‖x'‖²/2 − max) / √m with x' = x / d^¼, for x (B, H, L, d) -> (B, H, L, m).
+
+    The max is per row for queries and one per (batch, head) for keys.
+    """
+    head_dim, features = x.shape[-1], omega.shape[0]
+    x = x * head_dim ** -0.25
+    exponent = x @ omega.transpose(0, 1)                                  # (B, H, L, m)
+    if is_query:
+        shift = exponent.detach().amax(dim=-1, keepdim=True)              # (B, H, L, 1)
+    else:
+        shift = exponent.detach().amax(dim=(-2, -1), keepdim=True)        # (B, H, 1, 1)
+    half_norm = 0.5 * (x * x).sum(dim=-1, keepdim=True)                   # (B, H, L, 1)
+    exponent = exponent.sub_(half_norm + shift) if not exponent.requires_grad else exponent - (half_norm + shift)
+    return exponent.exp_().mul_(features ** -0.5) if not exponent.requires_grad else exponent.exp() * features ** -0.5
+
+
+def elu_features(x: torch.Tensor) -> torch.Tensor:
+    """φ(x) = elu(x) + 1, positive, for x (B, H, L, d) -> (B, H, L, d)."""
+    return torch.nn.functional.elu(x) + 1.0
+
+
+def linear_attention(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Non-causal: φ(Q) (φ(K)ᵀ V) / φ(Q) Σφ(K), qf (B, H, N, m), kf (B, H, M, m), v (B, H, M, d)."""
+    kv = kf.transpose(-2, -1) @ v                                         # (B, H, m, d)
+    key_sum = kf.sum(dim=-2)                                              # (B, H, m)
+    numerator = qf @ kv                                                   # (B, H, N, d)
+    denominator = (qf @ key_sum.unsqueeze(-1))                            # (B, H, N, 1)
+    return numerator.div_(denominator) if not numerator.requires_grad else numerator / denominator
+
+
+def causal_linear_attention(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor,
+                            chunk: int = CAUSAL_CHUNK) -> torch.Tensor:
+    """Causal, by chunked prefix sums with a running (B, H, m, d) state.
+
+    qf, kf (B, H, N, m), v (B, H, N, d). Within a chunk the masked quadratic
+    form; everything before the chunk comes from the carried state.
+    """
+    batch, heads, seq_len, features = qf.shape
+    state = qf.new_zeros(batch, heads, features, v.shape[-1])             # Σ_{j<chunk} φ(k_j) v_jᵀ
+    key_sum = qf.new_zeros(batch, heads, features, 1)                     # Σ_{j<chunk} φ(k_j)
+    lower = torch.ones(chunk, chunk, dtype=torch.bool, device=qf.device).tril()
+    outputs = []
+    for start in range(0, seq_len, chunk):
+        q_c, k_c, v_c = qf[..., start:start + chunk, :], kf[..., start:start + chunk, :], v[..., start:start + chunk, :]
+        size = q_c.shape[-2]
+        weights = (q_c @ k_c.transpose(-2, -1)).masked_fill(~lower[:size, :size], 0.0)   # (B, H, c, c)
+        numerator = weights @ v_c + q_c @ state                           # (B, H, c, d)
+        denominator = weights.sum(dim=-1, keepdim=True) + q_c @ key_sum   # (B, H, c, 1)
+        outputs.append(numerator / denominator)
+        state = state + k_c.transpose(-2, -1) @ v_c
+        key_sum = key_sum + k_c.sum(dim=-2).unsqueeze(-1)
+    return torch.cat(outputs, dim=-2)                                     # (B, H, N, d)
+
+
+def quadratic_linear_attention(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, causal: bool,
+                               rows: torch.Tensor | None = None) -> torch.Tensor:
+    """The plain form: weights φ(q_i)·φ(k_j) (masked j <= i when causal), normalised per row, times v."""
+    weights = implicit_weights(qf, kf, causal, rows)                      # (B, H, R, M)
+    return weights @ v                                                    # (B, H, R, d)
+
+
+def implicit_weights(qf: torch.Tensor, kf: torch.Tensor, causal: bool,
+                     rows: torch.Tensor | None = None) -> torch.Tensor:
+    query_index = torch.arange(qf.shape[-2])
+    if rows is not None:
+        qf, query_index = qf[..., rows, :], query_index[rows]
+    weights = qf @ kf.transpose(-2, -1)                                   # (B, H, R, M)
+    if causal:
+        key_index = torch.arange(kf.shape[-2])
+        weights = weights.masked_fill(key_index[None, :] > query_index[:, None], 0.0)
+    return weights / weights.sum(dim=-1, keepdim=True)
+
+
+class _KernelAttention(Variant):
+    approximates = "softmax_attention"
+    dtypes = ("float32", "float16", "bfloat16", "float64")
+
+    def unsupported_reasons(self, case: Case) -> list[str]:
+        reasons = super().unsupported_reasons(case)
+        if case.causal and case.kv_len != case.seq_len:
+            reasons.append("the causal prefix-sum form needs kv_len == seq_len")
+        return reasons
+
+    def _feature_maps(self, case: Case, q, k, dtype: torch.dtype):
+        raise NotImplementedError
+
+    def prepare(self, case: Case, inputs: AttentionInputs):
+        q, k, v = inputs.tensors()
+        feature_maps = self._feature_maps(case, dtype=q.dtype, device=q.device)
+        causal = case.causal
+
+        def forward() -> torch.Tensor:
+            qf, kf = feature_maps(q, k)
+            if causal:
+                return causal_linear_attention(qf, kf, v)
+            return linear_attention(qf, kf, v)
+
+        return forward
+
+    def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
+        q, k, v = inputs.tensors()
+        qf, kf = self._feature_maps(case, dtype=torch.float64, device=q.device)(q, k)
+        return quadratic_linear_attention(qf, kf, v, case.causal, rows)
+
+    def attention_weights(self, case: Case, inputs: AttentionInputs) -> torch.Tensor:
+        q, k, _ = (t.detach().to("cpu", torch.float64) for t in inputs.tensors())
+        qf, kf = self._feature_maps(case, dtype=torch.float64, device=q.device)(q, k)
+        return implicit_weights(qf, kf, case.causal)
+
+    def _feature_count(self, case: Case) -> int:
+        raise NotImplementedError
+
+    def _feature_flops(self, case: Case) -> int:
+        raise NotImplementedError
+
+    def flops(self, case: Case) -> int:
+        m, d = self._feature_count(case), case.head_dim
+        n, kv = case.seq_len, case.kv_len
+        heads = case.batch * case.heads
+        if case.causal:
+            chunks = -(-n // CAUSAL_CHUNK)
+            c = min(CAUSAL_CHUNK, n)
+            # per chunk: φ(Q)φ(K)ᵀ, its product with V and row sums, φ(Q)·state, φ(Q)·key sum, state update
+            per_chunk = 2 * c * c * m + 2 * c * c * d + c * c + 2 * c * m * d + 2 * c * m + 2 * c * m * d + c * m
+            core = chunks * per_chunk + n * d
+        else:
+            core = 2 * kv * m * d + kv * m + 2 * n * m * d + 2 * n * m + n * d
+        return heads * (core + self._feature_flops(case))
+
+    def memory_model(self, case: Case) -> int:
+        m, d = self._feature_count(case), case.head_dim
+        n, kv = case.seq_len, case.kv_len
+        heads, e = case.batch * case.heads, case.element_bytes
+        features = (n + kv) * m                                           # φ(Q) and φ(K)
+        building = max(n, kv) * (m + d)                                   # the scaled input and its exponent norm
+        output = n * d
+        if case.causal:
+            c = min(CAUSAL_CHUNK, n)
+            working = 2 * c * c + 3 * c * d + m * d + 2 * m + n * d       # chunk weights, pieces, state, the chunk outputs
+        else:
+            working = m * d + m + n * d                                   # Σφ(k)vᵀ, Σφ(k), numerator before division
+        return heads * e * (features + building + output + working)
+
+
+class Performer(_KernelAttention):
+    name = "performer"
+    family = "performer"
+    computes = "favor_attention"
+    description = "FAVOR+ with positive orthogonal random features (Choromanski et al.), causal by chunked prefix sums"
+    params = {"features": 256}
+
+    def unsupported_reasons(self, case: Case) -> list[str]:
+        reasons = super().unsupported_reasons(case)
+        features = {**self.params, **case.params}.get("features")
+        if not isinstance(features, int) or isinstance(features, bool) or features <= 0:
+            reasons.append(f"the knob features must be a positive integer, not {features!r}")
+        return reasons
+
+    def _feature_count(self, case: Case) -> int:
+        return int({**self.params, **case.params}["features"])
+
+    def _feature_maps(self, case: Case, dtype: torch.dtype, device):
+        # cast through the case dtype, so the reference sees exactly the features the kernel uses
+        omega = orthogonal_features(case, self._feature_count(case)).to(_torch_dtype(case.dtype))
+        omega = omega.to(device=device, dtype=dtype)                      # (m, d)
+
+        def maps(q, k):
+            return favor_features(q, omega, is_query=True), favor_features(k, omega, is_query=False)
+
+        return maps
+
+    def _feature_flops(self, case: Case) -> int:
+        m, d = self._feature_count(case), case.head_dim
+        rows = case.seq_len + case.kv_len
+        # projection ωx, the squared norm, and shift/exp/scale per feature
+        return rows * (2 * m * d + 2 * d + 3 * m)
+
+
+class LinearAttention(_KernelAttention):
+    name = "linear"
+    family = "linear"
+    computes = "linear_attention"
+    description = "linear attention with φ = elu + 1 (Katharopoulos et al., 2020), causal by chunked prefix sums"
+
+    def _feature_count(self, case: Case) -> int:
+        return case.head_dim
+
+    def _feature_maps(self, case: Case, dtype: torch.dtype, device):
+        def maps(q, k):
+            return elu_features(q), elu_features(k)
+
+        return maps
+
+    def _feature_flops(self, case: Case) -> int:
+        return 2 * (case.seq_len + case.kv_len) * case.head_dim
