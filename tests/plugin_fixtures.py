@@ -1,0 +1,150 @@
+"""Throw-away plugin distributions for tests: a real dist-info with entry_points.txt on a path.
+
+`write_distribution` makes a folder that, put on sys.path (or PYTHONPATH),
+is found by importlib.metadata exactly like an installed package.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+FAULTY_MODULE = '''
+"""Variants that misbehave on purpose, for fault tests."""
+import ctypes
+import os
+import time
+
+import torch
+
+from harness.reference import attention_flops, softmax_attention
+from harness.variant import Variant
+
+
+class _Base(Variant):
+    family = "test-faults"
+    computes = "softmax_attention"
+    devices = ("cpu",)
+
+    def reference(self, case, inputs, rows=None):
+        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows)
+
+    def flops(self, case):
+        return attention_flops(case)
+
+    def _exact(self, inputs, case):
+        import torch.nn.functional as F
+        return F.scaled_dot_product_attention(inputs.q, inputs.k, inputs.v, is_causal=case.causal)
+
+
+class Segfault(_Base):
+    name = "fault-segfault"
+
+    def prepare(self, case, inputs):
+        def forward():
+            ctypes.string_at(0)
+        return forward
+
+
+class Abort(_Base):
+    name = "fault-abort"
+
+    def prepare(self, case, inputs):
+        def forward():
+            os.abort()
+        return forward
+
+
+class Hang(_Base):
+    name = "fault-hang"
+
+    def prepare(self, case, inputs):
+        def forward():
+            time.sleep(3600)
+        return forward
+
+
+class RaisesMemoryError(_Base):
+    name = "fault-memoryerror"
+
+    def prepare(self, case, inputs):
+        def forward():
+            raise MemoryError("pretend allocation of 10 TiB failed")
+        return forward
+
+
+class AllocatesForever(_Base):
+    name = "fault-allocate"
+
+    def prepare(self, case, inputs):
+        def forward():
+            hoard = []
+            while True:
+                hoard.append(torch.ones(64 * 2**20, dtype=torch.uint8))
+        return forward
+
+
+class ReturnsNaN(_Base):
+    name = "fault-nan"
+
+    def prepare(self, case, inputs):
+        def forward():
+            out = self._exact(inputs, case)
+            return out * float("nan")
+        return forward
+
+
+class WrongShape(_Base):
+    name = "fault-shape"
+
+    def prepare(self, case, inputs):
+        def forward():
+            return self._exact(inputs, case)[..., :-1]
+        return forward
+
+
+class NonDeterministic(_Base):
+    name = "fault-nondeterministic"
+
+    def prepare(self, case, inputs):
+        def forward():
+            out = self._exact(inputs, case)
+            return out + torch.rand_like(out) * 1e-3
+        return forward
+
+
+class Good(_Base):
+    name = "fault-good"
+
+    def prepare(self, case, inputs):
+        return lambda: self._exact(inputs, case)
+'''
+
+FAULTY_ENTRY_POINTS = {
+    "fault-segfault": "attnbench_faulty:Segfault",
+    "fault-abort": "attnbench_faulty:Abort",
+    "fault-hang": "attnbench_faulty:Hang",
+    "fault-memoryerror": "attnbench_faulty:RaisesMemoryError",
+    "fault-allocate": "attnbench_faulty:AllocatesForever",
+    "fault-nan": "attnbench_faulty:ReturnsNaN",
+    "fault-shape": "attnbench_faulty:WrongShape",
+    "fault-nondeterministic": "attnbench_faulty:NonDeterministic",
+    "fault-good": "attnbench_faulty:Good",
+}
+
+
+def write_distribution(site: Path, name: str, module_name: str, module_source: str,
+                       entry_points: dict[str, str], group: str = "attnbench.variants") -> Path:
+    """Write `module_name`.py and a `name`-0.1.dist-info into `site`; return `site`."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{module_name}.py").write_text(textwrap.dedent(module_source), encoding="utf-8")
+    dist_info = site / f"{name.replace('-', '_')}-0.1.dist-info"
+    dist_info.mkdir(exist_ok=True)
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n", encoding="utf-8")
+    lines = [f"[{group}]"] + [f"{ep} = {target}" for ep, target in entry_points.items()]
+    (dist_info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return site
+
+
+def write_faulty_plugins(site: Path) -> Path:
+    return write_distribution(site, "attnbench-faulty", "attnbench_faulty", FAULTY_MODULE, FAULTY_ENTRY_POINTS)

@@ -1,0 +1,104 @@
+"""The sweep, isolated: crashes, hangs and out-of-memory become stored results and the sweep goes on."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from harness.registry import load_registry
+from harness.store import load_run
+from harness.suite import parse_suite
+from harness.sweep import run_suite
+from plugin_fixtures import write_faulty_plugins
+
+FAST = """
+[measure]
+warmup_s = 0.01
+budget_s = 0.05
+min_reps = 3
+timeout_s = {timeout}
+"""
+
+
+@pytest.fixture
+def faulty_registry(tmp_path, monkeypatch):
+    site = write_faulty_plugins(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(site))
+    yield load_registry()
+    sys.modules.pop("attnbench_faulty", None)
+
+
+def suite_text(variants, lengths=(32,), timeout=30, extra=""):
+    names = ", ".join(f'"{v}"' for v in variants)
+    return (f'[suite]\nname = "t"\nvariants = [{names}]\n[defaults]\nheads = 2\nhead_dim = 16\n'
+            f"[sweep]\nseq_len = {list(lengths)}\n{extra}" + FAST.format(timeout=timeout))
+
+
+def statuses(run_path):
+    loaded = load_run(run_path)
+    return {(c.case["variant"], c.case["seq_len"]): c.result for c in loaded.cells}
+
+
+def test_segfault_hang_and_memory_error_are_stored_and_the_sweep_goes_on(faulty_registry, results_dir):
+    suite = parse_suite(suite_text(["fault-segfault", "fault-good", "fault-hang", "fault-memoryerror", "naive"],
+                                   lengths=(32, 64), timeout=8), "faults.toml")
+    outcome = run_suite(suite, faulty_registry, results_dir)
+    results = statuses(outcome.run_path)
+    assert len(results) == 10
+    crash = results[("fault-segfault", 32)]
+    assert crash.status == "crashed" and "SIGSEGV" in crash.reason
+    assert results[("fault-hang", 32)].status == "timeout"
+    assert "timeout of 8 s" in results[("fault-hang", 32)].reason
+    assert results[("fault-memoryerror", 32)].status == "oom"
+    assert "MemoryError" in results[("fault-memoryerror", 32)].reason
+    for length in (32, 64):
+        assert results[("fault-good", length)].status == "ok"
+        assert results[("naive", length)].status == "ok"
+    assert results[("fault-segfault", 64)].status == "crashed"
+    assert results[("fault-hang", 64)].status == "timeout"
+    skipped = results[("fault-memoryerror", 64)]
+    assert skipped.status == "skipped" and "ran out of memory at seq_len=32" in skipped.reason
+    assert load_run(outcome.run_path).status == "finished"
+
+
+def test_nan_wrong_shape_and_nondeterminism_are_reported(faulty_registry, results_dir):
+    suite = parse_suite(suite_text(["fault-nan", "fault-shape", "fault-nondeterministic"]), "f.toml")
+    results = statuses(run_suite(suite, faulty_registry, results_dir).run_path)
+    nan = results[("fault-nan", 32)]
+    assert nan.status == "error" and "non-finite" in nan.reason and nan.timing is not None
+    shape = results[("fault-shape", 32)]
+    assert shape.status == "error" and "shape" in shape.reason
+    noisy = results[("fault-nondeterministic", 32)]
+    assert noisy.status == "ok" and any("non-deterministic" in w for w in noisy.warnings)
+
+
+def test_analytic_memory_model_refuses_cells_that_cannot_fit(results_dir):
+    registry = load_registry()
+    suite = parse_suite(suite_text(["naive"], lengths=(64, 2**21)), "big.toml")
+    results = statuses(run_suite(suite, registry, results_dir).run_path)
+    assert results[("naive", 64)].status == "ok"
+    big = results[("naive", 2**21)]
+    assert big.status == "skipped" and "predicted peak" in big.reason and "GiB" in big.reason
+
+
+def test_unsupported_cells_are_stored_with_every_reason(results_dir):
+    registry = load_registry()
+    suite = parse_suite(suite_text(["sdpa-efficient", "sdpa-cudnn"]), "u.toml")
+    results = statuses(run_suite(suite, registry, results_dir).run_path)
+    cudnn = results[("sdpa-cudnn", 32)]
+    assert cudnn.status == "unsupported"
+    assert "float32" in cudnn.reason and "no CPU kernel" in cudnn.reason
+
+
+def test_naive_peak_memory_matches_its_score_and_probability_matrices(results_dir):
+    registry = load_registry()
+    text = ('[suite]\nname = "m"\nvariants = ["naive"]\n[defaults]\nheads = 8\nhead_dim = 64\n'
+            "[sweep]\nseq_len = [1024, 2048]\n" + FAST.format(timeout=60))
+    for cell in load_run(run_suite(parse_suite(text, "m.toml"), registry, results_dir).run_path).cells:
+        seq_len = cell.case["seq_len"]
+        analytic = 2 * 8 * seq_len * seq_len * 4
+        measured = cell.result.memory.peak_bytes_fwd
+        assert abs(measured - analytic) / analytic < 0.15, (seq_len, measured, analytic)
+        assert cell.result.memory.method == "linux-vmhwm"
+        assert cell.result.accuracy.output.rel_l2_error < 1e-5
