@@ -14,6 +14,7 @@ from dataclasses import replace
 import torch
 
 from harness.accuracy import error_metrics
+from harness.calibration import bandwidth_for, peak_for
 from harness.case import Case
 from harness.inputs import make_inputs, make_output_grad, upcast
 from harness.memory import cpu_peak_bytes, cuda_peak_bytes
@@ -139,10 +140,10 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
 
     flops = _total_flops(case, variant)
     flops_per_s = flops / timing.median_s if flops and timing.median_s > 0 else None
-    peak = (calibration or {}).get("matmul_flops_per_s", {}).get(case.dtype)
+    peak = peak_for(calibration, case.device, case.dtype)
     peak_fraction = flops_per_s / peak if flops_per_s and peak else None
     telemetry["arithmetic_intensity"] = _arithmetic_intensity(case, variant)
-    telemetry.update(_roofline(telemetry["arithmetic_intensity"], peak, calibration, flops_per_s))
+    telemetry.update(_roofline(telemetry["arithmetic_intensity"], peak, calibration, flops_per_s, case.device))
     if peak is None and flops_per_s:
         telemetry.setdefault("notes", []).append(
             f"no peak_fraction: the run has no calibrated matmul peak for {case.dtype} on {case.device}")
@@ -339,9 +340,9 @@ def _arithmetic_intensity(case: Case, variant: Variant) -> float | None:
 
 
 def _roofline(intensity: float | None, peak: float | None, calibration: dict | None,
-              flops_per_s: float | None) -> dict:
+              flops_per_s: float | None, device: str) -> dict:
     """The roofline's bound for this intensity, min(peak, intensity × copy bandwidth), and the fraction reached."""
-    bandwidth = (calibration or {}).get("copy_bytes_per_s")
+    bandwidth = bandwidth_for(calibration, device)
     if not intensity or not peak or not bandwidth:
         return {}
     bound = min(peak, intensity * bandwidth)
