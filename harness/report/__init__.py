@@ -4,26 +4,44 @@ Works from the tidy DataFrame (`harness.store.tidy_frame`) and the files of a
 run folder only, and never imports torch: a run copied off a GPU cluster is
 reported on a laptop without it.
 
-    write_report(runs, output, baseline=None) -> Path     # attnbench report
-    compare_runs(base, new) -> Comparison                 # attnbench compare
+    write_report(runs, output=None, baseline=None) -> Path   # attnbench report
+    compare_runs(base, new) -> Comparison                    # attnbench compare
+    gate_failures(comparison, [parse_gate("median:5%")]) -> list[str]
     write_compare_report(comparison, output) -> Path
+
+Names are imported on first use, so that `attnbench compare` without -o never
+loads matplotlib and seaborn.
 """
 
 from __future__ import annotations
 
-from harness.report.build import build_report_html, default_report_path, write_report
-from harness.report.compare import (
-    Comparison,
-    Gate,
-    build_compare_html,
-    compare_runs,
-    gate_failures,
-    parse_gate,
-    print_comparison,
-    write_compare_report,
-)
+import importlib
 
-__all__ = [
-    "Comparison", "Gate", "build_compare_html", "build_report_html", "compare_runs", "default_report_path",
-    "gate_failures", "parse_gate", "print_comparison", "write_compare_report", "write_report",
-]
+_EXPORTS = {
+    "build_report_html": "harness.report.build",
+    "default_report_path": "harness.report.build",
+    "write_report": "harness.report.build",
+    "Comparison": "harness.report.compare",
+    "Gate": "harness.report.compare",
+    "build_compare_html": "harness.report.compare",
+    "compare_runs": "harness.report.compare",
+    "gate_failures": "harness.report.compare",
+    "parse_gate": "harness.report.compare",
+    "print_comparison": "harness.report.compare",
+    "write_compare_report": "harness.report.compare",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harness.report' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -18,10 +18,8 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import AttnbenchError
-from harness.report import plots
 from harness.report.data import case_labels, prepare, samples_by_case, status_text
 from harness.report.fits import BOOTSTRAP_RESAMPLES, mann_whitney_u, median_ratio_interval
-from harness.report.render import render, write_html
 from harness.report.tables import format_bytes, format_error, format_seconds, format_value
 from harness.store import LoadedRun
 
@@ -275,6 +273,8 @@ def print_comparison(comparison: Comparison, console=None) -> None:
 
 def build_compare_html(comparison: Comparison, gate_lines: list[str] | None = None,
                        gates: list[Gate] | None = None) -> str:
+    from harness.report import plots
+
     frame = comparison.frame
     figures = []
     if frame is not None and not frame.empty:
@@ -282,6 +282,8 @@ def build_compare_html(comparison: Comparison, gate_lines: list[str] | None = No
         for workload, rows in frame.groupby("workload", sort=True):
             figures.append({"workload": workload,
                             "uri": plots.time_figure(rows, styles, True, f"Time · {workload}")})
+    from harness.report.render import render
+
     return render(
         "compare.html",
         title=f"attnbench compare: {comparison.base.run.name} → {comparison.new.run.name}",
@@ -304,6 +306,8 @@ def build_compare_html(comparison: Comparison, gate_lines: list[str] | None = No
 
 def write_compare_report(comparison: Comparison, output: Path, gate_lines: list[str] | None = None,
                          gates: list[Gate] | None = None) -> Path:
+    from harness.report.render import write_html
+
     html = build_compare_html(comparison, gate_lines, gates)
     try:
         return write_html(html, Path(output))
@@ -362,6 +366,9 @@ def _run_label(loaded: LoadedRun) -> str:
 
 
 def _version() -> str:
-    from harness.report.build import _version as version
+    from importlib.metadata import PackageNotFoundError, version
 
-    return version()
+    try:
+        return version("attnbench")
+    except PackageNotFoundError:
+        return "unknown"

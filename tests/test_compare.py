@@ -1,0 +1,215 @@
+"""`attnbench compare`: verdicts, gates and the comparison page, from synthetic runs with known numbers."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from harness.cli_report import compare_command
+from harness.errors import StoreError
+from harness.report.compare import compare_runs, environment_diff, gate_failures, parse_gate
+from harness.report.fits import mann_whitney_u, median_ratio_interval
+from harness.report.synthetic import (
+    HOSTILE_VARIANT,
+    spec_with,
+    variants_with_hostile,
+    write_synthetic_run,
+)
+from harness.store import load_run
+
+SEQ_LENS = (256, 512, 1024)
+
+
+def build_compare_runs(results_dir: Path) -> dict[str, Path]:
+    """BASE; SAME (same distribution, other noise); SLOW (every time ×1.2); and runs that change
+    memory, error, the environment and the set of cells."""
+    common = {"seq_lens": SEQ_LENS, "variants": variants_with_hostile(), "attention_maps": False}
+    return {
+        "base": write_synthetic_run(results_dir, spec_with(name="base", seed=1, **common)),
+        "same": write_synthetic_run(results_dir, spec_with(name="same", seed=2, **common)),
+        "slow": write_synthetic_run(results_dir, spec_with(name="slow", seed=3, slowdown=1.2, **common)),
+        "fatter": write_synthetic_run(results_dir, spec_with(
+            name="fatter", seed=4, memory_scale=1.3, error_scale=3.0,
+            environment={"torch": "2.5.0", "cpu_model": "Synthetic CPU", "threads": 4,
+                         "packages": {"numpy": "2.0"}},
+            **{**common, "seq_lens": (*SEQ_LENS, 2048)})),
+    }
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    return build_compare_runs(tmp_path_factory.mktemp("results"))
+
+
+@pytest.fixture(scope="module")
+def loaded(runs):
+    return {name: load_run(path) for name, path in runs.items()}
+
+
+def test_a_twenty_percent_slowdown_is_slower_everywhere(loaded):
+    comparison = compare_runs(loaded["base"], loaded["slow"])
+    measured = [c for c in comparison.cells if c.base_status == "ok"]
+    assert measured and all(c.verdict == "slower" for c in measured)
+    for cell in measured:
+        assert cell.ratio == pytest.approx(1.2, rel=0.02)
+        assert cell.ratio_low < 1.2 < cell.ratio_high or cell.ratio_low == pytest.approx(1.2, rel=0.02)
+        assert cell.p_value < 1e-6
+    not_run = [c for c in comparison.cells if c.base_status != "ok"]
+    assert {c.verdict for c in not_run} == {"n/a"}
+    assert any("oom" in c.status_note or "unsupported" in c.status_note for c in not_run)
+
+
+def test_runs_from_the_same_distribution_get_no_verdict(loaded):
+    comparison = compare_runs(loaded["base"], loaded["same"])
+    verdicts = {c.verdict for c in comparison.cells}
+    assert "slower" not in verdicts and "faster" not in verdicts
+    assert comparison.counts()["same"] > 0
+    assert not gate_failures(comparison, [parse_gate("median:5%"), parse_gate("peak_memory:1%"),
+                                          parse_gate("error:1%")])
+
+
+def test_faster_is_the_mirror_of_slower(loaded):
+    comparison = compare_runs(loaded["slow"], loaded["base"])
+    assert {c.verdict for c in comparison.cells if c.base_status == "ok"} == {"faster"}
+
+
+def test_threshold_decides_what_counts(loaded):
+    comparison = compare_runs(loaded["base"], loaded["slow"], threshold=0.25)
+    assert "slower" not in {c.verdict for c in comparison.cells}
+
+
+def test_memory_error_environment_and_unmatched_cells(loaded):
+    comparison = compare_runs(loaded["base"], loaded["fatter"])
+    measured = [c for c in comparison.cells if c.base_status == "ok"]
+    assert all(c.memory_ratio == pytest.approx(1.3, rel=1e-3) for c in measured)
+    assert all(c.error_ratio == pytest.approx(3.0, rel=1e-6) for c in measured)
+    assert {item["seq_len"] for item in comparison.only_new} == {2048}
+    assert comparison.only_base == []
+    keys = {key for key, _, _ in comparison.environment_diff}
+    assert keys == {"torch", "threads"}
+    failures = gate_failures(comparison, [parse_gate("peak_memory:20%"), parse_gate("error:100%"),
+                                          parse_gate("median:5%")])
+    assert any(line.startswith("peak_memory:20%: sdpa-flash at seq_len 256") for line in failures)
+    assert any(line.startswith("error:100%: performer (features=64) at seq_len 1024") for line in failures)
+    assert not any(line.startswith("median") for line in failures)
+    assert not gate_failures(comparison, [parse_gate("peak_memory:40%")])
+
+
+def test_environment_diff_flattens_nested_keys():
+    diff = environment_diff({"a": 1, "p": {"x": "1", "y": "2"}}, {"a": 1, "p": {"x": "1", "y": "3"}, "b": True})
+    assert diff == [("b", "(absent)", "True"), ("p.y", "2", "3")]
+
+
+@pytest.mark.parametrize(("text", "field", "fraction"), [
+    ("median:5%", "median", 0.05), ("median:5", "median", 0.05), ("peak_memory:12.5%", "peak_memory", 0.125),
+    ("error: 100 %", "error", 1.0),
+])
+def test_parse_gate(text, field, fraction):
+    gate = parse_gate(text)
+    assert gate.field == field and gate.fraction == pytest.approx(fraction)
+
+
+@pytest.mark.parametrize("text", ["speed:5%", "median", "median:-5%", "median:five", ":5%"])
+def test_parse_gate_rejects_and_names_the_fields(text):
+    with pytest.raises(ValueError, match="median, peak_memory, error"):
+        parse_gate(text)
+
+
+def test_u_test_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(7)
+    for shift in (0.0, 0.02, 0.1):
+        first = np.round(rng.normal(1.0, 0.05, 40), 3)        # rounded: ties
+        second = np.round(rng.normal(1.0 + shift, 0.05, 33), 3)
+        ours = mann_whitney_u(first, second)
+        theirs = stats.mannwhitneyu(first, second, alternative="two-sided", method="asymptotic")
+        assert ours.u == pytest.approx(theirs.statistic)
+        assert ours.p_value == pytest.approx(theirs.pvalue, rel=1e-9)
+
+
+def test_bootstrap_interval_is_seeded_and_covers_the_ratio():
+    rng = np.random.default_rng(0)
+    base, new = rng.normal(1.0, 0.01, 51), rng.normal(1.1, 0.01, 51)
+    first, second = median_ratio_interval(base, new), median_ratio_interval(base, new)
+    assert first == second
+    assert first.low < first.ratio < first.high
+    assert first.ratio == pytest.approx(1.1, rel=0.01)
+
+
+def test_fail_on_median_exits_1_naming_the_cells(runs):
+    results = str(runs["base"].parent)
+    result = CliRunner().invoke(compare_command, ["base", "slow", "--fail-on", "median:5%", "--results", results])
+    assert result.exit_code == 1, result.output
+    assert "regression(s) beyond median:5%" in result.output
+    assert re.search(r"median:5%: sdpa-flash at seq_len 1024 \(float32 · fwd · non-causal · head_dim=64; "
+                     r"sdpa-flash-cpu-float32-full-fwd-B1H8N1024d64\): median \+20\.\d%", result.output)
+    assert "performer (features=256) at seq_len 512" in result.output
+
+
+def test_fail_on_passes_when_nothing_regressed(runs, tmp_path):
+    results = str(runs["base"].parent)
+    output = tmp_path / "cmp.html"
+    result = CliRunner().invoke(compare_command, ["base", "same", "--fail-on", "median:5%", "--fail-on",
+                                                  "peak_memory:5%", "-o", str(output), "--results", results])
+    assert result.exit_code == 0, result.output
+    assert "gates passed: median:5%, peak_memory:5%" in result.output
+    html = output.read_text(encoding="utf-8")
+    assert "<script" not in html.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert HOSTILE_VARIANT not in html
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", html)
+    assert re.search(r'<img[^>]*src="data:image/png;base64,', html)
+
+
+def test_bad_fail_on_is_a_usage_error(runs):
+    result = CliRunner().invoke(compare_command, ["base", "slow", "--fail-on", "speed:5%",
+                                                  "--results", str(runs["base"].parent)])
+    assert result.exit_code == 2
+    assert "unknown field 'speed'" in result.output and "median, peak_memory, error" in result.output
+
+
+def test_unknown_run_is_a_store_error(runs):
+    result = CliRunner().invoke(compare_command, ["base", "nope", "--results", str(runs["base"].parent)])
+    assert isinstance(result.exception, StoreError)
+
+
+def test_compare_page_shows_the_environment_difference(runs, tmp_path):
+    output = tmp_path / "fatter.html"
+    result = CliRunner().invoke(compare_command, ["base", "fatter", "-o", str(output), "--fail-on", "peak_memory:10",
+                                                  "--results", str(runs["base"].parent)])
+    assert result.exit_code == 1
+    html = output.read_text(encoding="utf-8")
+    env = re.search(r'<section id="environment">(.*?)</section>', html, re.S).group(1)
+    assert "<th>torch</th><td>2.4.0</td><td>2.5.0</td>" in env
+    assert "only in NEW (" in html and 'class="gate-fail"' in html
+
+
+def _cli_has_compare() -> bool:
+    try:
+        from harness.cli import main
+    except ImportError:
+        return False
+    return "compare" in getattr(main, "commands", {})
+
+
+@pytest.mark.skipif(not _cli_has_compare(), reason="harness.cli has no 'compare' command yet")
+def test_attnbench_compare_exit_statuses(runs):
+    results = str(runs["base"].parent)
+
+    def attnbench(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "harness.cli", *args, "--results", results],
+                              capture_output=True, text=True, timeout=120)
+
+    slow = attnbench("compare", "base", "slow", "--fail-on", "median:5%")
+    assert slow.returncode == 1, slow.stderr
+    assert "median:5%: sdpa-flash at seq_len 256" in slow.stderr
+    assert attnbench("compare", "base", "same", "--fail-on", "median:5%").returncode == 0
+    bad = attnbench("compare", "base", "slow", "--fail-on", "median:lots")
+    assert bad.returncode == 2 and "median:lots" in bad.stderr
+    missing = attnbench("compare", "base", "no-such-run")
+    assert missing.returncode == 2 and "no run 'no-such-run'" in missing.stderr
