@@ -1,0 +1,289 @@
+"""Longformer's sparse attention: a sliding window plus a few global tokens.
+
+Query i attends to keys j with |i − j| <= window (causal: i − window <= j <= i)
+and to the first `global_tokens` positions; those G global positions in turn
+attend to every key (causal: every key up to themselves). One softmax runs
+over the union, so the weights are exact softmax weights restricted to that
+pattern (Beltagy et al., 2020). The case maps directly: q (B, H, N, d), k and
+v (B, H, N, d) are the attention's inputs (self-attention, kv_len == seq_len),
+the output is (B, H, N, d).
+
+`longformer` computes the band with the overlapping-chunk method of the paper:
+queries in blocks of c = window rows, each block against the c + 2·window keys
+around it (c + window causal), taken as a strided view of the padded keys, so
+time and memory are O(N·window) and no N×N mask exists anywhere. The G global
+key columns join each row's softmax (band keys below G are masked so no key
+counts twice), and the G global rows are computed densely, O(G·N).
+
+`longformer-flex` gives the same pattern to FlexAttention as a block mask and
+runs it under torch.compile (compiled once in `prepare`).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+
+from harness.case import Case
+from harness.variant import AttentionInputs, Variant
+
+
+def _knobs(variant: Variant, case: Case) -> tuple[int, int]:
+    params = {**variant.params, **case.params}
+    return int(params["window"]), int(params["global_tokens"])
+
+
+def _knob_reasons(variant: Variant, case: Case) -> list[str]:
+    params = {**variant.params, **case.params}
+    reasons = []
+    for knob, low in (("window", 1), ("global_tokens", 0)):
+        value = params.get(knob)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            reasons.append(f"the knob {knob} must be an integer >= {low}, not {value!r}")
+    return reasons
+
+
+def allowed_pattern(seq_len: int, window: int, global_tokens: int, causal: bool,
+                    rows: torch.Tensor | None = None) -> torch.Tensor:
+    """The explicit (R, N) boolean pattern: which key each query sees (for references and small maps)."""
+    query = torch.arange(seq_len) if rows is None else rows
+    key = torch.arange(seq_len)
+    offset = key[None, :] - query[:, None]                                # j − i, (R, N)
+    allowed = offset.abs() <= window
+    allowed |= (key[None, :] < global_tokens) | (query[:, None] < global_tokens)
+    if causal:
+        allowed &= offset <= 0
+    return allowed
+
+
+def sparse_attention_reference(q, k, v, window: int, global_tokens: int, causal: bool,
+                               rows: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax over the allowed keys of q kᵀ/√d, times v, written out plainly."""
+    weights = sparse_attention_weights(q, k, window, global_tokens, causal, rows)   # (B, H, R, N)
+    return weights @ v                                                    # (B, H, R, d)
+
+
+def sparse_attention_weights(q, k, window: int, global_tokens: int, causal: bool,
+                             rows: torch.Tensor | None = None) -> torch.Tensor:
+    seq_len, head_dim = k.shape[-2], q.shape[-1]
+    if rows is not None:
+        q = q[..., rows, :]
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(head_dim)              # (B, H, R, N)
+    allowed = allowed_pattern(seq_len, window, global_tokens, causal, rows)
+    return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+
+
+def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
+                     global_tokens: int, causal: bool) -> torch.Tensor:
+    """Sliding-window (+ global) attention by overlapping chunks, O(N·window). q, k, v (B, H, N, d)."""
+    batch, heads, seq_len, head_dim = q.shape
+    window = min(window, seq_len - 1) if seq_len > 1 else 1
+    block = window                                                        # c: queries per chunk
+    blocks = -(-seq_len // block)                                         # nb
+    padded = blocks * block
+    span = block + (window if causal else 2 * window)                     # keys each chunk sees
+    right = padded - seq_len + (0 if causal else window)
+    scale = 1.0 / math.sqrt(head_dim)
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+
+    # The pattern on one chunk, shared by all: key slot b of chunk i is position i·c − w + b.
+    query_slot = torch.arange(block, device=q.device)
+    key_slot = torch.arange(span, device=q.device)
+    offset = key_slot[None, :] - window - query_slot[:, None]             # j − i, (c, span)
+    in_band = (offset <= 0) & (offset >= -window) if causal else offset.abs() <= window
+    key_position = (torch.arange(blocks, device=q.device)[:, None] * block - window + key_slot[None, :])   # (nb, span)
+    key_valid = (key_position >= global_tokens) & (key_position < seq_len)
+    masked = ~(in_band[None, :, :] & key_valid[:, None, :])               # (nb, c, span)
+
+    q_blocks = torch.nn.functional.pad(q, (0, 0, 0, padded - seq_len)).view(batch, heads, blocks, block, head_dim)
+    k_padded = torch.nn.functional.pad(k, (0, 0, window, right))          # (B, H, w + N + right, d)
+    v_padded = torch.nn.functional.pad(v, (0, 0, window, right))
+    k_windows = k_padded.unfold(2, span, block)                           # (B, H, nb, d, span), a view
+    v_windows = v_padded.unfold(2, span, block).transpose(-2, -1)         # (B, H, nb, span, d), a view
+
+    scores = torch.matmul(q_blocks, k_windows)                            # (B, H, nb, c, span)
+    scores = scores.mul_(scale).masked_fill_(masked, float("-inf")) if not grad else \
+        (scores * scale).masked_fill(masked, float("-inf"))
+    row_max = scores.detach().amax(dim=-1, keepdim=True)                  # (B, H, nb, c, 1)
+    if global_tokens:
+        k_global, v_global = k[:, :, None, :global_tokens], v[:, :, None, :global_tokens]   # (B, H, 1, G, d)
+        global_scores = torch.matmul(q_blocks, k_global.transpose(-2, -1)) * scale   # (B, H, nb, c, G)
+        if causal:
+            query_position = torch.arange(padded, device=q.device).view(blocks, block, 1)
+            global_scores = global_scores.masked_fill(
+                torch.arange(global_tokens, device=q.device) > query_position, float("-inf"))
+        row_max = torch.maximum(row_max, global_scores.detach().amax(dim=-1, keepdim=True))
+    # softmax with the normalisation applied to the (c, d) output instead of the (c, span) weights
+    probs = scores.sub_(row_max).exp_() if not grad else (scores - row_max).exp()
+    del scores
+    row_sum = probs.sum(dim=-1, keepdim=True)                             # (B, H, nb, c, 1)
+    out = torch.matmul(probs, v_windows)                                  # (B, H, nb, c, d)
+    if global_tokens:
+        global_probs = (global_scores - row_max).exp()
+        row_sum = row_sum + global_probs.sum(dim=-1, keepdim=True)
+        out = out + torch.matmul(global_probs, v_global)
+    out = out.div_(row_sum) if not grad else out / row_sum
+    out = out.view(batch, heads, padded, head_dim)[:, :, :seq_len]        # (B, H, N, d)
+    if global_tokens:
+        # the global rows see every key (causal: every earlier key), computed densely
+        dense_scores = (q[:, :, :global_tokens] @ k.transpose(-2, -1)) * scale        # (B, H, G, N)
+        if causal:
+            later = torch.arange(seq_len, device=q.device)[None, :] > torch.arange(global_tokens, device=q.device)[:, None]
+            dense_scores = dense_scores.masked_fill(later, float("-inf"))
+        dense = torch.softmax(dense_scores, dim=-1) @ v                   # (B, H, G, d)
+        out = torch.cat([dense, out[:, :, global_tokens:]], dim=-2)
+    return out if out.is_contiguous() else out.contiguous()
+
+
+class _LongformerBase(Variant):
+    family = "longformer"
+    computes = "sliding_window_attention"
+    approximates = "softmax_attention"
+    params = {"window": 256, "global_tokens": 0}
+    supports_cross = False
+
+    def unsupported_reasons(self, case: Case) -> list[str]:
+        reasons = super().unsupported_reasons(case)
+        if case.kv_len != case.seq_len:
+            reasons[:] = [r for r in reasons if r != "needs kv_len == seq_len"]
+            reasons.append("is self-attention over one sequence: needs kv_len == seq_len")
+        reasons += _knob_reasons(self, case)
+        return reasons
+
+    def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
+        window, global_tokens = _knobs(self, case)
+        return sparse_attention_reference(*inputs.tensors(), window, global_tokens, case.causal, rows)
+
+    def attention_weights(self, case: Case, inputs: AttentionInputs) -> torch.Tensor:
+        q, k, _ = (t.detach().to("cpu", torch.float64) for t in inputs.tensors())
+        window, global_tokens = _knobs(self, case)
+        return sparse_attention_weights(q, k, window, global_tokens, case.causal)
+
+    def _visible_pairs(self, case: Case) -> int:
+        """(query, key) pairs of the pattern, counted in closed form."""
+        n = case.seq_len
+        window, g = _knobs(self, case)
+        w = min(window, n - 1)
+        g = min(g, n)
+        if case.causal:
+            band = sum(min(i, w) + 1 for i in range(0, min(n, w + 1))) + max(0, n - w - 1) * (w + 1)
+        else:
+            band = n * (2 * w + 1) - w * (w + 1)
+        return band  # the global rows and columns are counted by the callers
+
+
+class Longformer(_LongformerBase):
+    name = "longformer"
+    description = "sliding-window + global attention by overlapping chunks (Beltagy et al.), O(N·window)"
+
+    def prepare(self, case: Case, inputs: AttentionInputs):
+        q, k, v = inputs.tensors()
+        window, global_tokens = _knobs(self, case)
+        causal = case.causal
+
+        def forward() -> torch.Tensor:
+            return banded_attention(q, k, v, window, min(global_tokens, case.seq_len), causal)
+
+        return forward
+
+    def flops(self, case: Case) -> int:
+        """What the chunks compute: each c-row block against c + 2w (causal c + w) keys, plus global parts."""
+        n, d = case.seq_len, case.head_dim
+        window, g = _knobs(self, case)
+        w = min(window, n - 1) if n > 1 else 1
+        g = min(g, n)
+        blocks = -(-n // w)
+        span = w + (w if case.causal else 2 * w)
+        band = blocks * w * span * (4 * d + 4)                            # q kᵀ, P v, scale/mask/exp/sum
+        global_part = blocks * w * g * (4 * d + 4) + g * n * (4 * d + 4)  # global columns and global rows
+        return case.batch * case.heads * (band + global_part)
+
+    def memory_model(self, case: Case) -> int:
+        n, d = case.seq_len, case.head_dim
+        window, g = _knobs(self, case)
+        w = min(window, n - 1) if n > 1 else 1
+        g = min(g, n)
+        blocks = -(-n // w)
+        padded = blocks * w
+        span = w + (w if case.causal else 2 * w)
+        e, heads = case.element_bytes, case.batch * case.heads
+        scores = padded * span                                            # the band scores, exponentiated in place
+        copies = padded * d + 2 * (padded + 2 * w) * d + 2 * blocks * span * d   # padded q, k, v and matmul's window copies
+        output = 2 * padded * d                                           # the block output and its contiguous copy
+        global_part = padded * g * 2 + 2 * g * n if g else 0
+        mask = blocks * w * span                                          # bool pattern, shared by every head
+        return heads * e * (scores + copies + output + global_part) + mask
+
+
+@lru_cache(maxsize=1)
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def longformer_block_mask(seq_len: int, window: int, global_tokens: int, causal: bool, device: str):
+    """The Longformer pattern as a FlexAttention block mask (blocks that are all masked are skipped)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    # tensors, not ints: compiled code takes them as inputs instead of recompiling for every window
+    window_t = torch.tensor(window, device=device)
+    global_t = torch.tensor(global_tokens, device=device)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        allowed = ((q_idx - kv_idx).abs() <= window_t) | (q_idx < global_t) | (kv_idx < global_t)
+        if causal:
+            allowed = allowed & (kv_idx <= q_idx)
+        return allowed
+
+    return create_block_mask(mask_mod, None, None, seq_len, seq_len, device=device)
+
+
+class LongformerFlex(_LongformerBase):
+    name = "longformer-flex"
+    description = "the Longformer pattern as a FlexAttention block mask, under torch.compile"
+    dtypes = ("float32", "float16", "bfloat16")
+
+    def unsupported_reasons(self, case: Case) -> list[str]:
+        reasons = super().unsupported_reasons(case)
+        try:
+            import torch.nn.attention.flex_attention  # noqa: F401
+        except ImportError:
+            reasons.append(f"needs torch.nn.attention.flex_attention (torch >= 2.5); this is torch {torch.__version__}")
+        if case.device == "cpu" and case.mode == "fwd_bwd":
+            reasons.append("FlexAttention's compiled CPU kernel is inference only: no backward on the CPU")
+        return reasons
+
+    def prepare(self, case: Case, inputs: AttentionInputs):
+        q, k, v = inputs.tensors()
+        window, global_tokens = _knobs(self, case)
+        block_mask = longformer_block_mask(case.seq_len, window, global_tokens, case.causal, q.device.type)
+        flex = _compiled_flex()
+        scale = 1.0 / math.sqrt(case.head_dim)
+
+        def forward() -> torch.Tensor:
+            return flex(q, k, v, block_mask=block_mask, scale=scale)
+
+        forward()                                                         # compile here, outside the timed region
+        return forward
+
+    def flops(self, case: Case) -> int:
+        """The useful work of the pattern: q kᵀ and P v over its visible pairs (blocks skipped by the mask cost nothing)."""
+        n, d = case.seq_len, case.head_dim
+        _, g = _knobs(self, case)
+        g = min(g, n)
+        pairs = self._visible_pairs(case)
+        if g:
+            w = min(_knobs(self, case)[0], n - 1)
+            pattern = allowed_pattern(n, w, g, case.causal) if n <= 4096 else None
+            pairs = int(pattern.sum()) if pattern is not None else pairs + 2 * g * n
+        return case.batch * case.heads * pairs * 4 * d
+
+    def memory_model(self, case: Case) -> int:
+        output = case.batch * case.heads * case.seq_len * case.head_dim * case.element_bytes
+        logsumexp = case.batch * case.heads * case.seq_len * 4
+        blocks = -(-case.seq_len // 128)
+        block_mask = 4 * blocks * blocks * 4                              # counts and indices, full and partial
+        return output + logsumexp + block_mask
