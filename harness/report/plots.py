@@ -57,7 +57,12 @@ class Styles:
 
 
 def _label(series: str, run: str, multi_run: bool) -> str:
-    return f"{series} · {run}" if multi_run else series
+    return short(f"{series} · {run}" if multi_run else series)
+
+
+def short(label: str, limit: int = 60) -> str:
+    """Long names cut with an ellipsis in figures (the tables keep them whole)."""
+    return label if len(label) <= limit else label[: limit - 1] + "…"
 
 
 def _series_groups(rows: pd.DataFrame):
@@ -217,7 +222,7 @@ def speedup_panel(ax, rows: pd.DataFrame, baseline: str | None, multi_run: bool)
         _empty(ax, f"baseline {baseline!s} not measured in this workload" if baseline else "no baseline")
         ax.set_title("Speedup over the baseline", fontsize=10)
         return
-    table.index = [text(i) for i in table.index]
+    table.index = [text(short(i, 32)) for i in table.index]
     annotations = table.map(lambda v: "" if pd.isna(v) else f"{v:.2g}")
     with warnings.catch_warnings():   # seaborn 0.13 calls a colormap method newer matplotlib deprecates
         warnings.simplefilter("ignore", PendingDeprecationWarning)
@@ -261,22 +266,42 @@ def roofline_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool, peak
 
 def workload_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, baseline: str | None,
                     peaks: dict[str, float], bandwidth: float | None) -> str:
-    """Time, memory, FLOP/s, error, speedup and (when it can) roofline of one workload."""
-    n_series = rows.groupby(["series", "run"]).ngroups
-    height = max(8.0, 4.0 + 0.35 * n_series)
-    fig = Figure(figsize=(16, height))
-    axes = fig.subplots(2, 3)
-    scaling_panel(axes[0, 0], rows, "time_median_s", styles, multi_run, "median time per call (s)",
+    """Time, memory, FLOP/s, error, speedup and (when it can) roofline of one workload.
+
+    Legends go in their own strip under each row of panels, so that many
+    series never cover the data.
+    """
+    n_lines = rows.groupby(["series", "run"]).ngroups
+    n_approx = rows[rows["is_approximate"]].groupby(["series", "run"]).ngroups
+    legend_rows = n_lines + max(n_approx, len(peaks), 1)
+    legend_height = 0.35 + 0.16 * legend_rows
+    fig = Figure(figsize=(16, 2 * (3.8 + legend_height)))
+    grid = fig.add_gridspec(4, 3, height_ratios=[3.8, legend_height, 3.8, legend_height],
+                            left=0.05, right=0.97, bottom=0.01, top=0.97, wspace=0.5, hspace=0.35)
+    axes = [[fig.add_subplot(grid[2 * r, c]) for c in range(3)] for r in range(2)]
+    scaling_panel(axes[0][0], rows, "time_median_s", styles, multi_run, "median time per call (s)",
                   "Time (band: 95% interval of the median)", interval=("time_ci_low_s", "time_ci_high_s"))
-    scaling_panel(axes[0, 1], rows, "peak_bytes", styles, multi_run, "peak bytes above inputs", "Peak memory")
-    flops_panel(axes[0, 2], rows, styles, multi_run, peaks)
-    error_panel(axes[1, 0], rows, styles, multi_run)
-    speedup_panel(axes[1, 1], rows, baseline, multi_run)
+    scaling_panel(axes[0][1], rows, "peak_bytes", styles, multi_run, "peak bytes above inputs", "Peak memory")
+    flops_panel(axes[0][2], rows, styles, multi_run, peaks)
+    error_panel(axes[1][0], rows, styles, multi_run)
+    speedup_panel(axes[1][1], rows, baseline, multi_run)
     peak = next(iter(peaks.values()), None)
-    if not roofline_panel(axes[1, 2], rows, styles, multi_run, peak, bandwidth):
-        axes[1, 2].set_axis_off()
-    fig.subplots_adjust(left=0.05, right=0.97, bottom=0.06, top=0.96, wspace=0.5, hspace=0.28)
+    if not roofline_panel(axes[1][2], rows, styles, multi_run, peak, bandwidth):
+        axes[1][2].set_axis_off()
+    for r in range(2):
+        for c in range(3):
+            _legend_below(fig.add_subplot(grid[2 * r + 1, c]), axes[r][c])
     return to_data_uri(fig)
+
+
+def _legend_below(strip, ax) -> None:
+    strip.set_axis_off()
+    legend = ax.get_legend()
+    if legend is None:
+        return
+    handles, labels = ax.get_legend_handles_labels()
+    legend.remove()
+    strip.legend(handles, labels, loc="upper left", fontsize=7, frameon=False, borderaxespad=0)
 
 
 def time_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, title: str) -> str:

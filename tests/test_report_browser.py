@@ -1,0 +1,115 @@
+"""Reports opened in a real headless Chromium: they render, decode and run nothing.
+
+Needs /usr/bin/chromium and the playwright package (.ci/install-browser.sh
+installs both); skipped with the reason otherwise. Playwright never downloads
+a browser here: it drives the system Chromium. Screenshots go to
+test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.report import build_report_html, compare_runs, write_compare_report
+from harness.report.render import write_html
+from harness.report.synthetic import (
+    HOSTILE_KNOB,
+    HOSTILE_VARIANT,
+    spec_with,
+    variants_with_hostile,
+    write_synthetic_run,
+)
+from harness.store import load_run
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+REPORT_SECTIONS = ("run", "tables", "plots", "crossovers", "quality", "attention-maps", "failures")
+COMPARE_SECTIONS = ("summary", "cells", "unmatched", "environment", "plots")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists() and shutil.which("chromium") is None,
+                       reason="no Chromium at /usr/bin/chromium (run .ci/install-browser.sh)"),
+    pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
+                       reason="playwright is not installed (run .ci/install-browser.sh)"),
+]
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory) -> dict[str, Path]:
+    """A report and a comparison page of synthetic runs that carry hostile names."""
+    root = tmp_path_factory.mktemp("browser")
+    spec = spec_with(seq_lens=(256, 512, 1024, 2048), variants=variants_with_hostile())
+    base = load_run(write_synthetic_run(root / "results", spec_with(spec, name="base", seed=1)))
+    new = load_run(write_synthetic_run(root / "results", spec_with(spec, name="new", seed=2, slowdown=1.1,
+                                                                   attention_maps=False)))
+    report = write_html(build_report_html([base]), root / "report.html")
+    multi = write_html(build_report_html([base, new]), root / "multi.html")
+    comparison = write_compare_report(compare_runs(base, new), root / "compare.html")
+    return {"report": report, "multi": multi, "compare": comparison}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def open_page(browser, path: Path):
+    """The page loaded, with its console errors, page errors, dialogs and requests recorded."""
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    seen = {"console": [], "errors": [], "dialogs": [], "requests": []}
+    page.on("console", lambda m: seen["console"].append(m.text) if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+
+    def on_dialog(dialog):
+        seen["dialogs"].append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    page.on("request", lambda r: seen["requests"].append(r.url))
+    page.goto(path.resolve().as_uri(), wait_until="load")
+    return page, seen
+
+
+@pytest.mark.parametrize("name", ["report", "multi", "compare"])
+def test_page_renders_cleanly_and_runs_nothing(browser, pages, name):
+    page, seen = open_page(browser, pages[name])
+    try:
+        images = page.eval_on_selector_all(
+            "img", "els => els.map(e => ({src: e.src.slice(0, 22), w: e.naturalWidth, ok: e.complete}))")
+        assert images, "no images"
+        for image in images:
+            assert image["ok"] and image["w"] > 0, f"an image did not decode: {image}"
+        sections = REPORT_SECTIONS if name != "compare" else COMPARE_SECTIONS
+        for section in sections:
+            assert page.locator(f"section#{section}").count() == 1, f"section {section} missing"
+        assert page.locator("table").count() >= (3 if name != "compare" else 2)
+        assert page.locator("table tbody tr").count() >= 10
+        body = page.inner_text("body")
+        assert HOSTILE_VARIANT in body                       # shown as text...
+        assert page.evaluate("typeof window.__pwned") == "undefined"   # ...and never run
+        assert page.locator("script").count() == 0
+        if name == "report":
+            assert HOSTILE_KNOB in body
+            assert "unsupported: runs on cuda only" in body
+        assert not seen["dialogs"], f"a dialog opened: {seen['dialogs']}"
+        assert not seen["errors"], f"page errors: {seen['errors']}"
+        assert not seen["console"], f"console errors: {seen['console']}"
+        assert all(url.startswith(("file:", "data:")) for url in seen["requests"]), seen["requests"]
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"report-{name}.png"), full_page=True)
+    finally:
+        page.close()
