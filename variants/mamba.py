@@ -1,0 +1,390 @@
+"""Selective state-space layers (Mamba, Mamba-2) as stand-ins for attention.
+
+Both are sequence maps with a recurrent state, causal by nature: output t
+depends on inputs 0..t only. The case's `causal` flag therefore changes
+nothing; both values are accepted and give the same function (a non-causal
+SSM would need a second, reversed scan, which is another layer). Self-attention
+shapes only (kv_len == seq_len). Only the state-space core is computed: no
+input/output projections, no convolution, no gate and no D skip term.
+
+**mamba-scan** (Mamba-1's selective scan, Gu & Dao 2023). The case maps onto
+the layer's inner width D = heads·head_dim: x = v, and the "attention" roles
+of q and k become the selection inputs, as in the SSM/attention duality
+(C ↔ q, B ↔ k):
+
+    x_t = v[:, :, t, :] flattened to (B, D)        Δ_t = softplus(x_t W↓ W↑ + b)   (B, D)
+    B_t = k_t W_B  (B, n)                          C_t = q_t W_C  (B, n)
+    h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t x_t) ⊗ B_t   (B, D, n)      y_t = h_t C_t   (B, D)
+
+with A_{·,j} = −(j+1) (S4D-real), the zero-order hold for A and Euler for B.
+W↓ (D×D/16), W↑, W_B, W_C and b (Δ initialised log-uniform in [1e-3, 1e-1])
+are seeded by the case. The output y is put back as (B, H, N, head_dim).
+The fast path is chunk-parallel: the sequence is cut into chunks of `chunk`
+steps, groups of up to `GROUP_CHUNKS` chunks are processed at once by two
+torch.compile-fused kernels (each chunk's decay and end state with a zero
+start; then each chunk's outputs from its true start state), and only the
+chunk boundary states are carried sequentially. Peak extra memory beyond the
+inputs, projections and output is O(GROUP_CHUNKS·D·n), never (N, D, n).
+Under autograd (fwd_bwd) the same chunk kernels run eagerly, a Python loop
+over the `chunk` positions vectorised over all chunks of a group, because
+compiling their backward takes minutes; the timed fast path is the forward.
+float16/bfloat16 cases project in their own dtype and scan in float32 (as
+Mamba's kernels keep the state in float32). The float64 reference is the plain
+sequential recurrence.
+
+**mamba2-ssd** (Mamba-2's state-space duality, Dao & Gu 2024). Heads map to
+heads and head_dim to Mamba-2's P; the state size N is head_dim, with X = v,
+B = k and C = q per head, Δ_t = softplus(x_t·w + b) per head and a scalar
+A_h < 0 per head (seeded, in [−16, −1]):
+
+    h_t = exp(Δ_t A) h_{t−1} + Δ_t B_t x_tᵀ   (n, P)       y_t = h_tᵀ C_t   (P)
+
+computed by the chunked SSD algorithm: within a chunk of `chunk` steps the
+quadratic (attention-like) form (C Bᵀ ∘ L) X with L = exp(segsum(Δ A)), using
+the numerically stable segment sum; between chunks the (n, P) states are
+passed along. The float64 reference is the sequential recurrence.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+
+from harness.case import Case
+from harness.variant import AttentionInputs, Variant, seeded_weight
+
+GROUP_CHUNKS = 64
+_TAG = 2200
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    return getattr(torch, name)
+
+
+def _log_uniform(case: Case, tag: int, shape: tuple[int, ...], low: float, high: float) -> torch.Tensor:
+    """Seeded log-uniform samples in [low, high] (float64), via the normal CDF of seeded Gaussians."""
+    uniform = 0.5 * (1.0 + torch.erf(seeded_weight(case, tag, shape).double() / math.sqrt(2.0)))
+    return torch.exp(math.log(low) + uniform * (math.log(high) - math.log(low)))
+
+
+def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
+    return y + torch.log(-torch.expm1(-y))
+
+
+def _cast(weight: torch.Tensor, case: Case, dtype: torch.dtype) -> torch.Tensor:
+    """Round through the case dtype, then give the dtype asked for (float64 for the reference)."""
+    return weight.to(_torch_dtype(case.dtype)).to(dtype)
+
+
+def _knob_reasons(variant: Variant, case: Case, knobs: dict[str, int]) -> list[str]:
+    params = {**variant.params, **case.params}
+    reasons = []
+    for knob, low in knobs.items():
+        value = params.get(knob)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            reasons.append(f"the knob {knob} must be an integer >= {low}, not {value!r}")
+    return reasons
+
+
+# ---------------------------------------------------------------- mamba-scan (Mamba-1)
+
+def selective_inputs(case: Case, q, k, v, state_dim: int, dtype: torch.dtype):
+    """Δ, x, B, C (B, N, D), (B, N, D), (B, N, n), (B, N, n) and A (D, n) from the case's tensors."""
+    batch, heads, seq_len, head_dim = v.shape
+    inner = heads * head_dim
+    rank = -(-inner // 16)
+    w_down = _cast(seeded_weight(case, _TAG + 1, (inner, rank), inner ** -0.5), case, dtype)
+    w_up = _cast(seeded_weight(case, _TAG + 2, (rank, inner), 0.5 * rank ** -0.5), case, dtype)
+    bias = _cast(_inverse_softplus(_log_uniform(case, _TAG + 3, (inner,), 1e-3, 1e-1)), case, dtype)
+    w_b = _cast(seeded_weight(case, _TAG + 4, (inner, state_dim), inner ** -0.5), case, dtype)
+    w_c = _cast(seeded_weight(case, _TAG + 5, (inner, state_dim), inner ** -0.5), case, dtype)
+    w_down, w_up, bias, w_b, w_c = (w.to(v.device) for w in (w_down, w_up, bias, w_b, w_c))
+
+    def flat(t):
+        return t.transpose(1, 2).reshape(batch, seq_len, inner)           # (B, N, D), channel = head·d + p
+
+    x = flat(v)
+    delta = torch.nn.functional.softplus((x @ w_down) @ w_up + bias)      # (B, N, D)
+    b = flat(k) @ w_b                                                     # (B, N, n)
+    c = flat(q) @ w_c                                                     # (B, N, n)
+    a = -torch.arange(1, state_dim + 1, dtype=dtype, device=v.device).expand(inner, state_dim)   # (D, n)
+    return delta, x, b, c, a
+
+
+def selective_scan_sequential(delta, x, b, c, a) -> torch.Tensor:
+    """The plain recurrence, one time step at a time: y (B, N, D)."""
+    batch, seq_len, inner = x.shape
+    h = x.new_zeros(batch, inner, a.shape[-1])                            # (B, D, n)
+    outputs = []
+    for t in range(seq_len):
+        decay = torch.exp(delta[:, t, :, None] * a)                       # exp(Δ_t A)   (B, D, n)
+        drive = (delta[:, t] * x[:, t])[:, :, None] * b[:, t, None, :]    # Δ_t x_t ⊗ B_t (B, D, n)
+        h = decay * h + drive
+        outputs.append((h * c[:, t, None, :]).sum(-1))                    # h_t C_t      (B, D)
+    return torch.stack(outputs, dim=1)                                    # (B, N, D)
+
+
+def _chunk_states(delta, drive_x, b, a):
+    """Per chunk, with a zero start: total decay P and end state e. delta, drive_x (B, K, T, D); b (B, K, T, n)."""
+    state = None
+    for t in range(delta.shape[2]):
+        decay = torch.exp(delta[:, :, t, :, None] * a)                    # (B, K, D, n)
+        drive = drive_x[:, :, t, :, None] * b[:, :, t, None, :]
+        state = drive if state is None else decay * state + drive
+    total_decay = torch.exp(delta.sum(dim=2)[..., None] * a)              # (B, K, D, n)
+    return total_decay, state
+
+
+def _chunk_outputs(start, delta, drive_x, b, c, a):
+    """Per chunk, from its true start state (B, K, D, n): the outputs y (B, K, T, D)."""
+    h = start
+    outputs = []
+    for t in range(delta.shape[2]):
+        h = torch.exp(delta[:, :, t, :, None] * a) * h + drive_x[:, :, t, :, None] * b[:, :, t, None, :]
+        outputs.append((h * c[:, :, t, None, :]).sum(-1))                 # (B, K, D)
+    return torch.stack(outputs, dim=2)
+
+
+@lru_cache(maxsize=1)
+def _compiled_kernels():
+    return (torch.compile(_chunk_states, dynamic=False), torch.compile(_chunk_outputs, dynamic=False))
+
+
+def selective_scan_chunked(delta, x, b, c, a, chunk: int, compiled: bool = True) -> torch.Tensor:
+    """The same recurrence, chunk-parallel: y (B, N, D).
+
+    Padding steps have Δ = 0 (decay 1, no input), so they leave the state alone.
+    """
+    tracking = torch.is_grad_enabled() and any(t.requires_grad for t in (delta, x, b, c))
+    # compiling the backward of the unrolled chunk kernels takes minutes: under autograd they run eagerly
+    compiled = compiled and not tracking
+    states_fn, outputs_fn = _compiled_kernels() if compiled else (_chunk_states, _chunk_outputs)
+    out_dtype = x.dtype
+    if out_dtype in (torch.float16, torch.bfloat16):
+        delta, x, b, c, a = (t.float() for t in (delta, x, b, c, a))
+    batch, seq_len, inner = x.shape
+    state_dim = a.shape[-1]
+    chunks = -(-seq_len // chunk)
+    group = min(GROUP_CHUNKS, chunks)
+    groups = -(-chunks // group)
+    pad = groups * group * chunk - seq_len
+    drive_x = delta * x
+
+    def grouped(t):                                                       # (B, N, F) -> (B, groups, K, T, F)
+        t = torch.nn.functional.pad(t, (0, 0, 0, pad))
+        return t.view(batch, groups, group, chunk, t.shape[-1])
+
+    delta_g, drive_g, b_g, c_g = grouped(delta), grouped(drive_x), grouped(b), grouped(c)
+    h = x.new_zeros(batch, inner, state_dim)                              # state entering the group
+    outputs = []
+    for g in range(groups):
+        total_decay, end_state = states_fn(delta_g[:, g], drive_g[:, g], b_g[:, g], a)   # (B, K, D, n) each
+        starts = []
+        for j in range(group):                                            # carry across chunk boundaries
+            starts.append(h)
+            h = torch.addcmul(end_state[:, j], total_decay[:, j], h)
+        outputs.append(outputs_fn(torch.stack(starts, dim=1), delta_g[:, g], drive_g[:, g], b_g[:, g], c_g[:, g], a))
+    y = torch.stack(outputs, dim=1).view(batch, groups * group * chunk, inner)[:, :seq_len]
+    return y.to(out_dtype)
+
+
+class _StateSpace(Variant):
+    family = "ssm"
+    supports_cross = False
+    reference_rows = False
+    dtypes = ("float32", "float16", "bfloat16", "float64")
+
+    def unsupported_reasons(self, case: Case) -> list[str]:
+        reasons = super().unsupported_reasons(case)
+        if case.kv_len != case.seq_len:
+            reasons[:] = [r for r in reasons if r != "needs kv_len == seq_len"]
+            reasons.append("is a sequence map (x = v, B from k, C from q along one sequence): needs kv_len == seq_len")
+        return reasons
+
+
+class MambaScan(_StateSpace):
+    name = "mamba-scan"
+    computes = "selective_ssm"
+    description = "Mamba's selective scan (input-dependent Δ, B, C), chunk-parallel with compiled fused kernels"
+    params = {"state_dim": 16, "chunk": 16}
+
+    def unsupported_reasons(self, case: Case) -> list[str]:
+        return super().unsupported_reasons(case) + _knob_reasons(self, case, {"state_dim": 1, "chunk": 1})
+
+    def _knobs(self, case: Case) -> tuple[int, int]:
+        params = {**self.params, **case.params}
+        return int(params["state_dim"]), int(params["chunk"])
+
+    def prepare(self, case: Case, inputs: AttentionInputs):
+        q, k, v = inputs.tensors()
+        state_dim, chunk = self._knobs(case)
+        batch, heads, seq_len, head_dim = v.shape
+
+        def forward() -> torch.Tensor:
+            delta, x, b, c, a = selective_inputs(case, q, k, v, state_dim, v.dtype)
+            y = selective_scan_chunked(delta, x, b, c, a, chunk)          # (B, N, D)
+            return y.view(batch, seq_len, heads, head_dim).transpose(1, 2).contiguous()   # (B, H, N, d)
+
+        forward()                                                         # compile outside the timed region
+        return forward
+
+    def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
+        q, k, v = inputs.tensors()
+        state_dim, _ = self._knobs(case)
+        batch, heads, seq_len, head_dim = v.shape
+        y = selective_scan_sequential(*selective_inputs(case, q, k, v, state_dim, torch.float64))
+        return y.view(batch, seq_len, heads, head_dim).transpose(1, 2)
+
+    def flops(self, case: Case) -> int:
+        state_dim, _ = self._knobs(case)
+        inner = case.heads * case.head_dim
+        rank = -(-inner // 16)
+        projections = 4 * inner * rank + 4 * inner * state_dim + 4 * inner   # W↓W↑, W_B, W_C, bias + softplus
+        # per (t, channel, state): both passes form exp(ΔA) (2 ops) and the drive (1) and update h (2); the second adds y (2)
+        scan = inner * state_dim * (5 + 7)
+        return case.batch * case.seq_len * (projections + scan)
+
+    def memory_model(self, case: Case) -> int:
+        state_dim, chunk = self._knobs(case)
+        n_steps, inner = case.seq_len, case.heads * case.head_dim
+        rank = -(-inner // 16)
+        chunks = -(-n_steps // chunk)
+        group = min(GROUP_CHUNKS, chunks)
+        padded = -(-chunks // group) * group * chunk
+        e = case.element_bytes
+        scan_e = 8 if case.dtype == "float64" else 4
+        # flattened x, q, k; low-rank Δ; pre-activation and Δ; B and C
+        projections = e * (3 * n_steps * inner + n_steps * rank + 2 * n_steps * inner + 2 * n_steps * state_dim)
+        if e != scan_e:                                                   # float32 copies for the scan
+            projections += scan_e * (2 * n_steps * inner + 2 * n_steps * state_dim)
+        # Δx, the padded groups of Δ, Δx, B, C, the group outputs, their stack, the (B, H, N, d) output
+        working = scan_e * (n_steps * inner + 2 * padded * inner + 2 * padded * state_dim + 2 * padded * inner)
+        working += e * 2 * n_steps * inner
+        per_group = scan_e * 4 * group * inner * state_dim                # P, e, the stacked starts, kernel temporaries
+        return case.batch * (projections + working + per_group)
+
+
+# ---------------------------------------------------------------- mamba2-ssd (Mamba-2)
+
+def ssd_inputs(case: Case, q, k, v, dtype: torch.dtype):
+    """x (B, H, N, P), Δ (B, H, N), A (H,), B and C (B, H, N, n) from the case's tensors."""
+    heads, head_dim = v.shape[1], v.shape[-1]
+    w_dt = _cast(seeded_weight(case, _TAG + 11, (heads, head_dim, 1), 0.5 * head_dim ** -0.5), case, dtype)
+    bias = _cast(_inverse_softplus(_log_uniform(case, _TAG + 12, (heads, 1, 1), 1e-3, 1e-1)), case, dtype)
+    a = _cast(-_log_uniform(case, _TAG + 13, (heads,), 1.0, 16.0), case, dtype)
+    w_dt, bias, a = w_dt.to(v.device), bias.to(v.device), a.to(v.device)
+    delta = torch.nn.functional.softplus(v @ w_dt + bias).squeeze(-1)     # (B, H, N)
+    return v, delta, a, k, q
+
+
+def ssd_sequential(x, delta, a, b, c) -> torch.Tensor:
+    """The plain recurrence h_t = exp(Δ_t A) h_{t−1} + Δ_t B_t x_tᵀ, y_t = h_tᵀ C_t: y (B, H, N, P)."""
+    batch, heads, seq_len, head_dim = x.shape
+    h = x.new_zeros(batch, heads, b.shape[-1], head_dim)                  # (B, H, n, P)
+    outputs = []
+    for t in range(seq_len):
+        decay = torch.exp(delta[:, :, t] * a)[:, :, None, None]           # (B, H, 1, 1)
+        h = decay * h + delta[:, :, t, None, None] * b[:, :, t, :, None] * x[:, :, t, None, :]
+        outputs.append((c[:, :, t, :, None] * h).sum(-2))                 # (B, H, P)
+    return torch.stack(outputs, dim=2)
+
+
+def segsum(a: torch.Tensor) -> torch.Tensor:
+    """[..., i, j] = a_{j+1} + ... + a_i for j <= i and −inf above the diagonal, for a (..., Q).
+
+    Summed directly (a masked cumulative sum), not as a difference of cumulative
+    sums, which would cancel catastrophically.
+    """
+    size = a.shape[-1]
+    repeated = a[..., :, None].expand(*a.shape, size)                     # [i, j] = a_i
+    below = torch.ones(size, size, dtype=torch.bool, device=a.device).tril(-1)
+    sums = repeated.masked_fill(~below, 0.0).cumsum(dim=-2)               # Σ_{j < r <= i} a_r
+    return sums.masked_fill(~below.logical_or(torch.eye(size, dtype=torch.bool, device=a.device)), float("-inf"))
+
+
+def ssd_chunked(x, delta, a, b, c, chunk: int) -> torch.Tensor:
+    """Mamba-2's SSD: intra-chunk quadratic form plus inter-chunk state passing. y (B, H, N, P)."""
+    batch, heads, seq_len, head_dim = x.shape
+    state_dim = b.shape[-1]
+    chunks = -(-seq_len // chunk)
+    pad = chunks * chunk - seq_len
+    x = x * delta[..., None]                                              # Δ_t x_t, (B, H, N, P)
+    if pad:                                                               # padding: Δ = 0, no decay and no input
+        x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+        b, c = (torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (b, c))
+        delta = torch.nn.functional.pad(delta, (0, pad))
+    x = x.view(batch, heads, chunks, chunk, head_dim)                     # (B, H, c, Q, P)
+    b = b.reshape(batch, heads, chunks, chunk, state_dim)                 # (B, H, c, Q, n)
+    c = c.reshape(batch, heads, chunks, chunk, state_dim)
+    log_decay = (delta * a[:, None]).view(batch, heads, chunks, chunk)    # Δ A, (B, H, c, Q)
+    cumulative = log_decay.cumsum(dim=-1)                                 # (B, H, c, Q)
+
+    # 1. within each chunk: y = (C Bᵀ ∘ L) X, L_ij = exp(Σ_{j<r<=i} ΔA_r)
+    mixing = (c @ b.transpose(-2, -1)) * torch.exp(segsum(log_decay))     # (B, H, c, Q, Q)
+    y = mixing @ x                                                        # (B, H, c, Q, P)
+    del mixing
+    # 2. each chunk's end state from a zero start
+    to_end = torch.exp(cumulative[..., -1:] - cumulative)                 # (B, H, c, Q)
+    chunk_states = (b * to_end[..., None]).transpose(-2, -1) @ x          # (B, H, c, n, P)
+    # 3. the states entering each chunk, passed along one chunk at a time
+    chunk_decay = torch.exp(cumulative[..., -1])                          # (B, H, c)
+    h = x.new_zeros(batch, heads, state_dim, head_dim)
+    starts = []
+    for j in range(chunks):
+        starts.append(h)
+        h = chunk_decay[:, :, j, None, None] * h + chunk_states[:, :, j]
+    starts = torch.stack(starts, dim=2)                                   # (B, H, c, n, P)
+    # 4. what the entering state contributes inside each chunk
+    y = y + (c * torch.exp(cumulative)[..., None]) @ starts               # (B, H, c, Q, P)
+    return y.view(batch, heads, chunks * chunk, head_dim)[:, :, :seq_len]
+
+
+class Mamba2SSD(_StateSpace):
+    name = "mamba2-ssd"
+    computes = "scalar_decay_ssm"
+    description = "Mamba-2's chunked state-space-duality algorithm (scalar A per head, stable segment sum)"
+    params = {"chunk": 64}
+
+    def unsupported_reasons(self, case: Case) -> list[str]:
+        return super().unsupported_reasons(case) + _knob_reasons(self, case, {"chunk": 1})
+
+    def _chunk(self, case: Case) -> int:
+        return int({**self.params, **case.params}["chunk"])
+
+    def prepare(self, case: Case, inputs: AttentionInputs):
+        q, k, v = inputs.tensors()
+        chunk = self._chunk(case)
+
+        def forward() -> torch.Tensor:
+            return ssd_chunked(*ssd_inputs(case, q, k, v, v.dtype), chunk)
+
+        return forward
+
+    def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
+        q, k, v = inputs.tensors()
+        return ssd_sequential(*ssd_inputs(case, q, k, v, torch.float64))
+
+    def flops(self, case: Case) -> int:
+        chunk, p = self._chunk(case), case.head_dim
+        n = p
+        chunks = -(-case.seq_len // chunk)
+        steps = chunks * chunk
+        per_head = (steps * (2 * p + 3)                                   # Δ projection, softplus, Δx
+                    + steps * chunk * (2 * n + 3 + 2 * p)                 # C Bᵀ, segsum/exp/∘ L, (·) X
+                    + steps * (2 * n * p + n + 2)                         # end states
+                    + chunks * 3 * n * p                                  # state passing
+                    + steps * (2 * n * p + n + 1 + p))                    # entering-state contribution
+        return case.batch * case.heads * per_head
+
+    def memory_model(self, case: Case) -> int:
+        chunk, p = self._chunk(case), case.head_dim
+        n = p
+        chunks = -(-case.seq_len // chunk)
+        steps = chunks * chunk
+        per_head = (steps * p * 2 + steps * n * 2                          # Δx (padded) and padded B, C
+                    + 3 * steps * chunk                                   # segsum's sums and exp, C Bᵀ
+                    + 3 * steps * p                                       # y, the correction, their sum
+                    + 2 * chunks * n * p + 2 * steps * n + 4 * steps)     # states, starts, scaled B/C, cumsums
+        return case.batch * case.heads * case.element_bytes * per_head
