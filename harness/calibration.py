@@ -143,6 +143,13 @@ def _sample_seconds(call: Callable[[], object], sync: Callable[[], None], calls:
     return samples
 
 
+def _min_n(device: str, dtype: str) -> int:
+    """Below this size a matmul is not at its peak; slow dtypes (fp16/bf16 on a CPU) may stop earlier."""
+    if device == "cuda":
+        return 4096
+    return 1024 if dtype in ("float32", "float64") else MATMUL_START_N
+
+
 def matmul_flops(n: int) -> int:
     """FLOPs of one n×n by n×n matmul (a multiply-add counts 2)."""
     return 2 * n ** 3
@@ -171,7 +178,7 @@ def measure_matmul(dtype: str, device: str = "cpu", budget_s: float | None = Non
         call()
         sync()
         once = time.perf_counter() - start
-        if once >= target or n >= max_n:
+        if (once >= target and n >= _min_n(device, dtype)) or n >= max_n:
             break
         n *= 2
     calls = max(1, min(100, int(target / max(once, 1e-9))))
@@ -206,9 +213,18 @@ def measure_device(device: str, dtypes: Iterable[str], threads: int | None = Non
         torch.set_num_threads(threads)
     started = time.perf_counter()
     fields = fingerprint_fields(device, threads)
+    load_before = _load_average()
     matmul = {dtype: measure_matmul(dtype, device) for dtype in dtypes}
     copy = measure_copy(device)
+    load = max(v for v in (load_before, _load_average(), 0.0) if v is not None)
+    warnings = []
+    if device == "cpu" and load > (os.cpu_count() or 1):
+        warnings.append(f"calibrated while the 1-minute load average ({load:.1f}) exceeded the "
+                        f"{os.cpu_count()} cores: the peak is likely underestimated; rerun with --recalibrate "
+                        "on a quiet machine")
     return {
+        "load_avg_1m": load,
+        "warnings": warnings,
         "matmul_flops_per_s": {dtype: m["flops_per_s"] for dtype, m in matmul.items()},
         "matmul_size": {dtype: m["n"] for dtype, m in matmul.items()},
         "copy_bytes_per_s": copy["copy_bytes_per_s"],
@@ -222,6 +238,13 @@ def measure_device(device: str, dtypes: Iterable[str], threads: int | None = Non
         "method": "matmul: median of torch.mm(a, b, out=c) on square n×n, 2n³ FLOPs per call; "
                   "copy: median of dst.copy_(src), bytes read + written",
     }
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
 
 
 def _measure_in_subprocess(device: str, dtypes: list[str], threads: int | None) -> dict[str, Any]:
@@ -304,3 +327,16 @@ def calibrate_cases(cases, *, recalibrate: bool = False, threads: int | None = N
     if len(per_device) > 1:
         first["devices"] = per_device
     return first
+
+
+def describe(calibration: dict[str, Any]) -> str:
+    """One line per device: 'calibration (cpu, cached): float32 35.8 GFLOP/s; copy 7.5 GB/s'."""
+    lines = []
+    per_device = calibration.get("devices") or ({calibration["device"]: calibration} if calibration else {})
+    for device, data in per_device.items():
+        peaks = "; ".join(f"{dtype} {value / 1e9:.1f} GFLOP/s"
+                          for dtype, value in sorted(data.get("matmul_flops_per_s", {}).items()))
+        how = "cached" if data.get("cached") else f"measured in {data.get('seconds', 0):.1f} s"
+        lines.append(f"calibration ({device}, {how}): {peaks}; copy {data.get('copy_bytes_per_s', 0) / 1e9:.1f} GB/s")
+        lines.extend(f"  warning: {text}" for text in data.get("warnings", ()))
+    return "\n".join(lines)

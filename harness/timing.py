@@ -113,7 +113,7 @@ def calls_per_sample(per_call_s: float, min_sample_s: float) -> int:
     """How many back-to-back calls make one sample last at least `min_sample_s` (1 to 1000)."""
     if per_call_s <= 0:
         return MAX_CALLS_PER_SAMPLE
-    return max(1, min(MAX_CALLS_PER_SAMPLE, math.ceil(min_sample_s / per_call_s)))
+    return max(1, min(MAX_CALLS_PER_SAMPLE, math.ceil(min_sample_s / per_call_s - 1e-9)))
 
 
 def time_cpu(call: Callable[[], object], settings: MeasureSettings, *,

@@ -1,0 +1,136 @@
+"""Order statistics against their definitions: the median's interval, Tukey's fences, merging K processes."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+import pytest
+
+from harness.measure import merge_process_results
+from harness.result import Result, Timing
+from harness.stats import (
+    coefficient_of_variation,
+    median_ci_coverage,
+    median_ci_ranks,
+    relative_spread,
+    summarize,
+    tukey_outliers,
+)
+
+
+def brute_force_ranks(count: int, confidence: float = 0.95) -> tuple[int, int]:
+    """The narrowest symmetric [x_(lo), x_(n-1-lo)] whose binomial coverage reaches `confidence`."""
+    best = (0, count - 1)
+    pmf = [math.comb(count, i) / 2 ** count for i in range(count + 1)]
+    for lo in range(count // 2 + 1):
+        hi = count - 1 - lo
+        if hi <= lo:
+            break
+        if sum(pmf[lo + 1: hi + 1]) >= confidence:
+            best = (lo, hi)
+        else:
+            break
+    return best
+
+
+@pytest.mark.parametrize("count", list(range(1, 40)) + [57, 100, 257])
+def test_median_ci_ranks_match_the_binomial_definition(count):
+    assert median_ci_ranks(count) == brute_force_ranks(count)
+
+
+def test_median_ci_ranks_textbook_values():
+    # Conover, Practical Nonparametric Statistics: n = 100 gives the 40th and 61st order statistics.
+    assert median_ci_ranks(100) == (39, 60)
+    assert median_ci_coverage(100, 39, 60) == pytest.approx(0.9648, abs=1e-4)
+    # The smallest count whose full range covers the median with 95%: 6 (1 - 2/64 = 0.969).
+    assert median_ci_ranks(6) == (0, 5)
+
+
+def test_median_ci_ranks_is_fast_for_many_samples():
+    lo, hi = median_ci_ranks(100_000)
+    # Normal approximation: n/2 ± 1.96·√n/2.
+    assert lo == pytest.approx(50_000 - 1.96 * math.sqrt(100_000) / 2, abs=2)
+    assert hi == 100_000 - 1 - lo
+
+
+def test_too_few_samples_never_count_as_a_tight_interval():
+    five = summarize([1.0, 1.0, 1.0, 1.0, 1.0])
+    assert not five.confidence_reached and five.rel_half_width == math.inf
+    six = summarize([1.0] * 6)
+    assert six.confidence_reached and six.rel_half_width == 0.0
+
+
+def test_summarize_matches_numpy():
+    rng = np.random.default_rng(3)
+    samples = list(rng.lognormal(0.0, 0.2, size=101))
+    summary = summarize(samples)
+    assert summary.median == pytest.approx(np.median(samples))
+    assert summary.iqr == pytest.approx(np.percentile(samples, 75) - np.percentile(samples, 25))
+    ordered = sorted(samples)
+    lo, hi = median_ci_ranks(101)
+    assert (summary.ci_low, summary.ci_high) == (ordered[lo], ordered[hi])
+    assert summary.ci_low <= summary.median <= summary.ci_high
+
+
+def test_tukey_outliers_flag_without_dropping():
+    samples = [10.0, 11.0, 10.5, 10.2, 10.8, 50.0, 10.1, 10.4, 1.0, 10.6]
+    outliers = tukey_outliers(samples)
+    q1, q3 = np.percentile(samples, [25, 75])
+    assert outliers.low_fence == pytest.approx(q1 - 1.5 * (q3 - q1))
+    assert outliers.high_fence == pytest.approx(q3 + 1.5 * (q3 - q1))
+    assert outliers.indices == (5, 8)
+    assert (outliers.low_count, outliers.high_count) == (1, 1)
+    assert outliers.to_dict()["count"] == 2
+    assert len(samples) == 10  # nothing removed
+
+
+def test_tukey_no_outliers_in_constant_samples():
+    assert tukey_outliers([2.0] * 20).count == 0
+    assert tukey_outliers([]).count == 0
+
+
+def test_coefficient_of_variation_and_spread():
+    samples = [1.0, 2.0, 3.0, 4.0]
+    assert coefficient_of_variation(samples) == pytest.approx(statistics.stdev(samples) / statistics.mean(samples))
+    assert coefficient_of_variation([5.0]) == 0.0
+    assert relative_spread([1.0, 1.1, 0.9]) == pytest.approx(0.2)
+    assert relative_spread([1.0]) == 0.0
+
+
+def _result(samples, pid, flops=1000):
+    summary = summarize(samples)
+    timing = Timing(samples_s=tuple(samples), median_s=summary.median, iqr_s=summary.iqr, ci_low_s=summary.ci_low,
+                    ci_high_s=summary.ci_high, calls_per_sample=1, warmup_s=0.1, warmup_calls=3, setup_s=0.01,
+                    stop_reason="ci", timer="cpu-perf-counter")
+    return Result("ok", timing=timing, flops=flops, flops_per_s=flops / summary.median,
+                  peak_fraction=flops / summary.median / 1e6, telemetry={"energy_j_per_call": 2.0},
+                  warnings=("w",), worker={"pid": pid}, duration_s=1.0)
+
+
+def test_merge_process_results_keeps_the_spread():
+    runs = [[1.0, 1.1, 0.9, 1.0, 1.05, 0.95], [2.0, 2.1, 1.9, 2.0, 2.0, 2.0, 2.05], [1.2, 1.2, 1.25, 1.15, 1.2, 1.2]]
+    results = [_result(s, pid) for s, pid in zip(runs, (11, 12, 13), strict=True)]
+    merged = merge_process_results(results)
+    medians = [statistics.median(s) for s in runs]
+    assert merged.timing.median_s == pytest.approx(statistics.median(medians))  # 1.2
+    assert list(merged.timing.samples_s) == [x for s in runs for x in s]
+    assert merged.timing.ci_low_s <= min(medians) and merged.timing.ci_high_s >= max(medians)
+    processes = merged.telemetry["processes"]
+    assert processes["count"] == 3 and processes["pids"] == [11, 12, 13]
+    assert processes["medians_s"] == pytest.approx(medians)
+    assert processes["spread_rel"] == pytest.approx((2.0 - 1.0) / 1.2)
+    assert merged.flops_per_s == pytest.approx(1000 / 1.2)
+    assert merged.peak_fraction == pytest.approx(1000 / 1.2 / 1e6)
+    assert merged.telemetry["energy_j_per_call"] == 2.0
+    assert merged.warnings == ("w",)
+    assert Result.from_dict(merged.to_dict()) == merged
+
+
+def test_merge_reports_a_failed_process():
+    ok = _result([1.0] * 6, 1)
+    crashed = Result("crashed", "the worker died", worker={"pid": 2})
+    merged = merge_process_results([ok, crashed])
+    assert merged.status == "crashed"
+    assert "1 of 2 processes failed" in merged.warnings[-1]
