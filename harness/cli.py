@@ -3,11 +3,13 @@
     attnbench list [--json]
     attnbench run SUITE [--device cpu|cuda|auto] [--variant NAME]... [--seq-len N]...
                   [--name RUN_NAME] [--results DIR] [--resume RUN] [--executor local|ray] [--no-report]
+                  [--recalibrate] [--processes K] [--profile]
     attnbench runs [--results DIR]
     attnbench show RUN [--results DIR]
     attnbench export RUN --format csv|parquet|json|pytest-benchmark -o FILE
     attnbench report RUN [RUN...] [-o FILE.html]
     attnbench compare BASE NEW [-o FILE.html] [--fail-on median:5%]
+    attnbench profile VARIANT --seq-len N [case options] [-o DIR]
 
 Exit status: 0 done, 1 a gate failed, 2 the input was wrong (nothing was run),
 3 the run stopped before its end (disk full, interrupted); what was stored is kept.
@@ -123,7 +125,12 @@ def list_command(as_json: bool) -> None:
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--address", default=None, help="Ray cluster address (with --executor ray)")
 @click.option("--no-report", is_flag=True, help="do not write the HTML report at the end")
-def run_command(suite, device, variants, seq_lens, name, results, resume, executor, address, no_report) -> None:
+@click.option("--recalibrate", is_flag=True, help="measure the machine's peak again instead of using the cache")
+@click.option("--processes", type=click.IntRange(min=1), default=None, metavar="K",
+              help="repeat each cell's measurement in K fresh worker processes (default: measure.processes)")
+@click.option("--profile", "profile", is_flag=True, help="also profile every ok cell into <run>/profiles/<case_id>/")
+def run_command(suite, device, variants, seq_lens, name, results, resume, executor, address, no_report,
+                recalibrate, processes, profile) -> None:
     """Run SUITE (a built-in name such as 'quick', or a .toml path) and store every cell."""
     from harness.cli_progress import SweepProgress, print_summary
     from harness.registry import default_registry
@@ -145,6 +152,10 @@ def run_command(suite, device, variants, seq_lens, name, results, resume, execut
     if resume is not None:
         run_path = resolve_run(resume, results_dir)
         progress = SweepProgress()
+        if executor == "local":
+            from harness.store import load_run
+
+            executor_options["calibration"] = load_run(run_path).run.calibration or None
         exec_ = _make_executor(executor, executor_options)
         try:
             with progress:
@@ -153,20 +164,37 @@ def run_command(suite, device, variants, seq_lens, name, results, resume, execut
             _interrupted(stop)
     else:
         loaded = load_suite(suite)
+        if processes is not None:
+            from dataclasses import replace
+
+            loaded = replace(loaded, measure=replace(loaded.measure, processes=processes))
         resolved_device = _resolve_device(device)
         overrides = Overrides(variants=tuple(variants), seq_lens=tuple(seq_lens), device=resolved_device)
-        plan_cases(overrides.apply(loaded), registry)
+        cases = plan_cases(overrides.apply(loaded), registry)
+        from harness.calibration import calibrate_cases
+        from harness.calibration import describe as describe_calibration
         from harness.env import collect_environment
 
+        calibration = calibrate_cases(cases, recalibrate=recalibrate)
+        click.echo(describe_calibration(calibration), err=True)
+        if executor == "local":
+            executor_options["calibration"] = calibration
         exec_ = _make_executor(executor, executor_options)
         progress = SweepProgress()
         try:
             with progress:
                 outcome = run_suite(loaded, registry, results_dir, name=name, overrides=overrides,
-                                    executor=exec_, environment=collect_environment(), progress=progress)
+                                    executor=exec_, environment=collect_environment(), calibration=calibration,
+                                    progress=progress)
         except RunInterrupted as stop:
             _interrupted(stop)
     print_summary(outcome.run_path)
+    if profile:
+        from harness.profiling import profile_run
+
+        index = profile_run(outcome.run_path, progress=click.echo)
+        failed = sum(1 for entry in index.values() if "error" in entry)
+        click.echo(f"profiles: {outcome.run_path / 'profiles'} ({len(index) - failed} cells, {failed} failed)")
     if not no_report:
         _write_run_report(outcome.run_path, registry)
 

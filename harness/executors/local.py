@@ -42,7 +42,23 @@ class LocalExecutor:
         for case in cases:
             if on_start:
                 on_start(case)
-            yield case, self.worker(case.device).run(case, settings)
+            if settings.processes > 1:
+                yield case, self._run_in_fresh_processes(case, settings)
+            else:
+                yield case, self.worker(case.device).run(case, settings)
+
+    def _run_in_fresh_processes(self, case: Case, settings: MeasureSettings) -> Result:
+        """The whole measurement repeated in `settings.processes` fresh workers, merged with their spread."""
+        from harness.measure import merge_process_results
+
+        results = []
+        for _ in range(settings.processes):
+            worker = Worker(WorkerOptions(device=case.device, **self._options))
+            try:
+                results.append(worker.run(case, settings))
+            finally:
+                worker.stop()
+        return merge_process_results(results)
 
     def close(self) -> None:
         for worker in self._workers.values():
