@@ -280,7 +280,7 @@ MEMORY_CASES = [
                          ids=[f"{n}-{'causal' if c else 'full'}" for n, _, c in MEMORY_CASES])
 def test_measured_peak_memory_within_the_model(name, knobs, causal):
     variant = VARIANTS[name]
-    case = Case(variant=name, batch=1, heads=4, seq_len=4096, head_dim=32, causal=causal, params=knobs)
+    case = Case(variant=name, batch=1, heads=4, seq_len=2048, head_dim=32, causal=causal, params=knobs)
     model = variant.memory_model(case)
     with torch.inference_mode():
         inputs = make_inputs(case)
