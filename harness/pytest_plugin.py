@@ -136,9 +136,11 @@ def _claim(benchmark) -> None:
 
 def _record(benchmark, case, result, settings) -> None:
     """Feed the harness's raw samples (seconds per call) into pytest-benchmark's own stats."""
+    from harness.pytest_benchmark_export import extra_info, shape_group
+
     timing = result.timing
     if benchmark.group is None:
-        benchmark.group = _shape_group(case)
+        benchmark.group = shape_group(case)
     benchmark.extra_info.update(extra_info(case, result))
     metadata = benchmark._make_stats(timing.calls_per_sample)
     metadata.options = {"timer": f"attnbench:{timing.timer}", "disable_gc": False,
@@ -147,36 +149,3 @@ def _record(benchmark, case, result, settings) -> None:
                         "precision": settings.target_rel_ci, "confidence": 0.95}
     for sample in timing.samples_s:
         metadata.stats.update(sample)
-
-
-def _shape_group(case) -> str:
-    """'attention cpu float32 full fwd B1H8N4096d64': what every variant in one table shares."""
-    shape = f"B{case.batch}H{case.heads}N{case.seq_len}" + (f"M{case.kv_len}" if case.kv_len != case.seq_len else "")
-    return (f"attention {case.device} {case.dtype} {'causal' if case.causal else 'full'} {case.mode} "
-            f"{shape}d{case.head_dim}")
-
-
-def extra_info(case, result) -> dict[str, Any]:
-    """What pytest-benchmark stores beside the stats: the case, FLOPs, memory, accuracy, setup time."""
-    timing, memory, accuracy = result.timing, result.memory, result.accuracy
-    return {
-        "attnbench_case": case.to_dict(),
-        "case_id": case.id,
-        "label": case.label,
-        "flops": result.flops,
-        "flops_per_s": result.flops_per_s,
-        "peak_bytes_fwd": memory.peak_bytes_fwd if memory else None,
-        "peak_bytes_fwd_bwd": memory.peak_bytes_fwd_bwd if memory else None,
-        "predicted_bytes": memory.predicted_bytes if memory else None,
-        "max_abs_error": accuracy.output.max_abs_error if accuracy else None,
-        "rel_l2_error": accuracy.output.rel_l2_error if accuracy else None,
-        "approx_rel_l2_error": accuracy.approx.rel_l2_error if accuracy and accuracy.approx else None,
-        "setup_s": timing.setup_s if timing else None,
-        "warmup_s": timing.warmup_s if timing else None,
-        "time_ci_low_s": timing.ci_low_s if timing else None,
-        "time_ci_high_s": timing.ci_high_s if timing else None,
-        "stop_reason": timing.stop_reason if timing else None,
-        "calls_per_sample": timing.calls_per_sample if timing else None,
-        "threads": timing.threads if timing else None,
-        "warnings": list(result.warnings),
-    }
