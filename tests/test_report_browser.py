@@ -45,7 +45,7 @@ pytestmark = [
 def pages(tmp_path_factory) -> dict[str, Path]:
     """A report and a comparison page of synthetic runs that carry hostile names."""
     root = tmp_path_factory.mktemp("browser")
-    spec = spec_with(seq_lens=(256, 512, 1024, 2048), variants=variants_with_hostile())
+    spec = spec_with(seq_lens=(256, 512, 1024), variants=variants_with_hostile())
     base = load_run(write_synthetic_run(root / "results", spec_with(spec, name="base", seed=1)))
     new = load_run(write_synthetic_run(root / "results", spec_with(spec, name="new", seed=2, slowdown=1.1,
                                                                    attention_maps=False)))
