@@ -236,21 +236,29 @@ def print_comparison(comparison: Comparison, console=None) -> None:
     base, new = comparison.base.run, comparison.new.run
     console.print(f"[bold]BASE[/] {base.name} ({base.run_id})  [bold]NEW[/] {new.name} ({new.run_id})",
                   markup=True, highlight=False)
-    table = Table(title=f"{len(comparison.cells)} matched cells", show_lines=False)
-    for name, justify in (("variant", "left"), ("workload", "left"), ("seq_len", "right"), ("BASE", "right"),
-                          ("NEW", "right"), ("NEW/BASE [95% CI]", "right"), ("p", "right"),
-                          ("verdict", "left"), ("memory", "right"), ("error", "right")):
-        table.add_column(name, justify=justify, overflow="fold")
     colors = {"slower": "red", "faster": "green"}
+    workloads: dict[str, list[CellComparison]] = {}
     for cell in comparison.cells:
-        verdict = cell.verdict if not cell.status_note or cell.verdict != "n/a" else cell.status_note
-        color = colors.get(cell.verdict)
-        table.add_row(_escape(cell.series), _escape(cell.workload), str(cell.seq_len), format_seconds(cell.base_median),
-                      format_seconds(cell.new_median), _ratio_text(cell),
-                      "–" if cell.p_value is None else f"{cell.p_value:.2g}",
-                      f"[{color}]{verdict}[/]" if color else _escape(verdict),
-                      _change(cell.memory_ratio), _change(cell.error_ratio))
-    console.print(table)
+        workloads.setdefault(cell.workload, []).append(cell)
+    for workload, cells in workloads.items():
+        table = Table(title=_escape(f"{workload}: {len(cells)} matched cells"), title_justify="left")
+        table.add_column("variant", overflow="fold", min_width=10)
+        for name in ("N", "BASE", "NEW", "NEW/BASE (95% CI)", "p"):
+            table.add_column(name, justify="right", overflow="fold")
+        table.add_column("verdict", overflow="fold")
+        for name in ("mem", "err"):
+            table.add_column(name, justify="right", overflow="fold")
+        for cell in cells:
+            verdict = cell.verdict if cell.verdict != "n/a" or not cell.status_note else cell.status_note
+            color = colors.get(cell.verdict)
+            table.add_row(_escape(cell.series), str(cell.seq_len), format_seconds(cell.base_median),
+                          format_seconds(cell.new_median), _ratio_text(cell, compact=True),
+                          "–" if cell.p_value is None else f"{cell.p_value:.2g}",
+                          f"[{color}]{verdict}[/]" if color else _escape(verdict),
+                          _change(cell.memory_ratio), _change(cell.error_ratio))
+        console.print(table)
+    if not comparison.cells:
+        console.print("No case is in both runs.", highlight=False, markup=False)
     counts = comparison.counts()
     console.print(", ".join(f"{k}: {v}" for k, v in counts.items()) +
                   f"  (verdict needs p < {comparison.alpha:g} and |ratio − 1| > {comparison.threshold:.1%})",
@@ -325,11 +333,13 @@ def _html_row(cell: CellComparison) -> dict[str, str]:
             "errors": f"{format_error(cell.base_error)} → {format_error(cell.new_error)}"}
 
 
-def _ratio_text(cell: CellComparison) -> str:
+def _ratio_text(cell: CellComparison, compact: bool = False) -> str:
     if cell.ratio is None:
         return "–"
     if cell.ratio_low is None:
         return f"{cell.ratio:.3f}"
+    if compact:
+        return f"{cell.ratio:.3f} ({cell.ratio_low:.2g}–{cell.ratio_high:.2g})"
     return f"{cell.ratio:.3f} [{cell.ratio_low:.3f}, {cell.ratio_high:.3f}]"
 
 

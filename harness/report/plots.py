@@ -360,8 +360,11 @@ def attention_maps_figure(maps: dict[str, Any]) -> str:
         _heat(fig, axes[i, 0], weights, f"{name}: weights", "viridis", 0.0, vmax)
         if weights.shape == exact.shape:
             diff = weights - exact
-            bound = float(np.nanmax(np.abs(diff))) or 1e-12
-            _heat(fig, axes[i, 1], diff, f"{name} − exact (max |Δ| {bound:.2g})", "RdBu_r", -bound, bound)
+            bound = float(np.nanmax(np.abs(diff)))
+            if bound < 1e-6:    # below the file's 5 significant digits: the same map
+                _empty(axes[i, 1], text(f"{name} equals exact (max |Δ| {bound:.1g})"))
+            else:
+                _heat(fig, axes[i, 1], diff, f"{name} − exact (max |Δ| {bound:.2g})", "RdBu_r", -bound, bound)
         else:
             _empty(axes[i, 1], f"shape {weights.shape} differs from exact {exact.shape}")
     fig.subplots_adjust(left=0.09, right=0.9, bottom=0.3 / rows, top=1 - 0.25 / rows, wspace=0.55, hspace=0.4)
