@@ -214,7 +214,7 @@ class CellTelemetry:
         if self.meter is not None and self.meter.source:
             out["energy_source"] = self.meter.source
             if self.energy_j is not None and timed.timed_calls:
-                out["energy_j"] = self.energy_j
+                out["energy_j_total"] = self.energy_j
                 out["energy_interval_s"] = self.energy_s
                 out["energy_j_per_call"] = self.energy_j / timed.timed_calls
                 if self.energy_j == 0:
