@@ -2,10 +2,35 @@
 
 Runs inside a worker process. Every failure becomes a Result with a status
 and a reason; nothing here raises for a problem the variant causes.
+
+Besides timing, memory and accuracy, a cell's `Result.telemetry` holds:
+
+- samples: ``cv`` (coefficient of variation), ``outliers`` (Tukey's fences at
+  1.5·IQR: count, indices into ``timing.samples_s``, fences; flagged, never
+  dropped), ``rel_ci_half_width`` reached and ``target_rel_ci``,
+  ``timed_calls``, ``timed_wall_s``; ``timing.stop_reason`` says what ended
+  the repetitions ('ci', 'budget', 'max_reps');
+- roofline: ``arithmetic_intensity`` (forward FLOPs over q, k, v read and the
+  output written once), and with a calibration ``roofline_flops_per_s``
+  (min(peak, intensity × copy bandwidth)), ``roofline_bound``
+  ('compute'/'memory') and ``roofline_fraction``;
+- the sampler (`harness.telemetry`, 20 Hz): ``cpu_percent_*``,
+  ``rss_bytes_*``, ``cpu_freq_mhz_*`` (mean/min/max, before/after), on CUDA
+  ``gpu_util_percent_*``, ``gpu_memory_used_bytes_*``, ``gpu_power_w_*``,
+  ``gpu_sm_clock_mhz_*``, ``gpu_throttle_reasons``; ``sampler_busy_fraction``
+  is the sampler's own cost; ``load_avg_1m``;
+- energy: ``energy_j_per_call`` (the store's ``energy_j`` column),
+  ``energy_j_total``, ``energy_interval_s``, ``energy_source``;
+- ``notes``: counters that are missing here (a note, not an error);
+- with ``--processes K``: ``processes`` (see `merge_process_results`).
+
+Warnings (high variation, load above the core count, CPU frequency change,
+GPU throttling) go to `Result.warnings`.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from collections.abc import Callable
@@ -244,7 +269,7 @@ def timing_quality(timed: TimedSamples, summary, settings: MeasureSettings) -> d
     return {
         "cv": coefficient_of_variation(timed.samples_s),
         "outliers": outliers.to_dict(),
-        "rel_ci_half_width": summary.rel_half_width if summary.confidence_reached else None,
+        "rel_ci_half_width": summary.rel_half_width if math.isfinite(summary.rel_half_width) else None,
         "target_rel_ci": settings.target_rel_ci,
         "timed_wall_s": timed.timed_wall_s,
         "timed_calls": timed.timed_calls,
