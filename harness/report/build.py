@@ -107,8 +107,9 @@ def _attention_item(data: ReportData, loaded: LoadedRun) -> dict[str, Any]:
     except (TypeError, ValueError) as exc:
         return {"label": label, "uri": None, "missing": f"attention_maps.json could not be drawn: {exc}"}
     note = str(maps.get("note") or "")
+    no_weights = [str(name) for name in maps.get("no_weights") or []]
     return {"label": label, "uri": uri, "errors": errors, "seq_len": maps.get("seq_len"),
-            "kv_len": maps.get("kv_len"), "note": note}
+            "kv_len": maps.get("kv_len"), "note": note, "no_weights": ", ".join(no_weights)}
 
 
 def _version() -> str:
