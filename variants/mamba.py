@@ -21,9 +21,10 @@ W↓ (D×D/16), W↑, W_B, W_C and b (Δ initialised log-uniform in [1e-3, 1e-1]
 are seeded by the case. The output y is put back as (B, H, N, head_dim).
 The fast path is chunk-parallel: the sequence is cut into chunks of `chunk`
 steps, groups of up to `GROUP_CHUNKS` chunks are processed at once by two
-torch.compile-fused kernels (each chunk's decay and end state with a zero
-start; then each chunk's outputs from its true start state), and only the
-chunk boundary states are carried sequentially. Peak extra memory beyond the
+torch.compile-fused kernels: the first forms every chunk's decay and end
+state from a zero start and chains the chunk boundary states through the
+group; the second computes each chunk's outputs from its true start state.
+Only one state per group is carried in Python. Peak extra memory beyond the
 inputs, projections and output is O(GROUP_CHUNKS·D·n), never (N, D, n).
 Under autograd (fwd_bwd) the same chunk kernels run eagerly, a Python loop
 over the `chunk` positions vectorised over all chunks of a group, because
@@ -42,7 +43,8 @@ A_h < 0 per head (seeded, in [−16, −1]):
 computed by the chunked SSD algorithm: within a chunk of `chunk` steps the
 quadratic (attention-like) form (C Bᵀ ∘ L) X with L = exp(segsum(Δ A)), using
 the numerically stable segment sum; between chunks the (n, P) states are
-passed along. The float64 reference is the sequential recurrence.
+passed along (themselves `STATE_GROUP` chunks at a time in the same segment-sum
+form, so only one state per group is passed sequentially). The float64 reference is the sequential recurrence.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from harness.case import Case
 from harness.variant import AttentionInputs, Variant, seeded_weight
 
 GROUP_CHUNKS = 64
+STATE_GROUP = 16
 _TAG = 2200
 
 
@@ -126,15 +129,24 @@ def selective_scan_sequential(delta, x, b, c, a) -> torch.Tensor:
     return torch.stack(outputs, dim=1)                                    # (B, N, D)
 
 
-def _chunk_states(delta, drive_x, b, a):
-    """Per chunk, with a zero start: total decay P and end state e. delta, drive_x (B, K, T, D); b (B, K, T, n)."""
+def _chunk_starts(h, delta, drive_x, b, a):
+    """The state entering each of the K chunks of a group, and the state after it.
+
+    h (B, D, n) enters the group; delta, drive_x (B, K, T, D); b (B, K, T, n).
+    All chunks at once, each from a zero start: total decay P and end state e
+    (B, K, D, n); then the K boundary states are chained, h ← P h + e.
+    """
     state = None
     for t in range(delta.shape[2]):
         decay = torch.exp(delta[:, :, t, :, None] * a)                    # (B, K, D, n)
         drive = drive_x[:, :, t, :, None] * b[:, :, t, None, :]
         state = drive if state is None else decay * state + drive
     total_decay = torch.exp(delta.sum(dim=2)[..., None] * a)              # (B, K, D, n)
-    return total_decay, state
+    starts = []
+    for j in range(delta.shape[1]):
+        starts.append(h)
+        h = total_decay[:, j] * h + state[:, j]
+    return torch.stack(starts, dim=1), h
 
 
 def _chunk_outputs(start, delta, drive_x, b, c, a):
@@ -149,7 +161,7 @@ def _chunk_outputs(start, delta, drive_x, b, c, a):
 
 @lru_cache(maxsize=1)
 def _compiled_kernels():
-    return (torch.compile(_chunk_states, dynamic=False), torch.compile(_chunk_outputs, dynamic=False))
+    return (torch.compile(_chunk_starts, dynamic=False), torch.compile(_chunk_outputs, dynamic=False))
 
 
 def selective_scan_chunked(delta, x, b, c, a, chunk: int, compiled: bool = True) -> torch.Tensor:
@@ -160,7 +172,7 @@ def selective_scan_chunked(delta, x, b, c, a, chunk: int, compiled: bool = True)
     tracking = torch.is_grad_enabled() and any(t.requires_grad for t in (delta, x, b, c))
     # compiling the backward of the unrolled chunk kernels takes minutes: under autograd they run eagerly
     compiled = compiled and not tracking
-    states_fn, outputs_fn = _compiled_kernels() if compiled else (_chunk_states, _chunk_outputs)
+    starts_fn, outputs_fn = _compiled_kernels() if compiled else (_chunk_starts, _chunk_outputs)
     out_dtype = x.dtype
     if out_dtype in (torch.float16, torch.bfloat16):
         delta, x, b, c, a = (t.float() for t in (delta, x, b, c, a))
@@ -176,16 +188,17 @@ def selective_scan_chunked(delta, x, b, c, a, chunk: int, compiled: bool = True)
         t = torch.nn.functional.pad(t, (0, 0, 0, pad))
         return t.view(batch, groups, group, chunk, t.shape[-1])
 
+    def group_of(t, g):
+        # a fresh contiguous (B, K, T, F) block: the same strides at every seq_len, so nothing recompiles
+        return t[:, g].clone(memory_format=torch.contiguous_format)
+
     delta_g, drive_g, b_g, c_g = grouped(delta), grouped(drive_x), grouped(b), grouped(c)
     h = x.new_zeros(batch, inner, state_dim)                              # state entering the group
     outputs = []
     for g in range(groups):
-        total_decay, end_state = states_fn(delta_g[:, g], drive_g[:, g], b_g[:, g], a)   # (B, K, D, n) each
-        starts = []
-        for j in range(group):                                            # carry across chunk boundaries
-            starts.append(h)
-            h = torch.addcmul(end_state[:, j], total_decay[:, j], h)
-        outputs.append(outputs_fn(torch.stack(starts, dim=1), delta_g[:, g], drive_g[:, g], b_g[:, g], c_g[:, g], a))
+        d_g, dx_g, bb_g = group_of(delta_g, g), group_of(drive_g, g), group_of(b_g, g)
+        starts, h = starts_fn(h, d_g, dx_g, bb_g, a)                      # (B, K, D, n), (B, D, n)
+        outputs.append(outputs_fn(starts, d_g, dx_g, bb_g, group_of(c_g, g), a))
     y = torch.stack(outputs, dim=1).view(batch, groups * group * chunk, inner)[:, :seq_len]
     return y.to(out_dtype)
 
@@ -304,6 +317,35 @@ def segsum(a: torch.Tensor) -> torch.Tensor:
     return sums.masked_fill(~below.logical_or(torch.eye(size, dtype=torch.bool, device=a.device)), float("-inf"))
 
 
+def pass_states(chunk_log_decay: torch.Tensor, chunk_states: torch.Tensor,
+                group: int = STATE_GROUP) -> torch.Tensor:
+    """The state entering each chunk, s_in[j] = Σ_{i<j} exp(l_{i+1} + ... + l_{j−1}) s[i].
+
+    chunk_log_decay l (B, H, c) and chunk_states s (B, H, c, n, P). Chunks are
+    taken `group` at a time: within a group the same segment-sum form as
+    inside a chunk (a (group × group) matrix), and only one state per group is
+    passed along sequentially, so there are c / group small steps, not c.
+    """
+    batch, heads, chunks, state_dim, head_dim = chunk_states.shape
+    groups = -(-chunks // group)
+    pad = groups * group - chunks
+    log_decay = torch.nn.functional.pad(chunk_log_decay, (0, pad)).view(batch, heads, groups, group)
+    states = torch.nn.functional.pad(chunk_states.reshape(batch, heads, chunks, state_dim * head_dim), (0, 0, 0, pad))
+    states = states.view(batch, heads, groups, group, state_dim * head_dim)        # (B, H, g, G, nP)
+    ends = torch.exp(segsum(log_decay)) @ states                          # state after chunk i from a zero group start
+    local = torch.nn.functional.pad(ends[..., :-1, :], (0, 0, 1, 0))      # entering state, zero group start
+    inclusive = log_decay.cumsum(dim=-1)                                  # (B, H, g, G)
+    exclusive = torch.nn.functional.pad(inclusive[..., :-1], (1, 0))
+    h = states.new_zeros(batch, heads, state_dim * head_dim)
+    entering = []
+    for g in range(groups):                                               # one state per group, passed along
+        entering.append(h)
+        h = ends[:, :, g, -1] + torch.exp(inclusive[:, :, g, -1, None]) * h
+    entering = torch.stack(entering, dim=2)                               # (B, H, g, nP)
+    starts = local + torch.exp(exclusive)[..., None] * entering[:, :, :, None, :]
+    return starts.view(batch, heads, groups * group, state_dim, head_dim)[:, :, :chunks]
+
+
 def ssd_chunked(x, delta, a, b, c, chunk: int) -> torch.Tensor:
     """Mamba-2's SSD: intra-chunk quadratic form plus inter-chunk state passing. y (B, H, N, P)."""
     batch, heads, seq_len, head_dim = x.shape
@@ -328,14 +370,8 @@ def ssd_chunked(x, delta, a, b, c, chunk: int) -> torch.Tensor:
     # 2. each chunk's end state from a zero start
     to_end = torch.exp(cumulative[..., -1:] - cumulative)                 # (B, H, c, Q)
     chunk_states = (b * to_end[..., None]).transpose(-2, -1) @ x          # (B, H, c, n, P)
-    # 3. the states entering each chunk, passed along one chunk at a time
-    chunk_decay = torch.exp(cumulative[..., -1])                          # (B, H, c)
-    h = x.new_zeros(batch, heads, state_dim, head_dim)
-    starts = []
-    for j in range(chunks):
-        starts.append(h)
-        h = chunk_decay[:, :, j, None, None] * h + chunk_states[:, :, j]
-    starts = torch.stack(starts, dim=2)                                   # (B, H, c, n, P)
+    # 3. the states entering each chunk
+    starts = pass_states(cumulative[..., -1], chunk_states)               # (B, H, c, n, P)
     # 4. what the entering state contributes inside each chunk
     y = y + (c * torch.exp(cumulative)[..., None]) @ starts               # (B, H, c, Q, P)
     return y.view(batch, heads, chunks * chunk, head_dim)[:, :, :seq_len]
