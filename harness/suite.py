@@ -25,6 +25,9 @@ A suite file has these tables (every key optional but ``variants``)::
     [params.performer]  # a variant's knobs: a value or a list to sweep
     features = [64, 256]
 
+    [overrides.additive]  # a variant's own lists for some axes, replacing [sweep]'s
+    seq_len = [256, 1024]
+
     [measure]           # harness.settings.MeasureSettings
     budget_s = 1.0
 
@@ -35,6 +38,7 @@ Suites are data: nothing in them is evaluated. Every mistake raises
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -51,7 +55,7 @@ AXES: dict[str, type] = {
 }
 AXIS_ORDER = ("device", "dtype", "mode", "causal", "batch", "heads", "head_dim", "seed", "qk_std",
               "kv_len", "seq_len")
-TABLES = ("suite", "defaults", "sweep", "params", "measure")
+TABLES = ("suite", "defaults", "sweep", "params", "overrides", "measure")
 SUITE_KEYS = ("name", "description", "variants")
 MAX_CELLS = 100_000
 MAX_SIZE = 1 << 40
@@ -70,6 +74,7 @@ class Suite:
     sweep: dict[str, tuple[Any, ...]]
     params: dict[str, dict[str, tuple[Any, ...]]]
     measure: MeasureSettings = field(default_factory=MeasureSettings)
+    overrides: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
 
 
 def builtin_suite_names() -> list[str]:
@@ -120,12 +125,12 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
 
     _reject_unknown(source, "defaults.", tables["defaults"], AXES)
     defaults = {key: _axis_value(source, f"defaults.{key}", key, value) for key, value in tables["defaults"].items()}
-    _reject_unknown(source, "sweep.", tables["sweep"], AXES)
-    sweep: dict[str, tuple[Any, ...]] = {}
-    for key, values in tables["sweep"].items():
-        if not isinstance(values, list) or not values:
-            raise SuiteError(f"{source}: key 'sweep.{key}' must be a non-empty list of values, got {_short(values)}")
-        sweep[key] = tuple(_axis_value(source, f"sweep.{key}[{i}]", key, v) for i, v in enumerate(values))
+    sweep = _parse_axis_lists(source, "sweep", tables["sweep"])
+    overrides: dict[str, dict[str, tuple[Any, ...]]] = {}
+    for variant, table in tables["overrides"].items():
+        if not isinstance(table, dict):
+            raise SuiteError(f"{source}: key 'overrides.{variant}' must be a table of axis lists, got {_short(table)}")
+        overrides[variant] = _parse_axis_lists(source, f"overrides.{variant}", table)
     if "seq_len" not in sweep and "seq_len" not in defaults:
         raise SuiteError(f"{source}: no sequence length: set 'sweep.seq_len' (a list) or 'defaults.seq_len'")
 
@@ -146,7 +151,17 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
 
     measure = _parse_measure(source, tables["measure"])
     return Suite(name=suite_name, source=source, text=text, description=description, variants=variants,
-                 defaults=defaults, sweep=sweep, params=params, measure=measure)
+                 defaults=defaults, sweep=sweep, params=params, measure=measure, overrides=overrides)
+
+
+def _parse_axis_lists(source: str, prefix: str, table: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
+    _reject_unknown(source, f"{prefix}.", table, AXES)
+    lists: dict[str, tuple[Any, ...]] = {}
+    for key, values in table.items():
+        if not isinstance(values, list) or not values:
+            raise SuiteError(f"{source}: key '{prefix}.{key}' must be a non-empty list of values, got {_short(values)}")
+        lists[key] = tuple(_axis_value(source, f"{prefix}.{key}[{i}]", key, v) for i, v in enumerate(values))
+    return lists
 
 
 def _parse_variants(source: str, head: dict[str, Any]) -> tuple[str, ...]:
@@ -231,8 +246,11 @@ def _short(value: Any) -> str:
 def with_overrides(suite: Suite, *, variants=None, seq_lens=None, device=None) -> Suite:
     """The suite with the CLI's --variant, --seq-len and --device applied."""
     changes: dict[str, Any] = {}
+    params, overrides = dict(suite.params), {k: dict(v) for k, v in suite.overrides.items()}
     if variants:
         changes["variants"] = tuple(dict.fromkeys(variants))
+        params = {k: v for k, v in params.items() if k in variants}
+        overrides = {k: v for k, v in overrides.items() if k in variants}
     sweep = dict(suite.sweep)
     defaults = dict(suite.defaults)
     if seq_lens:
@@ -240,10 +258,22 @@ def with_overrides(suite: Suite, *, variants=None, seq_lens=None, device=None) -
             if value <= 0:
                 raise SuiteError(f"--seq-len must be positive, got {value}")
         sweep["seq_len"] = tuple(seq_lens)
+        for table in overrides.values():
+            table.pop("seq_len", None)
     if device:
         sweep.pop("device", None)
         defaults["device"] = device
-    return replace(suite, sweep=sweep, defaults=defaults, **changes)
+        for table in overrides.values():
+            table.pop("device", None)
+    return replace(suite, sweep=sweep, defaults=defaults, params=params, overrides=overrides, **changes)
+
+
+def _variant_axes(suite: Suite, name: str) -> dict[str, tuple[Any, ...]]:
+    sweep = {**suite.sweep, **suite.overrides.get(name, {})}
+    axes = {axis: sweep.get(axis, (suite.defaults[axis],) if axis in suite.defaults else (None,))
+            for axis in AXIS_ORDER}
+    axes["seq_len"] = tuple(sorted(axes["seq_len"]))
+    return axes
 
 
 def expand(suite: Suite, registry) -> list[Case]:
@@ -252,6 +282,10 @@ def expand(suite: Suite, registry) -> list[Case]:
     for name in names:
         if name not in registry.variants:
             registry.get(name)
+    for name in suite.overrides:
+        if name not in names:
+            raise SuiteError(f"{suite.source}: key 'overrides.{name}' names a variant the suite does not run "
+                             f"(variants: {', '.join(names)})")
     for name, knobs in suite.params.items():
         if name not in names:
             raise SuiteError(f"{suite.source}: key 'params.{name}' names a variant the suite does not run "
@@ -261,16 +295,12 @@ def expand(suite: Suite, registry) -> list[Case]:
             if knob not in declared:
                 raise SuiteError(f"{suite.source}: key 'params.{name}.{knob}': variant {name!r} has no knob "
                                  f"{knob!r}{did_you_mean(knob, declared)}; its knobs: {', '.join(declared) or 'none'}")
-    axes = {axis: suite.sweep.get(axis, (suite.defaults[axis],) if axis in suite.defaults else (None,))
-            for axis in AXIS_ORDER}
-    axes["seq_len"] = tuple(sorted(axes["seq_len"]))
-    total = 1
-    for values in axes.values():
-        total *= len(values)
     cases: list[Case] = []
     planned = 0
     for name in names:
         variant = registry.get(name)
+        axes = _variant_axes(suite, name)
+        total = math.prod(len(values) for values in axes.values())
         knob_lists = {knob: suite.params.get(name, {}).get(knob, (default,)) for knob, default in variant.params.items()}
         knob_combos = [dict(zip(knob_lists, combo, strict=True)) for combo in itertools.product(*knob_lists.values())]
         planned += total * len(knob_combos)

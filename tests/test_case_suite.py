@@ -95,3 +95,25 @@ def test_suite_file_that_does_not_exist(tmp_path):
         load_suite(str(tmp_path / "nope.toml"))
     with pytest.raises(SuiteError, match="no built-in suite 'quik' \\(did you mean: quick"):
         load_suite("quik")
+
+
+def test_per_variant_overrides_replace_the_sweep_for_that_variant():
+    text = SUITE + "\n[overrides.naive]\nseq_len = [16]\ndtype = ['fp64']\n[params.sdpa-math]\n"
+    suite = parse_suite(text.replace("[params.sdpa-math]\n", ""), "t.toml")
+    cases = expand(suite, default_registry())
+    naive = [c for c in cases if c.variant == "naive"]
+    assert {(c.seq_len, c.dtype) for c in naive} == {(16, "float64")} and len(naive) == 2
+    assert len([c for c in cases if c.variant == "sdpa-math"]) == 12
+
+
+def test_cli_overrides_narrow_variants_and_lengths_everywhere():
+    from harness.suite import with_overrides
+
+    text = SUITE + "\n[overrides.naive]\nseq_len = [16]\n"
+    suite = with_overrides(parse_suite(text, "t.toml"), variants=["sdpa-math"], seq_lens=[8])
+    assert {(c.variant, c.seq_len) for c in expand(suite, default_registry())} == {("sdpa-math", 8)}
+    suite = with_overrides(parse_suite(text, "t.toml"), seq_lens=[8])
+    assert {c.seq_len for c in expand(suite, default_registry())} == {8}
+    bad = text + "[overrides.nope]\nseq_len = [1]\n"
+    with pytest.raises(SuiteError, match="key 'overrides.nope' names a variant the suite does not run"):
+        expand(parse_suite(bad, "t.toml"), default_registry())
