@@ -147,7 +147,7 @@ def test_longformer_reference_rows_and_weights_agree():
 def test_longformer_band_odd_lengths_in_float64():
     """Lengths that are not a multiple of the window, globals in and out of the band, both masks."""
     generator = torch.Generator().manual_seed(3)
-    for seq_len, window, global_tokens in ((1, 4, 0), (7, 3, 2), (33, 8, 0), (33, 8, 5), (40, 39, 1)):
+    for seq_len, window, global_tokens in ((1, 4, 0), (7, 3, 2), (33, 8, 0), (33, 8, 5), (40, 39, 1), (150, 70, 0), (201, 64, 3)):
         q, k, v = (torch.randn(1, 2, seq_len, 8, generator=generator, dtype=torch.float64) for _ in range(3))
         for causal in (False, True):
             got = banded_attention(q, k, v, window, global_tokens, causal)

@@ -9,7 +9,8 @@ v (B, H, N, d) are the attention's inputs (self-attention, kv_len == seq_len),
 the output is (B, H, N, d).
 
 `longformer` computes the band with the overlapping-chunk method of the paper:
-queries in blocks of c = window rows, each block against the c + 2·window keys
+queries in blocks of c = window/2 rows (window below 64: c = window), each
+block against the c + 2·window keys
 around it (c + window causal), taken as a strided view of the padded keys, so
 time and memory are O(N·window) and no N×N mask exists anywhere. The G global
 key columns join each row's softmax (band keys below G are masked so no key
@@ -75,12 +76,17 @@ def sparse_attention_weights(q, k, window: int, global_tokens: int, causal: bool
     return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
 
 
+def block_size(window: int) -> int:
+    """Queries per chunk: half the window (a chunk then sees 2.5·w keys for the 2·w + 1 it needs, not 3·w)."""
+    return max(window // 2, 1) if window >= 64 else window
+
+
 def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
                      global_tokens: int, causal: bool) -> torch.Tensor:
     """Sliding-window (+ global) attention by overlapping chunks, O(N·window). q, k, v (B, H, N, d)."""
     batch, heads, seq_len, head_dim = q.shape
     window = min(window, seq_len - 1) if seq_len > 1 else 1
-    block = window                                                        # c: queries per chunk
+    block = block_size(window)                                            # c: queries per chunk
     blocks = -(-seq_len // block)                                         # nb
     padded = blocks * block
     span = block + (window if causal else 2 * window)                     # keys each chunk sees
@@ -194,10 +200,11 @@ class Longformer(_LongformerBase):
         window, g = _knobs(self, case)
         w = min(window, n - 1) if n > 1 else 1
         g = min(g, n)
-        blocks = -(-n // w)
-        span = w + (w if case.causal else 2 * w)
-        band = blocks * w * span * (4 * d + 4)                            # q kᵀ, P v, scale/mask/exp/sum
-        global_part = blocks * w * g * (4 * d + 4) + g * n * (4 * d + 4)  # global columns and global rows
+        c = block_size(w)
+        blocks = -(-n // c)
+        span = c + (w if case.causal else 2 * w)
+        band = blocks * c * span * (4 * d + 4)                            # q kᵀ, P v, scale/mask/exp/sum
+        global_part = blocks * c * g * (4 * d + 4) + g * n * (4 * d + 4)  # global columns and global rows
         return case.batch * case.heads * (band + global_part)
 
     def memory_model(self, case: Case) -> int:
@@ -205,15 +212,16 @@ class Longformer(_LongformerBase):
         window, g = _knobs(self, case)
         w = min(window, n - 1) if n > 1 else 1
         g = min(g, n)
-        blocks = -(-n // w)
-        padded = blocks * w
-        span = w + (w if case.causal else 2 * w)
+        c = block_size(w)
+        blocks = -(-n // c)
+        padded = blocks * c
+        span = c + (w if case.causal else 2 * w)
         e, heads = case.element_bytes, case.batch * case.heads
         scores = padded * span                                            # the band scores, exponentiated in place
         copies = padded * d + 2 * (padded + 2 * w) * d + 2 * blocks * span * d   # padded q, k, v and matmul's window copies
         output = 2 * padded * d                                           # the block output and its contiguous copy
         global_part = padded * g * 2 + 2 * g * n if g else 0
-        mask = blocks * w * span                                          # bool pattern, shared by every head
+        mask = blocks * c * span                                          # bool pattern, shared by every head
         return heads * e * (scores + copies + output + global_part) + mask
 
 
