@@ -74,9 +74,19 @@ def _causal_mask(rows: torch.Tensor, visible: int, offset: int, device) -> torch
 
 
 def _additive_chunk(q_proj: torch.Tensor, k_proj: torch.Tensor, score_vector: torch.Tensor,
-                    values: torch.Tensor, first_row: int, offset: int, causal: bool) -> torch.Tensor:
-    """One chunk of rows: q_proj (B, H, c, a), k_proj (B, H, M', a), values (B, H, M', d) -> (B, H, c, d)."""
-    hidden = q_proj.unsqueeze(-2) + k_proj.unsqueeze(-3)         # (B, H, c, M', a)
+                    values: torch.Tensor, first_row: int, offset: int, causal: bool,
+                    workspace: torch.Tensor | None = None) -> torch.Tensor:
+    """One chunk of rows: q_proj (B, H, c, a), k_proj (B, H, M', a), values (B, H, M', d) -> (B, H, c, d).
+
+    `workspace` (inference only) is a flat buffer the tanh tensor is written into,
+    so every chunk reuses one allocation instead of mapping fresh pages each time.
+    """
+    shape = (*q_proj.shape[:-1], k_proj.shape[-2], q_proj.shape[-1])
+    if workspace is None:
+        hidden = q_proj.unsqueeze(-2) + k_proj.unsqueeze(-3)     # (B, H, c, M', a)
+    else:
+        hidden = workspace[:math.prod(shape)].view(shape)
+        torch.add(q_proj.unsqueeze(-2), k_proj.unsqueeze(-3), out=hidden)
     hidden = hidden.tanh_()                                      # in place: add's backward needs no output
     scores = torch.matmul(hidden, score_vector)                  # (B, H, c, M')
     del hidden
@@ -106,6 +116,8 @@ def chunked_additive_attention(q_proj: torch.Tensor, k_proj: torch.Tensor, score
     track = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     pieces = []
     out = None if track else values.new_empty(batch, heads, seq_len, head_dim)
+    workspace = None if track else q_proj.new_empty(batch * heads * min(rows_per_chunk, seq_len) * kv_len
+                                                     * q_proj.shape[-1])
     for start in range(0, seq_len, rows_per_chunk):
         stop = min(seq_len, start + rows_per_chunk)
         visible = min(kv_len, stop + offset) if causal else kv_len   # keys the chunk's last row sees
@@ -114,7 +126,10 @@ def chunked_additive_attention(q_proj: torch.Tensor, k_proj: torch.Tensor, score
         else:
             args = (q_proj[:, :, start:stop], k_proj[:, :, :visible], score_vector,
                     values[:, :, :visible], start, offset, causal)
-            piece = checkpoint(_additive_chunk, *args, use_reentrant=False) if track else _additive_chunk(*args)
+            if track:
+                piece = checkpoint(_additive_chunk, *args, use_reentrant=False)
+            else:
+                piece = _additive_chunk(*args, workspace=workspace)
         if track:
             pieces.append(piece)
         else:
