@@ -1,0 +1,185 @@
+"""`attnbench run --executor ray` on a local Ray instance, driven through the command line as a user would.
+
+Each driver starts its own local Ray (two CPUs); a throw-away plugin whose
+forward calls os.abort() is installed as a distribution on PYTHONPATH, which
+the executor passes on to the Ray workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.store import load_run
+
+pytestmark = pytest.mark.slow
+ATTNBENCH = [sys.executable, "-m", "harness.cli"]
+
+CRASHER = """
+    import os
+
+    from harness.variant import Variant
+
+
+    class Crasher(Variant):
+        name = "crasher"
+        family = "test"
+        computes = "softmax_attention"
+        devices = ("cpu",)
+
+        def prepare(self, case, inputs):
+            os.abort()
+
+        def flops(self, case):
+            return 1
+"""
+
+
+def suite_text(name: str, variants: list[str], seq_lens: list[int], budget_s: float, causal=(False,)) -> str:
+    return textwrap.dedent(f"""
+        [suite]
+        name = "{name}"
+        variants = {json.dumps(variants)}
+
+        [defaults]
+        heads = 2
+        head_dim = 32
+        device = "cpu"
+
+        [sweep]
+        seq_len = {json.dumps(seq_lens)}
+        causal = {json.dumps(list(causal))}
+
+        [measure]
+        warmup_s = 0.01
+        budget_s = {budget_s}
+        min_reps = 3
+        timeout_s = 60
+    """)
+
+
+def test_without_ray_the_executor_says_how_to_install_it():
+    code = ("import sys; sys.modules['ray'] = None\n"        # as if Ray were not installed
+            "from harness.executors import make_executor\n"
+            "make_executor('ray', address=None)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "AttnbenchError: --executor ray needs Ray: pip install 'attnbench[ray]'" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+    pytest.importorskip("ray")
+    plugins = tmp_path_factory.mktemp("ray-plugins")
+    info = plugins / "crasher_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: crasher-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[attnbench.variants]\ncrasher = crasher_plugin:Crasher\n")
+    (plugins / "crasher_plugin.py").write_text(textwrap.dedent(CRASHER))
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(plugins), environment.get("PYTHONPATH")]))
+    environment.pop("ATTNBENCH_PLUGINS", None)
+    environment["OMP_NUM_THREADS"] = "1"
+    environment["RAY_USAGE_STATS_ENABLED"] = "0"
+    return environment
+
+
+def no_core_dumps() -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*ATTNBENCH, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=no_core_dumps)
+
+
+def only_run(results: Path):
+    (path,) = [p for p in results.iterdir() if (p / "run.json").is_file()]
+    return load_run(path)
+
+
+def test_ray_run_matches_a_local_run_and_stores_crashes(env, tmp_path):
+    suite = tmp_path / "shape.toml"
+    suite.write_text(suite_text("shape", ["naive", "sdpa-math", "crasher", "flash-attn"], [64, 128], 0.05))
+    runs = {}
+    for executor in ("local", "ray"):
+        results = tmp_path / executor
+        done = run_cli(["run", str(suite), "--executor", executor, "--results", str(results), "--no-report"],
+                       env, tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        runs[executor] = only_run(results)
+
+    shape = {name: {cell.case_id: cell.result.status for cell in run.cells} for name, run in runs.items()}
+    assert shape["ray"] == shape["local"]
+    statuses = sorted(shape["ray"].values())
+    assert statuses == ["crashed"] * 2 + ["ok"] * 4 + ["unsupported"] * 2
+    assert runs["ray"].status == "finished"
+
+    for cell in runs["ray"].cells:
+        result = cell.result
+        if cell.case["variant"] == "crasher":
+            assert "killed by signal SIGABRT" in result.reason
+            assert result.worker["node"]["ray_node_id"]
+        if result.status == "ok":
+            node = result.worker["node"]
+            assert node["hostname"] == runs["local"].run.environment["hostname"]
+            assert node["torch"] == runs["local"].run.environment["torch"]
+            assert node["ray_node_id"]
+            assert result.worker["executor"] == "ray"
+            assert result.accuracy.output.rel_l2_error < 1e-5
+    # The same worker process measured every ok cell: the crashes restarted it, the actor lived on.
+    ok_pids = {cell.result.worker["pid"] for cell in runs["ray"].cells if cell.result.status == "ok"}
+    assert len(ok_pids) <= 3
+    local_ok = [c for c in runs["local"].cells if c.result.status == "ok"]
+    assert all("node" not in c.result.worker for c in local_ok)
+
+
+def test_interrupted_ray_run_resumes_with_every_cell_once(env, tmp_path):
+    suite = tmp_path / "long.toml"
+    suite.write_text(suite_text("long", ["naive", "sdpa-math"], [64, 128, 256, 512], 0.3, causal=(False, True)))
+    results = tmp_path / "results"
+    driver = subprocess.Popen([*ATTNBENCH, "run", str(suite), "--executor", "ray", "--results", str(results),
+                               "--no-report"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, preexec_fn=no_core_dumps)
+    try:
+        deadline = time.monotonic() + 240
+        cells_file = None
+        while time.monotonic() < deadline and driver.poll() is None:
+            found = list(results.glob("*/cells.jsonl")) if results.exists() else []
+            if found and len(found[0].read_text().splitlines()) >= 2:
+                cells_file = found[0]
+                break
+            time.sleep(0.2)
+        assert cells_file is not None, "the ray run stored no cells in time"
+        os.kill(driver.pid, signal.SIGINT)
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode == 3, stderr
+    assert "run interrupted" in stderr
+    interrupted = only_run(results)
+    assert interrupted.status == "interrupted"
+    first = len(interrupted.cells)
+    assert 2 <= first < 16
+
+    done = run_cli(["run", "--resume", str(interrupted.path), "--executor", "ray", "--results", str(results),
+                    "--no-report"], env, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    resumed = only_run(results)
+    assert resumed.status == "finished"
+    lines = [json.loads(line) for line in cells_file.read_text().splitlines() if line.strip()]
+    ids = [line["case_id"] for line in lines]
+    assert len(ids) == len(set(ids)) == 16                  # every cell exactly once, none lost, none twice
+    assert resumed.problems == ()
+    assert {cell.result.status for cell in resumed.cells} == {"ok"}
