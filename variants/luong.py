@@ -55,6 +55,8 @@ CONCAT_W_TAG, CONCAT_V_TAG = 301, 302
 LOCAL_WP_TAG, LOCAL_VP_TAG = 401, 402
 # local-p gathers at most this many elements of windowed keys per chunk of queries.
 LOCAL_CHUNK_ELEMENTS = 1 << 24
+# The float64 references hold (B, H, rows, M) score matrices for this many elements at a time.
+REFERENCE_BLOCK_ELEMENTS = 1 << 22
 
 
 def _dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -84,6 +86,14 @@ def _reference_softmax_weights(scores: torch.Tensor, query_index: torch.Tensor, 
 
 def _rows(case: Case, rows) -> torch.Tensor:
     return torch.arange(case.seq_len) if rows is None else torch.as_tensor(rows)
+
+
+def _by_row_blocks(case: Case, rows, output_of_rows) -> torch.Tensor:
+    """The reference's rows, a block at a time, so its float64 (B, H, rows, M) temporaries stay bounded."""
+    query_index = _rows(case, rows)
+    step = max(1, REFERENCE_BLOCK_ELEMENTS // (case.batch * case.heads * case.kv_len))
+    return torch.cat([output_of_rows(query_index[start:start + step])
+                      for start in range(0, len(query_index), step)], dim=-2)       # (B, H, R, d)
 
 
 def _float64_cpu(inputs: AttentionInputs):
@@ -158,10 +168,13 @@ class LuongGeneral(_Luong):
 
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
         q, k, v = inputs.tensors()
-        query_index = _rows(case, rows)
-        weights = _reference_softmax_weights(self._scores(case, q, k, query_index), query_index,
-                                             case.seq_len, case.causal)
-        return weights @ v                                                           # (B, H, R, d)
+
+        def block_output(query_index: torch.Tensor) -> torch.Tensor:
+            weights = _reference_softmax_weights(self._scores(case, q, k, query_index), query_index,
+                                                 case.seq_len, case.causal)
+            return weights @ v                                                       # (B, H, r, d)
+
+        return _by_row_blocks(case, rows, block_output)
 
     def flops(self, case: Case) -> int:
         key_projection = 2 * case.batch * case.heads * case.kv_len * case.head_dim ** 2
@@ -358,7 +371,7 @@ class LuongLocal(_Luong):
 
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
         q, k, v = inputs.tensors()
-        return self._reference_weights(case, q, k, rows) @ v                        # (B, H, R, d)
+        return _by_row_blocks(case, rows, lambda block: self._reference_weights(case, q, k, block) @ v)
 
     def flops(self, case: Case) -> int:
         knobs = self._knobs(case)
