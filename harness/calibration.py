@@ -263,6 +263,8 @@ def calibrate(device: str, dtypes: Iterable[str], *, recalibrate: bool = False, 
 
     A cached calibration missing some dtypes gets only those measured and is
     written back. `isolated` (default: on CUDA) measures in a spawned process.
+A calibration measured while the load average exceeded the cores carries a
+warning and is not cached, so the next run measures again.
     """
     dtypes = sorted(set(dtypes))
     fields = fingerprint_fields(device, threads)
@@ -280,6 +282,9 @@ def calibrate(device: str, dtypes: Iterable[str], *, recalibrate: bool = False, 
         fresh["matmul_flops_per_s"] = {**cached["matmul_flops_per_s"], **fresh["matmul_flops_per_s"]}
         fresh["matmul_size"] = {**cached.get("matmul_size", {}), **fresh.get("matmul_size", {})}
     fresh["cached"] = False
+    if fresh.get("warnings"):
+        # Measured on an overloaded machine: good enough for this run, not for every later one.
+        return {**fresh, "cache_path": None}
     _write_cache(path, fresh)
     return {**fresh, "cache_path": str(path)}
 

@@ -57,6 +57,18 @@ def test_missing_dtypes_are_measured_and_merged(tmp_path):
     assert calibrate("cpu", ["bfloat16"], directory=tmp_path, measure=measure)["cached"] is True
 
 
+def test_a_calibration_taken_under_load_is_not_cached(tmp_path):
+    class Loaded(FakeMeasure):
+        def __call__(self, device, dtypes, threads):
+            return {**super().__call__(device, dtypes, threads), "warnings": ["load 7 on 2 cores"]}
+
+    measure = Loaded()
+    first = calibrate("cpu", ["float32"], directory=tmp_path, measure=measure)
+    assert first["cache_path"] is None and not list(tmp_path.iterdir())
+    calibrate("cpu", ["float32"], directory=tmp_path, measure=measure)
+    assert len(measure.calls) == 2
+
+
 def test_a_changed_fingerprint_is_a_miss(tmp_path):
     measure = FakeMeasure()
     one = calibrate("cpu", ["float32"], directory=tmp_path, measure=measure, threads=1)
