@@ -167,6 +167,9 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
     flops_per_s = flops / timing.median_s if flops and timing.median_s > 0 else None
     peak = peak_for(calibration, case.device, case.dtype)
     peak_fraction = flops_per_s / peak if flops_per_s and peak else None
+    if peak_fraction is not None and peak_fraction > 1.05:
+        warnings.append(f"{peak_fraction:.0%} of the calibrated {case.dtype} matmul peak: the calibration "
+                        "underestimates this machine (taken under load?); rerun with --recalibrate")
     telemetry["arithmetic_intensity"] = _arithmetic_intensity(case, variant)
     telemetry.update(_roofline(telemetry["arithmetic_intensity"], peak, calibration, flops_per_s, case.device))
     if peak is None and flops_per_s:
