@@ -34,10 +34,17 @@ def results_dir(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def calibration_cache(tmp_path_factory) -> Path:
+    """One calibration cache for the whole test session, outside the user's home."""
+    return tmp_path_factory.mktemp("calibration-cache")
+
+
 @pytest.fixture
-def cli_env(tmp_path: Path) -> dict[str, str]:
+def cli_env(tmp_path: Path, calibration_cache: Path) -> dict[str, str]:
     """Environment for running the `attnbench` console script in a subprocess."""
     env = dict(os.environ)
     env["ATTNBENCH_RESULTS"] = str(tmp_path / "results")
+    env["ATTNBENCH_CACHE_DIR"] = str(calibration_cache)
     env.setdefault("OMP_NUM_THREADS", "2")
     return env
