@@ -70,21 +70,21 @@ def test_abort_and_allocation_runaway_in_a_capped_worker(faulty_registry, result
 DISK_SUITE = suite_text(["naive"], lengths=(16, 24, 32, 40, 48, 56, 64, 72))
 
 
-def _driver_with_file_size_limit(suite: Path, results: Path, limit: int):
+def _driver_with_file_size_limit(suite: Path, results: Path, limit: int, env):
     def limit_file_size():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     return subprocess.run([sys.executable, "-m", "harness.cli", "run", str(suite), "--results", str(results),
                            "--no-report", "--name", "disk"], capture_output=True, text=True, timeout=300,
-                          preexec_fn=limit_file_size)
+                          preexec_fn=limit_file_size, env=env)
 
 
-def test_full_disk_while_appending_stops_with_a_clear_message_and_resumes(tmp_path):
+def test_full_disk_while_appending_stops_with_a_clear_message_and_resumes(tmp_path, cli_env):
     suite = tmp_path / "disk.toml"
     suite.write_text(DISK_SUITE)
     results = tmp_path / "results"
-    out = _driver_with_file_size_limit(suite, results, limit=12_000)
+    out = _driver_with_file_size_limit(suite, results, limit=12_000, env=cli_env)
     assert out.returncode == 3, out.stdout + out.stderr
     assert "cannot append cell" in out.stderr and "File too large" in out.stderr
     assert "attnbench run --resume" in out.stderr and "Traceback" not in out.stderr
@@ -94,7 +94,7 @@ def test_full_disk_while_appending_stops_with_a_clear_message_and_resumes(tmp_pa
     assert loaded.run.status == "interrupted"
     assert all(cell.result.status == "ok" for cell in loaded.cells)
     resumed = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--resume", str(run_path), "--no-report"],
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, text=True, timeout=300, env=cli_env)
     assert resumed.returncode == 0, resumed.stderr
     assert_exactly_once(run_path, 8)
     assert load_run(run_path).run.status == "finished"
