@@ -135,8 +135,7 @@ def run_command(suite, device, variants, seq_lens, name, results, resume, execut
     from harness.cli_progress import SweepProgress, print_summary
     from harness.registry import default_registry
     from harness.store import resolve_run
-    from harness.suite import load_suite
-    from harness.sweep import Overrides, RunInterrupted, plan_cases, resume_run, run_suite
+    from harness.sweep import RunInterrupted, resume_run, run_suite
 
     results_dir = _results_dir(results)
     registry = default_registry()
@@ -149,46 +148,34 @@ def run_command(suite, device, variants, seq_lens, name, results, resume, execut
     executor_options = {}
     if executor == "ray" and address:
         executor_options["address"] = address
-    if resume is not None:
-        run_path = resolve_run(resume, results_dir)
-        progress = SweepProgress()
-        if executor == "local":
-            from harness.store import load_run
+    exec_ = None
+    try:
+        if resume is not None:
+            run_path = resolve_run(resume, results_dir)
+            if executor == "local":
+                from harness.store import load_run
 
-            executor_options["calibration"] = load_run(run_path).run.calibration or None
-        exec_ = _make_executor(executor, executor_options)
-        try:
-            with progress:
+                executor_options["calibration"] = load_run(run_path).run.calibration or None
+            exec_ = _make_executor(executor, executor_options)
+            with SweepProgress() as progress:
                 outcome = resume_run(run_path, registry, executor=exec_, progress=progress)
-        except RunInterrupted as stop:
-            _interrupted(stop)
-    else:
-        loaded = load_suite(suite)
-        if processes is not None:
-            from dataclasses import replace
+        else:
+            from harness.env import collect_environment
 
-            loaded = replace(loaded, measure=replace(loaded.measure, processes=processes))
-        resolved_device = _resolve_device(device)
-        overrides = Overrides(variants=tuple(variants), seq_lens=tuple(seq_lens), device=resolved_device)
-        cases = plan_cases(overrides.apply(loaded), registry)
-        from harness.calibration import calibrate_cases
-        from harness.calibration import describe as describe_calibration
-        from harness.env import collect_environment
-
-        calibration = {}
-        if executor == "local":  # on Ray the cells run on other machines: this one's peak would mislead
-            calibration = calibrate_cases(cases, recalibrate=recalibrate)
-            click.echo(describe_calibration(calibration), err=True)
-            executor_options["calibration"] = calibration
-        exec_ = _make_executor(executor, executor_options)
-        progress = SweepProgress()
-        try:
-            with progress:
+            loaded, overrides, calibration = _plan_new_run(suite, device, variants, seq_lens, executor, processes,
+                                                           recalibrate, registry)
+            if executor == "local":
+                executor_options["calibration"] = calibration
+            exec_ = _make_executor(executor, executor_options)
+            with SweepProgress() as progress:
                 outcome = run_suite(loaded, registry, results_dir, name=name, overrides=overrides,
                                     executor=exec_, environment=collect_environment(), calibration=calibration,
                                     progress=progress)
-        except RunInterrupted as stop:
-            _interrupted(stop)
+    except RunInterrupted as stop:
+        _interrupted(stop)
+    finally:
+        if exec_ is not None:
+            exec_.close()
     print_summary(outcome.run_path)
     if profile:
         from harness.profiling import profile_run
@@ -200,20 +187,42 @@ def run_command(suite, device, variants, seq_lens, name, results, resume, execut
         _write_run_report(outcome.run_path, registry)
 
 
+def _plan_new_run(suite, device, variants, seq_lens, executor, processes, recalibrate, registry):
+    """Load and check the suite, then calibrate the machine (local executor only): nothing runs on bad input."""
+    from dataclasses import replace
+
+    from harness.calibration import calibrate_cases
+    from harness.calibration import describe as describe_calibration
+    from harness.suite import load_suite
+    from harness.sweep import Overrides, plan_cases
+
+    loaded = load_suite(suite)
+    if processes is not None:
+        loaded = replace(loaded, measure=replace(loaded.measure, processes=processes))
+    overrides = Overrides(variants=tuple(variants), seq_lens=tuple(seq_lens),
+                          device=_resolve_device(device, remote=executor != "local"))
+    cases = plan_cases(overrides.apply(loaded), registry)
+    calibration: dict = {}
+    if executor == "local":  # on Ray the cells run on other machines: this one's peak would mislead
+        calibration = calibrate_cases(cases, recalibrate=recalibrate)
+        click.echo(describe_calibration(calibration), err=True)
+    return loaded, overrides, calibration
+
+
 def _make_executor(name: str, options: dict):
     from harness.executors import make_executor
 
     return make_executor(name, **options)
 
 
-def _resolve_device(device: str | None) -> str | None:
+def _resolve_device(device: str | None, remote: bool = False) -> str | None:
     if device is None:
         return None
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available() and not remote:
         raise DeviceError("--device cuda was asked for, but torch sees no CUDA device here "
                           f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); "
                           "use --device cpu or --device auto")

@@ -186,9 +186,10 @@ def _close_quietly(executor, own: bool) -> None:
 def _precheck(case: Case, registry, executor, settings, oom_at: dict[str, int]) -> Result | None:
     """A stored result for a cell that must not run, or None to run it."""
     variant = registry.get(case.variant)
-    reasons = variant.unsupported_reasons(case)
-    if reasons:
-        return Result("unsupported", "; ".join(reasons), started_at=now_iso())
+    if not getattr(executor, "remote", False):
+        reasons = variant.unsupported_reasons(case)
+        if reasons:
+            return Result("unsupported", "; ".join(reasons), started_at=now_iso())
     limit = oom_at.get(case.config_key)
     if limit is not None and case.seq_len > limit:
         return Result("skipped", f"this configuration ran out of memory at seq_len={limit} in this run, "

@@ -142,6 +142,8 @@ class RayExecutor:
     init_options: more keywords for ``ray.init``.
     """
 
+    remote = True  # cells run on other nodes: which devices exist is their call, not the driver's
+
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None, cpu_slots_per_node: int = 1,
                  memory_limit_bytes: int | None = None, threads: int | None = None,
                  calibration: dict[str, Any] | None = None, init_options: dict[str, Any] | None = None) -> None:
