@@ -46,7 +46,7 @@ SHAPE = {False: dict(seq_len=40, kv_len=56), True: dict(seq_len=56, kv_len=40)}
 SMALL = dict(batch=2, heads=2, head_dim=16)
 # Knobs small enough that chunks, windows and blocks really split these shapes.
 SMALL_KNOBS = {"additive": {"chunk": 7, "attn_dim": 24}, "luong-concat": {"chunk": 9, "attn_dim": 24},
-               "luong-local": {"window": 6, "chunk": 11}, "flash-tiled": {"block": 16}}
+               "luong-local": {"window": 6, "chunk": 11}, "flash-tiled": {"block": 16, "query_block": 12}}
 # Compiled flex on CPU is declared unsupported for head_dim <= 16 (it gave wrong values there).
 SMALL_SHAPE = {"flex": {"head_dim": 32}}
 EXACT = 1e-12
@@ -168,7 +168,7 @@ def test_unsupported_reasons_name_the_actual_obstacle():
     assert any("head_dim up to 256" in r for r in flash)
     for name, knobs in [("additive", {"chunk": -1}), ("luong-concat", {"attn_dim": 0}),
                         ("luong-local", {"window": 0}), ("luong-local", {"score": "cosine"}),
-                        ("flash-tiled", {"block": 0})]:
+                        ("flash-tiled", {"block": 0}), ("flash-tiled", {"query_block": -2})]:
         reasons = variant(name).unsupported_reasons(small_case(name, params=knobs))
         assert any(next(iter(knobs)) in r for r in reasons), (name, reasons)
 
@@ -187,19 +187,21 @@ def test_xformers_reasons_are_xformers_own_text():
 # ------------------------------------------- functions equal to softmax attention
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("block", [1, 7, 16, 1000])
+@pytest.mark.parametrize("blocks", [(1, 1), (7, 5), (5, 13), (16, 1000), (1000, 1000)],
+                         ids=lambda b: f"keys{b[0]}xqueries{b[1]}")
 @pytest.mark.parametrize("shape", [(48, 48), (33, 70), (70, 33)], ids=["square", "longer-keys", "shorter-keys"])
-def test_flash_tiled_is_softmax_attention(shape, block, causal):
+def test_flash_tiled_is_softmax_attention(shape, blocks, causal):
     seq_len, kv_len = shape
-    case = small_case("flash-tiled", "float64", causal, seq_len=seq_len, kv_len=kv_len, params={"block": block})
+    knobs = {"block": blocks[0], "query_block": blocks[1]}
+    case = small_case("flash-tiled", "float64", causal, seq_len=seq_len, kv_len=kv_len, params=knobs)
     inputs = make_inputs(case)
     assert_close(run_forward(case, inputs), softmax_attention(*inputs.tensors(), causal=causal), EXACT,
-                 f"flash-tiled block={block}")
+                 f"flash-tiled {knobs}")
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_flash_tiled_gradients_are_softmax_attention_gradients(causal):
-    case = small_case("flash-tiled", "float64", causal, "fwd_bwd", params={"block": 9})
+    case = small_case("flash-tiled", "float64", causal, "fwd_bwd", params={"block": 9, "query_block": 6})
     inputs = make_inputs(case, requires_grad=True)
     out = run_forward(case, inputs)
     grad_output = make_output_grad(case, out)

@@ -3,7 +3,7 @@
 out = softmax(q kᵀ / √d + mask) v with q (B, H, N, d) and k, v (B, H, M, d),
 SDPA's own layout, computed without ever holding an N×M matrix:
 
-    for each block of `block` queries (rows i):
+    for each block of `query_block` queries (rows i):
         m_i = −∞, l_i = 0, acc_i = 0
         for each block of `block` keys (columns j) the block can see:
             s    = q_i k_jᵀ / √d                         (block × block)
@@ -21,8 +21,13 @@ the diagonal are masked. A query that sees no key outputs 0.
 float16 and bfloat16 inputs are computed in float32 block by block (as flash
 kernels accumulate in float32); the output is cast back to the input dtype.
 
+Blocks: `block` keys (default 256) by `query_block` queries (default 1024).
+Each block pair costs about ten PyTorch calls, and on a shared CPU every call's
+thread barrier can stall; 1024×256 keeps the 4096-long case at 64 block pairs
+while the (1024, 256) scores still fit in cache, and was as fast as 256×256.
+
 Memory: the forward holds the output, the per-row statistics (B, H, N) and
-one block's scores; O(N·d + block²) beyond the inputs, never O(N·M).
+one block pair's scores; O(N·d + query_block·block) beyond the inputs, never O(N·M).
 Backward is FlashAttention-2's, in a custom autograd Function: it saves only
 q, k, v, the output and the log-sum-exp, recomputes each block's
 probabilities from the log-sum-exp, and accumulates dq, dk, dv block by block,
@@ -62,7 +67,7 @@ def _diagonal_mask(query_start: int, query_stop: int, key_start: int, key_stop: 
 
 
 def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
-                  block: int) -> tuple[torch.Tensor, torch.Tensor]:
+                  block: int, query_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Output (B, H, N, d) in q's dtype and log-sum-exp (B, H, N) in the work dtype."""
     batch, heads, seq_len, head_dim = q.shape
     kv_len = k.shape[-2]
@@ -71,8 +76,9 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: boo
     scale = 1.0 / math.sqrt(head_dim)
     out = torch.zeros(batch, heads, seq_len, head_dim, dtype=work, device=q.device)
     logsumexp = torch.full((batch, heads, seq_len), float("-inf"), dtype=work, device=q.device)
-    for q_start in range(0, seq_len, block):
-        q_stop = min(seq_len, q_start + block)
+    query_block = query_block or block
+    for q_start in range(0, seq_len, query_block):
+        q_stop = min(seq_len, q_start + query_block)
         key_stop = _visible_key_stop(q_stop, offset, kv_len, causal)
         if key_stop == 0:
             continue                                                                  # no query here sees a key
@@ -102,7 +108,8 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: boo
 
 
 def flash_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                   out: torch.Tensor, logsumexp: torch.Tensor, causal: bool, block: int):
+                   out: torch.Tensor, logsumexp: torch.Tensor, causal: bool, block: int,
+                   query_block: int | None = None):
     """FlashAttention-2's backward: dq, dk, dv from probabilities recomputed block by block."""
     batch, heads, seq_len, head_dim = q.shape
     kv_len = k.shape[-2]
@@ -116,8 +123,9 @@ def flash_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: 
     row_dot = (grad_out.to(work) * out.to(work)).sum(dim=-1, keepdim=True)           # (B, H, N, 1)
     # exp(s − lse) must be 0 for rows that see no key (lse = −∞): use +∞ there.
     safe_lse = logsumexp.masked_fill(logsumexp == float("-inf"), float("inf")).unsqueeze(-1)
-    for q_start in range(0, seq_len, block):
-        q_stop = min(seq_len, q_start + block)
+    query_block = query_block or block
+    for q_start in range(0, seq_len, query_block):
+        q_stop = min(seq_len, q_start + query_block)
         key_stop = _visible_key_stop(q_stop, offset, kv_len, causal)
         if key_stop == 0:
             continue
@@ -146,26 +154,27 @@ def flash_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: 
 
 class _FlashTiledFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, causal: bool, block: int):
-        out, logsumexp = flash_forward(q, k, v, causal, block)
+    def forward(ctx, q, k, v, causal: bool, block: int, query_block: int):
+        out, logsumexp = flash_forward(q, k, v, causal, block, query_block)
         ctx.save_for_backward(q, k, v, out, logsumexp)
-        ctx.causal, ctx.block = causal, block
+        ctx.causal, ctx.block, ctx.query_block = causal, block, query_block
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
         q, k, v, out, logsumexp = ctx.saved_tensors
-        grad_q, grad_k, grad_v = flash_backward(grad_out, q, k, v, out, logsumexp, ctx.causal, ctx.block)
-        return grad_q, grad_k, grad_v, None, None
+        grad_q, grad_k, grad_v = flash_backward(grad_out, q, k, v, out, logsumexp, ctx.causal, ctx.block,
+                                                ctx.query_block)
+        return grad_q, grad_k, grad_v, None, None, None
 
 
 def flash_tiled_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
-                          block: int = 256) -> torch.Tensor:
+                          block: int = 256, query_block: int = 1024) -> torch.Tensor:
     """Softmax attention by online softmax over blocks; differentiable (FlashAttention-2 backward)."""
     if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
-        return _FlashTiledFunction.apply(q, k, v, causal, block)
-    return flash_forward(q, k, v, causal, block)[0]
+        return _FlashTiledFunction.apply(q, k, v, causal, block, query_block)
+    return flash_forward(q, k, v, causal, block, query_block)[0]
 
 
 class FlashTiled(Variant):
@@ -173,22 +182,24 @@ class FlashTiled(Variant):
     family = "flash"
     computes = "softmax_attention"
     description = "online-softmax attention in plain PyTorch over key/query blocks, FlashAttention-2 backward"
-    params = {"block": 256}
+    params = {"block": 256, "query_block": 1024}
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         reasons = super().unsupported_reasons(case)
-        block = case.params.get("block", self.params["block"])
-        if isinstance(block, bool) or not isinstance(block, int) or block < 1:
-            reasons.append(f"block must be a positive integer, not {block!r}")
+        for knob in ("block", "query_block"):
+            value = case.params.get(knob, self.params[knob])
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                reasons.append(f"{knob} must be a positive integer, not {value!r}")
         return reasons
 
-    def _block(self, case: Case) -> int:
-        return case.params.get("block", self.params["block"])
+    def _blocks(self, case: Case) -> tuple[int, int]:
+        knobs = {**self.params, **case.params}
+        return knobs["block"], knobs["query_block"]
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()
-        block = self._block(case)
-        return lambda: flash_tiled_attention(q, k, v, case.causal, block)
+        block, query_block = self._blocks(case)
+        return lambda: flash_tiled_attention(q, k, v, case.causal, block, query_block)
 
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
         return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows)
@@ -208,9 +219,12 @@ class FlashTiled(Variant):
     def memory_model(self, case: Case) -> int:
         """Output (work dtype, then its cast), log-sum-exp, and one query block's working set."""
         bh, d = case.batch * case.heads, case.head_dim
-        block = min(self._block(case), case.seq_len, case.kv_len)
+        block, query_block = self._blocks(case)
+        block, query_block = min(block, case.kv_len), min(query_block, case.seq_len)
         work = 8 if case.dtype == "float64" else 4
         output = bh * case.seq_len * d * (work + (case.element_bytes if work != case.element_bytes else 0))
         logsumexp = bh * case.seq_len * work
-        block_set = bh * block * (2 * block + 4 * d) * work                            # s, p·v, q block, acc, upcasts
-        return output + logsumexp + block_set
+        scores = bh * query_block * block * work                                       # s, then p in place
+        rows = bh * query_block * (4 * d + 4) * work                                   # q block, acc, p·v, acc/l; m, l
+        keys = 2 * bh * block * d * work if work != case.element_bytes else 0         # upcast k, v blocks
+        return output + logsumexp + scores + rows + keys
