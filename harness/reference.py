@@ -9,6 +9,8 @@ import math
 
 import torch
 
+from harness.variant import Variant
+
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
                       rows: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
@@ -57,3 +59,24 @@ def causal_visible_pairs(seq_len: int, kv_len: int) -> int:
         total += (a + b) * len(for_ramp) // 2
     total += max(0, seq_len - max(ramp_end, ramp_start)) * kv_len
     return total
+
+
+class ExactSoftmaxKernel(Variant):
+    """Base for kernels that compute softmax attention exactly (SDPA, flash-attn, xformers, flex).
+
+    Shares the float64 reference, the dense FLOP count (causal pairs only) and
+    a flash-style memory model: the (B, H, N, d) output and a float32
+    log-sum-exp per row. Subclasses write `prepare` and their reasons.
+    """
+
+    computes = "softmax_attention"
+
+    def reference(self, case, inputs, rows=None) -> torch.Tensor:
+        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows)
+
+    def flops(self, case) -> int:
+        return attention_flops(case)
+
+    def memory_model(self, case) -> int:
+        rows = case.batch * case.heads * case.seq_len
+        return rows * case.head_dim * case.element_bytes + rows * 4

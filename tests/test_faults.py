@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
+from plugin_fixtures import write_faulty_plugins
 
 from harness.executors.local import LocalExecutor
 from harness.registry import load_registry
 from harness.store import load_run
 from harness.suite import parse_suite
 from harness.sweep import run_suite
-from plugin_fixtures import write_faulty_plugins
 
 FAST = "[measure]\nwarmup_s = 0.01\nbudget_s = 0.05\nmin_reps = 3\ntimeout_s = 60\n"
 

@@ -7,8 +7,9 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 
-from harness.registry import ENTRY_POINT_GROUP, load_registry
 from plugin_fixtures import write_distribution
+
+from harness.registry import ENTRY_POINT_GROUP, load_registry
 
 BUILTINS = {"naive", "sdpa-math", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn"}
 

@@ -11,7 +11,14 @@ from harness.case import Case
 from harness.errors import StoreError
 from harness.result import Accuracy, ErrorMetrics, Memory, Result, Run, Timing
 from harness.store import (
-    TIDY_COLUMNS, Cell, RunWriter, list_runs, load_run, now_iso, resolve_run, tidy_frame,
+    TIDY_COLUMNS,
+    Cell,
+    RunWriter,
+    list_runs,
+    load_run,
+    now_iso,
+    resolve_run,
+    tidy_frame,
 )
 
 

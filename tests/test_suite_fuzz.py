@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from harness.errors import AttnbenchError
 from harness.registry import default_registry
-from harness.suite import AXES, TABLES, expand, parse_suite
 from harness.settings import settings_field_types
+from harness.suite import AXES, TABLES, expand, parse_suite
 
 REGISTRY = default_registry()
 KEYS = list(AXES) + list(settings_field_types()) + list(TABLES) + ["name", "variants", "description", "bogus", ""]

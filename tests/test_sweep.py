@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 
 import pytest
+from plugin_fixtures import write_faulty_plugins
 
 from harness.registry import load_registry
 from harness.store import load_run
 from harness.suite import parse_suite
 from harness.sweep import run_suite
-from plugin_fixtures import write_faulty_plugins
 
 FAST = """
 [measure]

@@ -22,17 +22,16 @@ from __future__ import annotations
 import torch
 
 from harness.case import Case
-from harness.reference import attention_flops, softmax_attention
-from harness.variant import AttentionInputs, Variant
+from harness.reference import ExactSoftmaxKernel
+from harness.variant import AttentionInputs
 
 MAX_HEAD_DIM = 256
 MAX_BACKWARD_HEAD_DIM_CONSUMER = 192
 
 
-class FlashAttnPackage(Variant):
+class FlashAttnPackage(ExactSoftmaxKernel):
     name = "flash-attn"
     family = "flash"
-    computes = "softmax_attention"
     description = "flash-attn's FlashAttention-2 CUDA kernel (flash_attn_func), (B, N, H, d) layout via views"
     devices = ("cuda",)
     dtypes = ("float16", "bfloat16")
@@ -72,14 +71,5 @@ class FlashAttnPackage(Variant):
 
         return forward
 
-    def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
-        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows)
 
-    def flops(self, case: Case) -> int:
-        return attention_flops(case)
-
-    def memory_model(self, case: Case) -> int:
-        """The (B, N, H, d) output and the float32 log-sum-exp (B, H, N)."""
-        bh = case.batch * case.heads
-        return bh * case.seq_len * case.head_dim * case.element_bytes + bh * case.seq_len * 4
 

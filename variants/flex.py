@@ -26,8 +26,8 @@ import sys
 import torch
 
 from harness.case import Case
-from harness.reference import attention_flops, softmax_attention
-from harness.variant import AttentionInputs, Variant
+from harness.reference import ExactSoftmaxKernel
+from harness.variant import AttentionInputs
 
 # Every case compiles its own static-shape graph; a sweep compiles more than
 # dynamo's default recompile limit (8), after which it would silently fall back to eager.
@@ -59,10 +59,9 @@ def _raise_recompile_limit() -> None:
             return
 
 
-class FlexAttention(Variant):
+class FlexAttention(ExactSoftmaxKernel):
     name = "flex"
     family = "flash"
-    computes = "softmax_attention"
     description = "torch.nn.attention.flex_attention under torch.compile; causal via a block mask"
     dtypes = ("float32", "float16", "bfloat16")
 
@@ -113,17 +112,10 @@ class FlexAttention(Variant):
             torch.autograd.grad(out, [t for t in (q, k, v) if t.requires_grad], torch.ones_like(out))
         return forward
 
-    def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
-        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows)
 
-    def flops(self, case: Case) -> int:
-        return attention_flops(case)
 
     def memory_model(self, case: Case) -> int:
         """Output, the float32 log-sum-exp, and the block mask's per-block index tables."""
-        bh = case.batch * case.heads
-        output = bh * case.seq_len * case.head_dim * case.element_bytes
-        logsumexp = bh * case.seq_len * 4
         q_blocks, kv_blocks = -(-case.seq_len // 128), -(-case.kv_len // 128)
         block_mask = 4 * 4 * q_blocks * kv_blocks if case.causal else 0
-        return output + logsumexp + block_mask
+        return super().memory_model(case) + block_mask

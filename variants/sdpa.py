@@ -11,13 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from harness.case import Case
-from harness.reference import attention_flops, softmax_attention
-from harness.variant import AttentionInputs, Variant
+from harness.reference import ExactSoftmaxKernel
+from harness.variant import AttentionInputs
 
 
-class _SDPABackend(Variant):
+class _SDPABackend(ExactSoftmaxKernel):
     family = "flash"
-    computes = "softmax_attention"
     backend_name = ""
     flash_like = True
 
@@ -49,17 +48,10 @@ class _SDPABackend(Variant):
 
         return forward
 
-    def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
-        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows)
-
-    def flops(self, case: Case) -> int:
-        return attention_flops(case)
-
     def memory_model(self, case: Case) -> int:
-        output = case.batch * case.heads * case.seq_len * case.head_dim * case.element_bytes
         if self.flash_like:
-            logsumexp = case.batch * case.heads * case.seq_len * 4
-            return output + logsumexp
+            return super().memory_model(case)
+        output = case.batch * case.heads * case.seq_len * case.head_dim * case.element_bytes
         return output + 2 * case.batch * case.heads * case.seq_len * case.kv_len * case.element_bytes
 
 

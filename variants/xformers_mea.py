@@ -27,8 +27,8 @@ import torch
 
 from harness.case import Case
 from harness.inputs import torch_dtype
-from harness.reference import attention_flops, softmax_attention
-from harness.variant import AttentionInputs, Variant
+from harness.reference import ExactSoftmaxKernel
+from harness.variant import AttentionInputs
 
 
 def _import_fmha():
@@ -117,10 +117,9 @@ def xformers_reasons(case: Case) -> list[str]:
     return reasons
 
 
-class XformersMemoryEfficient(Variant):
+class XformersMemoryEfficient(ExactSoftmaxKernel):
     name = "xformers"
     family = "flash"
-    computes = "softmax_attention"
     description = "xformers.ops.memory_efficient_attention, (B, M, H, K) layout via views, xFormers' dispatch"
     dtypes = ("float32", "float16", "bfloat16")
     requires = ("xformers",)
@@ -152,13 +151,4 @@ class XformersMemoryEfficient(Variant):
 
         return forward
 
-    def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
-        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows)
 
-    def flops(self, case: Case) -> int:
-        return attention_flops(case)
-
-    def memory_model(self, case: Case) -> int:
-        """The (B, N, H, d) output and the float32 log-sum-exp (B, H, N)."""
-        bh = case.batch * case.heads
-        return bh * case.seq_len * case.head_dim * case.element_bytes + bh * case.seq_len * 4
