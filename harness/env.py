@@ -65,6 +65,7 @@ def collect_environment() -> dict[str, Any]:
         "harness_commit": harness_commit(),
         "packages": {name: package_version(name) for name in OPTIONAL_PACKAGES},
         "cuda_available": torch.cuda.is_available(),
+        "worker_malloc_env": worker_malloc_environment(),
     }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
@@ -77,6 +78,13 @@ def collect_environment() -> dict[str, Any]:
             "nvidia_driver": nvidia_driver_version(),
         })
     return env
+
+
+def worker_malloc_environment() -> dict[str, str]:
+    """The glibc malloc settings worker processes run with (the harness's defaults unless the user set them)."""
+    from harness.worker import CPU_ALLOCATOR_ENV
+
+    return {name: os.environ.get(name, value) for name, value in CPU_ALLOCATOR_ENV.items()}
 
 
 def nvidia_driver_version() -> str | None:
