@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def faulty_registry(tmp_path, monkeypatch):
+    """A registry that also holds the misbehaving variants of plugin_fixtures (a real dist-info on sys.path)."""
+    from plugin_fixtures import write_faulty_plugins
+
+    from harness.registry import load_registry
+
+    site = write_faulty_plugins(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(site))
+    yield load_registry()
+    sys.modules.pop("attnbench_faulty", None)
 
 
 @pytest.fixture

@@ -19,10 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-from plugin_fixtures import write_faulty_plugins
 
 from harness.executors.local import LocalExecutor
-from harness.registry import load_registry
 from harness.store import load_run
 from harness.suite import parse_suite
 from harness.sweep import run_suite
@@ -41,14 +39,6 @@ def assert_exactly_once(run_path: Path, planned: int) -> None:
     ids = [cell.case_id for cell in loaded.cells]
     assert len(ids) == planned, f"{planned - len(ids)} cells lost"
     assert len(set(ids)) == planned, "a cell is stored twice"
-
-
-@pytest.fixture
-def faulty_registry(tmp_path, monkeypatch):
-    site = write_faulty_plugins(tmp_path / "site")
-    monkeypatch.syspath_prepend(str(site))
-    yield load_registry()
-    sys.modules.pop("attnbench_faulty", None)
 
 
 def test_abort_and_allocation_runaway_in_a_capped_worker(faulty_registry, results_dir):

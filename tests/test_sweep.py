@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
-import pytest
-from plugin_fixtures import write_faulty_plugins
-
 from harness.registry import load_registry
 from harness.store import load_run
 from harness.suite import parse_suite
@@ -19,14 +14,6 @@ budget_s = 0.05
 min_reps = 3
 timeout_s = {timeout}
 """
-
-
-@pytest.fixture
-def faulty_registry(tmp_path, monkeypatch):
-    site = write_faulty_plugins(tmp_path / "site")
-    monkeypatch.syspath_prepend(str(site))
-    yield load_registry()
-    sys.modules.pop("attnbench_faulty", None)
 
 
 def suite_text(variants, lengths=(32,), timeout=30, extra=""):
