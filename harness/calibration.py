@@ -92,27 +92,25 @@ def cache_path(fingerprint: str, directory: Path | None = None) -> Path:
     return (directory or cache_dir()) / f"calibration-{fingerprint}.json"
 
 
-def peak_for(calibration: dict | None, device: str, dtype: str) -> float | None:
-    """The calibrated matmul FLOP/s for `dtype` on `device`, or None if the run has none."""
+def _device_calibration(calibration: dict | None, device: str) -> dict | None:
+    """The part of a run's calibration that belongs to `device` (a per-device map, or the whole of it)."""
     if not calibration:
         return None
     per_device = (calibration.get("devices") or {}).get(device)
-    if per_device is None:
-        if calibration.get("device", device) != device:
-            return None
+    if per_device is None and calibration.get("device", device) == device:
         per_device = calibration
-    return (per_device.get("matmul_flops_per_s") or {}).get(dtype)
+    return per_device
+
+
+def peak_for(calibration: dict | None, device: str, dtype: str) -> float | None:
+    """The calibrated matmul FLOP/s for `dtype` on `device`, or None if the run has none."""
+    per_device = _device_calibration(calibration, device)
+    return None if per_device is None else (per_device.get("matmul_flops_per_s") or {}).get(dtype)
 
 
 def bandwidth_for(calibration: dict | None, device: str) -> float | None:
-    if not calibration:
-        return None
-    per_device = (calibration.get("devices") or {}).get(device)
-    if per_device is None:
-        if calibration.get("device", device) != device:
-            return None
-        per_device = calibration
-    return per_device.get("copy_bytes_per_s")
+    per_device = _device_calibration(calibration, device)
+    return None if per_device is None else per_device.get("copy_bytes_per_s")
 
 
 # ---------------------------------------------------------------- measuring
