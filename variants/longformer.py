@@ -194,28 +194,24 @@ class Longformer(_LongformerBase):
 
         return forward
 
-    def flops(self, case: Case) -> int:
-        """What the chunks compute: each c-row block against c + 2w (causal c + w) keys, plus global parts."""
+    def _band(self, case: Case) -> tuple[int, int, int, int, int, int, int]:
+        """(seq_len, head_dim, half-window, global tokens, block rows c, blocks, keys each block sees)."""
         n, d = case.seq_len, case.head_dim
         window, g = _knobs(self, case)
         w = min(window, n - 1) if n > 1 else 1
-        g = min(g, n)
         c = block_size(w)
-        blocks = -(-n // c)
-        span = c + (w if case.causal else 2 * w)
+        return n, d, w, min(g, n), c, -(-n // c), c + (w if case.causal else 2 * w)
+
+    def flops(self, case: Case) -> int:
+        """What the chunks compute: each c-row block against c + 2w (causal c + w) keys, plus global parts."""
+        n, d, _, g, c, blocks, span = self._band(case)
         band = blocks * c * span * (4 * d + 4)                            # q kᵀ, P v, scale/mask/exp/sum
         global_part = blocks * c * g * (4 * d + 4) + g * n * (4 * d + 4)  # global columns and global rows
         return case.batch * case.heads * (band + global_part)
 
     def memory_model(self, case: Case) -> int:
-        n, d = case.seq_len, case.head_dim
-        window, g = _knobs(self, case)
-        w = min(window, n - 1) if n > 1 else 1
-        g = min(g, n)
-        c = block_size(w)
-        blocks = -(-n // c)
+        n, d, w, g, c, blocks, span = self._band(case)
         padded = blocks * c
-        span = c + (w if case.causal else 2 * w)
         e, heads = case.element_bytes, case.batch * case.heads
         scores = padded * span                                            # the band scores, exponentiated in place
         copies = padded * d + 2 * (padded + 2 * w) * d + 2 * blocks * span * d   # padded q, k, v and matmul's window copies
