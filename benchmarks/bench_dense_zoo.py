@@ -31,10 +31,10 @@ import time
 
 import torch
 
-from harness.case import Case
-from harness.inputs import make_inputs
-from harness.memory import cpu_peak_bytes
-from harness.registry import default_registry
+from harness.core.case import Case
+from harness.core.registry import default_registry
+from harness.measure.inputs import make_inputs
+from harness.measure.memory import cpu_peak_bytes
 
 GIB = 1 << 30
 SHAPE = dict(batch=1, heads=8, head_dim=64, dtype="float32", mode="fwd")

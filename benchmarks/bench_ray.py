@@ -38,9 +38,9 @@ def timed_run(suite: str, executor: str, results: Path) -> tuple[float, int, str
 def startup_parts(num_cpus: int | None) -> dict[str, float]:
     import ray
 
-    from harness.executors.local import LocalExecutor
-    from harness.executors.ray_executor import RayExecutor
-    from harness.worker import Worker, WorkerOptions
+    from harness.engine.local_executor import LocalExecutor
+    from harness.engine.ray_executor import RayExecutor
+    from harness.engine.worker import Worker, WorkerOptions
 
     parts = {}
     started = time.perf_counter()

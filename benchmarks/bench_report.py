@@ -18,14 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.report import write_report
-from harness.report.synthetic import (
+from synthetic_runs import (
     DEFAULT_VARIANTS,
     HOSTILE,
     SyntheticVariant,
     spec_with,
     write_synthetic_run,
 )
+
+from harness.report import write_report
 from harness.store import load_run
 
 SEQ_LENS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)

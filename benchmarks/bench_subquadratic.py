@@ -21,10 +21,10 @@ import time
 
 import torch
 
-from harness.case import Case
-from harness.inputs import make_inputs
-from harness.memory import cpu_peak_bytes
-from harness.registry import default_registry
+from harness.core.case import Case
+from harness.core.registry import default_registry
+from harness.measure.inputs import make_inputs
+from harness.measure.memory import cpu_peak_bytes
 from variants.mamba import MambaScan, selective_inputs, selective_scan_sequential
 
 VARIANTS = ("longformer", "performer", "linear", "mamba-scan", "mamba2-ssd", "sdpa-flash")

@@ -30,13 +30,13 @@ import time
 import torch
 import torch.utils.benchmark as benchmark
 
-from harness.case import Case
-from harness.inputs import make_inputs
-from harness.measure import _Step
-from harness.registry import default_registry
-from harness.settings import MeasureSettings
-from harness.stats import summarize
-from harness.timing import time_cpu
+from harness.core.case import Case
+from harness.core.registry import default_registry
+from harness.core.settings import MeasureSettings
+from harness.measure.cell import _Step
+from harness.measure.inputs import make_inputs
+from harness.measure.stats import summarize
+from harness.measure.timing import time_cpu
 
 
 def prepared_step(name: str, seq_len: int) -> tuple[Case, _Step]:

@@ -33,7 +33,7 @@ def faulty_registry(tmp_path, monkeypatch):
     """A registry that also holds the misbehaving variants of plugin_fixtures (a real dist-info on sys.path)."""
     from plugin_fixtures import write_faulty_plugins
 
-    from harness.registry import load_registry
+    from harness.core.registry import load_registry
 
     site = write_faulty_plugins(tmp_path / "site")
     monkeypatch.syspath_prepend(str(site))

@@ -17,8 +17,7 @@ import time
 
 import torch
 
-from harness.reference import attention_flops, softmax_attention
-from harness.variant import Variant
+from harness import Variant, attention_flops, softmax_attention
 
 
 class _Base(Variant):

@@ -7,7 +7,8 @@ import statistics
 
 import pytest
 
-from harness.calibration import (
+from harness.core.case import Case
+from harness.measure.calibration import (
     cache_path,
     calibrate,
     calibrate_cases,
@@ -20,7 +21,6 @@ from harness.calibration import (
     measure_matmul,
     peak_for,
 )
-from harness.case import Case
 
 
 class FakeMeasure:

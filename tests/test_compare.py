@@ -10,17 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from harness.cli_report import compare_command
-from harness.errors import StoreError
-from harness.report.compare import compare_runs, environment_diff, gate_failures, parse_gate
-from harness.report.fits import mann_whitney_u, median_ratio_interval
-from harness.report.synthetic import (
+from synthetic_runs import (
     HOSTILE_VARIANT,
     spec_with,
     variants_with_hostile,
     write_synthetic_run,
 )
+
+from harness.cli.report import compare_command
+from harness.core.errors import StoreError
+from harness.report.compare import compare_runs, environment_diff, gate_failures, parse_gate
+from harness.report.fits import mann_whitney_u, median_ratio_interval
 from harness.store import load_run
 
 SEQ_LENS = (256, 512, 1024)

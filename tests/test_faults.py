@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.executors.local import LocalExecutor
+from harness.engine.local_executor import LocalExecutor
+from harness.engine.sweep import run_suite
+from harness.plan.suite import parse_suite
 from harness.store import load_run
-from harness.suite import parse_suite
-from harness.sweep import run_suite
 
 FAST = "[measure]\nwarmup_s = 0.01\nbudget_s = 0.05\nmin_reps = 3\ntimeout_s = 60\n"
 
@@ -111,8 +111,8 @@ def test_a_second_driver_on_the_same_run_folder_is_refused(tmp_path, cli_env):
 
 @pytest.mark.parametrize("damage", ["truncated-run-json", "empty-cells", "no-cells-file", "foreign-lines"])
 def test_damaged_run_folders_load_what_they_can_and_say_what_was_skipped(tmp_path, damage):
-    from harness.errors import StoreError
-    from harness.result import Result, Run
+    from harness.core.errors import StoreError
+    from harness.core.result import Result, Run
     from harness.store import Cell, RunWriter, now_iso
 
     writer = RunWriter.create(tmp_path, Run(run_id="r", name="r", suite_name="s", suite_text="x",

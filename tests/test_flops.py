@@ -24,9 +24,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness.case import Case
-from harness.inputs import make_inputs
-from harness.registry import default_registry
+from harness.core.case import Case
+from harness.core.registry import default_registry
+from harness.measure.inputs import make_inputs
 
 TOLERANCE = 0.02
 
@@ -112,7 +112,7 @@ def test_exclusion_maps_name_known_variants():
 
 def test_counter_conventions_match_attention_flops():
     """The formula flops() implementations share: 4·B·H·N·M·d for q·kᵀ and P·v, as the counter counts bmm."""
-    from harness.reference import attention_flops
+    from harness.attention.reference import attention_flops
 
     case = Case(variant="naive", seq_len=128, kv_len=96, heads=3, head_dim=16)
     q, k, v = make_inputs(case).tensors()
@@ -126,8 +126,8 @@ def test_counter_conventions_match_attention_flops():
 
 def test_naive_cpu_peak_matches_its_memory_model():
     """VmHWM around one forward against naive.memory_model: scores and probabilities (N×M each) plus output."""
-    from harness.measure import _Step
-    from harness.memory import cpu_peak_bytes
+    from harness.measure.cell import _Step
+    from harness.measure.memory import cpu_peak_bytes
 
     variant = default_registry().get("naive")
     case = Case(variant="naive", seq_len=1024, heads=8, head_dim=64)

@@ -48,8 +48,8 @@ def write_distribution(root: Path, name: str, modules: dict[str, str], entry_poi
 GOOD_VARIANT = """
     import torch.nn.functional as F
 
-    from harness.reference import attention_flops, softmax_attention
-    from harness.variant import Variant
+    from harness.attention.reference import attention_flops, softmax_attention
+    from harness.core.variant import Variant
 
 
     class Good(Variant):
@@ -80,7 +80,7 @@ def plugin_path(tmp_path_factory) -> Path:
     write_distribution(root, "not-a-variant-plugin", {"not_a_variant": "NOT_A_VARIANT = {'name': 'x'}\n"},
                        {"notavariant": "not_a_variant:NOT_A_VARIANT"})
     write_distribution(root, "shadow-plugin", {"shadow_plugin": """
-        from harness.variant import Variant
+        from harness.core.variant import Variant
 
 
         class ShadowNaive(Variant):

@@ -8,9 +8,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from harness.case import Case
 from harness.cli import main
-from harness.profiling import (
+from harness.core.case import Case
+from harness.core.registry import default_registry
+from harness.measure.profiling import (
     ParamError,
     UnsupportedCaseError,
     memory_peak,
@@ -18,7 +19,6 @@ from harness.profiling import (
     profile_case,
     profile_run,
 )
-from harness.registry import default_registry
 
 
 def test_profile_naive_writes_trace_ops_and_the_exact_memory_peak(tmp_path):
@@ -116,7 +116,7 @@ def test_cli_profile_writes_the_folder(tmp_path):
 
 
 def test_profile_run_profiles_every_ok_cell(tmp_path):
-    from harness.result import Result, Run
+    from harness.core.result import Result, Run
     from harness.store import Cell, RunWriter, now_iso
 
     run = Run(run_id="r1", name="r1", suite_name="t", suite_text="", started_at=now_iso())

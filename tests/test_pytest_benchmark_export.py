@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.case import Case
-from harness.registry import default_registry
+from harness.core.case import Case
+from harness.core.registry import default_registry
+from harness.engine.sweep import run_suite
+from harness.plan.suite import parse_suite
 from harness.store import load_run
-from harness.suite import parse_suite
-from harness.sweep import run_suite
 
 pytestmark = pytest.mark.slow
 

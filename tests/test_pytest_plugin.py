@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from harness.case import Case
+from harness.core.case import Case
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.slow

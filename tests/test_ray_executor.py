@@ -27,7 +27,7 @@ ATTNBENCH = [sys.executable, "-m", "harness.cli"]
 CRASHER = """
     import os
 
-    from harness.variant import Variant
+    from harness.core.variant import Variant
 
 
     class Crasher(Variant):
@@ -69,7 +69,7 @@ def suite_text(name: str, variants: list[str], seq_lens: list[int], budget_s: fl
 
 def test_without_ray_the_executor_says_how_to_install_it():
     code = ("import sys; sys.modules['ray'] = None\n"        # as if Ray were not installed
-            "from harness.executors import make_executor\n"
+            "from harness.engine.executors import make_executor\n"
             "make_executor('ray', address=None)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1

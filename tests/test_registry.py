@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 
 from plugin_fixtures import write_distribution
 
-from harness.registry import ENTRY_POINT_GROUP, load_registry
+from harness.core.registry import ENTRY_POINT_GROUP, load_registry
 
 BUILTINS = {"naive", "sdpa-math", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn"}
 

@@ -13,14 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from harness.cli_report import report_command
-from harness.errors import AttnbenchError, StoreError
-from harness.report import build_report_html, write_report
-from harness.report.analysis import crossovers, quality_views
-from harness.report.data import prepare
-from harness.report.fits import crossover, loglog_slope, pareto_frontier
-from harness.report.synthetic import (
+from synthetic_runs import (
     HOSTILE_KNOB,
     HOSTILE_VARIANT,
     TIME_CONSTANT,
@@ -28,6 +21,13 @@ from harness.report.synthetic import (
     variants_with_hostile,
     write_synthetic_run,
 )
+
+from harness.cli.report import report_command
+from harness.core.errors import AttnbenchError, StoreError
+from harness.report import build_report_html, write_report
+from harness.report.analysis import crossovers, quality_views
+from harness.report.data import prepare
+from harness.report.fits import crossover, loglog_slope, pareto_frontier
 from harness.store import load_run
 
 SECTIONS = ("run", "tables", "plots", "crossovers", "quality", "attention-maps", "failures")
@@ -244,9 +244,9 @@ def test_report_builds_without_torch(runs, tmp_path):
 
 def test_attention_maps_with_the_registry(tmp_path):
     torch = pytest.importorskip("torch")
-    from harness.attention_maps import write_attention_maps
-    from harness.registry import Registry, default_registry
-    from harness.variant import Variant
+    from harness.core.registry import Registry, default_registry
+    from harness.core.variant import Variant
+    from harness.measure.attention_maps import write_attention_maps
 
     class Broken(Variant):
         name = "broken"
@@ -285,10 +285,10 @@ def test_attention_maps_with_the_registry(tmp_path):
 @pytest.mark.slow
 def test_a_tiny_real_run_is_reported(tmp_path):
     pytest.importorskip("torch")
-    sweep = pytest.importorskip("harness.sweep")
-    from harness.attention_maps import write_attention_maps
-    from harness.registry import default_registry
-    from harness.suite import parse_suite
+    sweep = pytest.importorskip("harness.engine.sweep")
+    from harness.core.registry import default_registry
+    from harness.measure.attention_maps import write_attention_maps
+    from harness.plan.suite import parse_suite
 
     suite = parse_suite(textwrap.dedent("""
         [suite]

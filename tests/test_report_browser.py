@@ -13,16 +13,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from harness.report import build_report_html, compare_runs, write_compare_report
-from harness.report.render import write_html
-from harness.report.synthetic import (
+from synthetic_runs import (
     HOSTILE_KNOB,
     HOSTILE_VARIANT,
     spec_with,
     variants_with_hostile,
     write_synthetic_run,
 )
+
+from harness.report import build_report_html, compare_runs, write_compare_report
+from harness.report.render import write_html
 from harness.store import load_run
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -8,9 +8,9 @@ import statistics
 import numpy as np
 import pytest
 
-from harness.measure import merge_process_results
-from harness.result import Result, Timing
-from harness.stats import (
+from harness.core.result import Result, Timing
+from harness.measure.cell import merge_process_results
+from harness.measure.stats import (
     coefficient_of_variation,
     median_ci_coverage,
     median_ci_ranks,

@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from harness.case import Case
-from harness.errors import StoreError
-from harness.result import Accuracy, ErrorMetrics, Memory, Result, Run, Timing
+from harness.core.case import Case
+from harness.core.errors import StoreError
+from harness.core.result import Accuracy, ErrorMetrics, Memory, Result, Run, Timing
 from harness.store import (
     TIDY_COLUMNS,
     Cell,

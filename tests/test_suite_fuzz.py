@@ -13,10 +13,10 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.errors import AttnbenchError
-from harness.registry import default_registry
-from harness.settings import settings_field_types
-from harness.suite import AXES, TABLES, expand, parse_suite
+from harness.core.errors import AttnbenchError
+from harness.core.registry import default_registry
+from harness.core.settings import settings_field_types
+from harness.plan.suite import AXES, TABLES, expand, parse_suite
 
 REGISTRY = default_registry()
 KEYS = list(AXES) + list(settings_field_types()) + list(TABLES) + ["name", "variants", "description", "bogus", ""]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from harness.registry import load_registry
+from harness.core.registry import load_registry
+from harness.engine.sweep import run_suite
+from harness.plan.suite import parse_suite
 from harness.store import load_run
-from harness.suite import parse_suite
-from harness.sweep import run_suite
 
 FAST = """
 [measure]

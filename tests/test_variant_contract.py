@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.accuracy import error_metrics, tolerance
-from harness.case import DTYPES, Case
-from harness.inputs import make_inputs, make_output_grad, upcast
-from harness.registry import default_registry
+from harness.core.case import DTYPES, Case
+from harness.core.registry import default_registry
+from harness.measure.accuracy import error_metrics, tolerance
+from harness.measure.inputs import make_inputs, make_output_grad, upcast
 
 REGISTRY = default_registry()
 SMALL = dict(batch=1, heads=2, seq_len=96, head_dim=16)

@@ -27,13 +27,13 @@ import os
 import pytest
 import torch
 
-from harness.accuracy import error_metrics, tolerance
-from harness.case import Case
-from harness.inputs import make_inputs, make_output_grad, upcast
-from harness.memory import cpu_peak_bytes, hwm_reset_works
-from harness.reference import softmax_attention
-from harness.registry import default_registry
-from harness.variant import AttentionInputs, seeded_weight
+from harness.attention.reference import softmax_attention
+from harness.core.case import Case
+from harness.core.registry import default_registry
+from harness.core.variant import AttentionInputs, seeded_weight
+from harness.measure.accuracy import error_metrics, tolerance
+from harness.measure.inputs import make_inputs, make_output_grad, upcast
+from harness.measure.memory import cpu_peak_bytes, hwm_reset_works
 from variants.additive import AdditiveAttention
 from variants.luong import LuongGeneral, LuongLocal, predicted_positions, visible_key_counts
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import variants.mamba as mamba
-from harness.accuracy import error_metrics, tolerance
-from harness.case import Case
-from harness.inputs import make_inputs, make_output_grad, upcast
-from harness.memory import cpu_peak_bytes
-from harness.reference import softmax_attention
+from harness.attention.reference import softmax_attention
+from harness.core.case import Case
+from harness.measure.accuracy import error_metrics, tolerance
+from harness.measure.inputs import make_inputs, make_output_grad, upcast
+from harness.measure.memory import cpu_peak_bytes
 from variants.longformer import (
     Longformer,
     LongformerFlex,

@@ -35,10 +35,7 @@ import math
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from harness.case import Case
-from harness.inputs import torch_dtype
-from harness.reference import causal_visible_pairs
-from harness.variant import AttentionInputs, Variant, seeded_weight
+from harness import AttentionInputs, Case, Variant, causal_visible_pairs, seeded_weight, torch_dtype
 
 # With chunk=0 (auto), a chunk holds as many query rows as keep its tanh tensor
 # under this many elements (128 MiB in float32).

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.case import Case
-from harness.reference import ExactSoftmaxKernel
-from harness.variant import AttentionInputs
+from harness import AttentionInputs, Case, ExactSoftmaxKernel
 
 MAX_HEAD_DIM = 256
 MAX_BACKWARD_HEAD_DIM_CONSUMER = 192

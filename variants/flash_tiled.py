@@ -42,9 +42,7 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
-from harness.case import Case
-from harness.reference import attention_flops, softmax_attention
-from harness.variant import AttentionInputs, Variant
+from harness import AttentionInputs, Case, Variant, attention_flops, softmax_attention
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:

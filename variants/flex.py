@@ -25,9 +25,7 @@ import sys
 
 import torch
 
-from harness.case import Case
-from harness.reference import ExactSoftmaxKernel
-from harness.variant import AttentionInputs
+from harness import AttentionInputs, Case, ExactSoftmaxKernel
 
 # Every case compiles its own static-shape graph; a sweep compiles more than
 # dynamo's default recompile limit (8), after which it would silently fall back to eager.

@@ -27,8 +27,7 @@ from functools import lru_cache
 
 import torch
 
-from harness.case import Case
-from harness.variant import AttentionInputs, Variant
+from harness import AttentionInputs, Case, Variant
 
 
 def _knobs(variant: Variant, case: Case) -> tuple[int, int]:

@@ -37,9 +37,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from harness.case import Case
-from harness.reference import attention_flops, softmax_attention
-from harness.variant import AttentionInputs, Variant
+from harness import AttentionInputs, Case, Variant, attention_flops, softmax_attention
 from variants.additive import (
     additive_flops,
     additive_memory_model,

@@ -54,8 +54,7 @@ from functools import lru_cache
 
 import torch
 
-from harness.case import Case
-from harness.variant import AttentionInputs, Variant, seeded_weight
+from harness import AttentionInputs, Case, Variant, seeded_weight
 
 GROUP_CHUNKS = 64
 STATE_GROUP = 16

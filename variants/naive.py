@@ -11,9 +11,7 @@ import math
 
 import torch
 
-from harness.case import Case
-from harness.reference import attention_flops, softmax_attention
-from harness.variant import AttentionInputs, Variant
+from harness import AttentionInputs, Case, Variant, attention_flops, softmax_attention
 
 
 class NaiveAttention(Variant):

@@ -37,8 +37,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.case import Case
-from harness.variant import AttentionInputs, Variant, seeded_weight
+from harness import AttentionInputs, Case, Variant, seeded_weight
 
 CAUSAL_CHUNK = 128
 _FEATURE_TAG = 1101

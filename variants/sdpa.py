@@ -10,9 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness.case import Case
-from harness.reference import ExactSoftmaxKernel
-from harness.variant import AttentionInputs
+from harness import AttentionInputs, Case, ExactSoftmaxKernel
 
 
 class _SDPABackend(ExactSoftmaxKernel):

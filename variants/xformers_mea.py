@@ -25,10 +25,7 @@ import logging
 
 import torch
 
-from harness.case import Case
-from harness.inputs import torch_dtype
-from harness.reference import ExactSoftmaxKernel
-from harness.variant import AttentionInputs
+from harness import AttentionInputs, Case, ExactSoftmaxKernel, torch_dtype
 
 
 def _import_fmha():

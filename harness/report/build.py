@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.errors import AttnbenchError
+from harness.core.errors import AttnbenchError
 from harness.report import plots
 from harness.report.analysis import crossovers, quality_views
 from harness.report.data import ReportData, attention_maps, prepare

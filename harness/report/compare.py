@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.errors import AttnbenchError
+from harness.core.errors import AttnbenchError
 from harness.report.data import case_labels, prepare, samples_by_case, status_text
 from harness.report.fits import BOOTSTRAP_RESAMPLES, mann_whitney_u, median_ratio_interval
 from harness.report.tables import format_bytes, format_error, format_seconds, format_value

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.errors import AttnbenchError
+from harness.core.errors import AttnbenchError
 from harness.store import LoadedRun, tidy_frame
 
 WORKLOAD_AXES = ("device", "dtype", "mode", "causal", "batch", "heads", "head_dim", "qk_std", "kv")
@@ -112,7 +112,7 @@ def samples_by_case(run: LoadedRun) -> dict[str, tuple[float, ...]]:
 
 def case_labels(run: LoadedRun) -> dict[str, str]:
     """Readable case labels (`Case.label`) by case id; the case id where a case does not parse."""
-    from harness.case import Case
+    from harness.core.case import Case
 
     labels = {}
     for cell in run.cells:

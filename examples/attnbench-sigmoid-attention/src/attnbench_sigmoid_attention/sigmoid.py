@@ -9,8 +9,8 @@ Self-Attention", 2024). A causal mask sets the weights of masked keys to zero:
 the kernel adds −∞ to their scores, and σ(−∞) = 0 exactly (the mask is
 aligned at the end, as SDPA aligns it when M != N).
 
-Only the public variant API of attnbench is used: `harness.variant` and
-`harness.case`.
+Only the public variant API of attnbench is used: `harness.core.variant` and
+`harness.core.case`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import math
 
 import torch
 
-from harness.case import Case
-from harness.variant import AttentionInputs, Variant
+from harness import AttentionInputs, Case, Variant
 
 
 def sigmoid_bias(kv_len: int) -> float:

@@ -1,0 +1,64 @@
+"""attnbench's public plugin API: everything a variant needs, imported as ``from harness import ...``.
+
+This is the stable surface. Built-in variants and third-party plugins import
+only these names; the subpackages behind them (`harness.core`,
+`harness.attention`, `harness.measure`, ...) may move between versions.
+
+- the contract: `Variant`, `AttentionInputs`, `Case`, `Knob`, `seeded_weight`;
+- dtypes: `DTYPES`, `torch_dtype`;
+- references and FLOPs: `softmax_attention`, `attention_flops`,
+  `causal_visible_pairs`, `ExactSoftmaxKernel`;
+- masks: `causal_mask`, `band_mask`;
+- errors: `AttnbenchError`.
+
+Names load lazily, so ``import harness.store`` or ``import harness.report``
+never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_PUBLIC = {
+    "Variant": "harness.core.variant",
+    "AttentionInputs": "harness.core.variant",
+    "seeded_weight": "harness.core.variant",
+    "Case": "harness.core.case",
+    "DTYPES": "harness.core.case",
+    "Knob": "harness.core.knobs",
+    "AttnbenchError": "harness.core.errors",
+    "torch_dtype": "harness.attention.tensors",
+    "softmax_attention": "harness.attention.reference",
+    "ExactSoftmaxKernel": "harness.attention.reference",
+    "attention_flops": "harness.attention.flops",
+    "causal_visible_pairs": "harness.attention.flops",
+    "causal_mask": "harness.attention.masks",
+    "band_mask": "harness.attention.masks",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harness' has no attribute {name!r}; the public API is: {', '.join(__all__)}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __getattr__
+    from harness.attention.flops import attention_flops, causal_visible_pairs  # noqa: F401
+    from harness.attention.masks import band_mask, causal_mask  # noqa: F401
+    from harness.attention.reference import ExactSoftmaxKernel, softmax_attention  # noqa: F401
+    from harness.attention.tensors import torch_dtype  # noqa: F401
+    from harness.core.case import DTYPES, Case  # noqa: F401
+    from harness.core.errors import AttnbenchError  # noqa: F401
+    from harness.core.knobs import Knob  # noqa: F401
+    from harness.core.variant import AttentionInputs, Variant, seeded_weight  # noqa: F401

@@ -1,0 +1,56 @@
+"""Plain float64 references that several variants share.
+
+Readable first: each line is the formula, with the shape beside it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from harness.attention.flops import attention_flops
+from harness.attention.masks import causal_mask
+from harness.core.variant import Variant
+
+
+def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+                      rows: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
+    """softmax(q kᵀ / √d + mask) v for q (B, H, N, d), k and v (B, H, M, d).
+
+    The causal mask lets query i see keys j <= i + (M - N) (aligned at the
+    end, as SDPA and flash-attn do when M != N). With `rows`, only those
+    query rows are computed.
+    """
+    seq_len, kv_len, head_dim = q.shape[-2], k.shape[-2], q.shape[-1]
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+    if rows is not None:
+        q = q[..., rows, :]                                   # (B, H, R, d)
+    scores = (q @ k.transpose(-2, -1)) * scale                # (B, H, R, M)
+    if causal:
+        allowed = causal_mask(seq_len, kv_len, rows=rows, device=q.device)          # (R, M)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)                   # (B, H, R, M)
+    weights = torch.nan_to_num(weights, nan=0.0)              # a fully masked row attends to nothing
+    return weights @ v                                        # (B, H, R, d)
+
+
+class ExactSoftmaxKernel(Variant):
+    """Base for kernels that compute softmax attention exactly (SDPA, flash-attn, xformers, flex).
+
+    Shares the float64 reference, the dense FLOP count (causal pairs only) and
+    a flash-style memory model: the (B, H, N, d) output and a float32
+    log-sum-exp per row. Subclasses write `prepare` and their reasons.
+    """
+
+    computes = "softmax_attention"
+
+    def reference(self, case, inputs, rows=None) -> torch.Tensor:
+        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows)
+
+    def flops(self, case) -> int:
+        return attention_flops(case)
+
+    def memory_model(self, case) -> int:
+        rows = case.batch * case.heads * case.seq_len
+        return rows * case.head_dim * case.element_bytes + rows * 4

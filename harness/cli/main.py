@@ -1,0 +1,327 @@
+"""The `attnbench` command line.
+
+    attnbench list [--json]
+    attnbench run SUITE [--device cpu|cuda|auto] [--variant NAME]... [--seq-len N]...
+                  [--name RUN_NAME] [--results DIR] [--resume RUN] [--executor local|ray] [--no-report]
+                  [--recalibrate] [--processes K] [--profile]
+    attnbench runs [--results DIR]
+    attnbench show RUN [--results DIR]
+    attnbench export RUN --format csv|parquet|json|pytest-benchmark -o FILE
+    attnbench report RUN [RUN...] [-o FILE.html]
+    attnbench compare BASE NEW [-o FILE.html] [--fail-on median:5%]
+    attnbench profile VARIANT --seq-len N [case options] [-o DIR]
+
+Exit status: 0 done, 1 a gate failed, 2 the input was wrong (nothing was run),
+3 the run stopped before its end (disk full, interrupted); what was stored is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from harness.core.errors import AttnbenchError, DeviceError
+
+RESULTS_HELP = "folder of run folders (default: $ATTNBENCH_RESULTS or ./results)"
+
+
+class UserInputError(click.ClickException):
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"attnbench: error: {self.format_message()}", err=True, file=file)
+
+
+class AttnbenchGroup(click.Group):
+    """Turns every AttnbenchError into its message and exit status 2, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except AttnbenchError as exc:
+            from harness.engine.sweep import RunStopped
+
+            error = UserInputError(str(exc))
+            if isinstance(exc, RunStopped):
+                error.exit_code = 3
+            raise error from None
+
+
+@click.group(cls=AttnbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="attnbench")
+def main() -> None:
+    """Benchmark and profile attention implementations: time, memory and accuracy per cell."""
+
+
+def _results_dir(value: str | None) -> Path:
+    from harness.store import default_results_dir
+
+    return Path(value) if value else default_results_dir()
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def list_command(as_json: bool) -> None:
+    """Every variant: whether it can run here (per device), and why not."""
+    import torch
+
+    from harness.core.registry import default_registry
+
+    registry = default_registry()
+    devices = ["cpu", "cuda"]
+    rows = []
+    for name in registry.names():
+        variant = registry.get(name)
+        availability = {}
+        for device in devices:
+            try:
+                reasons = variant.unsupported_reasons(variant.probe_case(device))
+            except Exception as exc:  # a plugin's bug must not hide the others
+                reasons = [f"unsupported_reasons raised {type(exc).__name__}: {exc}"]
+            availability[device] = reasons
+        rows.append({"name": name, "family": variant.family, "computes": variant.computes,
+                     "approximates": variant.approximates, "params": dict(variant.params),
+                     "dtypes": list(variant.dtypes), "distribution": registry.origins.get(name),
+                     "description": variant.description,
+                     "available": {d: not r for d, r in availability.items()}, "reasons": availability})
+    failures = [{"entry_point": f.entry_point, "target": f.target, "distribution": f.distribution,
+                 "error": f.error} for f in registry.failures]
+    if as_json:
+        click.echo(json.dumps({"variants": rows, "failed_plugins": failures,
+                               "cuda_available": torch.cuda.is_available()}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="attnbench variants", show_lines=False)
+    for column in ("variant", "family", "computes", "knobs", "cpu", "cuda"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        knobs = ", ".join(f"{k}={v}" for k, v in row["params"].items())
+        cells = []
+        for device in devices:
+            reasons = row["reasons"][device]
+            cells.append("[green]yes[/green]" if not reasons else "[red]no[/red]: " + "; ".join(reasons))
+        table.add_row(row["name"], row["family"], row["computes"], knobs, *cells)
+    console.print(table)
+    for failure in failures:
+        console.print(f"[red]plugin {failure['entry_point']!r} from {failure['distribution']!r} failed to load:[/red] "
+                      f"{failure['error']}", markup=True, highlight=False)
+
+
+@main.command("run")
+@click.argument("suite", required=False)
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default=None,
+              help="run every cell on this device (default: the suite's)")
+@click.option("--variant", "variants", multiple=True, help="run only these variants (repeatable)")
+@click.option("--seq-len", "seq_lens", multiple=True, type=int, help="sweep these lengths instead (repeatable)")
+@click.option("--name", default=None, help="run name (default: the suite's name)")
+@click.option("--results", default=None, help=RESULTS_HELP)
+@click.option("--resume", default=None, metavar="RUN", help="continue a stored run; finished cells are not run again")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--address", default=None, help="Ray cluster address (with --executor ray)")
+@click.option("--no-report", is_flag=True, help="do not write the HTML report at the end")
+@click.option("--recalibrate", is_flag=True, help="measure the machine's peak again instead of using the cache")
+@click.option("--processes", type=click.IntRange(min=1), default=None, metavar="K",
+              help="repeat each cell's measurement in K fresh worker processes (default: measure.processes)")
+@click.option("--profile", "profile", is_flag=True, help="also profile every ok cell into <run>/profiles/<case_id>/")
+def run_command(suite, device, variants, seq_lens, name, results, resume, executor, address, no_report,
+                recalibrate, processes, profile) -> None:
+    """Run SUITE (a built-in name such as 'quick', or a .toml path) and store every cell."""
+    from harness.cli.progress import SweepProgress, print_summary
+    from harness.core.registry import default_registry
+    from harness.engine.sweep import RunInterrupted, resume_run, run_suite
+    from harness.store import resolve_run
+
+    results_dir = _results_dir(results)
+    registry = default_registry()
+    if resume is None and suite is None:
+        raise AttnbenchError("give a SUITE to run (a built-in name such as 'quick' or a .toml path), "
+                             "or --resume RUN")
+    if resume is not None and (variants or seq_lens or device or name):
+        raise AttnbenchError("--resume continues a run exactly as it started; drop --variant, --seq-len, "
+                             "--device and --name")
+    executor_options = {}
+    if executor == "ray" and address:
+        executor_options["address"] = address
+    exec_ = None
+    try:
+        if resume is not None:
+            run_path = resolve_run(resume, results_dir)
+            if executor == "local":
+                from harness.store import load_run
+
+                executor_options["calibration"] = load_run(run_path).run.calibration or None
+            exec_ = _make_executor(executor, executor_options)
+            with SweepProgress() as progress:
+                outcome = resume_run(run_path, registry, executor=exec_, progress=progress)
+        else:
+            from harness.engine.environment import collect_environment
+
+            loaded, overrides, calibration = _plan_new_run(suite, device, variants, seq_lens, executor, processes,
+                                                           recalibrate, registry)
+            if executor == "local":
+                executor_options["calibration"] = calibration
+            exec_ = _make_executor(executor, executor_options)
+            with SweepProgress() as progress:
+                outcome = run_suite(loaded, registry, results_dir, name=name, overrides=overrides,
+                                    executor=exec_, environment=collect_environment(), calibration=calibration,
+                                    progress=progress)
+    except RunInterrupted as stop:
+        _interrupted(stop)
+    finally:
+        if exec_ is not None:
+            exec_.close()
+    print_summary(outcome.run_path)
+    if profile:
+        from harness.measure.profiling import profile_run
+
+        index = profile_run(outcome.run_path, progress=click.echo)
+        failed = sum(1 for entry in index.values() if "error" in entry)
+        click.echo(f"profiles: {outcome.run_path / 'profiles'} ({len(index) - failed} cells, {failed} failed)")
+    if not no_report:
+        _write_run_report(outcome.run_path, registry)
+
+
+def _plan_new_run(suite, device, variants, seq_lens, executor, processes, recalibrate, registry):
+    """Load and check the suite, then calibrate the machine (local executor only): nothing runs on bad input."""
+    from dataclasses import replace
+
+    from harness.engine.sweep import Overrides, plan_cases
+    from harness.measure.calibration import calibrate_cases
+    from harness.measure.calibration import describe as describe_calibration
+    from harness.plan.suite import load_suite
+
+    loaded = load_suite(suite)
+    if processes is not None:
+        loaded = replace(loaded, measure=replace(loaded.measure, processes=processes))
+    overrides = Overrides(variants=tuple(variants), seq_lens=tuple(seq_lens),
+                          device=_resolve_device(device, remote=executor != "local"))
+    cases = plan_cases(overrides.apply(loaded), registry)
+    calibration: dict = {}
+    if executor == "local":  # on Ray the cells run on other machines: this one's peak would mislead
+        calibration = calibrate_cases(cases, recalibrate=recalibrate)
+        click.echo(describe_calibration(calibration), err=True)
+    return loaded, overrides, calibration
+
+
+def _make_executor(name: str, options: dict):
+    from harness.engine.executors import make_executor
+
+    return make_executor(name, **options)
+
+
+def _resolve_device(device: str | None, remote: bool = False) -> str | None:
+    if device is None:
+        return None
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available() and not remote:
+        raise DeviceError("--device cuda was asked for, but torch sees no CUDA device here "
+                          f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); "
+                          "use --device cpu or --device auto")
+    return device
+
+
+def _interrupted(stop) -> None:
+    click.echo(f"\nattnbench: run interrupted; {stop.stored} cells are stored in {stop.run_path}.\n"
+               f"Continue it with: attnbench run --resume {stop.run_path}", err=True)
+    sys.exit(3)
+
+
+def _write_run_report(run_path: Path, registry) -> None:
+    try:
+        from harness.measure.attention_maps import write_attention_maps
+        from harness.report import write_report
+    except ImportError:
+        return
+    from harness.store import load_run
+
+    loaded = load_run(run_path)
+    names = sorted({cell.case.get("variant") for cell in loaded.cells})
+    try:
+        write_attention_maps(run_path, registry, names)
+    except Exception as exc:  # the maps are a nicety; the run is already stored
+        click.echo(f"attnbench: attention maps not written: {exc}", err=True)
+    output = Path("reports") / f"{loaded.run.name}.html"
+    path = write_report([load_run(run_path)], output)
+    click.echo(f"report: {path}")
+
+
+@main.command("runs")
+@click.option("--results", default=None, help=RESULTS_HELP)
+def runs_command(results) -> None:
+    """Stored runs, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.store import list_runs
+
+    results_dir = _results_dir(results)
+    runs = list_runs(results_dir)
+    if not runs:
+        click.echo(f"no runs in {results_dir}")
+        return
+    table = Table(title=f"runs in {results_dir}")
+    for column in ("run id", "name", "suite", "started", "status", "cells", "ok"):
+        table.add_column(column)
+    for loaded in runs:
+        ok = sum(1 for cell in loaded.cells if cell.result.status == "ok")
+        table.add_row(loaded.run.run_id, loaded.run.name, loaded.run.suite_name, loaded.run.started_at,
+                      loaded.status, str(len(loaded.cells)), str(ok))
+    Console().print(table)
+
+
+@main.command("show")
+@click.argument("run")
+@click.option("--results", default=None, help=RESULTS_HELP)
+def show_command(run, results) -> None:
+    """A run as terminal tables: median time, peak memory and error per variant and seq_len."""
+    from harness.cli.progress import print_summary
+    from harness.store import resolve_run
+
+    print_summary(resolve_run(run, _results_dir(results)), full=True)
+
+
+@main.command("export")
+@click.argument("run")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "json", "pytest-benchmark"]), required=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="file to write")
+@click.option("--results", default=None, help=RESULTS_HELP)
+def export_command(run, fmt, output, results) -> None:
+    """Write a run's tidy table (one row per cell) as CSV, Parquet or JSON, or as pytest-benchmark JSON."""
+    from harness.store import load_run, resolve_run
+    from harness.store.export import export_run
+
+    loaded = load_run(resolve_run(run, _results_dir(results)))
+    path = export_run(loaded, fmt, Path(output))
+    click.echo(f"wrote {path} ({len(loaded.cells)} cells, {fmt})")
+
+
+def _register_optional_commands() -> None:
+    try:
+        from harness.cli.report import compare_command, report_command
+    except ImportError:
+        pass
+    else:
+        main.add_command(report_command)
+        main.add_command(compare_command)
+    try:
+        from harness.cli.profile import profile_command
+    except ImportError:
+        pass
+    else:
+        main.add_command(profile_command)
+
+
+_register_optional_commands()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""`attnbench profile VARIANT --seq-len N [case options] [-o DIR]`: one case under torch.profiler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from harness.core.case import DTYPES, MODES
+
+
+@click.command("profile")
+@click.argument("variant")
+@click.option("--seq-len", type=int, required=True, help="query length N")
+@click.option("--kv-len", type=int, default=None, help="key/value length M (default: N)")
+@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--heads", type=int, default=8, show_default=True)
+@click.option("--head-dim", type=int, default=64, show_default=True)
+@click.option("--dtype", default="float32", show_default=True, help=f"one of {', '.join(DTYPES)} (or fp32, bf16...)")
+@click.option("--causal", is_flag=True, help="causal mask")
+@click.option("--mode", type=click.Choice(MODES), default="fwd", show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="a knob of the variant (repeatable)")
+@click.option("--steps", type=int, default=3, show_default=True, help="calls profiled (after warm-up)")
+@click.option("--warmup", "warmup_calls", type=int, default=3, show_default=True, help="calls before profiling")
+@click.option("--top", type=int, default=15, show_default=True, help="operators shown in the table")
+@click.option("-o", "--output", default=None, type=click.Path(file_okay=False),
+              help="folder for trace.json, ops.csv, memory.json (default: profiles/<case label>)")
+def profile_command(variant, seq_len, kv_len, batch, heads, head_dim, dtype, causal, mode, device, seed, params,
+                    steps, warmup_calls, top, output) -> None:
+    """Profile one case of VARIANT under torch.profiler: a Chrome trace, the top operators, the memory peak."""
+    from harness.core.case import Case
+    from harness.core.errors import AttnbenchError
+    from harness.core.registry import default_registry
+    from harness.measure.profiling import check_supported, parse_params, profile_case
+
+    registry = default_registry()
+    implementation = registry.get(variant)
+    knobs = {**implementation.params, **parse_params(params, dict(implementation.params), variant)}
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if steps < 1 or warmup_calls < 0:
+        raise AttnbenchError("--steps must be at least 1 and --warmup at least 0")
+    try:
+        case = Case(variant=variant, seq_len=seq_len, kv_len=kv_len, batch=batch, heads=heads, head_dim=head_dim,
+                    dtype=dtype, causal=causal, mode=mode, device=device, seed=seed, params=knobs)
+    except ValueError as exc:
+        raise AttnbenchError(f"invalid case: {exc}") from None
+    check_supported(case, implementation)
+    out_dir = Path(output) if output else Path("profiles") / case.label
+    try:
+        summary = profile_case(case, implementation, out_dir, steps=steps, warmup_calls=warmup_calls)
+    except AttnbenchError:
+        raise
+    except Exception as exc:  # the variant failed while running: not the user's input
+        raise click.ClickException(f"profiling {case.label} failed: {type(exc).__name__}: {exc}") from None
+    print_profile(summary, top)
+
+
+def print_profile(summary, top: int = 15) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    unit = "device" if summary.sort_key == "self_device_s" else "CPU"
+    table = Table(title=f"{summary.case.label}: top operators by self {unit} time over {summary.steps} steps")
+    for column in ("operator", "calls", "self CPU ms", "CPU total ms", "self device ms", "share", "self CPU mem"):
+        table.add_column(column, justify="left" if column == "operator" else "right",
+                         overflow="fold", min_width=24 if column == "operator" else None)
+    for row in summary.ops[:top]:
+        table.add_row(row["name"], str(row["calls"]), f"{row['self_cpu_s'] * 1e3:.3f}", f"{row['cpu_total_s'] * 1e3:.3f}",
+                      f"{row['self_device_s'] * 1e3:.3f}", f"{row['share_of_self_time']:.1%}",
+                      _bytes(row["self_cpu_memory_bytes"]))
+    console.print(table)
+    for device, info in summary.memory["devices"].items():
+        console.print(f"memory peak on {device}: [bold]{_bytes(info['peak_bytes'])}[/bold] live, allocated inside "
+                      f"the profiled steps (inputs excluded); reached in {info['peak_op']}", highlight=False)
+        for row in info["live_at_peak"][:5]:
+            console.print(f"  {_bytes(row['bytes']):>10}  in {row['count']} allocation(s) by {row['op']}",
+                          highlight=False)
+    for name, path in summary.files.items():
+        console.print(f"{name}: {path}", highlight=False)
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
+        size /= 1024
+    return f"{size:.2f} GiB"

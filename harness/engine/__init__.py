@@ -1,0 +1,1 @@
+"""The sweep engine: the driver loop, isolated worker processes, executors and the environment fingerprint."""

@@ -1,0 +1,26 @@
+"""Executors run cells and stream back results; the driver alone writes the store.
+
+An executor has `map(cases, settings)`, which takes an iterator of cases
+(pulled lazily, so the driver can still skip cells based on earlier results)
+and yields `(case, result)` pairs as cells finish; `available_memory(device)`;
+and `close()`.
+"""
+
+from __future__ import annotations
+
+
+def make_executor(name: str, **options):
+    """The executor called `name` ('local' or 'ray')."""
+    from harness.core.errors import AttnbenchError
+
+    if name == "local":
+        from harness.engine.local_executor import LocalExecutor
+
+        return LocalExecutor(**options)
+    if name == "ray":
+        try:
+            from harness.engine.ray_executor import RayExecutor
+        except ImportError as exc:
+            raise AttnbenchError(f"--executor ray needs Ray: pip install 'attnbench[ray]' ({exc})") from None
+        return RayExecutor(**options)
+    raise AttnbenchError(f"unknown executor {name!r}: expected 'local' or 'ray'")

@@ -1,0 +1,450 @@
+"""Measure one cell in this process: setup, timing, memory and accuracy, into a `Result`.
+
+Runs inside a worker process. Every failure becomes a Result with a status
+and a reason; nothing here raises for a problem the variant causes.
+
+Besides timing, memory and accuracy, a cell's `Result.telemetry` holds:
+
+- samples: ``cv`` (coefficient of variation), ``outliers`` (Tukey's fences at
+  1.5·IQR: count, indices into ``timing.samples_s``, fences; flagged, never
+  dropped), ``rel_ci_half_width`` reached and ``target_rel_ci``,
+  ``timed_calls``, ``timed_wall_s``; ``timing.stop_reason`` says what ended
+  the repetitions ('ci', 'budget', 'max_reps');
+- roofline: ``arithmetic_intensity`` (forward FLOPs over q, k, v read and the
+  output written once), and with a calibration ``roofline_flops_per_s``
+  (min(peak, intensity × copy bandwidth)), ``roofline_bound``
+  ('compute'/'memory') and ``roofline_fraction``;
+- the sampler (`harness.measure.telemetry`, 20 Hz): ``cpu_percent_*``,
+  ``rss_bytes_*``, ``cpu_freq_mhz_*`` (mean/min/max, before/after), on CUDA
+  ``gpu_util_percent_*``, ``gpu_memory_used_bytes_*``, ``gpu_power_w_*``,
+  ``gpu_sm_clock_mhz_*``, ``gpu_throttle_reasons``; ``sampler_busy_fraction``
+  is the sampler's own cost; ``load_avg_1m``;
+- energy: ``energy_j_per_call`` (the store's ``energy_j`` column),
+  ``energy_j_total``, ``energy_interval_s``, ``energy_source``;
+- ``notes``: counters that are missing here (a note, not an error);
+- with ``--processes K``: ``processes`` (see `merge_process_results`).
+
+Warnings (high variation, load above the core count, CPU frequency change,
+GPU throttling) go to `Result.warnings`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+
+from harness.attention.reference import softmax_attention
+from harness.core.case import Case
+from harness.core.result import Accuracy, Memory, Result, Timing
+from harness.core.settings import MeasureSettings
+from harness.core.variant import AttentionInputs, Variant
+from harness.measure.accuracy import error_metrics
+from harness.measure.calibration import bandwidth_for, peak_for
+from harness.measure.inputs import make_inputs, make_output_grad, upcast
+from harness.measure.memory import cpu_peak_bytes, cuda_peak_bytes
+from harness.measure.stats import (
+    coefficient_of_variation,
+    relative_spread,
+    summarize,
+    tukey_outliers,
+)
+from harness.measure.telemetry import (
+    EnergyMeter,
+    Nvml,
+    TelemetrySampler,
+    load_average_1m,
+    telemetry_warnings,
+)
+from harness.measure.timing import TimedSamples, time_cpu, time_cuda
+
+BACKWARD_FLOPS_FACTOR = 2
+OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
+
+
+def now_iso() -> str:
+    from harness.store import now_iso as store_now
+
+    return store_now()
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    oom_type = getattr(torch, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and any(marker in str(exc).lower() for marker in OOM_MARKERS)
+
+
+def describe_exception(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:500]}{where}"
+
+
+class _Step:
+    """The timed callable: the forward, plus the backward of its output in fwd_bwd mode."""
+
+    def __init__(self, case: Case, inputs: AttentionInputs, forward: Callable[[], torch.Tensor]) -> None:
+        self.case = case
+        self.inputs = inputs
+        self.forward = forward
+        self.grad_output: torch.Tensor | None = None
+
+    def __call__(self):
+        if self.case.mode == "fwd":
+            with torch.inference_mode():
+                return self.forward()
+        out = self.forward()
+        if self.grad_output is None:
+            self.grad_output = make_output_grad(self.case, out)
+        return torch.autograd.grad(out, self.inputs.tensors(), self.grad_output)
+
+    def forward_only(self):
+        if self.case.mode == "fwd":
+            with torch.inference_mode():
+                return self.forward()
+        return self.forward()
+
+
+def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
+                 calibration: dict | None = None) -> Result:
+    """Measure `case` with `variant`; never raises for what the variant does."""
+    started_at, started = now_iso(), time.perf_counter()
+    base = dict(started_at=started_at, worker={"threads": torch.get_num_threads()})
+    try:
+        reasons = variant.unsupported_reasons(case)
+    except Exception as exc:
+        return Result("error", f"unsupported_reasons raised {describe_exception(exc)}", **base)
+    if reasons:
+        return Result("unsupported", "; ".join(reasons), **base)
+    stage = "setup"
+    timing = memory = accuracy = None
+    warnings: list[str] = []
+    telemetry: dict = {}
+    try:
+        torch.manual_seed(case.seed)
+        inputs = make_inputs(case, requires_grad=case.mode == "fwd_bwd")
+        sync = _sync_for(case)
+        setup_start = time.perf_counter()
+        forward = variant.prepare(case, inputs)
+        step = _Step(case, inputs, forward)
+        step()
+        sync()
+        setup_s = time.perf_counter() - setup_start
+
+        stage = "timing"
+        watch = CellTelemetry(case, settings)
+        with watch:
+            timer = time_cuda if case.device == "cuda" else time_cpu
+            timed = timer(step, settings, on_timed_start=watch.timed_start, on_timed_stop=watch.timed_stop)
+        telemetry.update(watch.summary(timed))
+        summary = summarize(timed.samples_s)
+        telemetry.update(timing_quality(timed, summary, settings))
+        warnings.extend(telemetry_warnings(telemetry, cv=telemetry["cv"], cv_limit=settings.warn_cv))
+        timing = Timing(samples_s=timed.samples_s, median_s=summary.median, iqr_s=summary.iqr,
+                        ci_low_s=summary.ci_low, ci_high_s=summary.ci_high,
+                        calls_per_sample=timed.calls_per_sample, warmup_s=timed.warmup_s,
+                        warmup_calls=timed.warmup_calls, setup_s=setup_s, stop_reason=timed.stop_reason,
+                        timer=timed.timer, threads=torch.get_num_threads())
+
+        if settings.memory:
+            stage = "memory"
+            memory = _measure_memory(case, variant, step)
+
+        if settings.accuracy:
+            stage = "accuracy"
+            accuracy, accuracy_warnings = _measure_accuracy(case, variant, step, settings)
+            warnings.extend(accuracy_warnings)
+    except Exception as exc:
+        status = "oom" if is_oom(exc) else "error"
+        partial = dict(timing=timing, memory=memory, accuracy=accuracy, telemetry=telemetry)
+        return Result(status, f"{stage} failed: {describe_exception(exc)}", warnings=tuple(warnings),
+                      duration_s=time.perf_counter() - started, **partial, **base)
+
+    flops = _total_flops(case, variant)
+    flops_per_s = flops / timing.median_s if flops and timing.median_s > 0 else None
+    peak = peak_for(calibration, case.device, case.dtype)
+    peak_fraction = flops_per_s / peak if flops_per_s and peak else None
+    if peak_fraction is not None and peak_fraction > 1.05:
+        warnings.append(f"{peak_fraction:.0%} of the calibrated {case.dtype} matmul peak: the calibration "
+                        "underestimates this machine (taken under load?); rerun with --recalibrate")
+    telemetry["arithmetic_intensity"] = _arithmetic_intensity(case, variant)
+    telemetry.update(_roofline(telemetry["arithmetic_intensity"], peak, calibration, flops_per_s, case.device))
+    if peak is None and flops_per_s:
+        telemetry.setdefault("notes", []).append(
+            f"no peak_fraction: the run has no calibrated matmul peak for {case.dtype} on {case.device}")
+    status, reason = "ok", ""
+    if accuracy is not None and accuracy.output.nonfinite:
+        status = "error"
+        reason = (f"the output has {accuracy.output.nonfinite} non-finite values (NaN or inf); "
+                  "timing and memory are kept")
+    return Result(status, reason, timing=timing, memory=memory, accuracy=accuracy, flops=flops,
+                  flops_per_s=flops_per_s, peak_fraction=peak_fraction, telemetry=telemetry,
+                  warnings=tuple(warnings), duration_s=time.perf_counter() - started, **base)
+
+
+class CellTelemetry:
+    """The sampler and the energy meter around one cell's timing; never raises for a missing counter.
+
+    The sampler runs around warm-up and the timed repetitions; the energy
+    counter is read by `timed_start`/`timed_stop`, which the timing loops call
+    just outside the first and last timed repetition.
+    """
+
+    def __init__(self, case: Case, settings: MeasureSettings) -> None:
+        self.case = case
+        self.enabled = settings.telemetry
+        self.notes: list[str] = []
+        self.sampler = self.meter = None
+        self.energy_j: float | None = None
+        self.energy_s = 0.0
+        if not self.enabled:
+            return
+        nvml = None
+        if case.device == "cuda":
+            nvml, note = _nvml_for_process()
+            if note:
+                self.notes.append(note)
+        try:
+            self.sampler = TelemetrySampler(case.device, settings.telemetry_hz, nvml)
+        except Exception as exc:  # psutil missing or refusing: a note, not an error
+            self.notes.append(f"no sampler: {describe_exception(exc)}")
+        self.meter = EnergyMeter(case.device, nvml)
+        if self.meter.note:
+            self.notes.append(self.meter.note)
+
+    def __enter__(self) -> CellTelemetry:
+        if self.sampler is not None:
+            self.sampler.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+
+    def timed_start(self) -> None:
+        if self.meter is not None and self.meter.source:
+            self.meter.start()
+
+    def timed_stop(self) -> None:
+        if self.meter is not None and self.meter.source:
+            self.energy_j, self.energy_s = self.meter.stop()
+
+    def summary(self, timed: TimedSamples) -> dict:
+        out: dict = {"load_avg_1m": load_average_1m()}
+        if not self.enabled:
+            out["notes"] = ["telemetry off (measure.telemetry = false)"]
+            return out
+        if self.sampler is not None:
+            out.update(self.sampler.summary())
+        if self.meter is not None and self.meter.source:
+            out["energy_source"] = self.meter.source
+            if self.energy_j is not None and timed.timed_calls:
+                out["energy_j_total"] = self.energy_j
+                out["energy_interval_s"] = self.energy_s
+                out["energy_j_per_call"] = self.energy_j / timed.timed_calls
+                if self.energy_j == 0:
+                    self.notes.append("the energy counter did not move during the timed calls "
+                                      "(the interval is shorter than its update period)")
+            elif self.meter.note:
+                self.notes.append(self.meter.note)
+        if self.notes:
+            out["notes"] = list(dict.fromkeys(self.notes))
+        return out
+
+
+_NVML: tuple[Nvml | None, str] | None = None
+
+
+def _nvml_for_process() -> tuple[Nvml | None, str]:
+    """NVML opened once per worker process (it is slow to initialise)."""
+    global _NVML
+    if _NVML is None:
+        _NVML = Nvml.open()
+    return _NVML
+
+
+def timing_quality(timed: TimedSamples, summary, settings: MeasureSettings) -> dict:
+    """Telemetry about the samples themselves: spread, outliers (flagged, never dropped), the stop."""
+    outliers = tukey_outliers(timed.samples_s)
+    return {
+        "cv": coefficient_of_variation(timed.samples_s),
+        "outliers": outliers.to_dict(),
+        "rel_ci_half_width": summary.rel_half_width if math.isfinite(summary.rel_half_width) else None,
+        "target_rel_ci": settings.target_rel_ci,
+        "timed_wall_s": timed.timed_wall_s,
+        "timed_calls": timed.timed_calls,
+    }
+
+
+def merge_process_results(results: list[Result]) -> Result:
+    """One cell measured in K fresh processes: one Result keeping the spread between processes.
+
+    The cell's `median_s` is the median of the K per-process medians: each
+    fresh process (its own allocations, memory layout, clocks) counts once,
+    however many samples its adaptive stop took, so one unlucky process moves
+    it least. `samples_s` holds every process's samples, in process order.
+    The interval is the hull of the pooled samples' 95% interval of the
+    median and the range of the process medians, so it is never narrower
+    than what the processes disagree by. IQR is of the pooled samples.
+    `telemetry["processes"]` keeps each process's median, sample count and
+    stop reason, and the spread (max - min) / median. Memory and accuracy are
+    the first process's; warnings are merged. A cell is ok only if every
+    process was; otherwise the first failure is returned, with the others noted.
+    """
+    if not results:
+        raise ValueError("no results to merge")
+    if len(results) == 1:
+        return results[0]
+    failed = [r for r in results if r.status != "ok" or r.timing is None]
+    if failed:
+        first = failed[0]
+        note = f"{len(failed)} of {len(results)} processes failed; this is the first failure"
+        return replace(first, warnings=tuple(dict.fromkeys((*first.warnings, note))))
+    medians = [r.timing.median_s for r in results]
+    pooled = [x for r in results for x in r.timing.samples_s]
+    pooled_summary = summarize(pooled)
+    middle = summarize(medians).median
+    first = results[0]
+    timing = replace(first.timing, samples_s=tuple(pooled), median_s=middle, iqr_s=pooled_summary.iqr,
+                     ci_low_s=min(pooled_summary.ci_low, *medians), ci_high_s=max(pooled_summary.ci_high, *medians),
+                     stop_reason=",".join(dict.fromkeys(r.timing.stop_reason for r in results)),
+                     calls_per_sample=first.timing.calls_per_sample)
+    telemetry = dict(first.telemetry)
+    telemetry["processes"] = {
+        "count": len(results),
+        "medians_s": medians,
+        "sample_counts": [r.timing.reps for r in results],
+        "calls_per_sample": [r.timing.calls_per_sample for r in results],
+        "stop_reasons": [r.timing.stop_reason for r in results],
+        "pids": [r.worker.get("pid") for r in results],
+        "spread_rel": relative_spread(medians),
+        "median_rule": "median of the per-process medians",
+    }
+    telemetry["outliers"] = tukey_outliers(pooled).to_dict()
+    telemetry["cv"] = coefficient_of_variation(pooled)
+    energies = [r.telemetry.get("energy_j_per_call") for r in results]
+    if all(e is not None for e in energies):
+        telemetry["energy_j_per_call"] = sum(energies) / len(energies)
+    warnings = tuple(dict.fromkeys(w for r in results for w in r.warnings))
+    flops_per_s = first.flops / middle if first.flops and middle > 0 else None
+    peak_fraction = None
+    if first.peak_fraction and first.flops_per_s:
+        peak_fraction = first.peak_fraction * flops_per_s / first.flops_per_s
+    duration = sum(r.duration_s or 0.0 for r in results)
+    return replace(first, timing=timing, telemetry=telemetry, warnings=warnings, flops_per_s=flops_per_s,
+                   peak_fraction=peak_fraction, duration_s=duration)
+
+
+def _sync_for(case: Case) -> Callable[[], None]:
+    if case.device == "cuda":
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def _total_flops(case: Case, variant: Variant) -> int | None:
+    try:
+        forward = int(variant.flops(case))
+    except NotImplementedError:
+        return None
+    return forward * (1 + BACKWARD_FLOPS_FACTOR) if case.mode == "fwd_bwd" else forward
+
+
+def _arithmetic_intensity(case: Case, variant: Variant) -> float | None:
+    """Useful forward FLOPs over the least bytes moved: q, k, v read once and the output written once.
+
+    The forward's intensity in both modes (a backward reads q, k, v, out and
+    its gradient and writes three gradients for about twice the FLOPs, so
+    fwd_bwd's intensity is close to it).
+    """
+    try:
+        flops = variant.flops(case)
+    except NotImplementedError:
+        return None
+    output_bytes = case.batch * case.heads * case.seq_len * case.head_dim * case.element_bytes
+    return flops / (case.input_bytes + output_bytes)
+
+
+def _roofline(intensity: float | None, peak: float | None, calibration: dict | None,
+              flops_per_s: float | None, device: str) -> dict:
+    """The roofline's bound for this intensity, min(peak, intensity × copy bandwidth), and the fraction reached."""
+    bandwidth = bandwidth_for(calibration, device)
+    if not intensity or not peak or not bandwidth:
+        return {}
+    bound = min(peak, intensity * bandwidth)
+    out = {"roofline_flops_per_s": bound, "roofline_bound": "compute" if bound >= peak else "memory"}
+    if flops_per_s:
+        out["roofline_fraction"] = flops_per_s / bound
+    return out
+
+
+def _measure_memory(case: Case, variant: Variant, step: _Step) -> Memory:
+    peak = (lambda fn: cuda_peak_bytes(fn)) if case.device == "cuda" else cpu_peak_bytes
+    fwd = peak(step.forward_only)
+    fwd_bwd = peak(step) if case.mode == "fwd_bwd" else None
+    predicted = variant.memory_model(case)
+    return Memory(peak_bytes_fwd=fwd.peak_bytes, peak_bytes_fwd_bwd=fwd_bwd.peak_bytes if fwd_bwd else None,
+                  method=fwd.method, input_bytes=case.input_bytes, predicted_bytes=predicted)
+
+
+def _sample_rows(case: Case, settings: MeasureSettings, variant: Variant) -> torch.Tensor | None:
+    if case.seq_len * case.kv_len <= settings.accuracy_max_pairs or not variant.reference_rows:
+        return None
+    generator = torch.Generator().manual_seed(case.seed + 7)
+    count = min(settings.accuracy_rows, case.seq_len)
+    return torch.randperm(case.seq_len, generator=generator)[:count].sort().values
+
+
+def _measure_accuracy(case: Case, variant: Variant, step: _Step, settings: MeasureSettings):
+    warnings: list[str] = []
+    rows = _sample_rows(case, settings, variant)
+    with_grads = case.mode == "fwd_bwd" and rows is None
+    out = step.forward_only()
+    again = step.forward_only()
+    if out.shape == again.shape and not torch.equal(out, again):
+        spread = float((out.detach().double() - again.detach().double()).abs().max())
+        warnings.append(f"non-deterministic: two calls on the same inputs differ by up to {spread:.3g}")
+    del again
+    inputs64 = upcast(step.inputs, requires_grad=with_grads)
+    reference = variant.reference(case, inputs64, rows=rows)
+    expected = reference if rows is None else None
+    if out.shape[-2] == case.seq_len and rows is not None:
+        out_rows = out.detach()[..., rows.to(out.device), :]
+    else:
+        out_rows = out.detach()
+    if expected is None:
+        expected = reference
+    output_metrics = error_metrics(out_rows, expected)
+
+    gradients = {}
+    if with_grads:
+        grad_out = make_output_grad(case, out)
+        grads = torch.autograd.grad(out, step.inputs.tensors(), grad_out, allow_unused=True)
+        ref_grads = torch.autograd.grad(reference, inputs64.tensors(), grad_out.detach().to("cpu", torch.float64),
+                                        allow_unused=True)
+        for name, got, want in zip("qkv", grads, ref_grads, strict=True):
+            if got is not None and want is not None:
+                gradients[name] = error_metrics(got, want)
+
+    approx = None
+    if variant.approximates == "softmax_attention":
+        q, k, v = (t.detach() for t in inputs64.tensors())
+        exact = softmax_attention(q, k, v, causal=case.causal, rows=rows)
+        approx = error_metrics(out_rows, exact)
+    note = "" if rows is None else f"reference evaluated on {len(rows)} seeded query rows"
+    if case.mode == "fwd_bwd" and rows is not None:
+        note += "; gradients not checked at this size"
+    accuracy = Accuracy(output=output_metrics, gradients=gradients, approx=approx,
+                        rows_checked=None if rows is None else len(rows), note=note)
+    return accuracy, warnings
+
+
+def fwd_only_case(case: Case) -> Case:
+    return replace(case, mode="fwd")

@@ -1,0 +1,1 @@
+"""What to run: TOML suites parsed, validated and expanded into cases."""

@@ -1,0 +1,33 @@
+"""The results store: one folder per run, plain files, loaded as a tidy DataFrame.
+
+- `harness.store.runs`: run folders (`RunWriter`, `load_run`, `list_runs`, `resolve_run`);
+- `harness.store.frame`: the tidy DataFrame (`tidy_frame`, `TIDY_COLUMNS`);
+- `harness.store.export`: CSV, Parquet, JSON and pytest-benchmark files.
+
+Nothing here imports torch or the variants, so a run copied off a GPU cluster
+loads on a laptop that has no torch.
+"""
+
+from harness.store.frame import TIDY_COLUMNS, tidy_frame
+from harness.store.runs import (
+    CELLS_FILE,
+    LOCK_FILE,
+    RESULTS_ENV,
+    RUN_FILE,
+    Cell,
+    LoadedRun,
+    RunWriter,
+    default_results_dir,
+    list_runs,
+    load_run,
+    load_runs,
+    new_run_id,
+    now_iso,
+    resolve_run,
+)
+
+__all__ = [
+    "CELLS_FILE", "LOCK_FILE", "RESULTS_ENV", "RUN_FILE", "TIDY_COLUMNS", "Cell", "LoadedRun",
+    "RunWriter", "default_results_dir", "list_runs", "load_run", "load_runs", "new_run_id",
+    "now_iso", "resolve_run", "tidy_frame",
+]

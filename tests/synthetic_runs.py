@@ -1,0 +1,179 @@
+"""Synthetic runs with known numbers, for the report's tests, its benchmark and demos.
+
+`write_synthetic_run` writes a real run folder through `RunWriter` whose cells
+follow exact laws: sdpa-flash takes c·N² seconds and N bytes per token, naive
+1.5·c·N² seconds and N² bytes (and runs out of memory at the longest length),
+Performer c·N·features seconds with an error ∝ 1/√features. Raw samples are
+the law times seeded noise whose median is the law itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.core.case import Case
+from harness.core.result import Accuracy, ErrorMetrics, Memory, Result, Run, Timing
+from harness.store import Cell, RunWriter, new_run_id, now_iso
+
+HOSTILE_VARIANT = "<script>alert(1)</script>"
+HOSTILE_KNOB = '<img src=x onerror="window.__pwned=1">'
+TIME_CONSTANT = 1e-9          # seconds per N² for sdpa-flash
+CALIBRATION = {"matmul_flops_per_s": {"float32": 1.2e11, "bfloat16": 2.0e11}, "copy_bytes_per_s": 1.0e10,
+               "device": "cpu"}
+
+
+@dataclass(frozen=True)
+class SyntheticVariant:
+    name: str
+    family: str
+    computes: str
+    time_factor: float
+    time_power: int                 # time = TIME_CONSTANT · time_factor · N^power (· features/64 when knobbed)
+    memory_power: int
+    approximates: str | None = None
+    params: tuple[dict[str, Any], ...] = ({},)
+    oom_from: int | None = None
+    unsupported: str = ""
+
+
+DEFAULT_VARIANTS = (
+    SyntheticVariant("sdpa-flash", "flash", "softmax_attention", 1.0, 2, 1),
+    SyntheticVariant("naive", "naive", "softmax_attention", 1.5, 2, 2, oom_from=4096),
+    SyntheticVariant("performer", "performer", "favor_attention", 300.0, 1, 1, approximates="softmax_attention",
+                     params=({"features": 64}, {"features": 256})),
+    SyntheticVariant("sdpa-cudnn", "flash", "softmax_attention", 1.0, 2, 1,
+                     unsupported="runs on cuda only, not on cpu"),
+)
+HOSTILE = SyntheticVariant(HOSTILE_VARIANT, "<b>family</b>", "softmax_attention", 2.0, 2, 1,
+                           params=({"mode": HOSTILE_KNOB}, {"mode": "plain"}))
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    name: str = "synthetic"
+    seq_lens: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
+    variants: tuple[SyntheticVariant, ...] = DEFAULT_VARIANTS
+    dtypes: tuple[str, ...] = ("float32",)
+    causal: tuple[bool, ...] = (False,)
+    modes: tuple[str, ...] = ("fwd",)
+    head_dim: int = 64
+    heads: int = 8
+    samples: int = 31
+    noise: float = 0.01
+    seed: int = 0
+    slowdown: float = 1.0                       # multiplies every time (NEW runs of a regression test)
+    slowdown_variants: tuple[str, ...] = ()     # empty: all variants
+    memory_scale: float = 1.0                   # multiplies every peak
+    error_scale: float = 1.0                    # multiplies every rel_l2_error
+    calibrated: bool = True
+    environment: dict[str, Any] = field(default_factory=lambda: {
+        "torch": "2.4.0", "cpu_model": "Synthetic CPU", "threads": 2, "packages": {"numpy": "2.0"}})
+    attention_maps: bool = True
+
+
+def write_synthetic_run(results_dir: Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
+    """Write the run `spec` describes under `results_dir` and return its folder."""
+    rng = np.random.default_rng(spec.seed)
+    run = Run(run_id=new_run_id(spec.name), name=spec.name, suite_name="synthetic",
+              suite_text=f"# synthetic suite\n[suite]\nname = \"{spec.name}\"\n", started_at=now_iso(),
+              environment=spec.environment, calibration=CALIBRATION if spec.calibrated else {},
+              harness_version="synthetic")
+    writer = RunWriter.create(Path(results_dir), run)
+    try:
+        for dtype in spec.dtypes:
+            for causal in spec.causal:
+                for mode in spec.modes:
+                    for variant in spec.variants:
+                        for params in variant.params:
+                            for seq_len in spec.seq_lens:
+                                writer.append(_cell(spec, variant, params, dtype, causal, mode, seq_len, rng))
+        if spec.attention_maps:
+            (writer.path / "attention_maps.json").write_text(json.dumps(_maps(spec.seed)), encoding="utf-8")
+    finally:
+        writer.close("finished")
+    return writer.path
+
+
+def _cell(spec: SyntheticSpec, variant: SyntheticVariant, params: dict[str, Any], dtype: str, causal: bool,
+          mode: str, seq_len: int, rng: np.random.Generator) -> Cell:
+    case = Case(variant=variant.name, seq_len=seq_len, heads=spec.heads, head_dim=spec.head_dim, dtype=dtype,
+                causal=causal, mode=mode, seed=0, params=params)
+    meta = {"family": variant.family, "computes": variant.computes, "approximates": variant.approximates}
+    if variant.unsupported:
+        result = Result(status="unsupported", reason=variant.unsupported)
+    elif variant.oom_from is not None and seq_len >= variant.oom_from:
+        result = Result(status="oom", reason=f"needs {seq_len * seq_len * 8 / 2**30:.1f} GiB for the scores; "
+                                             "skipped longer lengths")
+    else:
+        result = _measured(spec, variant, params, case, seq_len, rng)
+    return Cell(case_id=case.id, case=case.to_dict(), result=result, meta=meta, recorded_at=now_iso())
+
+
+def synthetic_time(variant: SyntheticVariant, params: dict[str, Any], seq_len: int) -> float:
+    """The law a synthetic variant's median follows."""
+    features = params.get("features")
+    scale = features / 64 if isinstance(features, int | float) else 1.0
+    return TIME_CONSTANT * variant.time_factor * scale * seq_len ** variant.time_power
+
+
+def _measured(spec: SyntheticSpec, variant: SyntheticVariant, params: dict[str, Any], case: Case, seq_len: int,
+              rng: np.random.Generator) -> Result:
+    median = synthetic_time(variant, params, seq_len)
+    if not spec.slowdown_variants or variant.name in spec.slowdown_variants:
+        median *= spec.slowdown
+    noise = rng.normal(0.0, spec.noise, spec.samples)
+    samples = tuple(float(median * (1 + e)) for e in noise - np.median(noise))
+    ordered = sorted(samples)
+    q1, q3 = np.percentile(ordered, [25, 75])
+    timing = Timing(samples_s=samples, median_s=median, iqr_s=float(q3 - q1), ci_low_s=ordered[len(ordered) // 2 - 5],
+                    ci_high_s=ordered[len(ordered) // 2 + 5], calls_per_sample=1, warmup_s=0.05, warmup_calls=3,
+                    setup_s=0.01, stop_reason="ci", timer="perf_counter_ns", threads=2)
+    peak = int(4096 * seq_len ** variant.memory_power * spec.memory_scale)
+    memory = Memory(peak_bytes_fwd=peak, peak_bytes_fwd_bwd=2 * peak if case.mode == "fwd_bwd" else None,
+                    method="synthetic", input_bytes=case.input_bytes)
+    features = params.get("features")
+    approx = None
+    if variant.approximates:
+        approx = ErrorMetrics(max_abs_error=0.5 / math.sqrt(features or 64),
+                              rel_l2_error=1.0 / math.sqrt(features or 64), nonfinite=0)
+    error = 3e-5 * (1 + math.log2(seq_len) / 10) * spec.error_scale
+    accuracy = Accuracy(output=ErrorMetrics(max_abs_error=error * 4, rel_l2_error=error, nonfinite=0), approx=approx)
+    flops = 4 * case.batch * case.heads * seq_len * seq_len * case.head_dim
+    peak_flops = CALIBRATION["matmul_flops_per_s"].get(case.dtype)
+    return Result(status="ok", timing=timing, memory=memory, accuracy=accuracy, flops=flops,
+                  flops_per_s=flops / median, peak_fraction=(flops / median / peak_flops) if peak_flops else None,
+                  telemetry={"arithmetic_intensity": flops / (case.input_bytes + peak)})
+
+
+def _maps(seed: int, seq_len: int = 32) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=(seq_len, seq_len))
+    exact = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+    noisy = np.abs(exact + rng.normal(0, 0.01, exact.shape))
+    noisy /= noisy.sum(axis=1, keepdims=True)
+    window = np.where(np.abs(np.subtract.outer(np.arange(seq_len), np.arange(seq_len))) <= 4, np.exp(scores), 0)
+    window /= window.sum(axis=1, keepdims=True)
+
+    def rounded(matrix: np.ndarray) -> list[list[float]]:
+        return [[float(f"{x:.5g}") for x in row] for row in matrix]
+
+    return {"seq_len": seq_len, "kv_len": seq_len, "exact": rounded(exact),
+            "variants": {"performer": rounded(noisy), HOSTILE_VARIANT: rounded(window)},
+            "errors": {"mamba-scan": "RuntimeError: <no weights> & no matrix"}}
+
+
+def spec_with(base: SyntheticSpec = SyntheticSpec(), **changes: Any) -> SyntheticSpec:
+    from dataclasses import replace
+
+    return replace(base, **changes)
+
+
+def variants_with_hostile(variants: Sequence[SyntheticVariant] = DEFAULT_VARIANTS) -> tuple[SyntheticVariant, ...]:
+    return (*variants, HOSTILE)
