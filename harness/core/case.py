@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 DTYPE_ALIASES = {
@@ -57,6 +57,8 @@ class Case:
         if self.kv_len is None:
             object.__setattr__(self, "kv_len", self.seq_len)
         object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
+        if isinstance(self.qk_std, int) and not isinstance(self.qk_std, bool):
+            object.__setattr__(self, "qk_std", float(self.qk_std))  # qk_std = 2 and 2.0 are one case, one id
         object.__setattr__(self, "params", dict(sorted(dict(self.params).items())))
         for name in ("seq_len", "kv_len", "batch", "heads", "head_dim"):
             value = getattr(self, name)
@@ -77,20 +79,53 @@ class Case:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
+    # A field whose default is "the value of another field": it counts as default when it equals that field.
+    # A later field such as kv_heads (defaults to heads) or v_head_dim (to head_dim) adds itself here.
+    DEFAULTS_FROM: ClassVar[dict[str, str]] = {"kv_len": "seq_len"}
+
+    def identity(self) -> dict[str, Any]:
+        """What the id hashes: the fields without a default, and every field that differs from its default.
+
+        A field that was left at its default is left out, so a later attnbench that adds
+        a field with a default gives every existing case the same id as before. A field
+        named in `DEFAULTS_FROM` is at its default when it equals the field it follows
+        (kv_len == seq_len).
+        """
+        data = self.to_dict()
+        identity: dict[str, Any] = {}
+        for spec in dataclasses.fields(self):
+            value = data[spec.name]
+            if spec.name in self.DEFAULTS_FROM:
+                is_default = value == data[self.DEFAULTS_FROM[spec.name]]
+            elif spec.default is not dataclasses.MISSING:
+                is_default = value == spec.default
+            elif spec.default_factory is not dataclasses.MISSING:
+                is_default = value == spec.default_factory()
+            else:
+                is_default = False
+            if not is_default:
+                identity[spec.name] = value
+        return identity
+
     @property
     def id(self) -> str:
-        """Stable hash of the canonical JSON of every field (16 hex digits)."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """Stable id: sha256 of the canonical JSON of `identity()`, 16 hex digits.
+
+        Canonical JSON is ``json.dumps(identity, sort_keys=True, separators=(",", ":"))``.
+        For example ``Case(variant="naive", seq_len=128)`` hashes
+        ``{"seq_len":128,"variant":"naive"}``. This is the rule of store format
+        version 2 (`harness.store.format`); the loader recomputes the ids of cells
+        stored by older versions with it.
+        """
+        return _hash(self.identity())
 
     @property
     def config_key(self) -> str:
-        """The id of this case with its lengths left out: cells that differ only in length share it."""
-        data = self.to_dict()
-        data.pop("seq_len")
-        data.pop("kv_len")
-        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """The id with the lengths left out (seq_len, kv_len): cells that differ only in length share it."""
+        identity = self.identity()
+        identity.pop("seq_len", None)
+        identity.pop("kv_len", None)
+        return _hash(identity)
 
     @property
     def label(self) -> str:
@@ -113,3 +148,8 @@ class Case:
         q = self.batch * self.heads * self.seq_len * self.head_dim
         kv = 2 * self.batch * self.heads * self.kv_len * self.head_dim
         return (q + kv) * self.element_bytes
+
+
+def _hash(data: dict[str, Any]) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

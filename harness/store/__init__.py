@@ -2,12 +2,15 @@
 
 - `harness.store.runs`: run folders (`RunWriter`, `load_run`, `list_runs`, `resolve_run`);
 - `harness.store.frame`: the tidy DataFrame (`tidy_frame`, `TIDY_COLUMNS`);
-- `harness.store.export`: CSV, Parquet, JSON and pytest-benchmark files.
+- `harness.store.export`: CSV, Parquet, JSON and pytest-benchmark files;
+- `harness.store.format`: the store format version (`FORMAT_VERSION`) and the
+  upgrades that let runs written by older versions load.
 
 Nothing here imports torch or the variants, so a run copied off a GPU cluster
 loads on a laptop that has no torch.
 """
 
+from harness.store.format import FORMAT_VERSION
 from harness.store.frame import TIDY_COLUMNS, tidy_frame
 from harness.store.runs import (
     CELLS_FILE,
@@ -27,7 +30,7 @@ from harness.store.runs import (
 )
 
 __all__ = [
-    "CELLS_FILE", "LOCK_FILE", "RESULTS_ENV", "RUN_FILE", "TIDY_COLUMNS", "Cell", "LoadedRun",
+    "CELLS_FILE", "FORMAT_VERSION", "LOCK_FILE", "RESULTS_ENV", "RUN_FILE", "TIDY_COLUMNS", "Cell", "LoadedRun",
     "RunWriter", "default_results_dir", "list_runs", "load_run", "load_runs", "new_run_id",
     "now_iso", "resolve_run", "tidy_frame",
 ]

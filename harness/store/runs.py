@@ -3,11 +3,17 @@
 A run folder ``results/<run-id>/`` holds:
 
 - ``run.json``: the `Run` (identity, suite text, times, status, environment,
-  calibration), rewritten atomically when it changes;
-- ``cells.jsonl``: one JSON object per finished cell, appended, flushed and
-  fsynced before the next cell starts. A torn last line (a crash mid-write)
-  or a corrupted line is reported by `load_run` and skipped; nothing else is
-  lost and nothing is rewritten.
+  calibration, ``format_version``), rewritten atomically when it changes;
+- ``cells.jsonl``: one JSON object per finished cell (``format_version``,
+  ``case_id``, ``case``, ``result``, ``meta``, ``recorded_at``), appended,
+  flushed and fsynced before the next cell starts. A torn last line (a crash
+  mid-write) or a corrupted line is reported by `load_run` and skipped;
+  nothing else is lost and nothing is rewritten.
+
+Both files carry the store format version (`harness.store.format`): `load_run`
+upgrades what older versions wrote, so a `LoadedRun` is always at
+`FORMAT_VERSION` (its case ids follow the current `Case.id` rule), and refuses
+a version it does not know with a `StoreError` saying to upgrade attnbench.
 
 This module imports neither torch nor the variants, so a run copied off a GPU
 cluster loads on a laptop that has no torch.
@@ -22,12 +28,13 @@ import os
 import re
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from harness.core.errors import StoreError
 from harness.core.result import Result, Run
+from harness.store.format import FORMAT_VERSION, upgrade_cell, upgrade_run
 
 RUN_FILE = "run.json"
 CELLS_FILE = "cells.jsonl"
@@ -51,7 +58,12 @@ def new_run_id(name: str) -> str:
 
 @dataclass(frozen=True)
 class Cell:
-    """One stored line of cells.jsonl: the case (as a dict), its id, what it gave, and variant metadata."""
+    """One stored line of cells.jsonl: the case (as a dict), its id, what it gave, and variant metadata.
+
+    `to_json` writes the line at `FORMAT_VERSION`; `from_json` reads a line of
+    any version this attnbench reads and upgrades it (an older line's
+    ``case_id`` is recomputed from its case with the current `Case.id` rule).
+    """
 
     case_id: str
     case: dict[str, Any]
@@ -60,14 +72,18 @@ class Cell:
     recorded_at: str = ""
 
     def to_json(self) -> str:
-        record = {"case_id": self.case_id, "case": self.case, "result": self.result.to_dict(),
-                  "meta": self.meta, "recorded_at": self.recorded_at}
+        record = {"format_version": FORMAT_VERSION, "case_id": self.case_id, "case": self.case,
+                  "result": self.result.to_dict(), "meta": self.meta, "recorded_at": self.recorded_at}
         return json.dumps(record, sort_keys=True)
 
     @classmethod
-    def from_json(cls, line: str) -> Cell:
+    def from_json(cls, line: str, source: Path | str = CELLS_FILE) -> Cell:
+        """The cell of one line. Raises ValueError for a line that is not a cell, StoreError for an unknown version."""
         record = json.loads(line)
-        if not isinstance(record, dict) or not {"case_id", "case", "result"} <= set(record):
+        if not isinstance(record, dict):
+            raise ValueError("not a cell record (needs case_id, case and result)")
+        record = upgrade_cell(record, source)
+        if not {"case_id", "case", "result"} <= set(record):
             raise ValueError("not a cell record (needs case_id, case and result)")
         return cls(case_id=record["case_id"], case=record["case"], result=Result.from_dict(record["result"]),
                    meta=record.get("meta") or {}, recorded_at=record.get("recorded_at", ""))
@@ -116,6 +132,7 @@ class RunWriter:
         except OSError as exc:
             raise StoreError(f"cannot create run folder {path}: {exc.strerror}; check --results") from None
         lock = _acquire_lock(path)
+        run = replace(run, format_version=FORMAT_VERSION)
         _write_json_atomic(path / RUN_FILE, run.to_dict())
         (path / CELLS_FILE).touch()
         _fsync_dir(path)
@@ -123,9 +140,18 @@ class RunWriter:
 
     @classmethod
     def reopen(cls, path: Path) -> tuple[RunWriter, LoadedRun]:
-        """Take over an existing run folder to resume it; refuses if another driver holds it."""
+        """Take over an existing run folder to resume it; refuses if another driver holds it.
+
+        A run stored by an older format version is resumed in place: its old
+        lines stay as they are (each line names its own version) and run.json
+        is rewritten at `FORMAT_VERSION`.
+        """
         lock = _acquire_lock(path)
-        loaded = load_run(path)
+        try:
+            loaded = load_run(path)
+        except BaseException:
+            lock.close()
+            raise
         cells_path = path / CELLS_FILE
         if cells_path.exists() and cells_path.stat().st_size:
             with open(cells_path, "rb") as handle:
@@ -159,7 +185,11 @@ class RunWriter:
 
 
 def load_run(path: Path | str) -> LoadedRun:
-    """Read a run folder. Raises StoreError if run.json is missing or not a run."""
+    """Read a run folder, upgrading what older format versions wrote.
+
+    Raises StoreError if run.json is missing or not a run, or if run.json or a
+    cell line is in a format version this attnbench does not read.
+    """
     path = Path(path)
     run_file = path / RUN_FILE
     if not path.is_dir():
@@ -170,6 +200,8 @@ def load_run(path: Path | str) -> LoadedRun:
         raise StoreError(f"{path} has no {RUN_FILE}: it is not an attnbench run folder") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StoreError(f"{run_file} cannot be read as JSON ({exc}); the run folder is damaged") from None
+    if isinstance(data, dict):
+        data = upgrade_run(data, run_file)
     if not isinstance(data, dict) or not {"run_id", "suite_text", "started_at"} <= set(data):
         raise StoreError(f"{run_file} is not an attnbench run (it lacks run_id, suite_text or started_at)")
     try:
@@ -194,7 +226,7 @@ def _read_cells(cells_path: Path) -> tuple[list[Cell], list[str]]:
         if not line.strip():
             continue
         try:
-            cell = Cell.from_json(line.decode("utf-8"))
+            cell = Cell.from_json(line.decode("utf-8"), f"{cells_path}:{number}")
         except (UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
             where = "torn last line" if number - 1 == last_index else "corrupted line"
             problems.append(f"{cells_path}:{number}: {where} skipped ({len(line)} bytes): {exc}")

@@ -1,0 +1,121 @@
+"""The store's format version, and the upgrades that let older run folders keep loading.
+
+Every ``run.json`` and every line of ``cells.jsonl`` carries ``format_version``.
+`load_run` passes each through `upgrade_run` / `upgrade_cell`, which apply one
+step per version until the record is at `FORMAT_VERSION`, as pytest-benchmark
+normalises its saved files on load. A version this attnbench does not know (a
+newer attnbench wrote it) is refused with a `StoreError` that names the file,
+the version found, the versions read here, and says to upgrade attnbench.
+Nothing on disk is rewritten: a folder written by an older version stays as it
+was, and a resumed one holds lines of both versions, each read by its own.
+
+Versions:
+
+1. ``run.json`` has ``format_version: 1``; cell lines have no
+   ``format_version``. A case id is the sha256 of the canonical JSON of every
+   field of the case, so a new field, even at its default, changed every id.
+2. Cell lines carry ``format_version``. A case id hashes only the fields that
+   differ from their defaults, plus those that have none (variant, seq_len);
+   kv_len is at its default when it equals seq_len (`Case.identity`). Upgrading
+   a version 1 cell recomputes its ``case_id`` from its stored case with this
+   rule, so ``--resume`` and ``compare`` match cells across versions.
+
+To add version N+1: raise `FORMAT_VERSION`, add a step from N to each of
+`_RUN_STEPS` and `_CELL_STEPS`, document it above and in results/README.md,
+and commit a reference run written by version N+1 under tests/data/.
+
+Imports neither torch nor the variants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness.core.case import Case
+from harness.core.errors import StoreError
+
+FORMAT_VERSION = 2
+"""The version this attnbench writes."""
+
+OLDEST_VERSION = 1
+"""The oldest version this attnbench upgrades on load."""
+
+READABLE_VERSIONS = tuple(range(OLDEST_VERSION, FORMAT_VERSION + 1))
+
+UNVERSIONED_CELL = 1
+"""A cell line without ``format_version`` was written by version 1 (only run.json carried it then)."""
+
+UNVERSIONED_RUN = 1
+"""A run.json without ``format_version`` predates the field; it reads as version 1."""
+
+
+def _run_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
+    return data
+
+
+def _cell_1_to_2(record: dict[str, Any]) -> dict[str, Any]:
+    case = record.get("case")
+    if "case_id" not in record or not isinstance(case, dict):
+        return record  # not a cell; the loader says what it lacks
+    try:
+        case_id = Case.from_dict(case).id
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a format version 1 cell whose case cannot be read, so its id cannot be "
+                         f"recomputed: {exc}") from None
+    return {**record, "case_id": case_id}
+
+
+_RUN_STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _run_1_to_2}
+_CELL_STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _cell_1_to_2}
+
+
+def upgrade_run(data: dict[str, Any], source: Path | str = "run.json") -> dict[str, Any]:
+    """`data` (a parsed run.json) brought to `FORMAT_VERSION`; raises StoreError for a version not read here."""
+    version = _version_of(data, UNVERSIONED_RUN, source)
+    while version < FORMAT_VERSION:
+        data = _RUN_STEPS[version](data)
+        version += 1
+    return {**data, "format_version": FORMAT_VERSION}
+
+
+def upgrade_cell(record: dict[str, Any], source: Path | str = "cells.jsonl") -> dict[str, Any]:
+    """`record` (a parsed cells.jsonl line) brought to `FORMAT_VERSION`.
+
+    Raises StoreError for a version not read here, and ValueError for a
+    version 1 record whose case cannot be read (the loader skips that line
+    and reports it).
+    """
+    version = _version_of(record, UNVERSIONED_CELL, source)
+    while version < FORMAT_VERSION:
+        record = _CELL_STEPS[version](record)
+        version += 1
+    return {**record, "format_version": FORMAT_VERSION}
+
+
+def _version_of(data: dict[str, Any], unversioned: int, source: Path | str) -> int:
+    version = data.get("format_version", unversioned)
+    if isinstance(version, int) and not isinstance(version, bool) and version in READABLE_VERSIONS:
+        return version
+    readable = ", ".join(str(v) for v in READABLE_VERSIONS)
+    found = f"store format version {version!r}"
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        advice = ("it was written by a newer attnbench: upgrade attnbench (pip install -U attnbench) "
+                  "to read this run")
+    else:
+        advice = "no attnbench writes that version; the file may be damaged or not from attnbench"
+    raise StoreError(f"{source} has {found}, but attnbench {_attnbench_version()} reads versions "
+                     f"{readable}; {advice}")
+
+
+def _attnbench_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("attnbench")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+__all__ = ["FORMAT_VERSION", "OLDEST_VERSION", "READABLE_VERSIONS", "upgrade_cell", "upgrade_run"]
