@@ -8,7 +8,9 @@ only these names; the subpackages behind them (`harness.core`,
 - dtypes: `DTYPES`, `torch_dtype`;
 - references and FLOPs: `softmax_attention`, `attention_flops`,
   `causal_visible_pairs`, `ExactSoftmaxKernel`;
-- masks: `causal_mask`, `band_mask`;
+- masks: `causal_mask`, `band_mask` (boolean matrices), `causal_mask_mod`,
+  `band_mask_mod` (the same predicates as Flex ``mask_mod``s), `mask_matrix`,
+  `query_positions`, `visible_pairs`;
 - errors: `AttnbenchError`.
 
 Names load lazily, so ``import harness.store`` or ``import harness.report``
@@ -17,8 +19,9 @@ never imports torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from harness.core.lazy import lazy_attributes
 
 _PUBLIC = {
     "Variant": "harness.core.variant",
@@ -35,27 +38,29 @@ _PUBLIC = {
     "causal_visible_pairs": "harness.attention.flops",
     "causal_mask": "harness.attention.masks",
     "band_mask": "harness.attention.masks",
+    "causal_mask_mod": "harness.attention.masks",
+    "band_mask_mod": "harness.attention.masks",
+    "mask_matrix": "harness.attention.masks",
+    "query_positions": "harness.attention.masks",
+    "visible_pairs": "harness.attention.masks",
 }
 
 __all__ = sorted(_PUBLIC)
 
-
-def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'harness' has no attribute {name!r}; the public API is: {', '.join(__all__)}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(globals(), _PUBLIC)
 
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __getattr__
     from harness.attention.flops import attention_flops, causal_visible_pairs  # noqa: F401
-    from harness.attention.masks import band_mask, causal_mask  # noqa: F401
+    from harness.attention.masks import (  # noqa: F401
+        band_mask,
+        band_mask_mod,
+        causal_mask,
+        causal_mask_mod,
+        mask_matrix,
+        query_positions,
+        visible_pairs,
+    )
     from harness.attention.reference import ExactSoftmaxKernel, softmax_attention  # noqa: F401
     from harness.attention.tensors import torch_dtype  # noqa: F401
     from harness.core.case import DTYPES, Case  # noqa: F401

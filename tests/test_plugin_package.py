@@ -14,42 +14,24 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import textwrap
 from pathlib import Path
 
 import pytest
+from plugin_fixtures import write_distribution
+from tiny_suites import tiny_suite
 
 from harness.store import list_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "attnbench-sigmoid-attention"
-TINY_MEASURE = """
-[measure]
-warmup_s = 0.01
-budget_s = 0.05
-min_reps = 3
-timeout_s = 60
-"""
 
 pytestmark = pytest.mark.slow
-
-
-def write_distribution(root: Path, name: str, modules: dict[str, str], entry_points: dict[str, str]) -> None:
-    """An installed distribution as importlib.metadata sees one: ``<name>.dist-info`` plus its modules."""
-    info = root / f"{name.replace('-', '_')}-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n", encoding="utf-8")
-    lines = ["[attnbench.variants]"] + [f"{ep} = {target}" for ep, target in entry_points.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    for module, source in modules.items():
-        (root / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
 
 
 GOOD_VARIANT = """
     import torch.nn.functional as F
 
-    from harness.attention.reference import attention_flops, softmax_attention
-    from harness.core.variant import Variant
+    from harness import Variant, attention_flops, softmax_attention
 
 
     class Good(Variant):
@@ -74,20 +56,20 @@ GOOD_VARIANT = """
 def plugin_path(tmp_path_factory) -> Path:
     """A folder holding four throw-away distributions: one good, three broken in different ways."""
     root = tmp_path_factory.mktemp("plugins")
-    write_distribution(root, "good-plugin", {"good_plugin": GOOD_VARIANT}, {"good": "good_plugin:Good"})
-    write_distribution(root, "broken-plugin", {"broken_plugin": 'raise RuntimeError("broken on purpose")\n'},
+    write_distribution(root, "good-plugin", "good_plugin", GOOD_VARIANT, {"good": "good_plugin:Good"})
+    write_distribution(root, "broken-plugin", "broken_plugin", 'raise RuntimeError("broken on purpose")\n',
                        {"broken": "broken_plugin:Broken"})
-    write_distribution(root, "not-a-variant-plugin", {"not_a_variant": "NOT_A_VARIANT = {'name': 'x'}\n"},
+    write_distribution(root, "not-a-variant-plugin", "not_a_variant", "NOT_A_VARIANT = {'name': 'x'}\n",
                        {"notavariant": "not_a_variant:NOT_A_VARIANT"})
-    write_distribution(root, "shadow-plugin", {"shadow_plugin": """
-        from harness.core.variant import Variant
+    write_distribution(root, "shadow-plugin", "shadow_plugin", """
+        from harness import Variant
 
 
         class ShadowNaive(Variant):
             name = "naive"
             family = "shadow"
             computes = "softmax_attention"
-    """}, {"naive": "shadow_plugin:ShadowNaive"})
+    """, {"naive": "shadow_plugin:ShadowNaive"})
     return root
 
 
@@ -111,21 +93,8 @@ def list_json(env: dict[str, str], cwd: Path, python: str = sys.executable) -> d
     return json.loads(done.stdout)
 
 
-def write_suite(path: Path, variants: list[str], extra: str = "") -> Path:
-    path.write_text(textwrap.dedent(f"""
-        [suite]
-        name = "{path.stem}"
-        variants = {json.dumps(variants)}
-
-        [defaults]
-        heads = 2
-        head_dim = 32
-        device = "cpu"
-
-        [sweep]
-        seq_len = [64, 128]
-        {extra}
-    """) + TINY_MEASURE, encoding="utf-8")
+def write_suite(path: Path, variants: list[str], **tables) -> Path:
+    path.write_text(tiny_suite(path.stem, variants, **tables), encoding="utf-8")
     return path
 
 
@@ -224,7 +193,7 @@ def test_example_package_installs_lists_and_runs_accurately(example_venv, cli_en
     assert sigmoid["available"]["cpu"] is True
     assert "sigmoid" not in {f["entry_point"] for f in listing["failed_plugins"]}
 
-    suite = write_suite(tmp_path / "sigmoid.toml", ["sigmoid"], extra="causal = [false, true]")
+    suite = write_suite(tmp_path / "sigmoid.toml", ["sigmoid"], sweep={"causal": [False, True]})
     done = attnbench(["run", str(suite), "--results", str(tmp_path / "results"), "--no-report"], env, tmp_path,
                      python)
     assert done.returncode == 0, done.stderr

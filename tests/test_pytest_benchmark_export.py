@@ -6,10 +6,10 @@ import json
 import statistics
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from tiny_suites import tiny_suite
 
 from harness.core.case import Case
 from harness.core.registry import default_registry
@@ -19,25 +19,7 @@ from harness.store import load_run
 
 pytestmark = pytest.mark.slow
 
-SUITE = textwrap.dedent("""
-    [suite]
-    name = "tiny-export"
-    variants = ["naive", "sdpa-math", "flash-attn"]   # flash-attn cannot run on the CPU: not exported
-
-    [defaults]
-    heads = 2
-    head_dim = 32
-    device = "cpu"
-
-    [sweep]
-    seq_len = [64, 128]
-
-    [measure]
-    warmup_s = 0.01
-    budget_s = 0.05
-    min_reps = 3
-    timeout_s = 60
-""")
+SUITE = tiny_suite("tiny-export", ["naive", "sdpa-math", "flash-attn"])  # flash-attn cannot run on the CPU: not exported
 STATS_FIELDS = {"min", "max", "mean", "stddev", "rounds", "median", "iqr", "q1", "q3", "iqr_outliers",
                 "stddev_outliers", "outliers", "ld15iqr", "hd15iqr", "ops", "total", "data", "iterations"}
 BIN = Path(sys.executable).parent

@@ -1,8 +1,9 @@
 """`attnbench run --executor ray` on a local Ray instance, driven through the command line as a user would.
 
-Each driver starts its own local Ray (two CPUs); a throw-away plugin whose
-forward calls os.abort() is installed as a distribution on PYTHONPATH, which
-the executor passes on to the Ray workers.
+Each driver starts its own local Ray (two CPUs); the throw-away faulty plugins
+(`plugin_fixtures`, among them ``fault-abort``, whose forward calls os.abort())
+are installed as a distribution on PYTHONPATH, which the executor passes on to
+the Ray workers.
 """
 
 from __future__ import annotations
@@ -13,58 +14,17 @@ import resource
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from plugin_fixtures import write_faulty_plugins
+from tiny_suites import tiny_suite
 
 from harness.store import load_run
 
 pytestmark = pytest.mark.slow
 ATTNBENCH = [sys.executable, "-m", "harness.cli"]
-
-CRASHER = """
-    import os
-
-    from harness.core.variant import Variant
-
-
-    class Crasher(Variant):
-        name = "crasher"
-        family = "test"
-        computes = "softmax_attention"
-        devices = ("cpu",)
-
-        def prepare(self, case, inputs):
-            os.abort()
-
-        def flops(self, case):
-            return 1
-"""
-
-
-def suite_text(name: str, variants: list[str], seq_lens: list[int], budget_s: float, causal=(False,)) -> str:
-    return textwrap.dedent(f"""
-        [suite]
-        name = "{name}"
-        variants = {json.dumps(variants)}
-
-        [defaults]
-        heads = 2
-        head_dim = 32
-        device = "cpu"
-
-        [sweep]
-        seq_len = {json.dumps(seq_lens)}
-        causal = {json.dumps(list(causal))}
-
-        [measure]
-        warmup_s = 0.01
-        budget_s = {budget_s}
-        min_reps = 3
-        timeout_s = 60
-    """)
 
 
 def test_without_ray_the_executor_says_how_to_install_it():
@@ -79,12 +39,7 @@ def test_without_ray_the_executor_says_how_to_install_it():
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> dict[str, str]:
     pytest.importorskip("ray")
-    plugins = tmp_path_factory.mktemp("ray-plugins")
-    info = plugins / "crasher_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: crasher-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[attnbench.variants]\ncrasher = crasher_plugin:Crasher\n")
-    (plugins / "crasher_plugin.py").write_text(textwrap.dedent(CRASHER))
+    plugins = write_faulty_plugins(tmp_path_factory.mktemp("ray-plugins"))
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(plugins), environment.get("PYTHONPATH")]))
     environment.pop("ATTNBENCH_PLUGINS", None)
@@ -109,7 +64,7 @@ def only_run(results: Path):
 
 def test_ray_run_matches_a_local_run_and_stores_crashes(env, tmp_path):
     suite = tmp_path / "shape.toml"
-    suite.write_text(suite_text("shape", ["naive", "sdpa-math", "crasher", "flash-attn"], [64, 128], 0.05))
+    suite.write_text(tiny_suite("shape", ["naive", "sdpa-math", "fault-abort", "flash-attn"]))
     runs = {}
     for executor in ("local", "ray"):
         results = tmp_path / executor
@@ -126,7 +81,7 @@ def test_ray_run_matches_a_local_run_and_stores_crashes(env, tmp_path):
 
     for cell in runs["ray"].cells:
         result = cell.result
-        if cell.case["variant"] == "crasher":
+        if cell.case["variant"] == "fault-abort":
             assert "killed by signal SIGABRT" in result.reason
             assert result.worker["node"]["ray_node_id"]
         if result.status == "ok":
@@ -145,7 +100,8 @@ def test_ray_run_matches_a_local_run_and_stores_crashes(env, tmp_path):
 
 def test_interrupted_ray_run_resumes_with_every_cell_once(env, tmp_path):
     suite = tmp_path / "long.toml"
-    suite.write_text(suite_text("long", ["naive", "sdpa-math"], [64, 128, 256, 512], 0.3, causal=(False, True)))
+    suite.write_text(tiny_suite("long", ["naive", "sdpa-math"], [64, 128, 256, 512], sweep={"causal": [False, True]},
+                                measure={"budget_s": 0.3}))
     results = tmp_path / "results"
     driver = subprocess.Popen([*ATTNBENCH, "run", str(suite), "--executor", "ray", "--results", str(results),
                                "--no-report"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

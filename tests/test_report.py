@@ -21,6 +21,7 @@ from synthetic_runs import (
     variants_with_hostile,
     write_synthetic_run,
 )
+from tiny_suites import tiny_suite
 
 from harness.cli.report import report_command
 from harness.core.errors import AttnbenchError, StoreError
@@ -290,24 +291,9 @@ def test_a_tiny_real_run_is_reported(tmp_path):
     from harness.measure.attention_maps import write_attention_maps
     from harness.plan.suite import parse_suite
 
-    suite = parse_suite(textwrap.dedent("""
-        [suite]
-        name = "tiny"
-        variants = ["naive", "sdpa-math"]
-        [defaults]
-        batch = 1
-        heads = 1
-        head_dim = 16
-        dtype = "float32"
-        device = "cpu"
-        [sweep]
-        seq_len = [64, 128]
-        [measure]
-        warmup_s = 0.01
-        budget_s = 0.05
-        min_reps = 5
-        timeout_s = 60
-    """), source="<test>")
+    suite = parse_suite(tiny_suite("tiny", ["naive", "sdpa-math"],
+                                   defaults={"batch": 1, "heads": 1, "head_dim": 16, "dtype": "float32"},
+                                   measure={"min_reps": 5}), source="<test>")
     registry = default_registry()
     outcome = sweep.run_suite(suite, registry, tmp_path / "results", name="tiny")
     write_attention_maps(outcome.run_path, registry, ["naive", "sdpa-math"])

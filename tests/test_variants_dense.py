@@ -27,6 +27,7 @@ import os
 import pytest
 import torch
 
+from harness.attention.masks import causal_mask, query_positions
 from harness.attention.reference import softmax_attention
 from harness.core.case import Case
 from harness.core.registry import default_registry
@@ -304,8 +305,7 @@ def direct_additive(case: Case, q, k, v, attn_dim: int) -> torch.Tensor:
     score_vector = seeded_weight(case, AdditiveAttention.V_TAG, (attn_dim,), 1 / math.sqrt(attn_dim)).double()
     scores = torch.tanh((q @ w1.T)[:, :, :, None, :] + (k @ w2.T)[:, :, None, :, :]) @ score_vector
     if case.causal:
-        allowed = torch.arange(case.kv_len)[None, :] <= torch.arange(case.seq_len)[:, None] + case.kv_len - case.seq_len
-        scores = scores.masked_fill(~allowed, float("-inf"))
+        scores = scores.masked_fill(~causal_mask(case.seq_len, case.kv_len), float("-inf"))
     return torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0) @ v
 
 
@@ -338,11 +338,11 @@ def test_attention_weights_reproduce_the_output(name, causal):
     assert weights.shape == (case.batch, case.heads, case.seq_len, case.kv_len) and weights.dtype == torch.float64
     assert_close(run_forward(case, inputs), weights @ inputs.v, EXACT, f"{name} weights @ v")
     if causal:
-        hidden = torch.arange(case.kv_len)[None, :] > torch.arange(case.seq_len)[:, None] + case.kv_len - case.seq_len
+        hidden = ~causal_mask(case.seq_len, case.kv_len)
         assert float(weights[..., hidden].abs().max()) == 0.0
     if name != "luong-local":                                  # local-p's Gaussian leaves rows below 1
         sums = weights.sum(dim=-1)
-        sees_a_key = torch.arange(case.seq_len) + case.kv_len - case.seq_len >= 0 if causal else slice(None)
+        sees_a_key = query_positions(case.seq_len, case.kv_len) >= 0 if causal else slice(None)
         assert torch.allclose(sums[..., sees_a_key], torch.ones((), dtype=torch.float64), atol=1e-12)
         if causal:                                             # kv_len < seq_len: the first rows see nothing
             assert float(sums[..., ~sees_a_key].abs().sum()) == 0.0

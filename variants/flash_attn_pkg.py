@@ -34,24 +34,18 @@ class FlashAttnPackage(ExactSoftmaxKernel):
     devices = ("cuda",)
     dtypes = ("float16", "bfloat16")
     requires = ("flash-attn",)
+    min_cuda_capability = (8, 0)                               # FlashAttention-2: Ampere, Ada, Hopper
+    device_reason = "flash-attn is a CUDA-only kernel; it has no CPU implementation"
+    dtype_reason = "flash-attn takes float16 or bfloat16 inputs, not {dtype}"
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         reasons = super().unsupported_reasons(case)
-        if case.device == "cpu":
-            reasons[:] = [r for r in reasons if not r.startswith("runs on")]
-            reasons.append("flash-attn is a CUDA-only kernel; it has no CPU implementation")
-        if case.dtype not in self.dtypes:
-            reasons[:] = [r for r in reasons if not r.startswith("supports dtypes")]
-            reasons.append(f"flash-attn takes float16 or bfloat16 inputs, not {case.dtype}")
         if case.head_dim > MAX_HEAD_DIM:
             reasons.append(f"flash-attn supports head_dim up to {MAX_HEAD_DIM}, not {case.head_dim}")
         if case.device == "cuda" and torch.cuda.is_available():
             capability = torch.cuda.get_device_capability()
-            if capability < (8, 0):
-                reasons.append(f"FlashAttention-2 needs compute capability 8.0 or newer (Ampere+), "
-                               f"this GPU has {capability[0]}.{capability[1]}")
-            elif (case.mode == "fwd_bwd" and case.head_dim > MAX_BACKWARD_HEAD_DIM_CONSUMER
-                  and capability not in ((8, 0), (9, 0))):
+            if (capability >= self.min_cuda_capability and case.mode == "fwd_bwd"
+                    and case.head_dim > MAX_BACKWARD_HEAD_DIM_CONSUMER and capability not in ((8, 0), (9, 0))):
                 reasons.append(f"flash-attn's backward with head_dim > {MAX_BACKWARD_HEAD_DIM_CONSUMER} "
                                "needs an A100/A800 or H100/H800 (compute capability 8.0 or 9.0)")
         return reasons

@@ -42,7 +42,15 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
-from harness import AttentionInputs, Case, Variant, attention_flops, softmax_attention
+from harness import (
+    AttentionInputs,
+    Case,
+    Knob,
+    Variant,
+    attention_flops,
+    causal_mask,
+    softmax_attention,
+)
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -180,15 +188,10 @@ class FlashTiled(Variant):
     family = "flash"
     computes = "softmax_attention"
     description = "online-softmax attention in plain PyTorch over key/query blocks, FlashAttention-2 backward"
-    params = {"block": 256, "query_block": 1024}
-
-    def unsupported_reasons(self, case: Case) -> list[str]:
-        reasons = super().unsupported_reasons(case)
-        for knob in ("block", "query_block"):
-            value = case.params.get(knob, self.params[knob])
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                reasons.append(f"{knob} must be a positive integer, not {value!r}")
-        return reasons
+    knobs = {
+        "block": Knob(int, default=256, minimum=1, doc="keys per block (columns of one block's scores)"),
+        "query_block": Knob(int, default=1024, minimum=1, doc="queries per block (rows of one block's scores)"),
+    }
 
     def _blocks(self, case: Case) -> tuple[int, int]:
         knobs = {**self.params, **case.params}
@@ -207,7 +210,7 @@ class FlashTiled(Variant):
         query_index = torch.arange(case.seq_len) if rows is None else torch.as_tensor(rows)
         scores = q[:, :, query_index] @ k.transpose(-2, -1) / math.sqrt(case.head_dim)   # (B, H, R, M)
         if case.causal:
-            allowed = torch.arange(case.kv_len)[None, :] <= query_index[:, None] + (case.kv_len - case.seq_len)
+            allowed = causal_mask(case.seq_len, case.kv_len, rows=query_index)              # (R, M)
             scores = scores.masked_fill(~allowed, float("-inf"))
         return torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
 

@@ -25,7 +25,7 @@ import sys
 
 import torch
 
-from harness import AttentionInputs, Case, ExactSoftmaxKernel
+from harness import AttentionInputs, Case, ExactSoftmaxKernel, causal_mask_mod
 
 # Every case compiles its own static-shape graph; a sweep compiles more than
 # dynamo's default recompile limit (8), after which it would silently fall back to eager.
@@ -87,14 +87,10 @@ class FlexAttention(ExactSoftmaxKernel):
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
         q, k, v = inputs.tensors()
-        offset = case.kv_len - case.seq_len
         block_mask = None
         if case.causal:
-            def causal_end_aligned(batch, head, query_index, key_index):
-                return key_index <= query_index + offset
-
-            block_mask = create_block_mask(causal_end_aligned, B=None, H=None, Q_LEN=case.seq_len,
-                                           KV_LEN=case.kv_len, device=case.device)
+            block_mask = create_block_mask(causal_mask_mod(case.seq_len, case.kv_len), B=None, H=None,
+                                           Q_LEN=case.seq_len, KV_LEN=case.kv_len, device=case.device)
         _raise_recompile_limit()
         compiled = torch.compile(flex_attention, dynamic=False)
 

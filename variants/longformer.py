@@ -27,7 +27,17 @@ from functools import lru_cache
 
 import torch
 
-from harness import AttentionInputs, Case, Variant
+from harness import (
+    AttentionInputs,
+    Case,
+    Knob,
+    Variant,
+    band_mask_mod,
+    causal_mask,
+    causal_mask_mod,
+    mask_matrix,
+    visible_pairs,
+)
 
 
 def _knobs(variant: Variant, case: Case) -> tuple[int, int]:
@@ -35,27 +45,26 @@ def _knobs(variant: Variant, case: Case) -> tuple[int, int]:
     return int(params["window"]), int(params["global_tokens"])
 
 
-def _knob_reasons(variant: Variant, case: Case) -> list[str]:
-    params = {**variant.params, **case.params}
-    reasons = []
-    for knob, low in (("window", 1), ("global_tokens", 0)):
-        value = params.get(knob)
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            reasons.append(f"the knob {knob} must be an integer >= {low}, not {value!r}")
-    return reasons
+def longformer_mask_mod(seq_len: int, window, global_tokens, causal: bool):
+    """The pattern as one mask_mod (b, h, q_idx, kv_idx): in the band |i − j| <= window, or a global
+    row or column (i < G or j < G); causal: and j <= i.
+
+    `window` and `global_tokens` may be 0-d tensors, which compiled code takes as inputs.
+    """
+    in_band = band_mask_mod(seq_len, seq_len, window)
+    in_order = causal_mask_mod(seq_len, seq_len)
+
+    def longformer(b, h, q_idx, kv_idx):
+        allowed = in_band(b, h, q_idx, kv_idx) | (q_idx < global_tokens) | (kv_idx < global_tokens)
+        return allowed & in_order(b, h, q_idx, kv_idx) if causal else allowed
+
+    return longformer
 
 
 def allowed_pattern(seq_len: int, window: int, global_tokens: int, causal: bool,
                     rows: torch.Tensor | None = None) -> torch.Tensor:
     """The explicit (R, N) boolean pattern: which key each query sees (for references and small maps)."""
-    query = torch.arange(seq_len) if rows is None else rows
-    key = torch.arange(seq_len)
-    offset = key[None, :] - query[:, None]                                # j − i, (R, N)
-    allowed = offset.abs() <= window
-    allowed |= (key[None, :] < global_tokens) | (query[:, None] < global_tokens)
-    if causal:
-        allowed &= offset <= 0
-    return allowed
+    return mask_matrix(longformer_mask_mod(seq_len, window, global_tokens, causal), seq_len, seq_len, rows=rows)
 
 
 def sparse_attention_reference(q, k, v, window: int, global_tokens: int, causal: bool,
@@ -80,27 +89,55 @@ def block_size(window: int) -> int:
     return max(window // 2, 1) if window >= 64 else window
 
 
-def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
-                     global_tokens: int, causal: bool) -> torch.Tensor:
-    """Sliding-window (+ global) attention by overlapping chunks, O(N·window). q, k, v (B, H, N, d)."""
-    batch, heads, seq_len, head_dim = q.shape
+def band_geometry(seq_len: int, window: int, causal: bool) -> tuple[int, int, int, int]:
+    """(window clamped to the sequence, c queries per chunk, nb chunks, span keys each chunk sees)."""
     window = min(window, seq_len - 1) if seq_len > 1 else 1
-    block = block_size(window)                                            # c: queries per chunk
-    blocks = -(-seq_len // block)                                         # nb
+    block = block_size(window)                                            # c
+    return window, block, -(-seq_len // block), block + (window if causal else 2 * window)
+
+
+def banded_masks(seq_len: int, window: int, global_tokens: int, causal: bool, device=None):
+    """What `banded_attention` hides, True where a score is masked; built once, in `prepare`.
+
+    band (nb, c, span): key slot b of chunk i is position i·c − w + b, hidden outside the band, past
+        the end, or below G (the global columns join separately, so no key counts twice);
+    global_columns (nb, c, G), causal only: global key j hidden from the query at padded position p when j > p;
+    global_rows (G, N), causal only: the causal mask of the G global rows, computed densely.
+    """
+    window, block, blocks, span = band_geometry(seq_len, window, causal)
+    query_slot = torch.arange(block, device=device)
+    key_slot = torch.arange(span, device=device)
+    offset = key_slot[None, :] - window - query_slot[:, None]             # j − i, (c, span)
+    in_band = (offset <= 0) & (offset >= -window) if causal else offset.abs() <= window
+    key_position = (torch.arange(blocks, device=device)[:, None] * block - window + key_slot[None, :])   # (nb, span)
+    key_valid = (key_position >= global_tokens) & (key_position < seq_len)
+    band = ~(in_band[None, :, :] & key_valid[:, None, :])                 # (nb, c, span)
+    global_columns = global_rows = None
+    if causal and global_tokens:
+        padded = blocks * block
+        # the first G columns of the (padded × padded) causal mask, without building the rest
+        global_columns = ~mask_matrix(causal_mask_mod(padded, padded), padded, global_tokens,
+                                      device=device).view(blocks, block, global_tokens)   # (nb, c, G)
+        global_rows = ~causal_mask(seq_len, seq_len, rows=torch.arange(global_tokens, device=device),
+                                   device=device)                          # (G, N)
+    return band, global_columns, global_rows
+
+
+def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
+                     global_tokens: int, causal: bool, masks=None) -> torch.Tensor:
+    """Sliding-window (+ global) attention by overlapping chunks, O(N·window). q, k, v (B, H, N, d).
+
+    `masks` is `banded_masks(...)` for the same arguments (built here when not given).
+    """
+    batch, heads, seq_len, head_dim = q.shape
+    if masks is None:
+        masks = banded_masks(seq_len, window, global_tokens, causal, q.device)
+    masked, global_columns, global_rows = masks
+    window, block, blocks, span = band_geometry(seq_len, window, causal)
     padded = blocks * block
-    span = block + (window if causal else 2 * window)                     # keys each chunk sees
     right = padded - seq_len + (0 if causal else window)
     scale = 1.0 / math.sqrt(head_dim)
     grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-
-    # The pattern on one chunk, shared by all: key slot b of chunk i is position i·c − w + b.
-    query_slot = torch.arange(block, device=q.device)
-    key_slot = torch.arange(span, device=q.device)
-    offset = key_slot[None, :] - window - query_slot[:, None]             # j − i, (c, span)
-    in_band = (offset <= 0) & (offset >= -window) if causal else offset.abs() <= window
-    key_position = (torch.arange(blocks, device=q.device)[:, None] * block - window + key_slot[None, :])   # (nb, span)
-    key_valid = (key_position >= global_tokens) & (key_position < seq_len)
-    masked = ~(in_band[None, :, :] & key_valid[:, None, :])               # (nb, c, span)
 
     q_blocks = torch.nn.functional.pad(q, (0, 0, 0, padded - seq_len)).view(batch, heads, blocks, block, head_dim)
     k_padded = torch.nn.functional.pad(k, (0, 0, window, right))          # (B, H, w + N + right, d)
@@ -116,9 +153,7 @@ def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: 
         k_global, v_global = k[:, :, None, :global_tokens], v[:, :, None, :global_tokens]   # (B, H, 1, G, d)
         global_scores = torch.matmul(q_blocks, k_global.transpose(-2, -1)) * scale   # (B, H, nb, c, G)
         if causal:
-            query_position = torch.arange(padded, device=q.device).view(blocks, block, 1)
-            global_scores = global_scores.masked_fill(
-                torch.arange(global_tokens, device=q.device) > query_position, float("-inf"))
+            global_scores = global_scores.masked_fill(global_columns, float("-inf"))
         row_max = torch.maximum(row_max, global_scores.detach().amax(dim=-1, keepdim=True))
     # softmax with the normalisation applied to the (c, d) output instead of the (c, span) weights
     probs = scores.sub_(row_max).exp_() if not grad else (scores - row_max).exp()
@@ -135,8 +170,7 @@ def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: 
         # the global rows see every key (causal: every earlier key), computed densely
         dense_scores = (q[:, :, :global_tokens] @ k.transpose(-2, -1)) * scale        # (B, H, G, N)
         if causal:
-            later = torch.arange(seq_len, device=q.device)[None, :] > torch.arange(global_tokens, device=q.device)[:, None]
-            dense_scores = dense_scores.masked_fill(later, float("-inf"))
+            dense_scores = dense_scores.masked_fill(global_rows, float("-inf"))
         dense = torch.softmax(dense_scores, dim=-1) @ v                   # (B, H, G, d)
         out = torch.cat([dense, out[:, :, global_tokens:]], dim=-2)
     return out if out.is_contiguous() else out.contiguous()
@@ -146,16 +180,12 @@ class _LongformerBase(Variant):
     family = "longformer"
     computes = "sliding_window_attention"
     approximates = "softmax_attention"
-    params = {"window": 256, "global_tokens": 0}
+    knobs = {
+        "window": Knob(int, default=256, minimum=1, doc="keys on each side of a query (|i − j| <= window)"),
+        "global_tokens": Knob(int, default=0, minimum=0, doc="G: the first G positions see every key and are seen by every query"),
+    }
     supports_cross = False
-
-    def unsupported_reasons(self, case: Case) -> list[str]:
-        reasons = super().unsupported_reasons(case)
-        if case.kv_len != case.seq_len:
-            reasons[:] = [r for r in reasons if r != "needs kv_len == seq_len"]
-            reasons.append("is self-attention over one sequence: needs kv_len == seq_len")
-        reasons += _knob_reasons(self, case)
-        return reasons
+    cross_reason = "is self-attention over one sequence: needs kv_len == seq_len"
 
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
         window, global_tokens = _knobs(self, case)
@@ -168,14 +198,8 @@ class _LongformerBase(Variant):
 
     def _visible_pairs(self, case: Case) -> int:
         """(query, key) pairs of the pattern, counted in closed form."""
-        n = case.seq_len
-        window, g = _knobs(self, case)
-        w = min(window, n - 1)
-        g = min(g, n)
-        if case.causal:
-            band = sum(min(i, w) + 1 for i in range(0, min(n, w + 1))) + max(0, n - w - 1) * (w + 1)
-        else:
-            band = n * (2 * w + 1) - w * (w + 1)
+        window, _ = _knobs(self, case)
+        band = visible_pairs(case.seq_len, case.seq_len, causal=case.causal, window=window)
         return band  # the global rows and columns are counted by the callers
 
 
@@ -186,10 +210,12 @@ class Longformer(_LongformerBase):
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()
         window, global_tokens = _knobs(self, case)
+        global_tokens = min(global_tokens, case.seq_len)
         causal = case.causal
+        masks = banded_masks(case.seq_len, window, global_tokens, causal, q.device)
 
         def forward() -> torch.Tensor:
-            return banded_attention(q, k, v, window, min(global_tokens, case.seq_len), causal)
+            return banded_attention(q, k, v, window, global_tokens, causal, masks)
 
         return forward
 
@@ -234,13 +260,7 @@ def longformer_block_mask(seq_len: int, window: int, global_tokens: int, causal:
     # tensors, not ints: compiled code takes them as inputs instead of recompiling for every window
     window_t = torch.tensor(window, device=device)
     global_t = torch.tensor(global_tokens, device=device)
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        allowed = ((q_idx - kv_idx).abs() <= window_t) | (q_idx < global_t) | (kv_idx < global_t)
-        if causal:
-            allowed = allowed & (kv_idx <= q_idx)
-        return allowed
-
+    mask_mod = longformer_mask_mod(seq_len, window_t, global_t, causal)
     return create_block_mask(mask_mod, None, None, seq_len, seq_len, device=device)
 
 

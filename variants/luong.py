@@ -26,7 +26,7 @@ Causal, per score:
 
 Implementations: dot and general call `scaled_dot_product_attention` with
 scale 1 (general first applies W to the keys once, k' = k Wᵀ, so qᵀWk = q·k');
-concat reuses additive's chunked scorer (W = [W_q | W_k], so W[q; k] = W_q q + W_k k);
+concat is additive's chunked scorer (`variants._tanh_scorer`; W = [W_q | W_k], so W[q; k] = W_q q + W_k k);
 local-p gathers the 2D+1 keys and values of each query's window (no N×M matrix).
 """
 
@@ -37,16 +37,17 @@ import math
 import torch
 import torch.nn.functional as F
 
-from harness import AttentionInputs, Case, Variant, attention_flops, softmax_attention
-from variants.additive import (
-    additive_flops,
-    additive_memory_model,
-    additive_reference_weights,
-    chunk_rows,
-    chunked_additive_attention,
-    knob_reasons,
-    weight_for,
+from harness import (
+    AttentionInputs,
+    Case,
+    Knob,
+    Variant,
+    attention_flops,
+    causal_mask,
+    query_positions,
+    softmax_attention,
 )
+from variants._tanh_scorer import ChunkedTanhScorer, weight_for
 
 GENERAL_TAG = 201
 CONCAT_W_TAG, CONCAT_V_TAG = 301, 302
@@ -57,8 +58,19 @@ LOCAL_CHUNK_ELEMENTS = 1 << 24
 REFERENCE_BLOCK_ELEMENTS = 1 << 22
 
 
-def _dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
-    """softmax(q kᵀ) v with no scaling, end-aligned causal mask; rows that see no key give 0.  (B, H, N, d)"""
+def _sdpa_causal_mask(case: Case, device) -> torch.Tensor | None:
+    """The explicit (N, M) mask SDPA needs when causal with M > N (its is_causal aligns at the top left), else None."""
+    if case.causal and case.kv_len > case.seq_len:
+        return causal_mask(case.seq_len, case.kv_len, device=device)
+    return None
+
+
+def _dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+                           allowed: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q kᵀ) v with no scaling, end-aligned causal mask; rows that see no key give 0.  (B, H, N, d)
+
+    `allowed` is `_sdpa_causal_mask`'s (N, M) mask, built in `prepare`.
+    """
     seq_len, kv_len = q.shape[-2], k.shape[-2]
     if not causal or seq_len == kv_len:
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=1.0)
@@ -67,17 +79,15 @@ def _dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ca
         hidden = seq_len - kv_len
         tail = F.scaled_dot_product_attention(q[:, :, hidden:], k, v, is_causal=True, scale=1.0)
         return F.pad(tail, (0, 0, hidden, 0))
-    query_index = torch.arange(seq_len, device=q.device)
-    key_index = torch.arange(kv_len, device=q.device)
-    allowed = key_index[None, :] <= query_index[:, None] + (kv_len - seq_len)       # (N, M)
+    if allowed is None:
+        raise ValueError("a causal case with kv_len > seq_len needs the (N, M) mask from _sdpa_causal_mask")
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=1.0)
 
 
 def _reference_softmax_weights(scores: torch.Tensor, query_index: torch.Tensor, seq_len: int,
                                causal: bool) -> torch.Tensor:
-    kv_len = scores.shape[-1]
     if causal:
-        allowed = torch.arange(kv_len)[None, :] <= query_index[:, None] + (kv_len - seq_len)
+        allowed = causal_mask(seq_len, scores.shape[-1], rows=query_index)             # (R, M)
         scores = scores.masked_fill(~allowed, float("-inf"))
     return torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
 
@@ -117,7 +127,8 @@ class LuongDot(_Luong):
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()
-        return lambda: _dot_product_attention(q, k, v, case.causal)
+        allowed = _sdpa_causal_mask(case, q.device)                                 # (N, M) or None
+        return lambda: _dot_product_attention(q, k, v, case.causal, allowed)
 
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
         return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows, scale=1.0)
@@ -146,11 +157,12 @@ class LuongGeneral(_Luong):
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()
-        weight = self._weight(case, device=q.device)
+        weight_t = self._weight(case, device=q.device).t()                           # (d, d): Wᵀ
+        allowed = _sdpa_causal_mask(case, q.device)                                 # (N, M) or None
 
         def forward() -> torch.Tensor:
-            k_general = torch.matmul(k, weight.t())                                 # (B, H, M, d): k'ⱼ = W kⱼ
-            return _dot_product_attention(q, k_general, v, case.causal)
+            k_general = torch.matmul(k, weight_t)                                   # (B, H, M, d): k'ⱼ = W kⱼ
+            return _dot_product_attention(q, k_general, v, case.causal, allowed)
 
         return forward
 
@@ -183,71 +195,25 @@ class LuongGeneral(_Luong):
         return k_general + self._sdpa_memory(case)
 
 
-class LuongConcat(_Luong):
+class LuongConcat(ChunkedTanhScorer, _Luong):
     name = "luong-concat"
     computes = "luong_concat_attention"
     description = "Luong concat score vᵀtanh(W[q;k]), chunked over queries like additive"
-    params = {"attn_dim": 64, "chunk": 0}
-
-    def unsupported_reasons(self, case: Case) -> list[str]:
-        return super().unsupported_reasons(case) + knob_reasons(case.params, self.params)
-
-    def _knobs(self, case: Case) -> tuple[int, int]:
-        knobs = {**self.params, **case.params}
-        return knobs["attn_dim"], knobs["chunk"]
 
     def _weights(self, case: Case, device=None, dtype=None):
+        """W's query and key halves and v: W [q; k] = W[:, :d] q + W[:, d:] k, never concatenated."""
         attn_dim, _ = self._knobs(case)
         d = case.head_dim
         weight = weight_for(case, CONCAT_W_TAG, (attn_dim, 2 * d), 1 / math.sqrt(2 * d), device, dtype)
         score_vector = weight_for(case, CONCAT_V_TAG, (attn_dim,), 1 / math.sqrt(attn_dim), device, dtype)
         return weight[:, :d], weight[:, d:], score_vector                          # W_q, W_k, v
 
-    def prepare(self, case: Case, inputs: AttentionInputs):
-        q, k, v = inputs.tensors()
-        attn_dim, chunk = self._knobs(case)
-        rows = chunk_rows(case, attn_dim, chunk)
-        w_query, w_key, score_vector = self._weights(case, device=q.device)
-        w_query, w_key = w_query.t().contiguous(), w_key.t().contiguous()           # (d, a) each
-
-        def forward() -> torch.Tensor:
-            q_proj = torch.matmul(q, w_query)                                       # (B, H, N, a)
-            k_proj = torch.matmul(k, w_key)                                         # (B, H, M, a)
-            return chunked_additive_attention(q_proj, k_proj, score_vector, v, case.causal, rows)
-
-        return forward
-
-    def _reference_weights(self, case: Case, q: torch.Tensor, k: torch.Tensor, rows) -> torch.Tensor:
-        w_query, w_key, score_vector = self._weights(case, dtype=torch.float64)
-        weight = torch.cat([w_query, w_key], dim=1)                                 # W (a, 2d)
-        # W [q; k] = W[:, :d] q + W[:, d:] k: the concatenation never needs to be formed.
-        q_proj = q @ weight[:, :case.head_dim].T
-        k_proj = k @ weight[:, case.head_dim:].T
-        return additive_reference_weights(q_proj, k_proj, score_vector, _rows(case, rows), case.causal)
-
-    def attention_weights(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
-        q, k, _ = _float64_cpu(inputs)
-        return self._reference_weights(case, q, k, rows)
-
-    def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
-        q, k, v = inputs.tensors()
-        return self._reference_weights(case, q, k, rows) @ v
-
-    def flops(self, case: Case) -> int:
-        attn_dim, _ = self._knobs(case)
-        projections = 2 * case.batch * case.heads * (case.seq_len + case.kv_len) * case.head_dim * attn_dim
-        return additive_flops(case, attn_dim, projections)
-
-    def memory_model(self, case: Case) -> int:
-        attn_dim, chunk = self._knobs(case)
-        return additive_memory_model(case, attn_dim, chunk_rows(case, attn_dim, chunk))
-
 
 def visible_key_counts(seq_len: int, kv_len: int, causal: bool, device=None) -> torch.Tensor:
     """S_i: how many keys query i may see (M without a mask).  (N,)"""
     if not causal:
         return torch.full((seq_len,), kv_len, device=device)
-    return (torch.arange(seq_len, device=device) + (kv_len - seq_len + 1)).clamp(0, kv_len)
+    return (query_positions(seq_len, kv_len, device=device) + 1).clamp(0, kv_len)
 
 
 def predicted_positions(q: torch.Tensor, w_p: torch.Tensor, v_p: torch.Tensor,
@@ -266,21 +232,12 @@ class LuongLocal(_Luong):
     name = "luong-local"
     computes = "luong_local_p_attention"
     description = "Luong local-p: predicted position, 2D+1 window gathered per query, Gaussian-weighted"
-    params = {"window": 32, "score": "general", "predictor_dim": 64, "chunk": 0}
-
-    def unsupported_reasons(self, case: Case) -> list[str]:
-        reasons = super().unsupported_reasons(case)
-        knobs = {**self.params, **case.params}
-        window, score, predictor_dim, chunk = (knobs[n] for n in ("window", "score", "predictor_dim", "chunk"))
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            reasons.append(f"window (D, the half-width) must be an integer >= 1, not {window!r}")
-        if score not in ("general", "dot"):
-            reasons.append(f"score must be 'general' or 'dot', not {score!r}")
-        if isinstance(predictor_dim, bool) or not isinstance(predictor_dim, int) or predictor_dim < 1:
-            reasons.append(f"predictor_dim must be a positive integer, not {predictor_dim!r}")
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
-            reasons.append(f"chunk must be a non-negative integer (0 = auto), not {chunk!r}")
-        return reasons
+    knobs = {
+        "window": Knob(int, default=32, minimum=1, doc="D, the half-width: each query sees keys [p − D, p + D]"),
+        "score": Knob(str, default="general", choices=("general", "dot"), doc="the score inside the window"),
+        "predictor_dim": Knob(int, default=64, minimum=1, doc="the width of W_p in p = S·σ(v_pᵀ tanh(W_p q))"),
+        "chunk": Knob(int, default=0, minimum=0, doc="query rows per chunk; 0 = auto"),
+    }
 
     def _knobs(self, case: Case) -> dict:
         return {**self.params, **case.params}
@@ -310,18 +267,22 @@ class LuongLocal(_Luong):
         sigma = half_width / 2
         rows_per_chunk = self._rows_per_chunk(case)
         w_p, v_p, general = self._weights(case, device=q.device)
+        # the predictor runs in float64 (see predicted_positions): its weights are cast once, here
+        w_p, v_p = w_p.to(torch.float64), v_p.to(torch.float64)                      # (dp, d), (dp,)
+        general_t = general.t() if general is not None else None                      # (d, d): Wᵀ
         batch, heads, seq_len, head_dim = q.shape
         kv_len = k.shape[-2]
         visible = visible_key_counts(seq_len, kv_len, case.causal, device=q.device)    # (N,)
+        visible_float = visible.to(torch.float64)                                      # (N,)
         offsets = torch.arange(-half_width, half_width + 1, device=q.device)           # (W,)
         # Row r of the flattened (B·H·M, d) keys is key (b, h, s) at r = (b·H + h)·M + s.
         sequence_start = (torch.arange(batch * heads, device=q.device) * kv_len).view(batch, heads, 1, 1)
 
         def forward() -> torch.Tensor:
-            keys = torch.matmul(k, general.t()) if general is not None else k         # (B, H, M, d)
+            keys = torch.matmul(k, general_t) if general_t is not None else k         # (B, H, M, d)
             flat_keys = keys.reshape(batch * heads * kv_len, head_dim)
             flat_values = v.reshape(batch * heads * kv_len, head_dim)
-            positions = predicted_positions(q, w_p, v_p, visible)                     # (B, H, N) float64
+            positions = predicted_positions(q, w_p, v_p, visible_float)               # (B, H, N) float64
             pieces = []
             for start in range(0, seq_len, rows_per_chunk):
                 stop = min(seq_len, start + rows_per_chunk)

@@ -54,15 +54,11 @@ from functools import lru_cache
 
 import torch
 
-from harness import AttentionInputs, Case, Variant, seeded_weight
+from harness import AttentionInputs, Case, Knob, Variant, seeded_weight, torch_dtype
 
 GROUP_CHUNKS = 64
 STATE_GROUP = 16
 _TAG = 2200
-
-
-def _torch_dtype(name: str) -> torch.dtype:
-    return getattr(torch, name)
 
 
 def _log_uniform(case: Case, tag: int, shape: tuple[int, ...], low: float, high: float) -> torch.Tensor:
@@ -77,32 +73,29 @@ def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
 
 def _cast(weight: torch.Tensor, case: Case, dtype: torch.dtype) -> torch.Tensor:
     """Round through the case dtype, then give the dtype asked for (float64 for the reference)."""
-    return weight.to(_torch_dtype(case.dtype)).to(dtype)
-
-
-def _knob_reasons(variant: Variant, case: Case, knobs: dict[str, int]) -> list[str]:
-    params = {**variant.params, **case.params}
-    reasons = []
-    for knob, low in knobs.items():
-        value = params.get(knob)
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            reasons.append(f"the knob {knob} must be an integer >= {low}, not {value!r}")
-    return reasons
+    return weight.to(torch_dtype(case.dtype)).to(dtype)
 
 
 # ---------------------------------------------------------------- mamba-scan (Mamba-1)
 
-def selective_inputs(case: Case, q, k, v, state_dim: int, dtype: torch.dtype):
-    """Δ, x, B, C (B, N, D), (B, N, D), (B, N, n), (B, N, n) and A (D, n) from the case's tensors."""
-    batch, heads, seq_len, head_dim = v.shape
-    inner = heads * head_dim
+def selective_weights(case: Case, inner: int, state_dim: int, dtype: torch.dtype, device=None):
+    """The seeded W↓ (D, r), W↑ (r, D), Δ bias (D,), W_B and W_C (D, n), and A (D, n), on `device`."""
     rank = -(-inner // 16)
     w_down = _cast(seeded_weight(case, _TAG + 1, (inner, rank), inner ** -0.5), case, dtype)
     w_up = _cast(seeded_weight(case, _TAG + 2, (rank, inner), 0.5 * rank ** -0.5), case, dtype)
     bias = _cast(_inverse_softplus(_log_uniform(case, _TAG + 3, (inner,), 1e-3, 1e-1)), case, dtype)
     w_b = _cast(seeded_weight(case, _TAG + 4, (inner, state_dim), inner ** -0.5), case, dtype)
     w_c = _cast(seeded_weight(case, _TAG + 5, (inner, state_dim), inner ** -0.5), case, dtype)
-    w_down, w_up, bias, w_b, w_c = (w.to(v.device) for w in (w_down, w_up, bias, w_b, w_c))
+    w_down, w_up, bias, w_b, w_c = (w.to(device) for w in (w_down, w_up, bias, w_b, w_c))
+    a = -torch.arange(1, state_dim + 1, dtype=dtype, device=device).expand(inner, state_dim)   # (D, n)
+    return w_down, w_up, bias, w_b, w_c, a
+
+
+def selective_projections(q, k, v, weights):
+    """Δ, x, B, C (B, N, D), (B, N, D), (B, N, n), (B, N, n) and A (D, n) from the case's tensors."""
+    batch, heads, seq_len, head_dim = v.shape
+    inner = heads * head_dim
+    w_down, w_up, bias, w_b, w_c, a = weights
 
     def flat(t):
         return t.transpose(1, 2).reshape(batch, seq_len, inner)           # (B, N, D), channel = head·d + p
@@ -111,8 +104,13 @@ def selective_inputs(case: Case, q, k, v, state_dim: int, dtype: torch.dtype):
     delta = torch.nn.functional.softplus((x @ w_down) @ w_up + bias)      # (B, N, D)
     b = flat(k) @ w_b                                                     # (B, N, n)
     c = flat(q) @ w_c                                                     # (B, N, n)
-    a = -torch.arange(1, state_dim + 1, dtype=dtype, device=v.device).expand(inner, state_dim)   # (D, n)
     return delta, x, b, c, a
+
+
+def selective_inputs(case: Case, q, k, v, state_dim: int, dtype: torch.dtype):
+    """`selective_projections` with freshly built weights (for the reference and tests; `prepare` builds them once)."""
+    inner = v.shape[1] * v.shape[-1]
+    return selective_projections(q, k, v, selective_weights(case, inner, state_dim, dtype, v.device))
 
 
 def selective_scan_sequential(delta, x, b, c, a) -> torch.Tensor:
@@ -207,23 +205,17 @@ class _StateSpace(Variant):
     supports_cross = False
     reference_rows = False
     dtypes = ("float32", "float16", "bfloat16", "float64")
-
-    def unsupported_reasons(self, case: Case) -> list[str]:
-        reasons = super().unsupported_reasons(case)
-        if case.kv_len != case.seq_len:
-            reasons[:] = [r for r in reasons if r != "needs kv_len == seq_len"]
-            reasons.append("is a sequence map (x = v, B from k, C from q along one sequence): needs kv_len == seq_len")
-        return reasons
+    cross_reason = "is a sequence map (x = v, B from k, C from q along one sequence): needs kv_len == seq_len"
 
 
 class MambaScan(_StateSpace):
     name = "mamba-scan"
     computes = "selective_ssm"
     description = "Mamba's selective scan (input-dependent Δ, B, C), chunk-parallel with compiled fused kernels"
-    params = {"state_dim": 16, "chunk": 16}
-
-    def unsupported_reasons(self, case: Case) -> list[str]:
-        return super().unsupported_reasons(case) + _knob_reasons(self, case, {"state_dim": 1, "chunk": 1})
+    knobs = {
+        "state_dim": Knob(int, default=16, minimum=1, doc="n, the state size per channel (h_t: (B, D, n))"),
+        "chunk": Knob(int, default=16, minimum=1, doc="time steps per chunk of the chunk-parallel scan"),
+    }
 
     def _knobs(self, case: Case) -> tuple[int, int]:
         params = {**self.params, **case.params}
@@ -233,9 +225,12 @@ class MambaScan(_StateSpace):
         q, k, v = inputs.tensors()
         state_dim, chunk = self._knobs(case)
         batch, heads, seq_len, head_dim = v.shape
+        *projections, a = selective_weights(case, heads * head_dim, state_dim, v.dtype, v.device)
+        # half dtypes scan in float32: A (small integers, exact) is cast once here, not on every call
+        weights = (*projections, a.float() if v.dtype in (torch.float16, torch.bfloat16) else a)
 
         def forward() -> torch.Tensor:
-            delta, x, b, c, a = selective_inputs(case, q, k, v, state_dim, v.dtype)
+            delta, x, b, c, a = selective_projections(q, k, v, weights)
             y = selective_scan_chunked(delta, x, b, c, a, chunk)          # (B, N, D)
             return y.view(batch, seq_len, heads, head_dim).transpose(1, 2).contiguous()   # (B, H, N, d)
 
@@ -280,15 +275,24 @@ class MambaScan(_StateSpace):
 
 # ---------------------------------------------------------------- mamba2-ssd (Mamba-2)
 
-def ssd_inputs(case: Case, q, k, v, dtype: torch.dtype):
-    """x (B, H, N, P), Δ (B, H, N), A (H,), B and C (B, H, N, n) from the case's tensors."""
-    heads, head_dim = v.shape[1], v.shape[-1]
+def ssd_weights(case: Case, heads: int, head_dim: int, dtype: torch.dtype, device=None):
+    """The seeded Δ projection (H, P, 1), Δ bias (H, 1, 1) and A (H,), on `device`."""
     w_dt = _cast(seeded_weight(case, _TAG + 11, (heads, head_dim, 1), 0.5 * head_dim ** -0.5), case, dtype)
     bias = _cast(_inverse_softplus(_log_uniform(case, _TAG + 12, (heads, 1, 1), 1e-3, 1e-1)), case, dtype)
     a = _cast(-_log_uniform(case, _TAG + 13, (heads,), 1.0, 16.0), case, dtype)
-    w_dt, bias, a = w_dt.to(v.device), bias.to(v.device), a.to(v.device)
+    return w_dt.to(device), bias.to(device), a.to(device)
+
+
+def ssd_projections(q, k, v, weights):
+    """x (B, H, N, P), Δ (B, H, N), A (H,), B and C (B, H, N, n) from the case's tensors."""
+    w_dt, bias, a = weights
     delta = torch.nn.functional.softplus(v @ w_dt + bias).squeeze(-1)     # (B, H, N)
     return v, delta, a, k, q
+
+
+def ssd_inputs(case: Case, q, k, v, dtype: torch.dtype):
+    """`ssd_projections` with freshly built weights (for the reference and tests; `prepare` builds them once)."""
+    return ssd_projections(q, k, v, ssd_weights(case, v.shape[1], v.shape[-1], dtype, v.device))
 
 
 def ssd_sequential(x, delta, a, b, c) -> torch.Tensor:
@@ -380,10 +384,7 @@ class Mamba2SSD(_StateSpace):
     name = "mamba2-ssd"
     computes = "scalar_decay_ssm"
     description = "Mamba-2's chunked state-space-duality algorithm (scalar A per head, stable segment sum)"
-    params = {"chunk": 64}
-
-    def unsupported_reasons(self, case: Case) -> list[str]:
-        return super().unsupported_reasons(case) + _knob_reasons(self, case, {"chunk": 1})
+    knobs = {"chunk": Knob(int, default=64, minimum=1, doc="time steps per chunk of the SSD algorithm")}
 
     def _chunk(self, case: Case) -> int:
         return int({**self.params, **case.params}["chunk"])
@@ -391,9 +392,10 @@ class Mamba2SSD(_StateSpace):
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()
         chunk = self._chunk(case)
+        weights = ssd_weights(case, v.shape[1], v.shape[-1], v.dtype, v.device)
 
         def forward() -> torch.Tensor:
-            return ssd_chunked(*ssd_inputs(case, q, k, v, v.dtype), chunk)
+            return ssd_chunked(*ssd_projections(q, k, v, weights), chunk)
 
         return forward
 

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from harness import AttentionInputs, Case, Variant, attention_flops, softmax_attention
+from harness import AttentionInputs, Case, Variant, attention_flops, causal_mask, softmax_attention
 
 
 class NaiveAttention(Variant):
@@ -23,17 +23,13 @@ class NaiveAttention(Variant):
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()
         scale = 1.0 / math.sqrt(case.head_dim)
-        mask = None
-        if case.causal:
-            query_index = torch.arange(case.seq_len, device=q.device)
-            key_index = torch.arange(case.kv_len, device=q.device)
-            mask = key_index[None, :] > query_index[:, None] + (case.kv_len - case.seq_len)  # (N, M)
+        hidden = ~causal_mask(case.seq_len, case.kv_len, device=q.device) if case.causal else None   # (N, M)
 
         def forward() -> torch.Tensor:
             scores = torch.matmul(q, k.transpose(-2, -1))      # (B, H, N, M)
             scores = scores.mul_(scale) if not scores.requires_grad else scores * scale
-            if mask is not None:
-                scores = scores.masked_fill(mask, float("-inf"))
+            if hidden is not None:
+                scores = scores.masked_fill(hidden, float("-inf"))
             probs = torch.softmax(scores, dim=-1)              # (B, H, N, M)
             del scores
             return torch.matmul(probs, v)                      # (B, H, N, d)

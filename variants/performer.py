@@ -37,14 +37,10 @@ from __future__ import annotations
 
 import torch
 
-from harness import AttentionInputs, Case, Variant, seeded_weight
+from harness import AttentionInputs, Case, Knob, Variant, causal_mask, seeded_weight, torch_dtype
 
 CAUSAL_CHUNK = 128
 _FEATURE_TAG = 1101
-
-
-def _torch_dtype(name: str) -> torch.dtype:
-    return getattr(torch, name)
 
 
 def orthogonal_features(case: Case, features: int) -> torch.Tensor:
@@ -92,16 +88,18 @@ def linear_attention(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor) -> tor
 
 
 def causal_linear_attention(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor,
-                            chunk: int = CAUSAL_CHUNK) -> torch.Tensor:
+                            chunk: int = CAUSAL_CHUNK, lower: torch.Tensor | None = None) -> torch.Tensor:
     """Causal, by chunked prefix sums with a running (B, H, m, d) state.
 
     qf, kf (B, H, N, m), v (B, H, N, d). Within a chunk the masked quadratic
-    form; everything before the chunk comes from the carried state.
+    form; everything before the chunk comes from the carried state. `lower` is
+    the (chunk, chunk) causal mask, which `prepare` builds once.
     """
     batch, heads, seq_len, features = qf.shape
     state = qf.new_zeros(batch, heads, features, v.shape[-1])             # Σ_{j<chunk} φ(k_j) v_jᵀ
     key_sum = qf.new_zeros(batch, heads, features, 1)                     # Σ_{j<chunk} φ(k_j)
-    lower = torch.ones(chunk, chunk, dtype=torch.bool, device=qf.device).tril()
+    if lower is None:
+        lower = causal_mask(chunk, chunk, device=qf.device)               # (c, c)
     outputs = []
     for start in range(0, seq_len, chunk):
         q_c, k_c, v_c = qf[..., start:start + chunk, :], kf[..., start:start + chunk, :], v[..., start:start + chunk, :]
@@ -124,13 +122,12 @@ def quadratic_linear_attention(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tens
 
 def implicit_weights(qf: torch.Tensor, kf: torch.Tensor, causal: bool,
                      rows: torch.Tensor | None = None) -> torch.Tensor:
-    query_index = torch.arange(qf.shape[-2])
+    seq_len, kv_len = qf.shape[-2], kf.shape[-2]
     if rows is not None:
-        qf, query_index = qf[..., rows, :], query_index[rows]
+        qf = qf[..., rows, :]
     weights = qf @ kf.transpose(-2, -1)                                   # (B, H, R, M)
     if causal:
-        key_index = torch.arange(kf.shape[-2])
-        weights = weights.masked_fill(key_index[None, :] > query_index[:, None], 0.0)
+        weights = weights.masked_fill(~causal_mask(seq_len, kv_len, rows=rows, device=qf.device), 0.0)
     return weights / weights.sum(dim=-1, keepdim=True)
 
 
@@ -151,11 +148,12 @@ class _KernelAttention(Variant):
         q, k, v = inputs.tensors()
         feature_maps = self._feature_maps(case, dtype=q.dtype, device=q.device)
         causal = case.causal
+        lower = causal_mask(CAUSAL_CHUNK, CAUSAL_CHUNK, device=q.device) if causal else None   # (c, c)
 
         def forward() -> torch.Tensor:
             qf, kf = feature_maps(q, k)
             if causal:
-                return causal_linear_attention(qf, kf, v)
+                return causal_linear_attention(qf, kf, v, lower=lower)
             return linear_attention(qf, kf, v)
 
         return forward
@@ -210,21 +208,14 @@ class Performer(_KernelAttention):
     family = "performer"
     computes = "favor_attention"
     description = "FAVOR+ with positive orthogonal random features (Choromanski et al.), causal by chunked prefix sums"
-    params = {"features": 256}
-
-    def unsupported_reasons(self, case: Case) -> list[str]:
-        reasons = super().unsupported_reasons(case)
-        features = {**self.params, **case.params}.get("features")
-        if not isinstance(features, int) or isinstance(features, bool) or features <= 0:
-            reasons.append(f"the knob features must be a positive integer, not {features!r}")
-        return reasons
+    knobs = {"features": Knob(int, default=256, minimum=1, doc="m, the number of random features (rows of ω)")}
 
     def _feature_count(self, case: Case) -> int:
         return int({**self.params, **case.params}["features"])
 
     def _feature_maps(self, case: Case, dtype: torch.dtype, device):
         # cast through the case dtype, so the reference sees exactly the features the kernel uses
-        omega = orthogonal_features(case, self._feature_count(case)).to(_torch_dtype(case.dtype))
+        omega = orthogonal_features(case, self._feature_count(case)).to(torch_dtype(case.dtype))
         omega = omega.to(device=device, dtype=dtype)                      # (m, d)
 
         def maps(q, k):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness import AttentionInputs, Case, ExactSoftmaxKernel
+from harness import AttentionInputs, Case, ExactSoftmaxKernel, causal_mask
 
 
 class _SDPABackend(ExactSoftmaxKernel):
@@ -32,9 +32,7 @@ class _SDPABackend(ExactSoftmaxKernel):
 
         if is_causal and case.kv_len != case.seq_len:
             # SDPA's is_causal aligns the mask at the top left; attnbench aligns it at the end.
-            query_index = torch.arange(case.seq_len, device=q.device)
-            key_index = torch.arange(case.kv_len, device=q.device)
-            mask = key_index[None, :] <= query_index[:, None] + (case.kv_len - case.seq_len)
+            mask = causal_mask(case.seq_len, case.kv_len, device=q.device)       # (N, M)
 
             def forward() -> torch.Tensor:
                 with sdpa_kernel(backend):
@@ -82,13 +80,7 @@ class SDPAEfficient(_SDPABackend):
     backend_name = "EFFICIENT_ATTENTION"
     devices = ("cuda",)
     description = "SDPA's memory-efficient backend (xformers' cutlass kernel, CUDA only)"
-
-    def unsupported_reasons(self, case: Case) -> list[str]:
-        reasons = super().unsupported_reasons(case)
-        if case.device == "cpu":
-            reasons[:] = [r for r in reasons if not r.startswith("runs on")]
-            reasons.append("PyTorch's memory-efficient SDPA backend has no CPU kernel (CUDA only)")
-        return reasons
+    device_reason = "PyTorch's memory-efficient SDPA backend has no CPU kernel (CUDA only)"
 
 
 class SDPACudnn(_SDPABackend):
@@ -97,14 +89,11 @@ class SDPACudnn(_SDPABackend):
     devices = ("cuda",)
     dtypes = ("float16", "bfloat16")
     description = "SDPA's cuDNN backend (CUDA, float16/bfloat16, recent GPUs)"
+    device_reason = "PyTorch's cuDNN SDPA backend needs cuDNN on a CUDA device; there is no CPU kernel"
+    min_cuda_capability = (8, 0)
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         reasons = super().unsupported_reasons(case)
-        if case.device == "cpu":
-            reasons[:] = [r for r in reasons if not r.startswith("runs on")]
-            reasons.append("PyTorch's cuDNN SDPA backend needs cuDNN on a CUDA device; there is no CPU kernel")
-        elif torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 0):
-            reasons.append("the cuDNN attention backend needs compute capability 8.0 or newer")
         if case.head_dim > 128 or case.head_dim % 8:
             reasons.append(f"the cuDNN backend needs head_dim a multiple of 8 up to 128, not {case.head_dim}")
         return reasons

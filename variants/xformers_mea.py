@@ -131,10 +131,7 @@ class XformersMemoryEfficient(ExactSoftmaxKernel):
             own = xformers_reasons(case)
         except Exception as exc:  # a broken xFormers install must become a reason, never an exception
             return reasons + [f"xFormers could not be asked about this case: {type(exc).__name__}: {exc}"]
-        # xFormers names the device and dtype itself; keep our generic lines only where it said nothing.
-        if own:
-            reasons = [r for r in reasons if not r.startswith(("supports dtypes", "runs on"))]
-        return own + reasons
+        return reasons + own
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         fmha = _import_fmha()

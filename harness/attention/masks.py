@@ -1,6 +1,14 @@
 """Attention masks, defined once and used by every variant and reference.
 
-A mask is a boolean (R, M) matrix, True where query row r may see key j.
+A mask is one predicate of a query index and a key index, written the way
+FlexAttention and attention-gym write a ``mask_mod``: ``mask_mod(b, h, q_idx,
+kv_idx)`` is True where the query may see the key. The same predicate gives
+
+- the boolean (R, M) matrix a reference or SDPA uses: `mask_matrix`, and its
+  named forms `causal_mask` and `band_mask`;
+- Flex's block mask: pass the mask_mod to ``create_block_mask``;
+- the number of visible pairs, in closed form: `visible_pairs`.
+
 When ``kv_len != seq_len`` queries are aligned at the end of the keys (as
 SDPA's lower-right causal mask, flash-attn and a decode step against a KV
 cache do): query i sits at key position ``i + kv_len - seq_len``.
@@ -8,7 +16,11 @@ cache do): query i sits at key position ``i + kv_len - seq_len``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+MaskMod = Callable[..., torch.Tensor]
 
 
 def causal_offset(seq_len: int, kv_len: int) -> int:
@@ -23,18 +35,77 @@ def query_positions(seq_len: int, kv_len: int, rows: torch.Tensor | None = None,
     return index + causal_offset(seq_len, kv_len)
 
 
+def causal_mask_mod(seq_len: int, kv_len: int) -> MaskMod:
+    """The causal predicate: key ``kv_idx`` is visible to query ``q_idx`` when ``kv_idx <= q_idx + kv_len - seq_len``."""
+    offset = causal_offset(seq_len, kv_len)
+
+    def causal(b, h, q_idx, kv_idx):
+        return kv_idx <= q_idx + offset
+
+    return causal
+
+
+def band_mask_mod(seq_len: int, kv_len: int, window, *, causal: bool = False) -> MaskMod:
+    """The sliding-window predicate: ``|q' - kv_idx| <= window`` (q' the end-aligned position), and ``kv_idx <= q'`` if causal.
+
+    `window` may be a 0-d tensor, so compiled code takes it as an input instead of a constant.
+    """
+    offset = causal_offset(seq_len, kv_len)
+
+    def sliding_window(b, h, q_idx, kv_idx):
+        query = q_idx + offset
+        allowed = (query - kv_idx).abs() <= window
+        return allowed & (kv_idx <= query) if causal else allowed
+
+    return sliding_window
+
+
+def mask_matrix(mask_mod: MaskMod, seq_len: int, kv_len: int, *, rows: torch.Tensor | None = None,
+                device: torch.device | str | None = None) -> torch.Tensor:
+    """(R, M) bool: `mask_mod` at every (query row, key) pair, for all N query rows or just `rows`."""
+    query = torch.arange(seq_len, device=device) if rows is None else torch.as_tensor(rows, device=device)
+    key = torch.arange(kv_len, device=device)
+    return mask_mod(None, None, query[:, None], key[None, :])                  # (R, M)
+
+
 def causal_mask(seq_len: int, kv_len: int, *, rows: torch.Tensor | None = None,
                 device: torch.device | str | None = None) -> torch.Tensor:
     """(R, M) bool: key j is visible to query i when ``j <= i + kv_len - seq_len``."""
-    query = query_positions(seq_len, kv_len, rows, device)                  # (R,)
-    key = torch.arange(kv_len, device=device)                               # (M,)
-    return key[None, :] <= query[:, None]                                   # (R, M)
+    return mask_matrix(causal_mask_mod(seq_len, kv_len), seq_len, kv_len, rows=rows, device=device)
 
 
 def band_mask(seq_len: int, kv_len: int, window: int, *, causal: bool = False,
               rows: torch.Tensor | None = None, device: torch.device | str | None = None) -> torch.Tensor:
     """(R, M) bool: key j is visible when ``|i' - j| <= window`` (i' the end-aligned position), and ``j <= i'`` if causal."""
-    query = query_positions(seq_len, kv_len, rows, device)[:, None]          # (R, 1)
-    key = torch.arange(kv_len, device=device)[None, :]                      # (1, M)
-    allowed = (query - key).abs() <= window                                 # (R, M)
-    return allowed & (key <= query) if causal else allowed
+    return mask_matrix(band_mask_mod(seq_len, kv_len, window, causal=causal), seq_len, kv_len,
+                       rows=rows, device=device)
+
+
+def visible_pairs(seq_len: int, kv_len: int, *, causal: bool = False, window: int | None = None) -> int:
+    """How many (query, key) pairs the mask lets through, in closed form (no (N, M) matrix).
+
+    Query i, at key position q' = i + kv_len - seq_len, sees the keys
+    [q' - window, stop) clipped to [0, kv_len), with stop = q' + 1 if causal,
+    q' + window + 1 for a window alone, and every key without either.
+    """
+    offset = causal_offset(seq_len, kv_len)
+    if causal:
+        stops = _clipped_sum(offset + 1, seq_len, kv_len)
+    elif window is not None:
+        stops = _clipped_sum(offset + window + 1, seq_len, kv_len)
+    else:
+        stops = seq_len * kv_len
+    starts = _clipped_sum(offset - window, seq_len, kv_len) if window is not None else 0
+    return stops - starts
+
+
+def _clipped_sum(first: int, count: int, limit: int) -> int:
+    """Σ clamp(t, 0, limit) over t = first, first + 1, ..., first + count - 1."""
+    return _ramp_sum(first + count, limit) - _ramp_sum(first, limit)
+
+
+def _ramp_sum(stop: int, limit: int) -> int:
+    """Σ clamp(t, 0, limit) over 0 <= t < stop (0 when stop <= 0)."""
+    if stop <= limit + 1:
+        return max(0, stop) * (max(0, stop) - 1) // 2
+    return limit * (limit + 1) // 2 + (stop - limit - 1) * limit

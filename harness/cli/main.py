@@ -19,11 +19,23 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from harness.core.errors import AttnbenchError, DeviceError
+from harness.core.errors import AttnbenchError, DeviceError, RunStopped
+from harness.core.registry import default_registry
+from harness.engine.environment import collect_environment
+from harness.engine.executors import make_executor
+from harness.engine.sweep import Overrides, RunInterrupted, plan_cases, resume_run, run_suite
+from harness.measure.attention_maps import write_attention_maps
+from harness.measure.calibration import calibrate_cases
+from harness.measure.calibration import describe as describe_calibration
+from harness.measure.profiling import profile_run
+from harness.plan.suite import load_suite
+from harness.store import default_results_dir, list_runs, load_run, resolve_run
+from harness.store.export import export_run
 
 RESULTS_HELP = "folder of run folders (default: $ATTNBENCH_RESULTS or ./results)"
 
@@ -42,8 +54,6 @@ class AttnbenchGroup(click.Group):
         try:
             return super().invoke(ctx)
         except AttnbenchError as exc:
-            from harness.engine.sweep import RunStopped
-
             error = UserInputError(str(exc))
             if isinstance(exc, RunStopped):
                 error.exit_code = 3
@@ -57,8 +67,6 @@ def main() -> None:
 
 
 def _results_dir(value: str | None) -> Path:
-    from harness.store import default_results_dir
-
     return Path(value) if value else default_results_dir()
 
 
@@ -67,8 +75,6 @@ def _results_dir(value: str | None) -> Path:
 def list_command(as_json: bool) -> None:
     """Every variant: whether it can run here (per device), and why not."""
     import torch
-
-    from harness.core.registry import default_registry
 
     registry = default_registry()
     devices = ["cpu", "cuda"]
@@ -84,6 +90,7 @@ def list_command(as_json: bool) -> None:
             availability[device] = reasons
         rows.append({"name": name, "family": variant.family, "computes": variant.computes,
                      "approximates": variant.approximates, "params": dict(variant.params),
+                     "knobs": {knob: spec.to_dict() for knob, spec in variant.knobs.items()},
                      "dtypes": list(variant.dtypes), "distribution": registry.origins.get(name),
                      "description": variant.description,
                      "available": {d: not r for d, r in availability.items()}, "reasons": availability})
@@ -94,6 +101,7 @@ def list_command(as_json: bool) -> None:
                                "cuda_available": torch.cuda.is_available()}, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -101,16 +109,31 @@ def list_command(as_json: bool) -> None:
     for column in ("variant", "family", "computes", "knobs", "cpu", "cuda"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        knobs = ", ".join(f"{k}={v}" for k, v in row["params"].items())
+        knobs = escape("\n".join(_knob_line(knob, spec) for knob, spec in row["knobs"].items()))
         cells = []
         for device in devices:
             reasons = row["reasons"][device]
-            cells.append("[green]yes[/green]" if not reasons else "[red]no[/red]: " + "; ".join(reasons))
+            cells.append("[green]yes[/green]" if not reasons else "[red]no[/red]: " + escape("; ".join(reasons)))
         table.add_row(row["name"], row["family"], row["computes"], knobs, *cells)
     console.print(table)
     for failure in failures:
         console.print(f"[red]plugin {failure['entry_point']!r} from {failure['distribution']!r} failed to load:[/red] "
                       f"{failure['error']}", markup=True, highlight=False)
+
+
+def _knob_line(name: str, spec: dict) -> str:
+    """'features=256 (int >= 1): m, the number of random features'."""
+    allowed = spec["type"]
+    if spec["choices"] is not None:
+        allowed += " in " + "|".join(str(c) for c in spec["choices"])
+    elif spec["minimum"] is not None and spec["maximum"] is not None:
+        allowed += f" {spec['minimum']}..{spec['maximum']}"
+    elif spec["minimum"] is not None:
+        allowed += f" >= {spec['minimum']}"
+    elif spec["maximum"] is not None:
+        allowed += f" <= {spec['maximum']}"
+    line = f"{name}={spec['default']} ({allowed})"
+    return f"{line}: {spec['doc']}" if spec["doc"] else line
 
 
 @main.command("run")
@@ -133,9 +156,6 @@ def run_command(suite, device, variants, seq_lens, name, results, resume, execut
                 recalibrate, processes, profile) -> None:
     """Run SUITE (a built-in name such as 'quick', or a .toml path) and store every cell."""
     from harness.cli.progress import SweepProgress, print_summary
-    from harness.core.registry import default_registry
-    from harness.engine.sweep import RunInterrupted, resume_run, run_suite
-    from harness.store import resolve_run
 
     results_dir = _results_dir(results)
     registry = default_registry()
@@ -153,20 +173,16 @@ def run_command(suite, device, variants, seq_lens, name, results, resume, execut
         if resume is not None:
             run_path = resolve_run(resume, results_dir)
             if executor == "local":
-                from harness.store import load_run
-
                 executor_options["calibration"] = load_run(run_path).run.calibration or None
-            exec_ = _make_executor(executor, executor_options)
+            exec_ = make_executor(executor, **executor_options)
             with SweepProgress() as progress:
                 outcome = resume_run(run_path, registry, executor=exec_, progress=progress)
         else:
-            from harness.engine.environment import collect_environment
-
             loaded, overrides, calibration = _plan_new_run(suite, device, variants, seq_lens, executor, processes,
                                                            recalibrate, registry)
             if executor == "local":
                 executor_options["calibration"] = calibration
-            exec_ = _make_executor(executor, executor_options)
+            exec_ = make_executor(executor, **executor_options)
             with SweepProgress() as progress:
                 outcome = run_suite(loaded, registry, results_dir, name=name, overrides=overrides,
                                     executor=exec_, environment=collect_environment(), calibration=calibration,
@@ -178,8 +194,6 @@ def run_command(suite, device, variants, seq_lens, name, results, resume, execut
             exec_.close()
     print_summary(outcome.run_path)
     if profile:
-        from harness.measure.profiling import profile_run
-
         index = profile_run(outcome.run_path, progress=click.echo)
         failed = sum(1 for entry in index.values() if "error" in entry)
         click.echo(f"profiles: {outcome.run_path / 'profiles'} ({len(index) - failed} cells, {failed} failed)")
@@ -189,13 +203,6 @@ def run_command(suite, device, variants, seq_lens, name, results, resume, execut
 
 def _plan_new_run(suite, device, variants, seq_lens, executor, processes, recalibrate, registry):
     """Load and check the suite, then calibrate the machine (local executor only): nothing runs on bad input."""
-    from dataclasses import replace
-
-    from harness.engine.sweep import Overrides, plan_cases
-    from harness.measure.calibration import calibrate_cases
-    from harness.measure.calibration import describe as describe_calibration
-    from harness.plan.suite import load_suite
-
     loaded = load_suite(suite)
     if processes is not None:
         loaded = replace(loaded, measure=replace(loaded.measure, processes=processes))
@@ -207,12 +214,6 @@ def _plan_new_run(suite, device, variants, seq_lens, executor, processes, recali
         calibration = calibrate_cases(cases, recalibrate=recalibrate)
         click.echo(describe_calibration(calibration), err=True)
     return loaded, overrides, calibration
-
-
-def _make_executor(name: str, options: dict):
-    from harness.engine.executors import make_executor
-
-    return make_executor(name, **options)
 
 
 def _resolve_device(device: str | None, remote: bool = False) -> str | None:
@@ -236,13 +237,10 @@ def _interrupted(stop) -> None:
 
 
 def _write_run_report(run_path: Path, registry) -> None:
-    try:
-        from harness.measure.attention_maps import write_attention_maps
+    try:  # the report's extras (matplotlib, seaborn, jinja2) may be missing
         from harness.report import write_report
     except ImportError:
         return
-    from harness.store import load_run
-
     loaded = load_run(run_path)
     names = sorted({cell.case.get("variant") for cell in loaded.cells})
     try:
@@ -260,8 +258,6 @@ def runs_command(results) -> None:
     """Stored runs, newest first."""
     from rich.console import Console
     from rich.table import Table
-
-    from harness.store import list_runs
 
     results_dir = _results_dir(results)
     runs = list_runs(results_dir)
@@ -284,7 +280,6 @@ def runs_command(results) -> None:
 def show_command(run, results) -> None:
     """A run as terminal tables: median time, peak memory and error per variant and seq_len."""
     from harness.cli.progress import print_summary
-    from harness.store import resolve_run
 
     print_summary(resolve_run(run, _results_dir(results)), full=True)
 
@@ -296,9 +291,6 @@ def show_command(run, results) -> None:
 @click.option("--results", default=None, help=RESULTS_HELP)
 def export_command(run, fmt, output, results) -> None:
     """Write a run's tidy table (one row per cell) as CSV, Parquet or JSON, or as pytest-benchmark JSON."""
-    from harness.store import load_run, resolve_run
-    from harness.store.export import export_run
-
     loaded = load_run(resolve_run(run, _results_dir(results)))
     path = export_run(loaded, fmt, Path(output))
     click.echo(f"wrote {path} ({len(loaded.cells)} cells, {fmt})")

@@ -6,7 +6,11 @@ from pathlib import Path
 
 import click
 
-from harness.core.case import DTYPES, MODES
+from harness.core.case import DTYPES, MODES, Case
+from harness.core.errors import AttnbenchError
+from harness.core.registry import default_registry
+from harness.core.units import format_bytes
+from harness.measure.profiling import check_supported, parse_params, profile_case
 
 
 @click.command("profile")
@@ -30,14 +34,9 @@ from harness.core.case import DTYPES, MODES
 def profile_command(variant, seq_len, kv_len, batch, heads, head_dim, dtype, causal, mode, device, seed, params,
                     steps, warmup_calls, top, output) -> None:
     """Profile one case of VARIANT under torch.profiler: a Chrome trace, the top operators, the memory peak."""
-    from harness.core.case import Case
-    from harness.core.errors import AttnbenchError
-    from harness.core.registry import default_registry
-    from harness.measure.profiling import check_supported, parse_params, profile_case
-
     registry = default_registry()
     implementation = registry.get(variant)
-    knobs = {**implementation.params, **parse_params(params, dict(implementation.params), variant)}
+    knobs = {**implementation.params, **parse_params(params, implementation.knobs, variant)}
     if device == "auto":
         import torch
 
@@ -73,24 +72,13 @@ def print_profile(summary, top: int = 15) -> None:
     for row in summary.ops[:top]:
         table.add_row(row["name"], str(row["calls"]), f"{row['self_cpu_s'] * 1e3:.3f}", f"{row['cpu_total_s'] * 1e3:.3f}",
                       f"{row['self_device_s'] * 1e3:.3f}", f"{row['share_of_self_time']:.1%}",
-                      _bytes(row["self_cpu_memory_bytes"]))
+                      format_bytes(row["self_cpu_memory_bytes"]))
     console.print(table)
     for device, info in summary.memory["devices"].items():
-        console.print(f"memory peak on {device}: [bold]{_bytes(info['peak_bytes'])}[/bold] live, allocated inside "
+        console.print(f"memory peak on {device}: [bold]{format_bytes(info['peak_bytes'])}[/bold] live, allocated inside "
                       f"the profiled steps (inputs excluded); reached in {info['peak_op']}", highlight=False)
         for row in info["live_at_peak"][:5]:
-            console.print(f"  {_bytes(row['bytes']):>10}  in {row['count']} allocation(s) by {row['op']}",
+            console.print(f"  {format_bytes(row['bytes']):>10}  in {row['count']} allocation(s) by {row['op']}",
                           highlight=False)
     for name, path in summary.files.items():
         console.print(f"{name}: {path}", highlight=False)
-
-
-def _bytes(value: int | None) -> str:
-    if value is None:
-        return "-"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(size) < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
-        size /= 1024
-    return f"{size:.2f} GiB"

@@ -9,6 +9,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from harness.core.units import format_bytes, format_seconds
+from harness.store import load_run, tidy_frame
+
 STATUS_STYLE = {"ok": "green", "unsupported": "dim", "skipped": "yellow", "oom": "red", "timeout": "red",
                 "crashed": "red", "error": "red"}
 WORKLOAD_KEYS = ("device", "dtype", "mode", "causal", "batch", "heads", "head_dim")
@@ -47,34 +50,15 @@ class SweepProgress:
             self._progress.advance(self._task)
 
 
-def _number(value: float) -> str:
-    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
-
-
-def _format_seconds(value: float) -> str:
-    if value >= 1:
-        return f"{_number(value)} s"
-    if value >= 1e-3:
-        return f"{_number(value * 1e3)} ms"
-    return f"{_number(value * 1e6)} µs"
-
-
-def _format_bytes(value: float) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if value >= size:
-            return f"{_number(value / size)} {unit}"
-    return f"{value:.0f} B"
-
-
 def _cell_text(row, full: bool) -> str:
     if row.status != "ok":
         style = STATUS_STYLE.get(row.status, "red")
         reason = row.reason if full else row.reason[:40]
         return f"[{style}]{row.status}[/{style}]" + (f": {reason}" if row.status != "unsupported" or full else "")
     half = (row.time_ci_high_s - row.time_ci_low_s) / 2 / row.time_median_s * 100 if row.time_median_s else 0
-    text = f"{_format_seconds(row.time_median_s)} ±{half:.1f}%"
+    text = f"{format_seconds(row.time_median_s)} ±{half:.1f}%"
     if row.peak_bytes_fwd == row.peak_bytes_fwd:  # not NaN
-        text += f"\n{_format_bytes(row.peak_bytes_fwd)}"
+        text += f"\n{format_bytes(row.peak_bytes_fwd)}"
     if row.rel_l2_error == row.rel_l2_error:
         text += f"\nerr {row.rel_l2_error:.1e}"
     return text
@@ -82,8 +66,6 @@ def _cell_text(row, full: bool) -> str:
 
 def print_summary(run_path: Path, full: bool = False, console: Console | None = None) -> None:
     """Tables per workload (variants × seq_len): median time ±CI half-width, peak memory, error."""
-    from harness.store import load_run, tidy_frame
-
     console = console or Console()
     loaded = load_run(run_path)
     for problem in loaded.problems:

@@ -29,6 +29,10 @@ class DeviceError(AttnbenchError):
     """A device that was asked for but is not present."""
 
 
+class RunStopped(AttnbenchError):
+    """The run could not go on (for example the disk is full); what was stored is intact."""
+
+
 def did_you_mean(name: str, choices) -> str:
     """' (did you mean: a, b?)' for the closest choices, or '' when none is close."""
     close = difflib.get_close_matches(str(name), list(choices), n=3, cutoff=0.5)

@@ -1,9 +1,19 @@
-"""What machine this is, as the environment fingerprint and the calibration cache name it."""
+"""What machine this is, and what is installed on it, as the environment fingerprint, the calibration
+cache and the reports name them."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 from pathlib import Path
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of distribution `name` ('attnbench', 'torch'), or None if not installed."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def cpu_model() -> str:

@@ -20,9 +20,11 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.core.case import DTYPES, Case
+from harness.core.knobs import Knob, declare_knobs
 
 if TYPE_CHECKING:
     import torch
@@ -52,13 +54,26 @@ class Variant:
     family: the family it belongs to (``naive``, ``flash``, ``performer``...).
     computes: the mathematical function it implements (``softmax_attention``...).
     approximates: the exact function it stands in for, if any.
-    params: its knobs with their defaults; a suite may sweep them.
+    knobs: its tunable parameters, name -> `Knob` (type, default, bounds, doc);
+        a suite may sweep them. This one declaration checks a case's values,
+        a suite's ``[params]``, ``--param`` text and feeds ``attnbench list``.
+    params: derived from `knobs`, read-only: each knob's default. (A plugin
+        may still declare ``params = {"x": 1}`` instead of `knobs`: each plain
+        default becomes a knob of its value's type, with no bounds.)
     devices, dtypes: where and in which precisions it can run.
     supports_causal, supports_backward, supports_cross: whether it handles a
         causal mask, a backward pass, and kv_len != seq_len.
+    requires: distributions it imports (``flash-attn``); a missing one is a reason.
+    min_cuda_capability: the oldest CUDA compute capability it runs on, e.g. (8, 0).
     reference_rows: whether `reference` can be evaluated on a subset of query
         rows (exact for functions where each output row depends only on its
         own query), which lets accuracy be checked at large seq_len.
+
+    The sentences of the checks above are attributes too, so a subclass words
+    its own (``device_reason = "flash-attn is a CUDA-only kernel"``) instead of
+    editing the base class's list: `device_reason`, `dtype_reason` (templates
+    that may use ``{device}``, ``{devices}``, ``{dtype}``, ``{dtypes}``),
+    `causal_reason`, `backward_reason` and `cross_reason`.
     """
 
     name: ClassVar[str] = ""
@@ -66,7 +81,8 @@ class Variant:
     computes: ClassVar[str] = ""
     approximates: ClassVar[str | None] = None
     description: ClassVar[str] = ""
-    params: ClassVar[Mapping[str, Any]] = {}
+    knobs: ClassVar[Mapping[str, Knob]] = MappingProxyType({})
+    params: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     dtypes: ClassVar[tuple[str, ...]] = DTYPES
     supports_causal: ClassVar[bool] = True
@@ -74,31 +90,61 @@ class Variant:
     supports_cross: ClassVar[bool] = True
     reference_rows: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ()
+    min_cuda_capability: ClassVar[tuple[int, int] | None] = None
+
+    device_reason: ClassVar[str] = "runs on {devices} only, not on {device}"
+    dtype_reason: ClassVar[str] = "supports dtypes {dtypes}, not {dtype}"
+    causal_reason: ClassVar[str] = "has no causal form"
+    backward_reason: ClassVar[str] = "has no backward pass (forward only)"
+    cross_reason: ClassVar[str] = "needs kv_len == seq_len"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "knobs" in own and "params" in own:
+            raise TypeError(f"{cls.__qualname__}: declare `knobs` (name -> Knob) only; `params` is derived from it")
+        if "knobs" in own or "params" in own:
+            cls.knobs = declare_knobs(own["knobs"] if "knobs" in own else own["params"], owner=cls.__qualname__)
+            cls.params = MappingProxyType({name: knob.default for name, knob in cls.knobs.items()})
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         """Every reason this variant cannot run `case`; empty when it can.
 
-        Subclasses extend the list (call ``super().unsupported_reasons(case)``).
-        Each reason is a sentence a user can act on.
+        Subclasses extend the list (call ``super().unsupported_reasons(case)``
+        and append); they never remove or reword a sentence already in it; the
+        attributes above reword the base class's. Each reason is a sentence a
+        user can act on.
         """
         reasons = [f"requires the package {pkg!r}, which is not installed (pip install {pkg})"
                    for pkg in self.requires if importlib.util.find_spec(pkg.replace("-", "_")) is None]
         if case.device not in self.devices:
-            reasons.append(f"runs on {', '.join(self.devices)} only, not on {case.device}")
-        elif case.device == "cuda" and not _cuda_available():
-            reasons.append("needs a CUDA device, and torch sees none here")
+            reasons.append(self._sentence(self.device_reason, case))
+        elif case.device == "cuda":
+            reasons += _cuda_reasons(self.min_cuda_capability)
         if case.dtype not in self.dtypes:
-            reasons.append(f"supports dtypes {', '.join(self.dtypes)}, not {case.dtype}")
+            reasons.append(self._sentence(self.dtype_reason, case))
         if case.causal and not self.supports_causal:
-            reasons.append("has no causal form")
+            reasons.append(self.causal_reason)
         if case.mode == "fwd_bwd" and not self.supports_backward:
-            reasons.append("has no backward pass (forward only)")
+            reasons.append(self.backward_reason)
         if case.kv_len != case.seq_len and not self.supports_cross:
-            reasons.append("needs kv_len == seq_len")
-        unknown = sorted(set(case.params) - set(self.params))
+            reasons.append(self.cross_reason)
+        unknown = sorted(set(case.params) - set(self.knobs))
         if unknown:
-            reasons.append(f"has no knob {', '.join(unknown)} (knobs: {', '.join(self.params) or 'none'})")
+            reasons.append(f"has no knob {', '.join(unknown)} (knobs: {', '.join(self.knobs) or 'none'})")
+        for name, knob in self.knobs.items():
+            value = case.params.get(name, knob.default)
+            if not knob.accepts(value):
+                reasons.append(f"the knob {name} must be {knob.expected}, not {value!r}")
         return reasons
+
+    def knob_values(self, case: Case) -> dict[str, Any]:
+        """The case's value of every knob, defaults filled in for those it does not set."""
+        return {**self.params, **case.params}
+
+    def _sentence(self, template: str, case: Case) -> str:
+        return template.format(device=case.device, devices=", ".join(self.devices),
+                               dtype=case.dtype, dtypes=", ".join(self.dtypes))
 
     def supports(self, case: Case) -> bool:
         return not self.unsupported_reasons(case)
@@ -166,3 +212,18 @@ def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _cuda_reasons(minimum: tuple[int, int] | None) -> list[str]:
+    """Why a CUDA case cannot run here: no device, or one older than `minimum`."""
+    if not _cuda_available():
+        return ["needs a CUDA device, and torch sees none here"]
+    if minimum is None:
+        return []
+    import torch
+
+    capability = tuple(torch.cuda.get_device_capability())
+    if capability >= tuple(minimum):
+        return []
+    return [f"needs compute capability {minimum[0]}.{minimum[1]} or newer; "
+            f"this GPU ({torch.cuda.get_device_name()}) has {capability[0]}.{capability[1]}"]

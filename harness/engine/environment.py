@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import socket
@@ -10,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from harness.core.machine import cpu_model
+from harness.core.machine import cpu_model, package_version
 
 # glibc's malloc hands every block of 32 MiB or more back to the kernel when it is freed, so a
 # variant whose tensors pass that size pays fresh page faults on every call, which grows its time
@@ -25,13 +24,6 @@ CPU_ALLOCATOR_ENV = {
 }
 
 OPTIONAL_PACKAGES = ("xformers", "flash-attn", "triton", "ray", "numpy", "pandas", "pytest-benchmark")
-
-
-def package_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def harness_commit() -> str | None:

@@ -8,17 +8,16 @@ and `close()`.
 
 from __future__ import annotations
 
+from harness.core.errors import AttnbenchError
+from harness.engine.local_executor import LocalExecutor
+
 
 def make_executor(name: str, **options):
     """The executor called `name` ('local' or 'ray')."""
-    from harness.core.errors import AttnbenchError
-
     if name == "local":
-        from harness.engine.local_executor import LocalExecutor
-
         return LocalExecutor(**options)
     if name == "ray":
-        try:
+        try:  # Ray is an optional extra: imported only when asked for
             from harness.engine.ray_executor import RayExecutor
         except ImportError as exc:
             raise AttnbenchError(f"--executor ray needs Ray: pip install 'attnbench[ray]' ({exc})") from None

@@ -8,7 +8,7 @@ from typing import Any
 from harness.core.case import Case
 from harness.core.result import Result
 from harness.core.settings import MeasureSettings
-from harness.engine.worker import Worker, WorkerOptions
+from harness.engine.worker import Worker, WorkerOptions, run_in_fresh_processes
 
 
 class LocalExecutor:
@@ -43,22 +43,9 @@ class LocalExecutor:
             if on_start:
                 on_start(case)
             if settings.processes > 1:
-                yield case, self._run_in_fresh_processes(case, settings)
+                yield case, run_in_fresh_processes(WorkerOptions(device=case.device, **self._options), case, settings)
             else:
                 yield case, self.worker(case.device).run(case, settings)
-
-    def _run_in_fresh_processes(self, case: Case, settings: MeasureSettings) -> Result:
-        """The whole measurement repeated in `settings.processes` fresh workers, merged with their spread."""
-        from harness.measure.cell import merge_process_results
-
-        results = []
-        for _ in range(settings.processes):
-            worker = Worker(WorkerOptions(device=case.device, **self._options))
-            try:
-                results.append(worker.run(case, settings))
-            finally:
-                worker.stop()
-        return merge_process_results(results)
 
     def close(self) -> None:
         for worker in self._workers.values():

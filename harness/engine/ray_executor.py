@@ -42,6 +42,8 @@ from harness.core.case import Case
 from harness.core.errors import AttnbenchError
 from harness.core.result import Result
 from harness.core.settings import MeasureSettings
+from harness.engine.environment import collect_environment
+from harness.engine.worker import Worker, WorkerOptions, run_in_fresh_processes
 
 PROPAGATED_ENV = ("ATTNBENCH_PLUGINS", "PYTHONPATH")
 ACTOR_RETRIES = 1
@@ -51,8 +53,6 @@ class CellRunner:
     """A Ray actor holding one attnbench worker process on its node (one slot)."""
 
     def __init__(self, worker_options: dict[str, Any]) -> None:
-        from harness.engine.worker import Worker, WorkerOptions
-
         self._options = WorkerOptions(**worker_options)
         self._worker = Worker(self._options)
         self._node: dict[str, Any] | None = None
@@ -60,8 +60,6 @@ class CellRunner:
     def node(self) -> dict[str, Any]:
         """This node's environment fingerprint, collected once per actor."""
         if self._node is None:
-            from harness.engine.environment import collect_environment
-
             context = ray.get_runtime_context()
             self._node = {**collect_environment(), "ray_node_id": context.get_node_id(),
                           "ray_node_ip": ray.util.get_node_ip_address(),
@@ -83,25 +81,12 @@ class CellRunner:
         case = Case.from_dict(case_data)
         settings = MeasureSettings.from_dict(settings_data)
         if getattr(settings, "processes", 1) > 1:
-            result = self._run_in_fresh_processes(case, settings)
+            result = run_in_fresh_processes(self._options, case, settings)
         else:
             result = self._worker.run(case, settings)
         data = result.to_dict()
         data["worker"] = {**data.get("worker", {}), "node": self.node(), "executor": "ray"}
         return {"result": data, "memory_available_bytes": self.memory_available()}
-
-    def _run_in_fresh_processes(self, case: Case, settings: MeasureSettings) -> Result:
-        from harness.engine.worker import Worker
-        from harness.measure.cell import merge_process_results
-
-        results = []
-        for _ in range(settings.processes):
-            worker = Worker(self._options)
-            try:
-                results.append(worker.run(case, settings))
-            finally:
-                worker.stop()
-        return merge_process_results(results)
 
     def stop(self) -> None:
         self._worker.stop()

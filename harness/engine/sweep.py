@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.case import Case
-from harness.core.errors import AttnbenchError, StoreError
+from harness.core.errors import RunStopped, StoreError
 from harness.core.result import Result, Run
+from harness.core.units import format_bytes
+from harness.engine.local_executor import LocalExecutor
 from harness.plan.suite import Suite, expand, parse_suite, with_overrides
 from harness.store import Cell, RunWriter, new_run_id, now_iso
 
@@ -27,10 +29,6 @@ class RunInterrupted(Exception):
         super().__init__(f"run interrupted; {stored} cells stored in {run_path}")
         self.run_path = run_path
         self.stored = stored
-
-
-class RunStopped(AttnbenchError):
-    """The run could not go on (for example the disk is full); what was stored is intact."""
 
 
 @dataclass(frozen=True)
@@ -113,8 +111,6 @@ def _variant_meta(registry, name: str) -> dict[str, Any]:
 
 def _drive(writer: RunWriter, cases: list[Case], suite: Suite, registry, executor, progress: Progress,
            done: set[str], previous) -> SweepOutcome:
-    from harness.engine.local_executor import LocalExecutor
-
     own_executor = executor is None
     executor = executor or LocalExecutor()
     settings = suite.measure
@@ -199,14 +195,10 @@ def _precheck(case: Case, registry, executor, settings, oom_at: dict[str, int]) 
         needed = predicted + case.input_bytes
         available = executor.available_memory(case.device)
         if available is not None and needed > available * settings.memory_headroom:
-            return Result("skipped", f"predicted peak {_gib(needed)} (memory model of {case.variant} plus inputs) "
-                                     f"exceeds {settings.memory_headroom:.0%} of the {_gib(available)} available "
+            return Result("skipped", f"predicted peak {format_bytes(needed)} (memory model of {case.variant} plus inputs) "
+                                     f"exceeds {settings.memory_headroom:.0%} of the {format_bytes(available)} available "
                                      f"on {case.device}; not run", started_at=now_iso())
     return None
-
-
-def _gib(value: float) -> str:
-    return f"{value / 2**30:.2f} GiB"
 
 
 def with_device(case: Case, device: str) -> Case:

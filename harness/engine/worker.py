@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.core.case import Case
+from harness.core.registry import default_registry
 from harness.core.result import Result
 from harness.core.settings import MeasureSettings
 from harness.engine.environment import CPU_ALLOCATOR_ENV
@@ -44,9 +45,8 @@ def worker_main(connection, options: WorkerOptions) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if options.memory_limit_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (options.memory_limit_bytes, options.memory_limit_bytes))
-    import torch
+    import torch  # after the memory cap, which must cover torch and the variants
 
-    from harness.core.registry import default_registry
     from harness.measure.cell import measure_case
 
     if options.threads:
@@ -171,6 +171,21 @@ class Worker:
             self._process.join(5)
         self._connection.close()
         self._process = self._connection = None
+
+
+def run_in_fresh_processes(options: WorkerOptions, case: Case, settings: MeasureSettings) -> Result:
+    """The whole measurement repeated in `settings.processes` fresh workers, merged with their spread."""
+    # measure.cell imports torch, which the driver loads only when it merges processes
+    from harness.measure.cell import merge_process_results
+
+    results = []
+    for _ in range(settings.processes):
+        worker = Worker(options)
+        try:
+            results.append(worker.run(case, settings))
+        finally:
+            worker.stop()
+    return merge_process_results(results)
 
 
 @contextlib.contextmanager

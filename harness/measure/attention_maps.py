@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from harness.core.case import Case
+
 ATTENTION_MAPS_FILE = "attention_maps.json"
 SIGNIFICANT_DIGITS = 5
 
@@ -35,7 +37,6 @@ def write_attention_maps(run_path: Path, registry, variant_names: Iterable[str],
     """
     import torch
 
-    from harness.core.case import Case
     from harness.measure.inputs import make_inputs, upcast
 
     names = [name for name in dict.fromkeys(variant_names) if name]

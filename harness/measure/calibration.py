@@ -42,6 +42,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from harness.core.machine import cpu_model
+from harness.store import now_iso
+
 CALIBRATION_VERSION = 1
 MATMUL_START_N = 256
 MATMUL_MAX_N = {"cpu": 2048, "cuda": 8192}
@@ -63,8 +66,6 @@ def cache_dir() -> Path:
 def fingerprint_fields(device: str, threads: int | None = None) -> dict[str, Any]:
     """What a calibration depends on: the machine, the software, the threads, the device."""
     import torch
-
-    from harness.core.machine import cpu_model
 
     fields: dict[str, Any] = {
         "calibration_version": CALIBRATION_VERSION,
@@ -204,8 +205,6 @@ def measure_copy(device: str = "cpu", nbytes: int | None = None, budget_s: float
 def measure_device(device: str, dtypes: Iterable[str], threads: int | None = None) -> dict[str, Any]:
     """A fresh calibration of `device` for `dtypes` (runs in this process)."""
     import torch
-
-    from harness.store import now_iso
 
     if threads:
         torch.set_num_threads(threads)

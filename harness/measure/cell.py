@@ -61,15 +61,10 @@ from harness.measure.telemetry import (
     telemetry_warnings,
 )
 from harness.measure.timing import TimedSamples, time_cpu, time_cuda
+from harness.store import now_iso
 
 BACKWARD_FLOPS_FACTOR = 2
 OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
-
-
-def now_iso() -> str:
-    from harness.store import now_iso as store_now
-
-    return store_now()
 
 
 def is_oom(exc: BaseException) -> bool:

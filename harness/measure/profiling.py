@@ -31,13 +31,16 @@ from __future__ import annotations
 import csv
 import json
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.core.case import Case
-from harness.core.errors import AttnbenchError
+from harness.core.errors import AttnbenchError, did_you_mean
+from harness.core.knobs import declare_knobs
+from harness.core.registry import default_registry
+from harness.store import load_run
 
 STEP_ANNOTATION = "attnbench.step"
 DEVICE_TYPES = {0: "cpu", 1: "cuda"}
@@ -68,39 +71,29 @@ class ProfileSummary:
                 "top_ops": self.ops[:top], "memory": self.memory, "files": self.files}
 
 
-def parse_params(pairs: tuple[str, ...] | list[str], declared: dict[str, Any], variant: str) -> dict[str, Any]:
-    """KEY=VALUE strings as the variant's knobs, each value converted to its default's type."""
+def parse_params(pairs: tuple[str, ...] | list[str], declared: Mapping[str, Any], variant: str) -> dict[str, Any]:
+    """KEY=VALUE strings as the variant's knob values, each text parsed by its `Knob`.
+
+    `declared` is the variant's `knobs` (name -> Knob); a plain default in its
+    place stands for a knob of that value's type.
+    """
+    knobs = declare_knobs(declared, owner=f"variant {variant!r}")
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ParamError(f"--param {pair!r}: expected KEY=VALUE, e.g. --param window=256")
-        if key not in declared:
-            from harness.core.errors import did_you_mean
-
+        if key not in knobs:
             raise ParamError(f"--param {key}: variant {variant!r} has no knob {key!r}"
-                             f"{did_you_mean(key, declared)}; its knobs: {', '.join(declared) or 'none'}")
-        params[key] = convert_param(key, text.strip(), declared[key])
+                             f"{did_you_mean(key, knobs)}; its knobs: {', '.join(knobs) or 'none'}")
+        knob = knobs[key]
+        try:
+            params[key] = knob.parse(text)
+        except ValueError as exc:
+            about = f", {knob.doc}" if knob.doc else ""
+            raise ParamError(f"--param {key}={text.strip()}: {exc} (the default is {knob.default!r}{about})") from None
     return params
-
-
-def convert_param(key: str, text: str, default: Any) -> Any:
-    """`text` as the type of the knob's default (bool, int, float or str)."""
-    if isinstance(default, bool):
-        lowered = text.lower()
-        if lowered in ("true", "1", "yes", "on"):
-            return True
-        if lowered in ("false", "0", "no", "off"):
-            return False
-        raise ParamError(f"--param {key}={text}: expected true or false")
-    for kind, name in ((int, "an integer"), (float, "a number")):
-        if isinstance(default, kind):
-            try:
-                return kind(text)
-            except ValueError:
-                raise ParamError(f"--param {key}={text}: expected {name} (the default is {default!r})") from None
-    return text
 
 
 def check_supported(case: Case, variant) -> None:
@@ -281,8 +274,6 @@ def memory_peak(events: list[dict], top: int = 10) -> dict[str, Any]:
 
 def profile_cells(cases: list[dict], run_path: str, steps: int = 3) -> dict[str, Any]:
     """Profile each case (dicts) into ``<run>/profiles/<case_id>/``; runs in a spawned process."""
-    from harness.core.registry import default_registry
-
     registry = default_registry()
     index: dict[str, Any] = {}
     for data in cases:
@@ -308,8 +299,6 @@ def profile_run(run_path: Path, *, statuses: tuple[str, ...] = ("ok",), steps: i
     """
     import concurrent.futures
     import multiprocessing
-
-    from harness.store import load_run
 
     loaded = load_run(run_path)
     cases = [cell.case for cell in loaded.cells if cell.result.status in statuses]

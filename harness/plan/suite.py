@@ -40,6 +40,7 @@ from __future__ import annotations
 import itertools
 import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -47,6 +48,7 @@ from typing import Any
 
 from harness.core.case import DEVICES, MODES, Case, canonical_dtype
 from harness.core.errors import SuiteError, did_you_mean
+from harness.core.knobs import Knob
 from harness.core.settings import MeasureSettings, settings_field_types
 
 AXES: dict[str, type] = {
@@ -155,6 +157,13 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
 
 
 def _parse_axis_lists(source: str, prefix: str, table: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
+    if prefix.startswith("overrides."):
+        variant = prefix.removeprefix("overrides.")
+        for key in table:
+            if key not in AXES:
+                raise SuiteError(f"{source}: unknown key '{prefix}.{key}'{did_you_mean(key, AXES)}; "
+                                 f"[overrides.{variant}] lists axes ({', '.join(AXES)}); "
+                                 f"a variant's knobs go in [params.{variant}]")
     _reject_unknown(source, f"{prefix}.", table, AXES)
     lists: dict[str, tuple[Any, ...]] = {}
     for key, values in table.items():
@@ -290,18 +299,16 @@ def expand(suite: Suite, registry) -> list[Case]:
         if name not in names:
             raise SuiteError(f"{suite.source}: key 'params.{name}' names a variant the suite does not run "
                              f"(variants: {', '.join(names)})")
-        declared = registry.get(name).params
-        for knob in knobs:
-            if knob not in declared:
-                raise SuiteError(f"{suite.source}: key 'params.{name}.{knob}': variant {name!r} has no knob "
-                                 f"{knob!r}{did_you_mean(knob, declared)}; its knobs: {', '.join(declared) or 'none'}")
+        _check_knob_values(suite.source, name, registry.get(name).knobs, knobs)
     cases: list[Case] = []
     planned = 0
     for name in names:
         variant = registry.get(name)
         axes = _variant_axes(suite, name)
         total = math.prod(len(values) for values in axes.values())
-        knob_lists = {knob: suite.params.get(name, {}).get(knob, (default,)) for knob, default in variant.params.items()}
+        given = suite.params.get(name, {})
+        knob_lists = {knob: tuple(declared.coerce(v) for v in given[knob]) if knob in given else (declared.default,)
+                      for knob, declared in variant.knobs.items()}
         knob_combos = [dict(zip(knob_lists, combo, strict=True)) for combo in itertools.product(*knob_lists.values())]
         planned += total * len(knob_combos)
         if planned > MAX_CELLS:
@@ -314,3 +321,19 @@ def expand(suite: Suite, registry) -> list[Case]:
                 except ValueError as exc:
                     raise SuiteError(f"{suite.source}: a cell of variant {name!r} is invalid: {exc}") from None
     return cases
+
+
+def _check_knob_values(source: str, variant: str, declared: Mapping[str, Knob],
+                       knobs: dict[str, tuple[Any, ...]]) -> None:
+    """Every ``[params.<variant>]`` key is a knob of the variant and every value one it accepts."""
+    for knob, values in knobs.items():
+        if knob not in declared:
+            raise SuiteError(f"{source}: key 'params.{variant}.{knob}': variant {variant!r} has no knob "
+                             f"{knob!r}{did_you_mean(knob, declared)}; its knobs: {', '.join(declared) or 'none'}")
+        spec = declared[knob]
+        for i, value in enumerate(values):
+            if not spec.accepts(value):
+                where = f"params.{variant}.{knob}" + (f"[{i}]" if len(values) > 1 else "")
+                about = f" ({spec.doc})" if spec.doc else ""
+                raise SuiteError(f"{source}: key '{where}' must be {spec.expected}, got {_short(value)}: the knob "
+                                 f"{knob} of variant {variant!r}{about}, default {spec.default!r}")

@@ -15,7 +15,7 @@ loads matplotlib and seaborn.
 
 from __future__ import annotations
 
-import importlib
+from harness.core.lazy import lazy_attributes
 
 _EXPORTS = {
     "build_report_html": "harness.report.build",
@@ -33,15 +33,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'harness.report' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_attributes(globals(), _EXPORTS)

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from harness.core.units import format_seconds
 from harness.report.data import ReportData
 from harness.report.fits import crossover, pareto_frontier
-from harness.report.tables import format_error, format_seconds
+from harness.report.tables import format_error
 
 
 @dataclass(frozen=True)

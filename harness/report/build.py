@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.errors import AttnbenchError
+from harness.core.machine import package_version
+from harness.core.units import finite
 from harness.report import plots
 from harness.report.analysis import crossovers, quality_views
 from harness.report.data import ReportData, attention_maps, prepare
@@ -48,7 +50,7 @@ def build_report_html(runs: Sequence[LoadedRun], baseline: str | None = None) ->
         "report.html",
         title=title,
         subtitle=data.baseline_note,
-        version=_version(),
+        version=package_version("attnbench") or "unknown",
         built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         runs=[run_summary(r, data.run_labels[r.run.run_id]) for r in data.runs],
         multi_run=data.multi_run,
@@ -83,12 +85,12 @@ def _peaks(data: ReportData, dtype: str) -> tuple[dict[str, float], float | None
     bandwidth = None
     for loaded in data.runs:
         calibration = loaded.run.calibration or {}
-        rate = (calibration.get("matmul_flops_per_s") or {}).get(dtype)
-        if plots.finite(rate) and float(rate) > 0:
-            peaks[data.run_labels[loaded.run.run_id]] = float(rate)
-            copy = calibration.get("copy_bytes_per_s")
-            if bandwidth is None and plots.finite(copy) and float(copy) > 0:
-                bandwidth = float(copy)
+        rate = finite((calibration.get("matmul_flops_per_s") or {}).get(dtype))
+        if rate is not None and rate > 0:
+            peaks[data.run_labels[loaded.run.run_id]] = rate
+            copy = finite(calibration.get("copy_bytes_per_s"))
+            if bandwidth is None and copy is not None and copy > 0:
+                bandwidth = copy
     return peaks, bandwidth
 
 
@@ -110,12 +112,3 @@ def _attention_item(data: ReportData, loaded: LoadedRun) -> dict[str, Any]:
     no_weights = [str(name) for name in maps.get("no_weights") or []]
     return {"label": label, "uri": uri, "errors": errors, "seq_len": maps.get("seq_len"),
             "kv_len": maps.get("kv_len"), "note": note, "no_weights": ", ".join(no_weights)}
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("attnbench")
-    except PackageNotFoundError:
-        return "unknown"

@@ -9,7 +9,6 @@ the ratio of medians is beyond the practical threshold; otherwise 'same'.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +17,11 @@ from typing import Any
 import pandas as pd
 
 from harness.core.errors import AttnbenchError
+from harness.core.machine import package_version
+from harness.core.units import finite, format_bytes, format_seconds
 from harness.report.data import case_labels, prepare, samples_by_case, status_text
 from harness.report.fits import BOOTSTRAP_RESAMPLES, mann_whitney_u, median_ratio_interval
-from harness.report.tables import format_bytes, format_error, format_seconds, format_value
+from harness.report.tables import format_error, format_value
 from harness.store import LoadedRun
 
 DEFAULT_THRESHOLD = 0.02
@@ -152,9 +153,9 @@ def _compare_cell(case_id: str, label: str, b: Any, n: Any, base_samples, new_sa
         note = f"BASE {status_text(b.status, b.reason)}; NEW {status_text(n.status, n.reason)}"
         return CellComparison(**common, status_note=note)
     values: dict[str, Any] = {
-        "base_median": _num(b.time_median_s), "new_median": _num(n.time_median_s),
-        "base_memory": _num(b.peak_bytes), "new_memory": _num(n.peak_bytes),
-        "base_error": _num(b.rel_l2_error), "new_error": _num(n.rel_l2_error),
+        "base_median": finite(b.time_median_s), "new_median": finite(n.time_median_s),
+        "base_memory": finite(b.peak_bytes), "new_memory": finite(n.peak_bytes),
+        "base_error": finite(b.rel_l2_error), "new_error": finite(n.rel_l2_error),
     }
     values["memory_ratio"] = _ratio(values["new_memory"], values["base_memory"])
     values["error_ratio"] = _ratio(values["new_error"], values["base_error"])
@@ -296,7 +297,7 @@ def build_compare_html(comparison: Comparison, gate_lines: list[str] | None = No
         "compare.html",
         title=f"attnbench compare: {comparison.base.run.name} → {comparison.new.run.name}",
         subtitle=METHOD + ".",
-        version=_version(),
+        version=package_version("attnbench") or "unknown",
         built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         base=comparison.base.run, new=comparison.new.run,
         base_label=_run_label(comparison.base), new_label=_run_label(comparison.new),
@@ -357,14 +358,6 @@ def _ratio(new: float | None, base: float | None) -> float | None:
     return new / base
 
 
-def _num(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _escape(text: str) -> str:
     from rich.markup import escape
 
@@ -373,12 +366,3 @@ def _escape(text: str) -> str:
 
 def _run_label(loaded: LoadedRun) -> str:
     return f"{loaded.run.name} ({loaded.run.run_id})"
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("attnbench")
-    except PackageNotFoundError:
-        return "unknown"

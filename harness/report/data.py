@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.core.case import Case
 from harness.core.errors import AttnbenchError
 from harness.store import LoadedRun, tidy_frame
 
@@ -112,8 +113,6 @@ def samples_by_case(run: LoadedRun) -> dict[str, tuple[float, ...]]:
 
 def case_labels(run: LoadedRun) -> dict[str, str]:
     """Readable case labels (`Case.label`) by case id; the case id where a case does not parse."""
-    from harness.core.case import Case
-
     labels = {}
     for cell in run.cells:
         try:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.core.units import finite
+
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 
@@ -44,7 +46,7 @@ def crossover(seq_lens: Sequence[int], candidate: Sequence[float | None],
     order = sorted(range(len(seq_lens)), key=lambda i: seq_lens[i])
     wins: list[tuple[int, bool]] = []
     for i in order:
-        cand, base = _number(candidate[i]), _number(baseline[i])
+        cand, base = finite(candidate[i]), finite(baseline[i])
         if cand is None and base is None:
             continue
         wins.append((int(seq_lens[i]), cand is not None and (base is None or cand < base)))
@@ -59,7 +61,7 @@ def crossover(seq_lens: Sequence[int], candidate: Sequence[float | None],
 def pareto_frontier(costs: Sequence[float], errors: Sequence[float]) -> list[int]:
     """Indices of the points that no other point beats on both cost and error, by cost ascending."""
     points = sorted(((c, e, i) for i, (c, e) in enumerate(zip(costs, errors, strict=True))
-                     if _number(c) is not None and _number(e) is not None), key=lambda p: (p[0], p[1]))
+                     if finite(c) is not None and finite(e) is not None), key=lambda p: (p[0], p[1]))
     frontier: list[int] = []
     best_error = math.inf
     for _cost, error, index in points:
@@ -150,13 +152,3 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     group = starts_group.cumsum()[inverse]                        # 1-based group of each value
     bounds = np.r_[np.nonzero(starts_group)[0], values.size]      # first index of each group, and the end
     return 0.5 * (bounds[group] + bounds[group - 1] + 1)
-
-
-def _number(value) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 import sys
 import warnings
 from collections.abc import Sequence
@@ -111,6 +110,18 @@ def _legend(ax) -> None:
         ax.legend(fontsize=7, framealpha=0.85, loc="best")
 
 
+def _finish_panel(ax, rows: pd.DataFrame, drawn: bool, empty: str, ylabel: str, title: str) -> None:
+    """Log axes and a legend over what was drawn (else the `empty` message), then the labels."""
+    if not drawn:
+        _empty(ax, empty)
+    else:
+        _log_axes(ax, rows["seq_len"].unique())
+        _legend(ax)
+    ax.set_xlabel("seq_len")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+
+
 def scaling_panel(ax, rows: pd.DataFrame, column: str, styles: Styles, multi_run: bool,
                   ylabel: str, title: str, interval: tuple[str, str] | None = None) -> bool:
     """`column` against seq_len on log-log axes, each series labelled with its fitted slope."""
@@ -133,14 +144,7 @@ def scaling_panel(ax, rows: pd.DataFrame, column: str, styles: Styles, multi_run
             if band.any():
                 ax.fill_between(lengths[band], low[band], high[band], color=style["color"], alpha=0.18, linewidth=0)
         drawn = True
-    if not drawn:
-        _empty(ax, f"no {ylabel} measured")
-    else:
-        _log_axes(ax, rows["seq_len"].unique())
-        _legend(ax)
-    ax.set_xlabel("seq_len")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    _finish_panel(ax, rows, drawn, f"no {ylabel} measured", ylabel, title)
     return drawn
 
 
@@ -158,14 +162,8 @@ def flops_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool, peaks: 
     for run, peak in peaks.items():
         ax.axhline(peak, color="black", linestyle=LINESTYLES[styles.runs.get(run, 0) % 4], linewidth=1,
                    label=text(f"measured peak{' · ' + run if multi_run else ''}"))
-    if not drawn:
-        _empty(ax, "no FLOP counts in these cells")
-    else:
-        _log_axes(ax, rows["seq_len"].unique())
-        _legend(ax)
-    ax.set_xlabel("seq_len")
-    ax.set_ylabel("achieved FLOP/s")
-    ax.set_title("Achieved FLOP/s" + ("" if peaks else " (not calibrated: no peak line)"), fontsize=10)
+    _finish_panel(ax, rows, drawn, "no FLOP counts in these cells", "achieved FLOP/s",
+                  "Achieved FLOP/s" + ("" if peaks else " (not calibrated: no peak line)"))
 
 
 def error_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool) -> None:
@@ -185,15 +183,8 @@ def error_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool) -> None
                 ax.plot(lengths[mask], values[mask], label=text(_label(series, run, multi_run) + suffix),
                         markersize=4, linewidth=1.2, **{**style, "linestyle": linestyle})
                 drawn = True
-    if not drawn:
-        _empty(ax, "no errors measured")
-    else:
-        _log_axes(ax, rows["seq_len"].unique())
-        _legend(ax)
-    ax.set_xlabel("seq_len")
-    ax.set_ylabel("relative L2 error")
-    ax.set_title("Error (solid: own reference; dashed: vs exact softmax)" + (" · exact zeros not drawn" if zeros else ""),
-                 fontsize=10)
+    _finish_panel(ax, rows, drawn, "no errors measured", "relative L2 error",
+                  "Error (solid: own reference; dashed: vs exact softmax)" + (" · exact zeros not drawn" if zeros else ""))
 
 
 def speedup_matrix(rows: pd.DataFrame, baseline: str | None, multi_run: bool) -> pd.DataFrame | None:
@@ -378,10 +369,3 @@ def _heat(fig: Figure, ax, values: np.ndarray, title: str, cmap: str, vmin: floa
     ax.set_xlabel("key")
     ax.set_ylabel("query")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-
-
-def finite(value: Any) -> bool:
-    try:
-        return value is not None and math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False

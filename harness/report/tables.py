@@ -4,38 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from harness.core.units import finite, format_bytes, format_seconds
 from harness.report.data import ReportData, status_text
 from harness.store import LoadedRun
 
 
-def format_seconds(value: Any) -> str:
-    number = _number(value)
-    if number is None:
-        return "–"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if abs(number) >= scale:
-            return f"{number / scale:.3g} {unit}"
-    return f"{number / 1e-9:.3g} ns"
-
-
-def format_bytes(value: Any) -> str:
-    number = _number(value)
-    if number is None:
-        return "–"
-    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
-        if abs(number) >= scale:
-            return f"{number / scale:.3g} {unit}"
-    return f"{number:.0f} B"
-
-
 def format_rate(value: Any, unit: str = "FLOP/s") -> str:
-    number = _number(value)
+    number = finite(value)
     if number is None:
         return "–"
     for prefix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -45,12 +25,12 @@ def format_rate(value: Any, unit: str = "FLOP/s") -> str:
 
 
 def format_error(value: Any) -> str:
-    number = _number(value)
+    number = finite(value)
     return "–" if number is None else f"{number:.2g}"
 
 
 def format_ratio(value: Any) -> str:
-    number = _number(value)
+    number = finite(value)
     return "–" if number is None else f"{number:.3f}×"
 
 
@@ -94,12 +74,12 @@ def _grid_cell(row: Any) -> GridCell:
         return GridCell(status=str(row.status), lines=[status_text(row.status, row.reason)])
     lines = [format_seconds(row.time_median_s)]
     title = ""
-    if _number(row.time_ci_low_s) is not None and _number(row.time_ci_high_s) is not None:
+    if finite(row.time_ci_low_s) is not None and finite(row.time_ci_high_s) is not None:
         lines[0] += f" [{format_seconds(row.time_ci_low_s)}, {format_seconds(row.time_ci_high_s)}]"
         title = "median time per call [95% interval of the median]"
     lines.append(f"mem {format_bytes(row.peak_bytes)}")
     error = f"err {format_error(row.rel_l2_error)}"
-    if row.is_approximate and _number(row.approx_rel_l2_error) is not None:
+    if row.is_approximate and finite(row.approx_rel_l2_error) is not None:
         error += f" · vs exact {format_error(row.approx_rel_l2_error)}"
     lines.append(error)
     return GridCell(status="ok", lines=lines, title=title)
@@ -161,13 +141,3 @@ def _duration(started: str | None, ended: str | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def _number(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None

@@ -7,14 +7,13 @@ from pathlib import Path
 
 from harness.core.errors import StoreError
 from harness.store import LoadedRun, tidy_frame
+from harness.store.pytest_benchmark import to_pytest_benchmark
 
 
 def export_run(loaded: LoadedRun, fmt: str, output: Path) -> Path:
     """Write `loaded` to `output` in `fmt` (csv, parquet, json, pytest-benchmark)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "pytest-benchmark":
-        from harness.store.pytest_benchmark import to_pytest_benchmark
-
         data = to_pytest_benchmark(loaded)
         output.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         return output

@@ -9,8 +9,9 @@ Self-Attention", 2024). A causal mask sets the weights of masked keys to zero:
 the kernel adds −∞ to their scores, and σ(−∞) = 0 exactly (the mask is
 aligned at the end, as SDPA aligns it when M != N).
 
-Only the public variant API of attnbench is used: `harness.core.variant` and
-`harness.core.case`.
+Only attnbench's public plugin API is used, imported as ``from harness import
+...``; the causal mask is attnbench's own `causal_mask`, the one every built-in
+variant and reference uses.
 """
 
 from __future__ import annotations
@@ -19,18 +20,12 @@ import math
 
 import torch
 
-from harness import AttentionInputs, Case, Variant
+from harness import AttentionInputs, Case, Variant, causal_mask
 
 
 def sigmoid_bias(kv_len: int) -> float:
     """b = −log M: a row of M weights σ(b) ≈ 1/M sums to about 1 when the scores are near 0."""
     return -math.log(kv_len)
-
-
-def causal_allowed(seq_len: int, kv_len: int, query_index: torch.Tensor, device) -> torch.Tensor:
-    """(R, M) booleans: query i sees key j when j <= i + (M − N)."""
-    key_index = torch.arange(kv_len, device=device)
-    return key_index[None, :] <= query_index[:, None] + (kv_len - seq_len)
 
 
 class SigmoidAttention(Variant):
@@ -54,8 +49,7 @@ class SigmoidAttention(Variant):
         # is hidden: σ(−∞) = 0 zeroes those weights exactly, and their gradient too.
         bias = torch.tensor(sigmoid_bias(case.kv_len), dtype=q.dtype, device=q.device)
         if case.causal:
-            query_index = torch.arange(case.seq_len, device=q.device)
-            allowed = causal_allowed(case.seq_len, case.kv_len, query_index, q.device)         # (N, M)
+            allowed = causal_mask(case.seq_len, case.kv_len, device=q.device)                 # (N, M)
             bias = torch.full(allowed.shape, float("-inf"), dtype=q.dtype, device=q.device)
             bias.masked_fill_(allowed, sigmoid_bias(case.kv_len))
         q3 = q.reshape(batch_heads, case.seq_len, case.head_dim)                              # (BH, N, d)
@@ -77,14 +71,12 @@ class SigmoidAttention(Variant):
 
     def reference(self, case: Case, inputs: AttentionInputs, rows: torch.Tensor | None = None) -> torch.Tensor:
         q, k, v = inputs.tensors()                                      # float64
-        query_index = torch.arange(case.seq_len, device=q.device)
         if rows is not None:
             q = q[..., rows, :]                                         # (B, H, R, d)
-            query_index = query_index[rows]
         scores = q @ k.transpose(-2, -1) / math.sqrt(case.head_dim)    # (B, H, R, M)
         weights = torch.sigmoid(scores + sigmoid_bias(case.kv_len))     # (B, H, R, M)
         if case.causal:
-            allowed = causal_allowed(case.seq_len, case.kv_len, query_index, q.device)   # (R, M)
+            allowed = causal_mask(case.seq_len, case.kv_len, rows=rows, device=q.device)   # (R, M)
             weights = weights * allowed
         return weights @ v                                              # (B, H, R, d)
 
@@ -106,6 +98,5 @@ class SigmoidAttention(Variant):
         q, k, _ = (t.to(torch.float64) for t in inputs.tensors())
         weights = torch.sigmoid(q @ k.transpose(-2, -1) / math.sqrt(case.head_dim) + sigmoid_bias(case.kv_len))
         if case.causal:
-            query_index = torch.arange(case.seq_len, device=q.device)
-            weights = weights * causal_allowed(case.seq_len, case.kv_len, query_index, q.device)
+            weights = weights * causal_mask(case.seq_len, case.kv_len, device=q.device)
         return weights

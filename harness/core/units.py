@@ -1,0 +1,49 @@
+"""Numbers as people read them, the same in the terminal, the HTML report and a stored reason.
+
+Standard library only, so the driver, the store, the reports and the CLI share one formatter.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+MISSING = "–"
+
+
+def finite(value: Any) -> float | None:
+    """`value` as a float, or None for None, a bool, text that is not a number, NaN and ±inf."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def three_digits(value: float) -> str:
+    """'0.123', '12.3', '123', '1023': three significant digits, never an exponent from 100 up."""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def format_bytes(value: Any) -> str:
+    """'512 B', '1.5 KiB', '12.3 MiB', '1023 MiB', '3.25 GiB' (binary units); '–' when missing."""
+    number = finite(value)
+    if number is None:
+        return MISSING
+    for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if abs(number) >= scale:
+            return f"{three_digits(number / scale)} {unit}"
+    return f"{number:.0f} B"
+
+
+def format_seconds(value: Any) -> str:
+    """'1.5 s', '12.3 ms', '250 µs', '80 ns'; '–' when missing."""
+    number = finite(value)
+    if number is None:
+        return MISSING
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if abs(number) >= scale:
+            return f"{three_digits(number / scale)} {unit}"
+    return f"{three_digits(number / 1e-9)} ns"
