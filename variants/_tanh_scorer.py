@@ -50,16 +50,13 @@ SCORER_KNOBS = {
 }
 
 
-def _causal_mask(rows: torch.Tensor, visible: int, offset: int, device) -> torch.Tensor:
-    """True where key j is hidden from query row i: j > i + offset.  (rows, visible)"""
-    key_index = torch.arange(visible, device=device)
-    return key_index[None, :] > rows[:, None] + offset
-
-
 def _additive_chunk(q_proj: torch.Tensor, k_proj: torch.Tensor, score_vector: torch.Tensor,
-                    values: torch.Tensor, first_row: int, offset: int, causal: bool,
+                    values: torch.Tensor, allowed: torch.Tensor | None, blind_rows: bool = False,
                     workspace: torch.Tensor | None = None) -> torch.Tensor:
     """One chunk of rows: q_proj (B, H, c, a), k_proj (B, H, M', a), values (B, H, M', d) -> (B, H, c, d).
+
+    `allowed` is the chunk's slice (c, M') of the causal mask, or None when not causal;
+    `blind_rows` says some of its rows see no key (a causal case with kv_len < seq_len).
 
     `workspace` (inference only) is a flat buffer the tanh tensor is written into,
     so every chunk reuses one allocation instead of mapping fresh pages each time.
@@ -73,28 +70,30 @@ def _additive_chunk(q_proj: torch.Tensor, k_proj: torch.Tensor, score_vector: to
     hidden = hidden.tanh_()                                      # in place: add's backward needs no output
     scores = torch.matmul(hidden, score_vector)                  # (B, H, c, M')
     del hidden
-    if causal:
-        rows = torch.arange(first_row, first_row + q_proj.shape[-2], device=q_proj.device)
-        hidden_keys = _causal_mask(rows, k_proj.shape[-2], offset, q_proj.device)   # (c, M')
+    if allowed is not None:
         # A finite fill keeps rows that see no key free of NaN (also in backward); they are zeroed below.
-        scores = scores.masked_fill(hidden_keys, torch.finfo(scores.dtype).min)
+        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32 if scores.dtype != torch.float64 else None)
     del scores
-    if causal and first_row + offset < 0:
-        sees_a_key = (rows + offset >= 0).to(weights.dtype)     # (c,)
-        weights = weights * sees_a_key[:, None]
+    if blind_rows:
+        weights = weights * allowed.any(dim=-1).to(weights.dtype)[:, None]   # rows that see no key give 0
     return torch.matmul(weights.to(values.dtype), values)        # (B, H, c, d)
 
 
 def chunked_additive_attention(q_proj: torch.Tensor, k_proj: torch.Tensor, score_vector: torch.Tensor,
-                               values: torch.Tensor, causal: bool, rows_per_chunk: int) -> torch.Tensor:
+                               values: torch.Tensor, causal: bool, rows_per_chunk: int,
+                               allowed: torch.Tensor | None = None) -> torch.Tensor:
     """softmax_j(vᵀ tanh(q_proj[i] + k_proj[j])) · values, `rows_per_chunk` query rows at a time.
 
     q_proj (B, H, N, a), k_proj (B, H, M, a), score_vector (a,), values (B, H, M, d) -> (B, H, N, d).
+    `allowed` is the (N, M) causal mask (`harness.causal_mask`); built here when causal and not given,
+    so a timed forward passes the one its `prepare` built.
     """
     batch, heads, seq_len, _ = q_proj.shape
     kv_len, head_dim = values.shape[-2], values.shape[-1]
     offset = kv_len - seq_len
+    if causal and allowed is None:
+        allowed = causal_mask(seq_len, kv_len, device=q_proj.device)              # (N, M)
     tensors = (q_proj, k_proj, score_vector, values)
     track = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     pieces = []
@@ -108,7 +107,8 @@ def chunked_additive_attention(q_proj: torch.Tensor, k_proj: torch.Tensor, score
             piece = values.new_zeros(batch, heads, stop - start, head_dim)
         else:
             args = (q_proj[:, :, start:stop], k_proj[:, :, :visible], score_vector,
-                    values[:, :, :visible], start, offset, causal)
+                    values[:, :, :visible], allowed[start:stop, :visible] if causal else None,
+                    causal and start + offset < 0)
             if track:
                 piece = checkpoint(_additive_chunk, *args, use_reentrant=False)
             else:
@@ -188,24 +188,21 @@ class ChunkedTanhScorer(Variant):
 
     knobs = SCORER_KNOBS
 
-    def _knobs(self, case: Case) -> tuple[int, int]:
-        knobs = self.knob_values(case)
-        return knobs["attn_dim"], knobs["chunk"]
-
     def _weights(self, case: Case, device=None, dtype=None):
         raise NotImplementedError
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()
-        attn_dim, chunk = self._knobs(case)
+        attn_dim, chunk = self.knob_values(case, "attn_dim", "chunk")
         rows = chunk_rows(case, attn_dim, chunk)
         w_query, w_key, score_vector = self._weights(case, device=q.device)
         w_query, w_key = w_query.t().contiguous(), w_key.t().contiguous()           # (d, a) each
+        allowed = causal_mask(case.seq_len, case.kv_len, device=q.device) if case.causal else None   # (N, M)
 
         def forward() -> torch.Tensor:
             q_proj = torch.matmul(q, w_query)                                       # (B, H, N, a)
             k_proj = torch.matmul(k, w_key)                                         # (B, H, M, a)
-            return chunked_additive_attention(q_proj, k_proj, score_vector, v, case.causal, rows)
+            return chunked_additive_attention(q_proj, k_proj, score_vector, v, case.causal, rows, allowed)
 
         return forward
 
@@ -223,10 +220,10 @@ class ChunkedTanhScorer(Variant):
         return self._reference_weights(case, q, k, rows) @ v                       # (B, H, R, d)
 
     def flops(self, case: Case) -> int:
-        attn_dim, _ = self._knobs(case)
+        attn_dim, = self.knob_values(case, "attn_dim")
         projections = 2 * case.batch * case.heads * (case.seq_len + case.kv_len) * case.head_dim * attn_dim
         return additive_flops(case, attn_dim, projections)
 
     def memory_model(self, case: Case) -> int:
-        attn_dim, chunk = self._knobs(case)
+        attn_dim, chunk = self.knob_values(case, "attn_dim", "chunk")
         return additive_memory_model(case, attn_dim, chunk_rows(case, attn_dim, chunk))

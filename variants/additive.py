@@ -45,7 +45,7 @@ class AdditiveAttention(ChunkedTanhScorer):
     W1_TAG, W2_TAG, V_TAG = 101, 102, 103
 
     def _weights(self, case: Case, device=None, dtype=None):
-        attn_dim, _ = self._knobs(case)
+        attn_dim, = self.knob_values(case, "attn_dim")
         d = case.head_dim
         w1 = weight_for(case, self.W1_TAG, (attn_dim, d), 1 / math.sqrt(d), device, dtype)
         w2 = weight_for(case, self.W2_TAG, (attn_dim, d), 1 / math.sqrt(d), device, dtype)

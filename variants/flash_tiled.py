@@ -193,13 +193,9 @@ class FlashTiled(Variant):
         "query_block": Knob(int, default=1024, minimum=1, doc="queries per block (rows of one block's scores)"),
     }
 
-    def _blocks(self, case: Case) -> tuple[int, int]:
-        knobs = {**self.params, **case.params}
-        return knobs["block"], knobs["query_block"]
-
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()
-        block, query_block = self._blocks(case)
+        block, query_block = self.knob_values(case, "block", "query_block")
         return lambda: flash_tiled_attention(q, k, v, case.causal, block, query_block)
 
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
@@ -220,7 +216,7 @@ class FlashTiled(Variant):
     def memory_model(self, case: Case) -> int:
         """Output (work dtype, then its cast), log-sum-exp, and one query block's working set."""
         bh, d = case.batch * case.heads, case.head_dim
-        block, query_block = self._blocks(case)
+        block, query_block = self.knob_values(case, "block", "query_block")
         block, query_block = min(block, case.kv_len), min(query_block, case.seq_len)
         work = 8 if case.dtype == "float64" else 4
         output = bh * case.seq_len * d * (work + (case.element_bytes if work != case.element_bytes else 0))

@@ -40,11 +40,6 @@ from harness import (
 )
 
 
-def _knobs(variant: Variant, case: Case) -> tuple[int, int]:
-    params = {**variant.params, **case.params}
-    return int(params["window"]), int(params["global_tokens"])
-
-
 def longformer_mask_mod(seq_len: int, window, global_tokens, causal: bool):
     """The pattern as one mask_mod (b, h, q_idx, kv_idx): in the band |i − j| <= window, or a global
     row or column (i < G or j < G); causal: and j <= i.
@@ -188,17 +183,17 @@ class _LongformerBase(Variant):
     cross_reason = "is self-attention over one sequence: needs kv_len == seq_len"
 
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
-        window, global_tokens = _knobs(self, case)
+        window, global_tokens = self.knob_values(case, "window", "global_tokens")
         return sparse_attention_reference(*inputs.tensors(), window, global_tokens, case.causal, rows)
 
     def attention_weights(self, case: Case, inputs: AttentionInputs) -> torch.Tensor:
         q, k, _ = (t.detach().to("cpu", torch.float64) for t in inputs.tensors())
-        window, global_tokens = _knobs(self, case)
+        window, global_tokens = self.knob_values(case, "window", "global_tokens")
         return sparse_attention_weights(q, k, window, global_tokens, case.causal)
 
     def _visible_pairs(self, case: Case) -> int:
         """(query, key) pairs of the pattern, counted in closed form."""
-        window, _ = _knobs(self, case)
+        window, _ = self.knob_values(case, "window", "global_tokens")
         band = visible_pairs(case.seq_len, case.seq_len, causal=case.causal, window=window)
         return band  # the global rows and columns are counted by the callers
 
@@ -209,7 +204,7 @@ class Longformer(_LongformerBase):
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()
-        window, global_tokens = _knobs(self, case)
+        window, global_tokens = self.knob_values(case, "window", "global_tokens")
         global_tokens = min(global_tokens, case.seq_len)
         causal = case.causal
         masks = banded_masks(case.seq_len, window, global_tokens, causal, q.device)
@@ -222,7 +217,7 @@ class Longformer(_LongformerBase):
     def _band(self, case: Case) -> tuple[int, int, int, int, int, int, int]:
         """(seq_len, head_dim, half-window, global tokens, block rows c, blocks, keys each block sees)."""
         n, d = case.seq_len, case.head_dim
-        window, g = _knobs(self, case)
+        window, g = self.knob_values(case, "window", "global_tokens")
         w = min(window, n - 1) if n > 1 else 1
         c = block_size(w)
         return n, d, w, min(g, n), c, -(-n // c), c + (w if case.causal else 2 * w)
@@ -281,7 +276,7 @@ class LongformerFlex(_LongformerBase):
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()
-        window, global_tokens = _knobs(self, case)
+        window, global_tokens = self.knob_values(case, "window", "global_tokens")
         block_mask = longformer_block_mask(case.seq_len, window, global_tokens, case.causal, q.device.type)
         flex = _compiled_flex()
         scale = 1.0 / math.sqrt(case.head_dim)
@@ -295,11 +290,11 @@ class LongformerFlex(_LongformerBase):
     def flops(self, case: Case) -> int:
         """The useful work of the pattern: q kᵀ and P v over its visible pairs (blocks skipped by the mask cost nothing)."""
         n, d = case.seq_len, case.head_dim
-        _, g = _knobs(self, case)
+        _, g = self.knob_values(case, "window", "global_tokens")
         g = min(g, n)
         pairs = self._visible_pairs(case)
         if g:
-            w = min(_knobs(self, case)[0], n - 1)
+            w = min(self.knob_values(case, "window", "global_tokens")[0], n - 1)
             pattern = allowed_pattern(n, w, g, case.causal) if n <= 4096 else None
             pairs = int(pattern.sum()) if pattern is not None else pairs + 2 * g * n
         return case.batch * case.heads * pairs * 4 * d

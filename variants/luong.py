@@ -202,7 +202,7 @@ class LuongConcat(ChunkedTanhScorer, _Luong):
 
     def _weights(self, case: Case, device=None, dtype=None):
         """W's query and key halves and v: W [q; k] = W[:, :d] q + W[:, d:] k, never concatenated."""
-        attn_dim, _ = self._knobs(case)
+        attn_dim, = self.knob_values(case, "attn_dim")
         d = case.head_dim
         weight = weight_for(case, CONCAT_W_TAG, (attn_dim, 2 * d), 1 / math.sqrt(2 * d), device, dtype)
         score_vector = weight_for(case, CONCAT_V_TAG, (attn_dim,), 1 / math.sqrt(attn_dim), device, dtype)
@@ -239,11 +239,8 @@ class LuongLocal(_Luong):
         "chunk": Knob(int, default=0, minimum=0, doc="query rows per chunk; 0 = auto"),
     }
 
-    def _knobs(self, case: Case) -> dict:
-        return {**self.params, **case.params}
-
     def _weights(self, case: Case, device=None, dtype=None):
-        knobs = self._knobs(case)
+        knobs = self.knob_values(case)
         d, dp = case.head_dim, knobs["predictor_dim"]
         w_p = weight_for(case, LOCAL_WP_TAG, (dp, d), 1 / math.sqrt(d), device, dtype)
         # v_p's spread puts predicted positions over most of the sequence, not only its middle.
@@ -253,7 +250,7 @@ class LuongLocal(_Luong):
         return w_p, v_p, general
 
     def _rows_per_chunk(self, case: Case) -> int:
-        knobs = self._knobs(case)
+        knobs = self.knob_values(case)
         if knobs["chunk"] > 0:
             return min(knobs["chunk"], case.seq_len)
         width = 2 * knobs["window"] + 1
@@ -262,7 +259,7 @@ class LuongLocal(_Luong):
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()
-        knobs = self._knobs(case)
+        knobs = self.knob_values(case)
         half_width = knobs["window"]
         sigma = half_width / 2
         rows_per_chunk = self._rows_per_chunk(case)
@@ -308,7 +305,7 @@ class LuongLocal(_Luong):
 
     def _reference_weights(self, case: Case, q: torch.Tensor, k: torch.Tensor, rows) -> torch.Tensor:
         """The full (B, H, R, M) weights from the formula: window mask, softmax inside it, Gaussian."""
-        knobs = self._knobs(case)
+        knobs = self.knob_values(case)
         half_width = knobs["window"]
         sigma = half_width / 2
         w_p, v_p, general = self._weights(case, dtype=torch.float64)
@@ -333,7 +330,7 @@ class LuongLocal(_Luong):
         return _by_row_blocks(case, rows, lambda block: self._reference_weights(case, q, k, block) @ v)
 
     def flops(self, case: Case) -> int:
-        knobs = self._knobs(case)
+        knobs = self.knob_values(case)
         bh, d, dp = case.batch * case.heads, case.head_dim, knobs["predictor_dim"]
         width = 2 * knobs["window"] + 1
         keys = 2 * bh * case.kv_len * d * d if knobs["score"] == "general" else 0
@@ -343,7 +340,7 @@ class LuongLocal(_Luong):
 
     def memory_model(self, case: Case) -> int:
         """Keys k' (general), the float64 predictor, and one chunk's gathered windows and index."""
-        knobs = self._knobs(case)
+        knobs = self.knob_values(case)
         bh, d, e = case.batch * case.heads, case.head_dim, case.element_bytes
         width = 2 * knobs["window"] + 1
         rows = self._rows_per_chunk(case)

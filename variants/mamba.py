@@ -217,13 +217,9 @@ class MambaScan(_StateSpace):
         "chunk": Knob(int, default=16, minimum=1, doc="time steps per chunk of the chunk-parallel scan"),
     }
 
-    def _knobs(self, case: Case) -> tuple[int, int]:
-        params = {**self.params, **case.params}
-        return int(params["state_dim"]), int(params["chunk"])
-
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()
-        state_dim, chunk = self._knobs(case)
+        state_dim, chunk = self.knob_values(case, "state_dim", "chunk")
         batch, heads, seq_len, head_dim = v.shape
         *projections, a = selective_weights(case, heads * head_dim, state_dim, v.dtype, v.device)
         # half dtypes scan in float32: A (small integers, exact) is cast once here, not on every call
@@ -239,13 +235,13 @@ class MambaScan(_StateSpace):
 
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
         q, k, v = inputs.tensors()
-        state_dim, _ = self._knobs(case)
+        state_dim, _ = self.knob_values(case, "state_dim", "chunk")
         batch, heads, seq_len, head_dim = v.shape
         y = selective_scan_sequential(*selective_inputs(case, q, k, v, state_dim, torch.float64))
         return y.view(batch, seq_len, heads, head_dim).transpose(1, 2)
 
     def flops(self, case: Case) -> int:
-        state_dim, _ = self._knobs(case)
+        state_dim, _ = self.knob_values(case, "state_dim", "chunk")
         inner = case.heads * case.head_dim
         rank = -(-inner // 16)
         projections = 4 * inner * rank + 4 * inner * state_dim + 4 * inner   # W↓W↑, W_B, W_C, bias + softplus
@@ -254,7 +250,7 @@ class MambaScan(_StateSpace):
         return case.batch * case.seq_len * (projections + scan)
 
     def memory_model(self, case: Case) -> int:
-        state_dim, chunk = self._knobs(case)
+        state_dim, chunk = self.knob_values(case, "state_dim", "chunk")
         n_steps, inner = case.seq_len, case.heads * case.head_dim
         rank = -(-inner // 16)
         chunks = -(-n_steps // chunk)
@@ -386,12 +382,9 @@ class Mamba2SSD(_StateSpace):
     description = "Mamba-2's chunked state-space-duality algorithm (scalar A per head, stable segment sum)"
     knobs = {"chunk": Knob(int, default=64, minimum=1, doc="time steps per chunk of the SSD algorithm")}
 
-    def _chunk(self, case: Case) -> int:
-        return int({**self.params, **case.params}["chunk"])
-
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()
-        chunk = self._chunk(case)
+        chunk = self.knob_values(case, "chunk")[0]
         weights = ssd_weights(case, v.shape[1], v.shape[-1], v.dtype, v.device)
 
         def forward() -> torch.Tensor:
@@ -404,7 +397,7 @@ class Mamba2SSD(_StateSpace):
         return ssd_sequential(*ssd_inputs(case, q, k, v, torch.float64))
 
     def flops(self, case: Case) -> int:
-        chunk, p = self._chunk(case), case.head_dim
+        chunk, p = self.knob_values(case, "chunk")[0], case.head_dim
         n = p
         chunks = -(-case.seq_len // chunk)
         steps = chunks * chunk
@@ -416,7 +409,7 @@ class Mamba2SSD(_StateSpace):
         return case.batch * case.heads * per_head
 
     def memory_model(self, case: Case) -> int:
-        chunk, p = self._chunk(case), case.head_dim
+        chunk, p = self.knob_values(case, "chunk")[0], case.head_dim
         n = p
         chunks = -(-case.seq_len // chunk)
         steps = chunks * chunk

@@ -211,7 +211,7 @@ class Performer(_KernelAttention):
     knobs = {"features": Knob(int, default=256, minimum=1, doc="m, the number of random features (rows of ω)")}
 
     def _feature_count(self, case: Case) -> int:
-        return int({**self.params, **case.params}["features"])
+        return self.knob_values(case, "features")[0]
 
     def _feature_maps(self, case: Case, dtype: torch.dtype, device):
         # cast through the case dtype, so the reference sees exactly the features the kernel uses

@@ -138,9 +138,14 @@ class Variant:
                 reasons.append(f"the knob {name} must be {knob.expected}, not {value!r}")
         return reasons
 
-    def knob_values(self, case: Case) -> dict[str, Any]:
-        """The case's value of every knob, defaults filled in for those it does not set."""
-        return {**self.params, **case.params}
+    def knob_values(self, case: Case, *names: str) -> Any:
+        """The case's value of every knob, defaults filled in for those it does not set.
+
+        With no names, a dict of every knob; with names, a tuple of those
+        knobs' values in that order (``window, g = self.knob_values(case, "window", "global_tokens")``).
+        """
+        values = {**self.params, **case.params}
+        return tuple(values[name] for name in names) if names else values
 
     def _sentence(self, template: str, case: Case) -> str:
         return template.format(device=case.device, devices=", ".join(self.devices),
