@@ -54,6 +54,7 @@ def test_nan_wrong_shape_and_nondeterminism_are_reported(faulty_registry, result
     results = statuses(run_suite(suite, faulty_registry, results_dir).run_path)
     nan = results[("fault-nan", 32)]
     assert nan.status == "error" and "non-finite" in nan.reason and nan.timing is not None
+    assert not any("non-deterministic" in w for w in nan.warnings), nan.warnings
     shape = results[("fault-shape", 32)]
     assert shape.status == "error" and "shape" in shape.reason
     noisy = results[("fault-nondeterministic", 32)]
