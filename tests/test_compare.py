@@ -212,3 +212,35 @@ def test_attnbench_compare_exit_statuses(runs):
     assert bad.returncode == 2 and "median:lots" in bad.stderr
     missing = attnbench("compare", "base", "no-such-run")
     assert missing.returncode == 2 and "no run 'no-such-run'" in missing.stderr
+
+
+def test_two_copies_of_one_run_keep_their_own_numbers(results_dir: Path):
+    """Copies share a run id; BASE's numbers must still come from BASE's folder, NEW's from NEW's."""
+    import json
+    import shutil
+
+    original = write_synthetic_run(results_dir, spec_with(name="copied", seed=5, seq_lens=(256,), attention_maps=False))
+    copy = results_dir / "copy-of-run"
+    shutil.copytree(original, copy)
+    lines = (copy / "cells.jsonl").read_text().splitlines()
+    doubled = []
+    for line in lines:
+        record = json.loads(line)
+        timing, memory = record["result"].get("timing"), record["result"].get("memory")
+        if timing:
+            timing["samples_s"] = [2 * s for s in timing["samples_s"]]
+            timing["median_s"] *= 2
+        if memory and memory.get("peak_bytes_fwd"):
+            memory["peak_bytes_fwd"] *= 2
+        doubled.append(json.dumps(record, sort_keys=True))
+    (copy / "cells.jsonl").write_text("\n".join(doubled) + "\n")
+    base, new = load_run(original), load_run(copy)
+    assert base.run.run_id == new.run.run_id
+    comparison = compare_runs(base, new)
+    timed = [c for c in comparison.cells if c.base_median is not None]
+    assert timed
+    for cell in timed:
+        assert cell.new_median == pytest.approx(2 * cell.base_median)
+        assert cell.ratio == pytest.approx(2.0)
+        if cell.base_memory:
+            assert cell.memory_ratio == pytest.approx(2.0)

@@ -18,6 +18,7 @@ Exit status: 0 done, 1 a gate failed, 2 the input was wrong (nothing was run),
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 import click
 
 from harness.core.errors import AttnbenchError, DeviceError, RunStopped
+from harness.core.names import ensure_writable_dir
 from harness.core.registry import default_registry
 from harness.engine.environment import collect_environment
 from harness.engine.executors import make_executor
@@ -47,8 +49,12 @@ class UserInputError(click.ClickException):
         click.echo(f"attnbench: error: {self.format_message()}", err=True, file=file)
 
 
+INTERNAL_ERROR_EXIT = 4
+
+
 class AttnbenchGroup(click.Group):
-    """Turns every AttnbenchError into its message and exit status 2, never a traceback."""
+    """Turns every AttnbenchError into its message and exit status 2 (3: the run stopped), never a traceback;
+    any other exception is an internal error: exit 4, with the traceback written to a file."""
 
     def invoke(self, ctx):
         try:
@@ -58,6 +64,35 @@ class AttnbenchGroup(click.Group):
             if isinstance(exc, RunStopped):
                 error.exit_code = 3
             raise error from None
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit,
+                KeyboardInterrupt, GeneratorExit):
+            raise
+        except Exception as exc:  # a bug in attnbench or a plugin, not the user's input
+            _internal_error(exc)
+
+
+def _internal_error(exc: Exception) -> None:
+    """Say what failed, where the traceback is and how to report it; exit INTERNAL_ERROR_EXIT."""
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    where = None
+    try:
+        handle, name = tempfile.mkstemp(prefix="attnbench-traceback-", suffix=".txt")
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        where = name
+    except OSError:
+        pass
+    message = str(exc).splitlines()[0][:500] if str(exc) else ""
+    click.echo(f"attnbench: internal error: {type(exc).__name__}: {message}", err=True)
+    click.echo(f"the traceback is in {where}" if where else "the traceback could not be written; here it is:\n" + text,
+               err=True)
+    click.echo("A run it stopped is marked interrupted and stays resumable: attnbench run --resume RUN. "
+               "This is a bug (in attnbench or a plugin): please report it on the project's issue tracker "
+               "with that traceback file and the output of `attnbench --version`.", err=True)
+    sys.exit(INTERNAL_ERROR_EXIT)
 
 
 @click.group(cls=AttnbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,8 +136,9 @@ def list_command(as_json: bool) -> None:
                                "cuda_available": torch.cuda.is_available()}, indent=2))
         return
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
+
+    from harness.core.markup import safe as escape
 
     console = Console()
     table = Table(title="attnbench variants", show_lines=False)
@@ -114,11 +150,11 @@ def list_command(as_json: bool) -> None:
         for device in devices:
             reasons = row["reasons"][device]
             cells.append("[green]yes[/green]" if not reasons else "[red]no[/red]: " + escape("; ".join(reasons)))
-        table.add_row(row["name"], row["family"], row["computes"], knobs, *cells)
+        table.add_row(escape(row["name"]), escape(row["family"]), escape(row["computes"]), knobs, *cells)
     console.print(table)
     for failure in failures:
-        console.print(f"[red]plugin {failure['entry_point']!r} from {failure['distribution']!r} failed to load:[/red] "
-                      f"{failure['error']}", markup=True, highlight=False)
+        console.print(f"[red]plugin {escape(repr(failure['entry_point']))} from {escape(repr(failure['distribution']))} "
+                      f"failed to load:[/red] {escape(failure['error'])}", markup=True, highlight=False)
 
 
 def _knob_line(name: str, spec: dict) -> str:
@@ -178,8 +214,11 @@ def run_command(suite, device, variants, seq_lens, name, results, resume, execut
             with SweepProgress() as progress:
                 outcome = resume_run(run_path, registry, executor=exec_, progress=progress)
         else:
+            folders = [(results_dir, "results folder", "choose another with --results or $ATTNBENCH_RESULTS")]
+            if not no_report:
+                folders.append((Path("reports"), "reports folder", "run from another folder or pass --no-report"))
             loaded, overrides, calibration = _plan_new_run(suite, device, variants, seq_lens, executor, processes,
-                                                           recalibrate, registry)
+                                                           recalibrate, registry, folders=folders)
             if executor == "local":
                 executor_options["calibration"] = calibration
             exec_ = make_executor(executor, **executor_options)
@@ -201,7 +240,7 @@ def run_command(suite, device, variants, seq_lens, name, results, resume, execut
         _write_run_report(outcome.run_path, registry)
 
 
-def _plan_new_run(suite, device, variants, seq_lens, executor, processes, recalibrate, registry):
+def _plan_new_run(suite, device, variants, seq_lens, executor, processes, recalibrate, registry, folders=()):
     """Load and check the suite, then calibrate the machine (local executor only): nothing runs on bad input."""
     loaded = load_suite(suite)
     if processes is not None:
@@ -209,6 +248,8 @@ def _plan_new_run(suite, device, variants, seq_lens, executor, processes, recali
     overrides = Overrides(variants=tuple(variants), seq_lens=tuple(seq_lens),
                           device=_resolve_device(device, remote=executor != "local"))
     cases = plan_cases(overrides.apply(loaded), registry)
+    for path, what, hint in folders:  # a bad results or reports folder is found before the calibration runs
+        ensure_writable_dir(path, what, hint)
     calibration: dict = {}
     if executor == "local":  # on Ray the cells run on other machines: this one's peak would mislead
         calibration = calibrate_cases(cases, recalibrate=recalibrate)
@@ -247,7 +288,11 @@ def _write_run_report(run_path: Path, registry) -> None:
         write_attention_maps(run_path, registry, names)
     except Exception as exc:  # the maps are a nicety; the run is already stored
         click.echo(f"attnbench: attention maps not written: {exc}", err=True)
-    output = Path("reports") / f"{loaded.run.name}.html"
+    from harness.report.build import report_file_name
+
+    output, note = report_file_name([loaded])  # the name is data, never a path
+    if note is not None:
+        click.echo(note)
     path = write_report([load_run(run_path)], output)
     click.echo(f"report: {path}")
 
@@ -259,18 +304,20 @@ def runs_command(results) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from harness.core.markup import safe
+
     results_dir = _results_dir(results)
     runs = list_runs(results_dir)
     if not runs:
         click.echo(f"no runs in {results_dir}")
         return
-    table = Table(title=f"runs in {results_dir}")
+    table = Table(title=f"runs in {safe(results_dir)}")
     for column in ("run id", "name", "suite", "started", "status", "cells", "ok"):
         table.add_column(column)
     for loaded in runs:
         ok = sum(1 for cell in loaded.cells if cell.result.status == "ok")
-        table.add_row(loaded.run.run_id, loaded.run.name, loaded.run.suite_name, loaded.run.started_at,
-                      loaded.status, str(len(loaded.cells)), str(ok))
+        table.add_row(safe(loaded.run.run_id), safe(loaded.run.name), safe(loaded.run.suite_name), safe(loaded.run.started_at),
+                      safe(loaded.status), str(len(loaded.cells)), str(ok))
     Console().print(table)
 
 

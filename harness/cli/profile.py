@@ -54,8 +54,8 @@ def profile_command(variant, seq_len, kv_len, batch, heads, head_dim, dtype, cau
         summary = profile_case(case, implementation, out_dir, steps=steps, warmup_calls=warmup_calls)
     except AttnbenchError:
         raise
-    except Exception as exc:  # the variant failed while running: not the user's input
-        raise click.ClickException(f"profiling {case.label} failed: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # the variant failed while running: not the user's input, an internal error (exit 4)
+        raise RuntimeError(f"profiling {case.label} failed: {type(exc).__name__}: {exc}") from exc
     print_profile(summary, top)
 
 
@@ -63,22 +63,24 @@ def print_profile(summary, top: int = 15) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from harness.core.markup import safe
+
     console = Console()
     unit = "device" if summary.sort_key == "self_device_s" else "CPU"
-    table = Table(title=f"{summary.case.label}: top operators by self {unit} time over {summary.steps} steps")
+    table = Table(title=f"{safe(summary.case.label)}: top operators by self {unit} time over {summary.steps} steps")
     for column in ("operator", "calls", "self CPU ms", "CPU total ms", "self device ms", "share", "self CPU mem"):
         table.add_column(column, justify="left" if column == "operator" else "right",
                          overflow="fold", min_width=24 if column == "operator" else None)
     for row in summary.ops[:top]:
-        table.add_row(row["name"], str(row["calls"]), f"{row['self_cpu_s'] * 1e3:.3f}", f"{row['cpu_total_s'] * 1e3:.3f}",
+        table.add_row(safe(row["name"]), str(row["calls"]), f"{row['self_cpu_s'] * 1e3:.3f}", f"{row['cpu_total_s'] * 1e3:.3f}",
                       f"{row['self_device_s'] * 1e3:.3f}", f"{row['share_of_self_time']:.1%}",
                       format_bytes(row["self_cpu_memory_bytes"]))
     console.print(table)
     for device, info in summary.memory["devices"].items():
-        console.print(f"memory peak on {device}: [bold]{format_bytes(info['peak_bytes'])}[/bold] live, allocated inside "
-                      f"the profiled steps (inputs excluded); reached in {info['peak_op']}", highlight=False)
+        console.print(f"memory peak on {safe(device)}: [bold]{format_bytes(info['peak_bytes'])}[/bold] live, allocated inside "
+                      f"the profiled steps (inputs excluded); reached in {safe(info['peak_op'])}", highlight=False)
         for row in info["live_at_peak"][:5]:
-            console.print(f"  {format_bytes(row['bytes']):>10}  in {row['count']} allocation(s) by {row['op']}",
+            console.print(f"  {format_bytes(row['bytes']):>10}  in {row['count']} allocation(s) by {safe(row['op'])}",
                           highlight=False)
     for name, path in summary.files.items():
-        console.print(f"{name}: {path}", highlight=False)
+        console.print(f"{safe(name)}: {safe(path)}", highlight=False)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from harness.core.markup import safe
 from harness.core.units import format_bytes, format_seconds
 from harness.store import load_run, tidy_frame
 
@@ -36,17 +37,17 @@ class SweepProgress:
 
     def __call__(self, event: str, **data) -> None:
         if event == "start":
-            self.console.print(f"run folder: {data['run_path']}  ({data['todo']} cells to run, "
+            self.console.print(f"run folder: {safe(data['run_path'])}  ({data['todo']} cells to run, "
                                f"{data['done']} already stored)")
             self._task = self._progress.add_task("cells", total=data["todo"], cell="")
         elif event == "cell" and self._task is not None:
-            self._progress.update(self._task, cell=data["case"].label)
+            self._progress.update(self._task, cell=safe(data["case"].label))
         elif event == "done" and self._task is not None:
             result = data["result"]
             if result.status != "ok":
                 style = STATUS_STYLE.get(result.status, "red")
-                self._progress.console.print(f"[{style}]{result.status}[/{style}] {data['case'].label}: "
-                                             f"{result.reason[:200]}", highlight=False)
+                self._progress.console.print(f"[{style}]{result.status}[/{style}] {safe(data['case'].label)}: "
+                                             f"{safe(result.reason[:200])}", highlight=False)
             self._progress.advance(self._task)
 
 
@@ -54,7 +55,7 @@ def _cell_text(row, full: bool) -> str:
     if row.status != "ok":
         style = STATUS_STYLE.get(row.status, "red")
         reason = row.reason if full else row.reason[:40]
-        return f"[{style}]{row.status}[/{style}]" + (f": {reason}" if row.status != "unsupported" or full else "")
+        return f"[{style}]{row.status}[/{style}]" + (f": {safe(reason)}" if row.status != "unsupported" or full else "")
     half = (row.time_ci_high_s - row.time_ci_low_s) / 2 / row.time_median_s * 100 if row.time_median_s else 0
     text = f"{format_seconds(row.time_median_s)} ±{half:.1f}%"
     if row.peak_bytes_fwd == row.peak_bytes_fwd:  # not NaN
@@ -69,28 +70,28 @@ def print_summary(run_path: Path, full: bool = False, console: Console | None = 
     console = console or Console()
     loaded = load_run(run_path)
     for problem in loaded.problems:
-        console.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {safe(problem)}", highlight=False)
     frame = tidy_frame([loaded])
-    console.print(f"run [bold]{loaded.run.run_id}[/bold] ({loaded.run.name}, suite {loaded.run.suite_name}) "
+    console.print(f"run [bold]{safe(loaded.run.run_id)}[/bold] ({safe(loaded.run.name)}, suite {safe(loaded.run.suite_name)}) "
                   f"status {loaded.status}, {len(frame)} cells")
     if frame.empty:
-        console.print(f"run folder: {run_path}")
+        console.print(f"run folder: {safe(run_path)}")
         return
     frame = frame.assign(label=[_variant_label(v, p) for v, p in zip(frame.variant, frame.params, strict=True)])
     for workload, group in frame.groupby(list(WORKLOAD_KEYS), sort=True, dropna=False):
         title = ", ".join(f"{k}={v}" for k, v in zip(WORKLOAD_KEYS, workload, strict=True))
         lengths = sorted(group.seq_len.unique())
-        table = Table(title=title, show_lines=True)
+        table = Table(title=safe(title), show_lines=True)
         table.add_column("variant")
         for length in lengths:
             table.add_column(f"N={length}", justify="right")
         for label, rows in group.groupby("label", sort=True):
             by_length = {row.seq_len: row for row in rows.itertuples()}
-            table.add_row(label, *[_cell_text(by_length[n], full) if n in by_length else "" for n in lengths])
+            table.add_row(safe(label), *[_cell_text(by_length[n], full) if n in by_length else "" for n in lengths])
         console.print(table)
     counts = frame.status.value_counts().to_dict()
-    console.print("cells by status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    console.print(f"run folder: {run_path}")
+    console.print("cells by status: " + ", ".join(f"{safe(k)} {v}" for k, v in sorted(counts.items())))
+    console.print(f"run folder: {safe(run_path)}")
 
 
 def _variant_label(variant: str, params_json: str) -> str:

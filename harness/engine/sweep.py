@@ -161,9 +161,12 @@ def _drive(writer: RunWriter, cases: list[Case], suite: Suite, registry, executo
         except OSError:
             pass
         raise
-    except BaseException:
+    except BaseException:  # an internal error: the run stays resumable, like a Ctrl-C
         _close_quietly(executor, own_executor)
-        writer.close("failed")
+        try:
+            writer.close("interrupted")
+        except OSError:
+            pass
         raise
     _close_quietly(executor, own_executor)
     writer.close("finished")

@@ -9,6 +9,7 @@ from typing import Any
 
 from harness.core.errors import AttnbenchError
 from harness.core.machine import package_version
+from harness.core.names import safe_file_stem
 from harness.core.units import finite
 from harness.report import plots
 from harness.report.analysis import crossovers, quality_views
@@ -19,11 +20,21 @@ from harness.store import LoadedRun
 
 
 def default_report_path(runs: Sequence[LoadedRun]) -> Path:
-    """reports/<run-name>.html (relative to the working directory); several runs join their names."""
+    """reports/<run-name>.html (relative to the working directory); several runs join their names.
+
+    The name goes through `safe_file_stem`: it is data, never a path (see `report_file_name`).
+    """
+    return report_file_name(runs)[0]
+
+
+def report_file_name(runs: Sequence[LoadedRun]) -> tuple[Path, str | None]:
+    """`(reports/<safe-stem>.html, note)`: the default report path and what sanitising changed (or None)."""
     names = [r.run.name or r.run.run_id for r in runs]
     stem = "+".join(dict.fromkeys(names)) if len(runs) > 1 else (runs[0].run.name or runs[0].run.run_id)
-    safe = "".join(ch if ch.isalnum() or ch in "-_.+" else "-" for ch in stem)[:120] or "report"
-    return Path("reports") / f"{safe}.html"
+    safe, note = safe_file_stem(stem, max_len=120, fallback="report")
+    if note is not None:
+        note = f"run {note}"
+    return Path("reports") / f"{safe}.html", note
 
 
 def build_report_html(runs: Sequence[LoadedRun], baseline: str | None = None) -> str:

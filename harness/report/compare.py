@@ -121,25 +121,25 @@ def compare_runs(base: LoadedRun, new: LoadedRun, threshold: float = DEFAULT_THR
     """Match the cells of `base` and `new` by case id and compare each pair."""
     data = prepare([base, new])
     frame = data.frame
-    rows = {(r.run_id, r.case_id): r for r in frame.itertuples(index=False)} if not frame.empty else {}
+    rows = {(r.run_index, r.case_id): r for r in frame.itertuples(index=False)} if not frame.empty else {}
     base_samples, new_samples = samples_by_case(base), samples_by_case(new)
     labels = {**case_labels(new), **case_labels(base)}
     base_ids, new_ids = base.case_ids(), new.case_ids()
     cells = []
     for case_id in sorted(base_ids & new_ids):
-        b, n = rows[(base.run.run_id, case_id)], rows[(new.run.run_id, case_id)]
+        b, n = rows[(0, case_id)], rows[(1, case_id)]
         cells.append(_compare_cell(case_id, labels.get(case_id, case_id), b, n,
                                    base_samples.get(case_id, ()), new_samples.get(case_id, ()), threshold, alpha))
     cells.sort(key=lambda c: (c.workload, c.series, c.seq_len))
 
-    def only(run: LoadedRun, ids: set[str]) -> list[dict[str, Any]]:
-        found = [rows[(run.run.run_id, i)] for i in ids]
+    def only(side: int, ids: set[str]) -> list[dict[str, Any]]:
+        found = [rows[(side, i)] for i in ids]
         return [{"series": r.series, "workload": r.workload, "seq_len": int(r.seq_len), "label": labels.get(r.case_id),
                  "status": status_text(r.status, r.reason)}
                 for r in sorted(found, key=lambda r: (r.workload, r.series, r.seq_len))]
 
-    return Comparison(base=base, new=new, cells=cells, only_base=only(base, base_ids - new_ids),
-                      only_new=only(new, new_ids - base_ids),
+    return Comparison(base=base, new=new, cells=cells, only_base=only(0, base_ids - new_ids),
+                      only_new=only(1, new_ids - base_ids),
                       environment_diff=environment_diff(base.run.environment, new.run.environment),
                       threshold=threshold, alpha=alpha, frame=frame)
 
@@ -235,7 +235,8 @@ def print_comparison(comparison: Comparison, console=None) -> None:
 
     console = console or Console()
     base, new = comparison.base.run, comparison.new.run
-    console.print(f"[bold]BASE[/] {base.name} ({base.run_id})  [bold]NEW[/] {new.name} ({new.run_id})",
+    console.print(f"[bold]BASE[/] {_escape(base.name)} ({_escape(base.run_id)})  "
+                  f"[bold]NEW[/] {_escape(new.name)} ({_escape(new.run_id)})",
                   markup=True, highlight=False)
     colors = {"slower": "red", "faster": "green"}
     workloads: dict[str, list[CellComparison]] = {}
@@ -359,9 +360,9 @@ def _ratio(new: float | None, base: float | None) -> float | None:
 
 
 def _escape(text: str) -> str:
-    from rich.markup import escape
+    from harness.core.markup import safe
 
-    return escape(text)
+    return safe(text)
 
 
 def _run_label(loaded: LoadedRun) -> str:

@@ -61,6 +61,8 @@ def prepare(runs: Sequence[LoadedRun], baseline: str | None = None) -> ReportDat
         return ReportData(frame=frame.assign(series="", run="", workload="", workload_key="", peak_bytes=None),
                           runs=runs, run_labels=run_labels, baseline=None, baseline_note="the runs hold no cells")
     frame["run"] = frame["run_id"].map(run_labels)
+    # Which of `runs` a row came from: run ids alone cannot tell two copies of one run apart.
+    frame["run_index"] = [i for i, loaded in enumerate(runs) for _ in loaded.cells]
     frame["kv"] = [("=seq_len" if kv == n else str(kv)) for kv, n in zip(frame["kv_len"], frame["seq_len"], strict=True)]
     frame["series"] = _series_labels(frame)
     frame["workload"], frame["workload_key"] = _workload_labels(frame)

@@ -25,7 +25,6 @@ import datetime as _dt
 import fcntl
 import json
 import os
-import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.errors import StoreError
+from harness.core.names import safe_file_stem
 from harness.core.result import Result, Run
 from harness.store.format import FORMAT_VERSION, upgrade_cell, upgrade_run
 
@@ -52,7 +52,7 @@ def default_results_dir() -> Path:
 
 def new_run_id(name: str) -> str:
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")[:40] or "run"
+    slug, _ = safe_file_stem(name, max_len=40)
     return f"{stamp}-{slug}-{secrets.token_hex(2)}"
 
 
