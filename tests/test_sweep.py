@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import html
+
+from rich.console import Console
+
+from harness.cli.progress import print_summary
 from harness.core.registry import load_registry
+from harness.core.units import format_seconds
 from harness.engine.sweep import run_suite
 from harness.plan.suite import parse_suite
+from harness.report import build_report_html
 from harness.store import load_run
 
 FAST = """
@@ -51,10 +58,16 @@ def test_segfault_hang_and_memory_error_are_stored_and_the_sweep_goes_on(faulty_
 
 def test_nan_wrong_shape_and_nondeterminism_are_reported(faulty_registry, results_dir):
     suite = parse_suite(suite_text(["fault-nan", "fault-shape", "fault-nondeterministic"]), "f.toml")
-    results = statuses(run_suite(suite, faulty_registry, results_dir).run_path)
+    run_path = run_suite(suite, faulty_registry, results_dir).run_path
+    results = statuses(run_path)
     nan = results[("fault-nan", 32)]
     assert nan.status == "error" and "non-finite" in nan.reason and nan.timing is not None
     assert not any("non-deterministic" in w for w in nan.warnings), nan.warnings
+    kept = f"timed {format_seconds(nan.timing.median_s)} (median; kept with the error)"
+    console = Console(record=True, width=400)
+    print_summary(run_path, console=console)
+    assert kept in console.export_text(), "show drops the timing an error cell keeps"
+    assert html.escape(kept) in build_report_html([load_run(run_path)]), "the report drops it"
     shape = results[("fault-shape", 32)]
     assert shape.status == "error" and "shape" in shape.reason
     noisy = results[("fault-nondeterministic", 32)]

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from harness.core.markup import safe
-from harness.core.units import format_bytes, format_seconds
+from harness.core.units import format_bytes, format_seconds, kept_timing_text
 from harness.store import load_run, tidy_frame
 
 STATUS_STYLE = {"ok": "green", "unsupported": "dim", "skipped": "yellow", "oom": "red", "timeout": "red",
@@ -55,7 +55,9 @@ def _cell_text(row, full: bool) -> str:
     if row.status != "ok":
         style = STATUS_STYLE.get(row.status, "red")
         reason = row.reason if full else row.reason[:40]
-        return f"[{style}]{row.status}[/{style}]" + (f": {safe(reason)}" if row.status != "unsupported" or full else "")
+        kept = kept_timing_text(row.status, row.time_median_s)
+        return (f"[{style}]{row.status}[/{style}]" + (f": {safe(reason)}" if row.status != "unsupported" or full else "")
+                + (f"\n{kept}" if kept else ""))
     half = (row.time_ci_high_s - row.time_ci_low_s) / 2 / row.time_median_s * 100 if row.time_median_s else 0
     text = f"{format_seconds(row.time_median_s)} ±{half:.1f}%"
     if row.peak_bytes_fwd == row.peak_bytes_fwd:  # not NaN

@@ -47,3 +47,10 @@ def format_seconds(value: Any) -> str:
         if abs(number) >= scale:
             return f"{three_digits(number / scale)} {unit}"
     return f"{three_digits(number / 1e-9)} ns"
+
+
+def kept_timing_text(status: str, median_s: Any) -> str | None:
+    """'timed 1.20 ms (median; kept with the error)' for a failed cell that was timed before it failed, else None."""
+    if status == "ok" or finite(median_s) is None:
+        return None
+    return f"timed {format_seconds(median_s)} (median; kept with the {status})"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.core.units import finite, format_bytes, format_seconds
+from harness.core.units import finite, format_bytes, format_seconds, kept_timing_text
 from harness.report.data import ReportData, status_text
 from harness.store import LoadedRun
 
@@ -71,7 +71,8 @@ def _grid_cell(row: Any) -> GridCell:
     if row is None:
         return GridCell(status="absent", lines=["not in this run's sweep"])
     if row.status != "ok":
-        return GridCell(status=str(row.status), lines=[status_text(row.status, row.reason)])
+        kept = kept_timing_text(row.status, row.time_median_s)
+        return GridCell(status=str(row.status), lines=[status_text(row.status, row.reason), *([kept] if kept else [])])
     lines = [format_seconds(row.time_median_s)]
     title = ""
     if finite(row.time_ci_low_s) is not None and finite(row.time_ci_high_s) is not None:
