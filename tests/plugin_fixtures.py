@@ -83,6 +83,39 @@ class AllocatesForever(_Base):
         return forward
 
 
+_KEPT = []
+
+
+class Leaks(_Base):
+    """Keeps 8 MiB per call, as a cache that is never emptied would."""
+
+    name = "fault-leak"
+
+    def memory_model(self, case):
+        return 1 << 20
+
+    def prepare(self, case, inputs):
+        def forward():
+            _KEPT.append(torch.ones(8 * 2**20, dtype=torch.uint8))
+            return self._exact(inputs, case)
+        return forward
+
+
+class Bloats(_Base):
+    """Allocates (and frees) 160 MiB per call while its memory model says 1 MiB."""
+
+    name = "fault-bloat"
+
+    def memory_model(self, case):
+        return 1 << 20
+
+    def prepare(self, case, inputs):
+        def forward():
+            scratch = torch.ones(160 * 2**20, dtype=torch.uint8)
+            return self._exact(inputs, case) + 0 * float(scratch[-1])
+        return forward
+
+
 class ReturnsNaN(_Base):
     name = "fault-nan"
 
@@ -126,6 +159,8 @@ FAULTY_ENTRY_POINTS = {
     "fault-memoryerror": "attnbench_faulty:RaisesMemoryError",
     "fault-allocate": "attnbench_faulty:AllocatesForever",
     "fault-nan": "attnbench_faulty:ReturnsNaN",
+    "fault-leak": "attnbench_faulty:Leaks",
+    "fault-bloat": "attnbench_faulty:Bloats",
     "fault-shape": "attnbench_faulty:WrongShape",
     "fault-nondeterministic": "attnbench_faulty:NonDeterministic",
     "fault-good": "attnbench_faulty:Good",

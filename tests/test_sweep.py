@@ -103,3 +103,16 @@ def test_naive_peak_memory_matches_its_score_and_probability_matrices(results_di
         assert abs(measured - analytic) / analytic < 0.15, (seq_len, measured, analytic)
         assert cell.result.memory.method == "linux-vmhwm"
         assert cell.result.accuracy.output.rel_l2_error < 1e-5
+
+
+def test_a_leak_and_an_optimistic_memory_model_are_warned(faulty_registry, results_dir):
+    suite = parse_suite(suite_text(["fault-leak", "fault-bloat", "fault-good"]), "f.toml")
+    results = statuses(run_suite(suite, faulty_registry, results_dir).run_path)
+    leak = results[("fault-leak", 32)]
+    assert leak.status == "ok" and any(w.startswith("leak: ") for w in leak.warnings), leak.warnings
+    bloat = results[("fault-bloat", 32)]
+    assert bloat.memory.peak_bytes_fwd >= 160 * 2**20
+    assert any("the memory model's 1 MiB" in w for w in bloat.warnings), bloat.warnings
+    assert not any(w.startswith("leak: ") for w in bloat.warnings), bloat.warnings
+    good = results[("fault-good", 32)]
+    assert not any(w.startswith("leak: ") or "memory model" in w for w in good.warnings), good.warnings

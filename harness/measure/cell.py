@@ -46,7 +46,13 @@ from harness.core.variant import AttentionInputs, Variant
 from harness.measure.accuracy import error_metrics
 from harness.measure.calibration import bandwidth_for, peak_for
 from harness.measure.inputs import make_inputs, make_output_grad, upcast
-from harness.measure.memory import cpu_peak_bytes, cuda_peak_bytes
+from harness.measure.memory import (
+    cpu_peak_bytes,
+    cuda_peak_bytes,
+    leak_warning,
+    live_bytes,
+    model_warning,
+)
 from harness.measure.stats import (
     coefficient_of_variation,
     relative_spread,
@@ -135,6 +141,7 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
         setup_s = time.perf_counter() - setup_start
 
         stage = "timing"
+        held_before = live_bytes(case.device)
         watch = CellTelemetry(case, settings)
         with watch:
             timer = time_cuda if case.device == "cuda" else time_cpu
@@ -149,9 +156,14 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
                         warmup_calls=timed.warmup_calls, setup_s=setup_s, stop_reason=timed.stop_reason,
                         timer=timed.timer, threads=torch.get_num_threads())
 
+        leak = leak_warning(held_before, live_bytes(case.device), timed.warmup_calls + timed.timed_calls)
+        warnings.extend([leak] if leak else [])
+
         if settings.memory:
             stage = "memory"
             memory = _measure_memory(case, variant, step)
+            optimistic = model_warning(memory.peak_bytes_fwd, memory.predicted_bytes)
+            warnings.extend([optimistic] if optimistic else [])
 
         if settings.accuracy:
             stage = "accuracy"

@@ -110,3 +110,50 @@ def cuda_peak_bytes(fn: Callable[[], object], device=None) -> PeakMeasurement:
     peak = torch.cuda.max_memory_allocated(device)
     del result
     return PeakMeasurement(max(0, peak - baseline), "cuda-max-memory-allocated")
+
+
+# A cell is warned of a leak when memory kept after its calls grows by more than both of these.
+LEAK_MIN_TOTAL_BYTES = 16 << 20
+LEAK_MIN_BYTES_PER_CALL = 1 << 20
+# ... and of an optimistic memory model when its peak exceeds the model by this factor and this many bytes.
+MODEL_WARN_FACTOR = 4.0
+MODEL_WARN_MIN_EXCESS_BYTES = 64 << 20
+
+
+def live_bytes(device: str) -> int | None:
+    """Memory the process holds now: resident bytes after releasing free heap pages (CPU), or bytes
+    the CUDA caching allocator has handed out (CUDA); None where neither can be read."""
+    gc.collect()
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+        return int(torch.cuda.memory_allocated())
+    release_free_heap()
+    try:
+        return _status_kib("VmRSS") * 1024
+    except OSError:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+
+
+def leak_warning(before: int | None, after: int | None, calls: int) -> str | None:
+    """A warning when memory kept across `calls` calls grew past the leak thresholds, else None."""
+    if before is None or after is None or calls <= 0:
+        return None
+    growth = after - before
+    if growth <= LEAK_MIN_TOTAL_BYTES or growth / calls <= LEAK_MIN_BYTES_PER_CALL:
+        return None
+    return (f"leak: memory kept after the calls grew by {growth / 2**20:.0f} MiB over {calls} calls "
+            f"({growth / calls / 2**20:.1f} MiB per call); the forward keeps what it allocates")
+
+
+def model_warning(peak_bytes: int | None, predicted_bytes: int | None) -> str | None:
+    """A warning when the measured peak is far above the variant's memory model, else None."""
+    if not peak_bytes or not predicted_bytes:
+        return None
+    if peak_bytes <= MODEL_WARN_FACTOR * predicted_bytes or peak_bytes - predicted_bytes <= MODEL_WARN_MIN_EXCESS_BYTES:
+        return None
+    return (f"peak memory {peak_bytes / 2**20:.0f} MiB is {peak_bytes / predicted_bytes:.1f}x the memory model's "
+            f"{predicted_bytes / 2**20:.0f} MiB: the model is wrong, or the forward keeps memory it should free")
