@@ -154,14 +154,7 @@ def _drive(writer: RunWriter, cases: list[Case], suite: Suite, registry, executo
         _close_quietly(executor, own_executor)
         writer.close("interrupted")
         raise RunInterrupted(writer.path, sum(counts.values()) + len(done)) from None
-    except RunStopped:
-        _close_quietly(executor, own_executor)
-        try:
-            writer.close("interrupted")
-        except OSError:
-            pass
-        raise
-    except BaseException:  # an internal error: the run stays resumable, like a Ctrl-C
+    except BaseException:  # a full disk (RunStopped) or an internal error: the run stays resumable, like a Ctrl-C
         _close_quietly(executor, own_executor)
         try:
             writer.close("interrupted")
