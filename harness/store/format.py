@@ -35,6 +35,7 @@ from typing import Any
 
 from harness.core.case import Case
 from harness.core.errors import StoreError
+from harness.core.machine import package_version
 
 FORMAT_VERSION = 2
 """The version this attnbench writes."""
@@ -105,17 +106,8 @@ def _version_of(data: dict[str, Any], unversioned: int, source: Path | str) -> i
                   "to read this run")
     else:
         advice = "no attnbench writes that version; the file may be damaged or not from attnbench"
-    raise StoreError(f"{source} has {found}, but attnbench {_attnbench_version()} reads versions "
+    raise StoreError(f"{source} has {found}, but attnbench {package_version('attnbench') or '(not installed)'} reads versions "
                      f"{readable}; {advice}")
-
-
-def _attnbench_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("attnbench")
-    except PackageNotFoundError:
-        return "(not installed)"
 
 
 __all__ = ["FORMAT_VERSION", "OLDEST_VERSION", "READABLE_VERSIONS", "upgrade_cell", "upgrade_run"]
