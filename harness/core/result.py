@@ -19,15 +19,20 @@ class Timing:
     the distribution-free 95% interval of the median (ci_low_s, ci_high_s)
     are computed from them. Setup (prepare, compile) and warm-up are kept
     apart in setup_s and warmup_s. stop_reason says what ended the
-    repetitions: 'ci' (interval tight enough), 'budget' (time spent) or
-    'max_reps'.
+    repetitions: 'ci' (interval tight enough), 'budget' (time spent),
+    'cap' (the per-cell cap reached before the interval's minimum samples) or
+    'max_reps'. ci_low_s/ci_high_s are None when the samples are too few
+    for any interval to reach 95% (`interval_reached` is False).
+    cpu_share: per sample, the process CPU seconds over (wall seconds ×
+    threads); contended is True when the cell's median sample stayed
+    descheduled after `attempts` measurements (see harness.measure.contention).
     """
 
     samples_s: tuple[float, ...]
     median_s: float
     iqr_s: float
-    ci_low_s: float
-    ci_high_s: float
+    ci_low_s: float | None
+    ci_high_s: float | None
     calls_per_sample: int
     warmup_s: float
     warmup_calls: int
@@ -35,10 +40,17 @@ class Timing:
     stop_reason: str
     timer: str
     threads: int | None = None
+    cpu_share: tuple[float, ...] = ()
+    contended: bool = False
+    attempts: int = 1
 
     @property
     def reps(self) -> int:
         return len(self.samples_s)
+
+    @property
+    def interval_reached(self) -> bool:
+        return self.ci_low_s is not None and self.ci_high_s is not None
 
 
 @dataclass(frozen=True)
@@ -67,7 +79,9 @@ class Accuracy:
 
     rows_checked is None when every query row was compared, else the number of
     seeded sample rows. approx holds the error against exact softmax attention
-    for variants that approximate it.
+    for variants that approximate it (reported, never judged). ok is the
+    verdict against the variant's declared `tolerance` for this dtype (None
+    when not checked); failures says which metric exceeded which bound.
     """
 
     output: ErrorMetrics
@@ -75,6 +89,9 @@ class Accuracy:
     approx: ErrorMetrics | None = None
     rows_checked: int | None = None
     note: str = ""
+    ok: bool | None = None
+    tolerance: dict[str, Any] = field(default_factory=dict)
+    failures: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,6 +104,7 @@ class Result:
     memory: Memory | None = None
     accuracy: Accuracy | None = None
     flops: int | None = None
+    performed_flops: int | None = None
     flops_per_s: float | None = None
     peak_fraction: float | None = None
     telemetry: dict[str, Any] = field(default_factory=dict)
@@ -111,6 +129,7 @@ class Result:
         if timing is not None:
             timing = dict(timing)
             timing["samples_s"] = tuple(timing.get("samples_s", ()))
+            timing["cpu_share"] = tuple(timing.get("cpu_share") or ())
             data["timing"] = _build(Timing, timing)
         if data.get("memory") is not None:
             data["memory"] = _build(Memory, data["memory"])
@@ -120,6 +139,7 @@ class Result:
             acc["gradients"] = {k: _build(ErrorMetrics, v) for k, v in (acc.get("gradients") or {}).items()}
             if acc.get("approx") is not None:
                 acc["approx"] = _build(ErrorMetrics, acc["approx"])
+            acc["failures"] = tuple(acc.get("failures") or ())
             data["accuracy"] = _build(Accuracy, acc)
         data["warnings"] = tuple(data.get("warnings") or ())
         return _build(cls, data)

@@ -16,11 +16,11 @@ TIDY_COLUMNS = (
     "batch", "heads", "seq_len", "kv_len", "head_dim", "dtype", "causal", "mode", "device",
     "seed", "qk_std", "status", "reason",
     "time_median_s", "time_iqr_s", "time_ci_low_s", "time_ci_high_s", "reps", "calls_per_sample",
-    "setup_s", "warmup_s", "stop_reason",
+    "setup_s", "warmup_s", "stop_reason", "contended",
     "peak_bytes_fwd", "peak_bytes_fwd_bwd", "predicted_bytes",
     "max_abs_error", "rel_l2_error", "nonfinite", "grad_max_rel_l2_error",
-    "approx_max_abs_error", "approx_rel_l2_error",
-    "flops", "flops_per_s", "peak_fraction", "arithmetic_intensity", "energy_j", "warnings",
+    "approx_max_abs_error", "approx_rel_l2_error", "accuracy_ok",
+    "flops", "performed_flops", "flops_per_s", "peak_fraction", "arithmetic_intensity", "energy_j", "warnings",
 )
 
 
@@ -63,6 +63,7 @@ def _tidy_row(loaded: LoadedRun, cell: Cell) -> dict[str, Any]:
         "setup_s": timing.setup_s if timing else None,
         "warmup_s": timing.warmup_s if timing else None,
         "stop_reason": timing.stop_reason if timing else None,
+        "contended": timing.contended if timing else None,
         "peak_bytes_fwd": memory.peak_bytes_fwd if memory else None,
         "peak_bytes_fwd_bwd": memory.peak_bytes_fwd_bwd if memory else None,
         "predicted_bytes": memory.predicted_bytes if memory else None,
@@ -72,7 +73,9 @@ def _tidy_row(loaded: LoadedRun, cell: Cell) -> dict[str, Any]:
         "grad_max_rel_l2_error": max((g.rel_l2_error for g in grads.values()), default=None),
         "approx_max_abs_error": accuracy.approx.max_abs_error if accuracy and accuracy.approx else None,
         "approx_rel_l2_error": accuracy.approx.rel_l2_error if accuracy and accuracy.approx else None,
+        "accuracy_ok": accuracy.ok if accuracy else None,
         "flops": result.flops,
+        "performed_flops": result.performed_flops,
         "flops_per_s": result.flops_per_s,
         "peak_fraction": result.peak_fraction,
         "arithmetic_intensity": result.telemetry.get("arithmetic_intensity"),
