@@ -20,7 +20,7 @@ from synthetic_runs import (
 from harness.cli.report import compare_command
 from harness.core.errors import StoreError
 from harness.report.compare import compare_runs, environment_diff, gate_failures, parse_gate
-from harness.report.fits import mann_whitney_u, median_ratio_interval
+from harness.report.significance import mann_whitney_u, median_ratio_interval
 from harness.store import load_run
 
 SEQ_LENS = (256, 512, 1024)

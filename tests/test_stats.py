@@ -12,8 +12,9 @@ from harness.core.result import Result, Timing
 from harness.measure.cell import merge_process_results
 from harness.measure.stats import (
     coefficient_of_variation,
-    median_ci_coverage,
-    median_ci_ranks,
+    interval_text,
+    median_interval,
+    min_samples_for_interval,
     relative_spread,
     summarize,
     tukey_outliers,
@@ -36,23 +37,46 @@ def brute_force_ranks(count: int, confidence: float = 0.95) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("count", list(range(1, 40)) + [57, 100, 257])
-def test_median_ci_ranks_match_the_binomial_definition(count):
-    assert median_ci_ranks(count) == brute_force_ranks(count)
+def test_the_interval_is_the_binomial_order_statistics_or_none(count):
+    rng = np.random.default_rng(count)
+    samples = list(rng.lognormal(0.0, 0.3, size=count))
+    ordered = sorted(samples)
+    summary = summarize(samples)
+    lo, hi = brute_force_ranks(count)
+    coverage = sum(math.comb(count, i) for i in range(lo + 1, hi + 1)) / 2 ** count
+    if coverage >= 0.95:
+        assert (summary.ci_low, summary.ci_high) == (ordered[lo], ordered[hi])
+        assert summary.confidence_reached
+    else:
+        assert summary.ci_low is None and summary.ci_high is None
+        assert not summary.confidence_reached and summary.rel_half_width == math.inf
+        assert interval_text(summary.median, summary.ci_low, summary.ci_high, count) == f"n={count}, no interval"
 
 
-def test_median_ci_ranks_textbook_values():
+def test_min_samples_for_an_interval():
+    # [min, max] misses the median with probability 2·2^-n: 6 samples reach 95% (1 - 2/64), 8 reach 99%.
+    assert min_samples_for_interval(0.95) == 6
+    assert min_samples_for_interval(0.99) == 8
+    assert median_interval([1.0, 2.0, 3.0]) is None
+    assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) == (1.0, 6.0)
+
+
+def test_textbook_interval_for_100_samples():
     # Conover, Practical Nonparametric Statistics: n = 100 gives the 40th and 61st order statistics.
-    assert median_ci_ranks(100) == (39, 60)
-    assert median_ci_coverage(100, 39, 60) == pytest.approx(0.9648, abs=1e-4)
-    # The smallest count whose full range covers the median with 95%: 6 (1 - 2/64 = 0.969).
-    assert median_ci_ranks(6) == (0, 5)
+    values = [float(i) for i in range(1, 101)]
+    assert median_interval(values) == (40.0, 61.0)
 
 
-def test_median_ci_ranks_is_fast_for_many_samples():
-    lo, hi = median_ci_ranks(100_000)
-    # Normal approximation: n/2 ± 1.96·√n/2.
-    assert lo == pytest.approx(50_000 - 1.96 * math.sqrt(100_000) / 2, abs=2)
-    assert hi == 100_000 - 1 - lo
+def test_interval_covers_the_true_median_at_least_95_percent():
+    rng = np.random.default_rng(11)
+    true_median = 1.0                                     # lognormal(0, s) has median e^0
+    for count in (6, 7, 12, 30):
+        covered = 0
+        trials = 600
+        for _ in range(trials):
+            summary = summarize(list(rng.lognormal(0.0, 0.5, size=count)))
+            covered += summary.ci_low <= true_median <= summary.ci_high
+        assert covered / trials >= 0.93, (count, covered / trials)
 
 
 def test_too_few_samples_never_count_as_a_tight_interval():
@@ -69,7 +93,7 @@ def test_summarize_matches_numpy():
     assert summary.median == pytest.approx(np.median(samples))
     assert summary.iqr == pytest.approx(np.percentile(samples, 75) - np.percentile(samples, 25))
     ordered = sorted(samples)
-    lo, hi = median_ci_ranks(101)
+    lo, hi = brute_force_ranks(101)
     assert (summary.ci_low, summary.ci_high) == (ordered[lo], ordered[hi])
     assert summary.ci_low <= summary.median <= summary.ci_high
 

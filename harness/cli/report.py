@@ -81,7 +81,9 @@ def report_command(runs: tuple[str, ...], output: Path | None, baseline: str | N
               help="Also write the comparison as a self-contained HTML page.")
 @click.option("--fail-on", "gates", type=GateType(), multiple=True,
               help="Exit 1 if any matched cell regresses beyond FIELD:PCT; FIELD is median, peak_memory "
-                   "or error (e.g. median:5%). Repeatable.")
+                   "or error (e.g. median:5%), or 'accuracy' (a NEW cell fails its tolerance). A median gate "
+                   "fails on a significant slowdown, or on the ratio alone where the samples are too few "
+                   "to test. Repeatable.")
 @click.option("--threshold", type=PercentType(), default="2%", show_default=True,
               help="Smallest change of the median that counts as faster or slower.")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True), default=0.01, show_default=True,
@@ -92,14 +94,17 @@ def compare_command(base: str, new: str, output: Path | None, gates, threshold: 
     """Compare run NEW against run BASE cell by cell (matched by case id).
 
     Each cell gets the NEW/BASE ratio of median times with a bootstrap interval,
-    a Mann–Whitney U test on the raw samples, and a verdict (faster, slower,
-    same) that needs both p < ALPHA and a change beyond THRESHOLD. Exit status
-    is 1 when a --fail-on gate fails.
+    a Mann–Whitney U test on the raw samples, and a verdict: faster or slower
+    (p < ALPHA and a change beyond THRESHOLD), same, 'too few samples' (the
+    counts cannot reach p < ALPHA), or contended. Exit status is 1 when a
+    --fail-on gate fails. Separate runs on a shared machine drift; to gate a
+    change in CI, measure both sides in alternation with `attnbench ab`.
     """
     from harness.report.compare import (
         compare_runs,
         gate_failures,
         print_comparison,
+        ungated,
         write_compare_report,
     )
 
@@ -109,6 +114,8 @@ def compare_command(base: str, new: str, output: Path | None, gates, threshold: 
     comparison = compare_runs(base_run, new_run, threshold=threshold, alpha=alpha)
     print_comparison(comparison)
     failed = gate_failures(comparison, list(gates))
+    for line in ungated(comparison, list(gates)):
+        click.echo(line, err=True)
     if output is not None:
         path = write_compare_report(comparison, output, failed, list(gates))
         click.echo(f"comparison written to {path}")

@@ -1,6 +1,10 @@
 """Order statistics of timing samples: median, IQR, a distribution-free interval of the median, outliers.
 
-Pure Python (no numpy or torch) so the store and reports can use it anywhere.
+The interval of the median is SciPy's (`scipy.stats.quantile_test(...).confidence_interval`):
+the pair of order statistics that covers the true median with at least the
+asked confidence, whatever the distribution. With fewer samples than
+`min_samples_for_interval` (6 at 95%) no such pair exists, and the summary
+says so instead of passing the range off as an interval.
 """
 
 from __future__ import annotations
@@ -9,25 +13,32 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+from scipy import stats  # imported with the module, so no cell pays for it inside its timing loop
+
 TUKEY_K = 1.5
+CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
 class SampleSummary:
     """The median of the samples with its `confidence` interval [ci_low, ci_high].
 
-    confidence_reached is False when there are too few samples for any pair of
-    order statistics to cover the median with the asked confidence (fewer than
-    6 at 95%); the interval is then the whole range, and `rel_half_width` is
-    infinite so that no stopping rule mistakes it for a tight one.
+    ci_low and ci_high are None when there are too few samples for any pair
+    of order statistics to cover the median with the asked confidence; then
+    `rel_half_width` is infinite so that no stopping rule mistakes it for a
+    tight interval, and `interval_text` says "n=3, no interval".
     """
 
     median: float
     iqr: float
-    ci_low: float
-    ci_high: float
+    ci_low: float | None
+    ci_high: float | None
     count: int
-    confidence_reached: bool = True
+
+    @property
+    def confidence_reached(self) -> bool:
+        return self.ci_low is not None and self.ci_high is not None
 
     @property
     def rel_half_width(self) -> float:
@@ -35,6 +46,27 @@ class SampleSummary:
         if self.median <= 0 or not self.confidence_reached:
             return math.inf
         return (self.ci_high - self.ci_low) / 2 / self.median
+
+
+def min_samples_for_interval(confidence: float = CONFIDENCE) -> int:
+    """Fewest samples whose extreme order statistics cover the median with `confidence`.
+
+    [min, max] misses the median only when every sample falls on one side of
+    it, with probability 2 · 2^-n; so n must reach log2(2 / (1 - confidence)).
+    """
+    return math.ceil(math.log2(2 / (1 - confidence)) - 1e-12)
+
+
+def median_interval(samples: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """SciPy's distribution-free `confidence` interval of the median, or None with too few samples."""
+    if len(samples) < min_samples_for_interval(confidence):
+        return None
+    values = np.asarray(samples, dtype=float)
+    interval = stats.quantile_test(values, q=float(np.median(values)), p=0.5).confidence_interval(confidence)
+    low, high = float(interval.low), float(interval.high)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    return low, high
 
 
 def quantile(sorted_values: Sequence[float], fraction: float) -> float:
@@ -47,62 +79,27 @@ def quantile(sorted_values: Sequence[float], fraction: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
-def median_ci_coverage(count: int, lo: int, hi: int) -> float:
-    """Probability that [x_(lo), x_(hi)] (0-based order statistics) covers the true median.
-
-    The number B of samples below the median is Binomial(count, 1/2); the
-    interval covers it when lo + 1 <= B <= hi.
-    """
-    return sum(math.exp(_log_binom(count, i) - count * math.log(2)) for i in range(lo + 1, hi + 1))
-
-
-def median_ci_ranks(count: int, confidence: float = 0.95) -> tuple[int, int]:
-    """0-based ranks (lo, hi) of the order statistics bounding the median with `confidence`.
-
-    The number of samples below the true median is Binomial(count, 1/2); the
-    interval [x_(lo), x_(hi)] covers the median with probability
-    P(lo < B <= hi) = P(lo + 1 <= B <= hi), chosen symmetric and as narrow as
-    reaches `confidence`. With too few samples it is the whole range (check
-    `median_ci_coverage` or `SampleSummary.confidence_reached`).
-
-    Linear in `count`: the binomial tail is accumulated from the outside in,
-    and the symmetric interval with lo excluded ranks on each side covers
-    1 - 2·P(B <= lo).
-    """
-    if count <= 0:
-        raise ValueError("no samples")
-    alpha_each_side = (1 - confidence) / 2
-    tail = 0.0  # P(B <= lo)
-    best = (0, count - 1)
-    for lo in range(0, count // 2 + 1):
-        hi = count - 1 - lo
-        if hi <= lo:
-            break
-        tail += math.exp(_log_binom(count, lo) - count * math.log(2))
-        if tail <= alpha_each_side + 1e-12:
-            best = (lo, hi)
-        else:
-            break
-    return best
-
-
-def _log_binom(n: int, k: int) -> float:
-    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-
-
-def summarize(samples: Sequence[float], confidence: float = 0.95) -> SampleSummary:
-    """Median, interquartile range and the `confidence` interval of the median."""
+def summarize(samples: Sequence[float], confidence: float = CONFIDENCE) -> SampleSummary:
+    """Median, interquartile range and the `confidence` interval of the median (None if unreachable)."""
     ordered = sorted(samples)
-    lo, hi = median_ci_ranks(len(ordered), confidence)
-    reached = (lo, hi) != (0, len(ordered) - 1) or median_ci_coverage(len(ordered), lo, hi) >= confidence
+    if not ordered:
+        raise ValueError("no samples")
+    interval = median_interval(ordered, confidence)
     return SampleSummary(
         median=quantile(ordered, 0.5),
         iqr=quantile(ordered, 0.75) - quantile(ordered, 0.25),
-        ci_low=ordered[lo],
-        ci_high=ordered[hi],
+        ci_low=interval[0] if interval else None,
+        ci_high=interval[1] if interval else None,
         count=len(ordered),
-        confidence_reached=reached,
     )
+
+
+def interval_text(median: float | None, low: float | None, high: float | None, count: int | None,
+                  fmt=lambda x: f"{x:.3g}") -> str:
+    """'[low, high]' for a real 95% interval of the median, else 'n=3, no interval'."""
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return f"n={count}, no interval" if count is not None else "no interval"
+    return f"[{fmt(low)}, {fmt(high)}]"
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,22 @@
 """Compare two runs cell by cell: ratio of medians with a bootstrap interval, a Mann–Whitney U
-test on the raw samples, a verdict, memory and error changes, and regression gates.
+test on the raw samples, a verdict with its evidence, memory, error and accuracy changes, and
+regression gates.
 
-Cells are matched by case id (the stable hash of the case). The verdict is
-'slower' or 'faster' only when the U test is significant (p < alpha) *and*
-the ratio of medians is beyond the practical threshold; otherwise 'same'.
+Cells are matched by case id (the stable hash of the case). Every matched
+cell that ran on both sides gets a verdict:
+
+- 'slower' / 'faster': the U test is significant (p < alpha) *and* the ratio
+  of medians is beyond the practical threshold;
+- 'same': the test could be significant but the evidence is not there;
+- 'too few samples': the sample counts cannot reach p < alpha at all (3
+  samples a side give at best p = 0.1); the ratio is still shown;
+- 'contended': a side's timing was taken while the process was descheduled
+  (`Timing.contended`); its ratio is not trusted.
+
+A `median:PCT` gate fails on a cell whose ratio exceeds 1 + PCT and that is
+either 'slower' (significant) or 'too few samples' (untestable, so the
+ratio alone decides). Contended cells never pass or fail a gate silently:
+they are listed as not gated.
 """
 
 from __future__ import annotations
@@ -20,7 +33,12 @@ from harness.core.errors import AttnbenchError
 from harness.core.machine import package_version
 from harness.core.units import finite, format_bytes, format_seconds
 from harness.report.data import case_labels, prepare, samples_by_case, status_text
-from harness.report.fits import BOOTSTRAP_RESAMPLES, mann_whitney_u, median_ratio_interval
+from harness.report.significance import (
+    BOOTSTRAP_RESAMPLES,
+    can_reach,
+    mann_whitney_u,
+    median_ratio_interval,
+)
 from harness.report.tables import format_error, format_value
 from harness.store import LoadedRun
 
@@ -31,10 +49,13 @@ GATE_FIELDS = {
     "median": "median time per call",
     "peak_memory": "peak bytes above the inputs",
     "error": "relative L2 error against the reference",
+    "accuracy": "accuracy_ok against the variant's tolerance (no percentage)",
 }
+VERDICTS = ("slower", "faster", "same", "too few samples", "contended", "n/a")
 METHOD = (f"ratio NEW/BASE of median times with a 95% percentile bootstrap interval "
-          f"({BOOTSTRAP_RESAMPLES} resamples of each run's raw samples, fixed seed); "
-          f"two-sided Mann–Whitney U test (normal approximation, tie and continuity corrections)")
+          f"(scipy.stats.bootstrap, {BOOTSTRAP_RESAMPLES} resamples of each run's raw samples, fixed seed); "
+          f"two-sided Mann–Whitney U test (scipy.stats.mannwhitneyu, exact for small samples without ties); "
+          f"'too few samples' when the sample counts cannot reach the significance level")
 
 
 @dataclass(frozen=True)
@@ -56,13 +77,24 @@ class CellComparison:
     ratio_low: float | None = None
     ratio_high: float | None = None
     p_value: float | None = None
+    test: str = ""
+    base_reps: int | None = None
+    new_reps: int | None = None
     verdict: str = "n/a"
+    evidence: str = ""
     base_memory: float | None = None
     new_memory: float | None = None
     memory_ratio: float | None = None
     base_error: float | None = None
     new_error: float | None = None
     error_ratio: float | None = None
+    base_accuracy_ok: bool | None = None
+    new_accuracy_ok: bool | None = None
+
+    @property
+    def inaccurate(self) -> bool:
+        """NEW's output failed its variant's tolerance."""
+        return self.new_accuracy_ok is False
 
 
 @dataclass(frozen=True)
@@ -78,9 +110,10 @@ class Comparison:
     frame: pd.DataFrame = field(repr=False, default=None)
 
     def counts(self) -> dict[str, int]:
-        counts = {"faster": 0, "slower": 0, "same": 0, "n/a": 0}
+        counts = dict.fromkeys(VERDICTS, 0)
         for cell in self.cells:
             counts[cell.verdict] = counts.get(cell.verdict, 0) + 1
+        counts["inaccurate in NEW"] = sum(cell.inaccurate for cell in self.cells)
         return counts
 
 
@@ -92,18 +125,20 @@ class Gate:
     fraction: float
 
     def __str__(self) -> str:
-        return f"{self.field}:{self.fraction * 100:g}%"
+        return self.field if self.field == "accuracy" else f"{self.field}:{self.fraction * 100:g}%"
 
 
 def parse_gate(text: str) -> Gate:
-    """'median:5%' (or 'median:5') -> Gate('median', 0.05); ValueError naming the allowed fields."""
+    """'median:5%' (or 'median:5') -> Gate('median', 0.05); 'accuracy' -> Gate('accuracy', 0); ValueError naming the allowed fields."""
     allowed = ", ".join(GATE_FIELDS)
+    if str(text).strip().lower() == "accuracy":
+        return Gate(field="accuracy", fraction=0.0)
     match = re.fullmatch(r"\s*([A-Za-z_]+)\s*:\s*([0-9]*\.?[0-9]+)\s*%?\s*", str(text))
     if not match:
         raise ValueError(f"{text!r} is not FIELD:PCT; write e.g. median:5% (FIELD one of {allowed}; "
                          "PCT a non-negative percentage such as 5% or 2.5)")
     name, pct = match.group(1).lower(), float(match.group(2))
-    if name not in GATE_FIELDS:
+    if name not in GATE_FIELDS or name == "accuracy":
         raise ValueError(f"{text!r}: unknown field {name!r}; FIELD must be one of {allowed}")
     return Gate(field=name, fraction=pct / 100)
 
@@ -128,8 +163,8 @@ def compare_runs(base: LoadedRun, new: LoadedRun, threshold: float = DEFAULT_THR
     cells = []
     for case_id in sorted(base_ids & new_ids):
         b, n = rows[(0, case_id)], rows[(1, case_id)]
-        cells.append(_compare_cell(case_id, labels.get(case_id, case_id), b, n,
-                                   base_samples.get(case_id, ()), new_samples.get(case_id, ()), threshold, alpha))
+        cells.append(compare_cell(case_id, labels.get(case_id, case_id), b, n,
+                                  base_samples.get(case_id, ()), new_samples.get(case_id, ()), threshold, alpha))
     cells.sort(key=lambda c: (c.workload, c.series, c.seq_len))
 
     def only(side: int, ids: set[str]) -> list[dict[str, Any]]:
@@ -144,11 +179,14 @@ def compare_runs(base: LoadedRun, new: LoadedRun, threshold: float = DEFAULT_THR
                       threshold=threshold, alpha=alpha, frame=frame)
 
 
-def _compare_cell(case_id: str, label: str, b: Any, n: Any, base_samples, new_samples,
-                  threshold: float, alpha: float) -> CellComparison:
+def compare_cell(case_id: str, label: str, b: Any, n: Any, base_samples, new_samples,
+                 threshold: float, alpha: float) -> CellComparison:
+    """One matched case: its verdict and the evidence for it (see the module's docstring)."""
     common = {"case_id": case_id, "label": label, "variant": str(n.variant), "series": str(n.series),
               "workload": str(n.workload), "seq_len": int(n.seq_len),
-              "base_status": str(b.status), "new_status": str(n.status)}
+              "base_status": str(b.status), "new_status": str(n.status),
+              "base_accuracy_ok": _flag(getattr(b, "accuracy_ok", None)),
+              "new_accuracy_ok": _flag(getattr(n, "accuracy_ok", None))}
     if b.status != "ok" or n.status != "ok":
         note = f"BASE {status_text(b.status, b.reason)}; NEW {status_text(n.status, n.reason)}"
         return CellComparison(**common, status_note=note)
@@ -156,25 +194,52 @@ def _compare_cell(case_id: str, label: str, b: Any, n: Any, base_samples, new_sa
         "base_median": finite(b.time_median_s), "new_median": finite(n.time_median_s),
         "base_memory": finite(b.peak_bytes), "new_memory": finite(n.peak_bytes),
         "base_error": finite(b.rel_l2_error), "new_error": finite(n.rel_l2_error),
+        "base_reps": len(base_samples) or None, "new_reps": len(new_samples) or None,
     }
     values["memory_ratio"] = _ratio(values["new_memory"], values["base_memory"])
     values["error_ratio"] = _ratio(values["new_error"], values["base_error"])
+    contended = [side for side, row in (("BASE", b), ("NEW", n)) if _flag(getattr(row, "contended", None))]
+    note = ""
     if base_samples and new_samples and min(base_samples) > 0 and min(new_samples) > 0:
         interval = median_ratio_interval(base_samples, new_samples)
-        test = mann_whitney_u(new_samples, base_samples)
-        values.update(ratio=interval.ratio, ratio_low=interval.low, ratio_high=interval.high, p_value=test.p_value)
-        significant = test.p_value < alpha
-        if significant and interval.ratio > 1 + threshold:
-            values["verdict"] = "slower"
-        elif significant and interval.ratio < 1 - threshold:
-            values["verdict"] = "faster"
+        values.update(ratio=interval.ratio, ratio_low=finite(interval.low), ratio_high=finite(interval.high))
+        counts = f"n={len(base_samples)} and {len(new_samples)}"
+        if contended:
+            values["verdict"] = "contended"
+            values["evidence"] = (f"{' and '.join(contended)} timed while descheduled (contended); "
+                                  f"ratio {interval.ratio:.3f} not trusted")
+        elif not can_reach(alpha, len(base_samples), len(new_samples)):
+            values["verdict"] = "too few samples"
+            values["evidence"] = (f"ratio {interval.ratio:.3f}; {counts} samples cannot reach p < {alpha:g} "
+                                  "in a U test")
         else:
-            values["verdict"] = "same"
-        note = ""
+            test = mann_whitney_u(new_samples, base_samples)
+            values.update(p_value=test.p_value, test=f"Mann–Whitney U ({test.method})")
+            significant = test.p_value < alpha
+            if significant and interval.ratio > 1 + threshold:
+                values["verdict"] = "slower"
+            elif significant and interval.ratio < 1 - threshold:
+                values["verdict"] = "faster"
+            else:
+                values["verdict"] = "same"
+            values["evidence"] = (f"ratio {interval.ratio:.3f} [{_bound(interval.low)}, {_bound(interval.high)}], "
+                                  f"U test p={test.p_value:.2g} ({test.method}, {counts})")
     else:
         values["ratio"] = _ratio(values["new_median"], values["base_median"])
         note = "no raw samples stored: ratio of the stored medians only, no test"
+        values["verdict"] = "contended" if contended else "too few samples"
+        values["evidence"] = note
     return CellComparison(**common, status_note=note, **values)
+
+
+def _flag(value: Any) -> bool | None:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return bool(value)
+
+
+def _bound(value: float) -> str:
+    return "–" if finite(value) is None else f"{value:.3f}"
 
 
 def environment_diff(base: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -199,10 +264,13 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def gate_failures(comparison: Comparison, gates: list[Gate]) -> list[str]:
     """One line per (gate, cell) that regressed beyond the gate.
 
-    median: the ratio of medians exceeds 1 + PCT and the verdict is 'slower';
-    a cell that was ok in BASE and did not run in NEW also fails it.
+    median: the ratio of medians exceeds 1 + PCT and the verdict is 'slower'
+    (significant) or 'too few samples' (no test possible, so the ratio alone
+    decides); the line says which. A cell that was ok in BASE and did not run
+    in NEW also fails it. Contended cells are not gated (see `ungated`).
     peak_memory: the memory ratio exceeds 1 + PCT.
     error: the error ratio exceeds 1 + PCT and NEW's error is above ERROR_FLOOR.
+    accuracy: NEW's cell is not accuracy_ok against its variant's tolerance.
     """
     lines = []
     for gate in gates:
@@ -212,10 +280,16 @@ def gate_failures(comparison: Comparison, gates: list[Gate]) -> list[str]:
             if gate.field == "median":
                 if cell.base_status == "ok" and cell.new_status != "ok":
                     lines.append(f"{gate}: {where}: ran in BASE but not in NEW ({cell.status_note})")
-                elif cell.verdict == "slower" and cell.ratio is not None and cell.ratio > limit:
+                elif cell.ratio is None or cell.ratio <= limit:
+                    continue
+                elif cell.verdict == "slower":
                     lines.append(f"{gate}: {where}: median {_pct(cell.ratio)} "
-                                 f"({format_seconds(cell.base_median)} → {format_seconds(cell.new_median)}, "
-                                 f"p={cell.p_value:.2g})")
+                                 f"({format_seconds(cell.base_median)} → {format_seconds(cell.new_median)}); "
+                                 f"significant: {cell.evidence}")
+                elif cell.verdict == "too few samples":
+                    lines.append(f"{gate}: {where}: median {_pct(cell.ratio)} "
+                                 f"({format_seconds(cell.base_median)} → {format_seconds(cell.new_median)}); "
+                                 f"too few samples to test ({cell.evidence}), so the ratio alone fails the gate")
             elif gate.field == "peak_memory":
                 if cell.memory_ratio is not None and cell.memory_ratio > limit:
                     lines.append(f"{gate}: {where}: peak memory {_pct(cell.memory_ratio)} "
@@ -225,7 +299,18 @@ def gate_failures(comparison: Comparison, gates: list[Gate]) -> list[str]:
                         and cell.new_error is not None and cell.new_error > ERROR_FLOOR):
                     lines.append(f"{gate}: {where}: rel_l2_error {_pct(cell.error_ratio)} "
                                  f"({format_error(cell.base_error)} → {format_error(cell.new_error)})")
+            elif gate.field == "accuracy" and cell.inaccurate:
+                lines.append(f"{gate}: {where}: inaccurate in NEW (rel_l2_error {format_error(cell.new_error)} "
+                             "exceeds the variant's tolerance)")
     return lines
+
+
+def ungated(comparison: Comparison, gates: list[Gate]) -> list[str]:
+    """Cells a median gate could not judge because a side was contended, one line each."""
+    if not any(g.field == "median" for g in gates):
+        return []
+    return [f"not gated: {c.series} at seq_len {c.seq_len} ({c.workload}): {c.evidence}"
+            for c in comparison.cells if c.verdict == "contended"]
 
 
 def print_comparison(comparison: Comparison, console=None) -> None:
@@ -245,26 +330,33 @@ def print_comparison(comparison: Comparison, console=None) -> None:
     for workload, cells in workloads.items():
         table = Table(title=_escape(f"{workload}: {len(cells)} matched cells"), title_justify="left")
         table.add_column("variant", overflow="fold", min_width=10)
-        for name in ("N", "BASE", "NEW", "NEW/BASE (95% CI)", "p"):
+        for name in ("N", "BASE", "NEW", "NEW/BASE (95% CI)", "p", "n"):
             table.add_column(name, justify="right", overflow="fold")
         table.add_column("verdict", overflow="fold")
-        for name in ("mem", "err"):
+        for name in ("mem", "err", "acc"):
             table.add_column(name, justify="right", overflow="fold")
         for cell in cells:
             verdict = cell.verdict if cell.verdict != "n/a" or not cell.status_note else cell.status_note
-            color = colors.get(cell.verdict)
+            color = colors.get(cell.verdict, "yellow" if cell.verdict in ("too few samples", "contended") else None)
             table.add_row(_escape(cell.series), str(cell.seq_len), format_seconds(cell.base_median),
                           format_seconds(cell.new_median), _ratio_text(cell, compact=True),
                           "–" if cell.p_value is None else f"{cell.p_value:.2g}",
-                          f"[{color}]{verdict}[/]" if color else _escape(verdict),
-                          _change(cell.memory_ratio), _change(cell.error_ratio))
+                          "–" if cell.base_reps is None else f"{cell.base_reps}/{cell.new_reps}",
+                          f"[{color}]{_escape(verdict)}[/]" if color else _escape(verdict),
+                          _change(cell.memory_ratio), _change(cell.error_ratio), _accuracy_text(cell))
         console.print(table)
     if not comparison.cells:
         console.print("No case is in both runs.", highlight=False, markup=False)
     counts = comparison.counts()
     console.print(", ".join(f"{k}: {v}" for k, v in counts.items()) +
-                  f"  (verdict needs p < {comparison.alpha:g} and |ratio − 1| > {comparison.threshold:.1%})",
+                  f"  (slower/faster need p < {comparison.alpha:g} and |ratio − 1| > {comparison.threshold:.1%}; "
+                  "'too few samples' when the counts cannot reach that p)",
                   highlight=False, markup=False)
+    inaccurate = [c for c in comparison.cells if c.inaccurate]
+    if inaccurate:
+        console.print(f"{len(inaccurate)} cells are inaccurate in NEW (accuracy_ok false): " +
+                      "; ".join(f"{c.series} N={c.seq_len}" for c in inaccurate[:20]),
+                      style="red", highlight=False, markup=False)
     for title, items in (("only in BASE", comparison.only_base), ("only in NEW", comparison.only_new)):
         if items:
             console.print(f"{len(items)} cells {title}: " +
@@ -330,7 +422,8 @@ def _html_row(cell: CellComparison) -> dict[str, str]:
     return {"series": cell.series, "workload": cell.workload, "seq_len": str(cell.seq_len), "label": cell.label,
             "base": format_seconds(cell.base_median), "new": format_seconds(cell.new_median),
             "ratio": _ratio_text(cell), "p": "–" if cell.p_value is None else f"{cell.p_value:.2g}",
-            "verdict": cell.verdict, "note": cell.status_note,
+            "verdict": cell.verdict, "note": cell.status_note or cell.evidence,
+            "accuracy": _accuracy_text(cell),
             "memory": _change(cell.memory_ratio), "error": _change(cell.error_ratio),
             "errors": f"{format_error(cell.base_error)} → {format_error(cell.new_error)}"}
 
@@ -343,6 +436,15 @@ def _ratio_text(cell: CellComparison, compact: bool = False) -> str:
     if compact:
         return f"{cell.ratio:.3f} ({cell.ratio_low:.2g}–{cell.ratio_high:.2g})"
     return f"{cell.ratio:.3f} [{cell.ratio_low:.3f}, {cell.ratio_high:.3f}]"
+
+
+def _accuracy_text(cell: CellComparison) -> str:
+    """'ok', 'INACCURATE', 'fixed' (inaccurate in BASE only) or '–' when not checked."""
+    if cell.new_accuracy_ok is False:
+        return "INACCURATE"
+    if cell.base_accuracy_ok is False and cell.new_accuracy_ok:
+        return "fixed"
+    return "ok" if cell.new_accuracy_ok else "–"
 
 
 def _change(ratio: float | None) -> str:

@@ -1,0 +1,121 @@
+"""`attnbench ab`: two sides measured in alternation, gated on the paired ratio."""
+
+from __future__ import annotations
+
+import click
+
+from harness.cli.report import GateType
+from harness.core.markup import safe
+from harness.core.units import format_seconds
+
+DEFAULT_PAIRS = 6
+
+
+@click.command("ab")
+@click.argument("suite")
+@click.option("--a", "side_a", default="", metavar="SIDE",
+              help="side A (the reference): a variant name, or KEY=VALUE items: variant=, param.KNOB=, "
+                   "python= (another environment's interpreter), pythonpath= (another checkout), env.NAME=")
+@click.option("--b", "side_b", default="", metavar="SIDE", help="side B (the candidate), as --a")
+@click.option("--pairs", type=click.IntRange(min=2), default=DEFAULT_PAIRS, show_default=True,
+              help="measurements per side and case, A and B alternating")
+@click.option("--variant", "variants", multiple=True, help="only these variants of the suite (repeatable)")
+@click.option("--seq-len", "seq_lens", multiple=True, type=int, help="only these lengths (repeatable)")
+@click.option("--fail-on", "gates", type=GateType(), multiple=True,
+              help="exit 1 if B is slower than A beyond median:PCT, with the paired interval above 1")
+@click.option("--threshold", default=0.02, type=float, show_default=True,
+              help="smallest ratio change (fraction) that counts as faster or slower")
+@click.option("--name", default=None, help="run name (default: ab-SUITE)")
+@click.option("--results", default=None, help="results folder (default: ./results or $ATTNBENCH_RESULTS)")
+def ab_command(suite, side_a, side_b, pairs, variants, seq_lens, gates, threshold, name, results) -> None:
+    """Measure SUITE's cases on side A and side B in alternation (A B, B A, ...), each side in its own
+    worker, and report the paired ratio B/A per case with its 95% interval.
+
+    Pairs taken back to back cancel the drift that makes two separate runs on a
+    shared machine disagree, so this is how a CI should check a kernel change:
+    e.g. `attnbench ab quick --a pythonpath=../main --b pythonpath=. --fail-on median:5%`.
+    """
+    from harness.cli.main import _results_dir
+    from harness.core.registry import default_registry
+    from harness.engine.ab import parse_side, run_ab
+    from harness.engine.environment import collect_environment
+    from harness.plan.suite import load_suite, with_overrides
+
+    if not side_a and not side_b:
+        raise click.UsageError("give --a and/or --b: what differs between the two sides")
+    a, b = parse_side("A", side_a), parse_side("B", side_b)
+    registry = default_registry()
+    loaded = with_overrides(load_suite(suite), variants=tuple(variants), seq_lens=tuple(seq_lens))
+    results_dir = _results_dir(results)
+
+    def progress(event, **data):
+        if event == "case":
+            click.echo(f"[{data['index'] + 1}/{data['total']}] {data['case'].label}: {pairs} pairs", err=True)
+
+    outcome = run_ab(loaded, registry, a, b, results_dir, pairs=pairs, name=name,
+                     environment=collect_environment(), progress=progress)
+    failed = print_ab(outcome, list(gates), threshold)
+    click.echo(f"stored: {outcome.run_path}")
+    if failed:
+        click.echo(f"{len(failed)} regression(s) beyond {', '.join(str(g) for g in gates)}:", err=True)
+        for line in failed:
+            click.echo(f"  {line}", err=True)
+        raise SystemExit(1)
+    if gates:
+        click.echo(f"gates passed: {', '.join(str(g) for g in gates)}")
+
+
+def ab_verdict(ratio: float, low: float, high: float, threshold: float) -> str:
+    """'slower' / 'faster' when the paired interval excludes 1 and the ratio is beyond the threshold."""
+    if low > 1 and ratio > 1 + threshold:
+        return "slower"
+    if high < 1 and ratio < 1 - threshold:
+        return "faster"
+    return "same"
+
+
+def print_ab(outcome, gates, threshold: float) -> list[str]:
+    """The paired table; returns the gate failures."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.report.significance import paired_ratio
+
+    console = Console()
+    a, b = outcome.side_a, outcome.side_b
+    table = Table(title=safe(f"A/B, {outcome.pairs} pairs: A = {a.text or '(as the suite)'}, "
+                             f"B = {b.text or '(as the suite)'}"), title_justify="left")
+    for column in ("case", "A", "B", "B/A (95% CI)", "p", "verdict"):
+        table.add_column(column, overflow="fold", justify="left" if column in ("case", "verdict") else "right")
+    failed: list[str] = []
+    limits = [1 + g.fraction for g in gates if g.field == "median"]
+    for item in outcome.cases:
+        label = item.case.label
+        if item.failures or len(item.ratios) < 2:
+            reason = "; ".join(item.failures) or "fewer than 2 pairs measured"
+            table.add_row(safe(label), "–", "–", "–", "–", safe(reason[:120]))
+            if limits:
+                failed.append(f"{label}: not measured on both sides ({reason})")
+            continue
+        paired = paired_ratio(item.ratios)
+        verdict = ab_verdict(paired.ratio, paired.low, paired.high, threshold)
+        if item.contended:
+            verdict += f" ({item.contended} contended)"
+        table.add_row(safe(label), format_seconds(_middle(item.a_medians)), format_seconds(_middle(item.b_medians)),
+                      f"{paired.ratio:.3f} [{paired.low:.3f}, {paired.high:.3f}]", f"{paired.p_value:.2g}", verdict)
+        for limit in limits:
+            if paired.ratio > limit and paired.low > 1:
+                failed.append(f"median:{(limit - 1) * 100:g}%: {label}: B/A {paired.ratio:.3f} "
+                              f"[{paired.low:.3f}, {paired.high:.3f}] over {outcome.pairs} pairs, interval above 1")
+    console.print(table)
+    console.print("B/A is the geometric mean of the per-pair ratios, with a 95% Student-t interval on their logs.",
+                  highlight=False, markup=False)
+    return failed
+
+
+def _middle(values) -> float | None:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else None
+
+
+
