@@ -1,0 +1,187 @@
+"""Gates that can fail: compare on 3-sample cells, a run against itself, and paired A/B in alternation.
+
+A planted plugin, `planted-slow`, computes exact softmax attention REPEAT
+times per call (REPEAT from $ATTNBENCH_PLANTED_REPEAT), so 6 against 5 is
+a real 20% slowdown of one and the same variant (same case ids).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from plugin_fixtures import write_distribution
+from tiny_suites import tiny_suite
+
+from harness.core.errors import AttnbenchError
+from harness.core.settings import MeasureSettings
+from harness.engine.ab import parse_side
+from harness.measure.timing import AdaptiveStop
+from harness.report.significance import min_p_value, paired_ratio
+
+PLANTED_MODULE = '''
+import os
+
+from harness import Variant, attention_flops, softmax_attention
+
+
+class PlantedSlow(Variant):
+    name = "planted-slow"
+    family = "test-planted"
+    computes = "softmax_attention"
+    devices = ("cpu",)
+
+    def prepare(self, case, inputs):
+        import torch.nn.functional as F
+        repeat = int(os.environ.get("ATTNBENCH_PLANTED_REPEAT", "5"))
+        q, k, v = inputs.tensors()
+
+        def forward():
+            for _ in range(repeat - 1):
+                F.scaled_dot_product_attention(q, k, v, is_causal=case.causal)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=case.causal)
+        return forward
+
+    def reference(self, case, inputs, rows=None):
+        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows)
+
+    def flops(self, case):
+        return attention_flops(case)
+'''
+
+THREE_SAMPLES = {"warmup_s": 0.02, "budget_s": 0.05, "min_reps": 3, "max_reps": 3, "timeout_s": 60,
+                 "memory": False, "accuracy": False, "telemetry": False}
+
+
+@pytest.fixture
+def planted_env(tmp_path, cli_env) -> dict[str, str]:
+    site = write_distribution(tmp_path / "site", "planted-plugin", "attnbench_planted", PLANTED_MODULE,
+                              {"planted-slow": "attnbench_planted:PlantedSlow"})
+    env = dict(cli_env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
+    env["COLUMNS"] = "200"
+    return env
+
+
+def attnbench(args, env, cwd, repeat: int | None = None) -> subprocess.CompletedProcess:
+    env = dict(env)
+    if repeat is not None:
+        env["ATTNBENCH_PLANTED_REPEAT"] = str(repeat)
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_compare_fails_a_20_percent_slowdown_on_cells_that_stop_at_3_samples(tmp_path, planted_env):
+    suite = tmp_path / "planted.toml"
+    suite.write_text(tiny_suite("planted", ["planted-slow"], seq_lens=(512, 1024), measure=THREE_SAMPLES))
+    results = str(tmp_path / "results")
+    for name, repeat in (("base", 5), ("new", 6)):
+        done = attnbench(["run", str(suite), "--name", name, "--results", results, "--no-report"], planted_env,
+                         tmp_path, repeat)
+        assert done.returncode == 0, done.stdout + done.stderr
+    compared = attnbench(["compare", "base", "new", "--fail-on", "median:5%", "--results", results],
+                         planted_env, tmp_path)
+    assert compared.returncode == 1, compared.stdout + compared.stderr
+    assert "too few samples" in compared.stdout
+    assert "too few samples to test" in compared.stderr and "ratio alone fails the gate" in compared.stderr
+    assert "planted-slow at seq_len 1024" in compared.stderr
+
+    itself = attnbench(["compare", "base", "base", "--fail-on", "median:5%", "--results", results],
+                       planted_env, tmp_path)
+    assert itself.returncode == 0, itself.stdout + itself.stderr
+    assert "slower: 0" in itself.stdout and "faster: 0" in itself.stdout
+    assert "gates passed" in itself.stdout
+
+
+def test_ab_gates_on_the_paired_ratio_and_a_side_against_itself_passes(tmp_path, planted_env):
+    suite = tmp_path / "planted.toml"
+    suite.write_text(tiny_suite("planted", ["planted-slow"], seq_lens=(1024,),
+                                measure={**THREE_SAMPLES, "max_reps": 20, "min_reps": 5, "budget_s": 0.1}))
+    results = tmp_path / "results"
+    slower = attnbench(["ab", str(suite), "--a", "env.ATTNBENCH_PLANTED_REPEAT=5",
+                        "--b", "env.ATTNBENCH_PLANTED_REPEAT=6", "--pairs", "4", "--fail-on", "median:5%",
+                        "--results", str(results), "--name", "slower"], planted_env, tmp_path)
+    assert slower.returncode == 1, slower.stdout + slower.stderr
+    assert "interval above 1" in slower.stderr
+    run = next(results.glob("*-slower-*"))
+    measurements = [json.loads(line) for line in (run / "ab.jsonl").read_text().splitlines()]
+    assert [m["side"] for m in measurements] == ["A", "B", "B", "A", "A", "B", "B", "A"]
+    summary = json.loads((run / "ab.json").read_text())
+    (row,) = summary["cases"]
+    assert 1.1 < row["ratio"] < 1.3 and row["low"] > 1.0
+    assert row["ratio"] == pytest.approx(math.exp(np.mean(np.log(row["ratios"]))))
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+    same = attnbench(["ab", str(suite), "--a", "planted-slow", "--b", "planted-slow", "--pairs", "4",
+                      "--results", str(results), "--name", "same"], planted_env, tmp_path)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "B/A" in same.stdout
+
+
+def test_ab_rejects_bad_sides_before_running(tmp_path, planted_env):
+    with pytest.raises(AttnbenchError, match="unknown key 'colour'"):
+        parse_side("A", "colour=red")
+    with pytest.raises(AttnbenchError, match="not a folder"):
+        parse_side("B", f"pythonpath={tmp_path / 'missing'}")
+    with pytest.raises(AttnbenchError, match="not an executable"):
+        parse_side("B", f"python={tmp_path / 'nope'}")
+    side = parse_side("B", "variant=naive,param.block=64,env.X=1")
+    assert (side.variant, side.params, side.env) == ("naive", {"block": 64}, {"X": "1"})
+    suite = tmp_path / "s.toml"
+    suite.write_text(tiny_suite("s", ["naive"], seq_lens=(64,), measure=THREE_SAMPLES))
+    done = attnbench(["ab", str(suite), "--a", "naive", "--b", "variant=naive,param.nope=3",
+                      "--results", str(tmp_path / "r")], planted_env, tmp_path)
+    assert done.returncode == 2 and "has no knob 'nope'" in done.stderr, done.stderr
+
+
+def test_smallest_p_values_of_the_u_test():
+    assert min_p_value(3, 3) == pytest.approx(0.1)
+    assert min_p_value(4, 4) == pytest.approx(2 / 70)
+    assert min_p_value(5, 5) < 0.01
+
+
+def test_paired_interval_covers_one_when_the_sides_are_equal():
+    rng = np.random.default_rng(5)
+    drift = np.linspace(1.0, 1.6, 6)                     # both sides of a pair drift alike
+    covered = 0
+    for _ in range(400):
+        a = drift * rng.lognormal(0, 0.03, 6)
+        b = drift * rng.lognormal(0, 0.03, 6)
+        covered += paired_ratio(b / a).covers_one
+    assert covered / 400 >= 0.93
+    shifted = paired_ratio(1.2 * np.ones(6) * rng.lognormal(0, 0.01, 6))
+    assert shifted.low > 1.1 and not shifted.covers_one
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.mark.parametrize(("sample_s", "expected_reason", "expected_count"), [
+    (0.01, "budget", 30),        # quick samples: the budget ends it, with far more than 6
+    (0.2, "budget", 6),          # the budget passes at 2 samples, but an interval needs 6
+    (0.5, "cap", 4),             # 6 samples would take 3 s: the 2 s cap stops it at 4 (2 s)
+])
+def test_the_stop_reaches_an_interval_unless_the_cap_forbids(sample_s, expected_reason, expected_count):
+    clock = FakeClock()
+    settings = MeasureSettings(budget_s=0.3, cap_s=2.0, min_reps=5, target_rel_ci=0.0)
+    stop = AdaptiveStop(settings, clock=clock)
+    samples: list[float] = []
+    rng = np.random.default_rng(0)
+    while True:
+        clock.now += sample_s
+        samples.append(sample_s * (1 + 0.1 * rng.random()))
+        reason = stop.reason(samples)
+        if reason:
+            break
+    assert reason == expected_reason
+    assert len(samples) == expected_count
