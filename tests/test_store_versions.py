@@ -259,10 +259,10 @@ def test_a_cell_line_from_a_newer_attnbench_is_refused_not_skipped(tmp_path):
     folder = tmp_path / "newer-cell"
     shutil.copytree(REFERENCE[2], folder)
     lines = (folder / "cells.jsonl").read_text().splitlines()
-    newer = {**json.loads(lines[1]), "format_version": 3}
+    newer = {**json.loads(lines[1]), "format_version": FORMAT_VERSION + 1}
     lines[1] = json.dumps(newer)
     (folder / "cells.jsonl").write_text("\n".join(lines) + "\n")
-    with pytest.raises(StoreError, match=r"cells\.jsonl:2 has store format version 3.*upgrade attnbench"):
+    with pytest.raises(StoreError, match=rf"cells\.jsonl:2 has store format version {FORMAT_VERSION + 1}.*upgrade attnbench"):
         load_run(folder)
 
 
@@ -295,3 +295,21 @@ def test_a_version_1_cell_whose_case_cannot_be_read_is_reported_and_skipped(tmp_
     assert len(loaded.cells) == 3 and len(loaded.problems) == 1
     assert "cells.jsonl:1: corrupted line skipped" in loaded.problems[0]
     assert "id cannot be recomputed" in loaded.problems[0]
+
+
+def test_version_2_min_max_interval_of_3_samples_is_dropped_and_fwd_bwd_flops_rescaled():
+    lines = cell_lines(REFERENCE[2])
+    record = json.loads(json.dumps(lines[0]))
+    record["result"]["timing"]["samples_s"] = [1.0, 2.0, 3.0]
+    record["result"]["timing"]["ci_low_s"], record["result"]["timing"]["ci_high_s"] = 1.0, 3.0
+    record["case"]["mode"] = "fwd_bwd"
+    record["result"]["flops"], record["result"]["flops_per_s"] = 3000, 1500.0
+    upgraded = upgrade_cell(record)
+    timing = upgraded["result"]["timing"]
+    assert timing["ci_low_s"] is None and timing["ci_high_s"] is None
+    assert upgraded["result"]["flops"] == 3500 and upgraded["result"]["flops_per_s"] == pytest.approx(1750.0)
+    many = json.loads(json.dumps(lines[0]))
+    many["result"]["timing"]["samples_s"] = [1.0] * 6
+    many["result"]["timing"]["ci_low_s"] = many["result"]["timing"]["ci_high_s"] = 1.0
+    kept = upgrade_cell(many)["result"]
+    assert kept["timing"]["ci_low_s"] == 1.0 and kept["flops"] == lines[0]["result"]["flops"]

@@ -160,7 +160,7 @@ class Run:
     calibration: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     harness_version: str = ""
-    format_version: int = 2  # the store's FORMAT_VERSION (harness.store.format); RunWriter stamps it
+    format_version: int = 3  # the store's FORMAT_VERSION (harness.store.format); RunWriter stamps it
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

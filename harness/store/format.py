@@ -19,6 +19,14 @@ Versions:
    kv_len is at its default when it equals seq_len (`Case.identity`). Upgrading
    a version 1 cell recomputes its ``case_id`` from its stored case with this
    rule, so ``--resume`` and ``compare`` match cells across versions.
+3. A timing's ``ci_low_s``/``ci_high_s`` are null when the samples are too
+   few for a 95% interval of the median (fewer than 6); version 2 stored the
+   min–max there, which covers about 75% with 3 samples, so upgrading nulls
+   them. fwd_bwd FLOPs count the backward as 2.5× the forward (version 2:
+   2×), so upgrading scales a fwd_bwd cell's ``flops`` and ``flops_per_s``
+   by 3.5/3. Timings gain ``cpu_share``, ``contended`` and ``attempts``;
+   accuracy gains ``ok``, ``tolerance`` and ``failures`` (absent: not
+   judged); results gain ``performed_flops``.
 
 To add version N+1: raise `FORMAT_VERSION`, add a step from N to each of
 `_RUN_STEPS` and `_CELL_STEPS`, document it above and in results/README.md,
@@ -37,7 +45,7 @@ from harness.core.case import Case
 from harness.core.errors import StoreError
 from harness.core.machine import package_version
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The version this attnbench writes."""
 
 OLDEST_VERSION = 1
@@ -68,8 +76,28 @@ def _cell_1_to_2(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "case_id": case_id}
 
 
-_RUN_STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _run_1_to_2}
-_CELL_STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _cell_1_to_2}
+def _cell_2_to_3(record: dict[str, Any]) -> dict[str, Any]:
+    result = record.get("result")
+    if not isinstance(result, dict):
+        return record
+    result = dict(result)
+    timing = result.get("timing")
+    if isinstance(timing, dict) and len(timing.get("samples_s") or ()) < VERSION_3_INTERVAL_SAMPLES:
+        result["timing"] = {**timing, "ci_low_s": None, "ci_high_s": None}
+    case = record.get("case")
+    if isinstance(case, dict) and case.get("mode") == "fwd_bwd":
+        for key in ("flops", "flops_per_s"):
+            if isinstance(result.get(key), int | float):
+                scaled = result[key] * 3.5 / 3
+                result[key] = round(scaled) if key == "flops" else scaled
+    return {**record, "result": result}
+
+
+VERSION_3_INTERVAL_SAMPLES = 6
+"""Fewest samples for a 95% interval of the median (`harness.measure.stats.min_samples_for_interval`)."""
+
+_RUN_STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _run_1_to_2, 2: _run_1_to_2}
+_CELL_STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _cell_1_to_2, 2: _cell_2_to_3}
 
 
 def upgrade_run(data: dict[str, Any], source: Path | str = "run.json") -> dict[str, Any]:
