@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from harness.cli.report import GateType
 from harness.core.markup import safe
 from harness.core.units import format_seconds
+from harness.store import default_results_dir
 
 DEFAULT_PAIRS = 6
 
@@ -35,7 +38,6 @@ def ab_command(suite, side_a, side_b, pairs, variants, seq_lens, gates, threshol
     shared machine disagree, so this is how a CI should check a kernel change:
     e.g. `attnbench ab quick --a pythonpath=../main --b pythonpath=. --fail-on median:5%`.
     """
-    from harness.cli.main import _results_dir
     from harness.core.registry import default_registry
     from harness.engine.ab import parse_side, run_ab
     from harness.engine.environment import collect_environment
@@ -46,7 +48,7 @@ def ab_command(suite, side_a, side_b, pairs, variants, seq_lens, gates, threshol
     a, b = parse_side("A", side_a), parse_side("B", side_b)
     registry = default_registry()
     loaded = with_overrides(load_suite(suite), variants=tuple(variants), seq_lens=tuple(seq_lens))
-    results_dir = _results_dir(results)
+    results_dir = Path(results) if results else default_results_dir()
 
     def progress(event, **data):
         if event == "case":
