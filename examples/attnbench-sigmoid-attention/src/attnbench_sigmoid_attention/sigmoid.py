@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from harness import AttentionInputs, Case, Variant, causal_mask
+from harness import AttentionInputs, Case, Variant, attention_flops, causal_mask
 
 
 def sigmoid_bias(kv_len: int) -> float:
@@ -81,7 +81,11 @@ class SigmoidAttention(Variant):
         return weights @ v                                              # (B, H, R, d)
 
     def flops(self, case: Case) -> int:
-        """q kᵀ and W v, 2·B·H·N·M·d each; the full N×M is computed under a causal mask too."""
+        """Useful FLOPs of the function: q kᵀ and W v over the visible pairs, 2·B·H·pairs·d each."""
+        return attention_flops(case)
+
+    def performed_flops(self, case: Case) -> int:
+        """What this forward executes: the full N×M products, masked afterwards under a causal mask."""
         return 4 * case.batch * case.heads * case.seq_len * case.kv_len * case.head_dim
 
     def memory_model(self, case: Case) -> int:
