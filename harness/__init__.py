@@ -5,6 +5,7 @@ only these names; the subpackages behind them (`harness.core`,
 `harness.attention`, `harness.measure`, ...) may move between versions.
 
 - the contract: `Variant`, `AttentionInputs`, `Case`, `Knob`, `seeded_weight`;
+- accuracy bounds: `Tolerance`, `DEFAULT_TOLERANCES` (a variant's `tolerances` per dtype);
 - dtypes: `DTYPES`, `torch_dtype`;
 - references and FLOPs: `softmax_attention`, `attention_flops`,
   `causal_visible_pairs`, `ExactSoftmaxKernel`;
@@ -30,6 +31,8 @@ _PUBLIC = {
     "Case": "harness.core.case",
     "DTYPES": "harness.core.case",
     "Knob": "harness.core.knobs",
+    "Tolerance": "harness.core.tolerance",
+    "DEFAULT_TOLERANCES": "harness.core.tolerance",
     "AttnbenchError": "harness.core.errors",
     "torch_dtype": "harness.attention.tensors",
     "softmax_attention": "harness.attention.reference",
@@ -66,4 +69,5 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
     from harness.core.case import DTYPES, Case  # noqa: F401
     from harness.core.errors import AttnbenchError  # noqa: F401
     from harness.core.knobs import Knob  # noqa: F401
+    from harness.core.tolerance import DEFAULT_TOLERANCES, Tolerance  # noqa: F401
     from harness.core.variant import AttentionInputs, Variant, seeded_weight  # noqa: F401

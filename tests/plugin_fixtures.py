@@ -145,6 +145,15 @@ class NonDeterministic(_Base):
         return forward
 
 
+class OnePercentHigh(_Base):
+    """Exact softmax attention times 1.01: finite, deterministic, and 1% wrong (rel_l2 1e-2)."""
+
+    name = "fault-scaled"
+
+    def prepare(self, case, inputs):
+        return lambda: self._exact(inputs, case) * 1.01
+
+
 class Good(_Base):
     name = "fault-good"
 
@@ -163,6 +172,7 @@ FAULTY_ENTRY_POINTS = {
     "fault-bloat": "attnbench_faulty:Bloats",
     "fault-shape": "attnbench_faulty:WrongShape",
     "fault-nondeterministic": "attnbench_faulty:NonDeterministic",
+    "fault-scaled": "attnbench_faulty:OnePercentHigh",
     "fault-good": "attnbench_faulty:Good",
 }
 

@@ -1,21 +1,28 @@
-"""Each variant's analytic `flops()` against torch's FlopCounterMode, and naive's memory model against VmHWM.
+"""FLOP counts: one convention for every variant, checked against formulas and torch's FlopCounterMode.
+
+The convention (TritonBench's): `flops()` is the useful forward FLOPs of the
+*function* a case computes, so every variant of softmax attention returns the
+same 4·B·H·(visible pairs)·d, causal or not; `performed_flops()` is what an
+implementation really executes where that differs (naive's and sdpa-math's
+full N×M products under a causal mask, flash-tiled's whole diagonal blocks,
+longformer's padded slots); a backward counts 2.5 forwards.
 
 `torch.utils.flop_counter.FlopCounterMode` counts matmul-like aten ops
 (mm, bmm, addmm, baddbmm, convolution, and SDPA's CUDA flash / efficient /
-cuDNN kernels), 2 FLOPs per multiply-add, and nothing else. The test runs
-over whatever the registry holds today (other variants arrive all the time),
-on one small case: B=1, H=2, N=M=256, d=32, forward, CPU, float32, the
-variant's default knobs.
+cuDNN kernels), 2 FLOPs per multiply-add, and nothing else, so it checks the
+work a forward executes: `performed_flops()` where the variant declares it,
+else `flops()`. The registry-wide test runs over whatever the registry holds
+today (other variants arrive all the time), on one small case: B=1, H=2,
+N=M=256, d=32, forward, CPU, float32, the variant's default knobs.
 
 Every variant is in one of three tiers:
-- exact (the default): counted within 2% of `flops()`;
+- exact (the default): counted within 2% of the executed count;
 - `MATMUL_SUBSET`: `flops()` also counts elementwise work the counter cannot
   see, so the counter must see some matmuls and never more than `flops()`;
 - `COUNTER_BLIND`: the counter cannot check it at all, for the reason given;
   skipped without running.
-`KNOWN_MISMATCH` holds disagreements the tiers cannot explain (an expected
-failure, reported to the variant's author). A new variant that fails the
-exact tier must be put in one of the maps, with its reason, by its author.
+A new variant that fails the exact tier must be put in one of the maps, with
+its reason, by its author.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from harness.attention.flops import attention_flops
+from harness.attention.masks import causal_mask
 from harness.core.case import Case
 from harness.core.registry import default_registry
 from harness.measure.inputs import make_inputs
@@ -51,16 +60,18 @@ COUNTER_BLIND = {
 MATMUL_SUBSET = {
     "linear": "φ(x) = elu(x) + 1 and the normaliser (row sums, division) are elementwise",
     "performer": "the random-feature map's exp, its stabiliser and the normaliser are elementwise",
-    "longformer": "flops() counts 4 elementwise ops per visible pair (scale, mask, exp, sum) beside q·kᵀ and P·v",
 }
 
-# flops() and the counter disagree in the direction the tiers cannot explain: the counter sees more matmul
-# work than flops() declares. Kept visible as an expected failure until the variant's author settles it.
-KNOWN_MISMATCH = {
-    "mamba2-ssd": "the counter sees more bmm FLOPs than flops() declares (7.37e6 against 6.50e6 at this case): "
-                  "the grouped state passing (exp(segsum) @ states, a G×G matmul per group) and the full Q×Q "
-                  "chunk products run more matmul work than flops()'s per-chunk terms count",
-}
+# Every variant of softmax attention must count the same FLOPs; these must be among them.
+SOFTMAX_VARIANTS = ("naive", "sdpa-math", "sdpa-flash", "flash-tiled", "flex")
+# (batch, heads, seq_len, kv_len, head_dim): square, more keys than queries, fewer, a single query.
+SHAPES = [(1, 2, 128, 128, 32), (2, 3, 64, 200, 16), (1, 2, 150, 90, 8), (2, 1, 1, 77, 16)]
+
+
+def executed_flops(variant, case: Case) -> int:
+    """What the forward runs: `performed_flops` where the variant declares it, else `flops`."""
+    performed = variant.performed_flops(case)
+    return int(variant.flops(case) if performed is None else performed)
 
 
 def small_case(name: str, variant) -> Case:
@@ -83,14 +94,12 @@ def counted_flops(variant, case: Case) -> tuple[int, dict[str, int]]:
 def test_flops_against_flop_counter(name):
     if name in COUNTER_BLIND:
         pytest.skip(f"FlopCounterMode cannot check {name}: {COUNTER_BLIND[name]}")
-    if name in KNOWN_MISMATCH:
-        pytest.xfail(f"{name}: {KNOWN_MISMATCH[name]}")
     variant = default_registry().get(name)
     case = small_case(name, variant)
     reasons = variant.unsupported_reasons(case)
     if reasons:
         pytest.skip(f"{name} cannot run {case.label}: {'; '.join(reasons)}")
-    declared = int(variant.flops(case))
+    declared = executed_flops(variant, case)
     counted, per_op = counted_flops(variant, case)
     if name in MATMUL_SUBSET:
         assert 0 < counted <= declared * (1 + TOLERANCE), (
@@ -98,21 +107,126 @@ def test_flops_against_flop_counter(name):
             f"must be part of flops() ({MATMUL_SUBSET[name]})")
         return
     assert counted == pytest.approx(declared, rel=TOLERANCE), (
-        f"{name}: flops() = {declared}, FlopCounterMode counted {counted} ({per_op}). If the counter cannot "
-        "see this variant's work, add it to COUNTER_BLIND or MATMUL_SUBSET in tests/test_flops.py with the reason")
+        f"{name}: performed_flops() or flops() = {declared}, FlopCounterMode counted {counted} ({per_op}). If the "
+        "counter cannot see this variant's work, add it to COUNTER_BLIND or MATMUL_SUBSET in tests/test_flops.py "
+        "with the reason")
 
 
 def test_exclusion_maps_name_known_variants():
     registry = default_registry()
     known = set(registry.names()) | {failure.entry_point for failure in registry.failures}
-    assert not set(COUNTER_BLIND) & set(MATMUL_SUBSET) and not set(KNOWN_MISMATCH) & set(MATMUL_SUBSET)
-    unknown = (set(COUNTER_BLIND) | set(MATMUL_SUBSET) | set(KNOWN_MISMATCH)) - known
+    assert not set(COUNTER_BLIND) & set(MATMUL_SUBSET)
+    unknown = (set(COUNTER_BLIND) | set(MATMUL_SUBSET)) - known
     assert not unknown, f"maps name variants that are not registered: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}H{}N{}M{}d{}".format(*s))
+def test_softmax_attention_variants_share_one_count(shape, causal):
+    """Every registered variant whose `computes` is softmax attention returns 4·B·H·(visible pairs)·d."""
+    batch, heads, seq_len, kv_len, head_dim = shape
+    registry = default_registry()
+    names = [n for n in registry.names() if registry.get(n).computes == "softmax_attention"]
+    assert set(SOFTMAX_VARIANTS) <= set(names), names
+    visible = int(causal_mask(seq_len, kv_len).sum()) if causal else seq_len * kv_len   # counted, not a formula
+    expected = 4 * batch * heads * visible * head_dim
+    counts = {}
+    for name in names:
+        variant = registry.get(name)
+        case = Case(variant=name, batch=batch, heads=heads, seq_len=seq_len, kv_len=kv_len, head_dim=head_dim,
+                    causal=causal, params=dict(variant.params))
+        counts[name] = variant.flops(case)
+    assert counts == dict.fromkeys(names, expected)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("seq_len, window, global_tokens",
+                         [(256, 16, 0), (256, 16, 5), (100, 7, 3), (64, 256, 0), (300, 40, 300), (1, 3, 2)])
+def test_longformer_variants_count_the_pattern(seq_len, window, global_tokens, causal):
+    """longformer and longformer-flex compute one function: flops() is q kᵀ and P v over its visible pairs."""
+    from variants.longformer import allowed_pattern
+
+    registry = default_registry()
+    params = {"window": window, "global_tokens": global_tokens}
+    case = Case(variant="longformer", batch=2, heads=3, seq_len=seq_len, head_dim=16, causal=causal, params=params)
+    visible = int(allowed_pattern(seq_len, window, min(global_tokens, seq_len), causal).sum())
+    counts = {name: registry.get(name).flops(case) for name in ("longformer", "longformer-flex")}
+    assert registry.get("longformer").computes == registry.get("longformer-flex").computes
+    assert counts == dict.fromkeys(counts, 4 * 2 * 3 * visible * 16)
+    assert registry.get("longformer").performed_flops(case) >= counts["longformer"]   # its padded slots
+
+
+# (name, knobs, (batch, heads, seq_len, kv_len, head_dim), causal): work each forward really executes.
+EXECUTED = [
+    ("naive", {}, (1, 2, 128, 128, 32), True),
+    ("naive", {}, (2, 2, 96, 160, 16), True),
+    ("naive", {}, (1, 3, 160, 96, 16), False),
+    ("sdpa-math", {}, (1, 2, 128, 128, 32), True),
+    ("sdpa-math", {}, (2, 2, 96, 160, 16), True),
+    ("sdpa-math", {}, (1, 3, 160, 96, 16), False),
+    ("flash-tiled", {"block": 32, "query_block": 48}, (1, 2, 200, 200, 16), True),
+    ("flash-tiled", {"block": 32, "query_block": 64}, (1, 2, 96, 160, 16), True),
+    ("flash-tiled", {"block": 32, "query_block": 64}, (1, 2, 160, 96, 16), True),
+    ("flash-tiled", {"block": 32, "query_block": 64}, (1, 2, 160, 96, 16), False),
+    ("mamba2-ssd", {"chunk": 64}, (1, 2, 256, 256, 32), False),
+    ("mamba2-ssd", {"chunk": 32}, (2, 2, 300, 300, 16), True),
+    ("mamba2-ssd", {"chunk": 16}, (1, 1, 1100, 1100, 8), False),
+    ("longformer", {"window": 16, "global_tokens": 0}, (1, 2, 256, 256, 32), False),
+    ("longformer", {"window": 16, "global_tokens": 4}, (1, 2, 256, 256, 32), True),
+    ("longformer", {"window": 64, "global_tokens": 3}, (2, 1, 200, 200, 16), False),
+]
+
+
+@pytest.mark.parametrize("name, knobs, shape, causal", EXECUTED,
+                         ids=["{}-{}-N{}M{}".format(e[0], "causal" if e[3] else "full", e[2][2], e[2][3])
+                              for e in EXECUTED])
+def test_executed_flops_match_flop_counter(name, knobs, shape, causal):
+    """The matmul work a real CPU forward runs, as FlopCounterMode counts it, within 2% of what the variant declares.
+
+    Under a causal mask naive and sdpa-math still run both full N×M products, so their performed count is
+    about twice `flops()`; flash-tiled skips the key blocks past each query block's last visible key.
+    """
+    batch, heads, seq_len, kv_len, head_dim = shape
+    variant = default_registry().get(name)
+    case = Case(variant=name, batch=batch, heads=heads, seq_len=seq_len, kv_len=kv_len, head_dim=head_dim,
+                causal=causal, dtype="float32", device="cpu", mode="fwd", params={**variant.params, **knobs})
+    assert not variant.unsupported_reasons(case)
+    counted, per_op = counted_flops(variant, case)
+    assert counted == pytest.approx(executed_flops(variant, case), rel=TOLERANCE), (
+        f"performed {variant.performed_flops(case)}, flops {variant.flops(case)}, counter {counted} ({per_op})")
+    if name in ("naive", "sdpa-math"):
+        assert variant.performed_flops(case) == attention_flops(case, pairs=seq_len * kv_len)
+    assert variant.flops(case) <= executed_flops(variant, case)      # useful work is never more than what runs
+
+
+def test_fwd_bwd_counts_the_backward_as_two_and_a_half_forwards():
+    """Through measure_case: a fwd_bwd cell stores 3.5× the forward's flops and performed_flops."""
+    from harness.core.settings import MeasureSettings
+    from harness.measure.cell import BACKWARD_FLOPS_FACTOR, measure_case
+
+    assert BACKWARD_FLOPS_FACTOR == 2.5
+    settings = MeasureSettings(warmup_s=0.01, budget_s=0.05, memory=False, accuracy=False, telemetry=False)
+    registry = default_registry()
+    stored = {}
+    for name in ("naive", "sdpa-math"):
+        for mode in ("fwd", "fwd_bwd"):
+            case = Case(variant=name, seq_len=64, kv_len=48, heads=2, head_dim=16, causal=True, mode=mode)
+            result = measure_case(case, registry.get(name), settings)
+            assert result.status == "ok", result.reason
+            stored[name, mode] = (result.flops, result.performed_flops)
+    visible = int(causal_mask(64, 48).sum())
+    for name in ("naive", "sdpa-math"):
+        assert stored[name, "fwd"] == (4 * 2 * visible * 16, 4 * 2 * 64 * 48 * 16)
+        assert stored[name, "fwd_bwd"] == tuple(round(3.5 * count) for count in stored[name, "fwd"])
+        assert all(isinstance(count, int) for count in stored[name, "fwd_bwd"])
+    flash = Case(variant="sdpa-flash", seq_len=64, heads=2, head_dim=16, mode="fwd_bwd")
+    result = measure_case(flash, registry.get("sdpa-flash"), settings)
+    assert result.status == "ok", result.reason
+    assert (result.flops, result.performed_flops) == (round(3.5 * 4 * 2 * 64 * 64 * 16), None)
 
 
 def test_counter_conventions_match_attention_flops():
     """The formula flops() implementations share: 4·B·H·N·M·d for q·kᵀ and P·v, as the counter counts bmm."""
-    from harness.attention.reference import attention_flops
 
     case = Case(variant="naive", seq_len=128, kv_len=96, heads=3, head_dim=16)
     q, k, v = make_inputs(case).tensors()
@@ -150,4 +264,4 @@ def test_flops_on_cuda(name):
     if reasons:
         pytest.skip("; ".join(reasons))
     counted, per_op = counted_flops(variant, case)
-    assert counted == pytest.approx(variant.flops(case), rel=TOLERANCE), per_op
+    assert counted == pytest.approx(executed_flops(variant, case), rel=TOLERANCE), per_op

@@ -207,6 +207,9 @@ def test_example_package_installs_lists_and_runs_accurately(example_venv, cli_en
         assert result.accuracy.output.rel_l2_error < 1e-5
         assert result.accuracy.output.nonfinite == 0
         seq_len = cell.case["seq_len"]
-        assert result.flops == 4 * 1 * 2 * seq_len * seq_len * 32
+        visible = seq_len * (seq_len + 1) // 2 if cell.case.get("causal") else seq_len * seq_len
+        assert result.flops == 4 * 1 * 2 * visible * 32                        # the function's useful FLOPs
+        assert result.performed_flops == 4 * 1 * 2 * seq_len * seq_len * 32    # the full product it executes
+        assert result.accuracy.ok is True
         assert result.memory.predicted_bytes >= 2 * seq_len * seq_len * 4     # the (B·H, N, M) scores, fp32
         assert result.timing.reps >= 3

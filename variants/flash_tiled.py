@@ -213,6 +213,15 @@ class FlashTiled(Variant):
     def flops(self, case: Case) -> int:
         return attention_flops(case)
 
+    def performed_flops(self, case: Case) -> int:
+        """Each query block against every key up to its last visible one: whole blocks across the diagonal."""
+        _, query_block = self.knob_values(case, "block", "query_block")
+        offset = case.kv_len - case.seq_len
+        pairs = sum((min(case.seq_len, start + query_block) - start)
+                    * _visible_key_stop(min(case.seq_len, start + query_block), offset, case.kv_len, case.causal)
+                    for start in range(0, case.seq_len, query_block))
+        return attention_flops(case, pairs=pairs)
+
     def memory_model(self, case: Case) -> int:
         """Output (work dtype, then its cast), log-sum-exp, and one query block's working set."""
         bh, d = case.batch * case.heads, case.head_dim

@@ -32,6 +32,7 @@ from harness import (
     Case,
     Knob,
     Variant,
+    attention_flops,
     band_mask_mod,
     causal_mask,
     causal_mask_mod,
@@ -192,10 +193,20 @@ class _LongformerBase(Variant):
         return sparse_attention_weights(q, k, window, global_tokens, case.causal)
 
     def _visible_pairs(self, case: Case) -> int:
-        """(query, key) pairs of the pattern, counted in closed form."""
-        window, _ = self.knob_values(case, "window", "global_tokens")
-        band = visible_pairs(case.seq_len, case.seq_len, causal=case.causal, window=window)
-        return band  # the global rows and columns are counted by the callers
+        """(query, key) pairs of the pattern, in closed form: the global rows and columns, then the band
+        of the (N − G) × (N − G) square they leave (every other band pair is in a global row or column)."""
+        window, global_tokens = self.knob_values(case, "window", "global_tokens")
+        n = case.seq_len
+        g = min(global_tokens, n)
+        if case.causal:
+            global_pairs = g * (g + 1) // 2 + (n - g) * g                 # global row i sees i + 1 keys
+        else:
+            global_pairs = 2 * g * n - g * g
+        return global_pairs + visible_pairs(n - g, n - g, causal=case.causal, window=window)
+
+    def flops(self, case: Case) -> int:
+        """q kᵀ and P v over the pattern's visible pairs; the same for `longformer` and `longformer-flex`."""
+        return attention_flops(case, pairs=self._visible_pairs(case))
 
 
 class Longformer(_LongformerBase):
@@ -222,12 +233,12 @@ class Longformer(_LongformerBase):
         c = block_size(w)
         return n, d, w, min(g, n), c, -(-n // c), c + (w if case.causal else 2 * w)
 
-    def flops(self, case: Case) -> int:
-        """What the chunks compute: each c-row block against c + 2w (causal c + w) keys, plus global parts."""
-        n, d, _, g, c, blocks, span = self._band(case)
-        band = blocks * c * span * (4 * d + 4)                            # q kᵀ, P v, scale/mask/exp/sum
-        global_part = blocks * c * g * (4 * d + 4) + g * n * (4 * d + 4)  # global columns and global rows
-        return case.batch * case.heads * (band + global_part)
+    def performed_flops(self, case: Case) -> int:
+        """The padded slots the chunks compute: each c-row block against c + 2w (causal c + w) keys, every
+        padded query against the G global columns, and the G global rows densely (q kᵀ and P v each)."""
+        n, _, _, g, c, blocks, span = self._band(case)
+        slots = blocks * c * span + blocks * c * g + g * n
+        return attention_flops(case, pairs=slots)
 
     def memory_model(self, case: Case) -> int:
         n, d, w, g, c, blocks, span = self._band(case)
@@ -286,18 +297,6 @@ class LongformerFlex(_LongformerBase):
 
         forward()                                                         # compile here, outside the timed region
         return forward
-
-    def flops(self, case: Case) -> int:
-        """The useful work of the pattern: q kᵀ and P v over its visible pairs (blocks skipped by the mask cost nothing)."""
-        n, d = case.seq_len, case.head_dim
-        _, g = self.knob_values(case, "window", "global_tokens")
-        g = min(g, n)
-        pairs = self._visible_pairs(case)
-        if g:
-            w = min(self.knob_values(case, "window", "global_tokens")[0], n - 1)
-            pattern = allowed_pattern(n, w, g, case.causal) if n <= 4096 else None
-            pairs = int(pattern.sum()) if pattern is not None else pairs + 2 * g * n
-        return case.batch * case.heads * pairs * 4 * d
 
     def memory_model(self, case: Case) -> int:
         output = case.batch * case.heads * case.seq_len * case.head_dim * case.element_bytes

@@ -54,7 +54,7 @@ from functools import lru_cache
 
 import torch
 
-from harness import AttentionInputs, Case, Knob, Variant, seeded_weight, torch_dtype
+from harness import AttentionInputs, Case, Knob, Tolerance, Variant, seeded_weight, torch_dtype
 
 GROUP_CHUNKS = 64
 STATE_GROUP = 16
@@ -205,6 +205,13 @@ class _StateSpace(Variant):
     supports_cross = False
     reference_rows = False
     dtypes = ("float32", "float16", "bfloat16", "float64")
+    # Low-precision inputs feed a recurrence (the scan in float32, SSD's chunk products in the case's
+    # dtype): observed at seq_len 64-1024 (rel_l2 / max_abs) float16 1.2e-3 / 3.5e-3 (grads 1.3e-3 / 9.9e-3),
+    # bfloat16 9.9e-3 / 5.3e-2 (grads 1.0e-2 / 7.5e-2); float32 and float64 keep the defaults.
+    tolerances = {
+        "float16": Tolerance(rel_l2=1e-2, max_abs=3e-2, grad_rel_l2=1e-2, grad_max_abs=1e-1),
+        "bfloat16": Tolerance(rel_l2=6e-2, max_abs=3e-1, grad_rel_l2=6e-2, grad_max_abs=4e-1),
+    }
     cross_reason = "is a sequence map (x = v, B from k, C from q along one sequence): needs kv_len == seq_len"
 
 
@@ -397,15 +404,27 @@ class Mamba2SSD(_StateSpace):
         return ssd_sequential(*ssd_inputs(case, q, k, v, torch.float64))
 
     def flops(self, case: Case) -> int:
+        """The matmul FLOPs of the chunked SSD forward, as `ssd_chunked` runs it (a multiply-add is 2).
+
+        Like softmax attention's count, only the products count: the elementwise
+        work (softplus, Δ·x, segsum's cumulative sums, exp, the ∘ L product and
+        the decay scalings) does not, and it is what FlopCounterMode cannot see.
+        The time axis is padded to whole chunks and the chunks to whole
+        `STATE_GROUP`s, as the forward computes them. `scalar_decay_ssm` has this
+        one implementation, whose cost is the SSD algorithm's by construction
+        (O(N·Q·(n + P)) for chunk Q), so the count is that algorithm's, not a
+        variant-independent one.
+        """
         chunk, p = self.knob_values(case, "chunk")[0], case.head_dim
         n = p
         chunks = -(-case.seq_len // chunk)
         steps = chunks * chunk
-        per_head = (steps * (2 * p + 3)                                   # Δ projection, softplus, Δx
-                    + steps * chunk * (2 * n + 3 + 2 * p)                 # C Bᵀ, segsum/exp/∘ L, (·) X
-                    + steps * (2 * n * p + n + 2)                         # end states
-                    + chunks * 3 * n * p                                  # state passing
-                    + steps * (2 * n * p + n + 1 + p))                    # entering-state contribution
+        groups = -(-chunks // STATE_GROUP)
+        per_head = (2 * case.seq_len * p                                  # Δ = x·w  (N, P) @ (P, 1)
+                    + 2 * steps * chunk * (n + p)                         # C Bᵀ (Q × Q per chunk), then (·) X
+                    + 2 * steps * n * p                                   # chunk end states (B ∘ decay)ᵀ X
+                    + 2 * groups * STATE_GROUP ** 2 * n * p               # state passing: exp(segsum) @ states
+                    + 2 * steps * n * p)                                  # entering state: (C ∘ decay) @ starts
         return case.batch * case.heads * per_head
 
     def memory_model(self, case: Case) -> int:

@@ -40,7 +40,11 @@ class NaiveAttention(Variant):
         return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows)
 
     def flops(self, case: Case) -> int:
-        return attention_flops(case, causal_fraction=False)
+        return attention_flops(case)
+
+    def performed_flops(self, case: Case) -> int:
+        """Both N×M products in full: a causal mask is applied to the scores after q kᵀ."""
+        return attention_flops(case, pairs=case.seq_len * case.kv_len)
 
     def memory_model(self, case: Case) -> int:
         score_elements = case.batch * case.heads * case.seq_len * case.kv_len

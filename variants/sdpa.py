@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness import AttentionInputs, Case, ExactSoftmaxKernel, causal_mask
+from harness import AttentionInputs, Case, ExactSoftmaxKernel, attention_flops, causal_mask
 
 
 class _SDPABackend(ExactSoftmaxKernel):
@@ -56,6 +56,10 @@ class SDPAMath(_SDPABackend):
     backend_name = "MATH"
     flash_like = False
     description = "SDPA's math backend: the composite-op reference implementation"
+
+    def performed_flops(self, case: Case) -> int:
+        """The composite ops form the full N×M scores (two bmm) and mask them afterwards."""
+        return attention_flops(case, pairs=case.seq_len * case.kv_len)
 
 
 class SDPAFlash(_SDPABackend):

@@ -1,17 +1,31 @@
-"""FLOP counts of the attention functions (a multiply-add counts 2)."""
+"""FLOP counts of the attention functions (a multiply-add counts 2).
+
+The convention (TritonBench's): a cell's `flops` is the useful forward FLOPs
+of the *function* it computes, the same number for every variant of that
+function; what one implementation really executes (masked-out products,
+padding) is its `performed_flops`. Only the q kᵀ and P v products count;
+softmax's elementwise work counts in neither.
+"""
 
 from __future__ import annotations
 
 from harness.attention.masks import visible_pairs
 
 
-def attention_flops(case, *, causal_fraction: bool = True) -> int:
-    """FLOPs of q kᵀ and P v for a dense case: 4·B·H·N·M·d, halved (about) under a causal mask."""
-    total = 4 * case.batch * case.heads * case.seq_len * case.kv_len * case.head_dim
-    if case.causal and causal_fraction:
-        visible = causal_visible_pairs(case.seq_len, case.kv_len)
-        total = total * visible // (case.seq_len * case.kv_len)
-    return total
+def attention_flops(case, *, pairs: int | None = None) -> int:
+    """FLOPs of q kᵀ and P v over `pairs` (query, key) pairs: 2·B·H·pairs·d_qk + 2·B·H·pairs·d_v.
+
+    `pairs` defaults to the pairs the case's mask lets through (N·M, or the
+    causal pairs under a causal mask), which makes this softmax attention's
+    useful count, 4·B·H·pairs·d today. Pass ``pairs=seq_len * kv_len`` for an
+    implementation that computes every product and masks afterwards, or a
+    sparse pattern's own pair count.
+    """
+    if pairs is None:
+        pairs = visible_pairs(case.seq_len, case.kv_len, causal=case.causal)
+    qk_dim = value_dim = case.head_dim
+    rows = case.batch * case.heads
+    return 2 * rows * pairs * qk_dim + 2 * rows * pairs * value_dim
 
 
 def causal_visible_pairs(seq_len: int, kv_len: int) -> int:

@@ -10,6 +10,7 @@
     attnbench report RUN [RUN...] [-o FILE.html]
     attnbench compare BASE NEW [-o FILE.html] [--fail-on median:5%]
     attnbench profile VARIANT --seq-len N [case options] [-o DIR]
+    attnbench ab SUITE --a SIDE --b SIDE [--pairs N] [--fail-on median:5%]
 
 Exit status: 0 done, 1 a gate failed, 2 the input was wrong (nothing was run),
 3 the run stopped before its end (disk full, interrupted); what was stored is kept.
@@ -351,6 +352,12 @@ def _register_optional_commands() -> None:
     else:
         main.add_command(report_command)
         main.add_command(compare_command)
+    try:
+        from harness.cli.ab import ab_command
+    except ImportError:
+        pass
+    else:
+        main.add_command(ab_command)
     try:
         from harness.cli.profile import profile_command
     except ImportError:

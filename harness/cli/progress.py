@@ -9,8 +9,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from harness.core.case import Case
 from harness.core.markup import safe
-from harness.core.units import format_bytes, format_seconds, kept_timing_text
+from harness.core.units import finite, format_bytes, format_seconds, kept_timing_text
 from harness.store import load_run, tidy_frame
 
 STATUS_STYLE = {"ok": "green", "unsupported": "dim", "skipped": "yellow", "oom": "red", "timeout": "red",
@@ -58,13 +59,23 @@ def _cell_text(row, full: bool) -> str:
         kept = kept_timing_text(row.status, row.time_median_s)
         return (f"[{style}]{row.status}[/{style}]" + (f": {safe(reason)}" if row.status != "unsupported" or full else "")
                 + (f"\n{kept}" if kept else ""))
-    half = (row.time_ci_high_s - row.time_ci_low_s) / 2 / row.time_median_s * 100 if row.time_median_s else 0
-    text = f"{format_seconds(row.time_median_s)} ±{half:.1f}%"
-    if row.peak_bytes_fwd == row.peak_bytes_fwd:  # not NaN
+    low, high = finite(row.time_ci_low_s), finite(row.time_ci_high_s)
+    if low is not None and high is not None and row.time_median_s:
+        text = f"{format_seconds(row.time_median_s)} ±{(high - low) / 2 / row.time_median_s * 100:.1f}%"
+    else:
+        text = f"{format_seconds(row.time_median_s)} (n={int(row.reps)}, no interval)"
+    if finite(row.peak_bytes_fwd) is not None:
         text += f"\n{format_bytes(row.peak_bytes_fwd)}"
-    if row.rel_l2_error == row.rel_l2_error:
+    if finite(row.rel_l2_error) is not None:
         text += f"\nerr {row.rel_l2_error:.1e}"
+    if is_inaccurate(row.accuracy_ok):
+        text += "\n[red]inaccurate[/red]"
     return text
+
+
+def is_inaccurate(accuracy_ok) -> bool:
+    """True only for a stored verdict of False (None or NaN: accuracy not judged)."""
+    return accuracy_ok is not None and accuracy_ok == accuracy_ok and not bool(accuracy_ok)
 
 
 def print_summary(run_path: Path, full: bool = False, console: Console | None = None) -> None:
@@ -93,6 +104,16 @@ def print_summary(run_path: Path, full: bool = False, console: Console | None = 
         console.print(table)
     counts = frame.status.value_counts().to_dict()
     console.print("cells by status: " + ", ".join(f"{safe(k)} {v}" for k, v in sorted(counts.items())))
+    inaccurate = [cell for cell in loaded.cells if cell.result.accuracy is not None and cell.result.accuracy.ok is False]
+    if inaccurate:
+        console.print(f"[red]inaccurate cells: {len(inaccurate)}[/red] (error over the variant's declared tolerance)",
+                      highlight=False)
+        for cell in inaccurate[:None if full else 10]:
+            failures = "; ".join(cell.result.accuracy.failures)
+            console.print(f"  [red]inaccurate[/red] {safe(Case.from_dict(cell.case).label)}: {safe(failures)}",
+                          highlight=False)
+        if not full and len(inaccurate) > 10:
+            console.print(f"  ... and {len(inaccurate) - 10} more (attnbench show RUN lists them all)")
     console.print(f"run folder: {safe(run_path)}")
 
 

@@ -12,7 +12,11 @@ class MeasureSettings:
     """Knobs of the measurement, each a key of a suite's ``[measure]`` table.
 
     warmup_s: time spent calling before timing starts (at least one call).
-    budget_s: time the timed repetitions of one cell may take.
+    budget_s: time the timed repetitions of one cell may take once they
+        hold enough samples for a 95% interval of the median (6).
+    cap_s: the most the timed repetitions of one cell may take to reach
+        those samples; a cell whose samples are too slow for that stops at
+        the cap with fewer samples and says "no interval".
     target_rel_ci: stop once the 95% interval of the median is within this
         fraction of it on each side (0.02 = ±2%).
     min_reps, max_reps: bounds on the number of samples.
@@ -36,10 +40,19 @@ class MeasureSettings:
         exceeds this (0.10 = 10%).
     processes: repeat the whole measurement of a cell in this many fresh
         worker processes and keep the spread between them (`--processes K`).
+    contention_retries: a CPU cell whose median sample was taken while the
+        process was descheduled is timed again up to this many more times
+        (0 = never) before it is stored with ``contended = true``.
+    contention_backoff_s: the wait before the first re-measure; it doubles
+        before each further one (0.5 s, then 1 s).
+    contention_wait: a sample is descheduled when its threads spent more
+        than this fraction of their runnable time waiting on a run queue
+        (Linux; see harness.measure.contention for the rule elsewhere).
     """
 
     warmup_s: float = 0.1
     budget_s: float = 1.0
+    cap_s: float = 5.0
     target_rel_ci: float = 0.02
     min_reps: int = 5
     max_reps: int = 10_000
@@ -56,6 +69,9 @@ class MeasureSettings:
     telemetry_hz: float = 20.0
     warn_cv: float = 0.10
     processes: int = 1
+    contention_retries: int = 2
+    contention_backoff_s: float = 0.5
+    contention_wait: float = 0.10
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

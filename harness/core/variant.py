@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.core.case import DTYPES, Case
 from harness.core.knobs import Knob, declare_knobs
+from harness.core.tolerance import DEFAULT_TOLERANCES, Tolerance, declare_tolerances
 
 if TYPE_CHECKING:
     import torch
@@ -91,6 +92,7 @@ class Variant:
     reference_rows: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ()
     min_cuda_capability: ClassVar[tuple[int, int] | None] = None
+    tolerances: ClassVar[Mapping[str, Tolerance]] = DEFAULT_TOLERANCES
 
     device_reason: ClassVar[str] = "runs on {devices} only, not on {device}"
     dtype_reason: ClassVar[str] = "supports dtypes {dtypes}, not {dtype}"
@@ -106,6 +108,8 @@ class Variant:
         if "knobs" in own or "params" in own:
             cls.knobs = declare_knobs(own["knobs"] if "knobs" in own else own["params"], owner=cls.__qualname__)
             cls.params = MappingProxyType({name: knob.default for name, knob in cls.knobs.items()})
+        if "tolerances" in own:
+            cls.tolerances = declare_tolerances(own["tolerances"], super(cls, cls).tolerances, owner=cls.__qualname__)
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         """Every reason this variant cannot run `case`; empty when it can.
@@ -151,6 +155,13 @@ class Variant:
         return template.format(device=case.device, devices=", ".join(self.devices),
                                dtype=case.dtype, dtypes=", ".join(self.dtypes))
 
+    def tolerance(self, case: Case) -> Tolerance | None:
+        """The bound `case`'s errors are judged against: `tolerances` of its dtype (None: not judged).
+
+        Override to make it depend on more than the dtype (a scan whose error grows with seq_len).
+        """
+        return self.tolerances.get(case.dtype)
+
     def supports(self, case: Case) -> bool:
         return not self.unsupported_reasons(case)
 
@@ -177,8 +188,28 @@ class Variant:
         raise NotImplementedError
 
     def flops(self, case: Case) -> int:
-        """Useful forward FLOPs of this variant on `case` (a multiply-add is 2)."""
+        """Useful forward FLOPs of the function `case` computes (a multiply-add is 2).
+
+        A property of the function (`computes`, the mask's visible pairs, heads
+        and dims), not of the implementation: every variant of the same
+        function returns the same number, so their FLOP/s compare like with
+        like (TritonBench's rule). Softmax attention is
+        ``attention_flops(case)``, 4·B·H·(visible pairs)·d. The harness counts
+        a backward as 2.5 forwards.
+        """
         raise NotImplementedError
+
+    def performed_flops(self, case: Case) -> int | None:
+        """The forward FLOPs this implementation really executes, or None when that is `flops`.
+
+        Same units as `flops` (a multiply-add is 2). It differs where an
+        implementation does work the function does not need: naive and
+        SDPA's math backend form the full N×M products under a causal mask
+        and mask afterwards, a blocked kernel computes whole blocks across the
+        diagonal, a sparse kernel computes padded slots. None also means the
+        variant cannot say (a closed kernel's internal tiling).
+        """
+        return None
 
     def memory_model(self, case: Case) -> int | None:
         """Analytic peak bytes the forward allocates beyond its inputs, or None if unknown."""

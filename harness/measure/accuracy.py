@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from harness.core.result import ErrorMetrics
+from harness.core.tolerance import Tolerance
 
 
 def error_metrics(output: torch.Tensor, reference: torch.Tensor) -> ErrorMetrics:
@@ -28,8 +29,34 @@ def error_metrics(output: torch.Tensor, reference: torch.Tensor) -> ErrorMetrics
     return ErrorMetrics(max_abs_error=max_abs, rel_l2_error=rel, nonfinite=0)
 
 
-# Relative L2 error a correct kernel stays under, against the float64 reference, per dtype.
-# Rounding of the output alone is about 2^-(mantissa bits); accumulation over long rows adds a little.
+def judge(output: ErrorMetrics, gradients: dict[str, ErrorMetrics], bound: Tolerance | None, *,
+          dtype: str, variant: str) -> tuple[bool | None, dict, tuple[str, ...]]:
+    """The verdict on one cell's errors: (ok, the bounds used as JSON, the failures as sentences).
+
+    ok is None when there is no bound for this dtype (nothing judged), except
+    that non-finite values always fail. Gradients are judged only where the
+    bound has gradient limits. A failure reads
+    ``output rel_l2 1.0e-02 > 5.0e-06 (float32 tolerance of naive)``.
+    """
+    failures = [f"{name} has {metrics.nonfinite} non-finite values (NaN or inf)"
+                for name, metrics in (("output", output), *((f"d{k}", g) for k, g in gradients.items()))
+                if metrics.nonfinite]
+    if bound is None:
+        return (False if failures else None), {}, tuple(failures)
+    whose = f"({dtype} tolerance of {variant})"
+    checks = [("output", output, bound.rel_l2, bound.max_abs)]
+    checks += [(f"d{name}", metrics, bound.grad_rel_l2, bound.grad_max_abs) for name, metrics in gradients.items()]
+    for name, metrics, rel_l2, max_abs in checks:
+        if metrics.nonfinite:
+            continue
+        for metric, error, limit in (("rel_l2", metrics.rel_l2_error, rel_l2), ("max_abs", metrics.max_abs_error, max_abs)):
+            if limit is not None and not error <= limit:
+                failures.append(f"{name} {metric} {error:.1e} > {limit:.1e} {whose}")
+    return not failures, {"dtype": dtype, **bound.to_dict()}, tuple(failures)
+
+
+# The per-element bound the variant tests compare with (tests/test_variants_*.py); the verdict
+# stored with each cell uses the variant's own `Variant.tolerances` instead (harness.core.tolerance).
 REL_L2_TOLERANCE = {
     "float64": 1e-10,
     "float32": 2e-5,

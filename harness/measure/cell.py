@@ -43,8 +43,9 @@ from harness.core.case import Case
 from harness.core.result import Accuracy, Memory, Result, Timing
 from harness.core.settings import MeasureSettings
 from harness.core.variant import AttentionInputs, Variant
-from harness.measure.accuracy import error_metrics
+from harness.measure.accuracy import error_metrics, judge
 from harness.measure.calibration import bandwidth_for, peak_for
+from harness.measure.contention import measure_until_quiet
 from harness.measure.inputs import make_inputs, make_output_grad, upcast
 from harness.measure.memory import (
     cpu_peak_bytes,
@@ -69,7 +70,8 @@ from harness.measure.telemetry import (
 from harness.measure.timing import TimedSamples, time_cpu, time_cuda
 from harness.store import now_iso
 
-BACKWARD_FLOPS_FACTOR = 2
+# A backward counts 2.5 forwards (the FlashAttention/TritonBench convention): fwd_bwd = 3.5 × forward.
+BACKWARD_FLOPS_FACTOR = 2.5
 OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
 
 
@@ -144,17 +146,21 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
         held_before = live_bytes(case.device)
         watch = CellTelemetry(case, settings)
         with watch:
-            timer = time_cuda if case.device == "cuda" else time_cpu
-            timed = timer(step, settings, on_timed_start=watch.timed_start, on_timed_stop=watch.timed_stop)
+            measured = measure_until_quiet(lambda: _time_once(case, step, settings, watch), settings)
+        timed = measured.timed
         telemetry.update(watch.summary(timed))
         summary = summarize(timed.samples_s)
         telemetry.update(timing_quality(timed, summary, settings))
+        telemetry["contention"] = measured.telemetry()
         warnings.extend(telemetry_warnings(telemetry, cv=telemetry["cv"], cv_limit=settings.warn_cv))
+        contended = measured.warning(torch.get_num_threads())
+        warnings.extend([contended] if contended else [])
         timing = Timing(samples_s=timed.samples_s, median_s=summary.median, iqr_s=summary.iqr,
                         ci_low_s=summary.ci_low, ci_high_s=summary.ci_high,
                         calls_per_sample=timed.calls_per_sample, warmup_s=timed.warmup_s,
                         warmup_calls=timed.warmup_calls, setup_s=setup_s, stop_reason=timed.stop_reason,
-                        timer=timed.timer, threads=torch.get_num_threads())
+                        timer=timed.timer, threads=torch.get_num_threads(), cpu_share=timed.cpu_share,
+                        contended=measured.contended, attempts=measured.attempts)
 
         leak = leak_warning(held_before, live_bytes(case.device), timed.warmup_calls + timed.timed_calls)
         warnings.extend([leak] if leak else [])
@@ -193,8 +199,17 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
         reason = (f"the output has {accuracy.output.nonfinite} non-finite values (NaN or inf); "
                   "timing and memory are kept")
     return Result(status, reason, timing=timing, memory=memory, accuracy=accuracy, flops=flops,
+                  performed_flops=_total_flops(case, variant, performed=True),
                   flops_per_s=flops_per_s, peak_fraction=peak_fraction, telemetry=telemetry,
                   warnings=tuple(warnings), duration_s=time.perf_counter() - started, **base)
+
+
+def _time_once(case: Case, step: _Step, settings: MeasureSettings, watch: CellTelemetry) -> TimedSamples:
+    """One attempt at the timed repetitions (warm-up included), with the energy read around them."""
+    if case.device == "cuda":
+        return time_cuda(step, settings, on_timed_start=watch.timed_start, on_timed_stop=watch.timed_stop)
+    return time_cpu(step, settings, threads=torch.get_num_threads(), on_timed_start=watch.timed_start,
+                    on_timed_stop=watch.timed_stop)
 
 
 class CellTelemetry:
@@ -303,8 +318,11 @@ def merge_process_results(results: list[Result]) -> Result:
     than what the processes disagree by. IQR is of the pooled samples.
     `telemetry["processes"]` keeps each process's median, sample count and
     stop reason, and the spread (max - min) / median. Memory and accuracy are
-    the first process's; warnings are merged. A cell is ok only if every
-    process was; otherwise the first failure is returned, with the others noted.
+    the first process's; warnings are merged. `cpu_share` pools every
+    process's shares; the cell is contended if any process's was (its
+    median may be the one in the middle), `attempts` is the most any took.
+    A cell is ok only if every process was; otherwise the first failure is
+    returned, with the others noted.
     """
     if not results:
         raise ValueError("no results to merge")
@@ -320,10 +338,15 @@ def merge_process_results(results: list[Result]) -> Result:
     pooled_summary = summarize(pooled)
     middle = summarize(medians).median
     first = results[0]
+    low = None if pooled_summary.ci_low is None else min(pooled_summary.ci_low, *medians)
+    high = None if pooled_summary.ci_high is None else max(pooled_summary.ci_high, *medians)
     timing = replace(first.timing, samples_s=tuple(pooled), median_s=middle, iqr_s=pooled_summary.iqr,
-                     ci_low_s=min(pooled_summary.ci_low, *medians), ci_high_s=max(pooled_summary.ci_high, *medians),
+                     ci_low_s=low, ci_high_s=high,
                      stop_reason=",".join(dict.fromkeys(r.timing.stop_reason for r in results)),
                      calls_per_sample=first.timing.calls_per_sample)
+    timing = replace(timing, cpu_share=tuple(x for r in results for x in r.timing.cpu_share),
+                     contended=any(r.timing.contended for r in results),
+                     attempts=max(r.timing.attempts for r in results))
     telemetry = dict(first.telemetry)
     telemetry["processes"] = {
         "count": len(results),
@@ -331,6 +354,7 @@ def merge_process_results(results: list[Result]) -> Result:
         "sample_counts": [r.timing.reps for r in results],
         "calls_per_sample": [r.timing.calls_per_sample for r in results],
         "stop_reasons": [r.timing.stop_reason for r in results],
+        "contended": [r.timing.contended for r in results],
         "pids": [r.worker.get("pid") for r in results],
         "spread_rel": relative_spread(medians),
         "median_rule": "median of the per-process medians",
@@ -356,20 +380,26 @@ def _sync_for(case: Case) -> Callable[[], None]:
     return lambda: None
 
 
-def _total_flops(case: Case, variant: Variant) -> int | None:
+def _total_flops(case: Case, variant: Variant, *, performed: bool = False) -> int | None:
+    """The cell's FLOPs: the forward's `flops` (or `performed_flops`), times 1 + BACKWARD_FLOPS_FACTOR in fwd_bwd.
+
+    None when the variant has no such count (`flops` not implemented, or `performed_flops` None).
+    """
     try:
-        forward = int(variant.flops(case))
+        forward = variant.performed_flops(case) if performed else variant.flops(case)
     except NotImplementedError:
         return None
-    return forward * (1 + BACKWARD_FLOPS_FACTOR) if case.mode == "fwd_bwd" else forward
+    if forward is None:
+        return None
+    return round(forward * (1 + BACKWARD_FLOPS_FACTOR)) if case.mode == "fwd_bwd" else int(forward)
 
 
 def _arithmetic_intensity(case: Case, variant: Variant) -> float | None:
     """Useful forward FLOPs over the least bytes moved: q, k, v read once and the output written once.
 
     The forward's intensity in both modes (a backward reads q, k, v, out and
-    its gradient and writes three gradients for about twice the FLOPs, so
-    fwd_bwd's intensity is close to it).
+    its gradient and writes three gradients for about 2.5 times the FLOPs,
+    so fwd_bwd's intensity is close to it).
     """
     try:
         flops = variant.flops(case)
@@ -451,8 +481,14 @@ def _measure_accuracy(case: Case, variant: Variant, step: _Step, settings: Measu
     note = "" if rows is None else f"reference evaluated on {len(rows)} seeded query rows"
     if case.mode == "fwd_bwd" and rows is not None:
         note += "; gradients not checked at this size"
+    # Judged against the variant's own function (an approximation's `approx` error is reported, never judged).
+    bound = variant.tolerance(case)
+    ok, tolerance, failures = judge(output_metrics, gradients, bound, dtype=case.dtype, variant=variant.name)
+    if bound is None:
+        note = "; ".join(filter(None, (note, f"{variant.name} declares no {case.dtype} tolerance: not judged")))
     accuracy = Accuracy(output=output_metrics, gradients=gradients, approx=approx,
-                        rows_checked=None if rows is None else len(rows), note=note)
+                        rows_checked=None if rows is None else len(rows), note=note,
+                        ok=ok, tolerance=tolerance, failures=failures)
     return accuracy, warnings
 
 

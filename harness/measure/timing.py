@@ -23,12 +23,13 @@ and the synchronize fall) is unit-tested on the CPU with fakes.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.core.settings import MeasureSettings
-from harness.measure.stats import summarize
+from harness.measure.stats import min_samples_for_interval, summarize
 
 MAX_CALLS_PER_SAMPLE = 1000
 CUDA_BATCH_TARGET_S = 0.05
@@ -38,6 +39,18 @@ MIN_FLUSH_BYTES = 8 << 20
 
 @dataclass(frozen=True)
 class TimedSamples:
+    """The raw samples of one timed region and how they were taken.
+
+    cpu_share (CPU loop only): per sample, the process's CPU seconds over
+    (wall seconds × threads). run_queue_ns (CPU loop, Linux only): per
+    sample, (ns run on a CPU, ns waited on a run queue) summed over the
+    process's threads. Both are read around the same block of calls as the
+    sample, just outside its perf_counter window; the kernel updates both
+    clocks of a running thread only at ticks and switches, so one short
+    sample's values are coarse and `harness.measure.contention` judges them
+    over windows of consecutive samples.
+    """
+
     samples_s: tuple[float, ...]
     calls_per_sample: int
     warmup_s: float
@@ -47,6 +60,8 @@ class TimedSamples:
     timed_wall_s: float = 0.0
     flush_bytes: int = 0
     synchronizes: int = 0
+    cpu_share: tuple[float, ...] = ()
+    run_queue_ns: tuple[tuple[int, int], ...] = ()
 
     @property
     def timed_calls(self) -> int:
@@ -55,14 +70,18 @@ class TimedSamples:
 
 
 class AdaptiveStop:
-    """Decides when to stop repeating: interval tight enough, budget spent, or too many samples.
+    """Decides when to stop repeating: interval tight enough, budget spent, cap reached, or too many samples.
 
     'ci': at least `min_reps` samples and the 95% interval of the median within
     ±`target_rel_ci` of it. 'budget': `budget_s` has passed since the stop was
-    made (at least 3 samples, or `min_reps` if smaller). 'max_reps': the
-    sample count reached `max_reps`. The interval is re-checked each time the
-    sample count has grown by a tenth, so the check stays cheap for thousands
-    of samples; `last_rel_half_width` is the last value computed.
+    made and there are enough samples for a 95% interval of the median to
+    exist (6, `min_samples_for_interval`) and `min_reps`. 'cap': the next
+    sample would take the timed repetitions past `cap_s` (judged from the
+    mean sample so far) before that many samples were reached; the cell then
+    keeps fewer samples and reports no interval. 'max_reps': the sample count
+    reached `max_reps`. The interval is re-checked each time the sample
+    count has grown by a tenth, so the check stays cheap for thousands of
+    samples; `last_rel_half_width` is the last value computed.
     """
 
     def __init__(self, settings: MeasureSettings, clock: Callable[[], float] = time.perf_counter) -> None:
@@ -71,6 +90,7 @@ class AdaptiveStop:
         self.started = clock()
         self._next_check = settings.min_reps
         self.last_rel_half_width = math.inf
+        self.needed = max(settings.min_reps, min_samples_for_interval())
 
     def reason(self, samples: list[float]) -> str | None:
         count = len(samples)
@@ -81,8 +101,11 @@ class AdaptiveStop:
                 return "ci"
         if count >= self.settings.max_reps:
             return "max_reps"
-        if self.clock() - self.started >= self.settings.budget_s and count >= min(3, self.settings.min_reps):
+        elapsed = self.clock() - self.started
+        if elapsed >= self.settings.budget_s and count >= self.needed:
             return "budget"
+        if count and elapsed + elapsed / count > max(self.settings.cap_s, self.settings.budget_s):
+            return "cap"
         return None
 
     def remaining_reps(self, count: int) -> int:
@@ -116,31 +139,88 @@ def calls_per_sample(per_call_s: float, min_sample_s: float) -> int:
     return max(1, min(MAX_CALLS_PER_SAMPLE, math.ceil(min_sample_s / per_call_s - 1e-9)))
 
 
-def time_cpu(call: Callable[[], object], settings: MeasureSettings, *,
+def time_cpu(call: Callable[[], object], settings: MeasureSettings, *, threads: int = 1,
              clock_ns: Callable[[], int] = time.perf_counter_ns,
+             cpu_clock_ns: Callable[[], int] = time.process_time_ns,
+             run_queue_ns: Callable[[], dict[str, tuple[int, int]] | None] | None = None,
              on_timed_start: Callable[[], None] | None = None,
              on_timed_stop: Callable[[], None] | None = None) -> TimedSamples:
-    """Time `call` on the CPU with perf_counter_ns, in blocks of back-to-back calls."""
+    """Time `call` on the CPU with perf_counter_ns, in blocks of back-to-back calls.
+
+    Around each block, outside its perf_counter window, the process CPU clock
+    (`cpu_clock_ns`) and the threads' run-queue times (`run_queue_ns`, default
+    `thread_run_queue_ns`) are read too: `cpu_share` divides by `threads` (the
+    caller passes torch's intra-op thread count).
+    """
+    run_queue_ns = run_queue_ns or thread_run_queue_ns
     seconds = lambda: clock_ns() / 1e9  # noqa: E731
     warmup_s, warmup_calls, per_call = warm_up(call, settings, clock=seconds)
     block = calls_per_sample(per_call, settings.min_sample_s)
+    has_run_queue = run_queue_ns() is not None
     if on_timed_start:
         on_timed_start()
     stop = AdaptiveStop(settings, clock=seconds)
     samples: list[float] = []
+    shares: list[float] = []
+    queue: list[tuple[int, int]] = []
     began = clock_ns()
     while True:
+        queue_before = run_queue_ns() if has_run_queue else None
+        cpu_before = cpu_clock_ns()
         start = clock_ns()
         for _ in range(block):
             call()
-        samples.append((clock_ns() - start) / block / 1e9)
+        elapsed_ns = clock_ns() - start
+        cpu_ns = cpu_clock_ns() - cpu_before
+        if has_run_queue:
+            queue.append(run_queue_delta(queue_before, run_queue_ns()))
+        samples.append(elapsed_ns / block / 1e9)
+        shares.append(cpu_ns / (elapsed_ns * max(1, threads)) if elapsed_ns > 0 else 0.0)
         reason = stop.reason(samples)
         if reason:
             wall = (clock_ns() - began) / 1e9
             if on_timed_stop:
                 on_timed_stop()
             return TimedSamples(tuple(samples), block, warmup_s, warmup_calls, reason, "cpu-perf-counter",
-                                timed_wall_s=wall)
+                                timed_wall_s=wall, cpu_share=tuple(shares), run_queue_ns=tuple(queue))
+
+
+def thread_run_queue_ns() -> dict[str, tuple[int, int]] | None:
+    """Per thread of this process: (ns run on a CPU, ns spent waiting on a run queue); None where unreadable.
+
+    The first two fields of Linux's /proc/self/task/<tid>/schedstat (about
+    15 µs for a handful of threads); None off Linux or without schedstats.
+    """
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    times: dict[str, tuple[int, int]] = {}
+    for tid in tids:
+        try:
+            fd = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
+        except OSError:
+            continue  # the thread ended
+        try:
+            fields = os.read(fd, 128).split()
+        finally:
+            os.close(fd)
+        if len(fields) >= 2:
+            times[tid] = (int(fields[0]), int(fields[1]))
+    return times or None
+
+
+def run_queue_delta(before: dict[str, tuple[int, int]] | None,
+                    after: dict[str, tuple[int, int]] | None) -> tuple[int, int]:
+    """(ns run, ns waited on a run queue) between two reads, summed over the threads present at both."""
+    if not before or not after:
+        return (0, 0)
+    ran = waited = 0
+    for tid, (run_after, wait_after) in after.items():
+        if tid in before:
+            ran += run_after - before[tid][0]
+            waited += wait_after - before[tid][1]
+    return (ran, waited)
 
 
 def l2_flush_bytes(l2_cache_size: int) -> int:

@@ -185,18 +185,24 @@ def _parse_variants(source: str, head: dict[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(variants))
 
 
+ZERO_ALLOWED = frozenset({"contention_retries", "contention_backoff_s"})
+"""[measure] keys for which 0 means 'none' (never re-measure, no back-off)."""
+
+
 def _parse_measure(source: str, table: dict[str, Any]) -> MeasureSettings:
     types = settings_field_types()
     _reject_unknown(source, "measure.", table, types)
     values = {}
     for key, value in table.items():
         expected = types[key]
+        floor_ok = (lambda v: v >= 0) if key in ZERO_ALLOWED else (lambda v: v > 0)
         ok = isinstance(value, bool) if expected is bool else (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0)
+            isinstance(value, (int, float)) and not isinstance(value, bool) and floor_ok(value))
         if expected is int and ok and int(value) != value:
             ok = False
         if not ok:
-            want = "true or false" if expected is bool else f"a positive {'integer' if expected is int else 'number'}"
+            sign = "zero or positive" if key in ZERO_ALLOWED else "a positive"
+            want = "true or false" if expected is bool else f"{sign} {'integer' if expected is int else 'number'}"
             raise SuiteError(f"{source}: key 'measure.{key}' must be {want}, got {_short(value)}")
         values[key] = expected(value)
     if values.get("memory_headroom", 0.5) > 1:

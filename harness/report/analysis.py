@@ -1,9 +1,15 @@
-"""Derived findings: where sub-quadratic variants overtake the baseline, and quality against cost."""
+"""Derived findings: where sub-quadratic variants overtake the baseline, and quality against cost.
+
+A cell measured while the process was descheduled (the frame's ``contended``
+column, see harness.measure.contention) is left out of every time crossover:
+its length counts for neither side. `contended_cells` lists those cells.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from harness.core.units import format_seconds
@@ -45,8 +51,14 @@ def crossovers(data: ReportData) -> tuple[list[Crossover], list[str]]:
             for series, group in run_rows[run_rows.index.isin(candidates.index)].groupby("series", sort=False):
                 by_len = {int(r.seq_len): r for r in group.itertuples(index=False)}
                 lengths = sorted(set(by_len) | set(base_by_len))
-                time_from = crossover(lengths, [_ok(by_len.get(n), "time_median_s") for n in lengths],
-                                      [_ok(base_by_len.get(n), "time_median_s") for n in lengths])
+                timed = [n for n in lengths if not (_contended(by_len.get(n)) or _contended(base_by_len.get(n)))]
+                time_from = crossover(timed, [_ok(by_len.get(n), "time_median_s") for n in timed],
+                                      [_ok(base_by_len.get(n), "time_median_s") for n in timed])
+                if len(timed) < len(lengths):
+                    left_out = ", ".join(str(n) for n in lengths if n not in timed)
+                    notes.append(f"{workload} · {series}{' · ' + str(run) if data.multi_run else ''}: "
+                                 f"seq_len {left_out} left out of the time crossover (contended: measured "
+                                 "while descheduled)")
                 memory_from = crossover(lengths, [_ok(by_len.get(n), "peak_bytes") for n in lengths],
                                         [_ok(base_by_len.get(n), "peak_bytes") for n in lengths])
                 results.append(Crossover(
@@ -55,6 +67,49 @@ def crossovers(data: ReportData) -> tuple[list[Crossover], list[str]]:
                     measured=f"{lengths[0]}…{lengths[-1]} ({len(lengths)} lengths)",
                 ))
     return results, notes
+
+
+def is_contended(value) -> bool:
+    """A `contended` cell of the tidy frame: True only for a stored True (None, NaN and False are not)."""
+    return value is True or (isinstance(value, (bool, np.bool_)) and bool(value))
+
+
+def contended_mask(rows: pd.DataFrame) -> np.ndarray:
+    """Per row, whether the cell was contended; all False for frames without the column."""
+    if "contended" not in rows.columns:
+        return np.zeros(len(rows), dtype=bool)
+    return np.array([is_contended(v) for v in rows["contended"]], dtype=bool)
+
+
+def _contended(row) -> bool:
+    return row is not None and row.status == "ok" and is_contended(getattr(row, "contended", None))
+
+
+def contended_cells(data: ReportData) -> list[dict[str, str]]:
+    """The cells that stayed contended after their re-measures, for the report's list of them.
+
+    One dict per cell: workload, series, run (empty for one run), seq_len, the
+    median time it was stored with, and the contention warning it carries.
+    """
+    frame = data.frame
+    if frame.empty:
+        return []
+    listed = []
+    for r in frame[contended_mask(frame)].itertuples(index=False):
+        warning = next((w for w in _warnings(r) if str(w).startswith("contended")), "")
+        listed.append({"workload": str(r.workload), "series": str(r.series),
+                       "run": str(r.run) if data.multi_run else "", "seq_len": str(int(r.seq_len)),
+                       "time": format_seconds(r.time_median_s) if not pd.isna(r.time_median_s) else "",
+                       "warning": warning})
+    return listed
+
+
+def _warnings(row) -> list:
+    """The tidy frame joins a cell's warnings with '; ' (the contention warning holds none)."""
+    value = getattr(row, "warnings", None)
+    if isinstance(value, str):
+        return value.split("; ") if value else []
+    return list(value) if isinstance(value, (list, tuple)) else []
 
 
 def _ok(row, column: str) -> float | None:

@@ -12,10 +12,10 @@ from harness.core.machine import package_version
 from harness.core.names import safe_file_stem
 from harness.core.units import finite
 from harness.report import plots
-from harness.report.analysis import crossovers, quality_views
+from harness.report.analysis import contended_cells, crossovers, quality_views
 from harness.report.data import ReportData, attention_maps, prepare
 from harness.report.render import render, write_html
-from harness.report.tables import failures, run_summary, workload_table
+from harness.report.tables import failures, inaccurate_cells, run_summary, workload_table
 from harness.store import LoadedRun
 
 
@@ -74,6 +74,8 @@ def build_report_html(runs: Sequence[LoadedRun], baseline: str | None = None) ->
         quality=quality,
         attention=[_attention_item(data, r) for r in data.runs],
         failures=failures(data),
+        inaccurate=inaccurate_cells(data),
+        contended=contended_cells(data),
     )
 
 

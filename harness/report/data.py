@@ -63,6 +63,9 @@ def prepare(runs: Sequence[LoadedRun], baseline: str | None = None) -> ReportDat
     frame["run"] = frame["run_id"].map(run_labels)
     # Which of `runs` a row came from: run ids alone cannot tell two copies of one run apart.
     frame["run_index"] = [i for i, loaded in enumerate(runs) for _ in loaded.cells]
+    # The verdict's sentences, for the "Inaccurate cells" section (the tidy frame keeps only accuracy_ok).
+    frame["accuracy_failures"] = [tuple(cell.result.accuracy.failures) if cell.result.accuracy else ()
+                                  for loaded in runs for cell in loaded.cells]
     frame["kv"] = [("=seq_len" if kv == n else str(kv)) for kv, n in zip(frame["kv_len"], frame["seq_len"], strict=True)]
     frame["series"] = _series_labels(frame)
     frame["workload"], frame["workload_key"] = _workload_labels(frame)

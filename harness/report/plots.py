@@ -20,6 +20,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator  # noqa: E402
 
+from harness.report.analysis import contended_mask  # noqa: E402
 from harness.report.fits import loglog_slope, pareto_frontier  # noqa: E402
 
 DPI = 72
@@ -123,42 +124,72 @@ def _finish_panel(ax, rows: pd.DataFrame, drawn: bool, empty: str, ylabel: str, 
 
 
 def scaling_panel(ax, rows: pd.DataFrame, column: str, styles: Styles, multi_run: bool,
-                  ylabel: str, title: str, interval: tuple[str, str] | None = None) -> bool:
-    """`column` against seq_len on log-log axes, each series labelled with its fitted slope."""
+                  ylabel: str, title: str, interval: tuple[str, str] | None = None,
+                  timed: bool = False) -> bool:
+    """`column` against seq_len on log-log axes, each series labelled with its fitted slope.
+
+    With `timed` (a time or a rate from it), contended cells (measured while
+    descheduled) are drawn as hollow markers off the line and left out of
+    the slope and the interval band.
+    """
     ok = rows[rows["status"] == "ok"]
-    drawn = False
+    drawn = hollow = False
     for series, run, group in _series_groups(ok):
         values = _positive(group[column])
         lengths = group["seq_len"].to_numpy(dtype=float)
-        mask = np.isfinite(values)
-        if not mask.any():
+        measured = np.isfinite(values)
+        contended = measured & contended_mask(group) if timed else np.zeros(len(group), dtype=bool)
+        mask = measured & ~contended
+        if not measured.any():
             continue
         slope = loglog_slope(lengths[mask], values[mask])
-        slope_text = f"slope {slope:.2f}" if slope is not None else "one point"
+        slope_text = f"slope {slope:.2f}" if slope is not None else ("one point" if mask.any() else "no slope")
         style = styles.line(series, run)
         ax.plot(lengths[mask], values[mask], label=text(f"{_label(series, run, multi_run)} ({slope_text})"),
                 markersize=4, linewidth=1.4, **style)
+        hollow |= _hollow(ax, lengths[contended], values[contended], style)
         if interval is not None:
             low, high = _positive(group[interval[0]]), _positive(group[interval[1]])
             band = mask & np.isfinite(low) & np.isfinite(high)
             if band.any():
                 ax.fill_between(lengths[band], low[band], high[band], color=style["color"], alpha=0.18, linewidth=0)
         drawn = True
+    _hollow_legend(ax, hollow)
     _finish_panel(ax, rows, drawn, f"no {ylabel} measured", ylabel, title)
     return drawn
 
 
+def _hollow(ax, lengths: np.ndarray, values: np.ndarray, style: dict[str, Any]) -> bool:
+    """Contended cells: hollow markers in the series' colour, not joined to its line."""
+    if not len(lengths):
+        return False
+    ax.plot(lengths, values, linestyle="none", marker=style["marker"], markersize=7, markerfacecolor="none",
+            markeredgecolor=style["color"], markeredgewidth=1.2)
+    return True
+
+
+def _hollow_legend(ax, drawn: bool) -> None:
+    if drawn:
+        ax.plot([], [], linestyle="none", marker="o", markersize=7, markerfacecolor="none", markeredgecolor="black",
+                label="hollow: contended (descheduled), not in the slope")
+
+
 def flops_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool, peaks: dict[str, float]) -> None:
     ok = rows[rows["status"] == "ok"]
-    drawn = False
+    drawn = hollow = False
     for series, run, group in _series_groups(ok):
         values = _positive(group["flops_per_s"])
         lengths = group["seq_len"].to_numpy(dtype=float)
-        mask = np.isfinite(values)
-        if mask.any():
+        measured = np.isfinite(values)
+        contended = measured & contended_mask(group)
+        mask = measured & ~contended
+        if measured.any():
+            style = styles.line(series, run)
             ax.plot(lengths[mask], values[mask], label=text(_label(series, run, multi_run)), markersize=4,
-                    linewidth=1.4, **styles.line(series, run))
+                    linewidth=1.4, **style)
+            hollow |= _hollow(ax, lengths[contended], values[contended], style)
             drawn = True
+    _hollow_legend(ax, hollow)
     for run, peak in peaks.items():
         ax.axhline(peak, color="black", linestyle=LINESTYLES[styles.runs.get(run, 0) % 4], linewidth=1,
                    label=text(f"measured peak{' · ' + run if multi_run else ''}"))
@@ -273,7 +304,8 @@ def workload_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, baselin
                             left=0.05, right=0.97, bottom=0.01, top=0.97, wspace=0.5, hspace=0.35)
     axes = [[fig.add_subplot(grid[2 * r, c]) for c in range(3)] for r in range(2)]
     scaling_panel(axes[0][0], rows, "time_median_s", styles, multi_run, "median time per call (s)",
-                  "Time (band: 95% interval of the median)", interval=("time_ci_low_s", "time_ci_high_s"))
+                  "Time (band: 95% interval of the median)", interval=("time_ci_low_s", "time_ci_high_s"),
+                  timed=True)
     scaling_panel(axes[0][1], rows, "peak_bytes", styles, multi_run, "peak bytes above inputs", "Peak memory")
     flops_panel(axes[0][2], rows, styles, multi_run, peaks)
     error_panel(axes[1][0], rows, styles, multi_run)
@@ -302,7 +334,7 @@ def time_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, title: str)
     fig = Figure(figsize=(9, 5.5))
     ax = fig.subplots()
     scaling_panel(ax, rows, "time_median_s", styles, multi_run, "median time per call (s)", text(title),
-                  interval=("time_ci_low_s", "time_ci_high_s"))
+                  interval=("time_ci_low_s", "time_ci_high_s"), timed=True)
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.1, top=0.93)
     return to_data_uri(fig)
 

@@ -78,12 +78,48 @@ def _grid_cell(row: Any) -> GridCell:
     if finite(row.time_ci_low_s) is not None and finite(row.time_ci_high_s) is not None:
         lines[0] += f" [{format_seconds(row.time_ci_low_s)}, {format_seconds(row.time_ci_high_s)}]"
         title = "median time per call [95% interval of the median]"
+    elif finite(row.reps) is not None:
+        lines[0] += f" (n={int(row.reps)}, no interval)"
+        title = "median time per call; too few samples for a 95% interval of the median"
     lines.append(f"mem {format_bytes(row.peak_bytes)}")
     error = f"err {format_error(row.rel_l2_error)}"
     if row.is_approximate and finite(row.approx_rel_l2_error) is not None:
         error += f" · vs exact {format_error(row.approx_rel_l2_error)}"
     lines.append(error)
+    if is_inaccurate(row.accuracy_ok):
+        lines.append("inaccurate: over its tolerance")
+        return GridCell(status="error inaccurate", lines=lines, title="; ".join(row.accuracy_failures))
     return GridCell(status="ok", lines=lines, title=title)
+
+
+def is_inaccurate(accuracy_ok: Any) -> bool:
+    """True only for a stored verdict of False (None or NaN: accuracy not judged)."""
+    return accuracy_ok is not None and accuracy_ok == accuracy_ok and not bool(accuracy_ok)
+
+
+def inaccurate_cells(data: ReportData) -> list[dict[str, Any]]:
+    """Every cell whose error is over its variant's declared tolerance: one row per failed bound."""
+    frame = data.frame
+    if frame.empty:
+        return []
+    rows = []
+    for r in frame[[is_inaccurate(v) for v in frame["accuracy_ok"]]].itertuples(index=False):
+        case = f"{r.workload} · seq_len {int(r.seq_len)}"
+        for failure in r.accuracy_failures or ("over its tolerance",):
+            metric, error, tolerance = _failure_parts(failure)
+            rows.append({"cell": f"{r.run_index}:{r.case_id}", "run": r.run, "series": r.series, "case": case,
+                         "status": r.status,
+                         "metric": metric, "error": error, "tolerance": tolerance})
+    return rows
+
+
+def _failure_parts(failure: str) -> tuple[str, str, str]:
+    """'output rel_l2 1.0e-02 > 5.0e-06 (float32 tolerance of x)' -> ('output rel_l2', '1.0e-02', '5.0e-06 (...)')."""
+    head, sep, bound = failure.partition(" > ")
+    if not sep:
+        return failure, "", ""
+    metric, _, error = head.rpartition(" ")
+    return metric, error, bound
 
 
 def run_summary(loaded: LoadedRun, label: str) -> dict[str, Any]:
