@@ -21,6 +21,9 @@ Besides timing, memory and accuracy, a cell's `Result.telemetry` holds:
   is the sampler's own cost; ``load_avg_1m``;
 - energy: ``energy_j_per_call`` (the store's ``energy_j`` column),
   ``energy_j_total``, ``energy_interval_s``, ``energy_source``;
+- ``contention``: per timing attempt, the median sample's run-queue wait
+  fraction, CPU share and median, the signal used and the limit, and whether
+  the cell stayed contended (see `harness.measure.contention`);
 - ``notes``: counters that are missing here (a note, not an error);
 - with ``--processes K``: ``processes`` (see `merge_process_results`).
 
