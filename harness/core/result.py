@@ -55,13 +55,23 @@ class Timing:
 
 @dataclass(frozen=True)
 class Memory:
-    """Peak bytes allocated above the inputs, forward and forward+backward, and how measured."""
+    """Peak bytes allocated above the inputs, forward and forward+backward, and how measured.
+
+    peak_bytes_*: the allocator's peak (CUDA caching allocator; on the CPU
+    PyTorch's CPU allocator, from the profiler's memory events), which
+    repeats exactly. resident_bytes_* (CPU): the resident high-water mark
+    the call added, which also counts freed heap pages kept by the C
+    library and so varies with heap layout.
+    """
 
     peak_bytes_fwd: int | None
     peak_bytes_fwd_bwd: int | None
     method: str
     input_bytes: int
     predicted_bytes: int | None = None
+    resident_bytes_fwd: int | None = None
+    resident_bytes_fwd_bwd: int | None = None
+    resident_method: str = ""
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,8 @@ def _drive(writer: RunWriter, cases: list[Case], suite: Suite, registry, executo
            done: set[str], previous) -> SweepOutcome:
     own_executor = executor is None
     executor = executor or LocalExecutor()
+    if hasattr(executor, "note_distributions"):
+        executor.note_distributions(registry.origins)
     settings = suite.measure
     counts: dict[str, int] = {}
     oom_at: dict[str, int] = {}
@@ -162,9 +164,17 @@ def _drive(writer: RunWriter, cases: list[Case], suite: Suite, registry, executo
             pass
         raise
     _close_quietly(executor, own_executor)
+    _store_restarts(writer, executor)
     writer.close("finished")
     return SweepOutcome(run_path=writer.path, run_id=writer.run.run_id, status="finished", counts=counts,
                         skipped_as_done=len(cases) - len(todo))
+
+
+def _store_restarts(writer: RunWriter, executor) -> None:
+    """The worker restarts the executor made (for leaks, or between distributions) go into run.json."""
+    summary = getattr(executor, "restart_summary", None)
+    if summary is not None:
+        writer.update(settings={**writer.run.settings, "worker_restarts": summary()})
 
 
 def _close_quietly(executor, own: bool) -> None:

@@ -98,6 +98,17 @@ class Worker:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    def resident_bytes(self) -> int | None:
+        """The worker's resident set now, or None when it is not running."""
+        if self._process is None or not self._process.is_alive():
+            return None
+        import psutil
+
+        try:
+            return psutil.Process(self._process.pid).memory_info().rss
+        except psutil.Error:
+            return None
+
     def start(self) -> None:
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()

@@ -21,6 +21,9 @@ Besides timing, memory and accuracy, a cell's `Result.telemetry` holds:
   is the sampler's own cost; ``load_avg_1m``;
 - energy: ``energy_j_per_call`` (the store's ``energy_j`` column),
   ``energy_j_total``, ``energy_interval_s``, ``energy_source``;
+- ``worker_live_bytes_after``: what the worker holds after the timed calls
+  (resident bytes after releasing free heap pages on the CPU), which the
+  local executor compares with its restart budget;
 - ``contention``: per timing attempt, the median sample's run-queue wait
   fraction, CPU share and median, the signal used and the limit, and whether
   the cell stayed contended (see `harness.measure.contention`);
@@ -51,6 +54,7 @@ from harness.measure.calibration import bandwidth_for, peak_for
 from harness.measure.contention import measure_until_quiet
 from harness.measure.inputs import make_inputs, make_output_grad, upcast
 from harness.measure.memory import (
+    cpu_allocated_peak_bytes,
     cpu_peak_bytes,
     cuda_peak_bytes,
     leak_warning,
@@ -165,7 +169,9 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
                         timer=timed.timer, threads=torch.get_num_threads(), cpu_share=timed.cpu_share,
                         contended=measured.contended, attempts=measured.attempts)
 
-        leak = leak_warning(held_before, live_bytes(case.device), timed.warmup_calls + timed.timed_calls)
+        held_after = live_bytes(case.device)
+        telemetry["worker_live_bytes_after"] = held_after
+        leak = leak_warning(held_before, held_after, timed.warmup_calls + timed.timed_calls)
         warnings.extend([leak] if leak else [])
 
         if settings.memory:
@@ -426,12 +432,22 @@ def _roofline(intensity: float | None, peak: float | None, calibration: dict | N
 
 
 def _measure_memory(case: Case, variant: Variant, step: _Step) -> Memory:
-    peak = (lambda fn: cuda_peak_bytes(fn)) if case.device == "cuda" else cpu_peak_bytes
-    fwd = peak(step.forward_only)
-    fwd_bwd = peak(step) if case.mode == "fwd_bwd" else None
+    """CUDA: the caching allocator's peak. CPU: the allocator's peak (reproducible), and the resident one."""
     predicted = variant.memory_model(case)
+    if case.device == "cuda":
+        fwd = cuda_peak_bytes(step.forward_only)
+        fwd_bwd = cuda_peak_bytes(step) if case.mode == "fwd_bwd" else None
+        return Memory(peak_bytes_fwd=fwd.peak_bytes, peak_bytes_fwd_bwd=fwd_bwd.peak_bytes if fwd_bwd else None,
+                      method=fwd.method, input_bytes=case.input_bytes, predicted_bytes=predicted)
+    fwd = cpu_allocated_peak_bytes(step.forward_only)
+    fwd_bwd = cpu_allocated_peak_bytes(step) if case.mode == "fwd_bwd" else None
+    resident = cpu_peak_bytes(step.forward_only)
+    resident_bwd = cpu_peak_bytes(step) if case.mode == "fwd_bwd" else None
     return Memory(peak_bytes_fwd=fwd.peak_bytes, peak_bytes_fwd_bwd=fwd_bwd.peak_bytes if fwd_bwd else None,
-                  method=fwd.method, input_bytes=case.input_bytes, predicted_bytes=predicted)
+                  method=fwd.method, input_bytes=case.input_bytes, predicted_bytes=predicted,
+                  resident_bytes_fwd=resident.peak_bytes,
+                  resident_bytes_fwd_bwd=resident_bwd.peak_bytes if resident_bwd else None,
+                  resident_method=resident.method)
 
 
 def _sample_rows(case: Case, settings: MeasureSettings, variant: Variant) -> torch.Tensor | None:
