@@ -24,7 +24,7 @@ from harness.store import Cell, RunWriter, load_run, now_iso, tidy_frame
 from harness.store.format import FORMAT_VERSION, READABLE_VERSIONS, upgrade_cell, upgrade_run
 
 DATA = Path(__file__).resolve().parent / "data"
-REFERENCE = {1: DATA / "reference-run-v1", 2: DATA / "reference-run-v2"}
+REFERENCE = {1: DATA / "reference-run-v1", 2: DATA / "reference-run-v2", 3: DATA / "reference-run-v3"}
 
 # Ids of the reference run's cells under the version 2 rule, pinned: an accidental change to
 # the rule (or to the canonical JSON) fails here, and would orphan every stored run.
@@ -313,3 +313,14 @@ def test_version_2_min_max_interval_of_3_samples_is_dropped_and_fwd_bwd_flops_re
     many["result"]["timing"]["ci_low_s"] = many["result"]["timing"]["ci_high_s"] = 1.0
     kept = upgrade_cell(many)["result"]
     assert kept["timing"]["ci_low_s"] == 1.0 and kept["flops"] == lines[0]["result"]["flops"]
+
+
+def test_version_3_reference_run_has_the_new_fields():
+    lines = cell_lines(REFERENCE[3])
+    assert [line["format_version"] for line in lines] == [3] * 4
+    for line in lines:
+        result = line["result"]
+        assert result["accuracy"]["ok"] is True and result["timing"]["contended"] is False
+        assert result["memory"]["method"] == "torch-profiler-cpu-allocated"
+        timing = result["timing"]
+        assert (timing["ci_low_s"] is None) == (len(timing["samples_s"]) < 6)

@@ -26,7 +26,10 @@ Versions:
    2×), so upgrading scales a fwd_bwd cell's ``flops`` and ``flops_per_s``
    by 3.5/3. Timings gain ``cpu_share``, ``contended`` and ``attempts``;
    accuracy gains ``ok``, ``tolerance`` and ``failures`` (absent: not
-   judged); results gain ``performed_flops``.
+   judged); results gain ``performed_flops``; memory gains
+   ``resident_bytes_fwd``/``resident_bytes_fwd_bwd``/``resident_method``
+   (on the CPU ``peak_bytes_*`` is now the allocator's peak; a version 2
+   CPU peak is the resident one, method ``linux-vmhwm``).
 
 To add version N+1: raise `FORMAT_VERSION`, add a step from N to each of
 `_RUN_STEPS` and `_CELL_STEPS`, document it above and in results/README.md,
