@@ -125,6 +125,11 @@ def test_hostile_run_name_writes_only_inside_reports_and_results(tmp_path, cli_e
     assert len(run_folders) == 1 and run_folders[0].is_dir()
     # the run keeps the name it was given
     assert json.loads((run_folders[0] / "run.json").read_text())["name"] == name
+    # `report` with its default path says the same, and writes the same file
+    again = _attnbench(work, cli_env, "report", name, "--results", "results")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"run name {name!r} is written as file name {stem!r}" in again.stdout
+    assert _files(work / "reports") == reports
 
 
 def _assert_failed_before_calibrating(out, needle: str) -> None:

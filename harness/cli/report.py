@@ -67,6 +67,12 @@ def report_command(runs: tuple[str, ...], output: Path | None, baseline: str | N
 
     results_dir = results_dir if results_dir is not None else default_results_dir()
     loaded = [load_run(resolve_run(ref, results_dir)) for ref in runs]
+    if output is None:
+        from harness.report.build import report_file_name
+
+        output, note = report_file_name(loaded)  # the run name is data, never a path
+        if note is not None:
+            click.echo(note)
     path = write_report(loaded, output, baseline=baseline)
     for run in loaded:
         for problem in run.problems:
