@@ -19,20 +19,27 @@ class NaiveAttention(Variant):
     family = "naive"
     computes = "softmax_attention"
     description = "softmax(QKᵀ/√d)V with the N×M score and probability matrices in memory"
+    supports_gqa = True
+    supports_v_head_dim = True
 
     def prepare(self, case: Case, inputs: AttentionInputs):
-        q, k, v = inputs.tensors()
+        q, k, v = inputs.tensors()                             # (B, H, N, d), (B, Hkv, M, d), (B, Hkv, M, d_v)
         scale = 1.0 / math.sqrt(case.head_dim)
+        b, h, n, d = q.shape
+        hkv, groups = case.kv_heads, case.heads // case.kv_heads
         hidden = ~causal_mask(case.seq_len, case.kv_len, device=q.device) if case.causal else None   # (N, M)
+        if hidden is not None and groups > 1:
+            hidden = hidden.repeat(groups, 1)                  # (G·N, M): one block of rows per head of a group
 
         def forward() -> torch.Tensor:
-            scores = torch.matmul(q, k.transpose(-2, -1))      # (B, H, N, M)
+            grouped_q = q.reshape(b, hkv, groups * n, d)       # (B, Hkv, G·N, d): a group's heads share k, v
+            scores = torch.matmul(grouped_q, k.transpose(-2, -1))   # (B, Hkv, G·N, M)
             scores = scores.mul_(scale) if not scores.requires_grad else scores * scale
             if hidden is not None:
                 scores = scores.masked_fill(hidden, float("-inf"))
-            probs = torch.softmax(scores, dim=-1)              # (B, H, N, M)
+            probs = torch.softmax(scores, dim=-1)              # (B, Hkv, G·N, M)
             del scores
-            return torch.matmul(probs, v)                      # (B, H, N, d)
+            return torch.matmul(probs, v).reshape(b, h, n, -1)    # (B, H, N, d_v)
 
         return forward
 
@@ -48,6 +55,6 @@ class NaiveAttention(Variant):
 
     def memory_model(self, case: Case) -> int:
         score_elements = case.batch * case.heads * case.seq_len * case.kv_len
-        output_elements = case.batch * case.heads * case.seq_len * case.head_dim
+        output_elements = case.batch * case.heads * case.seq_len * case.v_head_dim
         mask_bytes = case.seq_len * case.kv_len if case.causal else 0
         return 2 * score_elements * case.element_bytes + output_elements * case.element_bytes + mask_bytes

@@ -2,7 +2,10 @@
 
 Each variant pins SDPA to one backend with `torch.nn.attention.sdpa_kernel`,
 so a cell measures that kernel or says why it cannot run, instead of silently
-falling back to another. Shapes are SDPA's own: (B, H, N, d).
+falling back to another. Shapes are SDPA's own: q (B, H, N, d), k (B, Hkv, M, d),
+v (B, Hkv, M, d_v). Grouped heads go through ``enable_gqa=True`` (no copy of k
+and v); a causal mask with kv_len != seq_len is `causal_lower_right`, aligned at
+the end as attnbench defines it (SDPA's ``is_causal`` aligns at the top left).
 """
 
 from __future__ import annotations
@@ -10,13 +13,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness import AttentionInputs, Case, ExactSoftmaxKernel, attention_flops, causal_mask
+from harness import AttentionInputs, Case, ExactSoftmaxKernel, attention_flops
 
 
 class _SDPABackend(ExactSoftmaxKernel):
     family = "flash"
     backend_name = ""
     flash_like = True
+    supports_gqa = True
+    gqa_reason = "this SDPA backend does not take enable_gqa (grouped or multi-query heads)"
 
     def _backend(self):
         from torch.nn.attention import SDPBackend
@@ -25,29 +30,31 @@ class _SDPABackend(ExactSoftmaxKernel):
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         from torch.nn.attention import sdpa_kernel
+        from torch.nn.attention.bias import causal_lower_right
 
-        q, k, v = inputs.tensors()
+        q, k, v = inputs.tensors()                    # (B, H, N, d), (B, Hkv, M, d), (B, Hkv, M, d_v)
         backend = self._backend()
+        grouped = case.kv_heads != case.heads
         is_causal = case.causal
 
         if is_causal and case.kv_len != case.seq_len:
             # SDPA's is_causal aligns the mask at the top left; attnbench aligns it at the end.
-            mask = causal_mask(case.seq_len, case.kv_len, device=q.device)       # (N, M)
+            mask = causal_lower_right(case.seq_len, case.kv_len)                  # (N, M), lazily
 
             def forward() -> torch.Tensor:
                 with sdpa_kernel(backend):
-                    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=grouped)
         else:
             def forward() -> torch.Tensor:
                 with sdpa_kernel(backend):
-                    return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+                    return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, enable_gqa=grouped)
 
         return forward
 
     def memory_model(self, case: Case) -> int:
         if self.flash_like:
             return super().memory_model(case)
-        output = case.batch * case.heads * case.seq_len * case.head_dim * case.element_bytes
+        output = case.output_bytes
         return output + 2 * case.batch * case.heads * case.seq_len * case.kv_len * case.element_bytes
 
 
@@ -55,6 +62,7 @@ class SDPAMath(_SDPABackend):
     name = "sdpa-math"
     backend_name = "MATH"
     flash_like = False
+    supports_v_head_dim = True
     description = "SDPA's math backend: the composite-op reference implementation"
 
     def performed_flops(self, case: Case) -> int:
@@ -66,6 +74,7 @@ class SDPAFlash(_SDPABackend):
     name = "sdpa-flash"
     backend_name = "FLASH_ATTENTION"
     description = "SDPA's FlashAttention backend (FlashAttention-2 on CUDA, a tiled C++ kernel on CPU)"
+    v_head_dim_reason = "the flash backend needs q, k and v of one head dim (v_head_dim == head_dim)"
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         reasons = super().unsupported_reasons(case)
@@ -74,8 +83,9 @@ class SDPAFlash(_SDPABackend):
                 reasons.append(f"the CUDA flash kernel takes float16 or bfloat16, not {case.dtype}")
             if case.head_dim > 256 or case.head_dim % 8:
                 reasons.append(f"the CUDA flash kernel needs head_dim a multiple of 8 up to 256, not {case.head_dim}")
-        if case.causal and case.kv_len != case.seq_len:
-            reasons.append("an explicit causal mask (kv_len != seq_len) is not supported by the flash backend")
+        if case.causal and case.kv_len != case.seq_len and case.device == "cuda":
+            reasons.append("the CUDA flash backend takes no end-aligned causal mask (kv_len != seq_len); "
+                           "use sdpa-math or flash-attn")
         return reasons
 
 

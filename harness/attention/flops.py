@@ -17,13 +17,14 @@ def attention_flops(case, *, pairs: int | None = None) -> int:
 
     `pairs` defaults to the pairs the case's mask lets through (N·M, or the
     causal pairs under a causal mask), which makes this softmax attention's
-    useful count, 4·B·H·pairs·d today. Pass ``pairs=seq_len * kv_len`` for an
+    useful count: 2·B·H·pairs·(d + d_v), with H the query heads (GQA shares
+    k and v between heads, not the products). Pass ``pairs=seq_len * kv_len`` for an
     implementation that computes every product and masks afterwards, or a
     sparse pattern's own pair count.
     """
     if pairs is None:
         pairs = visible_pairs(case.seq_len, case.kv_len, causal=case.causal)
-    qk_dim = value_dim = case.head_dim
+    qk_dim, value_dim = case.head_dim, case.v_head_dim
     rows = case.batch * case.heads
     return 2 * rows * pairs * qk_dim + 2 * rows * pairs * value_dim
 

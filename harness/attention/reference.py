@@ -16,14 +16,16 @@ from harness.core.variant import Variant
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
                       rows: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
-    """softmax(q kᵀ / √d + mask) v for q (B, H, N, d), k and v (B, H, M, d).
+    """softmax(q kᵀ / √d + mask) v for q (B, H, N, d), k (B, Hkv, M, d) and v (B, Hkv, M, d_v).
 
+    With Hkv < H (GQA/MQA) query head h uses key/value head h // (H // Hkv).
     The causal mask lets query i see keys j <= i + (M - N) (aligned at the
     end, as SDPA and flash-attn do when M != N). With `rows`, only those
     query rows are computed.
     """
     seq_len, kv_len, head_dim = q.shape[-2], k.shape[-2], q.shape[-1]
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+    k, v = repeat_kv(k, q.shape[-3]), repeat_kv(v, q.shape[-3])   # (B, H, M, d), (B, H, M, d_v)
     if rows is not None:
         q = q[..., rows, :]                                   # (B, H, R, d)
     scores = (q @ k.transpose(-2, -1)) * scale                # (B, H, R, M)
@@ -32,7 +34,13 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal:
         scores = scores.masked_fill(~allowed, float("-inf"))
     weights = torch.softmax(scores, dim=-1)                   # (B, H, R, M)
     weights = torch.nan_to_num(weights, nan=0.0)              # a fully masked row attends to nothing
-    return weights @ v                                        # (B, H, R, d)
+    return weights @ v                                        # (B, H, R, d_v)
+
+
+def repeat_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, Hkv, M, d) -> (B, H, M, d): each key/value head repeated for its H // Hkv query heads."""
+    groups = heads // x.shape[-3]
+    return x if groups == 1 else x.repeat_interleave(groups, dim=-3)
 
 
 class ExactSoftmaxKernel(Variant):
@@ -53,4 +61,4 @@ class ExactSoftmaxKernel(Variant):
 
     def memory_model(self, case) -> int:
         rows = case.batch * case.heads * case.seq_len
-        return rows * case.head_dim * case.element_bytes + rows * 4
+        return rows * case.v_head_dim * case.element_bytes + rows * 4

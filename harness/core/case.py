@@ -32,9 +32,13 @@ def canonical_dtype(name: str) -> str:
 class Case:
     """One cell: which variant runs on what shapes, dtype, device and mode.
 
-    Inputs are q of shape (batch, heads, seq_len, head_dim) and k, v of shape
-    (batch, heads, kv_len, head_dim). q and k are drawn from N(0, qk_std**2),
-    v from N(0, 1), all from a generator seeded with `seed`.
+    Inputs are q of shape (batch, heads, seq_len, head_dim), k of shape
+    (batch, kv_heads, kv_len, head_dim) and v of shape (batch, kv_heads,
+    kv_len, v_head_dim). kv_heads (default: heads) must divide heads: each
+    group of heads // kv_heads query heads shares one key/value head (GQA;
+    kv_heads = 1 is MQA). v_head_dim (default: head_dim) is the value and
+    output head dim (MLA's unequal dims). q and k are drawn from
+    N(0, qk_std**2), v from N(0, 1), all from a generator seeded with `seed`.
     `params` holds every knob of the variant, defaults filled in, so the id
     says exactly what ran.
     """
@@ -52,18 +56,27 @@ class Case:
     seed: int = 0
     qk_std: float = 1.0
     params: dict[str, Any] = field(default_factory=dict)
+    kv_heads: int | None = None
+    v_head_dim: int | None = None
 
     def __post_init__(self) -> None:
         if self.kv_len is None:
             object.__setattr__(self, "kv_len", self.seq_len)
+        if self.kv_heads is None:
+            object.__setattr__(self, "kv_heads", self.heads)
+        if self.v_head_dim is None:
+            object.__setattr__(self, "v_head_dim", self.head_dim)
         object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
         if isinstance(self.qk_std, int) and not isinstance(self.qk_std, bool):
             object.__setattr__(self, "qk_std", float(self.qk_std))  # qk_std = 2 and 2.0 are one case, one id
         object.__setattr__(self, "params", dict(sorted(dict(self.params).items())))
-        for name in ("seq_len", "kv_len", "batch", "heads", "head_dim"):
+        for name in ("seq_len", "kv_len", "batch", "heads", "head_dim", "kv_heads", "v_head_dim"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.heads % self.kv_heads:
+            raise ValueError(f"kv_heads must divide heads (each key/value head serves heads // kv_heads query "
+                             f"heads), got heads={self.heads}, kv_heads={self.kv_heads}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.device not in DEVICES:
@@ -81,7 +94,8 @@ class Case:
 
     # A field whose default is "the value of another field": it counts as default when it equals that field.
     # A later field such as kv_heads (defaults to heads) or v_head_dim (to head_dim) adds itself here.
-    DEFAULTS_FROM: ClassVar[dict[str, str]] = {"kv_len": "seq_len"}
+    DEFAULTS_FROM: ClassVar[dict[str, str]] = {"kv_len": "seq_len", "kv_heads": "heads",
+                                               "v_head_dim": "head_dim"}
 
     def identity(self) -> dict[str, Any]:
         """What the id hashes: the fields without a default, and every field that differs from its default.
@@ -131,10 +145,15 @@ class Case:
     def label(self) -> str:
         """Readable id such as 'naive-cpu-float32-causal-fwd-B1H8N1024d64'."""
         parts = [self.variant, self.device, self.dtype, "causal" if self.causal else "full", self.mode]
-        shape = f"B{self.batch}H{self.heads}N{self.seq_len}"
+        shape = f"B{self.batch}H{self.heads}"
+        if self.kv_heads != self.heads:
+            shape += f"Hkv{self.kv_heads}"
+        shape += f"N{self.seq_len}"
         if self.kv_len != self.seq_len:
             shape += f"M{self.kv_len}"
         shape += f"d{self.head_dim}"
+        if self.v_head_dim != self.head_dim:
+            shape += f"dv{self.v_head_dim}"
         knobs = "".join(f"-{k}{v}" for k, v in self.params.items())
         return "-".join(parts) + "-" + shape + knobs
 
@@ -146,8 +165,19 @@ class Case:
     def input_bytes(self) -> int:
         """Bytes of q, k and v together."""
         q = self.batch * self.heads * self.seq_len * self.head_dim
-        kv = 2 * self.batch * self.heads * self.kv_len * self.head_dim
-        return (q + kv) * self.element_bytes
+        k = self.batch * self.kv_heads * self.kv_len * self.head_dim
+        v = self.batch * self.kv_heads * self.kv_len * self.v_head_dim
+        return (q + k + v) * self.element_bytes
+
+    @property
+    def output_bytes(self) -> int:
+        """Bytes of the (batch, heads, seq_len, v_head_dim) output."""
+        return self.batch * self.heads * self.seq_len * self.v_head_dim * self.element_bytes
+
+    @property
+    def grouped(self) -> bool:
+        """True when key/value heads are shared (GQA/MQA: kv_heads < heads)."""
+        return self.kv_heads != self.heads
 
 
 def _hash(data: dict[str, Any]) -> str:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class AttentionInputs:
-    """The tensors a case runs on: q (B, H, N, d), k and v (B, H, M, d).
+    """The tensors a case runs on: q (B, H, N, d), k (B, Hkv, M, d) and v (B, Hkv, M, d_v).
 
     The reference receives the same tensors upcast to float64.
     """
@@ -64,6 +64,8 @@ class Variant:
     devices, dtypes: where and in which precisions it can run.
     supports_causal, supports_backward, supports_cross: whether it handles a
         causal mask, a backward pass, and kv_len != seq_len.
+    supports_gqa, supports_v_head_dim: whether it handles kv_heads < heads
+        (grouped or multi-query heads) and v_head_dim != head_dim.
     requires: distributions it imports (``flash-attn``); a missing one is a reason.
     min_cuda_capability: the oldest CUDA compute capability it runs on, e.g. (8, 0).
     reference_rows: whether `reference` can be evaluated on a subset of query
@@ -89,6 +91,8 @@ class Variant:
     supports_causal: ClassVar[bool] = True
     supports_backward: ClassVar[bool] = True
     supports_cross: ClassVar[bool] = True
+    supports_gqa: ClassVar[bool] = False
+    supports_v_head_dim: ClassVar[bool] = False
     reference_rows: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ()
     min_cuda_capability: ClassVar[tuple[int, int] | None] = None
@@ -99,6 +103,8 @@ class Variant:
     causal_reason: ClassVar[str] = "has no causal form"
     backward_reason: ClassVar[str] = "has no backward pass (forward only)"
     cross_reason: ClassVar[str] = "needs kv_len == seq_len"
+    gqa_reason: ClassVar[str] = "needs kv_heads == heads (no grouped or multi-query heads)"
+    v_head_dim_reason: ClassVar[str] = "needs v_head_dim == head_dim"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -133,6 +139,10 @@ class Variant:
             reasons.append(self.backward_reason)
         if case.kv_len != case.seq_len and not self.supports_cross:
             reasons.append(self.cross_reason)
+        if getattr(case, "kv_heads", case.heads) != case.heads and not self.supports_gqa:
+            reasons.append(self.gqa_reason)
+        if getattr(case, "v_head_dim", case.head_dim) != case.head_dim and not self.supports_v_head_dim:
+            reasons.append(self.v_head_dim_reason)
         unknown = sorted(set(case.params) - set(self.knobs))
         if unknown:
             reasons.append(f"has no knob {', '.join(unknown)} (knobs: {', '.join(self.knobs) or 'none'})")

@@ -18,8 +18,8 @@ def make_inputs(case: Case, requires_grad: bool = False) -> AttentionInputs:
     generator = torch.Generator().manual_seed(case.seed)
     shapes = {
         "q": (case.batch, case.heads, case.seq_len, case.head_dim),
-        "k": (case.batch, case.heads, case.kv_len, case.head_dim),
-        "v": (case.batch, case.heads, case.kv_len, case.head_dim),
+        "k": (case.batch, case.kv_heads, case.kv_len, case.head_dim),
+        "v": (case.batch, case.kv_heads, case.kv_len, case.v_head_dim),
     }
     tensors = {}
     for name, shape in shapes.items():

@@ -52,11 +52,11 @@ from harness.core.knobs import Knob
 from harness.core.settings import MeasureSettings, settings_field_types
 
 AXES: dict[str, type] = {
-    "seq_len": int, "kv_len": int, "batch": int, "heads": int, "head_dim": int,
-    "dtype": str, "causal": bool, "mode": str, "device": str, "seed": int, "qk_std": float,
+    "seq_len": int, "kv_len": int, "batch": int, "heads": int, "kv_heads": int, "head_dim": int,
+    "v_head_dim": int, "dtype": str, "causal": bool, "mode": str, "device": str, "seed": int, "qk_std": float,
 }
-AXIS_ORDER = ("device", "dtype", "mode", "causal", "batch", "heads", "head_dim", "seed", "qk_std",
-              "kv_len", "seq_len")
+AXIS_ORDER = ("device", "dtype", "mode", "causal", "batch", "heads", "kv_heads", "head_dim", "v_head_dim",
+              "seed", "qk_std", "kv_len", "seq_len")
 TABLES = ("suite", "defaults", "sweep", "params", "overrides", "measure")
 SUITE_KEYS = ("name", "description", "variants")
 MAX_CELLS = 100_000
