@@ -11,7 +11,8 @@ only these names; the subpackages behind them (`harness.core`,
   `causal_visible_pairs`, `ExactSoftmaxKernel`;
 - masks: `causal_mask`, `band_mask` (boolean matrices), `causal_mask_mod`,
   `band_mask_mod` (the same predicates as Flex ``mask_mod``s), `mask_matrix`,
-  `query_positions`, `visible_pairs`;
+  `query_positions`, `visible_pairs`, and a case's whole mask (causal and its `mask` axis):
+  `case_mask_mod`, `case_mask_matrix`, `case_visible_pairs`;
 - errors: `AttnbenchError`.
 
 Names load lazily, so ``import harness.store`` or ``import harness.report``
@@ -46,6 +47,9 @@ _PUBLIC = {
     "mask_matrix": "harness.attention.masks",
     "query_positions": "harness.attention.masks",
     "visible_pairs": "harness.attention.masks",
+    "case_mask_mod": "harness.attention.masks",
+    "case_mask_matrix": "harness.attention.masks",
+    "case_visible_pairs": "harness.attention.masks",
 }
 
 __all__ = sorted(_PUBLIC)
@@ -58,6 +62,9 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
     from harness.attention.masks import (  # noqa: F401
         band_mask,
         band_mask_mod,
+        case_mask_matrix,
+        case_mask_mod,
+        case_visible_pairs,
         causal_mask,
         causal_mask_mod,
         mask_matrix,

@@ -25,7 +25,7 @@ import sys
 
 import torch
 
-from harness import AttentionInputs, Case, ExactSoftmaxKernel, causal_mask_mod
+from harness import AttentionInputs, Case, ExactSoftmaxKernel, case_mask_mod
 
 # Every case compiles its own static-shape graph; a sweep compiles more than
 # dynamo's default recompile limit (8), after which it would silently fall back to eager.
@@ -60,8 +60,9 @@ def _raise_recompile_limit() -> None:
 class FlexAttention(ExactSoftmaxKernel):
     name = "flex"
     family = "flash"
-    description = "torch.nn.attention.flex_attention under torch.compile; causal via a block mask"
+    description = "torch.nn.attention.flex_attention under torch.compile; causal and masks via a block mask"
     dtypes = ("float32", "float16", "bfloat16")
+    supported_masks = ("sliding_window", "document", "prefix_lm")
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         reasons = super().unsupported_reasons(case)
@@ -88,8 +89,9 @@ class FlexAttention(ExactSoftmaxKernel):
 
         q, k, v = inputs.tensors()
         block_mask = None
-        if case.causal:
-            block_mask = create_block_mask(causal_mask_mod(case.seq_len, case.kv_len), B=None, H=None,
+        mask_mod = case_mask_mod(case, device=case.device)        # causal and the mask axis, one predicate
+        if mask_mod is not None:
+            block_mask = create_block_mask(mask_mod, B=None, H=None,
                                            Q_LEN=case.seq_len, KV_LEN=case.kv_len, device=case.device)
         _raise_recompile_limit()
         compiled = torch.compile(flex_attention, dynamic=False)
@@ -111,5 +113,5 @@ class FlexAttention(ExactSoftmaxKernel):
     def memory_model(self, case: Case) -> int:
         """Output, the float32 log-sum-exp, and the block mask's per-block index tables."""
         q_blocks, kv_blocks = -(-case.seq_len // 128), -(-case.kv_len // 128)
-        block_mask = 4 * 4 * q_blocks * kv_blocks if case.causal else 0
+        block_mask = 4 * 4 * q_blocks * kv_blocks if case.causal or case.mask != "none" else 0
         return super().memory_model(case) + block_mask

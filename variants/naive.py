@@ -11,7 +11,15 @@ import math
 
 import torch
 
-from harness import AttentionInputs, Case, Variant, attention_flops, causal_mask, softmax_attention
+from harness import (
+    AttentionInputs,
+    Case,
+    Variant,
+    attention_flops,
+    case_mask_matrix,
+    case_mask_mod,
+    softmax_attention,
+)
 
 
 class NaiveAttention(Variant):
@@ -21,13 +29,15 @@ class NaiveAttention(Variant):
     description = "softmax(QKᵀ/√d)V with the N×M score and probability matrices in memory"
     supports_gqa = True
     supports_v_head_dim = True
+    supported_masks = ("sliding_window", "document", "prefix_lm")
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()                             # (B, H, N, d), (B, Hkv, M, d), (B, Hkv, M, d_v)
         scale = 1.0 / math.sqrt(case.head_dim)
         b, h, n, d = q.shape
         hkv, groups = case.kv_heads, case.heads // case.kv_heads
-        hidden = ~causal_mask(case.seq_len, case.kv_len, device=q.device) if case.causal else None   # (N, M)
+        allowed = case_mask_matrix(case, device=q.device)     # (N, M), None when every key is visible
+        hidden = None if allowed is None else ~allowed
         if hidden is not None and groups > 1:
             hidden = hidden.repeat(groups, 1)                  # (G·N, M): one block of rows per head of a group
 
@@ -44,7 +54,7 @@ class NaiveAttention(Variant):
         return forward
 
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
-        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows)
+        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows, mask_mod=case_mask_mod(case))
 
     def flops(self, case: Case) -> int:
         return attention_flops(case)
@@ -56,5 +66,5 @@ class NaiveAttention(Variant):
     def memory_model(self, case: Case) -> int:
         score_elements = case.batch * case.heads * case.seq_len * case.kv_len
         output_elements = case.batch * case.heads * case.seq_len * case.v_head_dim
-        mask_bytes = case.seq_len * case.kv_len if case.causal else 0
+        mask_bytes = case.seq_len * case.kv_len if case.causal or case.mask != "none" else 0
         return 2 * score_elements * case.element_bytes + output_elements * case.element_bytes + mask_bytes

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness import AttentionInputs, Case, ExactSoftmaxKernel, attention_flops
+from harness import AttentionInputs, Case, ExactSoftmaxKernel, attention_flops, case_mask_matrix
 
 
 class _SDPABackend(ExactSoftmaxKernel):
@@ -21,6 +21,7 @@ class _SDPABackend(ExactSoftmaxKernel):
     backend_name = ""
     flash_like = True
     supports_gqa = True
+    supported_masks = ("sliding_window", "document", "prefix_lm")
     gqa_reason = "this SDPA backend does not take enable_gqa (grouped or multi-query heads)"
 
     def _backend(self):
@@ -37,7 +38,13 @@ class _SDPABackend(ExactSoftmaxKernel):
         grouped = case.kv_heads != case.heads
         is_causal = case.causal
 
-        if is_causal and case.kv_len != case.seq_len:
+        if case.mask != "none":
+            mask = case_mask_matrix(case, device=q.device)                        # (N, M) bool
+
+            def forward() -> torch.Tensor:
+                with sdpa_kernel(backend):
+                    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=grouped)
+        elif is_causal and case.kv_len != case.seq_len:
             # SDPA's is_causal aligns the mask at the top left; attnbench aligns it at the end.
             mask = causal_lower_right(case.seq_len, case.kv_len)                  # (N, M), lazily
 

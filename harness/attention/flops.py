@@ -9,21 +9,21 @@ softmax's elementwise work counts in neither.
 
 from __future__ import annotations
 
-from harness.attention.masks import visible_pairs
+from harness.attention.masks import case_visible_pairs, visible_pairs
 
 
 def attention_flops(case, *, pairs: int | None = None) -> int:
     """FLOPs of q kᵀ and P v over `pairs` (query, key) pairs: 2·B·H·pairs·d_qk + 2·B·H·pairs·d_v.
 
-    `pairs` defaults to the pairs the case's mask lets through (N·M, or the
-    causal pairs under a causal mask), which makes this softmax attention's
+    `pairs` defaults to the pairs the case's mask lets through (N·M, the
+    causal pairs, or those of its `mask` axis: `case_visible_pairs`), which makes this softmax attention's
     useful count: 2·B·H·pairs·(d + d_v), with H the query heads (GQA shares
     k and v between heads, not the products). Pass ``pairs=seq_len * kv_len`` for an
     implementation that computes every product and masks afterwards, or a
     sparse pattern's own pair count.
     """
     if pairs is None:
-        pairs = visible_pairs(case.seq_len, case.kv_len, causal=case.causal)
+        pairs = case_visible_pairs(case)
     qk_dim, value_dim = case.head_dim, case.v_head_dim
     rows = case.batch * case.heads
     return 2 * rows * pairs * qk_dim + 2 * rows * pairs * value_dim

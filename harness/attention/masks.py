@@ -12,6 +12,17 @@ kv_idx)`` is True where the query may see the key. The same predicate gives
 When ``kv_len != seq_len`` queries are aligned at the end of the keys (as
 SDPA's lower-right causal mask, flash-attn and a decode step against a KV
 cache do): query i sits at key position ``i + kv_len - seq_len``.
+
+A case's whole mask, its `causal` flag combined with its `mask` axis, is
+`case_mask_mod(case)` (None when every key is visible), with its matrix
+`case_mask_matrix` and its exact pair count `case_visible_pairs`:
+
+- ``sliding_window:W``: ``|q' - kv| <= W``, and ``kv <= q'`` if causal (Mistral's);
+- ``document:K``: K documents of seeded random lengths summing to seq_len
+  (`document_ids`); a query sees the keys of its own document (and only
+  those before it if causal);
+- ``prefix_lm:P``: every query sees the first P keys, and the keys up to
+  itself (bidirectional over the prefix, causal after it, with or without `causal`).
 """
 
 from __future__ import annotations
@@ -19,6 +30,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
+from harness.core.maskspec import parse_mask
 
 MaskMod = Callable[..., torch.Tensor]
 
@@ -109,3 +122,60 @@ def _ramp_sum(stop: int, limit: int) -> int:
     if stop <= limit + 1:
         return max(0, stop) * (max(0, stop) - 1) // 2
     return limit * (limit + 1) // 2 + (stop - limit - 1) * limit
+
+
+def document_ids(seq_len: int, documents: int, seed: int = 0) -> torch.Tensor:
+    """(N,) int64: the document of each position, K documents of seeded random lengths (each >= 1)."""
+    generator = torch.Generator().manual_seed(seed + 7919 * documents)
+    cuts = torch.randperm(seq_len - 1, generator=generator)[:documents - 1] + 1      # K - 1 distinct boundaries
+    starts = torch.zeros(seq_len, dtype=torch.int64)
+    starts[cuts] = 1
+    return starts.cumsum(0)
+
+
+def case_mask_mod(case, device: torch.device | str | None = None) -> MaskMod | None:
+    """The predicate of `case`'s causal flag and mask axis together, or None when every key is visible."""
+    spec = parse_mask(getattr(case, "mask", "none"))
+    n, m = case.seq_len, case.kv_len
+    if spec.kind == "none":
+        return causal_mask_mod(n, m) if case.causal else None
+    if spec.kind == "sliding_window":
+        return band_mask_mod(n, m, spec.size, causal=case.causal)
+    if spec.kind == "prefix_lm":
+        causal = causal_mask_mod(n, m)
+        prefix = spec.size
+
+        def prefix_lm(b, h, q_idx, kv_idx):
+            return (kv_idx < prefix) | causal(b, h, q_idx, kv_idx)
+
+        return prefix_lm
+    documents = document_ids(n, spec.size, case.seed).to(device)
+    causal = case.causal
+
+    def document(b, h, q_idx, kv_idx):
+        same = documents[q_idx] == documents[kv_idx]
+        return same & (kv_idx <= q_idx) if causal else same
+
+    return document
+
+
+def case_mask_matrix(case, *, rows: torch.Tensor | None = None,
+                     device: torch.device | str | None = None) -> torch.Tensor | None:
+    """(R, M) bool of `case_mask_mod`, or None when every key is visible."""
+    mod = case_mask_mod(case, device=device)
+    return None if mod is None else mask_matrix(mod, case.seq_len, case.kv_len, rows=rows, device=device)
+
+
+def case_visible_pairs(case) -> int:
+    """The exact number of (query, key) pairs `case`'s mask lets through (closed forms, no (N, M) matrix)."""
+    spec = parse_mask(getattr(case, "mask", "none"))
+    n, m = case.seq_len, case.kv_len
+    if spec.kind == "none":
+        return visible_pairs(n, m, causal=case.causal)
+    if spec.kind == "sliding_window":
+        return visible_pairs(n, m, causal=case.causal, window=spec.size)
+    if spec.kind == "document":
+        lengths = torch.bincount(document_ids(n, spec.size, case.seed)).tolist()
+        return sum(length * (length + 1) // 2 if case.causal else length * length for length in lengths)
+    ends = torch.clamp(query_positions(n, m) + 1, 0, m)                    # keys 0..q' under causal
+    return int(torch.maximum(ends, torch.full_like(ends, min(spec.size, m))).sum())

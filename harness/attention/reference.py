@@ -10,18 +10,20 @@ import math
 import torch
 
 from harness.attention.flops import attention_flops
-from harness.attention.masks import causal_mask
+from harness.attention.masks import MaskMod, case_mask_mod, causal_mask, mask_matrix
 from harness.core.variant import Variant
 
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
-                      rows: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
+                      rows: torch.Tensor | None = None, scale: float | None = None,
+                      mask_mod: MaskMod | None = None) -> torch.Tensor:
     """softmax(q kᵀ / √d + mask) v for q (B, H, N, d), k (B, Hkv, M, d) and v (B, Hkv, M, d_v).
 
     With Hkv < H (GQA/MQA) query head h uses key/value head h // (H // Hkv).
     The causal mask lets query i see keys j <= i + (M - N) (aligned at the
     end, as SDPA and flash-attn do when M != N). With `rows`, only those
-    query rows are computed.
+    query rows are computed. `mask_mod` (a case's whole mask,
+    `harness.attention.masks.case_mask_mod`) replaces the causal flag.
     """
     seq_len, kv_len, head_dim = q.shape[-2], k.shape[-2], q.shape[-1]
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
@@ -29,7 +31,10 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal:
     if rows is not None:
         q = q[..., rows, :]                                   # (B, H, R, d)
     scores = (q @ k.transpose(-2, -1)) * scale                # (B, H, R, M)
-    if causal:
+    if mask_mod is not None:
+        allowed = mask_matrix(mask_mod, seq_len, kv_len, rows=rows, device=q.device)  # (R, M)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    elif causal:
         allowed = causal_mask(seq_len, kv_len, rows=rows, device=q.device)          # (R, M)
         scores = scores.masked_fill(~allowed, float("-inf"))
     weights = torch.softmax(scores, dim=-1)                   # (B, H, R, M)
@@ -54,7 +59,7 @@ class ExactSoftmaxKernel(Variant):
     computes = "softmax_attention"
 
     def reference(self, case, inputs, rows=None) -> torch.Tensor:
-        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows)
+        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows, mask_mod=case_mask_mod(case))
 
     def flops(self, case) -> int:
         return attention_flops(case)

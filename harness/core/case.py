@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from harness.core.maskspec import parse_mask
+
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 DTYPE_ALIASES = {
     "fp32": "float32", "float": "float32", "f32": "float32",
@@ -37,7 +39,9 @@ class Case:
     kv_len, v_head_dim). kv_heads (default: heads) must divide heads: each
     group of heads // kv_heads query heads shares one key/value head (GQA;
     kv_heads = 1 is MQA). v_head_dim (default: head_dim) is the value and
-    output head dim (MLA's unequal dims). q and k are drawn from
+    output head dim (MLA's unequal dims). `mask` (`harness.core.maskspec`) is
+    ``none``, ``sliding_window:W``, ``document:K`` or ``prefix_lm:P``, and
+    combines with `causal`. q and k are drawn from
     N(0, qk_std**2), v from N(0, 1), all from a generator seeded with `seed`.
     `params` holds every knob of the variant, defaults filled in, so the id
     says exactly what ran.
@@ -58,6 +62,7 @@ class Case:
     params: dict[str, Any] = field(default_factory=dict)
     kv_heads: int | None = None
     v_head_dim: int | None = None
+    mask: str = "none"
 
     def __post_init__(self) -> None:
         if self.kv_len is None:
@@ -74,6 +79,11 @@ class Case:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        spec = parse_mask(self.mask)
+        object.__setattr__(self, "mask", spec.text)
+        if spec.kind == "document" and (self.kv_len != self.seq_len or spec.size > self.seq_len):
+            raise ValueError(f"mask {spec.text} needs kv_len == seq_len and at most seq_len documents, "
+                             f"got seq_len={self.seq_len}, kv_len={self.kv_len}")
         if self.heads % self.kv_heads:
             raise ValueError(f"kv_heads must divide heads (each key/value head serves heads // kv_heads query "
                              f"heads), got heads={self.heads}, kv_heads={self.kv_heads}")
@@ -154,6 +164,9 @@ class Case:
         shape += f"d{self.head_dim}"
         if self.v_head_dim != self.head_dim:
             shape += f"dv{self.v_head_dim}"
+        if self.mask != "none":
+            shape += "-" + self.mask.replace("sliding_window:", "sw").replace("document:", "doc").replace(
+                "prefix_lm:", "prefix")
         knobs = "".join(f"-{k}{v}" for k, v in self.params.items())
         return "-".join(parts) + "-" + shape + knobs
 

@@ -66,6 +66,8 @@ class Variant:
         causal mask, a backward pass, and kv_len != seq_len.
     supports_gqa, supports_v_head_dim: whether it handles kv_heads < heads
         (grouped or multi-query heads) and v_head_dim != head_dim.
+    supported_masks: the kinds of the `mask` axis it takes (``sliding_window``,
+        ``document``, ``prefix_lm``); build them from `case_mask_mod(case)`.
     requires: distributions it imports (``flash-attn``); a missing one is a reason.
     min_cuda_capability: the oldest CUDA compute capability it runs on, e.g. (8, 0).
     reference_rows: whether `reference` can be evaluated on a subset of query
@@ -93,6 +95,7 @@ class Variant:
     supports_cross: ClassVar[bool] = True
     supports_gqa: ClassVar[bool] = False
     supports_v_head_dim: ClassVar[bool] = False
+    supported_masks: ClassVar[tuple[str, ...]] = ()
     reference_rows: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ()
     min_cuda_capability: ClassVar[tuple[int, int] | None] = None
@@ -104,6 +107,7 @@ class Variant:
     backward_reason: ClassVar[str] = "has no backward pass (forward only)"
     cross_reason: ClassVar[str] = "needs kv_len == seq_len"
     gqa_reason: ClassVar[str] = "needs kv_heads == heads (no grouped or multi-query heads)"
+    mask_reason: ClassVar[str] = "has no {kind} mask (masks it takes: {masks})"
     v_head_dim_reason: ClassVar[str] = "needs v_head_dim == head_dim"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -143,6 +147,9 @@ class Variant:
             reasons.append(self.gqa_reason)
         if getattr(case, "v_head_dim", case.head_dim) != case.head_dim and not self.supports_v_head_dim:
             reasons.append(self.v_head_dim_reason)
+        kind = getattr(case, "mask", "none").partition(":")[0]
+        if kind != "none" and kind not in self.supported_masks:
+            reasons.append(self.mask_reason.format(kind=kind, masks=", ".join(self.supported_masks) or "none"))
         unknown = sorted(set(case.params) - set(self.knobs))
         if unknown:
             reasons.append(f"has no knob {', '.join(unknown)} (knobs: {', '.join(self.knobs) or 'none'})")
