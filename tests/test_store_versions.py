@@ -84,14 +84,14 @@ def test_config_key_leaves_out_the_lengths_by_the_same_rule():
 class LaterCase(Case):
     """Case as a later attnbench might grow it: a plain default, and one that follows another field."""
 
-    mask: str = "none"
-    kv_heads: int | None = None
-    DEFAULTS_FROM = {**Case.DEFAULTS_FROM, "kv_heads": "heads"}
+    score_mod: str = "none"
+    cache_len: int | None = None
+    DEFAULTS_FROM = {**Case.DEFAULTS_FROM, "cache_len": "kv_len"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.kv_heads is None:
-            object.__setattr__(self, "kv_heads", self.heads)
+        if self.cache_len is None:
+            object.__setattr__(self, "cache_len", self.kv_len)
 
 
 @pytest.mark.parametrize("fields,expected", [
@@ -103,15 +103,15 @@ def test_a_new_field_left_at_its_default_keeps_every_id(fields, expected):
     now, later = Case(**fields), LaterCase(**fields)
     assert now.id == later.id == expected
     assert now.config_key == later.config_key
-    assert LaterCase(**fields, kv_heads=now.heads).id == expected       # explicitly at its default: still the same
+    assert LaterCase(**fields, cache_len=now.kv_len).id == expected     # explicitly at its default: still the same
     assert version_1_id(now) != version_1_id(later)                     # the old rule changed every id here
 
 
 def test_a_new_field_away_from_its_default_changes_the_id():
     base = LaterCase(variant="naive", seq_len=128)
-    assert LaterCase(variant="naive", seq_len=128, mask="sliding_window:16").id != base.id
-    assert LaterCase(variant="naive", seq_len=128, kv_heads=1).id != base.id
-    assert LaterCase(variant="naive", seq_len=128, kv_heads=1).identity()["kv_heads"] == 1
+    assert LaterCase(variant="naive", seq_len=128, score_mod="softcap:30").id != base.id
+    assert LaterCase(variant="naive", seq_len=128, cache_len=4096).id != base.id
+    assert LaterCase(variant="naive", seq_len=128, cache_len=4096).identity()["cache_len"] == 4096
 
 
 # --- the reference runs ------------------------------------------------------------------------

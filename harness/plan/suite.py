@@ -48,8 +48,8 @@ from typing import Any
 
 from harness.core.case import DEVICES, MODES, Case, canonical_dtype
 from harness.core.errors import SuiteError, did_you_mean
-from harness.core.maskspec import parse_mask
 from harness.core.knobs import Knob
+from harness.core.maskspec import parse_mask
 from harness.core.settings import MeasureSettings, settings_field_types
 
 AXES: dict[str, type] = {
