@@ -103,17 +103,18 @@ def test_ab_gates_on_the_paired_ratio_and_a_side_against_itself_passes(tmp_path,
     suite.write_text(tiny_suite("planted", ["planted-slow"], seq_lens=(1024,),
                                 measure={**THREE_SAMPLES, "max_reps": 20, "min_reps": 5, "budget_s": 0.1}))
     results = tmp_path / "results"
-    slower = attnbench(["ab", str(suite), "--a", "env.ATTNBENCH_PLANTED_REPEAT=5",
-                        "--b", "env.ATTNBENCH_PLANTED_REPEAT=6", "--pairs", "4", "--fail-on", "median:5%",
+    # 4 against 6 repeats: a 50% slowdown, so 6 pairs gate on it even on a noisy shared machine
+    slower = attnbench(["ab", str(suite), "--a", "env.ATTNBENCH_PLANTED_REPEAT=4",
+                        "--b", "env.ATTNBENCH_PLANTED_REPEAT=6", "--pairs", "6", "--fail-on", "median:5%",
                         "--results", str(results), "--name", "slower"], planted_env, tmp_path)
     assert slower.returncode == 1, slower.stdout + slower.stderr
     assert "interval above 1" in slower.stderr
     run = next(results.glob("*-slower-*"))
     measurements = [json.loads(line) for line in (run / "ab.jsonl").read_text().splitlines()]
-    assert [m["side"] for m in measurements] == ["A", "B", "B", "A", "A", "B", "B", "A"]
+    assert [m["side"] for m in measurements] == ["A", "B", "B", "A"] * 3
     summary = json.loads((run / "ab.json").read_text())
     (row,) = summary["cases"]
-    assert 1.1 < row["ratio"] < 1.3 and row["low"] > 1.0
+    assert 1.25 < row["ratio"] < 1.75 and row["low"] > 1.0
     assert row["ratio"] == pytest.approx(math.exp(np.mean(np.log(row["ratios"]))))
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
 
