@@ -20,7 +20,6 @@ from pathlib import Path
 from harness.core.registry import default_registry
 from harness.engine.ab import Side, run_ab
 from harness.plan.suite import parse_suite
-from harness.report.significance import paired_ratio
 
 SUITE = """
 [suite]
@@ -55,7 +54,7 @@ def main() -> None:
             outcome = run_ab(suite, registry, Side("A", args.variant, args.variant), Side("B", args.variant,
                              args.variant), Path(results), pairs=args.pairs, name=f"self-{repeat}")
             (item,) = outcome.cases
-            paired = paired_ratio(item.ratios)
+            paired = item.paired
             covered += paired.covers_one
             sequential = item.b_medians[-1] / item.a_medians[0]
             print(f"repeat {repeat + 1:2}: B/A {paired.ratio:.3f} [{paired.low:.3f}, {paired.high:.3f}] "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from harness.cli.report import GateType
+from harness.cli.report import GateType, finish_gates
 from harness.core.markup import safe
 from harness.core.units import format_seconds
 from harness.store import default_results_dir
@@ -58,13 +58,7 @@ def ab_command(suite, side_a, side_b, pairs, variants, seq_lens, gates, threshol
                      environment=collect_environment(), progress=progress)
     failed = print_ab(outcome, list(gates), threshold)
     click.echo(f"stored: {outcome.run_path}")
-    if failed:
-        click.echo(f"{len(failed)} regression(s) beyond {', '.join(str(g) for g in gates)}:", err=True)
-        for line in failed:
-            click.echo(f"  {line}", err=True)
-        raise SystemExit(1)
-    if gates:
-        click.echo(f"gates passed: {', '.join(str(g) for g in gates)}")
+    finish_gates(failed, gates)
 
 
 def ab_verdict(ratio: float, low: float, high: float, threshold: float) -> str:
@@ -81,8 +75,6 @@ def print_ab(outcome, gates, threshold: float) -> list[str]:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.report.significance import paired_ratio
-
     console = Console()
     a, b = outcome.side_a, outcome.side_b
     table = Table(title=safe(f"A/B, {outcome.pairs} pairs: A = {a.text or '(as the suite)'}, "
@@ -93,13 +85,13 @@ def print_ab(outcome, gates, threshold: float) -> list[str]:
     limits = [1 + g.fraction for g in gates if g.field == "median"]
     for item in outcome.cases:
         label = item.case.label
-        if item.failures or len(item.ratios) < 2:
+        paired = item.paired
+        if item.failures or paired is None:
             reason = "; ".join(item.failures) or "fewer than 2 pairs measured"
             table.add_row(safe(label), "–", "–", "–", "–", safe(reason[:120]))
             if limits:
                 failed.append(f"{label}: not measured on both sides ({reason})")
             continue
-        paired = paired_ratio(item.ratios)
         verdict = ab_verdict(paired.ratio, paired.low, paired.high, threshold)
         if item.contended:
             verdict += f" ({item.contended} contended)"

@@ -125,6 +125,11 @@ def compare_command(base: str, new: str, output: Path | None, gates, threshold: 
     if output is not None:
         path = write_compare_report(comparison, output, failed, list(gates))
         click.echo(f"comparison written to {path}")
+    finish_gates(failed, gates)
+
+
+def finish_gates(failed: list[str], gates) -> None:
+    """Print the gate failures and exit 1, or say the gates passed (`compare` and `ab` alike)."""
     if failed:
         click.echo(f"{len(failed)} regression(s) beyond {', '.join(str(g) for g in gates)}:", err=True)
         for line in failed:

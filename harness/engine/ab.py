@@ -19,6 +19,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ class Measurement:
 
 @dataclass(frozen=True)
 class PairedCase:
-    """One case of the suite: every pair's medians and the paired ratio B/A (None if a side failed)."""
+    """One case of the suite: every pair's medians, the per-pair ratios B/A, and failed measurements."""
 
     case: Case
     a_medians: tuple[float, ...]
@@ -132,6 +133,13 @@ class PairedCase:
     ratios: tuple[float, ...]
     failures: tuple[str, ...] = ()
     contended: int = 0
+
+    @cached_property
+    def paired(self):
+        """The paired ratio with its interval (`paired_ratio`), or None with fewer than 2 pairs measured."""
+        from harness.report.significance import paired_ratio
+
+        return paired_ratio(self.ratios) if len(self.ratios) >= 2 else None
 
 
 @dataclass
@@ -228,15 +236,13 @@ def _measure_pairs(case: Case, sides: tuple[Side, Side], workers: dict[str, Side
 
 
 def _write_summary(path: Path, outcome: ABOutcome) -> None:
-    from harness.report.significance import paired_ratio
-
     rows = []
     for item in outcome.cases:
         row: dict[str, Any] = {"case_id": item.case.id, "label": item.case.label, "ratios": list(item.ratios),
                                "a_medians_s": list(item.a_medians), "b_medians_s": list(item.b_medians),
                                "failures": list(item.failures), "contended_measurements": item.contended}
-        if len(item.ratios) >= 2:
-            paired = paired_ratio(item.ratios)
+        paired = item.paired
+        if paired is not None:
             row.update(ratio=paired.ratio, low=paired.low, high=paired.high, p_value=paired.p_value)
         rows.append(row)
     summary = {"a": outcome.side_a.to_dict(), "b": outcome.side_b.to_dict(), "pairs": outcome.pairs,
