@@ -13,6 +13,8 @@ only these names; the subpackages behind them (`harness.core`,
   `band_mask_mod` (the same predicates as Flex ``mask_mod``s), `mask_matrix`,
   `query_positions`, `visible_pairs`, and a case's whole mask (causal and its `mask` axis):
   `case_mask_mod`, `case_mask_matrix`, `case_visible_pairs`;
+- score mods (the `score_mod` axis): `case_score_mod` (a Flex ``score_mod``),
+  `apply_score_mod`, `score_bias` (ALiBi as an SDPA float mask), `alibi_slopes`, `case_softcap`;
 - errors: `AttnbenchError`.
 
 Names load lazily, so ``import harness.store`` or ``import harness.report``
@@ -50,6 +52,11 @@ _PUBLIC = {
     "case_mask_mod": "harness.attention.masks",
     "case_mask_matrix": "harness.attention.masks",
     "case_visible_pairs": "harness.attention.masks",
+    "case_score_mod": "harness.attention.score_mods",
+    "apply_score_mod": "harness.attention.score_mods",
+    "score_bias": "harness.attention.score_mods",
+    "alibi_slopes": "harness.attention.score_mods",
+    "case_softcap": "harness.attention.score_mods",
 }
 
 __all__ = sorted(_PUBLIC)
@@ -70,6 +77,13 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
         mask_matrix,
         query_positions,
         visible_pairs,
+    )
+    from harness.attention.score_mods import (  # noqa: F401
+        alibi_slopes,
+        apply_score_mod,
+        case_score_mod,
+        case_softcap,
+        score_bias,
     )
     from harness.attention.reference import ExactSoftmaxKernel, softmax_attention  # noqa: F401
     from harness.attention.tensors import torch_dtype  # noqa: F401

@@ -1,7 +1,8 @@
 """FlexAttention (`torch.nn.attention.flex_attention`) compiled with `torch.compile`.
 
-out = softmax(q kᵀ / √d + mask) v with q (B, H, N, d) and k, v (B, H, M, d),
-flex_attention's own layout. A causal case is a block mask built from the
+out = softmax(mod(q kᵀ / √d) + mask) v with q (B, H, N, d), k (B, Hkv, M, d) and
+v (B, Hkv, M, d_v), flex_attention's own layout (grouped heads through
+``enable_gqa``; mod is the case's score mod, passed as Flex's ``score_mod``). A causal case is a block mask built from the
 mask function `kv <= q + (M − N)` (attnbench's end-aligned convention), so
 key blocks that no query of a query block can see are skipped, not just
 masked; a query that sees no key outputs 0.
@@ -25,7 +26,7 @@ import sys
 
 import torch
 
-from harness import AttentionInputs, Case, ExactSoftmaxKernel, case_mask_mod
+from harness import AttentionInputs, Case, ExactSoftmaxKernel, case_mask_mod, case_score_mod
 
 # Every case compiles its own static-shape graph; a sweep compiles more than
 # dynamo's default recompile limit (8), after which it would silently fall back to eager.
@@ -63,6 +64,9 @@ class FlexAttention(ExactSoftmaxKernel):
     description = "torch.nn.attention.flex_attention under torch.compile; causal and masks via a block mask"
     dtypes = ("float32", "float16", "bfloat16")
     supported_masks = ("sliding_window", "document", "prefix_lm")
+    supported_score_mods = ("alibi", "softcap")
+    supports_gqa = True
+    supports_v_head_dim = True
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         reasons = super().unsupported_reasons(case)
@@ -93,11 +97,13 @@ class FlexAttention(ExactSoftmaxKernel):
         if mask_mod is not None:
             block_mask = create_block_mask(mask_mod, B=None, H=None,
                                            Q_LEN=case.seq_len, KV_LEN=case.kv_len, device=case.device)
+        score_mod = case_score_mod(case, device=case.device)
+        grouped = case.kv_heads != case.heads
         _raise_recompile_limit()
         compiled = torch.compile(flex_attention, dynamic=False)
 
         def forward() -> torch.Tensor:
-            return compiled(q, k, v, block_mask=block_mask)
+            return compiled(q, k, v, score_mod=score_mod, block_mask=block_mask, enable_gqa=grouped)
 
         # Compile now, in the grad mode the harness will time in.
         if case.mode == "fwd":
@@ -107,8 +113,6 @@ class FlexAttention(ExactSoftmaxKernel):
             out = forward()
             torch.autograd.grad(out, [t for t in (q, k, v) if t.requires_grad], torch.ones_like(out))
         return forward
-
-
 
     def memory_model(self, case: Case) -> int:
         """Output, the float32 log-sum-exp, and the block mask's per-block index tables."""

@@ -1,6 +1,7 @@
 """Naive quadratic attention: the score and probability matrices materialised in full.
 
-out = softmax(q kᵀ / √d + mask) v, with q (B, H, N, d) and k, v (B, H, M, d).
+out = softmax(mod(q kᵀ / √d) + mask) v, with q (B, H, N, d), k (B, Hkv, M, d) and
+v (B, Hkv, M, d_v); mod is the case's score mod (ALiBi's bias or a soft cap).
 The (B, H, N, M) scores exist twice at the peak (scores and probabilities),
 which is exactly the cost the flash family removes.
 """
@@ -18,6 +19,9 @@ from harness import (
     attention_flops,
     case_mask_matrix,
     case_mask_mod,
+    case_score_mod,
+    case_softcap,
+    score_bias,
     softmax_attention,
 )
 
@@ -30,6 +34,7 @@ class NaiveAttention(Variant):
     supports_gqa = True
     supports_v_head_dim = True
     supported_masks = ("sliding_window", "document", "prefix_lm")
+    supported_score_mods = ("alibi", "softcap")
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()                             # (B, H, N, d), (B, Hkv, M, d), (B, Hkv, M, d_v)
@@ -40,11 +45,19 @@ class NaiveAttention(Variant):
         hidden = None if allowed is None else ~allowed
         if hidden is not None and groups > 1:
             hidden = hidden.repeat(groups, 1)                  # (G·N, M): one block of rows per head of a group
+        bias = score_bias(case, dtype=q.dtype, device=q.device) if case.score_mod == "alibi" else None  # (H, N, M)
+        if bias is not None:
+            bias = bias.reshape(hkv, groups * n, case.kv_len)  # (Hkv, G·N, M): head h = kv_head·G + g
+        cap = case_softcap(case)
 
         def forward() -> torch.Tensor:
             grouped_q = q.reshape(b, hkv, groups * n, d)       # (B, Hkv, G·N, d): a group's heads share k, v
             scores = torch.matmul(grouped_q, k.transpose(-2, -1))   # (B, Hkv, G·N, M)
             scores = scores.mul_(scale) if not scores.requires_grad else scores * scale
+            if bias is not None:
+                scores = scores + bias
+            if cap is not None:
+                scores = torch.tanh(scores / cap) * cap        # soft cap: C·tanh(s / C)
             if hidden is not None:
                 scores = scores.masked_fill(hidden, float("-inf"))
             probs = torch.softmax(scores, dim=-1)              # (B, Hkv, G·N, M)
@@ -54,7 +67,8 @@ class NaiveAttention(Variant):
         return forward
 
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
-        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows, mask_mod=case_mask_mod(case))
+        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows, mask_mod=case_mask_mod(case),
+                                 score_mod=case_score_mod(case))
 
     def flops(self, case: Case) -> int:
         return attention_flops(case)
@@ -67,4 +81,6 @@ class NaiveAttention(Variant):
         score_elements = case.batch * case.heads * case.seq_len * case.kv_len
         output_elements = case.batch * case.heads * case.seq_len * case.v_head_dim
         mask_bytes = case.seq_len * case.kv_len if case.causal or case.mask != "none" else 0
+        if case.score_mod == "alibi":
+            mask_bytes += score_elements // case.batch * case.element_bytes
         return 2 * score_elements * case.element_bytes + output_elements * case.element_bytes + mask_bytes

@@ -6,6 +6,9 @@ falling back to another. Shapes are SDPA's own: q (B, H, N, d), k (B, Hkv, M, d)
 v (B, Hkv, M, d_v). Grouped heads go through ``enable_gqa=True`` (no copy of k
 and v); a causal mask with kv_len != seq_len is `causal_lower_right`, aligned at
 the end as attnbench defines it (SDPA's ``is_causal`` aligns at the top left).
+Masks are the case's boolean (N, M) matrix; ALiBi is a float (H, N, M) mask,
+the bias with -inf where the mask hides a key. SDPA has no place for a soft
+cap: it is a nonlinear function of the score, not a bias.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness import AttentionInputs, Case, ExactSoftmaxKernel, attention_flops, case_mask_matrix
+from harness import AttentionInputs, Case, ExactSoftmaxKernel, attention_flops, case_mask_matrix, score_bias
 
 
 class _SDPABackend(ExactSoftmaxKernel):
@@ -22,6 +25,9 @@ class _SDPABackend(ExactSoftmaxKernel):
     flash_like = True
     supports_gqa = True
     supported_masks = ("sliding_window", "document", "prefix_lm")
+    supported_score_mods = ("alibi",)
+    score_mod_reason = ("SDPA takes a boolean or additive float mask, which cannot express {kind} "
+                        "(score mods it takes: {mods}); use naive or flex")
     gqa_reason = "this SDPA backend does not take enable_gqa (grouped or multi-query heads)"
 
     def _backend(self):
@@ -38,7 +44,15 @@ class _SDPABackend(ExactSoftmaxKernel):
         grouped = case.kv_heads != case.heads
         is_causal = case.causal
 
-        if case.mask != "none":
+        bias = score_bias(case, dtype=q.dtype, device=q.device)                   # (H, N, M) ALiBi, or None
+        if bias is not None:
+            allowed = case_mask_matrix(case, device=q.device)                     # (N, M) bool, or None
+            mask = (bias if allowed is None else bias.masked_fill(~allowed, float("-inf")))[None]   # (1, H, N, M)
+
+            def forward() -> torch.Tensor:
+                with sdpa_kernel(backend):
+                    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=grouped)
+        elif case.mask != "none":
             mask = case_mask_matrix(case, device=q.device)                        # (N, M) bool
 
             def forward() -> torch.Tensor:
@@ -62,6 +76,8 @@ class _SDPABackend(ExactSoftmaxKernel):
         if self.flash_like:
             return super().memory_model(case)
         output = case.output_bytes
+        if case.score_mod != "none":
+            output += case.heads * case.seq_len * case.kv_len * case.element_bytes
         return output + 2 * case.batch * case.heads * case.seq_len * case.kv_len * case.element_bytes
 
 

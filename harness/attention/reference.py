@@ -11,19 +11,22 @@ import torch
 
 from harness.attention.flops import attention_flops
 from harness.attention.masks import MaskMod, case_mask_mod, causal_mask, mask_matrix
+from harness.attention.score_mods import ScoreMod, apply_score_mod, case_score_mod
 from harness.core.variant import Variant
 
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
                       rows: torch.Tensor | None = None, scale: float | None = None,
-                      mask_mod: MaskMod | None = None) -> torch.Tensor:
-    """softmax(q kᵀ / √d + mask) v for q (B, H, N, d), k (B, Hkv, M, d) and v (B, Hkv, M, d_v).
+                      mask_mod: MaskMod | None = None, score_mod: ScoreMod | None = None) -> torch.Tensor:
+    """softmax(mod(q kᵀ / √d) + mask) v for q (B, H, N, d), k (B, Hkv, M, d) and v (B, Hkv, M, d_v).
 
     With Hkv < H (GQA/MQA) query head h uses key/value head h // (H // Hkv).
     The causal mask lets query i see keys j <= i + (M - N) (aligned at the
     end, as SDPA and flash-attn do when M != N). With `rows`, only those
     query rows are computed. `mask_mod` (a case's whole mask,
-    `harness.attention.masks.case_mask_mod`) replaces the causal flag.
+    `harness.attention.masks.case_mask_mod`) replaces the causal flag;
+    `score_mod` (`harness.attention.score_mods.case_score_mod`) rewrites the
+    scaled scores before the mask.
     """
     seq_len, kv_len, head_dim = q.shape[-2], k.shape[-2], q.shape[-1]
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
@@ -31,6 +34,8 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal:
     if rows is not None:
         q = q[..., rows, :]                                   # (B, H, R, d)
     scores = (q @ k.transpose(-2, -1)) * scale                # (B, H, R, M)
+    if score_mod is not None:
+        scores = apply_score_mod(scores, score_mod, seq_len, kv_len, rows=rows)      # (B, H, R, M)
     if mask_mod is not None:
         allowed = mask_matrix(mask_mod, seq_len, kv_len, rows=rows, device=q.device)  # (R, M)
         scores = scores.masked_fill(~allowed, float("-inf"))
@@ -59,7 +64,8 @@ class ExactSoftmaxKernel(Variant):
     computes = "softmax_attention"
 
     def reference(self, case, inputs, rows=None) -> torch.Tensor:
-        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows, mask_mod=case_mask_mod(case))
+        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows, mask_mod=case_mask_mod(case),
+                                 score_mod=case_score_mod(case))
 
     def flops(self, case) -> int:
         return attention_flops(case)

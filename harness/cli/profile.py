@@ -24,6 +24,7 @@ from harness.measure.profiling import check_supported, parse_params, profile_cas
 @click.option("--v-head-dim", type=int, default=None, help="value/output head dim (default: --head-dim)")
 @click.option("--mask", default="none", show_default=True,
               help="none, sliding_window:W, document:K or prefix_lm:P (combines with --causal)")
+@click.option("--score-mod", default="none", show_default=True, help="none, alibi or softcap:C")
 @click.option("--dtype", default="float32", show_default=True, help=f"one of {', '.join(DTYPES)} (or fp32, bf16...)")
 @click.option("--causal", is_flag=True, help="causal mask")
 @click.option("--mode", type=click.Choice(MODES), default="fwd", show_default=True)
@@ -35,7 +36,7 @@ from harness.measure.profiling import check_supported, parse_params, profile_cas
 @click.option("--top", type=int, default=15, show_default=True, help="operators shown in the table")
 @click.option("-o", "--output", default=None, type=click.Path(file_okay=False),
               help="folder for trace.json, ops.csv, memory.json (default: profiles/<case label>)")
-def profile_command(variant, seq_len, kv_len, batch, heads, head_dim, kv_heads, v_head_dim, mask, dtype, causal, mode, device, seed, params,
+def profile_command(variant, seq_len, kv_len, batch, heads, head_dim, kv_heads, v_head_dim, mask, score_mod, dtype, causal, mode, device, seed, params,
                     steps, warmup_calls, top, output) -> None:
     """Profile one case of VARIANT under torch.profiler: a Chrome trace, the top operators, the memory peak."""
     registry = default_registry()
@@ -49,7 +50,7 @@ def profile_command(variant, seq_len, kv_len, batch, heads, head_dim, kv_heads, 
         raise AttnbenchError("--steps must be at least 1 and --warmup at least 0")
     try:
         case = Case(variant=variant, seq_len=seq_len, kv_len=kv_len, batch=batch, heads=heads, head_dim=head_dim,
-                    kv_heads=kv_heads, v_head_dim=v_head_dim, mask=mask,
+                    kv_heads=kv_heads, v_head_dim=v_head_dim, mask=mask, score_mod=score_mod,
                     dtype=dtype, causal=causal, mode=mode, device=device, seed=seed, params=knobs)
     except ValueError as exc:
         raise AttnbenchError(f"invalid case: {exc}") from None

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from harness.core.maskspec import parse_mask
+from harness.core.scoremodspec import parse_score_mod
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 DTYPE_ALIASES = {
@@ -41,7 +42,9 @@ class Case:
     kv_heads = 1 is MQA). v_head_dim (default: head_dim) is the value and
     output head dim (MLA's unequal dims). `mask` (`harness.core.maskspec`) is
     ``none``, ``sliding_window:W``, ``document:K`` or ``prefix_lm:P``, and
-    combines with `causal`. q and k are drawn from
+    combines with `causal`. `score_mod` (`harness.core.scoremodspec`) is
+    ``none``, ``alibi`` or ``softcap:C``, applied to the scaled scores before
+    the mask. q and k are drawn from
     N(0, qk_std**2), v from N(0, 1), all from a generator seeded with `seed`.
     `params` holds every knob of the variant, defaults filled in, so the id
     says exactly what ran.
@@ -63,6 +66,7 @@ class Case:
     kv_heads: int | None = None
     v_head_dim: int | None = None
     mask: str = "none"
+    score_mod: str = "none"
 
     def __post_init__(self) -> None:
         if self.kv_len is None:
@@ -81,6 +85,7 @@ class Case:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         spec = parse_mask(self.mask)
         object.__setattr__(self, "mask", spec.text)
+        object.__setattr__(self, "score_mod", parse_score_mod(self.score_mod).text)
         if spec.kind == "document" and (self.kv_len != self.seq_len or spec.size > self.seq_len):
             raise ValueError(f"mask {spec.text} needs kv_len == seq_len and at most seq_len documents, "
                              f"got seq_len={self.seq_len}, kv_len={self.kv_len}")
@@ -167,6 +172,8 @@ class Case:
         if self.mask != "none":
             shape += "-" + self.mask.replace("sliding_window:", "sw").replace("document:", "doc").replace(
                 "prefix_lm:", "prefix")
+        if self.score_mod != "none":
+            shape += "-" + self.score_mod.replace(":", "")
         knobs = "".join(f"-{k}{v}" for k, v in self.params.items())
         return "-".join(parts) + "-" + shape + knobs
 

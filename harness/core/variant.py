@@ -68,6 +68,8 @@ class Variant:
         (grouped or multi-query heads) and v_head_dim != head_dim.
     supported_masks: the kinds of the `mask` axis it takes (``sliding_window``,
         ``document``, ``prefix_lm``); build them from `case_mask_mod(case)`.
+    supported_score_mods: the kinds of the `score_mod` axis it takes (``alibi``,
+        ``softcap``); build them from `case_score_mod(case)`.
     requires: distributions it imports (``flash-attn``); a missing one is a reason.
     min_cuda_capability: the oldest CUDA compute capability it runs on, e.g. (8, 0).
     reference_rows: whether `reference` can be evaluated on a subset of query
@@ -96,6 +98,7 @@ class Variant:
     supports_gqa: ClassVar[bool] = False
     supports_v_head_dim: ClassVar[bool] = False
     supported_masks: ClassVar[tuple[str, ...]] = ()
+    supported_score_mods: ClassVar[tuple[str, ...]] = ()
     reference_rows: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ()
     min_cuda_capability: ClassVar[tuple[int, int] | None] = None
@@ -108,6 +111,7 @@ class Variant:
     cross_reason: ClassVar[str] = "needs kv_len == seq_len"
     gqa_reason: ClassVar[str] = "needs kv_heads == heads (no grouped or multi-query heads)"
     mask_reason: ClassVar[str] = "has no {kind} mask (masks it takes: {masks})"
+    score_mod_reason: ClassVar[str] = "has no {kind} score mod (score mods it takes: {mods})"
     v_head_dim_reason: ClassVar[str] = "needs v_head_dim == head_dim"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -150,6 +154,9 @@ class Variant:
         kind = getattr(case, "mask", "none").partition(":")[0]
         if kind != "none" and kind not in self.supported_masks:
             reasons.append(self.mask_reason.format(kind=kind, masks=", ".join(self.supported_masks) or "none"))
+        mod = getattr(case, "score_mod", "none").partition(":")[0]
+        if mod != "none" and mod not in self.supported_score_mods:
+            reasons.append(self.score_mod_reason.format(kind=mod, mods=", ".join(self.supported_score_mods) or "none"))
         unknown = sorted(set(case.params) - set(self.knobs))
         if unknown:
             reasons.append(f"has no knob {', '.join(unknown)} (knobs: {', '.join(self.knobs) or 'none'})")

@@ -50,13 +50,14 @@ from harness.core.case import DEVICES, MODES, Case, canonical_dtype
 from harness.core.errors import SuiteError, did_you_mean
 from harness.core.knobs import Knob
 from harness.core.maskspec import parse_mask
+from harness.core.scoremodspec import parse_score_mod
 from harness.core.settings import MeasureSettings, settings_field_types
 
 AXES: dict[str, type] = {
     "seq_len": int, "kv_len": int, "batch": int, "heads": int, "kv_heads": int, "head_dim": int,
-    "v_head_dim": int, "mask": str, "dtype": str, "causal": bool, "mode": str, "device": str, "seed": int, "qk_std": float,
+    "v_head_dim": int, "mask": str, "score_mod": str, "dtype": str, "causal": bool, "mode": str, "device": str, "seed": int, "qk_std": float,
 }
-AXIS_ORDER = ("device", "dtype", "mode", "causal", "mask", "batch", "heads", "kv_heads", "head_dim", "v_head_dim",
+AXIS_ORDER = ("device", "dtype", "mode", "causal", "mask", "score_mod", "batch", "heads", "kv_heads", "head_dim", "v_head_dim",
               "seed", "qk_std", "kv_len", "seq_len")
 TABLES = ("suite", "defaults", "sweep", "params", "overrides", "measure")
 SUITE_KEYS = ("name", "description", "variants")
@@ -236,9 +237,9 @@ def _axis_value(source: str, where: str, axis: str, value: Any) -> Any:
             return canonical_dtype(value)
         except ValueError as exc:
             raise SuiteError(f"{source}: key '{where}': {exc}") from None
-    if axis == "mask":
+    if axis in ("mask", "score_mod"):
         try:
-            return parse_mask(value).text
+            return (parse_mask if axis == "mask" else parse_score_mod)(value).text
         except ValueError as exc:
             raise SuiteError(f"{source}: key '{where}': {exc}") from None
     allowed = {"mode": MODES, "device": DEVICES}[axis]

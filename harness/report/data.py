@@ -22,7 +22,7 @@ from harness.core.case import Case
 from harness.core.errors import AttnbenchError
 from harness.store import LoadedRun, tidy_frame
 
-WORKLOAD_AXES = ("device", "dtype", "mode", "causal", "mask", "batch", "heads", "kv_heads", "head_dim", "v_head_dim", "qk_std",
+WORKLOAD_AXES = ("device", "dtype", "mode", "causal", "mask", "score_mod", "batch", "heads", "kv_heads", "head_dim", "v_head_dim", "qk_std",
                  "kv")
 ALWAYS_SHOWN = ("dtype", "causal", "mode", "head_dim")
 EXACT_FAMILIES = ("naive", "flash")

@@ -13,7 +13,7 @@ from harness.store.runs import Cell, LoadedRun
 
 TIDY_COLUMNS = (
     "run_id", "run_name", "case_id", "variant", "family", "computes", "approximates", "params",
-    "batch", "heads", "kv_heads", "seq_len", "kv_len", "head_dim", "v_head_dim", "mask", "dtype", "causal", "mode", "device",
+    "batch", "heads", "kv_heads", "seq_len", "kv_len", "head_dim", "v_head_dim", "mask", "score_mod", "dtype", "causal", "mode", "device",
     "seed", "qk_std", "status", "reason",
     "time_median_s", "time_iqr_s", "time_ci_low_s", "time_ci_high_s", "reps", "calls_per_sample",
     "setup_s", "warmup_s", "stop_reason", "contended",
@@ -55,6 +55,7 @@ def _tidy_row(loaded: LoadedRun, cell: Cell) -> dict[str, Any]:
         "kv_heads": case.get("kv_heads") or case.get("heads"),
         "v_head_dim": case.get("v_head_dim") or case.get("head_dim"),
         "mask": case.get("mask") or "none",
+        "score_mod": case.get("score_mod") or "none",
         "status": result.status,
         "reason": result.reason,
         "time_median_s": timing.median_s if timing else None,

@@ -1,0 +1,142 @@
+"""The `score_mod` axis: ALiBi and soft-capping, one function for references, kernels and masks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from harness.attention.flops import attention_flops
+from harness.attention.score_mods import alibi_slopes, case_score_mod, score_bias
+from harness.core.case import Case
+from harness.core.registry import default_registry
+from harness.core.scoremodspec import parse_score_mod
+from harness.core.settings import MeasureSettings
+from harness.measure.cell import measure_case
+from harness.measure.inputs import make_inputs
+from harness.plan.suite import expand, parse_suite
+
+FAST = MeasureSettings(warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
+
+
+def by_definition(case: Case) -> torch.Tensor:
+    """The float64 output written from the formulas, one head and one (query, key) pair at a time."""
+    q, k, v = make_inputs(case).tensors()
+    q, k, v = q.double()[0], k.double()[0], v.double()[0]             # (H, N, d), (Hkv, M, d), (Hkv, M, dv)
+    n, m, heads = case.seq_len, case.kv_len, case.heads
+    groups = heads // case.kv_heads
+    spec = parse_score_mod(case.score_mod)
+    out = torch.zeros(heads, n, v.shape[-1], dtype=torch.float64)
+    for h in range(heads):
+        slope = 2.0 ** (-8.0 * (h + 1) / heads)                     # H a power of two in these tests
+        for i in range(n):
+            position = i + m - n
+            scores = []
+            for j in range(m):
+                s = float(q[h, i] @ k[h // groups, j]) / math.sqrt(case.head_dim)
+                if spec.kind == "alibi":
+                    s -= slope * abs(position - j)
+                elif spec.kind == "softcap":
+                    s = spec.cap * math.tanh(s / spec.cap)
+                if case.causal and j > position:
+                    s = -math.inf
+                scores.append(s)
+            weights = torch.softmax(torch.tensor(scores, dtype=torch.float64), 0)
+            out[h, i] = weights @ v[h // groups]
+    return out[None]
+
+
+def test_parse_and_case_validation():
+    assert parse_score_mod("SoftCap:30.0").text == "softcap:30"
+    assert parse_score_mod("softcap:2.5").text == "softcap:2.5"
+    assert parse_score_mod("alibi").text == "alibi"
+    for bad, message in [("relative", "unknown score_mod"), ("softcap", "needs a number"),
+                         ("softcap:-1", "positive finite"), ("alibi:2", "takes no value")]:
+        with pytest.raises(ValueError, match=message):
+            Case(variant="naive", seq_len=16, score_mod=bad)
+    case = Case(variant="naive", seq_len=16, score_mod="softcap:30")
+    assert case.label.endswith("-softcap30") and case.id != Case(variant="naive", seq_len=16).id
+    assert Case(variant="naive", seq_len=16, score_mod="none").id == Case(variant="naive", seq_len=16).id
+
+
+def test_alibi_slopes_are_the_papers():
+    assert alibi_slopes(8) == [2.0 ** -(i + 1) for i in range(8)]       # 1/2, 1/4, ..., 1/256
+    # 12 heads: the 8 slopes of 8 heads, then every other slope of 16 heads.
+    assert alibi_slopes(12) == alibi_slopes(8) + [2.0 ** (-0.5 * (2 * i + 1)) for i in range(4)]
+
+
+@pytest.mark.parametrize("score_mod", ["alibi", "softcap:2"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_the_reference_is_the_formula(score_mod, causal):
+    case = Case(variant="naive", seq_len=6, kv_len=9, heads=4, kv_heads=2, head_dim=8, causal=causal,
+                score_mod=score_mod, qk_std=2.0, dtype="float64")
+    out = default_registry().get("naive").reference(case, make_inputs(case))
+    assert torch.allclose(out, by_definition(case), atol=1e-12)
+
+
+def test_alibi_bias_is_the_mod_applied_to_zero():
+    case = Case(variant="naive", seq_len=4, kv_len=6, heads=2, score_mod="alibi")
+    bias = score_bias(case, dtype=torch.float64)                        # (H, N, M)
+    assert bias.shape == (2, 4, 6)
+    assert bias[0, 0].tolist() == [-abs(2 - j) / 16 for j in range(6)]   # query 0 sits at key 2; slopes 1/16, 1/256
+    assert bias[1, 3, 5] == 0 and bias[1, 3, 0] == -5 / 256
+    mod = case_score_mod(case)
+    assert float(mod(torch.tensor(1.0), None, torch.tensor(1), torch.tensor(3), torch.tensor(0))) == 1 - 5 / 256
+    with pytest.raises(ValueError, match="not an additive bias"):
+        score_bias(Case(variant="naive", seq_len=4, score_mod="softcap:5"))
+
+
+@pytest.mark.parametrize("variant", ["naive", "sdpa-math", "sdpa-flash"])
+@pytest.mark.parametrize("score_mod", ["alibi", "softcap:1.5"])
+@pytest.mark.parametrize("mask", ["none", "sliding_window:8"])
+def test_exact_variants_compute_the_modded_function(variant, score_mod, mask):
+    variant_object = default_registry().get(variant)
+    case = Case(variant=variant, seq_len=40, kv_len=56, heads=4, kv_heads=2, head_dim=16, causal=True,
+                mask=mask, score_mod=score_mod, qk_std=3.0)
+    reasons = variant_object.unsupported_reasons(case)
+    if score_mod.startswith("softcap") and variant.startswith("sdpa"):
+        assert any("cannot express softcap" in r for r in reasons), reasons
+        result = measure_case(case, variant_object, FAST)
+        assert result.status == "unsupported" and "softcap" in result.reason
+        return
+    result = measure_case(case, variant_object, FAST)
+    assert result.status == "ok", result.reason
+    assert result.accuracy.ok is True, result.accuracy.failures
+    assert result.flops == attention_flops(case)
+    plain = measure_case(Case(**{**case.to_dict(), "score_mod": "none"}), variant_object, FAST)
+    assert plain.accuracy.ok and plain.flops == result.flops    # a score mod adds no products
+
+
+def test_the_mod_changes_the_output():
+    naive = default_registry().get("naive")
+    base = Case(variant="naive", seq_len=32, heads=2, head_dim=8, qk_std=3.0, dtype="float64")
+    plain = naive.reference(base, make_inputs(base))
+    for mod in ("alibi", "softcap:1"):
+        case = Case(**{**base.to_dict(), "score_mod": mod})
+        assert (naive.reference(case, make_inputs(case)) - plain).abs().max() > 0.05, mod
+
+
+def test_variants_without_score_mods_say_why_and_suites_sweep_it():
+    registry = default_registry()
+    case = Case(variant="performer", seq_len=64, score_mod="alibi")
+    assert any("has no alibi score mod" in r for r in registry.get("performer").unsupported_reasons(case))
+    suite = parse_suite('[suite]\nname = "s"\nvariants = ["naive"]\n[defaults]\nheads = 2\nhead_dim = 16\n'
+                        '[sweep]\nseq_len = [64]\nscore_mod = ["none", "alibi", "softcap:30"]\n', "s.toml")
+    assert sorted(c.score_mod for c in expand(suite, registry)) == ["alibi", "none", "softcap:30"]
+    bad = '[suite]\nname = "b"\nvariants = ["naive"]\n[sweep]\nseq_len = [64]\nscore_mod = ["bias"]\n'
+    with pytest.raises(Exception, match=r"b.toml: key 'sweep.score_mod\[0\]'?.*unknown score_mod 'bias'"):
+        expand(parse_suite(bad, "b.toml"), registry)
+
+
+@pytest.mark.slow
+def test_flex_takes_every_score_mod_with_grouped_heads():
+    registry = default_registry()
+    flex = registry.get("flex")
+    if flex.unsupported_reasons(Case(variant="flex", seq_len=128, head_dim=32)):
+        pytest.skip("flex cannot run here")
+    for mod, mask in [("alibi", "none"), ("softcap:2", "sliding_window:16")]:
+        case = Case(variant="flex", seq_len=128, heads=4, kv_heads=2, head_dim=32, causal=True, mask=mask,
+                    score_mod=mod, qk_std=3.0)
+        result = measure_case(case, flex, FAST)
+        assert result.status == "ok" and result.accuracy.ok is True, (mod, result.reason, result.accuracy)
