@@ -108,8 +108,12 @@ def _results_dir(value: str | None) -> Path:
 
 @main.command("list")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def list_command(as_json: bool) -> None:
-    """Every variant: whether it can run here (per device), and why not."""
+@click.option("--presets", is_flag=True, help="list the model presets (a suite's 'preset' key, --preset) instead")
+def list_command(as_json: bool, presets: bool) -> None:
+    """Every variant: whether it can run here (per device), and why not. With --presets, the model presets."""
+    if presets:
+        _list_presets(as_json)
+        return
     import torch
 
     registry = default_registry()
@@ -158,6 +162,26 @@ def list_command(as_json: bool) -> None:
                       f"failed to load:[/red] {escape(failure['error'])}", markup=True, highlight=False)
 
 
+def _list_presets(as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.core.markup import safe as escape
+    from harness.core.presets import PRESETS
+
+    if as_json:
+        click.echo(json.dumps({"presets": [asdict(p) for p in PRESETS.values()]}, indent=2))
+        return
+    table = Table(title=escape("attnbench model presets (set 'preset' in a suite's [defaults] or [sweep], or --preset)"))
+    for column in ("preset", "shape", "source"):
+        table.add_column(column, overflow="fold")
+    for preset in PRESETS.values():
+        table.add_row(escape(preset.name), escape(preset.shape_text), escape(preset.source))
+    Console().print(table)
+
+
 def _knob_line(name: str, spec: dict) -> str:
     """'features=256 (int >= 1): m, the number of random features'."""
     allowed = spec["type"]
@@ -179,6 +203,8 @@ def _knob_line(name: str, spec: dict) -> str:
               help="run every cell on this device (default: the suite's)")
 @click.option("--variant", "variants", multiple=True, help="run only these variants (repeatable)")
 @click.option("--seq-len", "seq_lens", multiple=True, type=int, help="sweep these lengths instead (repeatable)")
+@click.option("--preset", default=None, help="a model preset's heads, kv_heads, head dims, causal and mask "
+              "(attnbench list --presets), replacing the suite's [defaults] for them")
 @click.option("--name", default=None, help="run name (default: the suite's name)")
 @click.option("--results", default=None, help=RESULTS_HELP)
 @click.option("--resume", default=None, metavar="RUN", help="continue a stored run; finished cells are not run again")
@@ -189,7 +215,7 @@ def _knob_line(name: str, spec: dict) -> str:
 @click.option("--processes", type=click.IntRange(min=1), default=None, metavar="K",
               help="repeat each cell's measurement in K fresh worker processes (default: measure.processes)")
 @click.option("--profile", "profile", is_flag=True, help="also profile every ok cell into <run>/profiles/<case_id>/")
-def run_command(suite, device, variants, seq_lens, name, results, resume, executor, address, no_report,
+def run_command(suite, device, variants, seq_lens, preset, name, results, resume, executor, address, no_report,
                 recalibrate, processes, profile) -> None:
     """Run SUITE (a built-in name such as 'quick', or a .toml path) and store every cell."""
     from harness.cli.progress import SweepProgress, print_summary
@@ -199,9 +225,9 @@ def run_command(suite, device, variants, seq_lens, name, results, resume, execut
     if resume is None and suite is None:
         raise AttnbenchError("give a SUITE to run (a built-in name such as 'quick' or a .toml path), "
                              "or --resume RUN")
-    if resume is not None and (variants or seq_lens or device or name):
+    if resume is not None and (variants or seq_lens or device or name or preset):
         raise AttnbenchError("--resume continues a run exactly as it started; drop --variant, --seq-len, "
-                             "--device and --name")
+                             "--device, --preset and --name")
     executor_options = {}
     if executor == "ray" and address:
         executor_options["address"] = address
@@ -219,7 +245,7 @@ def run_command(suite, device, variants, seq_lens, name, results, resume, execut
             if not no_report:
                 folders.append((Path("reports"), "reports folder", "run from another folder or pass --no-report"))
             loaded, overrides, calibration = _plan_new_run(suite, device, variants, seq_lens, executor, processes,
-                                                           recalibrate, registry, folders=folders)
+                                                           recalibrate, registry, folders=folders, preset=preset)
             if executor == "local":
                 executor_options["calibration"] = calibration
             exec_ = make_executor(executor, **executor_options)
@@ -241,13 +267,14 @@ def run_command(suite, device, variants, seq_lens, name, results, resume, execut
         _write_run_report(outcome.run_path, registry)
 
 
-def _plan_new_run(suite, device, variants, seq_lens, executor, processes, recalibrate, registry, folders=()):
+def _plan_new_run(suite, device, variants, seq_lens, executor, processes, recalibrate, registry, folders=(),
+                  preset=None):
     """Load and check the suite, then calibrate the machine (local executor only): nothing runs on bad input."""
     loaded = load_suite(suite)
     if processes is not None:
         loaded = replace(loaded, measure=replace(loaded.measure, processes=processes))
     overrides = Overrides(variants=tuple(variants), seq_lens=tuple(seq_lens),
-                          device=_resolve_device(device, remote=executor != "local"))
+                          device=_resolve_device(device, remote=executor != "local"), preset=preset)
     cases = plan_cases(overrides.apply(loaded), registry)
     for path, what, hint in folders:  # a bad results or reports folder is found before the calibration runs
         ensure_writable_dir(path, what, hint)

@@ -44,7 +44,10 @@ class Case:
     ``none``, ``sliding_window:W``, ``document:K`` or ``prefix_lm:P``, and
     combines with `causal`. `score_mod` (`harness.core.scoremodspec`) is
     ``none``, ``alibi`` or ``softcap:C``, applied to the scaled scores before
-    the mask. q and k are drawn from
+    the mask. `kv_cache_bytes` (default: unset) fixes the bytes of the KV
+    cache, k and v of every sequence, and `batch` is then derived from it
+    (`batch_for_kv_cache`), so a sweep over kv_len at one cache size trades
+    batch for length as a serving system does. q and k are drawn from
     N(0, qk_std**2), v from N(0, 1), all from a generator seeded with `seed`.
     `params` holds every knob of the variant, defaults filled in, so the id
     says exactly what ran.
@@ -67,6 +70,7 @@ class Case:
     v_head_dim: int | None = None
     mask: str = "none"
     score_mod: str = "none"
+    kv_cache_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.kv_len is None:
@@ -89,6 +93,12 @@ class Case:
         if spec.kind == "document" and (self.kv_len != self.seq_len or spec.size > self.seq_len):
             raise ValueError(f"mask {spec.text} needs kv_len == seq_len and at most seq_len documents, "
                              f"got seq_len={self.seq_len}, kv_len={self.kv_len}")
+        if self.kv_cache_bytes is not None:
+            derived = batch_for_kv_cache(self.kv_cache_bytes, self)
+            if derived != self.batch:
+                raise ValueError(f"batch {self.batch} does not match kv_cache_bytes={self.kv_cache_bytes}: one sequence's "
+                                 f"cache is {kv_cache_bytes_per_sequence(self)} bytes, so the batch is {derived}; "
+                                 "leave batch out and let kv_cache_bytes set it")
         if self.heads % self.kv_heads:
             raise ValueError(f"kv_heads must divide heads (each key/value head serves heads // kv_heads query "
                              f"heads), got heads={self.heads}, kv_heads={self.kv_heads}")
@@ -174,6 +184,8 @@ class Case:
                 "prefix_lm:", "prefix")
         if self.score_mod != "none":
             shape += "-" + self.score_mod.replace(":", "")
+        if self.kv_cache_bytes is not None:
+            shape += f"-cache{self.kv_cache_bytes}"
         knobs = "".join(f"-{k}{v}" for k, v in self.params.items())
         return "-".join(parts) + "-" + shape + knobs
 
@@ -195,9 +207,46 @@ class Case:
         return self.batch * self.heads * self.seq_len * self.v_head_dim * self.element_bytes
 
     @property
+    def bytes_moved(self) -> int:
+        """The least bytes one call must move: q, k and v read once and the output written once.
+
+        In ``fwd_bwd`` mode the backward adds q, k, v, the output and its
+        gradient read once and the three input gradients written once:
+        3·(inputs + output) in all. K and v count their `kv_heads` heads, so
+        GQA and MQA move less; a decode step is dominated by the KV cache.
+        """
+        once = self.input_bytes + self.output_bytes
+        return 3 * once if self.mode == "fwd_bwd" else once
+
+    @property
     def grouped(self) -> bool:
         """True when key/value heads are shared (GQA/MQA: kv_heads < heads)."""
         return self.kv_heads != self.heads
+
+
+def kv_cache_bytes_per_sequence(case) -> int:
+    """Bytes of one sequence's KV cache: k (kv_heads, kv_len, head_dim) and v (kv_heads, kv_len, v_head_dim)."""
+    heads = case.kv_heads if case.kv_heads is not None else case.heads
+    value_dim = case.v_head_dim if case.v_head_dim is not None else case.head_dim
+    kv_len = case.kv_len if case.kv_len is not None else case.seq_len
+    return heads * kv_len * (case.head_dim + value_dim) * DTYPE_BYTES[canonical_dtype(case.dtype)]
+
+
+def batch_for_kv_cache(cache_bytes: int, case) -> int:
+    """The batch whose KV caches fill `cache_bytes`: floor(cache_bytes / one sequence's cache); ValueError below 1.
+
+    `case` is anything with the shape fields of a `Case` (heads, kv_heads,
+    kv_len, head_dim, v_head_dim, dtype), as attention-gym's ``--kv_size`` derives its batch.
+    """
+    per_sequence = kv_cache_bytes_per_sequence(case)
+    if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes <= 0:
+        raise ValueError(f"kv_cache_bytes must be a positive integer, got {cache_bytes!r}")
+    batch = cache_bytes // per_sequence
+    if batch < 1:
+        raise ValueError(f"kv_cache_bytes={cache_bytes} holds less than one sequence's KV cache "
+                         f"({per_sequence} bytes at kv_len {case.kv_len if case.kv_len is not None else case.seq_len}); "
+                         "raise it or shorten kv_len")
+    return batch
 
 
 def _hash(data: dict[str, Any]) -> str:

@@ -45,6 +45,10 @@ class MeasureSettings:
         (0 = never) before it is stored with ``contended = true``.
     contention_backoff_s: the wait before the first re-measure; it doubles
         before each further one (0.5 s, then 1 s).
+    max_gflops: skip a cell whose forward executes more than this many
+        GFLOP (its `performed_flops`, else `flops`; 0 = no limit), stored as
+        'skipped' with the figure: a suite can cover model shapes whose
+        largest cells only a bigger machine should run.
     contention_wait: a sample is descheduled when its threads spent more
         than this fraction of their runnable time waiting on a run queue
         (Linux; see harness.measure.contention for the rule elsewhere).
@@ -72,6 +76,7 @@ class MeasureSettings:
     contention_retries: int = 2
     contention_backoff_s: float = 0.5
     contention_wait: float = 0.10
+    max_gflops: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

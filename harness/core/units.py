@@ -38,6 +38,29 @@ def format_bytes(value: Any) -> str:
     return f"{number:.0f} B"
 
 
+BYTE_UNITS = {"b": 1, "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40,
+              "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12}
+
+
+def parse_bytes(value: Any) -> int:
+    """512, '64MiB', '1.5 GiB', '2GB' -> bytes (binary KiB/MiB/GiB, decimal kB/MB/GB); ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size in bytes such as 268435456 or '256MiB', got {value!r}")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower().replace(" ", "")
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(number):] or "b"
+    try:
+        amount = float(number)
+    except ValueError:
+        amount = None
+    if amount is None or unit not in BYTE_UNITS or not math.isfinite(amount):
+        raise ValueError(f"expected a size in bytes such as 268435456 or '256MiB' (units B, KiB, MiB, GiB, TiB, "
+                         f"kB, MB, GB, TB), got {value!r}")
+    return int(amount * BYTE_UNITS[unit])
+
+
 def format_seconds(value: Any) -> str:
     """'1.5 s', '12.3 ms', '250 µs', '80 ns'; '–' when missing."""
     number = finite(value)

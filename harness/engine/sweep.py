@@ -38,9 +38,11 @@ class Overrides:
     variants: tuple[str, ...] = ()
     seq_lens: tuple[int, ...] = ()
     device: str | None = None
+    preset: str | None = None
 
     def apply(self, suite: Suite) -> Suite:
-        return with_overrides(suite, variants=self.variants, seq_lens=self.seq_lens, device=self.device)
+        return with_overrides(suite, variants=self.variants, seq_lens=self.seq_lens, device=self.device,
+                              preset=self.preset)
 
 
 @dataclass
@@ -87,7 +89,8 @@ def resume_run(run_path: Path, registry, *, executor=None, progress: Progress = 
         suite = parse_suite(loaded.run.suite_text, source=f"{run_path}/run.json (suite_text)")
         stored = loaded.run.settings.get("overrides") or {}
         overrides = Overrides(variants=tuple(stored.get("variants") or ()),
-                              seq_lens=tuple(stored.get("seq_lens") or ()), device=stored.get("device"))
+                              seq_lens=tuple(stored.get("seq_lens") or ()), device=stored.get("device"),
+                              preset=stored.get("preset"))
         effective = overrides.apply(suite)
         cases = plan_cases(effective, registry)
     except Exception:
@@ -98,7 +101,8 @@ def resume_run(run_path: Path, registry, *, executor=None, progress: Progress = 
 
 
 def _overrides_dict(overrides: Overrides) -> dict[str, Any]:
-    return {"variants": list(overrides.variants), "seq_lens": list(overrides.seq_lens), "device": overrides.device}
+    return {"variants": list(overrides.variants), "seq_lens": list(overrides.seq_lens), "device": overrides.device,
+            "preset": overrides.preset}
 
 
 def _variant_meta(registry, name: str) -> dict[str, Any]:
@@ -196,6 +200,9 @@ def _precheck(case: Case, registry, executor, settings, oom_at: dict[str, int]) 
     if limit is not None and case.seq_len > limit:
         return Result("skipped", f"this configuration ran out of memory at seq_len={limit} in this run, "
                                  f"so the longer seq_len={case.seq_len} was not tried", started_at=now_iso())
+    too_much = _over_flop_limit(case, variant, settings)
+    if too_much is not None:
+        return Result("skipped", too_much, started_at=now_iso())
     predicted = variant.memory_model(case)
     if predicted is not None:
         needed = predicted + case.input_bytes
@@ -205,6 +212,21 @@ def _precheck(case: Case, registry, executor, settings, oom_at: dict[str, int]) 
                                      f"exceeds {settings.memory_headroom:.0%} of the {format_bytes(available)} available "
                                      f"on {case.device}; not run", started_at=now_iso())
     return None
+
+
+def _over_flop_limit(case: Case, variant, settings) -> str | None:
+    """Why a cell is above `measure.max_gflops` (the forward FLOPs it executes), or None."""
+    limit = getattr(settings, "max_gflops", 0.0)
+    if not limit:
+        return None
+    try:
+        executed = variant.performed_flops(case) or variant.flops(case)
+    except NotImplementedError:
+        return None
+    if executed is None or executed <= limit * 1e9:
+        return None
+    return (f"its forward executes {executed / 1e9:.1f} GFLOP, above this suite's measure.max_gflops = {limit:g}; "
+            "raise max_gflops in [measure] to run it (on a faster machine)")
 
 
 def with_device(case: Case, device: str) -> Case:

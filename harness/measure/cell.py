@@ -14,6 +14,10 @@ Besides timing, memory and accuracy, a cell's `Result.telemetry` holds:
   output written once), and with a calibration ``roofline_flops_per_s``
   (min(peak, intensity × copy bandwidth)), ``roofline_bound``
   ('compute'/'memory') and ``roofline_fraction``;
+- traffic: ``bytes_moved`` (`Case.bytes_moved`: the least bytes a call must
+  read and write), ``bytes_per_s`` (that over the median time) and, with a
+  calibration, ``bandwidth_fraction`` (that over the run's copy bandwidth):
+  the figures of a memory-bound cell such as a decode step;
 - the sampler (`harness.measure.telemetry`, 20 Hz): ``cpu_percent_*``,
   ``rss_bytes_*``, ``cpu_freq_mhz_*`` (mean/min/max, before/after), on CUDA
   ``gpu_util_percent_*``, ``gpu_memory_used_bytes_*``, ``gpu_power_w_*``,
@@ -199,6 +203,7 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
                         "underestimates this machine (taken under load?); rerun with --recalibrate")
     telemetry["arithmetic_intensity"] = _arithmetic_intensity(case, variant)
     telemetry.update(_roofline(telemetry["arithmetic_intensity"], peak, calibration, flops_per_s, case.device))
+    telemetry.update(_traffic(case, timing.median_s, calibration))
     if peak is None and flops_per_s:
         telemetry.setdefault("notes", []).append(
             f"no peak_fraction: the run has no calibrated matmul peak for {case.dtype} on {case.device}")
@@ -414,8 +419,19 @@ def _arithmetic_intensity(case: Case, variant: Variant) -> float | None:
         flops = variant.flops(case)
     except NotImplementedError:
         return None
-    output_bytes = case.batch * case.heads * case.seq_len * case.head_dim * case.element_bytes
-    return flops / (case.input_bytes + output_bytes)
+    return flops / (case.input_bytes + case.output_bytes)
+
+
+def _traffic(case: Case, median_s: float, calibration: dict | None) -> dict:
+    """bytes_moved, the bytes/s that achieves at the median time, and its fraction of the copy bandwidth."""
+    moved = case.bytes_moved
+    out: dict = {"bytes_moved": moved}
+    if median_s and median_s > 0:
+        out["bytes_per_s"] = moved / median_s
+        bandwidth = bandwidth_for(calibration, case.device)
+        if bandwidth:
+            out["bandwidth_fraction"] = out["bytes_per_s"] / bandwidth
+    return out
 
 
 def _roofline(intensity: float | None, peak: float | None, calibration: dict | None,

@@ -8,6 +8,7 @@ A suite file has these tables (every key optional but ``variants``)::
     variants = ["naive", "sdpa-flash"]   # or "all": every registered variant
 
     [defaults]          # one value per axis, used where [sweep] does not list it
+    preset = "llama3-8b"  # optional: heads, kv_heads, head_dim, v_head_dim, causal, mask of a model
     batch = 1
     heads = 8
     head_dim = 64
@@ -28,8 +29,22 @@ A suite file has these tables (every key optional but ``variants``)::
     [overrides.additive]  # a variant's own lists for some axes, replacing [sweep]'s
     seq_len = [256, 1024]
 
+    [[extra]]           # more cells for some variants: [defaults] and these lists only
+    variants = ["sdpa-flash"]
+    seq_len = [1]
+    kv_len = [4096]
+    causal = [true]
+
     [measure]           # harness.settings.MeasureSettings
     budget_s = 1.0
+
+A ``preset`` (`harness.core.presets`; in [defaults] or swept in [sweep])
+fills heads, kv_heads, head_dim, v_head_dim, causal and mask, except the axes
+the suite sets itself in [defaults], [sweep] or the variant's [overrides]:
+what a suite says wins over the preset (and a head_dim the suite sets is the
+v_head_dim too, unless it sets that as well). ``kv_cache_bytes`` (an integer or
+text such as ``"256MiB"``) derives each cell's batch from the size of its KV
+cache, so it cannot be swept together with ``batch``.
 
 Suites are data: nothing in them is evaluated. Every mistake raises
 `SuiteError` naming the file and the key.
@@ -46,20 +61,23 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from harness.core.case import DEVICES, MODES, Case, canonical_dtype
+from harness.core.case import DEVICES, MODES, Case, batch_for_kv_cache, canonical_dtype
 from harness.core.errors import SuiteError, did_you_mean
 from harness.core.knobs import Knob
 from harness.core.maskspec import parse_mask
+from harness.core.presets import get_preset
 from harness.core.scoremodspec import parse_score_mod
 from harness.core.settings import MeasureSettings, settings_field_types
+from harness.core.units import parse_bytes
 
 AXES: dict[str, type] = {
     "seq_len": int, "kv_len": int, "batch": int, "heads": int, "kv_heads": int, "head_dim": int,
     "v_head_dim": int, "mask": str, "score_mod": str, "dtype": str, "causal": bool, "mode": str, "device": str, "seed": int, "qk_std": float,
+    "preset": str, "kv_cache_bytes": int,
 }
-AXIS_ORDER = ("device", "dtype", "mode", "causal", "mask", "score_mod", "batch", "heads", "kv_heads", "head_dim", "v_head_dim",
+AXIS_ORDER = ("preset", "kv_cache_bytes", "device", "dtype", "mode", "causal", "mask", "score_mod", "batch", "heads", "kv_heads", "head_dim", "v_head_dim",
               "seed", "qk_std", "kv_len", "seq_len")
-TABLES = ("suite", "defaults", "sweep", "params", "overrides", "measure")
+TABLES = ("suite", "defaults", "sweep", "params", "overrides", "extra", "measure")
 SUITE_KEYS = ("name", "description", "variants")
 MAX_CELLS = 100_000
 MAX_SIZE = 1 << 40
@@ -79,6 +97,15 @@ class Suite:
     params: dict[str, dict[str, tuple[Any, ...]]]
     measure: MeasureSettings = field(default_factory=MeasureSettings)
     overrides: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
+    extra: tuple[ExtraSweep, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExtraSweep:
+    """One ``[[extra]]`` table: a few more cells for some variants, from [defaults] and its own axis lists only."""
+
+    variants: tuple[str, ...]
+    axes: dict[str, tuple[Any, ...]]
 
 
 def builtin_suite_names() -> list[str]:
@@ -113,8 +140,11 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
     _reject_unknown(source, "", data, TABLES)
     tables = {}
     for name in TABLES:
-        table = data.get(name, {})
-        if not isinstance(table, dict):
+        table = data.get(name, [] if name == "extra" else {})
+        if name == "extra":
+            if not isinstance(table, list) or not all(isinstance(t, dict) for t in table):
+                raise SuiteError(f"{source}: 'extra' must be an array of tables ([[extra]]), got {_type_name(table)}")
+        elif not isinstance(table, dict):
             raise SuiteError(f"{source}: [{name}] must be a table, got {_type_name(table)}")
         tables[name] = table
     head = tables["suite"]
@@ -135,6 +165,10 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
         if not isinstance(table, dict):
             raise SuiteError(f"{source}: key 'overrides.{variant}' must be a table of axis lists, got {_short(table)}")
         overrides[variant] = _parse_axis_lists(source, f"overrides.{variant}", table)
+    for where, table in [("sweep", sweep), *((f"overrides.{v}", t) for v, t in overrides.items())]:
+        if "kv_cache_bytes" in {**sweep, **table} and "batch" in table:
+            raise SuiteError(f"{source}: key '{where}.batch': kv_cache_bytes derives each cell's batch, so batch "
+                             "cannot be swept with it; drop one of the two")
     if "seq_len" not in sweep and "seq_len" not in defaults:
         raise SuiteError(f"{source}: no sequence length: set 'sweep.seq_len' (a list) or 'defaults.seq_len'")
 
@@ -153,9 +187,24 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
                                      f"boolean, got {_type_name(value)}")
             params[variant][knob] = tuple(values)
 
+    extra = tuple(_parse_extra(source, i, table) for i, table in enumerate(tables["extra"]))
     measure = _parse_measure(source, tables["measure"])
     return Suite(name=suite_name, source=source, text=text, description=description, variants=variants,
-                 defaults=defaults, sweep=sweep, params=params, measure=measure, overrides=overrides)
+                 defaults=defaults, sweep=sweep, params=params, measure=measure, overrides=overrides, extra=extra)
+
+
+def _parse_extra(source: str, index: int, table: dict[str, Any]) -> ExtraSweep:
+    where = f"extra[{index}]"
+    names = table.get("variants")
+    if not isinstance(names, list) or not names or not all(isinstance(v, str) and v for v in names):
+        raise SuiteError(f"{source}: key '{where}.variants' must be a non-empty list of variant names, "
+                         f"got {_short(names)}")
+    lists = {key: value for key, value in table.items() if key != "variants"}
+    axes = _parse_axis_lists(source, where, lists)
+    if "kv_cache_bytes" in axes and "batch" in axes:
+        raise SuiteError(f"{source}: key '{where}.batch': kv_cache_bytes derives each cell's batch, so batch "
+                         "cannot be swept with it; drop one of the two")
+    return ExtraSweep(variants=tuple(dict.fromkeys(names)), axes=axes)
 
 
 def _parse_axis_lists(source: str, prefix: str, table: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
@@ -187,8 +236,8 @@ def _parse_variants(source: str, head: dict[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(variants))
 
 
-ZERO_ALLOWED = frozenset({"contention_retries", "contention_backoff_s"})
-"""[measure] keys for which 0 means 'none' (never re-measure, no back-off)."""
+ZERO_ALLOWED = frozenset({"contention_retries", "contention_backoff_s", "max_gflops"})
+"""[measure] keys for which 0 means 'none' (never re-measure, no back-off, no limit)."""
 
 
 def _parse_measure(source: str, table: dict[str, Any]) -> MeasureSettings:
@@ -214,6 +263,21 @@ def _parse_measure(source: str, table: dict[str, Any]) -> MeasureSettings:
 
 def _axis_value(source: str, where: str, axis: str, value: Any) -> Any:
     expected = AXES[axis]
+    if axis == "kv_cache_bytes":
+        try:
+            size = parse_bytes(value)
+        except ValueError as exc:
+            raise SuiteError(f"{source}: key '{where}': {exc}") from None
+        if not 0 < size <= MAX_SIZE:
+            raise SuiteError(f"{source}: key '{where}' must be a positive size, got {_short(value)}")
+        return size
+    if axis == "preset":
+        if not isinstance(value, str):
+            raise SuiteError(f"{source}: key '{where}' must be a preset's name, got {_short(value)}")
+        try:
+            return get_preset(value).name
+        except ValueError as exc:
+            raise SuiteError(f"{source}: key '{where}': {exc}") from None
     if expected is bool:
         if not isinstance(value, bool):
             raise SuiteError(f"{source}: key '{where}' must be true or false, got {_short(value)}")
@@ -265,8 +329,12 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def with_overrides(suite: Suite, *, variants=None, seq_lens=None, device=None) -> Suite:
-    """The suite with the CLI's --variant, --seq-len and --device applied."""
+def with_overrides(suite: Suite, *, variants=None, seq_lens=None, device=None, preset=None) -> Suite:
+    """The suite with the CLI's --variant, --seq-len, --device and --preset applied.
+
+    --preset replaces the suite's preset and its [defaults] for the axes the
+    preset fills; axes the suite sweeps keep their lists.
+    """
     changes: dict[str, Any] = {}
     params, overrides = dict(suite.params), {k: dict(v) for k, v in suite.overrides.items()}
     if variants:
@@ -282,24 +350,50 @@ def with_overrides(suite: Suite, *, variants=None, seq_lens=None, device=None) -
         sweep["seq_len"] = tuple(seq_lens)
         for table in overrides.values():
             table.pop("seq_len", None)
+    if preset:
+        try:
+            chosen = get_preset(preset)
+        except ValueError as exc:
+            raise SuiteError(f"--preset: {exc}") from None
+        sweep.pop("preset", None)
+        for table in overrides.values():
+            table.pop("preset", None)
+        for axis in chosen.fields():
+            defaults.pop(axis, None)
+        defaults["preset"] = chosen.name
     if device:
         sweep.pop("device", None)
         defaults["device"] = device
         for table in overrides.values():
             table.pop("device", None)
-    return replace(suite, sweep=sweep, defaults=defaults, params=params, overrides=overrides, **changes)
+    extra = []
+    for block in suite.extra:
+        names = tuple(v for v in block.variants if not variants or v in variants)
+        axes = dict(block.axes)
+        if seq_lens:
+            axes["seq_len"] = tuple(seq_lens)
+        if device:
+            axes.pop("device", None)
+        if preset:
+            axes.pop("preset", None)
+        if names:
+            extra.append(ExtraSweep(variants=names, axes=axes))
+    return replace(suite, sweep=sweep, defaults=defaults, params=params, overrides=overrides, extra=tuple(extra),
+                   **changes)
 
 
 def _variant_axes(suite: Suite, name: str) -> dict[str, tuple[Any, ...]]:
-    sweep = {**suite.sweep, **suite.overrides.get(name, {})}
-    axes = {axis: sweep.get(axis, (suite.defaults[axis],) if axis in suite.defaults else (None,))
-            for axis in AXIS_ORDER}
+    return _axes(suite.defaults, {**suite.sweep, **suite.overrides.get(name, {})})
+
+
+def _axes(defaults: dict[str, Any], lists: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
+    axes = {axis: lists.get(axis, (defaults[axis],) if axis in defaults else (None,)) for axis in AXIS_ORDER}
     axes["seq_len"] = tuple(sorted(axes["seq_len"]))
     return axes
 
 
 def expand(suite: Suite, registry) -> list[Case]:
-    """Every cell of the suite, lengths innermost (ascending), knob defaults filled in."""
+    """Every cell of the suite, lengths innermost (ascending), knob defaults filled in; then each [[extra]]'s cells."""
     names = registry.names() if suite.variants == ("all",) else list(suite.variants)
     for name in names:
         if name not in registry.variants:
@@ -308,16 +402,24 @@ def expand(suite: Suite, registry) -> list[Case]:
         if name not in names:
             raise SuiteError(f"{suite.source}: key 'overrides.{name}' names a variant the suite does not run "
                              f"(variants: {', '.join(names)})")
+    for i, block in enumerate(suite.extra):
+        for name in block.variants:
+            if name not in names:
+                raise SuiteError(f"{suite.source}: key 'extra[{i}].variants' names {name!r}, a variant the suite "
+                                 f"does not run (variants: {', '.join(names)})")
     for name, knobs in suite.params.items():
         if name not in names:
             raise SuiteError(f"{suite.source}: key 'params.{name}' names a variant the suite does not run "
                              f"(variants: {', '.join(names)})")
         _check_knob_values(suite.source, name, registry.get(name).knobs, knobs)
-    cases: list[Case] = []
+    plans = [(name, _variant_axes(suite, name),
+              set(suite.defaults) | set(suite.sweep) | set(suite.overrides.get(name, {}))) for name in names]
+    plans += [(name, _axes(suite.defaults, block.axes), set(suite.defaults) | set(block.axes))
+              for block in suite.extra for name in block.variants]
+    cases: dict[str, Case] = {}
     planned = 0
-    for name in names:
+    for name, axes, explicit in plans:
         variant = registry.get(name)
-        axes = _variant_axes(suite, name)
         total = math.prod(len(values) for values in axes.values())
         given = suite.params.get(name, {})
         knob_lists = {knob: tuple(declared.coerce(v) for v in given[knob]) if knob in given else (declared.default,)
@@ -330,10 +432,26 @@ def expand(suite: Suite, registry) -> list[Case]:
             for combo in itertools.product(*axes.values()):
                 fields = {axis: value for axis, value in zip(AXIS_ORDER, combo, strict=True) if value is not None}
                 try:
-                    cases.append(Case(variant=name, params=knobs, **fields))
+                    case = Case(variant=name, params=knobs, **_derived_fields(fields, explicit))
                 except ValueError as exc:
                     raise SuiteError(f"{suite.source}: a cell of variant {name!r} is invalid: {exc}") from None
-    return cases
+                cases.setdefault(case.id, case)
+    return list(cases.values())
+
+
+def _derived_fields(fields: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
+    """A cell's Case fields: its preset's shape where the suite set no value, and the batch its KV cache holds."""
+    fields = dict(fields)
+    preset = fields.pop("preset", None)
+    if preset is not None:
+        for axis, value in get_preset(preset).fields().items():
+            follows_head_dim = axis == "v_head_dim" and "head_dim" in explicit
+            if axis not in explicit and not follows_head_dim:
+                fields[axis] = value
+    if fields.get("kv_cache_bytes") is not None:
+        shape = Case(variant="-", **{k: v for k, v in fields.items() if k != "kv_cache_bytes"})
+        fields["batch"] = batch_for_kv_cache(fields["kv_cache_bytes"], shape)
+    return fields
 
 
 def _check_knob_values(source: str, variant: str, declared: Mapping[str, Knob],

@@ -13,14 +13,14 @@ from harness.store.runs import Cell, LoadedRun
 
 TIDY_COLUMNS = (
     "run_id", "run_name", "case_id", "variant", "family", "computes", "approximates", "params",
-    "batch", "heads", "kv_heads", "seq_len", "kv_len", "head_dim", "v_head_dim", "mask", "score_mod", "dtype", "causal", "mode", "device",
+    "batch", "heads", "kv_heads", "seq_len", "kv_len", "head_dim", "v_head_dim", "mask", "score_mod", "kv_cache_bytes", "dtype", "causal", "mode", "device",
     "seed", "qk_std", "status", "reason",
     "time_median_s", "time_iqr_s", "time_ci_low_s", "time_ci_high_s", "reps", "calls_per_sample",
     "setup_s", "warmup_s", "stop_reason", "contended",
     "peak_bytes_fwd", "peak_bytes_fwd_bwd", "predicted_bytes", "resident_bytes_fwd",
     "max_abs_error", "rel_l2_error", "nonfinite", "grad_max_rel_l2_error",
     "approx_max_abs_error", "approx_rel_l2_error", "accuracy_ok",
-    "flops", "performed_flops", "flops_per_s", "peak_fraction", "arithmetic_intensity", "energy_j", "warnings",
+    "flops", "performed_flops", "flops_per_s", "peak_fraction", "arithmetic_intensity", "bytes_moved", "bytes_per_s", "bandwidth_fraction", "energy_j", "warnings",
 )
 
 
@@ -56,6 +56,7 @@ def _tidy_row(loaded: LoadedRun, cell: Cell) -> dict[str, Any]:
         "v_head_dim": case.get("v_head_dim") or case.get("head_dim"),
         "mask": case.get("mask") or "none",
         "score_mod": case.get("score_mod") or "none",
+        "kv_cache_bytes": case.get("kv_cache_bytes"),
         "status": result.status,
         "reason": result.reason,
         "time_median_s": timing.median_s if timing else None,
@@ -84,6 +85,9 @@ def _tidy_row(loaded: LoadedRun, cell: Cell) -> dict[str, Any]:
         "flops_per_s": result.flops_per_s,
         "peak_fraction": result.peak_fraction,
         "arithmetic_intensity": result.telemetry.get("arithmetic_intensity"),
+        "bytes_moved": result.telemetry.get("bytes_moved"),
+        "bytes_per_s": result.telemetry.get("bytes_per_s"),
+        "bandwidth_fraction": result.telemetry.get("bandwidth_fraction"),
         "energy_j": result.telemetry.get("energy_j_per_call"),
         "warnings": "; ".join(result.warnings),
     }
