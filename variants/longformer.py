@@ -18,6 +18,20 @@ counts twice), and the G global rows are computed densely, O(G·N).
 
 `longformer-flex` gives the same pattern to FlexAttention as a block mask and
 runs it under torch.compile (compiled once in `prepare`).
+
+With the case's mask ``sliding_window:W`` both variants compute exactly the
+function naive, sdpa-* and flex compute for that case, softmax attention under
+the mask (Mistral's window: |i − j| <= W, and j <= i if causal), so the report
+ranks them as implementations of one function. `window` is one-sided, as the
+mask's W is, so no conversion: the case must set ``window = W`` and
+``global_tokens = 0``, and a knob that disagrees is a reason saying what to
+set. The window is not taken from the mask instead: a case's params hold every
+knob, defaults filled in, so its id would then claim a window it did not run.
+For such a case `reference` is the exact masked softmax, `flops` is
+``attention_flops(case)`` (the same count as naive's) and
+``approximation(case)``, the per-case form of `approximates`, is None: the
+error is numerical, not an approximation. With mask ``none`` nothing changes:
+the variants approximate full softmax attention.
 """
 
 from __future__ import annotations
@@ -34,9 +48,11 @@ from harness import (
     Variant,
     attention_flops,
     band_mask_mod,
+    case_mask_mod,
     causal_mask,
     causal_mask_mod,
     mask_matrix,
+    softmax_attention,
     visible_pairs,
 )
 
@@ -182,8 +198,31 @@ class _LongformerBase(Variant):
     }
     supports_cross = False
     cross_reason = "is self-attention over one sequence: needs kv_len == seq_len"
+    supported_masks = ("sliding_window",)
+
+    def unsupported_reasons(self, case: Case) -> list[str]:
+        reasons = super().unsupported_reasons(case)
+        mask_window = _mask_window(case)
+        if mask_window is None:
+            return reasons
+        window, global_tokens = self.knob_values(case, "window", "global_tokens")
+        minimum = self.knobs["window"].minimum
+        if mask_window < minimum:
+            reasons.append(f"with mask {case.mask} each query sees only its own key, and {self.name}'s window is "
+                           f"at least {minimum} (naive, sdpa-* and flex take this mask)")
+        elif (window, global_tokens) != (mask_window, 0):
+            got = [f"{name}={value!r}" for name, value, want in
+                   (("window", window, mask_window), ("global_tokens", global_tokens, 0)) if value != want]
+            reasons.append(f"with mask {case.mask} set window={mask_window} and global_tokens=0, got {', '.join(got)}")
+        return reasons
+
+    def approximation(self, case: Case) -> str | None:
+        """The exact function this case's output stands in for: none under its own sliding_window mask."""
+        return None if _mask_window(case) is not None else self.approximates
 
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
+        if _mask_window(case) is not None:
+            return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows, mask_mod=case_mask_mod(case))
         window, global_tokens = self.knob_values(case, "window", "global_tokens")
         return sparse_attention_reference(*inputs.tensors(), window, global_tokens, case.causal, rows)
 
@@ -205,8 +244,19 @@ class _LongformerBase(Variant):
         return global_pairs + visible_pairs(n - g, n - g, causal=case.causal, window=window)
 
     def flops(self, case: Case) -> int:
-        """q kᵀ and P v over the pattern's visible pairs; the same for `longformer` and `longformer-flex`."""
+        """q kᵀ and P v over the pattern's visible pairs; the same for `longformer` and `longformer-flex`.
+
+        Under a sliding_window mask that is the mask's own count, ``attention_flops(case)``, as naive's.
+        """
+        if _mask_window(case) is not None:
+            return attention_flops(case)
         return attention_flops(case, pairs=self._visible_pairs(case))
+
+
+def _mask_window(case: Case) -> int | None:
+    """W of the case's mask ``sliding_window:W`` (a Case keeps its mask in this canonical form), else None."""
+    kind, _, size = case.mask.partition(":")
+    return int(size) if kind == "sliding_window" else None
 
 
 class Longformer(_LongformerBase):

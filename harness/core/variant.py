@@ -186,6 +186,14 @@ class Variant:
         """
         return self.tolerances.get(case.dtype)
 
+    def approximation(self, case: Case) -> str | None:
+        """The exact function `case`'s output stands in for, or None where the variant computes its reference exactly.
+
+        `approximates` by default; a variant that is exact on some cases (Longformer under its own
+        sliding_window mask) returns None there, so its error is not reported as an approximation's.
+        """
+        return self.approximates
+
     def supports(self, case: Case) -> bool:
         return not self.unsupported_reasons(case)
 

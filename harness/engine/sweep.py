@@ -105,12 +105,12 @@ def _overrides_dict(overrides: Overrides) -> dict[str, Any]:
             "preset": overrides.preset}
 
 
-def _variant_meta(registry, name: str) -> dict[str, Any]:
-    variant = registry.variants.get(name)
+def _variant_meta(registry, case: Case) -> dict[str, Any]:
+    variant = registry.variants.get(case.variant)
     if variant is None:
         return {}
-    return {"family": variant.family, "computes": variant.computes, "approximates": variant.approximates,
-            "distribution": registry.origins.get(name)}
+    return {"family": variant.family, "computes": variant.computes, "approximates": variant.approximation(case),
+            "distribution": registry.origins.get(case.variant)}
 
 
 def _drive(writer: RunWriter, cases: list[Case], suite: Suite, registry, executor, progress: Progress,
@@ -131,7 +131,7 @@ def _drive(writer: RunWriter, cases: list[Case], suite: Suite, registry, executo
 
     def record(case: Case, result: Result) -> None:
         cell = Cell(case_id=case.id, case=case.to_dict(), result=result,
-                    meta=_variant_meta(registry, case.variant), recorded_at=now_iso())
+                    meta=_variant_meta(registry, case), recorded_at=now_iso())
         try:
             writer.append(cell)
         except OSError as exc:

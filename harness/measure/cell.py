@@ -48,6 +48,8 @@ from dataclasses import replace
 
 import torch
 
+from harness.attention.masks import case_mask_mod
+from harness.attention.score_mods import case_score_mod
 from harness.attention.reference import softmax_attention
 from harness.core.case import Case
 from harness.core.result import Accuracy, Memory, Result, Timing
@@ -509,9 +511,10 @@ def _measure_accuracy(case: Case, variant: Variant, step: _Step, settings: Measu
                 gradients[name] = error_metrics(got, want)
 
     approx = None
-    if variant.approximates == "softmax_attention":
+    if variant.approximation(case) == "softmax_attention":
         q, k, v = (t.detach() for t in inputs64.tensors())
-        exact = softmax_attention(q, k, v, causal=case.causal, rows=rows)
+        exact = softmax_attention(q, k, v, causal=case.causal, rows=rows, mask_mod=case_mask_mod(case),
+                                  score_mod=case_score_mod(case))
         approx = error_metrics(out_rows, exact)
     note = "" if rows is None else f"reference evaluated on {len(rows)} seeded query rows"
     if case.mode == "fwd_bwd" and rows is not None:
