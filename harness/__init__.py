@@ -12,7 +12,7 @@ only these names; the subpackages behind them (`harness.core`,
 - masks: `causal_mask`, `band_mask` (boolean matrices), `causal_mask_mod`,
   `band_mask_mod` (the same predicates as Flex ``mask_mod``s), `mask_matrix`,
   `query_positions`, `visible_pairs`, and a case's whole mask (causal and its `mask` axis):
-  `case_mask_mod`, `case_mask_matrix`, `case_visible_pairs`;
+  `case_mask_mod`, `case_mask_matrix`, `case_visible_pairs`, `case_window`;
 - score mods (the `score_mod` axis): `case_score_mod` (a Flex ``score_mod``),
   `apply_score_mod`, `score_bias` (ALiBi as an SDPA float mask), `alibi_slopes`, `case_softcap`;
 - errors: `AttnbenchError`.
@@ -52,6 +52,7 @@ _PUBLIC = {
     "case_mask_mod": "harness.attention.masks",
     "case_mask_matrix": "harness.attention.masks",
     "case_visible_pairs": "harness.attention.masks",
+    "case_window": "harness.attention.masks",
     "case_score_mod": "harness.attention.score_mods",
     "apply_score_mod": "harness.attention.score_mods",
     "score_bias": "harness.attention.score_mods",
@@ -72,12 +73,14 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
         case_mask_matrix,
         case_mask_mod,
         case_visible_pairs,
+        case_window,
         causal_mask,
         causal_mask_mod,
         mask_matrix,
         query_positions,
         visible_pairs,
     )
+    from harness.attention.reference import ExactSoftmaxKernel, softmax_attention  # noqa: F401
     from harness.attention.score_mods import (  # noqa: F401
         alibi_slopes,
         apply_score_mod,
@@ -85,7 +88,6 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
         case_softcap,
         score_bias,
     )
-    from harness.attention.reference import ExactSoftmaxKernel, softmax_attention  # noqa: F401
     from harness.attention.tensors import torch_dtype  # noqa: F401
     from harness.core.case import DTYPES, Case  # noqa: F401
     from harness.core.errors import AttnbenchError  # noqa: F401

@@ -1,42 +1,134 @@
 """The `flash-attn` package's FlashAttention-2 kernel (`flash_attn.flash_attn_func`).
 
-out = softmax(q kᵀ / √d + mask) v. attnbench's q (B, H, N, d) and k, v
-(B, H, M, d) become flash-attn's (B, N, H, d) layout by a transpose that is a
-view: the kernel only needs the last dimension contiguous, so no copy is made
-on the way in, and its (B, N, H, d) output is handed back as a (B, H, N, d)
-view. The transposes run inside the timed callable, so `fwd_bwd` backpropagates
-through them to the harness's inputs.
+out = softmax(mod(q kᵀ / √d) + mask) v. attnbench's q (B, H, N, d) and k, v
+(B, Hkv, M, d) become flash-attn's (B, N, H, d) and (B, M, Hkv, d) layout by a
+transpose that is a view: the kernel only needs the last dimension contiguous,
+so no copy is made on the way in, and its (B, N, H, d) output is handed back
+as a (B, H, N, d) view. The transposes run inside the timed callable, so
+`fwd_bwd` backpropagates through them to the harness's inputs.
 
-Causal: flash-attn >= 2.1 aligns the causal mask at the bottom right (query i
-sees keys j <= i + M − N), which is attnbench's convention; a query that sees
-no key outputs 0.
+Everything else is one call's keyword arguments, built once in `prepare` by
+`flash_attn_arguments(case)`, a pure function of the case (unit-tested without
+a GPU). In flash-attn's own terms, with i' = i + M − N the end-aligned position:
 
-What it needs, each checked separately: the package installed, a CUDA device
-(Ampere, Ada or Hopper: compute capability 8.0 or newer), float16 or bfloat16
-inputs, and head_dim <= 256 (backward with head_dim > 192 needs an A100/A800
-or H100/H800-class GPU, compute capability 8.0 or 9.0).
+- grouped heads (GQA/MQA) natively: k and v with Hkv heads, query head h
+  reading head h // (H // Hkv), as attnbench defines it;
+- causal: flash-attn >= 2.1 aligns the mask at the bottom right (query i sees
+  keys j <= i'), attnbench's convention; a query that sees no key outputs 0;
+- ``sliding_window:W``: ``window_size=(W, W)``, keys i' − W <= j <= i' + W
+  (>= 2.3); with causal ``(W, 0)``;
+- ``alibi``: ``alibi_slopes``, float32 (H,), a bias −slope_h·|i' − j| (>= 2.4),
+  exactly attnbench's ALiBi;
+- ``softcap:C``: ``softcap=C``, C·tanh(s / C) of the scaled score (>= 2.6).
+
+What it cannot run, each said separately: no package, no CUDA device or one
+older than Ampere (compute capability 8.0), dtypes other than float16 and
+bfloat16, head_dim > 256 (backward with head_dim > 192 needs an A100/A800 or
+H100/H800-class GPU), v_head_dim != head_dim, the document and prefix_lm masks
+(see `mask_reason`), and an installed flash-attn older than a feature the case uses.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import math
+import re
+
 import torch
 
-from harness import AttentionInputs, Case, ExactSoftmaxKernel
+from harness import (
+    AttentionInputs,
+    Case,
+    ExactSoftmaxKernel,
+    alibi_slopes,
+    case_softcap,
+    case_window,
+)
 
 MAX_HEAD_DIM = 256
 MAX_BACKWARD_HEAD_DIM_CONSUMER = 192
 
 
+
+def window_size(case: Case) -> tuple[int, int]:
+    """flash-attn's (left, right): (-1, -1) for no window, (W, W) for ``sliding_window:W``, (W, 0) with causal."""
+    window = case_window(case)
+    if window is None:
+        return (-1, -1)
+    return (window, 0) if case.causal else (window, window)
+
+
+def flash_attn_arguments(case: Case, device: torch.device | str | None = None) -> dict:
+    """The keyword arguments of ``flash_attn_func`` that make it compute `case`'s function.
+
+    softmax_scale 1/√d, causal, window_size (left, right), softcap (C, or 0.0 for
+    none) and alibi_slopes (a float32 (H,) tensor on `device`, default the
+    case's; None without ALiBi).
+    """
+    slopes = None
+    if case.score_mod == "alibi":
+        slopes = torch.tensor(alibi_slopes(case.heads), dtype=torch.float32,
+                              device=case.device if device is None else device)          # (H,)
+    cap = case_softcap(case)
+    return {
+        "softmax_scale": 1.0 / math.sqrt(case.head_dim),
+        "causal": case.causal,
+        "window_size": window_size(case),
+        "softcap": 0.0 if cap is None else float(cap),
+        "alibi_slopes": slopes,
+    }
+
+
+def features_used(case: Case) -> list[tuple[str, tuple[int, int]]]:
+    """Each flash-attn feature `case` needs, with the first release that has it (flash-attn's README changelog)."""
+    used = []
+    if case.causal and case.kv_len != case.seq_len:
+        used.append(("the causal mask aligned at the bottom right (kv_len != seq_len)", (2, 1)))
+    if case_window(case) is not None:
+        used.append(("sliding-window attention (window_size)", (2, 3)))
+    if case.score_mod == "alibi":
+        used.append(("ALiBi (alibi_slopes)", (2, 4)))
+    if case_softcap(case) is not None:
+        used.append(("soft-capping (softcap)", (2, 6)))
+    return used
+
+
+def installed_version() -> tuple[int, int] | None:
+    """(major, minor) of the installed flash-attn distribution, None when it is absent or unreadable."""
+    try:
+        text = importlib.metadata.version("flash-attn")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    match = re.match(r"(\d+)\.(\d+)", text)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def version_reasons(case: Case, version: tuple[int, int] | None) -> list[str]:
+    """A sentence per feature of `case` that flash-attn `version` predates; none when the version is unknown."""
+    if version is None:
+        return []
+    return [f"the installed flash-attn {version[0]}.{version[1]} has no {feature}, added in "
+            f"flash-attn {release[0]}.{release[1]} (pip install -U flash-attn)"
+            for feature, release in features_used(case) if version < release]
+
+
 class FlashAttnPackage(ExactSoftmaxKernel):
     name = "flash-attn"
     family = "flash"
-    description = "flash-attn's FlashAttention-2 CUDA kernel (flash_attn_func), (B, N, H, d) layout via views"
+    description = ("flash-attn's FlashAttention-2 CUDA kernel (flash_attn_func), (B, N, H, d) layout via views; "
+                   "grouped heads, sliding windows, ALiBi and soft-capping natively")
     devices = ("cuda",)
     dtypes = ("float16", "bfloat16")
     requires = ("flash-attn",)
     min_cuda_capability = (8, 0)                               # FlashAttention-2: Ampere, Ada, Hopper
+    supports_gqa = True
+    supported_masks = ("sliding_window",)
+    supported_score_mods = ("alibi", "softcap")
     device_reason = "flash-attn is a CUDA-only kernel; it has no CPU implementation"
     dtype_reason = "flash-attn takes float16 or bfloat16 inputs, not {dtype}"
+    v_head_dim_reason = "flash-attn 2 needs q, k and v of one head dim (v_head_dim == head_dim)"
+    mask_reason = ("flash_attn_func has no {kind} mask: it takes only a causal flag and a sliding window_size, "
+                   "and documents would need flash_attn_varlen_func's packed sequences (masks it takes: {masks})")
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         reasons = super().unsupported_reasons(case)
@@ -48,20 +140,18 @@ class FlashAttnPackage(ExactSoftmaxKernel):
                     and case.head_dim > MAX_BACKWARD_HEAD_DIM_CONSUMER and capability not in ((8, 0), (9, 0))):
                 reasons.append(f"flash-attn's backward with head_dim > {MAX_BACKWARD_HEAD_DIM_CONSUMER} "
                                "needs an A100/A800 or H100/H800 (compute capability 8.0 or 9.0)")
+        reasons += version_reasons(case, installed_version())
         return reasons
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         from flash_attn import flash_attn_func
 
-        q, k, v = inputs.tensors()
-        causal = case.causal
+        q, k, v = inputs.tensors()                             # (B, H, N, d), (B, Hkv, M, d), (B, Hkv, M, d)
+        arguments = flash_attn_arguments(case, device=q.device)
 
         def forward() -> torch.Tensor:
             out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                  causal=causal)                                        # (B, N, H, d)
+                                  **arguments)                                          # (B, N, H, d)
             return out.transpose(1, 2)                                                  # (B, H, N, d), a view
 
         return forward
-
-
-

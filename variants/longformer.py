@@ -49,6 +49,7 @@ from harness import (
     attention_flops,
     band_mask_mod,
     case_mask_mod,
+    case_window,
     causal_mask,
     causal_mask_mod,
     mask_matrix,
@@ -202,7 +203,7 @@ class _LongformerBase(Variant):
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         reasons = super().unsupported_reasons(case)
-        mask_window = _mask_window(case)
+        mask_window = case_window(case)
         if mask_window is None:
             return reasons
         window, global_tokens = self.knob_values(case, "window", "global_tokens")
@@ -218,10 +219,10 @@ class _LongformerBase(Variant):
 
     def approximation(self, case: Case) -> str | None:
         """The exact function this case's output stands in for: none under its own sliding_window mask."""
-        return None if _mask_window(case) is not None else self.approximates
+        return None if case_window(case) is not None else self.approximates
 
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
-        if _mask_window(case) is not None:
+        if case_window(case) is not None:
             return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows, mask_mod=case_mask_mod(case))
         window, global_tokens = self.knob_values(case, "window", "global_tokens")
         return sparse_attention_reference(*inputs.tensors(), window, global_tokens, case.causal, rows)
@@ -248,15 +249,10 @@ class _LongformerBase(Variant):
 
         Under a sliding_window mask that is the mask's own count, ``attention_flops(case)``, as naive's.
         """
-        if _mask_window(case) is not None:
+        if case_window(case) is not None:
             return attention_flops(case)
         return attention_flops(case, pairs=self._visible_pairs(case))
 
-
-def _mask_window(case: Case) -> int | None:
-    """W of the case's mask ``sliding_window:W`` (a Case keeps its mask in this canonical form), else None."""
-    kind, _, size = case.mask.partition(":")
-    return int(size) if kind == "sliding_window" else None
 
 
 class Longformer(_LongformerBase):

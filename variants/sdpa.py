@@ -16,7 +16,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness import AttentionInputs, Case, ExactSoftmaxKernel, attention_flops, case_mask_matrix, score_bias
+from harness import (
+    AttentionInputs,
+    Case,
+    ExactSoftmaxKernel,
+    attention_flops,
+    case_mask_matrix,
+    score_bias,
+)
 
 
 class _SDPABackend(ExactSoftmaxKernel):

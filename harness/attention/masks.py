@@ -133,6 +133,12 @@ def document_ids(seq_len: int, documents: int, seed: int = 0) -> torch.Tensor:
     return starts.cumsum(0)
 
 
+def case_window(case) -> int | None:
+    """W of a case whose mask is ``sliding_window:W``, else None (for kernels that take the window as a number)."""
+    spec = parse_mask(getattr(case, "mask", "none"))
+    return spec.size if spec.kind == "sliding_window" else None
+
+
 def case_mask_mod(case, device: torch.device | str | None = None) -> MaskMod | None:
     """The predicate of `case`'s causal flag and mask axis together, or None when every key is visible."""
     spec = parse_mask(getattr(case, "mask", "none"))

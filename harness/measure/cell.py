@@ -49,8 +49,8 @@ from dataclasses import replace
 import torch
 
 from harness.attention.masks import case_mask_mod
-from harness.attention.score_mods import case_score_mod
 from harness.attention.reference import softmax_attention
+from harness.attention.score_mods import case_score_mod
 from harness.core.case import Case
 from harness.core.result import Accuracy, Memory, Result, Timing
 from harness.core.settings import MeasureSettings
