@@ -27,6 +27,8 @@ from harness.measure.profiling import check_supported, parse_params, profile_cas
 @click.option("--preset", default=None, help="take heads, kv_heads, head dims, causal and mask from a model "
               "(attnbench list --presets); the flags above override it")
 @click.option("--score-mod", default="none", show_default=True, help="none, alibi or softcap:C")
+@click.option("--inputs", default="iid", show_default=True,
+              help="iid, outliers[:RATE], clustered[:C], local[:L], sinks[:S] or file:PATH")
 @click.option("--dtype", default="float32", show_default=True, help=f"one of {', '.join(DTYPES)} (or fp32, bf16...)")
 @click.option("--causal/--no-causal", default=None, help="causal mask (default: the preset's, else off)")
 @click.option("--mode", type=click.Choice(MODES), default="fwd", show_default=True)
@@ -38,7 +40,7 @@ from harness.measure.profiling import check_supported, parse_params, profile_cas
 @click.option("--top", type=int, default=15, show_default=True, help="operators shown in the table")
 @click.option("-o", "--output", default=None, type=click.Path(file_okay=False),
               help="folder for trace.json, ops.csv, memory.json (default: profiles/<case label>)")
-def profile_command(variant, seq_len, kv_len, batch, heads, head_dim, kv_heads, v_head_dim, mask, preset, score_mod, dtype, causal, mode, device, seed,
+def profile_command(variant, seq_len, kv_len, batch, heads, head_dim, kv_heads, v_head_dim, mask, preset, score_mod, inputs, dtype, causal, mode, device, seed,
                     params, steps, warmup_calls, top, output) -> None:
     """Profile one case of VARIANT under torch.profiler: a Chrome trace, the top operators, the memory peak."""
     registry = default_registry()
@@ -53,7 +55,7 @@ def profile_command(variant, seq_len, kv_len, batch, heads, head_dim, kv_heads, 
     shape = _shape(preset, heads=heads, kv_heads=kv_heads, head_dim=head_dim, v_head_dim=v_head_dim,
                    mask=mask, causal=causal)
     try:
-        case = Case(variant=variant, seq_len=seq_len, kv_len=kv_len, batch=batch, score_mod=score_mod,
+        case = Case(variant=variant, seq_len=seq_len, kv_len=kv_len, batch=batch, score_mod=score_mod, inputs=inputs,
                     dtype=dtype, mode=mode, device=device, seed=seed, params=knobs, **shape)
     except ValueError as exc:
         raise AttnbenchError(f"invalid case: {exc}") from None

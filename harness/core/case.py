@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from harness.core.inputspec import parse_inputs
 from harness.core.maskspec import parse_mask
 from harness.core.scoremodspec import parse_score_mod
 
@@ -47,8 +48,11 @@ class Case:
     the mask. `kv_cache_bytes` (default: unset) fixes the bytes of the KV
     cache, k and v of every sequence, and `batch` is then derived from it
     (`batch_for_kv_cache`), so a sweep over kv_len at one cache size trades
-    batch for length as a serving system does. q and k are drawn from
-    N(0, qk_std**2), v from N(0, 1), all from a generator seeded with `seed`.
+    batch for length as a serving system does. `inputs`
+    (`harness.core.inputspec`) says how q, k and v are drawn: ``iid`` (the
+    default) draws q and k from N(0, qk_std**2) and v from N(0, 1); the others
+    are structured distributions or a safetensors file; every draw comes from
+    a generator seeded with `seed`.
     `params` holds every knob of the variant, defaults filled in, so the id
     says exactly what ran.
     """
@@ -71,6 +75,7 @@ class Case:
     mask: str = "none"
     score_mod: str = "none"
     kv_cache_bytes: int | None = None
+    inputs: str = "iid"
 
     def __post_init__(self) -> None:
         if self.kv_len is None:
@@ -90,6 +95,7 @@ class Case:
         spec = parse_mask(self.mask)
         object.__setattr__(self, "mask", spec.text)
         object.__setattr__(self, "score_mod", parse_score_mod(self.score_mod).text)
+        object.__setattr__(self, "inputs", parse_inputs(self.inputs).text)
         if spec.kind == "document" and (self.kv_len != self.seq_len or spec.size > self.seq_len):
             raise ValueError(f"mask {spec.text} needs kv_len == seq_len and at most seq_len documents, "
                              f"got seq_len={self.seq_len}, kv_len={self.kv_len}")
@@ -186,6 +192,9 @@ class Case:
             shape += "-" + self.score_mod.replace(":", "")
         if self.kv_cache_bytes is not None:
             shape += f"-cache{self.kv_cache_bytes}"
+        if self.inputs != "iid":
+            shape += "-" + (self.inputs.replace(":", "") if not self.inputs.startswith("file:")
+                            else "file" + self.inputs.rsplit("/", 1)[-1].removesuffix(".safetensors"))
         knobs = "".join(f"-{k}{v}" for k, v in self.params.items())
         return "-".join(parts) + "-" + shape + knobs
 

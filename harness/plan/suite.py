@@ -64,6 +64,7 @@ from typing import Any
 from harness.core.case import DEVICES, MODES, Case, batch_for_kv_cache, canonical_dtype
 from harness.core.errors import SuiteError, did_you_mean
 from harness.core.knobs import Knob
+from harness.core.inputspec import parse_inputs
 from harness.core.maskspec import parse_mask
 from harness.core.presets import get_preset
 from harness.core.scoremodspec import parse_score_mod
@@ -72,10 +73,10 @@ from harness.core.units import parse_bytes
 
 AXES: dict[str, type] = {
     "seq_len": int, "kv_len": int, "batch": int, "heads": int, "kv_heads": int, "head_dim": int,
-    "v_head_dim": int, "mask": str, "score_mod": str, "dtype": str, "causal": bool, "mode": str, "device": str, "seed": int, "qk_std": float,
+    "v_head_dim": int, "mask": str, "score_mod": str, "inputs": str, "dtype": str, "causal": bool, "mode": str, "device": str, "seed": int, "qk_std": float,
     "preset": str, "kv_cache_bytes": int,
 }
-AXIS_ORDER = ("preset", "kv_cache_bytes", "device", "dtype", "mode", "causal", "mask", "score_mod", "batch", "heads", "kv_heads", "head_dim", "v_head_dim",
+AXIS_ORDER = ("preset", "kv_cache_bytes", "device", "dtype", "mode", "causal", "mask", "score_mod", "inputs", "batch", "heads", "kv_heads", "head_dim", "v_head_dim",
               "seed", "qk_std", "kv_len", "seq_len")
 TABLES = ("suite", "defaults", "sweep", "params", "overrides", "extra", "measure")
 SUITE_KEYS = ("name", "description", "variants")
@@ -301,9 +302,9 @@ def _axis_value(source: str, where: str, axis: str, value: Any) -> Any:
             return canonical_dtype(value)
         except ValueError as exc:
             raise SuiteError(f"{source}: key '{where}': {exc}") from None
-    if axis in ("mask", "score_mod"):
+    if axis in ("mask", "score_mod", "inputs"):
         try:
-            return (parse_mask if axis == "mask" else parse_score_mod)(value).text
+            return {"mask": parse_mask, "score_mod": parse_score_mod, "inputs": parse_inputs}[axis](value).text
         except ValueError as exc:
             raise SuiteError(f"{source}: key '{where}': {exc}") from None
     allowed = {"mode": MODES, "device": DEVICES}[axis]

@@ -13,7 +13,7 @@ from harness.store.runs import Cell, LoadedRun
 
 TIDY_COLUMNS = (
     "run_id", "run_name", "case_id", "variant", "family", "computes", "approximates", "params",
-    "batch", "heads", "kv_heads", "seq_len", "kv_len", "head_dim", "v_head_dim", "mask", "score_mod", "kv_cache_bytes", "dtype", "causal", "mode", "device",
+    "batch", "heads", "kv_heads", "seq_len", "kv_len", "head_dim", "v_head_dim", "mask", "score_mod", "inputs", "kv_cache_bytes", "dtype", "causal", "mode", "device",
     "seed", "qk_std", "status", "reason",
     "time_median_s", "time_iqr_s", "time_ci_low_s", "time_ci_high_s", "reps", "calls_per_sample",
     "setup_s", "warmup_s", "stop_reason", "contended",
@@ -57,6 +57,7 @@ def _tidy_row(loaded: LoadedRun, cell: Cell) -> dict[str, Any]:
         "mask": case.get("mask") or "none",
         "score_mod": case.get("score_mod") or "none",
         "kv_cache_bytes": case.get("kv_cache_bytes"),
+        "inputs": case.get("inputs") or "iid",
         "status": result.status,
         "reason": result.reason,
         "time_median_s": timing.median_s if timing else None,
