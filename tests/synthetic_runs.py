@@ -177,3 +177,116 @@ def spec_with(base: SyntheticSpec = SyntheticSpec(), **changes: Any) -> Syntheti
 
 def variants_with_hostile(variants: Sequence[SyntheticVariant] = DEFAULT_VARIANTS) -> tuple[SyntheticVariant, ...]:
     return (*variants, HOSTILE)
+
+
+@dataclass(frozen=True)
+class DecodeVariant:
+    """A synthetic decode kernel: its least traffic reaches `bandwidth_fraction` of the copy bandwidth."""
+
+    name: str
+    family: str
+    bandwidth_fraction: float
+
+
+DECODE_VARIANTS = (DecodeVariant("sdpa-flash", "flash", 0.5), DecodeVariant("naive", "naive", 0.25))
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    """Short queries against a long KV cache, causal aligned at the end: every q_len against every kv_len
+    (with `self_attention`, kv_len = q_len for each q_len and `kv_lens` is not used)."""
+
+    name: str = "decode"
+    q_lens: tuple[int, ...] = (1,)
+    kv_lens: tuple[int, ...] = (1024, 2048, 4096, 8192)
+    variants: tuple[DecodeVariant, ...] = DECODE_VARIANTS
+    batch: int = 1
+    kv_cache_bytes: int | None = None          # set: each cell's batch is the one its KV cache holds
+    heads: int = 8
+    kv_heads: int = 2
+    head_dim: int = 64
+    v_head_dim: int | None = None
+    mask: str = "none"
+    score_mod: str = "none"
+    dtype: str = "float32"
+    self_attention: bool = False
+    samples: int = 15
+    seed: int = 0
+    calibrated: bool = True
+
+
+def write_decode_run(results_dir: Path, spec: DecodeSpec = DecodeSpec()) -> Path:
+    """Write the decode run `spec` describes under `results_dir` and return its folder.
+
+    Each cell's median is `decode_time`: its least bytes moved over its variant's share of the
+    calibrated copy bandwidth, so the stored bandwidth_fraction is exactly that share.
+    """
+    rng = np.random.default_rng(spec.seed)
+    run = Run(run_id=new_run_id(spec.name), name=spec.name, suite_name="synthetic-decode",
+              suite_text=f"# synthetic decode suite\n[suite]\nname = \"{spec.name}\"\n", started_at=now_iso(),
+              environment={"cpu_model": "Synthetic CPU"}, calibration=CALIBRATION if spec.calibrated else {},
+              harness_version="synthetic")
+    writer = RunWriter.create(Path(results_dir), run)
+    try:
+        for variant in spec.variants:
+            for q_len in spec.q_lens:
+                for kv_len in ((q_len,) if spec.self_attention else spec.kv_lens):
+                    writer.append(_decode_cell(spec, variant, decode_case(spec, variant.name, q_len, kv_len), rng))
+    finally:
+        writer.close("finished")
+    return writer.path
+
+
+def decode_case(spec: DecodeSpec, variant: str, q_len: int, kv_len: int) -> Case:
+    value_dim = spec.v_head_dim or spec.head_dim
+    batch = spec.batch
+    if spec.kv_cache_bytes is not None:
+        batch = spec.kv_cache_bytes // (spec.kv_heads * kv_len * (spec.head_dim + value_dim) * _element_bytes(spec))
+    extra = {"kv_cache_bytes": spec.kv_cache_bytes} if spec.kv_cache_bytes is not None else {}
+    return Case(variant=variant, seq_len=q_len, kv_len=kv_len, batch=batch, heads=spec.heads, kv_heads=spec.kv_heads,
+                head_dim=spec.head_dim, v_head_dim=value_dim, mask=spec.mask, score_mod=spec.score_mod,
+                dtype=spec.dtype, causal=True, seed=0, **extra)
+
+
+def decode_bytes_moved(case: Case) -> int:
+    """q and k, v read once and the output written once: (B, H, q, d), (B, Hkv, kv, d + dv), (B, H, q, dv)."""
+    elements = (case.batch * case.heads * case.seq_len * (case.head_dim + case.v_head_dim)
+                + case.batch * case.kv_heads * case.kv_len * (case.head_dim + case.v_head_dim))
+    return elements * {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}[case.dtype]
+
+
+def decode_flops(case: Case) -> int:
+    return 2 * case.batch * case.heads * case.seq_len * case.kv_len * (case.head_dim + case.v_head_dim)
+
+
+def decode_time(variant: DecodeVariant, case: Case) -> float:
+    return decode_bytes_moved(case) / (variant.bandwidth_fraction * CALIBRATION["copy_bytes_per_s"])
+
+
+def _element_bytes(spec: DecodeSpec) -> int:
+    return {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}[spec.dtype]
+
+
+def _decode_cell(spec: DecodeSpec, variant: DecodeVariant, case: Case, rng: np.random.Generator) -> Cell:
+    median = decode_time(variant, case)
+    noise = rng.normal(0.0, 0.01, spec.samples)
+    samples = tuple(float(median * (1 + e)) for e in noise - np.median(noise))
+    ordered = sorted(samples)
+    q1, q3 = np.percentile(ordered, [25, 75])
+    timing = Timing(samples_s=samples, median_s=median, iqr_s=float(q3 - q1), ci_low_s=ordered[len(ordered) // 2 - 3],
+                    ci_high_s=ordered[len(ordered) // 2 + 3], calls_per_sample=1, warmup_s=0.05, warmup_calls=3,
+                    setup_s=0.01, stop_reason="ci", timer="perf_counter_ns", threads=2)
+    scores = case.batch * case.heads * case.seq_len * case.kv_len * 4
+    memory = Memory(peak_bytes_fwd=scores, peak_bytes_fwd_bwd=None, method="synthetic", input_bytes=case.input_bytes)
+    accuracy = Accuracy(output=ErrorMetrics(max_abs_error=1e-6, rel_l2_error=2e-7, nonfinite=0))
+    flops, moved = decode_flops(case), decode_bytes_moved(case)
+    telemetry: dict[str, Any] = {"arithmetic_intensity": flops / moved, "bytes_moved": moved,
+                                 "bytes_per_s": moved / median}
+    if spec.calibrated:
+        telemetry["bandwidth_fraction"] = moved / median / CALIBRATION["copy_bytes_per_s"]
+    peak_flops = CALIBRATION["matmul_flops_per_s"][case.dtype] if spec.calibrated else None
+    result = Result(status="ok", timing=timing, memory=memory, accuracy=accuracy, flops=flops,
+                    flops_per_s=flops / median, peak_fraction=flops / median / peak_flops if peak_flops else None,
+                    telemetry=telemetry)
+    meta = {"family": variant.family, "computes": "softmax_attention", "approximates": None}
+    return Cell(case_id=case.id, case=case.to_dict(), result=result, meta=meta, recorded_at=now_iso())

@@ -16,8 +16,10 @@ import pytest
 from synthetic_runs import (
     HOSTILE_KNOB,
     HOSTILE_VARIANT,
+    DecodeSpec,
     spec_with,
     variants_with_hostile,
+    write_decode_run,
     write_synthetic_run,
 )
 
@@ -111,5 +113,21 @@ def test_page_renders_cleanly_and_runs_nothing(browser, pages, name):
         assert all(url.startswith(("file:", "data:")) for url in seen["requests"]), seen["requests"]
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / f"report-{name}.png"), full_page=True)
+    finally:
+        page.close()
+
+
+def test_a_decode_report_renders_its_kv_len_tables_and_figures(browser, tmp_path):
+    run = load_run(write_decode_run(tmp_path / "results", DecodeSpec(name="decode", q_lens=(1,))))
+    page, seen = open_page(browser, write_html(build_report_html([run]), tmp_path / "decode.html"))
+    try:
+        images = page.eval_on_selector_all("img", "els => els.map(e => ({w: e.naturalWidth, ok: e.complete}))")
+        assert images and all(image["ok"] and image["w"] > 0 for image in images), images
+        headers = page.eval_on_selector_all("table.grid thead th", "els => els.map(e => e.textContent)")
+        assert headers == ["variant", "kv_len=1024", "kv_len=2048", "kv_len=4096", "kv_len=8192"]
+        body = page.inner_text("body")
+        assert "GQA 8/2" in body and "decode q_len 1" in body and "50% of copy bw" in body
+        assert not seen["errors"] and not seen["console"], seen
+        assert all(url.startswith(("file:", "data:")) for url in seen["requests"]), seen["requests"]
     finally:
         page.close()

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from harness.core.units import format_seconds
-from harness.report.data import ReportData
+from harness.report.data import ReportData, length_axis, seq_len_text
 from harness.report.fits import crossover, pareto_frontier
 from harness.report.tables import format_error
 
@@ -30,7 +30,8 @@ class Crossover:
 
 def crossovers(data: ReportData) -> tuple[list[Crossover], list[str]]:
     """For every sub-quadratic series against the baseline (same run, same workload): the length
-    from which it is faster, and from which it needs less memory, at every longer measured length.
+    from which it is faster, and from which it needs less memory, at every longer measured length
+    (the workload's swept length: seq_len, or kv_len for a fixed query length).
     Returns the rows and notes on workloads that could not be compared.
     """
     results: list[Crossover] = []
@@ -41,15 +42,16 @@ def crossovers(data: ReportData) -> tuple[list[Crossover], list[str]]:
         candidates = rows[rows["is_subquadratic"] & (rows["variant"] != data.baseline)]
         if candidates.empty:
             continue
+        axis = length_axis(rows)
         for run, run_rows in rows.groupby("run", sort=False):
             base = run_rows[run_rows["variant"] == data.baseline]
             if base.empty:
                 notes.append(f"{workload}{' · ' + str(run) if data.multi_run else ''}: "
                              f"the baseline {data.baseline} was not in this workload, so no crossover")
                 continue
-            base_by_len = {int(r.seq_len): r for r in base.itertuples(index=False)}
+            base_by_len = {int(r.length): r for r in base.itertuples(index=False)}
             for series, group in run_rows[run_rows.index.isin(candidates.index)].groupby("series", sort=False):
-                by_len = {int(r.seq_len): r for r in group.itertuples(index=False)}
+                by_len = {int(r.length): r for r in group.itertuples(index=False)}
                 lengths = sorted(set(by_len) | set(base_by_len))
                 timed = [n for n in lengths if not (_contended(by_len.get(n)) or _contended(base_by_len.get(n)))]
                 time_from = crossover(timed, [_ok(by_len.get(n), "time_median_s") for n in timed],
@@ -57,13 +59,13 @@ def crossovers(data: ReportData) -> tuple[list[Crossover], list[str]]:
                 if len(timed) < len(lengths):
                     left_out = ", ".join(str(n) for n in lengths if n not in timed)
                     notes.append(f"{workload} · {series}{' · ' + str(run) if data.multi_run else ''}: "
-                                 f"seq_len {left_out} left out of the time crossover (contended: measured "
+                                 f"{axis} {left_out} left out of the time crossover (contended: measured "
                                  "while descheduled)")
                 memory_from = crossover(lengths, [_ok(by_len.get(n), "peak_bytes") for n in lengths],
                                         [_ok(base_by_len.get(n), "peak_bytes") for n in lengths])
                 results.append(Crossover(
                     workload=workload, series=str(series), run=str(run) if data.multi_run else "",
-                    faster_from=_from_text(time_from), smaller_from=_from_text(memory_from),
+                    faster_from=_from_text(time_from, axis), smaller_from=_from_text(memory_from, axis),
                     measured=f"{lengths[0]}…{lengths[-1]} ({len(lengths)} lengths)",
                 ))
     return results, notes
@@ -89,7 +91,8 @@ def contended_cells(data: ReportData) -> list[dict[str, str]]:
     """The cells that stayed contended after their re-measures, for the report's list of them.
 
     One dict per cell: workload, series, run (empty for one run), seq_len, the
-    median time it was stored with, and the contention warning it carries.
+    text of its seq_len column (`seq_len_text`: with the kv_len where that is swept),
+    the median time it was stored with, and the contention warning it carries.
     """
     frame = data.frame
     if frame.empty:
@@ -99,6 +102,7 @@ def contended_cells(data: ReportData) -> list[dict[str, str]]:
         warning = next((w for w in _warnings(r) if str(w).startswith("contended")), "")
         listed.append({"workload": str(r.workload), "series": str(r.series),
                        "run": str(r.run) if data.multi_run else "", "seq_len": str(int(r.seq_len)),
+                       "seq_len_text": seq_len_text(r),
                        "time": format_seconds(r.time_median_s) if not pd.isna(r.time_median_s) else "",
                        "warning": warning})
     return listed
@@ -119,23 +123,29 @@ def _ok(row, column: str) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
-def _from_text(seq_len: int | None) -> str:
-    return "never in this range" if seq_len is None else f"from seq_len {seq_len}"
+def _from_text(length: int | None, axis: str) -> str:
+    return "never in this range" if length is None else f"from {axis} {length}"
 
 
 @dataclass(frozen=True)
 class QualityView:
-    """One workload's approximate variants at one seq_len: the points and the frontier."""
+    """One workload's approximate variants at one swept length: the points and the frontier."""
 
     workload: str
-    seq_len: int
+    length: int
+    length_axis: str
     points: pd.DataFrame
     baseline_times: dict[str, float]
     frontier: list[dict[str, str]]
 
+    @property
+    def seq_len(self) -> int:
+        """The query length of the points (the swept length too, unless `length_axis` is kv_len)."""
+        return int(self.points["seq_len"].iloc[0])
+
 
 def quality_views(data: ReportData) -> list[QualityView]:
-    """Per workload, at the largest seq_len where an approximate variant has an error against exact."""
+    """Per workload, at the largest swept length where an approximate variant has an error against exact."""
     views = []
     for workload, rows in data.workloads():
         approx = rows[(rows["status"] == "ok") & rows["is_approximate"]
@@ -143,13 +153,13 @@ def quality_views(data: ReportData) -> list[QualityView]:
                       & pd.to_numeric(rows["time_median_s"], errors="coerce").notna()]
         if approx.empty:
             continue
-        seq_len = int(approx["seq_len"].max())
-        points = approx[approx["seq_len"] == seq_len].copy()
+        length = int(approx["length"].max())
+        points = approx[approx["length"] == length].copy()
         points["time_median_s"] = points["time_median_s"].astype(float)
         points["approx_rel_l2_error"] = points["approx_rel_l2_error"].astype(float)
         baseline_times = {}
         if data.baseline is not None:
-            base = rows[(rows["variant"] == data.baseline) & (rows["status"] == "ok") & (rows["seq_len"] == seq_len)]
+            base = rows[(rows["variant"] == data.baseline) & (rows["status"] == "ok") & (rows["length"] == length)]
             baseline_times = {str(r.run): float(r.time_median_s) for r in base.itertuples(index=False)
                               if not pd.isna(r.time_median_s)}
         frontier_rows = []
@@ -159,6 +169,6 @@ def quality_views(data: ReportData) -> list[QualityView]:
                 frontier_rows.append({"series": str(r["series"]), "run": str(run) if data.multi_run else "",
                                       "time": format_seconds(r["time_median_s"]),
                                       "error": format_error(r["approx_rel_l2_error"])})
-        views.append(QualityView(workload=workload, seq_len=seq_len, points=points,
+        views.append(QualityView(workload=workload, length=length, length_axis=length_axis(rows), points=points,
                                  baseline_times=baseline_times, frontier=frontier_rows))
     return views

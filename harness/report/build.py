@@ -13,7 +13,7 @@ from harness.core.names import safe_file_stem
 from harness.core.units import finite
 from harness.report import plots
 from harness.report.analysis import contended_cells, crossovers, quality_views
-from harness.report.data import ReportData, attention_maps, prepare
+from harness.report.data import DECODE_MAX_Q_LEN, ReportData, attention_maps, prepare
 from harness.report.render import render, write_html
 from harness.report.tables import failures, inaccurate_cells, run_summary, workload_table
 from harness.store import LoadedRun
@@ -53,8 +53,9 @@ def build_report_html(runs: Sequence[LoadedRun], baseline: str | None = None) ->
     crossover_rows, crossover_notes = crossovers(data)
     quality = []
     for view in quality_views(data):
-        title = f"{view.workload} · seq_len {view.seq_len}"
-        quality.append({"workload": view.workload, "seq_len": view.seq_len, "frontier": view.frontier,
+        title = f"{view.workload} · {view.length_axis} {view.length}"
+        quality.append({"workload": view.workload, "length": f"{view.length_axis} {view.length}",
+                        "frontier": view.frontier,
                         "uri": plots.quality_figure(view.points, styles, data.multi_run, view.baseline_times, title)})
     title = "attnbench report: " + ", ".join(data.run_labels[r.run.run_id] for r in data.runs)
     return render(
@@ -65,6 +66,7 @@ def build_report_html(runs: Sequence[LoadedRun], baseline: str | None = None) ->
         built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         runs=[run_summary(r, data.run_labels[r.run.run_id]) for r in data.runs],
         multi_run=data.multi_run,
+        decode_max_q_len=DECODE_MAX_Q_LEN,
         tables=tables,
         figures=figures,
         baseline=data.baseline,

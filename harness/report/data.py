@@ -1,10 +1,25 @@
-"""The tidy frame, shaped for reports: workloads, series labels, peak bytes, baselines.
+"""The tidy frame, shaped for reports: workloads, series labels, swept lengths, peak bytes, baselines.
 
 A *workload* is everything about a cell but the variant, its knobs and the
-sequence length (device, dtype, mode, causal, batch, heads, head_dim, qk_std,
-kv_len when it is not seq_len): one table and one figure each. A *series* is
-one variant at one knob setting in one run: one row of a table, one line of
-a plot.
+length it sweeps (device, dtype, mode, causal, mask, score_mod, batch,
+heads, kv_heads, head_dim, v_head_dim, qk_std, and the lengths it holds
+fixed): one table and one figure each. A *series* is one variant at one
+knob setting in one run: one row of a table, one line of a plot.
+
+The swept length is the `length` column, named by `length_axis`, and every
+table, plot and fit reads it instead of seq_len:
+
+- self-attention (kv_len == seq_len): seq_len, as it always was;
+- cross attention and decode (kv_len != seq_len): cells of one query length
+  form a workload ("q_len 1", "decode q_len 1" up to `DECODE_MAX_Q_LEN`)
+  swept over kv_len, unless a cell's kv_len was measured at more seq_lens
+  than its seq_len at kv_lens (with the same other axes): a fixed context
+  such as kv_len 77 against a seq_len sweep keeps the form it always had,
+  one workload per kv_len ("kv_len=77") swept over seq_len;
+- a cell whose batch its KV-cache size derives (`kv_cache_bytes`, set by a
+  suite) is keyed by that size instead of its batch: a batch sweep at a fixed
+  cache is one workload ("KV cache 16 MiB") over kv_len, its batch shown per
+  length.
 """
 
 from __future__ import annotations
@@ -20,11 +35,16 @@ import pandas as pd
 
 from harness.core.case import Case
 from harness.core.errors import AttnbenchError
+from harness.core.units import finite, format_bytes
 from harness.store import LoadedRun, tidy_frame
 
-WORKLOAD_AXES = ("device", "dtype", "mode", "causal", "mask", "score_mod", "batch", "heads", "kv_heads", "head_dim", "v_head_dim", "qk_std",
-                 "kv")
+WORKLOAD_AXES = ("device", "dtype", "mode", "causal", "mask", "score_mod", "inputs", "batch", "kv_cache_bytes", "heads", "kv_heads",
+                 "head_dim", "v_head_dim", "qk_std", "kv")
 ALWAYS_SHOWN = ("dtype", "causal", "mode", "head_dim")
+# Labelled only when not at their default (none, kv_heads == heads, v_head_dim == head_dim, unset).
+SHOWN_WHEN_SET = ("mask", "score_mod", "inputs", "kv_heads", "v_head_dim", "kv", "kv_cache_bytes")
+DECODE_MAX_Q_LEN = 16
+TRAFFIC_COLUMNS = ("bytes_moved", "bytes_per_s", "bandwidth_fraction")
 EXACT_FAMILIES = ("naive", "flash")
 ATTENTION_MAPS_FILE = "attention_maps.json"
 
@@ -43,6 +63,28 @@ class ReportData:
     def multi_run(self) -> bool:
         return len(self.runs) > 1
 
+    def calibration(self, run: str, dtype: str) -> tuple[float | None, float | None]:
+        """(matmul peak FLOP/s for `dtype`, copy bandwidth B/s) of the run labelled `run`; None where not calibrated."""
+        for loaded in self.runs:
+            if self.run_labels[loaded.run.run_id] == run:
+                calibration = loaded.run.calibration or {}
+                peak = finite((calibration.get("matmul_flops_per_s") or {}).get(dtype))
+                bandwidth = finite(calibration.get("copy_bytes_per_s"))
+                return (peak if peak and peak > 0 else None), (bandwidth if bandwidth and bandwidth > 0 else None)
+        return None, None
+
+    def memory_bound(self, rows: pd.DataFrame) -> bool:
+        """Whether a workload's traffic is worth showing: a decode workload, or one with a measured cell
+        whose arithmetic intensity is below its run's ridge point (matmul peak / copy bandwidth)."""
+        if bool(rows["decode"].any()):
+            return True
+        for r in rows[rows["status"] == "ok"].itertuples(index=False):
+            intensity = finite(r.arithmetic_intensity)
+            peak, bandwidth = self.calibration(str(r.run), str(r.dtype))
+            if intensity is not None and peak is not None and bandwidth is not None and intensity < peak / bandwidth:
+                return True
+        return False
+
     def workloads(self) -> list[tuple[str, pd.DataFrame]]:
         """(label, rows) per workload, in a stable order."""
         if self.frame.empty:
@@ -59,7 +101,8 @@ def prepare(runs: Sequence[LoadedRun], baseline: str | None = None) -> ReportDat
     frame = tidy_frame(runs).copy()
     run_labels = _run_labels(runs)
     if frame.empty:
-        return ReportData(frame=frame.assign(series="", run="", workload="", workload_key="", peak_bytes=None),
+        return ReportData(frame=frame.assign(series="", run="", workload="", workload_key="", peak_bytes=None,
+                                             length=None, length_axis="seq_len", decode=False),
                           runs=runs, run_labels=run_labels, baseline=None, baseline_note="the runs hold no cells")
     frame["run"] = frame["run_id"].map(run_labels)
     # Which of `runs` a row came from: run ids alone cannot tell two copies of one run apart.
@@ -67,7 +110,16 @@ def prepare(runs: Sequence[LoadedRun], baseline: str | None = None) -> ReportDat
     # The verdict's sentences, for the "Inaccurate cells" section (the tidy frame keeps only accuracy_ok).
     frame["accuracy_failures"] = [tuple(cell.result.accuracy.failures) if cell.result.accuracy else ()
                                   for loaded in runs for cell in loaded.cells]
-    frame["kv"] = [("=seq_len" if kv == n else str(kv)) for kv, n in zip(frame["kv_len"], frame["seq_len"], strict=True)]
+    for column in TRAFFIC_COLUMNS:     # runs stored before the traffic columns
+        if column not in frame.columns:
+            frame[column] = None
+    if "kv_cache_bytes" not in frame.columns:     # the tidy frame does not carry it (yet): read the cases
+        frame["kv_cache_bytes"] = [cell.case.get("kv_cache_bytes") for loaded in runs for cell in loaded.cells]
+    frame["kv_cache_bytes"] = pd.Series([int(v) if finite(v) is not None else None for v in frame["kv_cache_bytes"]],
+                                        index=frame.index, dtype=object)
+    frame["kv"], frame["length"], frame["length_axis"] = _swept_lengths(frame)
+    frame["decode"] = [axis == "kv_len" and int(q) <= DECODE_MAX_Q_LEN
+                       for axis, q in zip(frame["length_axis"], frame["seq_len"], strict=True)]
     frame["series"] = _series_labels(frame)
     frame["workload"], frame["workload_key"] = _workload_labels(frame)
     frame["peak_bytes"] = [_peak_bytes(mode, fwd, fwd_bwd) for mode, fwd, fwd_bwd in
@@ -75,7 +127,7 @@ def prepare(runs: Sequence[LoadedRun], baseline: str | None = None) -> ReportDat
     frame["is_approximate"] = frame["approximates"].map(lambda a: isinstance(a, str) and bool(a))
     frame["is_subquadratic"] = [_is_subquadratic(f, c, a) for f, c, a in
                                 zip(frame["family"], frame["computes"], frame["approximates"], strict=True)]
-    frame = frame.sort_values(["workload_key", "variant", "series", "run", "seq_len"], kind="stable")
+    frame = frame.sort_values(["workload_key", "variant", "series", "run", "length"], kind="stable")
     chosen, note = choose_baseline(frame, baseline)
     return ReportData(frame=frame.reset_index(drop=True), runs=runs, run_labels=run_labels,
                       baseline=chosen, baseline_note=note)
@@ -128,6 +180,30 @@ def case_labels(run: LoadedRun) -> dict[str, str]:
     return labels
 
 
+def length_axis(rows: pd.DataFrame) -> str:
+    """The name of the length a workload's rows sweep: 'seq_len' or 'kv_len' (see the module's docstring)."""
+    if "length_axis" in rows.columns and len(rows):
+        return str(rows["length_axis"].iloc[0])
+    return "seq_len"
+
+
+def lengths(rows: pd.DataFrame) -> pd.Series:
+    """The swept length of each row: the `length` column, seq_len for a frame without it."""
+    return rows["length"] if "length" in rows.columns else rows["seq_len"]
+
+
+def length_text(row: Any) -> str:
+    """'seq_len 1024' or 'kv_len 4096': the swept length of one row, named."""
+    axis = getattr(row, "length_axis", "seq_len")
+    return f"{axis} {int(getattr(row, 'length', row.seq_len))}"
+
+
+def seq_len_text(row: Any) -> str:
+    """A row's seq_len for a 'seq_len' column: '1024', or '1 (kv_len 4096)' where kv_len is the swept length."""
+    text = str(int(row.seq_len))
+    return text + f" (kv_len {int(row.kv_len)})" if getattr(row, "length_axis", "seq_len") == "kv_len" else text
+
+
 def status_text(status: str, reason: str | None) -> str:
     """'oom: needs 4.0 GiB' for a cell that did not run; 'ok' otherwise."""
     if status == "ok":
@@ -163,24 +239,85 @@ def _knob_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _swept_lengths(frame: pd.DataFrame) -> tuple[list[str], list[int], list[str]]:
+    """Per row: the workload's fixed-length key ('=seq_len', 'q_len 1' or a kv_len), its swept length and its name."""
+    base = _base_keys(frame)
+    cross = (frame["kv_len"] != frame["seq_len"]).to_numpy()
+    grid = pd.DataFrame({"base": base, "seq_len": frame["seq_len"], "kv_len": frame["kv_len"]})[cross]
+    kv_lens_per_query = grid.groupby(["base", "seq_len"])["kv_len"].nunique()
+    seq_lens_per_kv = grid.groupby(["base", "kv_len"])["seq_len"].nunique()
+    swept = []
+    for key, n, m in zip(base, frame["seq_len"], frame["kv_len"], strict=True):
+        n, m = int(n), int(m)
+        if n == m:
+            swept.append(("=seq_len", n, "seq_len"))
+        elif kv_lens_per_query[(key, n)] >= seq_lens_per_kv[(key, m)]:
+            swept.append((f"q_len {n}", m, "kv_len"))
+        else:
+            swept.append((str(m), n, "seq_len"))
+    kv, length, axis = zip(*swept, strict=True)
+    return list(kv), list(length), list(axis)
+
+
+def _base_keys(frame: pd.DataFrame) -> pd.Series:
+    """The workload key without its lengths: the cells among which a length axis is chosen."""
+    axes = [a for a in WORKLOAD_AXES if a != "kv"]
+    return pd.Series([json.dumps(values) for values in _key_values(frame)[axes].itertuples(index=False)],
+                     index=frame.index)
+
+
+def _key_values(frame: pd.DataFrame) -> pd.DataFrame:
+    """The workload axes as text; a batch that its KV-cache size derives is not part of the key."""
+    values = pd.DataFrame({a: [str(v) for v in frame[a]] for a in WORKLOAD_AXES if a in frame.columns},
+                          index=frame.index)
+    values.loc[frame["kv_cache_bytes"].notna(), "batch"] = "from kv_cache_bytes"
+    return values
+
+
 def _workload_labels(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
-    shown = [a for a in WORKLOAD_AXES if a in ALWAYS_SHOWN or frame[a].astype(str).nunique(dropna=False) > 1]
+    values = _key_values(frame)
+    varying = {a for a in WORKLOAD_AXES if values[a].nunique(dropna=False) > 1}
+    shown = [a for a in WORKLOAD_AXES if a in ALWAYS_SHOWN or a in SHOWN_WHEN_SET or a in varying]
     labels, keys = [], []
-    for _, row in frame[list(WORKLOAD_AXES)].iterrows():
-        parts = []
-        for axis in shown:
-            value = row[axis]
-            if axis == "causal":
-                parts.append("causal" if bool(value) else "non-causal")
-            elif axis in ("dtype", "mode", "device"):
-                parts.append(str(value))
-            elif axis == "kv":
-                parts.append("kv_len=seq_len" if value == "=seq_len" else f"kv_len={value}")
-            else:
-                parts.append(f"{axis}={value}")
+    for row, key in zip(frame.itertuples(index=False), values.itertuples(index=False), strict=True):
+        parts = [part for axis in shown if (part := _axis_label(axis, row, axis in varying))]
         labels.append(" · ".join(parts))
-        keys.append(json.dumps([str(row[a]) for a in WORKLOAD_AXES]))
+        keys.append(json.dumps(list(key)))
     return labels, keys
+
+
+def _axis_label(axis: str, row: Any, varying: bool) -> str:
+    """One part of a workload label, or '' for an axis at its default."""
+    value = getattr(row, axis)
+    cached = row.kv_cache_bytes is not None
+    if axis == "causal":
+        return "causal" if bool(value) else "non-causal"
+    if axis in ("dtype", "mode", "device"):
+        return str(value)
+    if axis in ("mask", "score_mod"):
+        return "" if value == "none" else str(value)
+    if axis == "inputs":
+        return "" if value == "iid" else f"inputs {value}"
+    if axis == "batch":
+        return "" if cached else f"batch={value}"
+    if axis == "kv_cache_bytes":
+        return f"KV cache {format_bytes(value)}" if cached else ""
+    if axis == "heads":
+        grouped = 1 < row.kv_heads < row.heads
+        return "" if grouped or not varying else f"heads={value}"
+    if axis == "kv_heads":
+        if value == row.heads:
+            return ""
+        return "MQA" if value == 1 else f"GQA {row.heads}/{value}"
+    if axis == "v_head_dim":
+        return "" if value == row.head_dim else f"dv {value}"
+    if axis == "kv":
+        if value == "=seq_len":
+            return "kv_len=seq_len" if varying else ""
+        if value.startswith("q_len "):
+            return ("decode " if row.decode else "") + value
+        return f"kv_len={value}"
+    return f"{axis}={value}"
 
 
 def _peak_bytes(mode: Any, fwd: Any, fwd_bwd: Any) -> float | None:

@@ -18,9 +18,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator  # noqa: E402
 
 from harness.report.analysis import contended_mask  # noqa: E402
+from harness.report.data import length_axis, lengths  # noqa: E402
 from harness.report.fits import loglog_slope, pareto_frontier  # noqa: E402
 
 DPI = 72
@@ -67,7 +68,7 @@ def short(label: str, limit: int = 60) -> str:
 
 def _series_groups(rows: pd.DataFrame):
     for (series, run), group in rows.groupby(["series", "run"], sort=False):
-        yield str(series), str(run), group.sort_values("seq_len")
+        yield str(series), str(run), group.iloc[np.argsort(lengths(group).to_numpy(), kind="stable")]
 
 
 def _positive(values) -> np.ndarray:
@@ -81,12 +82,12 @@ def _empty(ax, message: str) -> None:
     ax.set_yticks([])
 
 
-def _log_axes(ax, lengths=None) -> None:
+def _log_axes(ax, swept=None) -> None:
     """Log-log axes with ticks at the measured lengths only: readable, and cheap to lay out."""
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    if lengths is not None and len(lengths):
-        ticks = sorted({int(n) for n in lengths})
+    if swept is not None and len(swept):
+        ticks = sorted({int(n) for n in swept})
         ax.set_xticks(ticks, [str(n) for n in ticks], fontsize=8)
     ax.xaxis.set_minor_locator(NullLocator())
     ax.yaxis.set_minor_locator(NullLocator())      # tick objects are most of a figure's drawing time
@@ -116,9 +117,9 @@ def _finish_panel(ax, rows: pd.DataFrame, drawn: bool, empty: str, ylabel: str, 
     if not drawn:
         _empty(ax, empty)
     else:
-        _log_axes(ax, rows["seq_len"].unique())
+        _log_axes(ax, lengths(rows).unique())
         _legend(ax)
-    ax.set_xlabel("seq_len")
+    ax.set_xlabel(length_axis(rows))
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
 
@@ -126,7 +127,7 @@ def _finish_panel(ax, rows: pd.DataFrame, drawn: bool, empty: str, ylabel: str, 
 def scaling_panel(ax, rows: pd.DataFrame, column: str, styles: Styles, multi_run: bool,
                   ylabel: str, title: str, interval: tuple[str, str] | None = None,
                   timed: bool = False) -> bool:
-    """`column` against seq_len on log-log axes, each series labelled with its fitted slope.
+    """`column` against the swept length (seq_len or kv_len) on log-log axes, each series labelled with its fitted slope.
 
     With `timed` (a time or a rate from it), contended cells (measured while
     descheduled) are drawn as hollow markers off the line and left out of
@@ -136,34 +137,34 @@ def scaling_panel(ax, rows: pd.DataFrame, column: str, styles: Styles, multi_run
     drawn = hollow = False
     for series, run, group in _series_groups(ok):
         values = _positive(group[column])
-        lengths = group["seq_len"].to_numpy(dtype=float)
+        swept = lengths(group).to_numpy(dtype=float)
         measured = np.isfinite(values)
         contended = measured & contended_mask(group) if timed else np.zeros(len(group), dtype=bool)
         mask = measured & ~contended
         if not measured.any():
             continue
-        slope = loglog_slope(lengths[mask], values[mask])
+        slope = loglog_slope(swept[mask], values[mask])
         slope_text = f"slope {slope:.2f}" if slope is not None else ("one point" if mask.any() else "no slope")
         style = styles.line(series, run)
-        ax.plot(lengths[mask], values[mask], label=text(f"{_label(series, run, multi_run)} ({slope_text})"),
+        ax.plot(swept[mask], values[mask], label=text(f"{_label(series, run, multi_run)} ({slope_text})"),
                 markersize=4, linewidth=1.4, **style)
-        hollow |= _hollow(ax, lengths[contended], values[contended], style)
+        hollow |= _hollow(ax, swept[contended], values[contended], style)
         if interval is not None:
             low, high = _positive(group[interval[0]]), _positive(group[interval[1]])
             band = mask & np.isfinite(low) & np.isfinite(high)
             if band.any():
-                ax.fill_between(lengths[band], low[band], high[band], color=style["color"], alpha=0.18, linewidth=0)
+                ax.fill_between(swept[band], low[band], high[band], color=style["color"], alpha=0.18, linewidth=0)
         drawn = True
     _hollow_legend(ax, hollow)
     _finish_panel(ax, rows, drawn, f"no {ylabel} measured", ylabel, title)
     return drawn
 
 
-def _hollow(ax, lengths: np.ndarray, values: np.ndarray, style: dict[str, Any]) -> bool:
+def _hollow(ax, swept: np.ndarray, values: np.ndarray, style: dict[str, Any]) -> bool:
     """Contended cells: hollow markers in the series' colour, not joined to its line."""
-    if not len(lengths):
+    if not len(swept):
         return False
-    ax.plot(lengths, values, linestyle="none", marker=style["marker"], markersize=7, markerfacecolor="none",
+    ax.plot(swept, values, linestyle="none", marker=style["marker"], markersize=7, markerfacecolor="none",
             markeredgecolor=style["color"], markeredgewidth=1.2)
     return True
 
@@ -174,22 +175,28 @@ def _hollow_legend(ax, drawn: bool) -> None:
                 label="hollow: contended (descheduled), not in the slope")
 
 
-def flops_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool, peaks: dict[str, float]) -> None:
+def _rate_lines(ax, rows: pd.DataFrame, column: str, styles: Styles, multi_run: bool) -> bool:
+    """`column` per series against the swept length, contended cells hollow; whether anything was drawn."""
     ok = rows[rows["status"] == "ok"]
     drawn = hollow = False
     for series, run, group in _series_groups(ok):
-        values = _positive(group["flops_per_s"])
-        lengths = group["seq_len"].to_numpy(dtype=float)
+        values = _positive(group[column])
+        swept = lengths(group).to_numpy(dtype=float)
         measured = np.isfinite(values)
         contended = measured & contended_mask(group)
         mask = measured & ~contended
         if measured.any():
             style = styles.line(series, run)
-            ax.plot(lengths[mask], values[mask], label=text(_label(series, run, multi_run)), markersize=4,
+            ax.plot(swept[mask], values[mask], label=text(_label(series, run, multi_run)), markersize=4,
                     linewidth=1.4, **style)
-            hollow |= _hollow(ax, lengths[contended], values[contended], style)
+            hollow |= _hollow(ax, swept[contended], values[contended], style)
             drawn = True
     _hollow_legend(ax, hollow)
+    return drawn
+
+
+def flops_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool, peaks: dict[str, float]) -> None:
+    drawn = _rate_lines(ax, rows, "flops_per_s", styles, multi_run)
     for run, peak in peaks.items():
         ax.axhline(peak, color="black", linestyle=LINESTYLES[styles.runs.get(run, 0) % 4], linewidth=1,
                    label=text(f"measured peak{' · ' + run if multi_run else ''}"))
@@ -197,11 +204,37 @@ def flops_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool, peaks: 
                   "Achieved FLOP/s" + ("" if peaks else " (not calibrated: no peak line)"))
 
 
+def bandwidth_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool) -> bool:
+    """The fraction of the run's copy bandwidth each cell's least traffic achieves (`bandwidth_fraction`),
+    on a linear axis with 1 drawn; achieved bytes/s on log axes where no run is calibrated.
+
+    What a decode step is bound by, in place of its FLOP/s (the roofline keeps those).
+    """
+    fractions = pd.to_numeric(rows.loc[rows["status"] == "ok", "bandwidth_fraction"], errors="coerce")
+    if not fractions.notna().any():
+        drawn = _rate_lines(ax, rows, "bytes_per_s", styles, multi_run)
+        _finish_panel(ax, rows, drawn, "no traffic (bytes_per_s) in these cells", "achieved bytes/s",
+                      "Achieved bandwidth (not calibrated: no copy bandwidth)")
+        return drawn
+    drawn = _rate_lines(ax, rows, "bandwidth_fraction", styles, multi_run)
+    ax.axhline(1.0, color="black", linewidth=1, label="calibrated copy bandwidth")
+    _log_axes(ax, lengths(rows).unique())
+    ax.set_yscale("linear")
+    ax.yaxis.set_major_locator(MaxNLocator(6))
+    ax.yaxis.set_major_formatter(PLAIN)
+    ax.set_ylim(0, max(1.1, float(fractions.max()) * 1.1))
+    _legend(ax)
+    ax.set_xlabel(length_axis(rows))
+    ax.set_ylabel("fraction of copy bandwidth")
+    ax.set_title("Bandwidth: least bytes moved / time / copy bandwidth", fontsize=10)
+    return drawn
+
+
 def error_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool) -> None:
     ok = rows[rows["status"] == "ok"]
     drawn, zeros = False, False
     for series, run, group in _series_groups(ok):
-        lengths = group["seq_len"].to_numpy(dtype=float)
+        swept = lengths(group).to_numpy(dtype=float)
         style = styles.line(series, run)
         for column, suffix, linestyle in (("rel_l2_error", "", "-"), ("approx_rel_l2_error", " vs exact", "--")):
             if column == "approx_rel_l2_error" and not bool(group["is_approximate"].any()):
@@ -211,7 +244,7 @@ def error_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool) -> None
             values = _positive(raw)
             mask = np.isfinite(values)
             if mask.any():
-                ax.plot(lengths[mask], values[mask], label=text(_label(series, run, multi_run) + suffix),
+                ax.plot(swept[mask], values[mask], label=text(_label(series, run, multi_run) + suffix),
                         markersize=4, linewidth=1.2, **{**style, "linestyle": linestyle})
                 drawn = True
     _finish_panel(ax, rows, drawn, "no errors measured", "relative L2 error",
@@ -219,24 +252,25 @@ def error_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool) -> None
 
 
 def speedup_matrix(rows: pd.DataFrame, baseline: str | None, multi_run: bool) -> pd.DataFrame | None:
-    """baseline time / time per series (rows) and seq_len (columns), within each run; None without a baseline."""
+    """baseline time / time per series (rows) and swept length (columns), within each run; None without a baseline."""
     if baseline is None:
         return None
     ok = rows[rows["status"] == "ok"]
     base = ok[ok["variant"] == baseline]
     if base.empty:
         return None
-    base_time = base.groupby(["run", "seq_len"])["time_median_s"].first()
+    axis = length_axis(rows)
+    base_time = base.assign(swept=lengths(base)).groupby(["run", "swept"])["time_median_s"].first()
     records = []
-    for r in ok.itertuples(index=False):
-        reference = base_time.get((r.run, r.seq_len))
+    for r, n in zip(ok.itertuples(index=False), lengths(ok), strict=True):
+        reference = base_time.get((r.run, n))
         if reference is None or not r.time_median_s or not np.isfinite(r.time_median_s):
             continue
-        records.append({"row": _label(r.series, r.run, multi_run), "seq_len": int(r.seq_len),
+        records.append({"row": _label(r.series, r.run, multi_run), axis: int(n),
                         "speedup": float(reference) / float(r.time_median_s)})
     if not records:
         return None
-    table = pd.DataFrame(records).pivot_table(index="row", columns="seq_len", values="speedup", aggfunc="first", sort=False)
+    table = pd.DataFrame(records).pivot_table(index="row", columns=axis, values="speedup", aggfunc="first", sort=False)
     return table
 
 
@@ -252,7 +286,7 @@ def speedup_panel(ax, rows: pd.DataFrame, baseline: str | None, multi_run: bool)
         warnings.simplefilter("ignore", PendingDeprecationWarning)
         sns.heatmap(np.log2(table.astype(float)), ax=ax, cmap="RdBu", center=0, annot=annotations, fmt="",
                     annot_kws={"fontsize": 7}, cbar_kws={"label": "log2 speedup (blue: faster)"}, linewidths=0.5)
-    ax.set_xlabel("seq_len")
+    ax.set_xlabel(length_axis(rows))
     ax.set_ylabel("")
     ax.tick_params(axis="y", labelsize=7)
     ax.set_title(text(f"Speedup over {baseline} (its time / this time)"), fontsize=10)
@@ -292,6 +326,8 @@ def workload_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, baselin
                     peaks: dict[str, float], bandwidth: float | None) -> str:
     """Time, memory, FLOP/s, error, speedup and (when it can) roofline of one workload.
 
+    A decode workload (`data.DECODE_MAX_Q_LEN`) draws its bandwidth fraction
+    in place of FLOP/s: a step that reads the KV cache is bound by memory.
     Legends go in their own strip under each row of panels, so that many
     series never cover the data.
     """
@@ -307,7 +343,10 @@ def workload_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, baselin
                   "Time (band: 95% interval of the median)", interval=("time_ci_low_s", "time_ci_high_s"),
                   timed=True)
     scaling_panel(axes[0][1], rows, "peak_bytes", styles, multi_run, "peak bytes above inputs", "Peak memory")
-    flops_panel(axes[0][2], rows, styles, multi_run, peaks)
+    if "decode" in rows.columns and bool(rows["decode"].any()):
+        bandwidth_panel(axes[0][2], rows, styles, multi_run)
+    else:
+        flops_panel(axes[0][2], rows, styles, multi_run, peaks)
     error_panel(axes[1][0], rows, styles, multi_run)
     speedup_panel(axes[1][1], rows, baseline, multi_run)
     peak = next(iter(peaks.values()), None)
@@ -330,7 +369,7 @@ def _legend_below(strip, ax) -> None:
 
 
 def time_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, title: str) -> str:
-    """Time against seq_len alone (for comparisons: both runs overlaid)."""
+    """Time against the swept length alone (for comparisons: both runs overlaid)."""
     fig = Figure(figsize=(9, 5.5))
     ax = fig.subplots()
     scaling_panel(ax, rows, "time_median_s", styles, multi_run, "median time per call (s)", text(title),

@@ -10,7 +10,14 @@ from typing import Any
 import pandas as pd
 
 from harness.core.units import finite, format_bytes, format_seconds, kept_timing_text
-from harness.report.data import ReportData, status_text
+from harness.report.data import (
+    ReportData,
+    length_axis,
+    length_text,
+    lengths,
+    seq_len_text,
+    status_text,
+)
 from harness.store import LoadedRun
 
 
@@ -50,24 +57,41 @@ class GridCell:
 
 @dataclass
 class WorkloadTable:
-    """One workload: a row per series (and run), a column per seq_len."""
+    """One workload: a row per series (and run), a column per swept length (seq_len, or kv_len for a fixed
+    query length); a memory-bound workload (`ReportData.memory_bound`) whose cells carry their traffic
+    (`bytes_per_s`, stored since the traffic columns) `shows_traffic` in each cell."""
 
     workload: str
-    seq_lens: list[int]
+    lengths: list[int]
+    length_axis: str
+    headers: list[str]
     rows: list[tuple[str, str, list[GridCell]]]
+    shows_traffic: bool = False
 
 
 def workload_table(data: ReportData, workload: str, rows: pd.DataFrame) -> WorkloadTable:
-    seq_lens = sorted(int(n) for n in rows["seq_len"].unique())
+    axis = length_axis(rows)
+    swept = sorted(int(n) for n in lengths(rows).unique())
+    traffic = data.memory_bound(rows) and pd.to_numeric(rows["bytes_per_s"], errors="coerce").notna().any()
     table_rows = []
     for (series, run), group in rows.groupby(["series", "run"], sort=False):
-        by_len = {int(r.seq_len): r for r in group.itertuples(index=False)}
-        cells = [_grid_cell(by_len.get(n)) for n in seq_lens]
+        by_len = {int(r.length): r for r in group.itertuples(index=False)}
+        cells = [_grid_cell(by_len.get(n), traffic) for n in swept]
         table_rows.append((series, run if data.multi_run else "", cells))
-    return WorkloadTable(workload=workload, seq_lens=seq_lens, rows=table_rows)
+    return WorkloadTable(workload=workload, lengths=swept, length_axis=axis, headers=_headers(rows, axis, swept),
+                         rows=table_rows, shows_traffic=bool(traffic))
 
 
-def _grid_cell(row: Any) -> GridCell:
+def _headers(rows: pd.DataFrame, axis: str, swept: list[int]) -> list[str]:
+    """'N=1024' for seq_len (as it always was), 'kv_len=4096'; with the batch where it changes with the length
+    (a batch that a fixed KV-cache size derives)."""
+    name = "N" if axis == "seq_len" else axis
+    batches = {n: sorted({int(b) for b in rows.loc[lengths(rows) == n, "batch"]}) for n in swept}
+    varying = len({tuple(b) for b in batches.values()}) > 1
+    return [f"{name}={n}" + (" · batch " + "/".join(map(str, batches[n])) if varying else "") for n in swept]
+
+
+def _grid_cell(row: Any, traffic: bool = False) -> GridCell:
     if row is None:
         return GridCell(status="absent", lines=["not in this run's sweep"])
     if row.status != "ok":
@@ -82,6 +106,8 @@ def _grid_cell(row: Any) -> GridCell:
         lines[0] += f" (n={int(row.reps)}, no interval)"
         title = "median time per call; too few samples for a 95% interval of the median"
     lines.append(f"mem {format_bytes(row.peak_bytes)}")
+    if traffic and finite(row.bytes_per_s) is not None:
+        lines.append(traffic_text(row))
     error = f"err {format_error(row.rel_l2_error)}"
     if row.is_approximate and finite(row.approx_rel_l2_error) is not None:
         error += f" · vs exact {format_error(row.approx_rel_l2_error)}"
@@ -90,6 +116,13 @@ def _grid_cell(row: Any) -> GridCell:
         lines.append("inaccurate: over its tolerance")
         return GridCell(status="error inaccurate", lines=lines, title="; ".join(row.accuracy_failures))
     return GridCell(status="ok", lines=lines, title=title)
+
+
+def traffic_text(row: Any) -> str:
+    """'moves 16 MiB · 5 GB/s · 50% of copy bw': the least bytes a call moves, at the median time."""
+    text = f"moves {format_bytes(row.bytes_moved)} · {format_rate(row.bytes_per_s, 'B/s')}"
+    fraction = finite(row.bandwidth_fraction)
+    return text + (f" · {fraction:.0%} of copy bw" if fraction is not None else " · no calibrated bw")
 
 
 def is_inaccurate(accuracy_ok: Any) -> bool:
@@ -104,7 +137,7 @@ def inaccurate_cells(data: ReportData) -> list[dict[str, Any]]:
         return []
     rows = []
     for r in frame[[is_inaccurate(v) for v in frame["accuracy_ok"]]].itertuples(index=False):
-        case = f"{r.workload} · seq_len {int(r.seq_len)}"
+        case = f"{r.workload} · {length_text(r)}"
         for failure in r.accuracy_failures or ("over its tolerance",):
             metric, error, tolerance = _failure_parts(failure)
             rows.append({"cell": f"{r.run_index}:{r.case_id}", "run": r.run, "series": r.series, "case": case,
@@ -163,7 +196,8 @@ def failures(data: ReportData) -> list[dict[str, Any]]:
         return []
     failed = frame[frame["status"] != "ok"]
     return [{"run": r.run, "series": r.series, "workload": r.workload, "seq_len": int(r.seq_len),
-             "status": r.status, "reason": r.reason or ""} for r in failed.itertuples(index=False)]
+             "seq_len_text": seq_len_text(r), "status": r.status, "reason": r.reason or ""}
+            for r in failed.itertuples(index=False)]
 
 
 def _duration(started: str | None, ended: str | None) -> str:
