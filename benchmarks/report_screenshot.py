@@ -1,0 +1,51 @@
+"""Build the HTML report of stored runs and screenshot it in headless Chromium (for docs/).
+
+    .venv/bin/python benchmarks/report_screenshot.py RUN [RUN...] -o docs/llm-report.png [--section plots]
+
+Uses the system Chromium through playwright, as the browser test does, and
+fails if the page logs an error or an image does not decode.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.report import build_report_html
+from harness.report.render import write_html
+from harness.store import load_run
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="run folders")
+    parser.add_argument("-o", "--output", required=True, help="PNG to write")
+    parser.add_argument("--html", default=None, help="where to keep the HTML (default: beside the PNG)")
+    parser.add_argument("--section", default=None, help="screenshot only this section id (e.g. plots, tables)")
+    args = parser.parse_args()
+    output = Path(args.output)
+    html = write_html(build_report_html([load_run(Path(r)) for r in args.runs]),
+                      Path(args.html) if args.html else output.with_suffix(".html"))
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(html.resolve().as_uri(), wait_until="load")
+        broken = page.eval_on_selector_all("img", "els => els.filter(e => !e.complete || !e.naturalWidth).length")
+        if errors or broken:
+            raise SystemExit(f"the page is broken: {errors}, {broken} images did not decode")
+        target = page.locator(f"section#{args.section}") if args.section else page
+        target.screenshot(path=str(output), **({} if args.section else {"full_page": True}))
+        browser.close()
+    print(f"{output} ({output.stat().st_size / 1024:.0f} KiB) from {html}")
+
+
+if __name__ == "__main__":
+    main()
