@@ -227,10 +227,13 @@ class _LongformerBase(Variant):
         window, global_tokens = self.knob_values(case, "window", "global_tokens")
         return sparse_attention_reference(*inputs.tensors(), window, global_tokens, case.causal, rows)
 
-    def attention_weights(self, case: Case, inputs: AttentionInputs) -> torch.Tensor:
+    def attention_weights(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
+        """The pattern's softmax weights, (B, H, N, N) float64; with `rows` only those queries, (B, H, R, N),
+        formed from the R query rows alone (no N × N scores or pattern)."""
         q, k, _ = (t.detach().to("cpu", torch.float64) for t in inputs.tensors())
         window, global_tokens = self.knob_values(case, "window", "global_tokens")
-        return sparse_attention_weights(q, k, window, global_tokens, case.causal)
+        rows = None if rows is None else torch.as_tensor(rows, dtype=torch.long)
+        return sparse_attention_weights(q, k, window, global_tokens, case.causal, rows)
 
     def _visible_pairs(self, case: Case) -> int:
         """(query, key) pairs of the pattern, in closed form: the global rows and columns, then the band

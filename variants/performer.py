@@ -182,10 +182,22 @@ class _KernelAttention(Variant):
         qf, kf = self._feature_maps(case, dtype=torch.float64, device=q.device)(q, k)
         return quadratic_linear_attention(qf, kf, v, case.causal, rows)
 
-    def attention_weights(self, case: Case, inputs: AttentionInputs) -> torch.Tensor:
+    def attention_weights(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
+        """φ(q_i)·φ(k_j) normalised per row, (B, H, N, M) float64; with `rows` only those queries, (B, H, R, M).
+
+        A query's features depend on that query alone (its shift is its own maximum), so with `rows`
+        only the R query rows are mapped and no (N, M) matrix is formed; the keys are all mapped.
+        """
         q, k, _ = (t.detach().to("cpu", torch.float64) for t in inputs.tensors())
-        qf, kf = self._feature_maps(case, dtype=torch.float64, device=q.device)(q, k)
-        return implicit_weights(qf, kf, case.causal)
+        if rows is None:
+            qf, kf = self._feature_maps(case, dtype=torch.float64, device=q.device)(q, k)
+            return implicit_weights(qf, kf, case.causal)
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        qf, kf = self._feature_maps(case, dtype=torch.float64, device=q.device)(q[..., rows, :], k)  # (B, H, R, m)
+        weights = qf @ kf.transpose(-2, -1)                                # (B, H, R, M)
+        if case.causal:
+            weights = weights.masked_fill(~causal_mask(case.seq_len, case.kv_len, rows=rows), 0.0)
+        return weights / weights.sum(dim=-1, keepdim=True)
 
     def _feature_count(self, case: Case) -> int:
         raise NotImplementedError

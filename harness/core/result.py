@@ -89,7 +89,12 @@ class Accuracy:
 
     rows_checked is None when every query row was compared, else the number of
     seeded sample rows. approx holds the error against exact softmax attention
-    for variants that approximate it (reported, never judged). ok is the
+    for variants that approximate it (reported, never judged), and fidelity,
+    for those that also give their attention weights, how closely the weights
+    follow softmax's on a sample of query rows (`harness.measure.fidelity`:
+    approx_kl, approx_entropy_ratio, approx_topk_mass, rows, top_k,
+    negative_rows, dropped_mass; None where not computed, and in cells
+    stored before it existed). ok is the
     verdict against the variant's declared `tolerance` for this dtype (None
     when not checked); failures says which metric exceeded which bound.
     """
@@ -97,6 +102,7 @@ class Accuracy:
     output: ErrorMetrics
     gradients: dict[str, ErrorMetrics] = field(default_factory=dict)
     approx: ErrorMetrics | None = None
+    fidelity: dict[str, Any] | None = None
     rows_checked: int | None = None
     note: str = ""
     ok: bool | None = None
@@ -149,6 +155,7 @@ class Result:
             acc["gradients"] = {k: _build(ErrorMetrics, v) for k, v in (acc.get("gradients") or {}).items()}
             if acc.get("approx") is not None:
                 acc["approx"] = _build(ErrorMetrics, acc["approx"])
+            acc["fidelity"] = dict(acc["fidelity"]) if acc.get("fidelity") is not None else None
             acc["failures"] = tuple(acc.get("failures") or ())
             data["accuracy"] = _build(Accuracy, acc)
         data["warnings"] = tuple(data.get("warnings") or ())

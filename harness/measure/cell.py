@@ -58,6 +58,7 @@ from harness.core.variant import AttentionInputs, Variant
 from harness.measure.accuracy import error_metrics, judge
 from harness.measure.calibration import bandwidth_for, peak_for
 from harness.measure.contention import measure_until_quiet
+from harness.measure.fidelity import fidelity_rows, measure_fidelity, takes_rows
 from harness.measure.inputs import make_inputs, make_output_grad, upcast
 from harness.measure.memory import (
     cpu_allocated_peak_bytes,
@@ -510,13 +511,16 @@ def _measure_accuracy(case: Case, variant: Variant, step: _Step, settings: Measu
             if got is not None and want is not None:
                 gradients[name] = error_metrics(got, want)
 
-    approx = None
+    approx = fidelity = None
+    fidelity_note = ""
     if variant.approximation(case) == "softmax_attention":
         q, k, v = (t.detach() for t in inputs64.tensors())
         exact = softmax_attention(q, k, v, causal=case.causal, rows=rows, mask_mod=case_mask_mod(case),
                                   score_mod=case_score_mod(case))
         approx = error_metrics(out_rows, exact)
+        fidelity, fidelity_note = _measure_fidelity(case, variant, inputs64, rows, warnings)
     note = "" if rows is None else f"reference evaluated on {len(rows)} seeded query rows"
+    note = "; ".join(filter(None, (note, fidelity_note)))
     if case.mode == "fwd_bwd" and rows is not None:
         note += "; gradients not checked at this size"
     # Judged against the variant's own function (an approximation's `approx` error is reported, never judged).
@@ -524,10 +528,28 @@ def _measure_accuracy(case: Case, variant: Variant, step: _Step, settings: Measu
     ok, tolerance, failures = judge(output_metrics, gradients, bound, dtype=case.dtype, variant=variant.name)
     if bound is None:
         note = "; ".join(filter(None, (note, f"{variant.name} declares no {case.dtype} tolerance: not judged")))
-    accuracy = Accuracy(output=output_metrics, gradients=gradients, approx=approx,
+    accuracy = Accuracy(output=output_metrics, gradients=gradients, approx=approx, fidelity=fidelity,
                         rows_checked=None if rows is None else len(rows), note=note,
                         ok=ok, tolerance=tolerance, failures=failures)
     return accuracy, warnings
+
+
+def _measure_fidelity(case: Case, variant: Variant, inputs64: AttentionInputs, rows: torch.Tensor | None,
+                      warnings: list[str]) -> tuple[dict | None, str]:
+    """The weights' fidelity to exact softmax (`harness.measure.fidelity`) on the accuracy check's rows.
+
+    (fidelity or None, a note). None when the variant gives no weights; a failure is a warning,
+    never a failed cell. A variant whose `attention_weights` takes no ``rows=`` is only asked at
+    sizes where every row is checked (it would form the whole (N, M) matrix).
+    """
+    try:
+        if rows is not None and not takes_rows(variant):
+            return None, f"weight fidelity not computed: {variant.name}'s attention_weights takes no rows="
+        detached = AttentionInputs(*(t.detach() for t in inputs64.tensors()))
+        return measure_fidelity(case, variant, detached, fidelity_rows(case.seq_len, rows)), ""
+    except Exception as exc:
+        warnings.append(f"weight fidelity not computed: {describe_exception(exc)}")
+        return None, ""
 
 
 def fwd_only_case(case: Case) -> Case:

@@ -19,7 +19,8 @@ TIDY_COLUMNS = (
     "setup_s", "warmup_s", "stop_reason", "contended",
     "peak_bytes_fwd", "peak_bytes_fwd_bwd", "predicted_bytes", "resident_bytes_fwd",
     "max_abs_error", "rel_l2_error", "nonfinite", "grad_max_rel_l2_error",
-    "approx_max_abs_error", "approx_rel_l2_error", "accuracy_ok",
+    "approx_max_abs_error", "approx_rel_l2_error", "approx_kl", "approx_entropy_ratio", "approx_topk_mass", "approx_dropped_mass",
+    "accuracy_ok",
     "flops", "performed_flops", "flops_per_s", "peak_fraction", "arithmetic_intensity", "bytes_moved", "bytes_per_s", "bandwidth_fraction", "energy_j", "warnings",
 )
 
@@ -41,6 +42,7 @@ def _tidy_row(loaded: LoadedRun, cell: Cell) -> dict[str, Any]:
     timing, memory, accuracy = result.timing, result.memory, result.accuracy
     params = case.get("params") or {}
     grads = accuracy.gradients if accuracy else {}
+    fidelity = (accuracy.fidelity if accuracy else None) or {}
     row: dict[str, Any] = {
         "run_id": loaded.run.run_id,
         "run_name": loaded.run.name,
@@ -80,6 +82,8 @@ def _tidy_row(loaded: LoadedRun, cell: Cell) -> dict[str, Any]:
         "grad_max_rel_l2_error": max((g.rel_l2_error for g in grads.values()), default=None),
         "approx_max_abs_error": accuracy.approx.max_abs_error if accuracy and accuracy.approx else None,
         "approx_rel_l2_error": accuracy.approx.rel_l2_error if accuracy and accuracy.approx else None,
+        **{column: fidelity.get(column) for column in ("approx_kl", "approx_entropy_ratio", "approx_topk_mass")},
+        "approx_dropped_mass": fidelity.get("dropped_mass"),
         "accuracy_ok": accuracy.ok if accuracy else None,
         "flops": result.flops,
         "performed_flops": result.performed_flops,
