@@ -1,4 +1,9 @@
-"""Seeded inputs for a case, and the float64 copies the reference sees."""
+"""Seeded inputs for a case, and the float64 copies the reference sees.
+
+The case's `inputs` axis says where the values come from: a seeded
+distribution (`harness.measure.distributions`) or a safetensors file
+(`harness.measure.input_files`).
+"""
 
 from __future__ import annotations
 
@@ -6,27 +11,28 @@ import torch
 
 from harness.attention.tensors import torch_dtype
 from harness.core.case import Case
+from harness.core.inputspec import parse_inputs
 from harness.core.variant import AttentionInputs
 
 
 def make_inputs(case: Case, requires_grad: bool = False) -> AttentionInputs:
-    """q, k ~ N(0, qk_std^2) and v ~ N(0, 1), drawn on the CPU in float32 from `case.seed`.
+    """q (B, H, N, d), k (B, Hkv, M, d) and v (B, Hkv, M, d_v) of `case`, in its dtype on its device.
 
-    Drawing on the CPU makes the values the same on every device; they are
-    then cast to the case's dtype and moved to its device.
+    ``iid`` draws q, k ~ N(0, qk_std²) and v ~ N(0, 1); the other
+    distributions are described in `harness.measure.distributions`; ``file:PATH``
+    loads the stored tensors. Values are made on the CPU in float32 (so they are
+    the same on every device), then cast to the case's dtype and moved to its device.
     """
-    generator = torch.Generator().manual_seed(case.seed)
-    shapes = {
-        "q": (case.batch, case.heads, case.seq_len, case.head_dim),
-        "k": (case.batch, case.kv_heads, case.kv_len, case.head_dim),
-        "v": (case.batch, case.kv_heads, case.kv_len, case.v_head_dim),
-    }
-    tensors = {}
-    for name, shape in shapes.items():
-        std = case.qk_std if name in ("q", "k") else 1.0
-        values = torch.randn(shape, generator=generator, dtype=torch.float32) * std
-        values = values.to(device=case.device, dtype=torch_dtype(case.dtype))
-        tensors[name] = values.requires_grad_(requires_grad)
+    if parse_inputs(case.inputs).kind == "file":
+        from harness.measure.input_files import load_file_inputs
+
+        values = load_file_inputs(case)
+    else:
+        from harness.measure.distributions import draw_qkv
+
+        values = draw_qkv(case)
+    tensors = {name: value.to(device=case.device, dtype=torch_dtype(case.dtype)).requires_grad_(requires_grad)
+               for name, value in zip(("q", "k", "v"), values, strict=True)}
     return AttentionInputs(**tensors)
 
 
