@@ -15,6 +15,9 @@ only these names; the subpackages behind them (`harness.core`,
   `case_mask_mod`, `case_mask_matrix`, `case_visible_pairs`, `case_window`;
 - score mods (the `score_mod` axis): `case_score_mod` (a Flex ``score_mod``),
   `apply_score_mod`, `score_bias` (ALiBi as an SDPA float mask), `alibi_slopes`, `case_softcap`;
+- captured inputs: `capture_attention` (record the q, k, v a model passes to
+  SDPA during one forward, into safetensors files), `CapturedCall`,
+  `read_file_shapes`, `load_file_inputs` (the ``file:PATH`` inputs of a case);
 - errors: `AttnbenchError`.
 
 Names load lazily, so ``import harness.store`` or ``import harness.report``
@@ -58,6 +61,10 @@ _PUBLIC = {
     "score_bias": "harness.attention.score_mods",
     "alibi_slopes": "harness.attention.score_mods",
     "case_softcap": "harness.attention.score_mods",
+    "capture_attention": "harness.measure.capture",
+    "CapturedCall": "harness.measure.capture",
+    "read_file_shapes": "harness.measure.input_files",
+    "load_file_inputs": "harness.measure.input_files",
 }
 
 __all__ = sorted(_PUBLIC)
@@ -89,6 +96,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
         score_bias,
     )
     from harness.attention.tensors import torch_dtype  # noqa: F401
+    from harness.measure.capture import CapturedCall, capture_attention  # noqa: F401
+    from harness.measure.input_files import load_file_inputs, read_file_shapes  # noqa: F401
     from harness.core.case import DTYPES, Case  # noqa: F401
     from harness.core.errors import AttnbenchError  # noqa: F401
     from harness.core.knobs import Knob  # noqa: F401

@@ -391,6 +391,8 @@ def _register_optional_commands() -> None:
         pass
     else:
         main.add_command(profile_command)
+    from harness.cli.capture import capture_command
+    main.add_command(capture_command)
 
 
 _register_optional_commands()

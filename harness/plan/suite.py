@@ -170,7 +170,8 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
         if "kv_cache_bytes" in {**sweep, **table} and "batch" in table:
             raise SuiteError(f"{source}: key '{where}.batch': kv_cache_bytes derives each cell's batch, so batch "
                              "cannot be swept with it; drop one of the two")
-    if "seq_len" not in sweep and "seq_len" not in defaults:
+    from_files = any(str(v).startswith("file:") for v in (*sweep.get("inputs", ()), defaults.get("inputs", "")))
+    if "seq_len" not in sweep and "seq_len" not in defaults and not from_files:
         raise SuiteError(f"{source}: no sequence length: set 'sweep.seq_len' (a list) or 'defaults.seq_len'")
 
     params: dict[str, dict[str, tuple[Any, ...]]] = {}
@@ -449,9 +450,33 @@ def _derived_fields(fields: dict[str, Any], explicit: set[str]) -> dict[str, Any
             follows_head_dim = axis == "v_head_dim" and "head_dim" in explicit
             if axis not in explicit and not follows_head_dim:
                 fields[axis] = value
+    inputs = fields.get("inputs")
+    if inputs is not None and parse_inputs(inputs).kind == "file":
+        fields = _fields_from_file(parse_inputs(inputs).path, fields, explicit)
     if fields.get("kv_cache_bytes") is not None:
         shape = Case(variant="-", **{k: v for k, v in fields.items() if k != "kv_cache_bytes"})
         fields["batch"] = batch_for_kv_cache(fields["kv_cache_bytes"], shape)
+    return fields
+
+
+def _fields_from_file(path: str, fields: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
+    """Shape fields (and causal) taken from a safetensors file where the suite set none; ValueError where they disagree."""
+    from harness.measure.input_files import SHAPE_FIELDS, read_file_shapes
+
+    shapes = read_file_shapes(path)
+    fields = dict(fields)
+    wrong = []
+    for name in SHAPE_FIELDS:
+        if name in explicit and fields.get(name) is not None:
+            if fields[name] != shapes[name]:
+                wrong.append(f"{name} is {fields[name]} but the file has {shapes[name]}")
+        else:
+            fields[name] = shapes[name]
+    if "causal" not in explicit and shapes.get("causal") is not None:
+        fields["causal"] = shapes["causal"]
+    if wrong:
+        raise ValueError(f"inputs file:{path} does not match the suite: {'; '.join(wrong)}; drop those keys "
+                         "to take them from the file")
     return fields
 
 
