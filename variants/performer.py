@@ -26,11 +26,23 @@ common to all keys and features cancels too, so the estimator stays unbiased
 up to the normalisation. (A per-key or per-feature shift would bias it.)
 
 When is the estimate good? Its variance grows like exp(‖q + k‖²/√d) (the
-relative error like exp(‖q + k‖²/(2√d))). The harness draws q, k ~ N(0, qk_std²):
+relative error like exp(‖q + k‖²/(2√d))). With q, k ~ N(0, qk_std²),
 ‖q + k‖² ≈ 2·d·qk_std², so at d = 64 qk_std = 1 gives errors of order e^8 and
-the estimator looks broken, while qk_std ≲ 0.5 (logits of order one) gives the
-few-percent errors the paper reports. Suites that measure its approximation
-error should set qk_std accordingly; more features shrink it like 1/√m.
+the estimator looks broken; qk_std ≲ 0.5 keeps the variance in check. Even
+there the output is far from softmax attention's on every input distribution
+we measured, not the few-percent errors of the paper's tasks. The
+`approximations` suite (N = 4096, 8 heads, d = 64, qk_std = 0.5, non-causal)
+gives approx_rel_l2_error, with 256 / 64 features:
+
+    iid 0.44 / 0.64   outliers 0.97 / 0.99   clustered 0.45 / 0.58
+    local 1.30 / 1.28   sinks 0.94 / 0.94
+
+On iid inputs uniform weights that ignore q and k do better (0.25 full, 0.22
+causal at N = 1024), and performer-pytorch's implementation is as far off
+(0.39 / 0.32 there), so this is the estimator on these inputs, not a bug.
+The weights are smooth where softmax's are spiky: approx_kl grows from 0.05
+(iid) to 2.5 (local) and 3.1 (sinks) nats, and approx_topk_mass says how much
+of softmax's top-32 mass it recovers. More features shrink the error like 1/√m.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The `attnbench` command line.
 
-    attnbench list [--json]
-    attnbench run SUITE [--device cpu|cuda|auto] [--variant NAME]... [--seq-len N]...
+    attnbench list [--json] [--presets]
+    attnbench run SUITE [--device cpu|cuda|auto] [--variant NAME]... [--seq-len N]... [--preset MODEL]
                   [--name RUN_NAME] [--results DIR] [--resume RUN] [--executor local|ray] [--no-report]
                   [--recalibrate] [--processes K] [--profile]
     attnbench runs [--results DIR]
@@ -11,6 +11,7 @@
     attnbench compare BASE NEW [-o FILE.html] [--fail-on median:5%]
     attnbench profile VARIANT --seq-len N [case options] [-o DIR]
     attnbench ab SUITE --a SIDE --b SIDE [--pairs N] [--fail-on median:5%]
+    attnbench capture ENTRY -o OUT [--layer K]... [--seq-len N] [--module NAME]
 
 Exit status: 0 done, 1 a gate failed, 2 the input was wrong (nothing was run),
 3 the run stopped before its end (disk full, interrupted); what was stored is kept.
