@@ -128,6 +128,38 @@ def test_a_decode_report_renders_its_kv_len_tables_and_figures(browser, tmp_path
         body = page.inner_text("body")
         assert "GQA 8/2" in body and "decode q_len 1" in body and "50% of copy bw" in body
         assert not seen["errors"] and not seen["console"], seen
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report-decode.png"), full_page=True)
         assert all(url.startswith(("file:", "data:")) for url in seen["requests"]), seen["requests"]
+    finally:
+        page.close()
+
+
+def test_quality_against_cost_has_one_plot_per_input_distribution(browser, tmp_path, cli_env):
+    import subprocess
+    import sys
+
+    suite = tmp_path / "approx.toml"
+    suite.write_text('[suite]\nname = "approx"\nvariants = ["sdpa-math", "performer", "longformer"]\n'
+                     '[defaults]\nheads = 2\nhead_dim = 32\nqk_std = 0.5\n[sweep]\nseq_len = [256]\n'
+                     'inputs = ["iid", "sinks"]\n[params.performer]\nfeatures = [16, 64]\n'
+                     '[params.longformer]\nwindow = 32\nglobal_tokens = [0, 4]\n'
+                     '[measure]\nwarmup_s = 0.01\nbudget_s = 0.05\nmin_reps = 3\ncap_s = 0.5\n')
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(suite), "--no-report",
+                          "--results", str(tmp_path / "r")], capture_output=True, text=True, env=cli_env, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    run = load_run(next((tmp_path / "r").iterdir()))
+    page, seen = open_page(browser, write_html(build_report_html([run]), tmp_path / "approx.html"))
+    try:
+        quality = page.locator("section#quality")
+        headings = quality.locator("h3").all_inner_texts()
+        assert len(headings) == 2 and any("inputs sinks" in h for h in headings), headings
+        images = quality.locator("img").evaluate_all("els => els.map(e => ({w: e.naturalWidth, ok: e.complete}))")
+        assert len(images) == 2 and all(i["ok"] and i["w"] > 800 for i in images), images   # two panels: 13 in wide
+        frontier = quality.locator("table.frontier thead th").all_inner_texts()
+        assert "KL of rows" in frontier and "top-32 mass kept" in frontier
+        assert not seen["errors"] and not seen["console"], seen
+        ARTIFACTS.mkdir(exist_ok=True)
+        quality.screenshot(path=str(ARTIFACTS / "report-quality.png"))
     finally:
         page.close()

@@ -168,7 +168,9 @@ def quality_views(data: ReportData) -> list[QualityView]:
                 r = group.iloc[index]
                 frontier_rows.append({"series": str(r["series"]), "run": str(run) if data.multi_run else "",
                                       "time": format_seconds(r["time_median_s"]),
-                                      "error": format_error(r["approx_rel_l2_error"])})
+                                      "error": format_error(r["approx_rel_l2_error"]),
+                                      "kl": format_error(r.get("approx_kl")),
+                                      "topk": format_error(r.get("approx_topk_mass"))})
         views.append(QualityView(workload=workload, length=length, length_axis=length_axis(rows), points=points,
                                  baseline_times=baseline_times, frontier=frontier_rows))
     return views

@@ -378,22 +378,43 @@ def time_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, title: str)
     return to_data_uri(fig)
 
 
+QUALITY_METRICS = (("approx_rel_l2_error", "relative L2 error of the output vs exact softmax"),
+                   ("approx_kl", "KL(exact ‖ approx) of the attention rows (nats)"))
+
+
 def quality_figure(points: pd.DataFrame, styles: Styles, multi_run: bool, baseline_times: dict[str, float],
                    title: str) -> str:
-    """approx_rel_l2_error against time, one point per knob setting, the Pareto frontier per run drawn."""
-    fig = Figure(figsize=(8, 5.5))
-    ax = fig.subplots()
-    for run, group in points.groupby("run", sort=False):
+    """Output error, and (where measured) the rows' KL divergence, against time: one point per knob setting.
+
+    Each panel draws the Pareto frontier per run (settings no other beats on both time and that metric).
+    """
+    metrics = [(column, label) for column, label in QUALITY_METRICS
+               if column in points.columns and pd.to_numeric(points[column], errors="coerce").gt(0).any()]
+    metrics = metrics or list(QUALITY_METRICS[:1])
+    fig = Figure(figsize=(8 if len(metrics) == 1 else 13, 5.5))
+    axes = np.atleast_1d(fig.subplots(1, len(metrics)))
+    for ax, (column, label) in zip(axes, metrics, strict=True):
+        _quality_panel(ax, points, column, label, styles, multi_run, baseline_times)
+    fig.suptitle(text(title), fontsize=10)
+    fig.subplots_adjust(left=0.07 if len(metrics) > 1 else 0.11, right=0.98, bottom=0.1, top=0.9, wspace=0.22)
+    return to_data_uri(fig)
+
+
+def _quality_panel(ax, points: pd.DataFrame, column: str, label: str, styles: Styles, multi_run: bool,
+                   baseline_times: dict[str, float]) -> None:
+    rows = points[pd.to_numeric(points[column], errors="coerce").gt(0)].copy()
+    rows[column] = rows[column].astype(float)
+    for run, group in rows.groupby("run", sort=False):
         run = str(run)
         for r in group.itertuples(index=False):
             style = styles.line(r.series, run)
-            ax.scatter([r.time_median_s], [r.approx_rel_l2_error], color=style["color"], marker=style["marker"],
-                       s=36, zorder=3)
-            ax.annotate(text(_label(r.series, run, multi_run)), (r.time_median_s, r.approx_rel_l2_error),
+            value = getattr(r, column)
+            ax.scatter([r.time_median_s], [value], color=style["color"], marker=style["marker"], s=36, zorder=3)
+            ax.annotate(text(_label(r.series, run, multi_run)), (r.time_median_s, value),
                         fontsize=7, xytext=(4, 3), textcoords="offset points")
-        frontier = group.iloc[pareto_frontier(list(group["time_median_s"]), list(group["approx_rel_l2_error"]))]
+        frontier = group.iloc[pareto_frontier(list(group["time_median_s"]), list(group[column]))]
         if len(frontier):
-            ax.step(frontier["time_median_s"], frontier["approx_rel_l2_error"], where="post", color="black",
+            ax.step(frontier["time_median_s"], frontier[column], where="post", color="black",
                     linestyle=LINESTYLES[styles.runs.get(run, 0) % 4], linewidth=1,
                     label=text(f"Pareto frontier{' · ' + run if multi_run else ''}"))
     for run, seconds in baseline_times.items():
@@ -401,11 +422,8 @@ def quality_figure(points: pd.DataFrame, styles: Styles, multi_run: bool, baseli
                    label=text(f"exact baseline time{' · ' + run if multi_run else ''}"))
     _plain_log(ax)
     ax.set_xlabel("median time per call (s)")
-    ax.set_ylabel("relative L2 error vs exact softmax")
-    ax.set_title(text(title), fontsize=10)
+    ax.set_ylabel(label)
     _legend(ax)
-    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.1, top=0.93)
-    return to_data_uri(fig)
 
 
 def attention_maps_figure(maps: dict[str, Any]) -> str:
