@@ -96,10 +96,10 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
         score_bias,
     )
     from harness.attention.tensors import torch_dtype  # noqa: F401
-    from harness.measure.capture import CapturedCall, capture_attention  # noqa: F401
-    from harness.measure.input_files import load_file_inputs, read_file_shapes  # noqa: F401
     from harness.core.case import DTYPES, Case  # noqa: F401
     from harness.core.errors import AttnbenchError  # noqa: F401
     from harness.core.knobs import Knob  # noqa: F401
     from harness.core.tolerance import DEFAULT_TOLERANCES, Tolerance  # noqa: F401
     from harness.core.variant import AttentionInputs, Variant, seeded_weight  # noqa: F401
+    from harness.measure.capture import CapturedCall, capture_attention  # noqa: F401
+    from harness.measure.input_files import load_file_inputs, read_file_shapes  # noqa: F401

@@ -10,7 +10,13 @@ import math
 import torch
 
 from harness.attention.flops import attention_flops
-from harness.attention.masks import MaskMod, case_mask_mod, causal_mask, mask_matrix
+from harness.attention.masks import (
+    MaskMod,
+    case_mask_matrix,
+    case_mask_mod,
+    causal_mask,
+    mask_matrix,
+)
 from harness.attention.score_mods import ScoreMod, apply_score_mod, case_score_mod
 from harness.core.variant import Variant
 
@@ -45,6 +51,24 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal:
     weights = torch.softmax(scores, dim=-1)                   # (B, H, R, M)
     weights = torch.nan_to_num(weights, nan=0.0)              # a fully masked row attends to nothing
     return weights @ v                                        # (B, H, R, d_v)
+
+
+def softmax_weights(case, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(B, H, R, M) float64 softmax(mod(q kᵀ/√d) + mask) of query `rows`, with `case`'s score mod and mask.
+
+    q (B, H, N, d) and k (B, Hkv, M, d) in any dtype (computed in float64);
+    a fully masked row is 0.
+    """
+    q = q.detach().double()[..., rows, :]                                   # (B, H, R, d)
+    k = repeat_kv(k.detach().double(), q.shape[-3])                          # (B, H, M, d)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])               # (B, H, R, M)
+    score_mod = case_score_mod(case)
+    if score_mod is not None:
+        scores = apply_score_mod(scores, score_mod, case.seq_len, case.kv_len, rows=rows)
+    allowed = case_mask_matrix(case, rows=rows)                              # (R, M) or None
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return torch.softmax(scores, dim=-1).nan_to_num(nan=0.0)                 # (B, H, R, M)
 
 
 def repeat_kv(x: torch.Tensor, heads: int) -> torch.Tensor:

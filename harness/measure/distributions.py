@@ -61,8 +61,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.attention.masks import case_mask_matrix, query_positions
-from harness.attention.reference import repeat_kv
-from harness.attention.score_mods import apply_score_mod, case_score_mod
+from harness.attention.reference import repeat_kv, softmax_weights
 from harness.core.inputspec import parse_inputs
 
 OUTLIER_STD = 10.0          # N(0, 100): FlashAttention-3's outlier component
@@ -258,16 +257,7 @@ def sample_rows(case, rows: int = 64) -> torch.Tensor:
 
 def exact_weights(case, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """(B, H, R, M) float64 softmax(mod(q kᵀ/√d) + mask) of `rows`, with the case's mask and score mod."""
-    q = q.double()[..., rows, :]                                                        # (B, H, R, d)
-    k = repeat_kv(k.double(), q.shape[-3])                                              # (B, H, M, d)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])                          # (B, H, R, M)
-    score_mod = case_score_mod(case)
-    if score_mod is not None:
-        scores = apply_score_mod(scores, score_mod, case.seq_len, case.kv_len, rows=rows)
-    allowed = case_mask_matrix(case, rows=rows)                                         # (R, M) or None
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    return torch.softmax(scores, dim=-1)
+    return softmax_weights(case, q, k, rows)
 
 
 @dataclass(frozen=True)

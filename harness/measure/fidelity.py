@@ -48,13 +48,10 @@ form only those rows, in chunks of about `CHUNK_BYTES` of weights.
 from __future__ import annotations
 
 import inspect
-import math
 
 import torch
 
-from harness.attention.masks import case_mask_matrix
-from harness.attention.reference import repeat_kv
-from harness.attention.score_mods import apply_score_mod, case_score_mod
+from harness.attention.reference import softmax_weights
 from harness.core.case import Case
 from harness.core.variant import AttentionInputs, Variant
 
@@ -124,16 +121,8 @@ def exact_weights(case: Case, inputs: AttentionInputs, rows: torch.Tensor) -> to
     From the float64 inputs: scores = q_rows kᵀ/√d, the score mod, the mask, softmax; with
     kv_heads < heads each key head is repeated for its query heads. A fully masked row is 0.
     """
-    q, k, _ = (t.detach().to("cpu", torch.float64) for t in inputs.tensors())
-    k = repeat_kv(k, q.shape[-3])                                         # (B, H, M, d)
-    scores = (q[..., rows, :] @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])   # (B, H, R, M)
-    score_mod = case_score_mod(case)
-    if score_mod is not None:
-        scores = apply_score_mod(scores, score_mod, case.seq_len, case.kv_len, rows=rows)
-    allowed = case_mask_matrix(case, rows=rows)                          # (R, M) or None
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    return torch.softmax(scores, dim=-1).nan_to_num(nan=0.0)             # (B, H, R, M)
+    q, k, _ = inputs.tensors()
+    return softmax_weights(case, q, k, rows)
 
 
 def fidelity_rows(seq_len: int, rows: torch.Tensor | None, limit: int = FIDELITY_MAX_ROWS) -> torch.Tensor:

@@ -63,8 +63,8 @@ from typing import Any
 
 from harness.core.case import DEVICES, MODES, Case, batch_for_kv_cache, canonical_dtype
 from harness.core.errors import SuiteError, did_you_mean
-from harness.core.knobs import Knob
 from harness.core.inputspec import parse_inputs
+from harness.core.knobs import Knob
 from harness.core.maskspec import parse_mask
 from harness.core.presets import get_preset
 from harness.core.scoremodspec import parse_score_mod
