@@ -78,6 +78,7 @@ def test_only_ok_timed_cells_become_benchmarks_with_every_stat(exported):
         assert bench["extra_info"]["flops"] == 4 * 2 * case.seq_len * case.seq_len * 32
         assert bench["extra_info"]["rel_l2_error"] == cell.result.accuracy.output.rel_l2_error
         assert bench["extra_info"]["peak_bytes_fwd"] == cell.result.memory.peak_bytes_fwd
+        assert bench["extra_info"]["bytes_moved"] == case.bytes_moved
 
 
 def test_pytest_benchmark_compare_reads_both_exports(exported):

@@ -63,6 +63,9 @@ def extra_info(case: Case, result: Result) -> dict[str, Any]:
         "max_abs_error": accuracy.output.max_abs_error if accuracy else None,
         "rel_l2_error": accuracy.output.rel_l2_error if accuracy else None,
         "approx_rel_l2_error": accuracy.approx.rel_l2_error if accuracy and accuracy.approx else None,
+        **{key: ((accuracy.fidelity or {}) if accuracy else {}).get(key)
+           for key in ("approx_kl", "approx_entropy_ratio", "approx_topk_mass")},
+        **{key: result.telemetry.get(key) for key in ("bytes_moved", "bytes_per_s", "bandwidth_fraction")},
         "attnbench_median_s": timing.median_s if timing else None,
         "time_ci_low_s": timing.ci_low_s if timing else None,
         "time_ci_high_s": timing.ci_high_s if timing else None,
