@@ -1,8 +1,11 @@
 """Gates that can fail: compare on 3-sample cells, a run against itself, and paired A/B in alternation.
 
 A planted plugin, `planted-slow`, computes exact softmax attention REPEAT
-times per call (REPEAT from $ATTNBENCH_PLANTED_REPEAT), so 6 against 5 is
-a real 20% slowdown of one and the same variant (same case ids).
+times per call (REPEAT from $ATTNBENCH_PLANTED_REPEAT), so 6 against 4 is
+a real 50% slowdown of one and the same variant (same case ids). Two runs one
+after the other drift by more than 20% here at 3 samples (a 20% slowdown once
+measured 0.87x in CI), which is why the sequential gate is tested on 50% and
+`ab` is the tool for small differences.
 """
 
 from __future__ import annotations
@@ -76,11 +79,11 @@ def attnbench(args, env, cwd, repeat: int | None = None) -> subprocess.Completed
                           text=True, timeout=300)
 
 
-def test_compare_fails_a_20_percent_slowdown_on_cells_that_stop_at_3_samples(tmp_path, planted_env):
+def test_compare_fails_a_50_percent_slowdown_on_cells_that_stop_at_3_samples(tmp_path, planted_env):
     suite = tmp_path / "planted.toml"
     suite.write_text(tiny_suite("planted", ["planted-slow"], seq_lens=(512, 1024), measure=THREE_SAMPLES))
     results = str(tmp_path / "results")
-    for name, repeat in (("base", 5), ("new", 6)):
+    for name, repeat in (("base", 4), ("new", 6)):
         done = attnbench(["run", str(suite), "--name", name, "--results", results, "--no-report"], planted_env,
                          tmp_path, repeat)
         assert done.returncode == 0, done.stdout + done.stderr
