@@ -52,30 +52,25 @@ class _SDPABackend(ExactSoftmaxKernel):
         is_causal = case.causal
 
         bias = score_bias(case, dtype=q.dtype, device=q.device)                   # (H, N, M) ALiBi, or None
+        allowed = case_mask_matrix(case, device=q.device) if case.mask != "none" or bias is not None else None
         if bias is not None:
-            allowed = case_mask_matrix(case, device=q.device)                     # (N, M) bool, or None
             mask = (bias if allowed is None else bias.masked_fill(~allowed, float("-inf")))[None]   # (1, H, N, M)
-
-            def forward() -> torch.Tensor:
-                with sdpa_kernel(backend):
-                    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=grouped)
-        elif case.mask != "none":
-            mask = case_mask_matrix(case, device=q.device)                        # (N, M) bool
-
-            def forward() -> torch.Tensor:
-                with sdpa_kernel(backend):
-                    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=grouped)
+        elif allowed is not None:
+            mask = allowed                                                         # (N, M) bool
         elif is_causal and case.kv_len != case.seq_len:
             # SDPA's is_causal aligns the mask at the top left; attnbench aligns it at the end.
             mask = causal_lower_right(case.seq_len, case.kv_len)                  # (N, M), lazily
-
-            def forward() -> torch.Tensor:
-                with sdpa_kernel(backend):
-                    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=grouped)
         else:
+            mask = None
+
+        if mask is None:
             def forward() -> torch.Tensor:
                 with sdpa_kernel(backend):
                     return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, enable_gqa=grouped)
+        else:
+            def forward() -> torch.Tensor:
+                with sdpa_kernel(backend):
+                    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=grouped)
 
         return forward
 
