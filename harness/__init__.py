@@ -4,7 +4,8 @@ This is the stable surface. Built-in variants and third-party plugins import
 only these names; the subpackages behind them (`harness.core`,
 `harness.attention`, `harness.measure`, ...) may move between versions.
 
-- the contract: `Variant`, `AttentionInputs`, `Case`, `Knob`, `seeded_weight`;
+- the contract: `Variant`, `AttentionInputs`, `Case`, `Knob`, `seeded_weight`,
+  `kv_state_size` (the keys and values a sequence keeps: a `Variant.state_size`);
 - accuracy bounds: `Tolerance`, `DEFAULT_TOLERANCES` (a variant's `tolerances` per dtype);
 - dtypes: `DTYPES`, `torch_dtype`;
 - references and FLOPs: `softmax_attention`, `attention_flops`,
@@ -34,6 +35,7 @@ _PUBLIC = {
     "Variant": "harness.core.variant",
     "AttentionInputs": "harness.core.variant",
     "seeded_weight": "harness.core.variant",
+    "kv_state_size": "harness.core.variant",
     "Case": "harness.core.case",
     "DTYPES": "harness.core.case",
     "Knob": "harness.core.knobs",
@@ -100,6 +102,6 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
     from harness.core.errors import AttnbenchError  # noqa: F401
     from harness.core.knobs import Knob  # noqa: F401
     from harness.core.tolerance import DEFAULT_TOLERANCES, Tolerance  # noqa: F401
-    from harness.core.variant import AttentionInputs, Variant, seeded_weight  # noqa: F401
+    from harness.core.variant import AttentionInputs, Variant, kv_state_size, seeded_weight  # noqa: F401
     from harness.measure.capture import CapturedCall, capture_attention  # noqa: F401
     from harness.measure.input_files import load_file_inputs, read_file_shapes  # noqa: F401

@@ -52,6 +52,7 @@ from harness import (
     case_window,
     causal_mask,
     causal_mask_mod,
+    kv_state_size,
     mask_matrix,
     softmax_attention,
     visible_pairs,
@@ -246,6 +247,13 @@ class _LongformerBase(Variant):
         else:
             global_pairs = 2 * g * n - g * g
         return global_pairs + visible_pairs(n - g, n - g, causal=case.causal, window=window)
+
+    def state_size(self, case: Case) -> int:
+        """The keys and values a decoding query still sees: its window (W + 1 with itself) and the G global ones."""
+        window, global_tokens = self.knob_values(case, "window", "global_tokens")
+        if case_window(case) is not None:
+            window = case_window(case)
+        return kv_state_size(case, keys=window + 1 + global_tokens)
 
     def flops(self, case: Case) -> int:
         """q kᵀ and P v over the pattern's visible pairs; the same for `longformer` and `longformer-flex`.

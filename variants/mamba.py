@@ -240,6 +240,10 @@ class MambaScan(_StateSpace):
         forward()                                                         # compile outside the timed region
         return forward
 
+    def state_size(self, case: Case) -> int:
+        """h_t (D, n) with D = heads·head_dim channels."""
+        return case.heads * case.head_dim * self.knob_values(case, "state_dim")[0]
+
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
         q, k, v = inputs.tensors()
         state_dim, _ = self.knob_values(case, "state_dim", "chunk")
@@ -398,6 +402,10 @@ class Mamba2SSD(_StateSpace):
             return ssd_chunked(*ssd_projections(q, k, v, weights), chunk)
 
         return forward
+
+    def state_size(self, case: Case) -> int:
+        """h_t (n, P) per head, with n = P = head_dim."""
+        return case.heads * case.head_dim * case.head_dim
 
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
         q, k, v = inputs.tensors()

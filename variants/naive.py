@@ -21,6 +21,7 @@ from harness import (
     case_mask_mod,
     case_score_mod,
     case_softcap,
+    kv_state_size,
     score_bias,
     softmax_attention,
 )
@@ -69,6 +70,9 @@ class NaiveAttention(Variant):
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
         return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows, mask_mod=case_mask_mod(case),
                                  score_mod=case_score_mod(case))
+
+    def state_size(self, case: Case) -> int:
+        return kv_state_size(case)
 
     def flops(self, case: Case) -> int:
         return attention_flops(case)

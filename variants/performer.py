@@ -217,6 +217,10 @@ class _KernelAttention(Variant):
     def _feature_flops(self, case: Case) -> int:
         raise NotImplementedError
 
+    def state_size(self, case: Case) -> int:
+        """The running Σφ(k)vᵀ (m × d_v) and Σφ(k) (m) per head: heads·m·(d_v + 1), whatever the length."""
+        return case.heads * self._feature_count(case) * (case.v_head_dim + 1)
+
     def flops(self, case: Case) -> int:
         m, d = self._feature_count(case), case.head_dim
         n, kv = case.seq_len, case.kv_len

@@ -18,7 +18,7 @@ from harness.attention.masks import (
     mask_matrix,
 )
 from harness.attention.score_mods import ScoreMod, apply_score_mod, case_score_mod
-from harness.core.variant import Variant
+from harness.core.variant import Variant, kv_state_size
 
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
@@ -93,6 +93,9 @@ class ExactSoftmaxKernel(Variant):
 
     def flops(self, case) -> int:
         return attention_flops(case)
+
+    def state_size(self, case) -> int:
+        return kv_state_size(case)
 
     def memory_model(self, case) -> int:
         rows = case.batch * case.heads * case.seq_len

@@ -12,6 +12,7 @@
     attnbench profile VARIANT --seq-len N [case options] [-o DIR]
     attnbench ab SUITE --a SIDE --b SIDE [--pairs N] [--fail-on median:5%]
     attnbench capture ENTRY -o OUT [--layer K]... [--seq-len N] [--module NAME]
+    attnbench quality SUITE [--steps N] [--seeds K] [--variant NAME]... [--seq-len N]... [--resume RUN]
 
 Exit status: 0 done, 1 a gate failed, 2 the input was wrong (nothing was run),
 3 the run stopped before its end (disk full, interrupted); what was stored is kept.
@@ -269,13 +270,14 @@ def run_command(suite, device, variants, seq_lens, preset, name, results, resume
 
 
 def _plan_new_run(suite, device, variants, seq_lens, executor, processes, recalibrate, registry, folders=(),
-                  preset=None):
+                  preset=None, steps=None, seeds=None):
     """Load and check the suite, then calibrate the machine (local executor only): nothing runs on bad input."""
     loaded = load_suite(suite)
     if processes is not None:
         loaded = replace(loaded, measure=replace(loaded.measure, processes=processes))
     overrides = Overrides(variants=tuple(variants), seq_lens=tuple(seq_lens),
-                          device=_resolve_device(device, remote=executor != "local"), preset=preset)
+                          device=_resolve_device(device, remote=executor != "local"), preset=preset,
+                          steps=steps, seeds=seeds)
     cases = plan_cases(overrides.apply(loaded), registry)
     for path, what, hint in folders:  # a bad results or reports folder is found before the calibration runs
         ensure_writable_dir(path, what, hint)
@@ -394,6 +396,8 @@ def _register_optional_commands() -> None:
         main.add_command(profile_command)
     from harness.cli.capture import capture_command
     main.add_command(capture_command)
+    from harness.cli.quality import quality_command
+    main.add_command(quality_command)
 
 
 _register_optional_commands()

@@ -13,6 +13,7 @@ from harness.core.case import Case
 from harness.core.markup import safe
 from harness.core.units import finite, format_bytes, format_seconds, kept_timing_text
 from harness.store import load_run, tidy_frame
+from harness.store.quality import kernel_rows, recall_summary
 
 STATUS_STYLE = {"ok": "green", "unsupported": "dim", "skipped": "yellow", "oom": "red", "timeout": "red",
                 "crashed": "red", "error": "red"}
@@ -43,6 +44,9 @@ class SweepProgress:
             self._task = self._progress.add_task("cells", total=data["todo"], cell="")
         elif event == "cell" and self._task is not None:
             self._progress.update(self._task, cell=safe(data["case"].label))
+        elif event == "step" and self._task is not None:
+            self._progress.update(self._task, cell=f"{safe(data['case'].label)}  step {data['step']}/{data['steps']}"
+                                                  f"  loss {data['loss']:.3f}")
         elif event == "done" and self._task is not None:
             result = data["result"]
             if result.status != "ok":
@@ -84,12 +88,14 @@ def print_summary(run_path: Path, full: bool = False, console: Console | None = 
     loaded = load_run(run_path)
     for problem in loaded.problems:
         console.print(f"[yellow]warning:[/yellow] {safe(problem)}", highlight=False)
-    frame = tidy_frame([loaded])
+    everything = tidy_frame([loaded])
     console.print(f"run [bold]{safe(loaded.run.run_id)}[/bold] ({safe(loaded.run.name)}, suite {safe(loaded.run.suite_name)}) "
-                  f"status {loaded.status}, {len(frame)} cells")
-    if frame.empty:
+                  f"status {loaded.status}, {len(everything)} cells")
+    if everything.empty:
         console.print(f"run folder: {safe(run_path)}")
         return
+    _print_quality(everything, console, full)
+    frame = kernel_rows(everything)
     frame = frame.assign(label=[_variant_label(v, p) for v, p in zip(frame.variant, frame.params, strict=True)])
     for workload, group in frame.groupby(list(WORKLOAD_KEYS), sort=True, dropna=False):
         title = ", ".join(f"{k}={v}" for k, v in zip(WORKLOAD_KEYS, workload, strict=True))
@@ -102,7 +108,7 @@ def print_summary(run_path: Path, full: bool = False, console: Console | None = 
             by_length = {row.seq_len: row for row in rows.itertuples()}
             table.add_row(safe(label), *[_cell_text(by_length[n], full) if n in by_length else "" for n in lengths])
         console.print(table)
-    counts = frame.status.value_counts().to_dict()
+    counts = everything.status.value_counts().to_dict()
     console.print("cells by status: " + ", ".join(f"{safe(k)} {v}" for k, v in sorted(counts.items())))
     inaccurate = [cell for cell in loaded.cells if cell.result.accuracy is not None and cell.result.accuracy.ok is False]
     if inaccurate:
@@ -115,6 +121,48 @@ def print_summary(run_path: Path, full: bool = False, console: Console | None = 
         if not full and len(inaccurate) > 10:
             console.print(f"  ... and {len(inaccurate) - 10} more (attnbench show RUN lists them all)")
     console.print(f"run folder: {safe(run_path)}")
+
+
+QUALITY_KEYS = ("task", "device", "dtype", "batch", "heads", "head_dim")
+
+
+def _print_quality(frame, console: Console, full: bool) -> None:
+    """Quality cells: per task and width, recall (mean over seeds, with their range) per variant and seq_len."""
+    summary = recall_summary(frame)
+    if summary.empty:
+        return
+    summary = summary.assign(label=[_variant_label(v, p) for v, p in zip(summary.variant, summary.params, strict=True)])
+    for key, group in summary.groupby(list(QUALITY_KEYS), sort=True, dropna=False):
+        task, device, dtype, batch, heads, head_dim = key
+        title = (f"recall: {task.partition(':')[0]} ({task.partition(':')[2]}), {device} {dtype}, "
+                 f"batch {batch}, d_model {heads * head_dim} = {heads}×{head_dim}")
+        lengths = sorted(group.seq_len.unique())
+        table = Table(title=safe(title), show_lines=True)
+        table.add_column("variant")
+        for length in lengths:
+            table.add_column(f"N={length}", justify="right")
+        for label, rows in group.groupby("label", sort=True):
+            by_length = {row.seq_len: row for row in rows.itertuples()}
+            table.add_row(safe(label), *[_quality_text(by_length[n], full) if n in by_length else "" for n in lengths])
+        console.print(table)
+
+
+def _quality_text(row, full: bool) -> str:
+    if row.status != "ok":
+        style = STATUS_STYLE.get(row.status, "red")
+        reason = row.reason if full else row.reason[:40]
+        return f"[{style}]{row.status}[/{style}]" + (f": {safe(reason)}" if row.status != "unsupported" or full else "")
+    text = f"recall {row.recall:.3f}"
+    if row.seeds_ok > 1:
+        text += f"\n{row.recall_min:.3f}–{row.recall_max:.3f} ({row.seeds_ok} seeds)"
+    elif row.seeds > row.seeds_ok:
+        text += f" ({row.seeds_ok}/{row.seeds} seeds)"
+    text += f"\nloss {row.loss_last:.3f}, {format_seconds(row.train_s)} train"
+    if finite(row.state_size) is not None:
+        text += f"\nstate {int(row.state_size):,}"
+    if finite(row.time_median_s) is not None:
+        text += f"\ncall {format_seconds(row.time_median_s)}"
+    return text
 
 
 def _variant_label(variant: str, params_json: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from harness.core.inputspec import parse_inputs
 from harness.core.maskspec import parse_mask
 from harness.core.scoremodspec import parse_score_mod
+from harness.core.taskspec import parse_task
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 DTYPE_ALIASES = {
@@ -52,7 +53,11 @@ class Case:
     (`harness.core.inputspec`) says how q, k and v are drawn: ``iid`` (the
     default) draws q and k from N(0, qk_std**2) and v from N(0, 1); the others
     are structured distributions or a safetensors file; every draw comes from
-    a generator seeded with `seed`.
+    a generator seeded with `seed`. `task` (`harness.core.taskspec`) is
+    ``none`` for a kernel cell, or ``mqar:...`` for a quality cell, which
+    trains a small model whose mixer is this variant on these shapes (batch:
+    the training batch; heads·head_dim: the model width) and stores its recall
+    instead of a timing (`harness.tasks`).
     `params` holds every knob of the variant, defaults filled in, so the id
     says exactly what ran.
     """
@@ -76,6 +81,7 @@ class Case:
     score_mod: str = "none"
     kv_cache_bytes: int | None = None
     inputs: str = "iid"
+    task: str = "none"
 
     def __post_init__(self) -> None:
         if self.kv_len is None:
@@ -96,6 +102,7 @@ class Case:
         object.__setattr__(self, "mask", spec.text)
         object.__setattr__(self, "score_mod", parse_score_mod(self.score_mod).text)
         object.__setattr__(self, "inputs", parse_inputs(self.inputs).text)
+        object.__setattr__(self, "task", parse_task(self.task).text)
         if spec.kind == "document" and (self.kv_len != self.seq_len or spec.size > self.seq_len):
             raise ValueError(f"mask {spec.text} needs kv_len == seq_len and at most seq_len documents, "
                              f"got seq_len={self.seq_len}, kv_len={self.kv_len}")
@@ -195,6 +202,8 @@ class Case:
         if self.inputs != "iid":
             shape += "-" + (self.inputs.replace(":", "") if not self.inputs.startswith("file:")
                             else "file" + self.inputs.rsplit("/", 1)[-1].removesuffix(".safetensors"))
+        if self.task != "none":
+            shape += "-" + parse_task(self.task).short.replace(" ", "-")
         knobs = "".join(f"-{k}{v}" for k, v in self.params.items())
         return "-".join(parts) + "-" + shape + knobs
 
@@ -226,6 +235,11 @@ class Case:
         """
         once = self.input_bytes + self.output_bytes
         return 3 * once if self.mode == "fwd_bwd" else once
+
+    @property
+    def is_quality(self) -> bool:
+        """True for a quality cell (a trained task), False for a kernel cell."""
+        return self.task != "none"
 
     @property
     def grouped(self) -> bool:

@@ -111,6 +111,38 @@ class Accuracy:
 
 
 @dataclass(frozen=True)
+class TaskOutcome:
+    """What a quality cell's training gave (`harness.tasks`): recall, the loss curve, the budget spent.
+
+    accuracy: share of the held-out queries whose most likely next token is
+    their value (recall), over `queries` queries. loss_first, loss_last: mean
+    training loss over the first and last twentieth of the steps; loss_min:
+    the lowest step loss; loss_curve: (step, mean loss of the steps since the
+    previous point), 20 points. steps, examples: what was trained on;
+    train_s, eval_s, setup_s: wall seconds of the loop, the held-out
+    evaluation, and building the model (the variants' `prepare`).
+    parameters: trainable parameters of the whole model. state_size: the
+    elements one layer's mixer carries per sequence to produce the next token
+    (`Variant.state_size`; None where the variant does not say).
+    """
+
+    task: str
+    accuracy: float
+    queries: int
+    loss_first: float
+    loss_last: float
+    loss_min: float
+    loss_curve: tuple[tuple[int, float], ...]
+    steps: int
+    train_s: float
+    eval_s: float
+    setup_s: float
+    parameters: int
+    examples: int
+    state_size: int | None = None
+
+
+@dataclass(frozen=True)
 class Result:
     """What one cell gave: a status, its reason, and whatever was measured."""
 
@@ -128,6 +160,7 @@ class Result:
     worker: dict[str, Any] = field(default_factory=dict)
     started_at: str = ""
     duration_s: float | None = None
+    task: TaskOutcome | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -158,6 +191,10 @@ class Result:
             acc["fidelity"] = dict(acc["fidelity"]) if acc.get("fidelity") is not None else None
             acc["failures"] = tuple(acc.get("failures") or ())
             data["accuracy"] = _build(Accuracy, acc)
+        if data.get("task") is not None:
+            task = dict(data["task"])
+            task["loss_curve"] = tuple((int(step), float(loss)) for step, loss in task.get("loss_curve") or ())
+            data["task"] = _build(TaskOutcome, task)
         data["warnings"] = tuple(data.get("warnings") or ())
         return _build(cls, data)
 

@@ -247,6 +247,16 @@ class Variant:
         """Analytic peak bytes the forward allocates beyond its inputs, or None if unknown."""
         return None
 
+    def state_size(self, case: Case) -> int | None:
+        """Elements this variant carries per sequence to produce the next token of `case`, or None if unknown.
+
+        Zoology's "state size", the x axis on which recall is compared: softmax
+        attention keeps its whole KV cache (kv_heads·kv_len·(head_dim + v_head_dim),
+        `kv_state_size`), a sliding window only the window's keys and values, a
+        linear-attention or state-space layer its fixed recurrent state.
+        """
+        return None
+
     def attention_weights(self, case: Case, inputs: AttentionInputs) -> torch.Tensor | None:
         """The (B, H, N, M) weights each query puts on each key, in float64, or None.
 
@@ -262,6 +272,12 @@ class Variant:
         dtype = "float32" if "float32" in self.dtypes else self.dtypes[0]
         return Case(variant=self.name, seq_len=128, head_dim=64, heads=2, dtype=dtype,
                     device=device, params=dict(self.params))
+
+
+def kv_state_size(case: Case, keys: int | None = None) -> int:
+    """Elements of the keys and values one sequence keeps: kv_heads·keys·(head_dim + v_head_dim); keys defaults to kv_len."""
+    kept = case.kv_len if keys is None else min(keys, case.kv_len)
+    return case.kv_heads * kept * (case.head_dim + case.v_head_dim)
 
 
 def seeded_weight(case: Case, tag: int, shape: tuple[int, ...], std: float = 1.0) -> torch.Tensor:

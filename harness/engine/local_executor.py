@@ -60,7 +60,9 @@ class LocalExecutor:
             worker.start()
         return worker.device_info.get("memory_available_bytes")
 
-    def map(self, cases: Iterator[Case], settings: MeasureSettings, on_start=None) -> Iterator[tuple[Case, Result]]:
+    def map(self, cases: Iterator[Case], settings: MeasureSettings, on_start=None,
+            on_progress=None) -> Iterator[tuple[Case, Result]]:
+        """Each cell's (case, result); `on_start(case)` before it, `on_progress(case, message)` for its steps."""
         for case in cases:
             if on_start:
                 on_start(case)
@@ -69,7 +71,8 @@ class LocalExecutor:
                 continue
             self._restart_for_distribution(case)
             worker = self.worker(case.device)
-            result = worker.run(case, settings)
+            hear = (lambda message, case=case: on_progress(case, message)) if on_progress else None
+            result = worker.run(case, settings, on_progress=hear)
             self._restart_over_budget(case, worker, result)
             yield case, result
 

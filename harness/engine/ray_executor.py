@@ -212,7 +212,8 @@ class RayExecutor:
             known.update({id(slot): value for slot, value in zip(pool, values, strict=True) if value is not None})
         return min(known.values()) if known else None
 
-    def map(self, cases: Iterator[Case], settings: MeasureSettings, on_start=None) -> Iterator[tuple[Case, Result]]:
+    def map(self, cases: Iterator[Case], settings: MeasureSettings, on_start=None,
+            on_progress=None) -> Iterator[tuple[Case, Result]]:
         cases = iter(cases)
         settings_data = settings.to_dict()
         in_flight: dict[Any, tuple[Case, _Slot, int]] = {}

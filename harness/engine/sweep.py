@@ -39,10 +39,12 @@ class Overrides:
     seq_lens: tuple[int, ...] = ()
     device: str | None = None
     preset: str | None = None
+    steps: int | None = None
+    seeds: int | None = None
 
     def apply(self, suite: Suite) -> Suite:
         return with_overrides(suite, variants=self.variants, seq_lens=self.seq_lens, device=self.device,
-                              preset=self.preset)
+                              preset=self.preset, steps=self.steps, seeds=self.seeds)
 
 
 @dataclass
@@ -90,7 +92,7 @@ def resume_run(run_path: Path, registry, *, executor=None, progress: Progress = 
         stored = loaded.run.settings.get("overrides") or {}
         overrides = Overrides(variants=tuple(stored.get("variants") or ()),
                               seq_lens=tuple(stored.get("seq_lens") or ()), device=stored.get("device"),
-                              preset=stored.get("preset"))
+                              preset=stored.get("preset"), steps=stored.get("steps"), seeds=stored.get("seeds"))
         effective = overrides.apply(suite)
         cases = plan_cases(effective, registry)
     except Exception:
@@ -102,7 +104,7 @@ def resume_run(run_path: Path, registry, *, executor=None, progress: Progress = 
 
 def _overrides_dict(overrides: Overrides) -> dict[str, Any]:
     return {"variants": list(overrides.variants), "seq_lens": list(overrides.seq_lens), "device": overrides.device,
-            "preset": overrides.preset}
+            "preset": overrides.preset, "steps": overrides.steps, "seeds": overrides.seeds}
 
 
 def _variant_meta(registry, case: Case) -> dict[str, Any]:
@@ -153,7 +155,10 @@ def _drive(writer: RunWriter, cases: list[Case], suite: Suite, registry, executo
 
     stored = 0
     try:
-        for case, result in executor.map(runnable(), settings, on_start=lambda c: progress("cell", case=c)):
+        steps = {"on_progress": lambda c, m: progress("step", case=c, step=m["step"], steps=m["steps"], loss=m["loss"])}
+        if not _takes_progress(executor):
+            steps = {}
+        for case, result in executor.map(runnable(), settings, on_start=lambda c: progress("cell", case=c), **steps):
             record(case, result)
             stored += 1
     except KeyboardInterrupt:
@@ -172,6 +177,15 @@ def _drive(writer: RunWriter, cases: list[Case], suite: Suite, registry, executo
     writer.close("finished")
     return SweepOutcome(run_path=writer.path, run_id=writer.run.run_id, status="finished", counts=counts,
                         skipped_as_done=len(cases) - len(todo))
+
+
+def _takes_progress(executor) -> bool:
+    import inspect
+
+    try:
+        return "on_progress" in inspect.signature(executor.map).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _store_restarts(writer: RunWriter, executor) -> None:

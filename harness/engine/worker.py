@@ -67,8 +67,15 @@ def worker_main(connection, options: WorkerOptions) -> None:
         except Exception as exc:
             result = Result("error", f"variant {case.variant!r} is not available in the worker: {exc}")
         else:
-            result = measure_case(case, variant, settings, options.calibration)
+            result = measure_case(case, variant, settings, options.calibration, progress=_progress_sender(connection))
         connection.send({"type": "result", "result": result.to_dict()})
+
+
+def _progress_sender(connection):
+    def send(step: int, steps: int, loss: float) -> None:
+        connection.send({"type": "progress", "step": step, "steps": steps, "loss": loss})
+
+    return send
 
 
 def _device_info(device: str) -> dict[str, Any]:
@@ -129,15 +136,21 @@ class Worker:
             raise RuntimeError(f"the {self.options.device} worker exited while starting ({_describe_exit(code)})") from None
         self.device_info = hello.get("device_info", {})
 
-    def run(self, case: Case, settings: MeasureSettings) -> Result:
+    def run(self, case: Case, settings: MeasureSettings, on_progress=None) -> Result:
+        """Run one cell in the worker. A quality cell's progress messages go to `on_progress(message)`,
+        and each one restarts its timeout: a training that keeps stepping is never cut off, a silent one is."""
         if self._process is None or not self._process.is_alive():
             self.start()
         worker_info = {"pid": self.pid, "device": self.options.device}
         started = time.perf_counter()
         try:
             self._connection.send({"case": case.to_dict(), "settings": settings.to_dict()})
-            if self._connection.poll(settings.timeout_s):
+            while self._connection.poll(settings.timeout_s):
                 message = self._connection.recv()
+                if message.get("type") == "progress":
+                    if on_progress is not None:
+                        on_progress(message)
+                    continue
                 result = Result.from_dict(message["result"])
                 return Result.from_dict({**result.to_dict(), "worker": {**result.worker, **worker_info}})
             self._kill()

@@ -131,8 +131,12 @@ class _Step:
 
 
 def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
-                 calibration: dict | None = None) -> Result:
-    """Measure `case` with `variant`; never raises for what the variant does."""
+                 calibration: dict | None = None, progress=None) -> Result:
+    """Measure `case` with `variant`; never raises for what the variant does.
+
+    A quality cell (`Case.task` set) is trained instead (`harness.tasks`);
+    `progress(step, steps, loss)` hears its steps.
+    """
     started_at, started = now_iso(), time.perf_counter()
     base = dict(started_at=started_at, worker={"threads": torch.get_num_threads()})
     try:
@@ -141,6 +145,10 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
         return Result("error", f"unsupported_reasons raised {describe_exception(exc)}", **base)
     if reasons:
         return Result("unsupported", "; ".join(reasons), **base)
+    if case.is_quality:
+        from harness.tasks.cell import measure_quality
+
+        return measure_quality(case, variant, progress, **base)
     stage = "setup"
     timing = memory = accuracy = None
     warnings: list[str] = []

@@ -38,6 +38,12 @@ A suite file has these tables (every key optional but ``variants``)::
     [measure]           # harness.settings.MeasureSettings
     budget_s = 1.0
 
+    [task]              # optional: make every cell a quality cell (harness.core.taskspec)
+    kind = "mqar"
+    kv_pairs = 4
+    steps = 600
+    costs = true        # also time each trained shape as a kernel cell (the quality-cost picture)
+
 A ``preset`` (`harness.core.presets`; in [defaults] or swept in [sweep])
 fills heads, kv_heads, head_dim, v_head_dim, causal and mask, except the axes
 the suite sets itself in [defaults], [sweep] or the variant's [overrides]:
@@ -69,6 +75,7 @@ from harness.core.maskspec import parse_mask
 from harness.core.presets import get_preset
 from harness.core.scoremodspec import parse_score_mod
 from harness.core.settings import MeasureSettings, settings_field_types
+from harness.core.taskspec import OPTION_NAMES, TASK_KINDS, parse_task
 from harness.core.units import parse_bytes
 
 AXES: dict[str, type] = {
@@ -78,7 +85,7 @@ AXES: dict[str, type] = {
 }
 AXIS_ORDER = ("preset", "kv_cache_bytes", "device", "dtype", "mode", "causal", "mask", "score_mod", "inputs", "batch", "heads", "kv_heads", "head_dim", "v_head_dim",
               "seed", "qk_std", "kv_len", "seq_len")
-TABLES = ("suite", "defaults", "sweep", "params", "overrides", "extra", "measure")
+TABLES = ("suite", "defaults", "sweep", "params", "overrides", "extra", "measure", "task")
 SUITE_KEYS = ("name", "description", "variants")
 MAX_CELLS = 100_000
 MAX_SIZE = 1 << 40
@@ -99,6 +106,13 @@ class Suite:
     measure: MeasureSettings = field(default_factory=MeasureSettings)
     overrides: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
     extra: tuple[ExtraSweep, ...] = ()
+    task: str = "none"
+    task_costs: bool = True
+
+    @property
+    def is_quality(self) -> bool:
+        """True when the suite trains a task ([task]): its cells are quality cells."""
+        return self.task != "none"
 
 
 @dataclass(frozen=True)
@@ -191,8 +205,32 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
 
     extra = tuple(_parse_extra(source, i, table) for i, table in enumerate(tables["extra"]))
     measure = _parse_measure(source, tables["measure"])
+    task, task_costs = _parse_task(source, tables["task"])
     return Suite(name=suite_name, source=source, text=text, description=description, variants=variants,
-                 defaults=defaults, sweep=sweep, params=params, measure=measure, overrides=overrides, extra=extra)
+                 defaults=defaults, sweep=sweep, params=params, measure=measure, overrides=overrides, extra=extra,
+                 task=task, task_costs=task_costs)
+
+
+def _parse_task(source: str, table: dict[str, Any]) -> tuple[str, bool]:
+    """The [task] table: (the canonical task text, whether to add cost cells); ('none', False) without one."""
+    if not table:
+        return "none", False
+    allowed = ("kind", "costs", *OPTION_NAMES)
+    _reject_unknown(source, "task.", table, allowed)
+    kind = table.get("kind")
+    if not isinstance(kind, str) or kind not in TASK_KINDS[1:]:
+        raise SuiteError(f"{source}: key 'task.kind' must be one of {', '.join(TASK_KINDS[1:])}, got {_short(kind)}")
+    costs = table.get("costs", True)
+    if not isinstance(costs, bool):
+        raise SuiteError(f"{source}: key 'task.costs' must be true or false, got {_short(costs)}")
+    options = {key: value for key, value in table.items() if key not in ("kind", "costs")}
+    for key, value in options.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SuiteError(f"{source}: key 'task.{key}' must be a number, got {_short(value)}")
+    try:
+        return parse_task(kind, **options).text, costs
+    except ValueError as exc:
+        raise SuiteError(f"{source}: [task]: {exc}") from None
 
 
 def _parse_extra(source: str, index: int, table: dict[str, Any]) -> ExtraSweep:
@@ -331,13 +369,24 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def with_overrides(suite: Suite, *, variants=None, seq_lens=None, device=None, preset=None) -> Suite:
-    """The suite with the CLI's --variant, --seq-len, --device and --preset applied.
+def with_overrides(suite: Suite, *, variants=None, seq_lens=None, device=None, preset=None, steps=None,
+                   seeds=None) -> Suite:
+    """The suite with the CLI's --variant, --seq-len, --device, --preset, --steps and --seeds applied.
 
     --preset replaces the suite's preset and its [defaults] for the axes the
-    preset fills; axes the suite sweeps keep their lists.
+    preset fills; axes the suite sweeps keep their lists. --steps replaces the
+    task's step budget and --seeds K trains every quality cell with seeds
+    0..K-1 (both only for a suite with a [task]).
     """
     changes: dict[str, Any] = {}
+    if (steps or seeds) and not suite.is_quality:
+        raise SuiteError(f"{suite.source}: --steps and --seeds apply to a suite with a [task] table "
+                         "(attnbench quality); this suite has none")
+    if steps:
+        try:
+            changes["task"] = parse_task(suite.task, steps=steps).text
+        except ValueError as exc:
+            raise SuiteError(f"--steps: {exc}") from None
     params, overrides = dict(suite.params), {k: dict(v) for k, v in suite.overrides.items()}
     if variants:
         changes["variants"] = tuple(dict.fromkeys(variants))
@@ -345,6 +394,13 @@ def with_overrides(suite: Suite, *, variants=None, seq_lens=None, device=None, p
         overrides = {k: v for k, v in overrides.items() if k in variants}
     sweep = dict(suite.sweep)
     defaults = dict(suite.defaults)
+    if seeds:
+        if seeds < 1:
+            raise SuiteError(f"--seeds must be at least 1, got {seeds}")
+        sweep["seed"] = tuple(range(seeds))
+        defaults.pop("seed", None)
+        for table in overrides.values():
+            table.pop("seed", None)
     if seq_lens:
         for value in seq_lens:
             if value <= 0:
@@ -378,6 +434,8 @@ def with_overrides(suite: Suite, *, variants=None, seq_lens=None, device=None, p
             axes.pop("device", None)
         if preset:
             axes.pop("preset", None)
+        if seeds:
+            axes["seed"] = tuple(range(seeds))
         if names:
             extra.append(ExtraSweep(variants=names, axes=axes))
     return replace(suite, sweep=sweep, defaults=defaults, params=params, overrides=overrides, extra=tuple(extra),
@@ -395,7 +453,27 @@ def _axes(defaults: dict[str, Any], lists: dict[str, tuple[Any, ...]]) -> dict[s
 
 
 def expand(suite: Suite, registry) -> list[Case]:
-    """Every cell of the suite, lengths innermost (ascending), knob defaults filled in; then each [[extra]]'s cells."""
+    """Every cell of the suite, lengths innermost (ascending), knob defaults filled in; then each [[extra]]'s cells.
+
+    With a [task], every cell is a quality cell of that task; with
+    ``task.costs`` (the default) each distinct trained shape is followed by
+    its kernel cell (the same case with task none and seed 0), which times
+    the variant's training call on exactly the model's shapes.
+    """
+    cases = _expand_cells(suite, registry)
+    if not suite.is_quality:
+        return cases
+    quality = [replace(case, task=suite.task) for case in cases]
+    if not suite.task_costs:
+        return quality
+    costs = {}
+    for case in quality:
+        cost = replace(case, task="none", seed=0)
+        costs.setdefault(cost.id, cost)
+    return quality + list(costs.values())
+
+
+def _expand_cells(suite: Suite, registry) -> list[Case]:
     names = registry.names() if suite.variants == ("all",) else list(suite.variants)
     for name in names:
         if name not in registry.variants:

@@ -17,6 +17,14 @@ A `median:PCT` gate fails on a cell whose ratio exceeds 1 + PCT and that is
 either 'slower' (significant) or 'too few samples' (untestable, so the
 ratio alone decides). Contended cells never pass or fail a gate silently:
 they are listed as not gated.
+
+Quality cells (a trained task) have no timing: their configurations (the
+case without its seed) are matched across the runs and compared by recall,
+the mean over each side's seeds (`RecallChange`): 'lower' or 'higher' when
+the change is beyond both `RECALL_THRESHOLD` (0.02, two points) and half the
+two sides' seed ranges together, else 'same'. A ``recall:PCT`` gate fails
+a configuration whose recall dropped by more than PCT points (``recall:5%``:
+more than 0.05), or that trained in BASE and not in NEW.
 """
 
 from __future__ import annotations
@@ -50,7 +58,9 @@ GATE_FIELDS = {
     "peak_memory": "peak bytes above the inputs",
     "error": "relative L2 error against the reference",
     "accuracy": "accuracy_ok against the variant's tolerance (no percentage)",
+    "recall": "task recall of quality cells, an absolute drop in points (recall:5% fails a drop of more than 0.05)",
 }
+RECALL_THRESHOLD = 0.02
 VERDICTS = ("slower", "faster", "same", "too few samples", "contended", "n/a")
 METHOD = (f"ratio NEW/BASE of median times with a 95% percentile bootstrap interval "
           f"(scipy.stats.bootstrap, {BOOTSTRAP_RESAMPLES} resamples of each run's raw samples, fixed seed); "
@@ -98,6 +108,34 @@ class CellComparison:
 
 
 @dataclass(frozen=True)
+class RecallChange:
+    """One trained configuration (a quality cell's case without its seed) in both runs, or in one."""
+
+    label: str
+    variant: str
+    series: str
+    task: str
+    seq_len: int
+    width: str
+    base_recall: float | None
+    new_recall: float | None
+    base_seeds: int
+    new_seeds: int
+    base_range: float
+    new_range: float
+    base_status: str
+    new_status: str
+    verdict: str = "n/a"
+    evidence: str = ""
+
+    @property
+    def delta(self) -> float | None:
+        if self.base_recall is None or self.new_recall is None:
+            return None
+        return self.new_recall - self.base_recall
+
+
+@dataclass(frozen=True)
 class Comparison:
     base: LoadedRun
     new: LoadedRun
@@ -108,12 +146,16 @@ class Comparison:
     threshold: float
     alpha: float
     frame: pd.DataFrame = field(repr=False, default=None)
+    recall: list[RecallChange] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(VERDICTS, 0)
         for cell in self.cells:
             counts[cell.verdict] = counts.get(cell.verdict, 0) + 1
         counts["inaccurate in NEW"] = sum(cell.inaccurate for cell in self.cells)
+        if self.recall:
+            for verdict in ("recall lower", "recall higher", "recall same"):
+                counts[verdict] = sum(change.verdict == verdict.removeprefix("recall ") for change in self.recall)
         return counts
 
 
@@ -159,7 +201,8 @@ def compare_runs(base: LoadedRun, new: LoadedRun, threshold: float = DEFAULT_THR
     rows = {(r.run_index, r.case_id): r for r in frame.itertuples(index=False)} if not frame.empty else {}
     base_samples, new_samples = samples_by_case(base), samples_by_case(new)
     labels = {**case_labels(new), **case_labels(base)}
-    base_ids, new_ids = base.case_ids(), new.case_ids()
+    kernel_ids = {case_id for _, case_id in rows}
+    base_ids, new_ids = base.case_ids() & kernel_ids, new.case_ids() & kernel_ids
     cells = []
     for case_id in sorted(base_ids & new_ids):
         b, n = rows[(0, case_id)], rows[(1, case_id)]
@@ -176,7 +219,59 @@ def compare_runs(base: LoadedRun, new: LoadedRun, threshold: float = DEFAULT_THR
     return Comparison(base=base, new=new, cells=cells, only_base=only(0, base_ids - new_ids),
                       only_new=only(1, new_ids - base_ids),
                       environment_diff=environment_diff(base.run.environment, new.run.environment),
-                      threshold=threshold, alpha=alpha, frame=frame)
+                      threshold=threshold, alpha=alpha, frame=frame, recall=compare_recall(base, new))
+
+
+def compare_recall(base: LoadedRun, new: LoadedRun) -> list[RecallChange]:
+    """Every trained configuration of either run, with its recall on each side and a verdict."""
+    from harness.store import tidy_frame
+    from harness.store.quality import CONFIG_KEYS, recall_summary
+
+    summary = recall_summary(tidy_frame([base, new]))
+    if summary.empty:
+        return []
+    keys = [k for k in CONFIG_KEYS if k != "run_id"]
+    sides = {run_id: rows.set_index(keys) for run_id, rows in summary.groupby("run_id")}
+    empty = summary.iloc[0:0].set_index(keys)
+    base_rows, new_rows = sides.get(base.run.run_id, empty), sides.get(new.run.run_id, empty)
+    changes = []
+    for key in sorted(set(base_rows.index) | set(new_rows.index), key=str):
+        b = base_rows.loc[key] if key in base_rows.index else None
+        n = new_rows.loc[key] if key in new_rows.index else None
+        changes.append(_recall_change(dict(zip(keys, key, strict=True)), b, n))
+    return changes
+
+
+def _recall_change(config: dict[str, Any], b, n) -> RecallChange:
+    import json
+
+    params = json.loads(config["params"]) if config["params"] else {}
+    series = config["variant"] + (f" ({', '.join(f'{k}={v}' for k, v in params.items())})" if params else "")
+    width = f"d_model {int(config['heads']) * int(config['head_dim'])} = {config['heads']}×{config['head_dim']}"
+    task = str(config["task"]).partition(":")[0]
+
+    def side(row):
+        if row is None:
+            return None, 0, float("nan"), "absent"
+        recall = finite(row["recall"]) if row["status"] == "ok" else None
+        spread = (row["recall_max"] - row["recall_min"]) if recall is not None else float("nan")
+        return recall, int(row["seeds_ok"]), spread, str(row["status"])
+
+    base_recall, base_seeds, base_range, base_status = side(b)
+    new_recall, new_seeds, new_range, new_status = side(n)
+    change = RecallChange(label=f"{series} N={config['seq_len']} {width}", variant=config["variant"], series=series,
+                          task=task, seq_len=int(config["seq_len"]), width=width,
+                          base_recall=base_recall, new_recall=new_recall, base_seeds=base_seeds, new_seeds=new_seeds,
+                          base_range=base_range, new_range=new_range, base_status=base_status, new_status=new_status)
+    if change.delta is None:
+        return change
+    noise = 0.5 * sum(r for r in (base_range, new_range) if r == r)
+    bar = max(RECALL_THRESHOLD, noise)
+    verdict = "lower" if change.delta < -bar else "higher" if change.delta > bar else "same"
+    evidence = (f"recall {base_recall:.3f} → {new_recall:.3f} ({change.delta:+.3f}; seeds {base_seeds} and "
+                f"{new_seeds}; a change counts beyond {bar:.3f}: the larger of {RECALL_THRESHOLD} and half the "
+                "seed ranges)")
+    return RecallChange(**{**change.__dict__, "verdict": verdict, "evidence": evidence})
 
 
 def compare_cell(case_id: str, label: str, b: Any, n: Any, base_samples, new_samples,
@@ -302,6 +397,14 @@ def gate_failures(comparison: Comparison, gates: list[Gate]) -> list[str]:
             elif gate.field == "accuracy" and cell.inaccurate:
                 lines.append(f"{gate}: {where}: inaccurate in NEW (rel_l2_error {format_error(cell.new_error)} "
                              "exceeds the variant's tolerance)")
+        if gate.field == "recall":
+            for change in comparison.recall:
+                if change.base_recall is not None and change.new_recall is None and change.new_status != "absent":
+                    lines.append(f"{gate}: {change.task} {change.label}: trained in BASE (recall "
+                                 f"{change.base_recall:.3f}) but not in NEW ({change.new_status})")
+                elif change.delta is not None and change.delta < -gate.fraction:
+                    lines.append(f"{gate}: {change.task} {change.label}: recall dropped {change.delta:+.3f}, "
+                                 f"more than {gate.fraction:.3f} ({change.evidence})")
     return lines
 
 
@@ -345,7 +448,21 @@ def print_comparison(comparison: Comparison, console=None) -> None:
                           f"[{color}]{_escape(verdict)}[/]" if color else _escape(verdict),
                           _change(cell.memory_ratio), _change(cell.error_ratio), _accuracy_text(cell))
         console.print(table)
-    if not comparison.cells:
+    if comparison.recall:
+        table = Table(title="task recall: trained configurations (mean over seeds)", title_justify="left")
+        for name in ("task", "variant", "N", "width", "BASE", "NEW", "change", "seeds", "verdict"):
+            table.add_column(name, overflow="fold", justify="right" if name in ("N", "BASE", "NEW", "change") else "left")
+        for change in comparison.recall:
+            color = {"lower": "red", "higher": "green"}.get(change.verdict)
+            verdict = change.verdict if change.verdict != "n/a" else (
+                f"BASE {change.base_status}, NEW {change.new_status}")
+            table.add_row(_escape(change.task), _escape(change.series), str(change.seq_len), _escape(change.width),
+                          _recall_text(change.base_recall), _recall_text(change.new_recall),
+                          "–" if change.delta is None else f"{change.delta:+.3f}",
+                          f"{change.base_seeds}/{change.new_seeds}",
+                          f"[{color}]{_escape(verdict)}[/]" if color else _escape(verdict))
+        console.print(table)
+    if not comparison.cells and not comparison.recall:
         console.print("No case is in both runs.", highlight=False, markup=False)
     counts = comparison.counts()
     console.print(", ".join(f"{k}: {v}" for k, v in counts.items()) +
@@ -426,6 +543,10 @@ def _html_row(cell: CellComparison) -> dict[str, str]:
             "accuracy": _accuracy_text(cell),
             "memory": _change(cell.memory_ratio), "error": _change(cell.error_ratio),
             "errors": f"{format_error(cell.base_error)} → {format_error(cell.new_error)}"}
+
+
+def _recall_text(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def _ratio_text(cell: CellComparison, compact: bool = False) -> str:

@@ -22,7 +22,11 @@ TIDY_COLUMNS = (
     "approx_max_abs_error", "approx_rel_l2_error", "approx_kl", "approx_entropy_ratio", "approx_topk_mass", "approx_dropped_mass",
     "accuracy_ok",
     "flops", "performed_flops", "flops_per_s", "peak_fraction", "arithmetic_intensity", "bytes_moved", "bytes_per_s", "bandwidth_fraction", "energy_j", "warnings",
+    "task", "task_kind", "task_accuracy", "task_queries", "task_loss_first", "task_loss_last", "task_loss_min",
+    "task_steps", "task_examples", "task_train_s", "task_parameters", "task_state_size",
 )
+TASK_COLUMNS = ("accuracy", "queries", "loss_first", "loss_last", "loss_min", "steps", "examples", "train_s",
+                "parameters", "state_size")
 
 
 def tidy_frame(runs: Iterable[LoadedRun]):
@@ -95,6 +99,9 @@ def _tidy_row(loaded: LoadedRun, cell: Cell) -> dict[str, Any]:
         "bandwidth_fraction": result.telemetry.get("bandwidth_fraction"),
         "energy_j": result.telemetry.get("energy_j_per_call"),
         "warnings": "; ".join(result.warnings),
+        "task": case.get("task") or "none",
+        "task_kind": (case.get("task") or "none").partition(":")[0],
+        **{f"task_{name}": getattr(result.task, name) if result.task else None for name in TASK_COLUMNS},
     }
     for knob, value in params.items():
         row[f"param_{knob}"] = value
