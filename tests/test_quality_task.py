@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from harness import AttentionInputs, Case, Variant, softmax_attention
+from harness import Case, Variant, softmax_attention
 from harness.core.registry import default_registry
+from harness.core.settings import MeasureSettings
 from harness.core.taskspec import TaskSpec, parse_task
 from harness.measure.cell import measure_case
-from harness.core.settings import MeasureSettings
 from harness.tasks.mixer import MixerError, VariantMixer
 from harness.tasks.model import RecallModel
 from harness.tasks.mqar import IGNORE, check_shape, recall_batch

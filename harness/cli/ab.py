@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from harness.core.errors import AttnbenchError
+
 from harness.cli.report import GateType, finish_gates
 from harness.core.markup import safe
 from harness.core.units import format_seconds
@@ -48,6 +50,9 @@ def ab_command(suite, side_a, side_b, pairs, variants, seq_lens, gates, threshol
     a, b = parse_side("A", side_a), parse_side("B", side_b)
     registry = default_registry()
     loaded = with_overrides(load_suite(suite), variants=tuple(variants), seq_lens=tuple(seq_lens))
+    if loaded.is_quality:
+        raise AttnbenchError(f"suite {suite!r} trains a task ([task]); ab pairs kernel timings. Train each side "
+                             "with attnbench quality and compare the two runs (attnbench compare BASE NEW)")
     results_dir = Path(results) if results else default_results_dir()
 
     def progress(event, **data):

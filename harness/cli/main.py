@@ -23,26 +23,25 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from harness.core.errors import AttnbenchError, DeviceError, RunStopped
-from harness.core.names import ensure_writable_dir
+from harness.cli.running import (
+    RESULTS_HELP,
+    _interrupted,
+    _plan_new_run,
+    _results_dir,
+    _write_run_report,
+)
+from harness.core.errors import AttnbenchError, RunStopped
 from harness.core.registry import default_registry
 from harness.engine.environment import collect_environment
 from harness.engine.executors import make_executor
-from harness.engine.sweep import Overrides, RunInterrupted, plan_cases, resume_run, run_suite
-from harness.measure.attention_maps import write_attention_maps
-from harness.measure.calibration import calibrate_cases
-from harness.measure.calibration import describe as describe_calibration
+from harness.engine.sweep import RunInterrupted, resume_run, run_suite
 from harness.measure.profiling import profile_run
-from harness.plan.suite import load_suite
-from harness.store import default_results_dir, list_runs, load_run, resolve_run
+from harness.store import list_runs, load_run, resolve_run
 from harness.store.export import export_run
-
-RESULTS_HELP = "folder of run folders (default: $ATTNBENCH_RESULTS or ./results)"
 
 
 class UserInputError(click.ClickException):
@@ -102,10 +101,6 @@ def _internal_error(exc: Exception) -> None:
 @click.version_option(package_name="attnbench")
 def main() -> None:
     """Benchmark and profile attention implementations: time, memory and accuracy per cell."""
-
-
-def _results_dir(value: str | None) -> Path:
-    return Path(value) if value else default_results_dir()
 
 
 @main.command("list")
@@ -267,65 +262,6 @@ def run_command(suite, device, variants, seq_lens, preset, name, results, resume
         click.echo(f"profiles: {outcome.run_path / 'profiles'} ({len(index) - failed} cells, {failed} failed)")
     if not no_report:
         _write_run_report(outcome.run_path, registry)
-
-
-def _plan_new_run(suite, device, variants, seq_lens, executor, processes, recalibrate, registry, folders=(),
-                  preset=None, steps=None, seeds=None):
-    """Load and check the suite, then calibrate the machine (local executor only): nothing runs on bad input."""
-    loaded = load_suite(suite)
-    if processes is not None:
-        loaded = replace(loaded, measure=replace(loaded.measure, processes=processes))
-    overrides = Overrides(variants=tuple(variants), seq_lens=tuple(seq_lens),
-                          device=_resolve_device(device, remote=executor != "local"), preset=preset,
-                          steps=steps, seeds=seeds)
-    cases = plan_cases(overrides.apply(loaded), registry)
-    for path, what, hint in folders:  # a bad results or reports folder is found before the calibration runs
-        ensure_writable_dir(path, what, hint)
-    calibration: dict = {}
-    if executor == "local":  # on Ray the cells run on other machines: this one's peak would mislead
-        calibration = calibrate_cases(cases, recalibrate=recalibrate)
-        click.echo(describe_calibration(calibration), err=True)
-    return loaded, overrides, calibration
-
-
-def _resolve_device(device: str | None, remote: bool = False) -> str | None:
-    if device is None:
-        return None
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available() and not remote:
-        raise DeviceError("--device cuda was asked for, but torch sees no CUDA device here "
-                          f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); "
-                          "use --device cpu or --device auto")
-    return device
-
-
-def _interrupted(stop) -> None:
-    click.echo(f"\nattnbench: run interrupted; {stop.stored} cells are stored in {stop.run_path}.\n"
-               f"Continue it with: attnbench run --resume {stop.run_path}", err=True)
-    sys.exit(3)
-
-
-def _write_run_report(run_path: Path, registry) -> None:
-    try:  # the report's extras (matplotlib, seaborn, jinja2) may be missing
-        from harness.report import write_report
-    except ImportError:
-        return
-    loaded = load_run(run_path)
-    names = sorted({cell.case.get("variant") for cell in loaded.cells})
-    try:
-        write_attention_maps(run_path, registry, names)
-    except Exception as exc:  # the maps are a nicety; the run is already stored
-        click.echo(f"attnbench: attention maps not written: {exc}", err=True)
-    from harness.report.build import report_file_name
-
-    output, note = report_file_name([loaded])  # the name is data, never a path
-    if note is not None:
-        click.echo(note)
-    path = write_report([load_run(run_path)], output)
-    click.echo(f"report: {path}")
 
 
 @main.command("runs")

@@ -37,8 +37,8 @@ def quality_command(suite, steps, seeds, variants, seq_lens, device, name, resul
     """
     from pathlib import Path
 
-    from harness.cli.main import _interrupted, _plan_new_run, _results_dir, _write_run_report
     from harness.cli.progress import SweepProgress, print_summary
+    from harness.cli.running import _interrupted, _plan_new_run, _results_dir, _write_run_report
     from harness.core.registry import default_registry
     from harness.engine.environment import collect_environment
     from harness.engine.executors import make_executor

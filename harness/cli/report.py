@@ -87,9 +87,10 @@ def report_command(runs: tuple[str, ...], output: Path | None, baseline: str | N
               help="Also write the comparison as a self-contained HTML page.")
 @click.option("--fail-on", "gates", type=GateType(), multiple=True,
               help="Exit 1 if any matched cell regresses beyond FIELD:PCT; FIELD is median, peak_memory "
-                   "or error (e.g. median:5%), or 'accuracy' (a NEW cell fails its tolerance). A median gate "
-                   "fails on a significant slowdown, or on the ratio alone where the samples are too few "
-                   "to test. Repeatable.")
+                   "or error (e.g. median:5%), 'accuracy' (a NEW cell fails its tolerance), or recall:PCT "
+                   "(a trained configuration's recall drops by more than PCT points: recall:5% fails a drop "
+                   "beyond 0.05). A median gate fails on a significant slowdown, or on the ratio alone where "
+                   "the samples are too few to test. Repeatable.")
 @click.option("--threshold", type=PercentType(), default="2%", show_default=True,
               help="Smallest change of the median that counts as faster or slower.")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True), default=0.01, show_default=True,
@@ -102,7 +103,9 @@ def compare_command(base: str, new: str, output: Path | None, gates, threshold: 
     Each cell gets the NEW/BASE ratio of median times with a bootstrap interval,
     a Mann–Whitney U test on the raw samples, and a verdict: faster or slower
     (p < ALPHA and a change beyond THRESHOLD), same, 'too few samples' (the
-    counts cannot reach p < ALPHA), or contended. Exit status is 1 when a
+    counts cannot reach p < ALPHA), or contended. Quality cells (attnbench
+    quality) are matched by configuration and compared by recall, the mean
+    over their seeds: lower, higher or same. Exit status is 1 when a
     --fail-on gate fails. Separate runs on a shared machine drift; to gate a
     change in CI, measure both sides in alternation with `attnbench ab`.
     """

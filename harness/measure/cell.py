@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import math
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -58,6 +57,7 @@ from harness.core.variant import AttentionInputs, Variant
 from harness.measure.accuracy import error_metrics, judge
 from harness.measure.calibration import bandwidth_for, peak_for
 from harness.measure.contention import measure_until_quiet
+from harness.measure.failures import describe_exception, is_oom
 from harness.measure.fidelity import fidelity_rows, measure_fidelity, takes_rows
 from harness.measure.inputs import make_inputs, make_output_grad, upcast
 from harness.measure.memory import (
@@ -86,25 +86,6 @@ from harness.store import now_iso
 
 # A backward counts 2.5 forwards (the FlashAttention/TritonBench convention): fwd_bwd = 3.5 × forward.
 BACKWARD_FLOPS_FACTOR = 2.5
-OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
-
-
-def is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    oom_type = getattr(torch, "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(exc, oom_type):
-        return True
-    return isinstance(exc, RuntimeError) and any(marker in str(exc).lower() for marker in OOM_MARKERS)
-
-
-def describe_exception(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text[:500]}{where}"
-
-
 class _Step:
     """The timed callable: the forward, plus the backward of its output in fwd_bwd mode."""
 

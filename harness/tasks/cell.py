@@ -15,6 +15,7 @@ from harness.core.case import Case
 from harness.core.result import Result
 from harness.core.taskspec import parse_task
 from harness.core.variant import Variant
+from harness.measure.failures import describe_exception, is_oom
 from harness.tasks.mqar import check_shape
 from harness.tasks.train import TrainingDiverged, train_recall
 
@@ -37,8 +38,6 @@ def quality_reasons(case: Case) -> list[str]:
 
 def measure_quality(case: Case, variant: Variant, progress: StepProgress | None = None, **base) -> Result:
     """Train `case`'s model with `variant` as the mixer and return recall as `Result.task`."""
-    from harness.measure.cell import describe_exception, is_oom
-
     started = time.perf_counter()
     reasons = quality_reasons(case)
     if reasons:
