@@ -107,7 +107,10 @@ def test_compare_reports_recall_changes_and_gates_on_them(quality_run, tmp_path)
     (doctored / "cells.jsonl").write_text("\n".join(lines) + "\n")
     base_recall = recall_summary(tidy_frame([load_run(source)])).set_index("variant").recall["linear"]
     assert base_recall > 0.1          # at least chance (1 of the 8 values) after 40 steps, so a drop to 0 is one
-    out = attnbench("compare", "base", "worse", "--fail-on", "recall:5%", env=env)
+    page = tmp_path / "compare.html"
+    out = attnbench("compare", "base", "worse", "--fail-on", "recall:5%", "-o", str(page), env=env)
+    html = page.read_text()
+    assert 'id="recall"' in html and html.count("<td>mqar</td>") == 2 and ">lower<" in html.replace(" <span", "<")
     assert out.returncode == 1 and "recall dropped" in out.stderr and "linear" in out.stderr, out.stdout + out.stderr
     assert "recall lower: 1" in out.stdout and "recall same: 1" in out.stdout
 

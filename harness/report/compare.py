@@ -512,6 +512,7 @@ def build_compare_html(comparison: Comparison, gate_lines: list[str] | None = No
         base=comparison.base.run, new=comparison.new.run,
         base_label=_run_label(comparison.base), new_label=_run_label(comparison.new),
         rows=[_html_row(c) for c in comparison.cells],
+        recall=[_recall_row(c) for c in comparison.recall],
         counts=comparison.counts(),
         threshold=f"{comparison.threshold:.1%}", alpha=f"{comparison.alpha:g}",
         only_base=comparison.only_base, only_new=comparison.only_new,
@@ -543,6 +544,14 @@ def _html_row(cell: CellComparison) -> dict[str, str]:
             "accuracy": _accuracy_text(cell),
             "memory": _change(cell.memory_ratio), "error": _change(cell.error_ratio),
             "errors": f"{format_error(cell.base_error)} → {format_error(cell.new_error)}"}
+
+
+def _recall_row(change: RecallChange) -> dict[str, str]:
+    verdict = change.verdict if change.verdict != "n/a" else f"BASE {change.base_status}, NEW {change.new_status}"
+    return {"task": change.task, "series": change.series, "seq_len": str(change.seq_len), "width": change.width,
+            "base": _recall_text(change.base_recall), "new": _recall_text(change.new_recall),
+            "change": "–" if change.delta is None else f"{change.delta:+.3f}",
+            "seeds": f"{change.base_seeds}/{change.new_seeds}", "verdict": verdict, "note": change.evidence}
 
 
 def _recall_text(value: float | None) -> str:

@@ -9,7 +9,11 @@
 The short convolution is Zoology's and Mamba's: it lets a token see the one
 before it without the mixer, so what the task measures is the mixer's recall
 over the sequence, not its ability to find the previous position. There is
-no positional embedding. Initialisation comes from the case's seed.
+no positional embedding. Initialisation comes from the case's seed; the
+embeddings are drawn from N(0, 0.02²), as GPT-2's: torch's default N(0, 1)
+swamps the residual stream, and then one seed in three had not left MQAR's
+loss plateau after 600 steps (recall 0.11 against 0.99), where with 0.02
+every seed leaves it within 150 steps.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from harness.core.variant import Variant
 from harness.tasks.mixer import VariantMixer
 
 CONV_KERNEL = 3
+EMBEDDING_STD = 0.02
 
 
 class ShortConv(torch.nn.Module):
@@ -57,6 +62,7 @@ class RecallModel(torch.nn.Module):
         super().__init__()
         d_model = case.heads * case.head_dim
         self.embed = torch.nn.Embedding(vocab, d_model)
+        torch.nn.init.normal_(self.embed.weight, std=EMBEDDING_STD)
         self.blocks = torch.nn.ModuleList(Block(variant, case, d_model, layer) for layer in range(layers))
         self.norm = torch.nn.LayerNorm(d_model)
         self.head = torch.nn.Linear(d_model, vocab, bias=False)
