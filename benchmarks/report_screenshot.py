@@ -1,6 +1,7 @@
 """Build the HTML report of stored runs and screenshot it in headless Chromium (for docs/).
 
     .venv/bin/python benchmarks/report_screenshot.py RUN [RUN...] -o docs/llm-report.png [--section plots]
+    .venv/bin/python benchmarks/report_screenshot.py results/<mqar-run> -o docs/mqar-quality.png --section task-quality
 
 Uses the system Chromium through playwright, as the browser test does, and
 fails if the page logs an error or an image does not decode.
@@ -24,7 +25,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="run folders")
     parser.add_argument("-o", "--output", required=True, help="PNG to write")
     parser.add_argument("--html", default=None, help="where to keep the HTML (default: beside the PNG)")
-    parser.add_argument("--section", default=None, help="screenshot only this section id (e.g. plots, tables)")
+    parser.add_argument("--section", default=None, help="screenshot only this section id (e.g. plots, tables, task-quality)")
     args = parser.parse_args()
     output = Path(args.output)
     html = write_html(build_report_html([load_run(Path(r)) for r in args.runs]),
@@ -42,6 +43,10 @@ def main() -> None:
         if errors or broken:
             raise SystemExit(f"the page is broken: {errors}, {broken} images did not decode")
         target = page.locator(f"section#{args.section}") if args.section else page
+        if args.section and not target.count():
+            sections = page.eval_on_selector_all("section[id]", "els => els.map(e => e.id)")
+            raise SystemExit(f"the report has no section {args.section!r} (it has: {', '.join(sections)}); "
+                             "task-quality is there only for runs with quality cells")
         target.screenshot(path=str(output), **({} if args.section else {"full_page": True}))
         browser.close()
     print(f"{output} ({output.stat().st_size / 1024:.0f} KiB) from {html}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +290,132 @@ def _decode_cell(spec: DecodeSpec, variant: DecodeVariant, case: Case, rng: np.r
                     telemetry=telemetry)
     meta = {"family": variant.family, "computes": "softmax_attention", "approximates": None}
     return Cell(case_id=case.id, case=case.to_dict(), result=result, meta=meta, recorded_at=now_iso())
+
+
+QUALITY_TASK = "mqar:kv_pairs=4,steps=100,test_examples=64"
+RECALL_SPREAD = 0.05          # seed s of 3 recalls law + (s - 1) · RECALL_SPREAD: min, mean, max are exact
+HOSTILE_REASON = "needs <b>cuda</b> & a <script>alert(2)</script> kernel"
+
+
+@dataclass(frozen=True)
+class QualityVariant:
+    """A synthetic sequence mixer: recall `recall` at every seq_len (with `features`, `recall` per feature
+    count), kernel time per call time_s · (N/64)^time_power (· features/16), state `state` elements
+    (softmax: its KV cache, kv_heads·N·2·head_dim)."""
+
+    name: str
+    family: str
+    computes: str
+    recall: float | dict[int, float]
+    time_s: float
+    time_power: int
+    state: str                      # "kv", "features", "square" (heads·head_dim²) or "none"
+    params: tuple[dict[str, Any], ...] = ({},)
+    unsupported: str = ""
+    crashed_seed: int | None = None
+
+
+QUALITY_VARIANTS = (
+    QualityVariant("sdpa-math", "flash", "softmax_attention", 0.95, 4e-3, 2, "kv"),
+    QualityVariant("performer", "performer", "favor_attention", {16: 0.3, 64: 0.6}, 7.5e-4, 1, "features",
+                   params=({"features": 16}, {"features": 64}), crashed_seed=2),
+    QualityVariant("linear", "linear", "linear_attention", 0.4, 5e-4, 1, "square"),
+    QualityVariant(HOSTILE_VARIANT, "<b>family</b>", "softmax_attention", 0.5, 1e-3, 1, "none",
+                   unsupported=HOSTILE_REASON),
+)
+
+
+@dataclass(frozen=True)
+class QualitySpec:
+    """A run of quality cells (every variant, knob, seq_len and seed) and the kernel cell of each shape."""
+
+    name: str = "quality"
+    seq_lens: tuple[int, ...] = (32, 64)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    variants: tuple[QualityVariant, ...] = QUALITY_VARIANTS
+    task: str = QUALITY_TASK
+    batch: int = 8
+    heads: int = 2
+    head_dim: int = 16
+    kernels: bool = True
+    timing: SyntheticSpec = SyntheticSpec(samples=15)
+
+
+def write_quality_run(results_dir: Path, spec: QualitySpec = QualitySpec()) -> Path:
+    """Write the quality run `spec` describes (the laws of `QualityVariant`) and return its folder."""
+    rng = np.random.default_rng(0)
+    run = Run(run_id=new_run_id(spec.name), name=spec.name, suite_name="synthetic-quality",
+              suite_text=f"# synthetic quality suite\n[suite]\nname = \"{spec.name}\"\n", started_at=now_iso(),
+              environment={"cpu_model": "Synthetic CPU"}, calibration=CALIBRATION, harness_version="synthetic")
+    writer = RunWriter.create(Path(results_dir), run)
+    try:
+        for variant in spec.variants:
+            for params in variant.params:
+                for seq_len in spec.seq_lens:
+                    for seed in spec.seeds:
+                        writer.append(_quality_cell(spec, variant, params, seq_len, seed))
+                    if spec.kernels:
+                        writer.append(_kernel_cell(spec, variant, params, seq_len, rng))
+    finally:
+        writer.close("finished")
+    return writer.path
+
+
+def quality_case(spec: QualitySpec, variant: str, params: dict[str, Any], seq_len: int, seed: int,
+                 task: str | None = None) -> Case:
+    return Case(variant=variant, seq_len=seq_len, batch=spec.batch, heads=spec.heads, head_dim=spec.head_dim,
+                causal=True, mode="fwd_bwd", seed=seed, params=params, task=spec.task if task is None else task)
+
+
+def quality_recall(variant: QualityVariant, params: dict[str, Any], seed: int = 1) -> float:
+    law = variant.recall[params["features"]] if isinstance(variant.recall, dict) else variant.recall
+    return law + (seed - 1) * RECALL_SPREAD
+
+
+def quality_time(variant: QualityVariant, params: dict[str, Any], seq_len: int) -> float:
+    scale = params.get("features", 16) / 16
+    return variant.time_s * scale * (seq_len / 64) ** variant.time_power
+
+
+def quality_state(spec: QualitySpec, variant: QualityVariant, params: dict[str, Any], seq_len: int) -> int | None:
+    return {"kv": spec.heads * seq_len * 2 * spec.head_dim, "features": spec.heads * params.get("features", 0)
+            * spec.head_dim, "square": spec.heads * spec.head_dim ** 2, "none": None}[variant.state]
+
+
+def _meta(variant: QualityVariant) -> dict[str, Any]:
+    return {"family": variant.family, "computes": variant.computes, "approximates": None}
+
+
+def _quality_cell(spec: QualitySpec, variant: QualityVariant, params: dict[str, Any], seq_len: int,
+                  seed: int) -> Cell:
+    from harness.core.result import TaskOutcome
+
+    case = quality_case(spec, variant.name, params, seq_len, seed)
+    if variant.unsupported:
+        result = Result(status="unsupported", reason=variant.unsupported)
+    elif seed == variant.crashed_seed:
+        result = Result(status="crashed", reason=f"worker died training seed {seed}")
+    else:
+        recall = quality_recall(variant, params, seed)
+        loss = 1.0 - recall
+        outcome = TaskOutcome(task=case.task, accuracy=recall, queries=256, loss_first=3.0, loss_last=loss,
+                              loss_min=loss, loss_curve=((50, 2.0), (100, loss)), steps=100, train_s=2.0 + seed,
+                              eval_s=0.1, setup_s=0.05, parameters=20_000, examples=800,
+                              state_size=quality_state(spec, variant, params, seq_len))
+        result = Result(status="ok", task=outcome, duration_s=2.5)
+    return Cell(case_id=case.id, case=case.to_dict(), result=result, meta=_meta(variant), recorded_at=now_iso())
+
+
+def _kernel_cell(spec: QualitySpec, variant: QualityVariant, params: dict[str, Any], seq_len: int,
+                 rng: np.random.Generator) -> Cell:
+    case = quality_case(spec, variant.name, params, seq_len, 0, task="none")
+    if variant.unsupported:
+        return Cell(case_id=case.id, case=case.to_dict(), result=Result(status="unsupported", reason=variant.unsupported),
+                    meta=_meta(variant), recorded_at=now_iso())
+    timing_variant = SyntheticVariant(variant.name, variant.family, variant.computes, 1.0, 2, 1)
+    result = _measured(spec.timing, timing_variant, params, case, seq_len, rng)
+    median = quality_time(variant, params, seq_len)
+    samples = tuple(median * s / result.timing.median_s for s in result.timing.samples_s)
+    timing = replace(result.timing, samples_s=samples, median_s=median, ci_low_s=min(samples), ci_high_s=max(samples))
+    result = replace(result, timing=timing, flops_per_s=result.flops / median, peak_fraction=None)
+    return Cell(case_id=case.id, case=case.to_dict(), result=result, meta=_meta(variant), recorded_at=now_iso())

@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 from synthetic_runs import (
     HOSTILE_KNOB,
+    HOSTILE_REASON,
     HOSTILE_VARIANT,
     DecodeSpec,
     spec_with,
     variants_with_hostile,
     write_decode_run,
+    write_quality_run,
     write_synthetic_run,
 )
 
@@ -161,5 +163,30 @@ def test_quality_against_cost_has_one_plot_per_input_distribution(browser, tmp_p
         assert not seen["errors"] and not seen["console"], seen
         ARTIFACTS.mkdir(exist_ok=True)
         quality.screenshot(path=str(ARTIFACTS / "report-quality.png"))
+    finally:
+        page.close()
+
+
+def test_the_task_quality_section_renders_its_recall_table_and_figure(browser, tmp_path):
+    run = load_run(write_quality_run(tmp_path / "results"))
+    page, seen = open_page(browser, write_html(build_report_html([run]), tmp_path / "quality.html"))
+    try:
+        tasks = page.locator("section#task-quality")
+        assert tasks.count() == 1
+        images = tasks.locator("img").evaluate_all("els => els.map(e => ({w: e.naturalWidth, ok: e.complete}))")
+        assert len(images) == 1 and images[0]["ok"] and images[0]["w"] > 800, images
+        headers = tasks.locator("table.task thead th").all_inner_texts()
+        assert headers == ["variant", "seq_len=32", "seq_len=64"]
+        sdpa = tasks.locator("table.task tbody tr", has=page.locator("th", has_text="sdpa-math"))
+        assert sdpa.locator("td").nth(1).locator("div").first.inner_text() == "recall 95.0% (90.0%–100.0%, 3 seeds)"
+        frontier = tasks.locator("table.task-frontier tbody th").all_inner_texts()
+        assert frontier == ["linear", "sdpa-math", "linear", "performer (features=64)", "sdpa-math"]
+        failed = tasks.locator("table.task-failures").inner_text()
+        assert HOSTILE_REASON in failed and HOSTILE_VARIANT in failed     # shown as text...
+        assert page.evaluate("typeof window.__pwned") == "undefined" and page.locator("script").count() == 0
+        assert not seen["dialogs"] and not seen["errors"] and not seen["console"], seen
+        assert all(url.startswith(("file:", "data:")) for url in seen["requests"]), seen["requests"]
+        ARTIFACTS.mkdir(exist_ok=True)
+        tasks.screenshot(path=str(ARTIFACTS / "report-task-quality.png"))
     finally:
         page.close()

@@ -16,6 +16,7 @@ from harness.report.analysis import contended_cells, crossovers, quality_views
 from harness.report.data import DECODE_MAX_Q_LEN, ReportData, attention_maps, prepare
 from harness.report.render import render, write_html
 from harness.report.tables import failures, inaccurate_cells, run_summary, workload_table
+from harness.report.tasks import task_failures, task_groups
 from harness.store import LoadedRun
 
 
@@ -74,6 +75,8 @@ def build_report_html(runs: Sequence[LoadedRun], baseline: str | None = None) ->
         crossovers=crossover_rows,
         crossover_notes=crossover_notes,
         quality=quality,
+        tasks=_task_items(data),
+        task_failures=task_failures(data),
         attention=[_attention_item(data, r) for r in data.runs],
         failures=failures(data),
         inaccurate=inaccurate_cells(data),
@@ -107,6 +110,18 @@ def _peaks(data: ReportData, dtype: str) -> tuple[dict[str, float], float | None
             if bandwidth is None and copy is not None and copy > 0:
                 bandwidth = copy
     return peaks, bandwidth
+
+
+def _task_items(data: ReportData) -> list[dict[str, Any]]:
+    """Per task group: its title, task text, table, frontier and figure (empty without quality cells)."""
+    groups = task_groups(data)
+    if not groups:
+        return []
+    styles = plots.Styles(list(data.tasks["series"]), list(data.run_labels.values()))
+    return [{"title": g.title, "task": g.task, "seq_lens": g.seq_lens, "rows": g.table, "frontier": g.frontier,
+             "longest": g.longest,
+             "uri": plots.task_figure(g.rows, styles, data.multi_run, g.longest, g.title)}
+            for g in groups]
 
 
 def _attention_item(data: ReportData, loaded: LoadedRun) -> dict[str, Any]:

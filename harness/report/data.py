@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from harness.core.case import Case
 from harness.core.errors import AttnbenchError
 from harness.core.units import finite, format_bytes
 from harness.store import LoadedRun, tidy_frame
+from harness.store.quality import SHAPE_KEYS, is_quality_row, recall_summary
 
 WORKLOAD_AXES = ("device", "dtype", "mode", "causal", "mask", "score_mod", "inputs", "batch", "kv_cache_bytes", "heads", "kv_heads",
                  "head_dim", "v_head_dim", "qk_std", "kv")
@@ -51,13 +52,20 @@ ATTENTION_MAPS_FILE = "attention_maps.json"
 
 @dataclass(frozen=True)
 class ReportData:
-    """The frame every section reads, with the names that label it."""
+    """The frame every section reads, with the names that label it.
+
+    `frame` holds the kernel (timing) cells only; the quality cells (a trained
+    task) are in `task_cells`, and `tasks` is their `recall_summary` with
+    `series` and `run` labels: the task quality section reads those two.
+    """
 
     frame: pd.DataFrame
     runs: tuple[LoadedRun, ...]
     run_labels: dict[str, str]
     baseline: str | None
     baseline_note: str
+    tasks: pd.DataFrame = field(default_factory=pd.DataFrame)
+    task_cells: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def multi_run(self) -> bool:
@@ -96,31 +104,40 @@ class ReportData:
 
 
 def prepare(runs: Sequence[LoadedRun], baseline: str | None = None) -> ReportData:
-    """Load the tidy frame of `runs` and add the columns reports group and label by."""
+    """Load the tidy frame of `runs` and add the columns reports group and label by.
+
+    Quality cells are split off first (`ReportData.task_cells`), so that no
+    timing table, plot, fit or baseline sees a cell that has no timing.
+    """
     runs = tuple(runs)
     frame = tidy_frame(runs).copy()
     run_labels = _run_labels(runs)
+    if not frame.empty:
+        frame["run"] = frame["run_id"].map(run_labels)
+        # Which of `runs` a row came from: run ids alone cannot tell two copies of one run apart.
+        frame["run_index"] = [i for i, loaded in enumerate(runs) for _ in loaded.cells]
+        # The verdict's sentences, for the "Inaccurate cells" section (the tidy frame keeps only accuracy_ok).
+        frame["accuracy_failures"] = [tuple(cell.result.accuracy.failures) if cell.result.accuracy else ()
+                                      for loaded in runs for cell in loaded.cells]
+        if "kv_cache_bytes" not in frame.columns:     # the tidy frame does not carry it (yet): read the cases
+            frame["kv_cache_bytes"] = [cell.case.get("kv_cache_bytes") for loaded in runs for cell in loaded.cells]
+    tasks, task_cells = _task_frames(frame, run_labels)
+    frame = frame[~is_quality_row(frame)].reset_index(drop=True)
     if frame.empty:
         return ReportData(frame=frame.assign(series="", run="", workload="", workload_key="", peak_bytes=None,
                                              length=None, length_axis="seq_len", decode=False),
-                          runs=runs, run_labels=run_labels, baseline=None, baseline_note="the runs hold no cells")
-    frame["run"] = frame["run_id"].map(run_labels)
-    # Which of `runs` a row came from: run ids alone cannot tell two copies of one run apart.
-    frame["run_index"] = [i for i, loaded in enumerate(runs) for _ in loaded.cells]
-    # The verdict's sentences, for the "Inaccurate cells" section (the tidy frame keeps only accuracy_ok).
-    frame["accuracy_failures"] = [tuple(cell.result.accuracy.failures) if cell.result.accuracy else ()
-                                  for loaded in runs for cell in loaded.cells]
+                          runs=runs, run_labels=run_labels, baseline=None,
+                          baseline_note="the runs hold no kernel cells" if len(task_cells) else "the runs hold no cells",
+                          tasks=tasks, task_cells=task_cells)
     for column in TRAFFIC_COLUMNS:     # runs stored before the traffic columns
         if column not in frame.columns:
             frame[column] = None
-    if "kv_cache_bytes" not in frame.columns:     # the tidy frame does not carry it (yet): read the cases
-        frame["kv_cache_bytes"] = [cell.case.get("kv_cache_bytes") for loaded in runs for cell in loaded.cells]
     frame["kv_cache_bytes"] = pd.Series([int(v) if finite(v) is not None else None for v in frame["kv_cache_bytes"]],
                                         index=frame.index, dtype=object)
     frame["kv"], frame["length"], frame["length_axis"] = _swept_lengths(frame)
     frame["decode"] = [axis == "kv_len" and int(q) <= DECODE_MAX_Q_LEN
                        for axis, q in zip(frame["length_axis"], frame["seq_len"], strict=True)]
-    frame["series"] = _series_labels(frame)
+    frame["series"] = series_labels(frame)
     frame["workload"], frame["workload_key"] = _workload_labels(frame)
     frame["peak_bytes"] = [_peak_bytes(mode, fwd, fwd_bwd) for mode, fwd, fwd_bwd in
                            zip(frame["mode"], frame["peak_bytes_fwd"], frame["peak_bytes_fwd_bwd"], strict=True)]
@@ -130,7 +147,36 @@ def prepare(runs: Sequence[LoadedRun], baseline: str | None = None) -> ReportDat
     frame = frame.sort_values(["workload_key", "variant", "series", "run", "length"], kind="stable")
     chosen, note = choose_baseline(frame, baseline)
     return ReportData(frame=frame.reset_index(drop=True), runs=runs, run_labels=run_labels,
-                      baseline=chosen, baseline_note=note)
+                      baseline=chosen, baseline_note=note, tasks=tasks, task_cells=task_cells)
+
+
+def _task_frames(frame: pd.DataFrame, run_labels: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(recall summary, quality cells) of the frame, each with its `series` and `run` labels; the summary
+    also says whether the kernel cell that gives its `time_median_s` was contended (`time_contended`)."""
+    cells = frame[is_quality_row(frame)].reset_index(drop=True)
+    summary = recall_summary(frame).reset_index(drop=True)
+    kernels = frame[~is_quality_row(frame)]
+    if "contended" in kernels.columns and len(summary):
+        kernels = kernels[kernels["status"] == "ok"][[*SHAPE_KEYS, "contended"]].drop_duplicates(list(SHAPE_KEYS))
+        summary = summary.merge(kernels.rename(columns={"contended": "time_contended"}), on=list(SHAPE_KEYS),
+                                how="left")
+    else:
+        summary["time_contended"] = None
+    if cells.empty:
+        return summary.assign(series=pd.Series(dtype=object), run=pd.Series(dtype=object)), cells
+    labels = dict(zip(summary["params"] + "\0" + summary["variant"], series_labels(summary), strict=True))
+    splits = summary.assign(width=summary["heads"] * summary["head_dim"]).groupby(["variant", "width"])["heads"].nunique()
+    for table in (summary, cells):
+        table["series"] = [labels.get(f"{p}\0{v}", str(v)) for p, v in zip(table["params"], table["variant"],
+                                                                           strict=True)]
+        # a variant trained at several head splits of one width: each split is its own series
+        split = [splits.get((v, h * d), 1) > 1 for v, h, d in zip(table["variant"], table["heads"], table["head_dim"],
+                                                                  strict=True)]
+        table["series"] = [f"{s} · {h}×{d} heads" if many else s
+                           for s, h, d, many in zip(table["series"], table["heads"], table["head_dim"], split,
+                                                    strict=True)]
+        table["run"] = table["run_id"].map(run_labels)
+    return summary, cells
 
 
 def choose_baseline(frame: pd.DataFrame, requested: str | None) -> tuple[str | None, str]:
@@ -217,7 +263,7 @@ def _run_labels(runs: Sequence[LoadedRun]) -> dict[str, str]:
     return {r.run.run_id: (name if unique else r.run.run_id) for r, name in zip(runs, names, strict=True)}
 
 
-def _series_labels(frame: pd.DataFrame) -> list[str]:
+def series_labels(frame: pd.DataFrame) -> list[str]:
     """'performer (features=64)': the variant and the knobs that vary for it across the frame."""
     varying: dict[str, list[str]] = {}
     params = frame["params"].map(lambda text: json.loads(text) if isinstance(text, str) and text else {})
