@@ -7,10 +7,10 @@ import shutil
 
 import pandas as pd
 import pytest
+from test_cli import attnbench, write
 
 from harness.store import load_run, tidy_frame
 from harness.store.quality import recall_summary
-from test_cli import attnbench, write
 
 TASK_SUITE = """
 [suite]

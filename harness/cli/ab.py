@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from harness.core.errors import AttnbenchError
-
 from harness.cli.report import GateType, finish_gates
+from harness.core.errors import AttnbenchError
 from harness.core.markup import safe
 from harness.core.units import format_seconds
 from harness.store import default_results_dir
