@@ -171,7 +171,7 @@ class RecordingExecutor:
     def __init__(self) -> None:
         self.asked: list[Case] = []
 
-    def map(self, cases, settings, on_start=None):
+    def map(self, cases, settings, on_start=None, on_progress=None):
         for case in cases:
             self.asked.append(case)
             if on_start is not None:

@@ -58,11 +58,8 @@ class SweepProgress:
 
 def _cell_text(row, full: bool) -> str:
     if row.status != "ok":
-        style = STATUS_STYLE.get(row.status, "red")
-        reason = row.reason if full else row.reason[:40]
         kept = kept_timing_text(row.status, row.time_median_s)
-        return (f"[{style}]{row.status}[/{style}]" + (f": {safe(reason)}" if row.status != "unsupported" or full else "")
-                + (f"\n{kept}" if kept else ""))
+        return _status_text(row, full) + (f"\n{kept}" if kept else "")
     low, high = finite(row.time_ci_low_s), finite(row.time_ci_high_s)
     if low is not None and high is not None and row.time_median_s:
         text = f"{format_seconds(row.time_median_s)} ±{(high - low) / 2 / row.time_median_s * 100:.1f}%"
@@ -99,15 +96,7 @@ def print_summary(run_path: Path, full: bool = False, console: Console | None = 
     frame = frame.assign(label=[_variant_label(v, p) for v, p in zip(frame.variant, frame.params, strict=True)])
     for workload, group in frame.groupby(list(WORKLOAD_KEYS), sort=True, dropna=False):
         title = ", ".join(f"{k}={v}" for k, v in zip(WORKLOAD_KEYS, workload, strict=True))
-        lengths = sorted(group.seq_len.unique())
-        table = Table(title=safe(title), show_lines=True)
-        table.add_column("variant")
-        for length in lengths:
-            table.add_column(f"N={length}", justify="right")
-        for label, rows in group.groupby("label", sort=True):
-            by_length = {row.seq_len: row for row in rows.itertuples()}
-            table.add_row(safe(label), *[_cell_text(by_length[n], full) if n in by_length else "" for n in lengths])
-        console.print(table)
+        console.print(_length_table(title, group, lambda row: _cell_text(row, full)))
     counts = everything.status.value_counts().to_dict()
     console.print("cells by status: " + ", ".join(f"{safe(k)} {v}" for k, v in sorted(counts.items())))
     inaccurate = [cell for cell in loaded.cells if cell.result.accuracy is not None and cell.result.accuracy.ok is False]
@@ -136,22 +125,32 @@ def _print_quality(frame, console: Console, full: bool) -> None:
         task, device, dtype, batch, heads, head_dim = key
         title = (f"recall: {task.partition(':')[0]} ({task.partition(':')[2]}), {device} {dtype}, "
                  f"batch {batch}, d_model {heads * head_dim} = {heads}×{head_dim}")
-        lengths = sorted(group.seq_len.unique())
-        table = Table(title=safe(title), show_lines=True)
-        table.add_column("variant")
-        for length in lengths:
-            table.add_column(f"N={length}", justify="right")
-        for label, rows in group.groupby("label", sort=True):
-            by_length = {row.seq_len: row for row in rows.itertuples()}
-            table.add_row(safe(label), *[_quality_text(by_length[n], full) if n in by_length else "" for n in lengths])
-        console.print(table)
+        console.print(_length_table(title, group, lambda row: _quality_text(row, full)))
+
+
+def _length_table(title: str, group, cell_text) -> Table:
+    """A row per variant label, a column per seq_len, each cell `cell_text(row)` (empty where not run)."""
+    lengths = sorted(group.seq_len.unique())
+    table = Table(title=safe(title), show_lines=True)
+    table.add_column("variant")
+    for length in lengths:
+        table.add_column(f"N={length}", justify="right")
+    for label, rows in group.groupby("label", sort=True):
+        by_length = {row.seq_len: row for row in rows.itertuples()}
+        table.add_row(safe(label), *[cell_text(by_length[n]) if n in by_length else "" for n in lengths])
+    return table
+
+
+def _status_text(row, full: bool) -> str:
+    """A cell that did not finish: its status, and its reason (cut to 40 characters unless `full`)."""
+    style = STATUS_STYLE.get(row.status, "red")
+    reason = row.reason if full else row.reason[:40]
+    return f"[{style}]{row.status}[/{style}]" + (f": {safe(reason)}" if row.status != "unsupported" or full else "")
 
 
 def _quality_text(row, full: bool) -> str:
     if row.status != "ok":
-        style = STATUS_STYLE.get(row.status, "red")
-        reason = row.reason if full else row.reason[:40]
-        return f"[{style}]{row.status}[/{style}]" + (f": {safe(reason)}" if row.status != "unsupported" or full else "")
+        return _status_text(row, full)
     text = f"recall {row.recall:.3f}"
     if row.seeds_ok > 1:
         text += f"\n{row.recall_min:.3f}–{row.recall_max:.3f} ({row.seeds_ok} seeds)"

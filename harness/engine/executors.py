@@ -1,9 +1,11 @@
 """Executors run cells and stream back results; the driver alone writes the store.
 
-An executor has `map(cases, settings)`, which takes an iterator of cases
-(pulled lazily, so the driver can still skip cells based on earlier results)
-and yields `(case, result)` pairs as cells finish; `available_memory(device)`;
-and `close()`.
+An executor has `map(cases, settings, on_start=None, on_progress=None)`, which
+takes an iterator of cases (pulled lazily, so the driver can still skip cells
+based on earlier results) and yields `(case, result)` pairs as cells finish,
+calling `on_start(case)` before a cell and `on_progress(case, message)` for a
+quality cell's training steps where it can hear them (the Ray executor does
+not); `available_memory(device)`; and `close()`.
 """
 
 from __future__ import annotations

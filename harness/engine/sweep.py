@@ -155,10 +155,11 @@ def _drive(writer: RunWriter, cases: list[Case], suite: Suite, registry, executo
 
     stored = 0
     try:
-        steps = {"on_progress": lambda c, m: progress("step", case=c, step=m["step"], steps=m["steps"], loss=m["loss"])}
-        if not _takes_progress(executor):
-            steps = {}
-        for case, result in executor.map(runnable(), settings, on_start=lambda c: progress("cell", case=c), **steps):
+        def on_progress(case: Case, message: dict) -> None:
+            progress("step", case=case, step=message["step"], steps=message["steps"], loss=message["loss"])
+
+        for case, result in executor.map(runnable(), settings, on_start=lambda c: progress("cell", case=c),
+                                         on_progress=on_progress):
             record(case, result)
             stored += 1
     except KeyboardInterrupt:
@@ -177,15 +178,6 @@ def _drive(writer: RunWriter, cases: list[Case], suite: Suite, registry, executo
     writer.close("finished")
     return SweepOutcome(run_path=writer.path, run_id=writer.run.run_id, status="finished", counts=counts,
                         skipped_as_done=len(cases) - len(todo))
-
-
-def _takes_progress(executor) -> bool:
-    import inspect
-
-    try:
-        return "on_progress" in inspect.signature(executor.map).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _store_restarts(writer: RunWriter, executor) -> None:
