@@ -27,7 +27,7 @@ from harness.measure.cell import measure_case
 from harness.plan.suite import expand, load_suite, with_overrides
 from harness.store import load_run, tidy_frame
 
-FAST = MeasureSettings(warmup_s=0.01, budget_s=0.05, min_reps=3, memory=False, telemetry=False)
+FAST = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.05, min_reps=3, memory=False, telemetry=False)
 ATTNBENCH = [sys.executable, "-m", "harness.cli"]
 
 
@@ -116,7 +116,7 @@ def test_a_one_percent_high_plugin_is_inaccurate_and_naive_is_not(faulty_registr
 
 
 def test_accuracy_off_is_none_and_non_finite_output_fails(faulty_registry):
-    off = measure_case(small_case("naive"), faulty_registry.get("naive"), MeasureSettings(
+    off = measure_case(small_case("naive"), faulty_registry.get("naive"), MeasureSettings(contention_retries=0,
         warmup_s=0.01, budget_s=0.05, min_reps=3, memory=False, telemetry=False, accuracy=False))
     assert off.status == "ok" and off.accuracy is None
     nan = measure_case(small_case("fault-nan"), faulty_registry.get("fault-nan"), FAST)
@@ -146,6 +146,7 @@ def plugin_env(tmp_path, cli_env):
     sys.modules.pop("attnbench_faulty", None)
 
 
+@pytest.mark.e2e
 def test_summary_show_and_report_show_an_inaccurate_cell(tmp_path: Path, plugin_env):
     suite = tmp_path / "planted.toml"
     suite.write_text(tiny_suite("planted", ["naive", "fault-scaled"], seq_lens=(64,)))
@@ -196,7 +197,7 @@ def test_the_report_has_no_inaccurate_section_when_every_cell_is_accurate(tmp_pa
 # --- every built-in variant passes on the quick suite's shapes -------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_every_builtin_variant_is_accurate_on_the_quick_suites_shapes():
     """The quick suite's cells (fp32, heads 8, head_dim 64, qk_std 0.5) at seq_len 128 and 256 (~40 s: compiles)."""
     registry = load_registry()

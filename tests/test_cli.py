@@ -30,6 +30,7 @@ seq_len = [32, 64]
 warmup_s = 0.01
 budget_s = 0.05
 min_reps = 3
+contention_retries = 0
 """
 
 SLOW = """
@@ -45,6 +46,7 @@ seq_len = [16, 32, 48, 64, 80, 96, 112, 128]
 warmup_s = 0.3
 budget_s = 0.6
 min_reps = 200
+contention_retries = 0
 """
 
 
@@ -61,6 +63,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
+@pytest.mark.e2e
 def test_run_show_export_round_trip(tmp_path, cli_env):
     suite = write(tmp_path, "tiny.toml", TINY)
     out = attnbench("run", str(suite), "--no-report", "--name", "first", env=cli_env, check=0)
@@ -86,7 +89,7 @@ def test_list_json_reports_every_variant(cli_env):
     assert by_name["sdpa-efficient"]["reasons"]["cpu"]
 
 
-@pytest.mark.parametrize("args,needle", [
+BAD_INPUT = [
     (["run", "quick", "--variant", "naiv"], "unknown variant 'naiv' (did you mean: naive"),
     (["run", "quick", "--seq-len", "0"], "--seq-len must be positive"),
     (["run", "quik"], "no built-in suite 'quik'"),
@@ -98,16 +101,40 @@ def test_list_json_reports_every_variant(cli_env):
     (["show", "{tmp}"], "is not an attnbench run folder"),
     (["show", "{tmp}/foreign"], "is not an attnbench run"),
     (["run"], "give a SUITE to run"),
-])
-def test_bad_input_exits_2_with_a_message_and_runs_nothing(tmp_path, cli_env, args, needle):
+]
+
+
+def _write_bad_inputs(tmp_path: Path) -> None:
     write(tmp_path, "bad-key.toml", "[suite]\nvariants=['naive']\n[sweep]\nseqlen=[64]\nseq_len=[64]\n")
     write(tmp_path, "bad-type.toml", "[suite]\nvariants=['naive']\n[defaults]\nheads='eight'\n[sweep]\nseq_len=[64]\n")
     write(tmp_path, "bad-dtype.toml", "[suite]\nvariants=['naive']\n[sweep]\nseq_len=[64]\ndtype=['float8']\n")
     (tmp_path / "foreign").mkdir()
     write(tmp_path, "foreign/run.json", '{"not": "a run"}')
-    out = attnbench(*[a.replace("{tmp}", str(tmp_path)) for a in args], env=cli_env)
-    assert out.returncode == 2, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("args,needle", BAD_INPUT)
+def test_bad_input_exits_2_with_a_message_and_runs_nothing(tmp_path, cli_env, monkeypatch, args, needle):
+    """In-process through click's runner (the console script's own exit 2 is the subprocess test below)."""
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    _write_bad_inputs(tmp_path)
+    for key in ("ATTNBENCH_RESULTS", "ATTNBENCH_CACHE_DIR"):
+        monkeypatch.setenv(key, cli_env[key])
+    out = CliRunner().invoke(main, [a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert out.exit_code == 2, out.output
     assert needle in out.stderr
+    assert "Traceback" not in out.stderr and isinstance(out.exception, SystemExit), out.exception
+    results = Path(cli_env["ATTNBENCH_RESULTS"])
+    assert not results.exists() or not any(results.iterdir())
+
+
+def test_the_console_script_exits_2_on_bad_input_without_a_traceback(tmp_path, cli_env):
+    _write_bad_inputs(tmp_path)
+    out = attnbench("run", str(tmp_path / "bad-key.toml"), env=cli_env)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "attnbench: error:" in out.stderr and "unknown key 'sweep.seqlen'" in out.stderr
     assert "Traceback" not in out.stderr
     results = Path(cli_env["ATTNBENCH_RESULTS"])
     assert not results.exists() or not any(results.iterdir())
@@ -143,6 +170,7 @@ def _assert_every_cell_once(run_path: Path, planned: int):
     assert all(c.result.status == "ok" for c in loaded.cells)
 
 
+@pytest.mark.e2e
 def test_kill_the_driver_then_resume_gives_every_cell_exactly_once(tmp_path, cli_env):
     suite = write(tmp_path, "slow.toml", SLOW)
     process, run_path = _start_and_wait_for_cells(suite, cli_env, 2)
@@ -156,6 +184,7 @@ def test_kill_the_driver_then_resume_gives_every_cell_exactly_once(tmp_path, cli
     assert load_run(run_path).status == "finished"
 
 
+@pytest.mark.e2e
 def test_ctrl_c_stops_cleanly_marks_interrupted_and_says_how_to_resume(tmp_path, cli_env):
     suite = write(tmp_path, "slow.toml", SLOW)
     process, run_path = _start_and_wait_for_cells(suite, cli_env, 1)

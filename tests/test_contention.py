@@ -158,7 +158,7 @@ def _others_busy_fraction(seconds: float = 0.5) -> float:
     return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/task/*/schedstat")
 def test_mamba2_cell_under_two_hogs_is_remeasured_and_marked_but_not_when_quiet():
     from harness.core.case import Case
@@ -169,9 +169,11 @@ def test_mamba2_cell_under_two_hogs_is_remeasured_and_marked_but_not_when_quiet(
     variant = default_registry().get("mamba2-ssd")
     settings = MeasureSettings(warmup_s=0.05, budget_s=0.4, accuracy=False, memory=False, telemetry=False,
                                contention_retries=2, contention_backoff_s=0.1)
-    busy = _others_busy_fraction()
-    if busy > 0.25:
-        pytest.skip(f"the machine is {busy:.0%} busy with processes outside this test: no quiet reference")
+    deadline = time.monotonic() + 60
+    while (busy := _others_busy_fraction()) > 0.25 and time.monotonic() < deadline:
+        time.sleep(1.0)
+    assert busy <= 0.25, (f"the machine stayed {busy:.0%} busy with processes outside this test for a minute: "
+                          "no quiet reference (run the end-to-end tier on an otherwise idle machine)")
     quiet = measure_case(case, variant, settings)
     assert quiet.status == "ok", quiet.reason
     assert not quiet.timing.contended, quiet.telemetry["contention"]

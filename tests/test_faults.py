@@ -25,7 +25,7 @@ from harness.engine.sweep import run_suite
 from harness.plan.suite import parse_suite
 from harness.store import load_run
 
-FAST = "[measure]\nwarmup_s = 0.01\nbudget_s = 0.05\nmin_reps = 3\ntimeout_s = 60\n"
+FAST = "[measure]\nwarmup_s = 0.01\nbudget_s = 0.05\nmin_reps = 3\ntimeout_s = 60\ncontention_retries = 0\n"
 
 
 def suite_text(variants, lengths=(32,)):
@@ -41,6 +41,7 @@ def assert_exactly_once(run_path: Path, planned: int) -> None:
     assert len(set(ids)) == planned, "a cell is stored twice"
 
 
+@pytest.mark.e2e
 def test_abort_and_allocation_runaway_in_a_capped_worker(faulty_registry, results_dir):
     suite = parse_suite(suite_text(["fault-abort", "fault-allocate", "fault-good"], lengths=(32, 64)), "f.toml")
     executor = LocalExecutor(memory_limit_bytes=6 * 2**30)
@@ -70,6 +71,7 @@ def _driver_with_file_size_limit(suite: Path, results: Path, limit: int, env):
                           preexec_fn=limit_file_size, env=env)
 
 
+@pytest.mark.e2e
 def test_full_disk_while_appending_stops_with_a_clear_message_and_resumes(tmp_path, cli_env):
     suite = tmp_path / "disk.toml"
     suite.write_text(DISK_SUITE)
@@ -90,6 +92,7 @@ def test_full_disk_while_appending_stops_with_a_clear_message_and_resumes(tmp_pa
     assert load_run(run_path).run.status == "finished"
 
 
+@pytest.mark.e2e
 def test_a_second_driver_on_the_same_run_folder_is_refused(tmp_path, cli_env):
     suite = tmp_path / "slow.toml"
     suite.write_text(suite_text(["naive"], lengths=(16, 32, 48, 64, 80, 96)).replace("budget_s = 0.05", "budget_s = 1.0")

@@ -29,7 +29,7 @@ from harness.store import TIDY_COLUMNS, Cell, RunWriter, load_run, now_iso, tidy
 from variants.longformer import Longformer
 from variants.performer import LinearAttention, Performer
 
-FAST = MeasureSettings(warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
+FAST = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
 REGISTRY = default_registry()
 FIDELITY_COLUMNS = ("approx_kl", "approx_entropy_ratio", "approx_topk_mass")
 
@@ -222,7 +222,7 @@ def test_performer_and_longformer_cells_carry_the_fidelity():
 
 
 def test_sampled_rows_at_large_size_are_the_fidelity_rows():
-    settings = MeasureSettings(warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False,
+    settings = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False,
                                accuracy_max_pairs=64 * 64, accuracy_rows=24)
     result = measured(Case(variant="longformer", seq_len=128, heads=2, head_dim=8,
                            params={"window": 16, "global_tokens": 0}), settings=settings)

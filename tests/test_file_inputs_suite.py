@@ -21,7 +21,7 @@ from harness.measure.capture import capture_attention
 from harness.measure.input_files import load_file_inputs
 from harness.plan.suite import expand, parse_suite
 
-MEASURE = "[measure]\nwarmup_s = 0.01\nbudget_s = 0.05\nmin_reps = 3\ncap_s = 1.0\n"
+MEASURE = "[measure]\nwarmup_s = 0.01\nbudget_s = 0.05\nmin_reps = 3\ncap_s = 1.0\ncontention_retries = 0\n"
 
 
 def known_file(path: Path) -> dict[str, torch.Tensor]:
@@ -52,6 +52,7 @@ def test_the_file_gives_the_shapes_and_a_mismatch_names_the_file(tmp_path):
         expand(parse_suite(suite_text(tmp_path / "missing.safetensors", '["naive"]'), "f.toml"), default_registry())
 
 
+@pytest.mark.e2e
 def test_a_run_on_a_file_measures_against_those_exact_tensors(tmp_path, cli_env):
     path = tmp_path / "layer.safetensors"
     tensors = known_file(path)
@@ -82,6 +83,7 @@ def test_a_run_on_a_file_measures_against_those_exact_tensors(tmp_path, cli_env)
     assert abs(error_metrics(iid_output, softmax_attention(iq, ik, iv, causal=True)).rel_l2_error - expected) > 1e-3
 
 
+@pytest.mark.e2e
 def test_a_capture_from_a_tiny_transformer_runs_as_a_suite(tmp_path, cli_env):
     capture_attention(tiny(), token_ids(batch=1, seq_len=40), path=tmp_path / "captured")
     layer = tmp_path / "captured" / "layer01.safetensors"

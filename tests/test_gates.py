@@ -79,6 +79,7 @@ def attnbench(args, env, cwd, repeat: int | None = None) -> subprocess.Completed
                           text=True, timeout=300)
 
 
+@pytest.mark.e2e
 def test_compare_fails_a_50_percent_slowdown_on_cells_that_stop_at_3_samples(tmp_path, planted_env):
     suite = tmp_path / "planted.toml"
     suite.write_text(tiny_suite("planted", ["planted-slow"], seq_lens=(512, 1024), measure=THREE_SAMPLES))
@@ -101,6 +102,7 @@ def test_compare_fails_a_50_percent_slowdown_on_cells_that_stop_at_3_samples(tmp
     assert "gates passed" in itself.stdout
 
 
+@pytest.mark.e2e
 def test_ab_gates_on_the_paired_ratio_and_a_side_against_itself_passes(tmp_path, planted_env):
     suite = tmp_path / "planted.toml"
     suite.write_text(tiny_suite("planted", ["planted-slow"], seq_lens=(1024,),

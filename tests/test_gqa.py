@@ -17,7 +17,7 @@ from harness.measure.inputs import make_inputs
 from harness.plan.suite import expand, parse_suite
 from harness.store.frame import TIDY_COLUMNS
 
-FAST = MeasureSettings(warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
+FAST = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
 
 
 def per_head_reference(q, k, v, causal: bool):

@@ -35,7 +35,7 @@ from harness.measure.inputs import make_inputs, upcast
 from variants import flash_attn_pkg, xformers_mea
 from variants.flash_tiled import key_range
 
-FAST = MeasureSettings(warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
+FAST = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
 REGISTRY = default_registry()
 # (seq_len, kv_len): square, more keys than queries (decode-like), fewer keys, one query.
 SHAPES = [(16, 16), (5, 40), (40, 5), (1, 64)]

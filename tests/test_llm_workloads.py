@@ -116,7 +116,7 @@ def test_a_decode_cell_reports_its_traffic():
     assert case.bytes_moved == q + kv + out
     assert Case(**{**case.to_dict(), "mode": "fwd_bwd"}).bytes_moved == 3 * (q + kv + out)
     calibration = {"device": "cpu", "copy_bytes_per_s": 1e10, "matmul_flops_per_s": {"float32": 1e11}}
-    settings = MeasureSettings(warmup_s=0.01, budget_s=0.05, min_reps=3, memory=False, telemetry=False)
+    settings = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.05, min_reps=3, memory=False, telemetry=False)
     result = measure_case(case, default_registry().get("sdpa-flash"), settings, calibration=calibration)
     assert result.status == "ok", result.reason
     telemetry = result.telemetry
@@ -126,11 +126,12 @@ def test_a_decode_cell_reports_its_traffic():
     assert telemetry["arithmetic_intensity"] == pytest.approx(result.flops / case.bytes_moved)
 
 
+@pytest.mark.e2e
 def test_max_gflops_skips_a_cell_and_says_why(tmp_path, cli_env):
     suite = tmp_path / "big.toml"
     suite.write_text('[suite]\nname = "big"\nvariants = ["naive"]\n[defaults]\nheads = 2\nhead_dim = 16\n'
                      '[sweep]\nseq_len = [32, 4096]\n[measure]\nwarmup_s = 0.01\nbudget_s = 0.05\nmin_reps = 3\n'
-                     'max_gflops = 1\n')
+                     'max_gflops = 1\ncontention_retries = 0\n')
     out = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(suite), "--no-report",
                           "--results", str(tmp_path / "r")], capture_output=True, text=True, env=cli_env, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -18,7 +18,7 @@ from harness.core.settings import MeasureSettings
 from harness.measure.cell import measure_case
 from harness.measure.inputs import make_inputs, upcast
 
-FAST = MeasureSettings(warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
+FAST = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
 REGISTRY = default_registry()
 # seq_len 100 is no multiple of any chunk; W = 64 takes half-window chunks, W = 130 spans the whole sequence.
 WINDOWS = (1, 7, 24, 64, 130)
@@ -123,7 +123,7 @@ def test_a_zero_window_and_cross_attention_give_reasons():
     assert any("has no document mask" in r for r in longformer.unsupported_reasons(other))
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_longformer_flex_computes_naives_function_under_the_mask(causal):
     flex, naive = REGISTRY.get("longformer-flex"), REGISTRY.get("naive")

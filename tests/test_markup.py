@@ -83,6 +83,7 @@ def ok(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.mark.e2e
 def test_markup_in_plugin_texts_and_run_names_crashes_no_command(tmp_path, markup_env):
     listed = ok(attnbench(["list"], markup_env, tmp_path))
     assert "desc" not in listed.stderr
@@ -144,6 +145,7 @@ def test_an_internal_error_exits_4_with_the_traceback_in_a_file(tmp_path, markup
     assert "report" in done.stderr
 
 
+@pytest.mark.e2e
 def test_an_internal_error_during_a_run_leaves_it_interrupted_and_resumable(tmp_path, markup_env):
     """The driver itself fails (a sitecustomize breaks its pre-check at N=64): exit 4, the N=32 cell kept."""
     site = tmp_path / "bug"

@@ -29,6 +29,7 @@ seq_len = [32]
 warmup_s = 0.01
 budget_s = 0.02
 min_reps = 3
+contention_retries = 0
 """
 SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.+-")
 
@@ -98,13 +99,13 @@ def _files(root: Path) -> set[Path]:
     return {p for p in root.rglob("*") if p.is_file()}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name,stem", [
     ("../x", "x"),
     ("a/b/c", "a-b-c"),
     ('"><script>', "script"),
 ])
 def test_hostile_run_name_writes_only_inside_reports_and_results(tmp_path, cli_env, name, stem):
-    pytest.importorskip("jinja2")
     work = tmp_path / "work"
     work.mkdir()
     suite = tmp_path / "tiny.toml"
@@ -160,17 +161,20 @@ def test_results_path_under_a_file_fails_before_calibrating(tmp_path, cli_env):
 
 
 def test_read_only_results_folder_fails_before_calibrating(tmp_path, cli_env):
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        pytest.skip("running as root: chmod 0o500 does not stop root's writes (the under-a-file test covers it)")
     suite = tmp_path / "tiny.toml"
     suite.write_text(TINY)
-    results = tmp_path / "ro"
-    results.mkdir()
-    results.chmod(0o500)
-    try:
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # Root ignores mode bits; /proc/self is a folder that refuses new files to root too (Linux).
+        results = Path("/proc/self")
         out = _attnbench(tmp_path, cli_env, "run", str(suite), "--no-report", "--results", str(results))
-    finally:
-        results.chmod(0o700)
+    else:
+        results = tmp_path / "ro"
+        results.mkdir()
+        results.chmod(0o500)
+        try:
+            out = _attnbench(tmp_path, cli_env, "run", str(suite), "--no-report", "--results", str(results))
+        finally:
+            results.chmod(0o700)
     _assert_failed_before_calibrating(out, f"results folder {results} cannot be written")
 
 

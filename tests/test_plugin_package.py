@@ -25,7 +25,7 @@ from harness.store import list_runs
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "attnbench-sigmoid-attention"
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 GOOD_VARIANT = """

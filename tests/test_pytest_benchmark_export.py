@@ -17,7 +17,7 @@ from harness.engine.sweep import run_suite
 from harness.plan.suite import parse_suite
 from harness.store import load_run
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 SUITE = tiny_suite("tiny-export", ["naive", "sdpa-math", "flash-attn"])  # flash-attn cannot run on the CPU: not exported
 STATS_FIELDS = {"min", "max", "mean", "stddev", "rounds", "median", "iqr", "q1", "q3", "iqr_outliers",

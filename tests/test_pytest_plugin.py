@@ -10,7 +10,7 @@ import pytest
 from harness.core.case import Case
 
 pytest_plugins = ["pytester"]
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 TINY = 'measure={"warmup_s": 0.01, "budget_s": 0.1, "min_reps": 3}'
 

@@ -38,6 +38,7 @@ test_examples = 32
 warmup_s = 0.01
 budget_s = 0.05
 min_reps = 3
+contention_retries = 0
 """
 
 

@@ -244,7 +244,8 @@ def test_report_builds_without_torch(runs, tmp_path):
 
 
 def test_attention_maps_with_the_registry(tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch
+
     from harness.core.registry import Registry, default_registry
     from harness.core.variant import Variant
     from harness.measure.attention_maps import write_attention_maps
@@ -283,11 +284,10 @@ def test_attention_maps_with_the_registry(tmp_path):
     assert write_attention_maps(tmp_path, registry, []) is None
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_tiny_real_run_is_reported(tmp_path):
-    pytest.importorskip("torch")
-    sweep = pytest.importorskip("harness.engine.sweep")
     from harness.core.registry import default_registry
+    from harness.engine import sweep
     from harness.measure.attention_maps import write_attention_maps
     from harness.plan.suite import parse_suite
 

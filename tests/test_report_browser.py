@@ -146,7 +146,7 @@ def test_quality_against_cost_has_one_plot_per_input_distribution(browser, tmp_p
                      '[defaults]\nheads = 2\nhead_dim = 32\nqk_std = 0.5\n[sweep]\nseq_len = [256]\n'
                      'inputs = ["iid", "sinks"]\n[params.performer]\nfeatures = [16, 64]\n'
                      '[params.longformer]\nwindow = 32\nglobal_tokens = [0, 4]\n'
-                     '[measure]\nwarmup_s = 0.01\nbudget_s = 0.05\nmin_reps = 3\ncap_s = 0.5\n')
+                     '[measure]\nwarmup_s = 0.01\nbudget_s = 0.05\nmin_reps = 3\ncap_s = 0.5\ncontention_retries = 0\n')
     out = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(suite), "--no-report",
                           "--results", str(tmp_path / "r")], capture_output=True, text=True, env=cli_env, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr

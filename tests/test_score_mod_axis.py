@@ -17,7 +17,7 @@ from harness.measure.cell import measure_case
 from harness.measure.inputs import make_inputs
 from harness.plan.suite import expand, parse_suite
 
-FAST = MeasureSettings(warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
+FAST = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
 
 
 def by_definition(case: Case) -> torch.Tensor:
@@ -129,7 +129,7 @@ def test_variants_without_score_mods_say_why_and_suites_sweep_it():
         expand(parse_suite(bad, "b.toml"), registry)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_flex_takes_every_score_mod_with_grouped_heads():
     registry = default_registry()
     flex = registry.get("flex")

@@ -19,6 +19,7 @@ FAST = """
 warmup_s = 0.01
 budget_s = 0.05
 min_reps = 3
+contention_retries = 0
 timeout_s = {timeout}
 """
 
@@ -36,14 +37,14 @@ def statuses(run_path):
 
 def test_segfault_hang_and_memory_error_are_stored_and_the_sweep_goes_on(faulty_registry, results_dir):
     suite = parse_suite(suite_text(["fault-segfault", "fault-good", "fault-hang", "fault-memoryerror", "naive"],
-                                   lengths=(32, 64), timeout=8), "faults.toml")
+                                   lengths=(32, 64), timeout=4), "faults.toml")
     outcome = run_suite(suite, faulty_registry, results_dir)
     results = statuses(outcome.run_path)
     assert len(results) == 10
     crash = results[("fault-segfault", 32)]
     assert crash.status == "crashed" and "SIGSEGV" in crash.reason
     assert results[("fault-hang", 32)].status == "timeout"
-    assert "timeout of 8 s" in results[("fault-hang", 32)].reason
+    assert "timeout of 4 s" in results[("fault-hang", 32)].reason
     assert results[("fault-memoryerror", 32)].status == "oom"
     assert "MemoryError" in results[("fault-memoryerror", 32)].reason
     for length in (32, 64):
@@ -130,7 +131,7 @@ def test_the_cpu_memory_peak_repeats_exactly_where_the_resident_peak_does_not():
 
     registry = load_registry()
     case = Case(variant="mamba2-ssd", seq_len=512, heads=4, head_dim=32)
-    settings = MeasureSettings(warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, accuracy=False,
+    settings = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, accuracy=False,
                                telemetry=False)
     peaks = {measure_case(case, registry.get("mamba2-ssd"), settings).memory.peak_bytes_fwd for _ in range(5)}
     assert len(peaks) == 1 and next(iter(peaks)) > 0, peaks

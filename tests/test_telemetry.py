@@ -131,7 +131,7 @@ def test_cell_telemetry_and_derived_numbers():
 
     case = Case(variant="naive", seq_len=64, heads=2)
     calibration = {"matmul_flops_per_s": {"float32": 1e11}, "copy_bytes_per_s": 1e10, "device": "cpu"}
-    settings = MeasureSettings(warmup_s=0.01, budget_s=0.1, accuracy=False, memory=False, telemetry_hz=50)
+    settings = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.1, accuracy=False, memory=False, telemetry_hz=50)
     result = measure_case(case, default_registry().get("naive"), settings, calibration)
     assert result.status == "ok", result.reason
     telemetry = result.telemetry

@@ -119,7 +119,7 @@ def test_time_cpu_samples_are_exact_per_call_times_and_hooks_bracket_the_timed_c
         clock.advance(1e-4)
         log["calls"] += 1
 
-    settings = MeasureSettings(warmup_s=0.01, budget_s=1.0, min_sample_s=1e-3, min_reps=5)
+    settings = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=1.0, min_sample_s=1e-3, min_reps=5)
     timed = time_cpu(call, settings, clock_ns=clock.ns,
                      on_timed_start=lambda: log.update(calls_at_start=log["calls"]),
                      on_timed_stop=lambda: log.update(calls_at_stop=log["calls"]))
@@ -270,7 +270,7 @@ def test_processes_option_merges_fresh_workers():
     from harness.core.case import Case
     from harness.engine.local_executor import LocalExecutor
 
-    settings = MeasureSettings(warmup_s=0.01, budget_s=0.05, processes=2, accuracy=False, memory=False,
+    settings = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.05, processes=2, accuracy=False, memory=False,
                                telemetry=False)
     executor = LocalExecutor(threads=1)
     try:

@@ -14,7 +14,7 @@ a hand-computed local-p example) use float64 and 1e-12.
 
 Flex compiles one kernel per shape and dtype (10-20 s each on a cold compile
 cache on a busy 2-core machine, under a second once cached); its float16 and
-bfloat16 cells are marked `slow` and run only with ATTNBENCH_SLOW=1.
+bfloat16 cells are in the end-to-end tier (`pytest -m e2e`).
 Every test runs torch on one thread: the tensors are tiny, and on a shared
 machine OpenMP's barriers between two threads cost more than the work.
 """
@@ -22,7 +22,6 @@ machine OpenMP's barriers between two threads cost more than the work.
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
@@ -51,8 +50,6 @@ SMALL_KNOBS = {"additive": {"chunk": 7, "attn_dim": 24}, "luong-concat": {"chunk
 # Compiled flex on CPU is declared unsupported for head_dim <= 16 (it gave wrong values there).
 SMALL_SHAPE = {"flex": {"head_dim": 32}}
 EXACT = 1e-12
-SLOW = pytest.mark.skipif(os.environ.get("ATTNBENCH_SLOW") != "1",
-                          reason="compiles one more flex kernel (10-20 s cold); set ATTNBENCH_SLOW=1 to run")
 
 
 @pytest.fixture(autouse=True)
@@ -89,7 +86,7 @@ def grid(supported: bool):
                         if v.supports(case) != supported:
                             continue
                         slow = supported and name == "flex" and dtype != "float32"
-                        yield pytest.param(case, id=case_id(case), marks=[pytest.mark.slow, SLOW] if slow else [])
+                        yield pytest.param(case, id=case_id(case), marks=[pytest.mark.e2e] if slow else [])
 
 
 def worst_element(got: torch.Tensor, want: torch.Tensor, bound: float) -> str:

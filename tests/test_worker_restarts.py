@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from harness.core.registry import load_registry
 from harness.engine.local_executor import LocalExecutor
 from harness.engine.sweep import run_suite
@@ -23,6 +25,7 @@ seq_len = [256]
 warmup_s = 0.05
 budget_s = 0.1
 min_reps = 5
+contention_retries = 0
 timeout_s = 60
 accuracy = false
 telemetry = false
@@ -37,6 +40,7 @@ def cells(run_path):
     return {c.case["variant"]: c for c in load_run(run_path).cells}
 
 
+@pytest.mark.e2e
 def test_a_leaky_plugins_worker_is_replaced_before_the_next_distributions_variant(faulty_registry, results_dir):
     leaky = run_suite(suite("fault-leak", "naive"), faulty_registry, results_dir / "with")
     alone = run_suite(suite("naive"), faulty_registry, results_dir / "without")
@@ -52,6 +56,7 @@ def test_a_leaky_plugins_worker_is_replaced_before_the_next_distributions_varian
     assert "attnbench-faulty" in restarts["restarts"][0]["reason"]
 
 
+@pytest.mark.e2e
 def test_a_worker_over_its_budget_is_restarted_and_the_cost_is_stored(results_dir):
     registry = load_registry()
     executor = LocalExecutor(rss_budget_bytes=1)

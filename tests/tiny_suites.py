@@ -6,7 +6,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-TINY_MEASURE = {"warmup_s": 0.01, "budget_s": 0.05, "min_reps": 3, "timeout_s": 60}
+# No contention re-measure (test_contention.py tests it): on a busy machine each would wait 1.5 s more.
+TINY_MEASURE = {"warmup_s": 0.01, "budget_s": 0.05, "min_reps": 3, "timeout_s": 60, "contention_retries": 0}
 
 
 def tiny_suite(name: str, variants: Iterable[str], seq_lens: Iterable[int] = (64, 128), *,
