@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs what tests/test_report_browser.py needs on a fresh Debian machine:
-# Debian's chromium (/usr/bin/chromium) and the playwright package in the active
-# virtual environment. Playwright drives that system Chromium; it never
-# downloads a browser of its own. Idempotent and quiet; run as root (or with sudo).
+# Installs what the browser tests (end-to-end tier) need on a fresh Debian machine: Debian's
+# chromium (/usr/bin/chromium) and the playwright package in the project's virtual environment.
+# Playwright drives that system Chromium; it never downloads a browser of its own.
+# Run it after the venv exists (the README's test command makes it, and '.[test]' already
+# brings playwright, so nothing is installed twice). It never touches the system Python.
+# Idempotent and quiet; run as root (or with sudo).
 set -euo pipefail
 
 PYTHON="${PYTHON:-}"
@@ -12,7 +14,9 @@ if [[ -z "$PYTHON" ]]; then
     elif [[ -x .venv/bin/python ]]; then
         PYTHON=.venv/bin/python
     else
-        PYTHON=python3
+        echo "install-browser: no virtual environment: run the README's test command first (it creates .venv)," \
+             "or set PYTHON to a venv's python" >&2
+        exit 1
     fi
 fi
 
