@@ -406,8 +406,19 @@ def test_cli_captures_from_a_factory(tmp_path, factory_env):
     (["tinyfactory:bare", "--seq-len", "8"], "give --vocab V"),
     (["tinyfactory:make", "--seq-len", "8", "--layer", "7"], "layer 7 was asked for"),
 ])
-def test_cli_bad_input_exits_2_with_a_message(tmp_path, factory_env, args, message):
-    out = attnbench("capture", *args, "-o", "out", env=factory_env, cwd=tmp_path)
-    assert out.returncode == 2, out.stdout + out.stderr
+def test_cli_bad_input_exits_2_with_a_message(tmp_path, factory_env, monkeypatch, args, message):
+    """In-process through click's runner; `test_cli.py` runs the console script's exit 2 for real."""
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tinyfactory", raising=False)
+    try:
+        out = CliRunner().invoke(main, ["capture", *args, "-o", "out"])
+    finally:
+        sys.modules.pop("tinyfactory", None)
+    assert out.exit_code == 2, out.output
     assert message in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "out").exists()

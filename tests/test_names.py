@@ -133,10 +133,25 @@ def test_hostile_run_name_writes_only_inside_reports_and_results(tmp_path, cli_e
     assert _files(work / "reports") == reports
 
 
+def _run_in_process(cwd: Path, env: dict, *args: str):
+    """`attnbench ARGS` through click's runner, in `cwd` with the session's cache (as `_attnbench`, without a process)."""
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(main, list(args), env={"ATTNBENCH_RESULTS": None,
+                                                         "ATTNBENCH_CACHE_DIR": env["ATTNBENCH_CACHE_DIR"]})
+    finally:
+        os.chdir(previous)
+
+
 def _assert_failed_before_calibrating(out, needle: str) -> None:
-    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.exit_code == 2, out.output
     assert needle in out.stderr, out.stderr
-    assert "calibration (" not in out.stdout + out.stderr
+    assert "calibration (" not in out.output
     assert "Traceback" not in out.stderr
 
 
@@ -145,7 +160,7 @@ def test_results_path_that_is_a_file_fails_before_calibrating(tmp_path, cli_env)
     suite.write_text(TINY)
     results = tmp_path / "results-file"
     results.write_text("not a folder")
-    out = _attnbench(tmp_path, cli_env, "run", str(suite), "--no-report", "--results", str(results))
+    out = _run_in_process(tmp_path, cli_env, "run", str(suite), "--no-report", "--results", str(results))
     _assert_failed_before_calibrating(out, f"results folder {results} is a file")
     assert results.read_text() == "not a folder"
 
@@ -156,7 +171,7 @@ def test_results_path_under_a_file_fails_before_calibrating(tmp_path, cli_env):
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
     results = blocker / "results"
-    out = _attnbench(tmp_path, cli_env, "run", str(suite), "--no-report", "--results", str(results))
+    out = _run_in_process(tmp_path, cli_env, "run", str(suite), "--no-report", "--results", str(results))
     _assert_failed_before_calibrating(out, f"cannot create results folder {results}")
 
 
@@ -166,13 +181,13 @@ def test_read_only_results_folder_fails_before_calibrating(tmp_path, cli_env):
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         # Root ignores mode bits; /proc/self is a folder that refuses new files to root too (Linux).
         results = Path("/proc/self")
-        out = _attnbench(tmp_path, cli_env, "run", str(suite), "--no-report", "--results", str(results))
+        out = _run_in_process(tmp_path, cli_env, "run", str(suite), "--no-report", "--results", str(results))
     else:
         results = tmp_path / "ro"
         results.mkdir()
         results.chmod(0o500)
         try:
-            out = _attnbench(tmp_path, cli_env, "run", str(suite), "--no-report", "--results", str(results))
+            out = _run_in_process(tmp_path, cli_env, "run", str(suite), "--no-report", "--results", str(results))
         finally:
             results.chmod(0o700)
     _assert_failed_before_calibrating(out, f"results folder {results} cannot be written")
@@ -182,5 +197,5 @@ def test_reports_path_that_is_a_file_fails_before_calibrating(tmp_path, cli_env)
     suite = tmp_path / "tiny.toml"
     suite.write_text(TINY)
     (tmp_path / "reports").write_text("not a folder")
-    out = _attnbench(tmp_path, cli_env, "run", str(suite), "--results", "results")
+    out = _run_in_process(tmp_path, cli_env, "run", str(suite), "--results", "results")
     _assert_failed_before_calibrating(out, "reports folder reports is a file")

@@ -12,6 +12,8 @@ from test_cli import attnbench, write
 from harness.store import load_run, tidy_frame
 from harness.store.quality import recall_summary
 
+pytestmark = pytest.mark.e2e  # every test trains or runs through a real `attnbench` subprocess
+
 TASK_SUITE = """
 [suite]
 name = "tiny-recall"

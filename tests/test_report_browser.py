@@ -37,6 +37,7 @@ REPORT_SECTIONS = ("run", "tables", "plots", "crossovers", "quality", "attention
 COMPARE_SECTIONS = ("summary", "cells", "unmatched", "environment", "plots")
 
 pytestmark = [
+    pytest.mark.e2e,
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists() and shutil.which("chromium") is None,
                        reason="no Chromium at /usr/bin/chromium (run .ci/install-browser.sh)"),
