@@ -67,6 +67,8 @@ class SyntheticSpec:
     heads: int = 8
     samples: int = 31
     noise: float = 0.01
+    processes: int = 1                          # K > 1: stored as `run --processes K` stores them
+    process_noise: float = 0.01                 # relative spread of the per-process medians
     seed: int = 0
     slowdown: float = 1.0                       # multiplies every time (NEW runs of a regression test)
     slowdown_variants: tuple[str, ...] = ()     # empty: all variants
@@ -147,9 +149,15 @@ def _measured(spec: SyntheticSpec, variant: SyntheticVariant, params: dict[str, 
     accuracy = Accuracy(output=ErrorMetrics(max_abs_error=error * 4, rel_l2_error=error, nonfinite=0), approx=approx)
     flops = 4 * case.batch * case.heads * seq_len * seq_len * case.head_dim
     peak_flops = CALIBRATION["matmul_flops_per_s"].get(case.dtype)
+    telemetry: dict[str, Any] = {"arithmetic_intensity": flops / (case.input_bytes + peak)}
+    if spec.processes > 1:
+        offsets = rng.normal(0.0, spec.process_noise, spec.processes)
+        medians = sorted(float(median * (1 + e)) for e in offsets - np.median(offsets))
+        telemetry["processes"] = {"count": spec.processes, "medians_s": medians,
+                                  "spread_rel": (medians[-1] - medians[0]) / median}
     return Result(status="ok", timing=timing, memory=memory, accuracy=accuracy, flops=flops,
                   flops_per_s=flops / median, peak_fraction=(flops / median / peak_flops) if peak_flops else None,
-                  telemetry={"arithmetic_intensity": flops / (case.input_bytes + peak)})
+                  telemetry=telemetry)
 
 
 def _maps(seed: int, seq_len: int = 32) -> dict[str, Any]:

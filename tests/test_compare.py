@@ -29,7 +29,7 @@ SEQ_LENS = (256, 512, 1024)
 def build_compare_runs(results_dir: Path) -> dict[str, Path]:
     """BASE; SAME (same distribution, other noise); SLOW (every time ×1.2); and runs that change
     memory, error, the environment and the set of cells."""
-    common = {"seq_lens": SEQ_LENS, "variants": variants_with_hostile(), "attention_maps": False}
+    common = {"seq_lens": SEQ_LENS, "variants": variants_with_hostile(), "attention_maps": False, "processes": 3}
     return {
         "base": write_synthetic_run(results_dir, spec_with(name="base", seed=1, **common)),
         "same": write_synthetic_run(results_dir, spec_with(name="same", seed=2, **common)),
@@ -58,8 +58,9 @@ def test_a_twenty_percent_slowdown_is_slower_everywhere(loaded):
     assert measured and all(c.verdict == "slower" for c in measured)
     for cell in measured:
         assert cell.ratio == pytest.approx(1.2, rel=0.02)
-        assert cell.ratio_low < 1.2 < cell.ratio_high or cell.ratio_low == pytest.approx(1.2, rel=0.02)
-        assert cell.p_value < 1e-6
+        assert cell.ratio_low < 1.2 < cell.ratio_high
+        assert cell.ratio_low == pytest.approx(min(cell.new_processes) / max(cell.base_processes))
+        assert 1.0 < cell.ratio_low and "process range" in cell.evidence
     not_run = [c for c in comparison.cells if c.base_status != "ok"]
     assert {c.verdict for c in not_run} == {"n/a"}
     assert any("oom" in c.status_note or "unsupported" in c.status_note for c in not_run)
@@ -236,3 +237,42 @@ def test_two_copies_of_one_run_keep_their_own_numbers(results_dir: Path):
         assert cell.ratio == pytest.approx(2.0)
         if cell.base_memory:
             assert cell.memory_ratio == pytest.approx(2.0)
+
+
+def test_one_process_per_side_is_not_trusted_and_gates_only_beyond_the_process_spread(results_dir: Path):
+    """Samples of one process share its luck: a 20% change is shown, not judged; a 2× change still fails."""
+    from harness.report.compare import PROCESS_SPREAD, ungated
+
+    common = {"seq_lens": (256, 512), "attention_maps": False}
+    base = load_run(write_synthetic_run(results_dir, spec_with(name="one-base", seed=1, **common)))
+    slow = load_run(write_synthetic_run(results_dir, spec_with(name="one-slow", seed=2, slowdown=1.2, **common)))
+    double = load_run(write_synthetic_run(results_dir, spec_with(name="one-2x", seed=3, slowdown=2.0, **common)))
+    comparison = compare_runs(base, slow)
+    timed = [c for c in comparison.cells if c.base_status == "ok"]
+    assert timed and {c.verdict for c in timed} == {"one process"}
+    assert all(c.ratio == pytest.approx(1.2, rel=0.02) and "run --processes 3" in c.evidence for c in timed)
+    assert all(c.p_value is not None and c.p_value < 1e-6 for c in timed)   # shown, but not a verdict
+    gates = [parse_gate("median:5%")]
+    assert gate_failures(comparison, gates) == []
+    assert any(f"×{PROCESS_SPREAD:.2f}" in line for line in ungated(comparison, gates))
+    failures = gate_failures(compare_runs(base, double), gates)
+    assert len(failures) == len(timed) and all("one process per side, and beyond 1.05 × 1.52" in f for f in failures)
+
+
+def test_processes_that_overlap_are_the_same_and_a_measured_spread_sets_the_one_process_band(results_dir: Path):
+    common = {"seq_lens": (256, 512), "attention_maps": False}
+    noisy = {"processes": 3, "process_noise": 0.15, **common}
+    base = load_run(write_synthetic_run(results_dir, spec_with(name="p-base", seed=1, **noisy)))
+    same = load_run(write_synthetic_run(results_dir, spec_with(name="p-same", seed=2, **noisy)))
+    comparison = compare_runs(base, same)
+    timed = [c for c in comparison.cells if c.base_status == "ok"]
+    assert {c.verdict for c in timed} == {"same"}
+    assert all(c.ratio_low < 1 < c.ratio_high for c in timed)
+    assert gate_failures(comparison, [parse_gate("median:5%")]) == []
+    # BASE measured its process spread; NEW ran one process: the band is the measured spread, not the default
+    single = load_run(write_synthetic_run(results_dir, spec_with(name="p-single", seed=4, slowdown=1.9, **common)))
+    mixed = compare_runs(base, single)
+    spread = max(max(c.base_processes) / min(c.base_processes) for c in mixed.cells if len(c.base_processes) > 1)
+    lines = gate_failures(mixed, [parse_gate("median:5%")])
+    expected = [c for c in mixed.cells if c.ratio is not None and c.ratio > 1.05 * spread]
+    assert len(lines) == len(expected) and all(f"1.05 × {spread:.2f}" in line for line in lines)

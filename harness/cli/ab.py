@@ -13,6 +13,7 @@ from harness.core.units import format_seconds
 from harness.store import default_results_dir
 
 DEFAULT_PAIRS = 6
+DEFAULT_MAX_PAIRS = 40
 
 
 @click.command("ab")
@@ -22,7 +23,10 @@ DEFAULT_PAIRS = 6
                    "python= (another environment's interpreter), pythonpath= (another checkout), env.NAME=")
 @click.option("--b", "side_b", default="", metavar="SIDE", help="side B (the candidate), as --a")
 @click.option("--pairs", type=click.IntRange(min=2), default=DEFAULT_PAIRS, show_default=True,
-              help="measurements per side and case, A and B alternating")
+              help="pairs per case before the first look (A and B alternating); without --fail-on, all of them")
+@click.option("--max-pairs", type=click.IntRange(min=2), default=DEFAULT_MAX_PAIRS, show_default=True,
+              help="with --fail-on median: keep adding pairs until the interval is wholly above or below "
+                   "the gate's limit, at most this many")
 @click.option("--variant", "variants", multiple=True, help="only these variants of the suite (repeatable)")
 @click.option("--seq-len", "seq_lens", multiple=True, type=int, help="only these lengths (repeatable)")
 @click.option("--fail-on", "gates", type=GateType(), multiple=True,
@@ -31,13 +35,18 @@ DEFAULT_PAIRS = 6
               help="smallest ratio change (fraction) that counts as faster or slower")
 @click.option("--name", default=None, help="run name (default: ab-SUITE)")
 @click.option("--results", default=None, help="results folder (default: ./results or $ATTNBENCH_RESULTS)")
-def ab_command(suite, side_a, side_b, pairs, variants, seq_lens, gates, threshold, name, results) -> None:
+def ab_command(suite, side_a, side_b, pairs, max_pairs, variants, seq_lens, gates, threshold, name,
+               results) -> None:
     """Measure SUITE's cases on side A and side B in alternation (A B, B A, ...), each side in its own
     worker, and report the paired ratio B/A per case with its 95% interval.
 
     Pairs taken back to back cancel the drift that makes two separate runs on a
     shared machine disagree, so this is how a CI should check a kernel change:
     e.g. `attnbench ab quick --a pythonpath=../main --b pythonpath=. --fail-on median:5%`.
+    With a median gate each case takes --pairs pairs, then more until its
+    interval (valid under these repeated looks) is wholly above the gate's
+    limit (fail) or wholly below it (pass), or --max-pairs is reached
+    (undecided: reported, not failed).
     """
     from harness.core.registry import default_registry
     from harness.engine.ab import parse_side, run_ab
@@ -58,15 +67,18 @@ def ab_command(suite, side_a, side_b, pairs, variants, seq_lens, gates, threshol
         if event == "case":
             click.echo(f"[{data['index'] + 1}/{data['total']}] {data['case'].label}: {pairs} pairs", err=True)
 
-    outcome = run_ab(loaded, registry, a, b, results_dir, pairs=pairs, name=name,
-                     environment=collect_environment(), progress=progress)
+    if max_pairs < pairs:
+        raise click.UsageError(f"--max-pairs {max_pairs} is below --pairs {pairs}")
+    limits = tuple(sorted({1 + g.fraction for g in gates if g.field == "median"}))
+    outcome = run_ab(loaded, registry, a, b, results_dir, pairs=pairs, max_pairs=max_pairs, limits=limits,
+                     name=name, environment=collect_environment(), progress=progress)
     failed = print_ab(outcome, list(gates), threshold)
     click.echo(f"stored: {outcome.run_path}")
     finish_gates(failed, gates)
 
 
 def ab_verdict(ratio: float, low: float, high: float, threshold: float) -> str:
-    """'slower' / 'faster' when the paired interval excludes 1 and the ratio is beyond the threshold."""
+    """'slower' / 'faster' when the interval excludes 1 and the ratio is beyond the threshold."""
     if low > 1 and ratio > 1 + threshold:
         return "slower"
     if high < 1 and ratio < 1 - threshold:
@@ -75,39 +87,48 @@ def ab_verdict(ratio: float, low: float, high: float, threshold: float) -> str:
 
 
 def print_ab(outcome, gates, threshold: float) -> list[str]:
-    """The paired table; returns the gate failures."""
+    """The paired table; returns the gate failures (a case whose interval lies wholly above a median limit)."""
     from rich.console import Console
     from rich.table import Table
 
+    from harness.report.sequential import METHOD
+
     console = Console()
     a, b = outcome.side_a, outcome.side_b
-    table = Table(title=safe(f"A/B, {outcome.pairs} pairs: A = {a.text or '(as the suite)'}, "
-                             f"B = {b.text or '(as the suite)'}"), title_justify="left")
-    for column in ("case", "A", "B", "B/A (95% CI)", "p", "verdict"):
+    table = Table(title=safe(f"A/B: A = {a.text or '(as the suite)'}, B = {b.text or '(as the suite)'}"),
+                  title_justify="left")
+    for column in ("case", "A", "B", "B/A (95% CI)", "pairs", "verdict"):
         table.add_column(column, overflow="fold", justify="left" if column in ("case", "verdict") else "right")
     failed: list[str] = []
-    limits = [1 + g.fraction for g in gates if g.field == "median"]
+    undecided: list[str] = []
+    limits = sorted({1 + g.fraction for g in gates if g.field == "median"})
     for item in outcome.cases:
         label = item.case.label
-        paired = item.paired
-        if item.failures or paired is None:
-            reason = "; ".join(item.failures) or "fewer than 2 pairs measured"
-            table.add_row(safe(label), "–", "–", "–", "–", safe(reason[:120]))
+        interval = item.interval
+        if item.failures or interval is None:
+            reason = "; ".join(item.failures) or f"fewer than {max(2, item.first_look)} pairs measured"
+            table.add_row(safe(label), "–", "–", "–", str(len(item.ratios)), safe(reason[:120]))
             if limits:
                 failed.append(f"{label}: not measured on both sides ({reason})")
             continue
-        verdict = ab_verdict(paired.ratio, paired.low, paired.high, threshold)
+        verdict = ab_verdict(interval.ratio, interval.low, interval.high, threshold)
+        if item.stop == "cap":
+            verdict += ", undecided at the cap"
         if item.contended:
             verdict += f" ({item.contended} contended)"
         table.add_row(safe(label), format_seconds(_middle(item.a_medians)), format_seconds(_middle(item.b_medians)),
-                      f"{paired.ratio:.3f} [{paired.low:.3f}, {paired.high:.3f}]", f"{paired.p_value:.2g}", verdict)
+                      f"{interval.ratio:.3f} [{interval.low:.3f}, {interval.high:.3f}]", str(interval.pairs), verdict)
         for limit in limits:
-            if paired.ratio > limit and paired.low > 1:
-                failed.append(f"median:{(limit - 1) * 100:g}%: {label}: B/A {paired.ratio:.3f} "
-                              f"[{paired.low:.3f}, {paired.high:.3f}] over {outcome.pairs} pairs, interval above 1")
+            where = (f"median:{(limit - 1) * 100:g}%: {label}: B/A {interval.ratio:.3f} "
+                     f"[{interval.low:.3f}, {interval.high:.3f}] after {interval.pairs} pairs")
+            if interval.above(limit):
+                failed.append(f"{where}, interval wholly above {limit:g}")
+            elif not interval.below(limit):
+                undecided.append(f"undecided: {where}, interval still holds {limit:g} at the cap of pairs")
     console.print(table)
-    console.print("B/A is the geometric mean of the per-pair ratios, with a 95% Student-t interval on their logs.",
-                  highlight=False, markup=False)
+    console.print(f"B/A is the geometric mean of the per-pair ratios; {METHOD}.", highlight=False, markup=False)
+    for line in undecided:
+        console.print(safe(line), highlight=False)
     return failed
 
 

@@ -100,14 +100,19 @@ def compare_command(base: str, new: str, output: Path | None, gates, threshold: 
                     results_dir: Path | None):
     """Compare run NEW against run BASE cell by cell (matched by case id).
 
-    Each cell gets the NEW/BASE ratio of median times with a bootstrap interval,
-    a Mann–Whitney U test on the raw samples, and a verdict: faster or slower
-    (p < ALPHA and a change beyond THRESHOLD), same, 'too few samples' (the
-    counts cannot reach p < ALPHA), or contended. Quality cells (attnbench
-    quality) are matched by configuration and compared by recall, the mean
-    over their seeds: lower, higher or same. Exit status is 1 when a
-    --fail-on gate fails. Separate runs on a shared machine drift; to gate a
-    change in CI, measure both sides in alternation with `attnbench ab`.
+    Each cell gets the NEW/BASE ratio of median times and a verdict whose unit
+    is the worker process: with both runs measured by `run --processes K`
+    (K >= 2; 3 recommended), faster or slower when every NEW process median
+    lies beyond every BASE one and the change exceeds THRESHOLD, else same;
+    with one process on a side, 'one process' (its samples share the process's
+    luck, so within-process evidence is shown but not trusted), or contended.
+    --fail-on median:PCT fails a cell whose process range lies wholly above
+    1 + PCT, or, with one process per side, whose ratio exceeds 1 + PCT times
+    the between-process spread. Quality cells (attnbench quality) are matched
+    by configuration and compared by recall, the mean over their seeds:
+    lower, higher or same. Exit status is 1 when a --fail-on gate fails. To
+    gate a small change in CI, measure both sides in alternation with
+    `attnbench ab`.
     """
     from harness.report.compare import (
         compare_runs,

@@ -1,12 +1,17 @@
 """Paired A/B measurement: two sides timed in alternation in one session, the ratio taken pair by pair.
 
 Separate runs on a shared machine drift by more than the changes a CI wants
-to catch. Here every case of a suite is measured `pairs` times on each side,
-A and B alternating (A B, then B A, so a steady drift moves both sides
-alike), each side in its own long-lived worker process. Pair i's ratio is
+to catch. Here every case of a suite is measured on each side, A and B
+alternating (A B, then B A, so a steady drift moves both sides alike), each
+side in its own long-lived worker process. Pair i's ratio is
 median_B / median_A of the two measurements taken back to back; the paired
-ratio is their geometric mean with a Student-t interval on the logs
-(`harness.report.significance.paired_ratio`).
+ratio is their geometric mean.
+
+Sequential: with gate limits (``--fail-on median:5%`` gives 1.05), a case
+takes `pairs` pairs, then one more pair at a time until the always-valid
+interval of its ratio (`harness.report.sequential`) lies wholly above or
+wholly below every limit, or `max_pairs` is reached (then it is
+undecided). Without limits every case takes exactly `pairs` pairs.
 
 A side is a variant and knob values, and/or an interpreter, PYTHONPATH
 entries and environment variables, so the same tool A/Bs two variants, two
@@ -125,7 +130,14 @@ class Measurement:
 
 @dataclass(frozen=True)
 class PairedCase:
-    """One case of the suite: every pair's medians, the per-pair ratios B/A, and failed measurements."""
+    """One case of the suite: every pair's medians, the per-pair ratios B/A, failed measurements, and why it stopped.
+
+    first_look: the pairs taken before the first look (``--pairs``); the
+    interval is the always-valid one at the last look (`sequential_interval`).
+    stop: 'fixed' (no gate limits: exactly `first_look` pairs), 'decided' (the
+    interval lies wholly above or below every limit) or 'cap' (max_pairs
+    reached undecided).
+    """
 
     case: Case
     a_medians: tuple[float, ...]
@@ -133,13 +145,24 @@ class PairedCase:
     ratios: tuple[float, ...]
     failures: tuple[str, ...] = ()
     contended: int = 0
+    first_look: int = 2
+    stop: str = "fixed"
 
     @cached_property
     def paired(self):
-        """The paired ratio with its interval (`paired_ratio`), or None with fewer than 2 pairs measured."""
+        """The paired ratio with its fixed-level interval (`paired_ratio`), or None with fewer than 2 pairs."""
         from harness.report.significance import paired_ratio
 
         return paired_ratio(self.ratios) if len(self.ratios) >= 2 else None
+
+    @cached_property
+    def interval(self):
+        """The always-valid interval at the last look (`sequential_interval`), or None before the first look."""
+        from harness.report.sequential import sequential_interval
+
+        if len(self.ratios) < max(2, self.first_look):
+            return None
+        return sequential_interval(self.ratios, self.first_look)
 
 
 @dataclass
@@ -155,17 +178,25 @@ Progress = Callable[..., None]
 
 
 def run_ab(suite: Suite, registry, side_a: Side, side_b: Side, results_dir: Path, *, pairs: int = 6,
-           name: str | None = None, environment: dict | None = None, progress: Progress = lambda *a, **k: None
-           ) -> ABOutcome:
-    """Measure every case of `suite` on both sides in alternation, `pairs` times, and store each measurement."""
+           max_pairs: int | None = None, limits: tuple[float, ...] = (), name: str | None = None,
+           environment: dict | None = None, progress: Progress = lambda *a, **k: None) -> ABOutcome:
+    """Measure every case of `suite` on both sides in alternation and store each measurement.
+
+    `pairs` pairs first; with `limits`, more pairs one at a time until the
+    interval decides against every limit or `max_pairs` (default 5 × pairs) is reached.
+    """
     if pairs < 2:
         raise AttnbenchError(f"--pairs {pairs}: a paired interval needs at least 2 pairs (6 or more recommended)")
+    max_pairs = max_pairs or 5 * pairs
+    if max_pairs < pairs:
+        raise AttnbenchError(f"--max-pairs {max_pairs} is below --pairs {pairs}: the cap must allow the first look")
     cases = expand(suite, registry)
     for side in (side_a, side_b):
         _check_side(side, cases, registry)
     run = Run(run_id=new_run_id(name or f"ab-{suite.name}"), name=name or f"ab-{suite.name}",
               suite_name=suite.name, suite_text=suite.text, started_at=now_iso(), environment=environment or {},
               settings={"ab": {"a": side_a.to_dict(), "b": side_b.to_dict(), "pairs": pairs,
+                               "max_pairs": max_pairs, "limits": list(limits),
                                "order": "A B, then B A, alternating"},
                         "measure": suite.measure.to_dict(), "source": suite.source, "cells_planned": 0})
     writer = RunWriter.create(results_dir, run)
@@ -178,8 +209,8 @@ def run_ab(suite: Suite, registry, side_a: Side, side_b: Side, results_dir: Path
         with open(path / AB_FILE, "a", encoding="utf-8") as log:
             for index, case in enumerate(cases):
                 progress("case", case=case, index=index, total=len(cases))
-                outcome.cases.append(_measure_pairs(case, (side_a, side_b), workers, suite, pairs, log, progress,
-                                                    registry))
+                outcome.cases.append(_measure_pairs(case, (side_a, side_b), workers, suite, pairs, max_pairs,
+                                                    limits, log, progress, registry))
         status = "finished"
     finally:
         for worker in workers.values():
@@ -210,11 +241,13 @@ def _with_defaults(case: Case, registry) -> Case:
 
 
 def _measure_pairs(case: Case, sides: tuple[Side, Side], workers: dict[str, SideWorker], suite: Suite,
-                   pairs: int, log, progress: Progress, registry) -> PairedCase:
+                   pairs: int, max_pairs: int, limits: tuple[float, ...], log, progress: Progress,
+                   registry) -> PairedCase:
     medians: dict[str, list[float | None]] = {"A": [], "B": []}
     failures: list[str] = []
     contended = 0
-    for pair in range(pairs):
+    stop = "fixed" if not limits else "cap"
+    for pair in range(max_pairs if limits else pairs):
         order = sides if pair % 2 == 0 else sides[::-1]
         for side in order:
             measured = _with_defaults(side.apply(case), registry)
@@ -228,11 +261,25 @@ def _measure_pairs(case: Case, sides: tuple[Side, Side], workers: dict[str, Side
             if not ok:
                 failures.append(f"side {side.label} pair {pair + 1}: {result.status}: {result.reason}")
             progress("measured", case=case, side=side.label, pair=pair, result=result)
-    ratios = tuple(b / a for a, b in zip(medians["A"], medians["B"], strict=True)
-                   if a is not None and b is not None and a > 0 and b > 0)
+        if failures:
+            break  # a side that fails once is reported, not measured on and on
+        if limits and pair + 1 >= pairs and _decided(_ratios(medians), pairs, limits):
+            stop = "decided"
+            break
     return PairedCase(case=case, a_medians=tuple(m for m in medians["A"] if m is not None),
-                      b_medians=tuple(m for m in medians["B"] if m is not None), ratios=ratios,
-                      failures=tuple(dict.fromkeys(failures)), contended=contended)
+                      b_medians=tuple(m for m in medians["B"] if m is not None), ratios=_ratios(medians),
+                      failures=tuple(dict.fromkeys(failures)), contended=contended, first_look=pairs, stop=stop)
+
+
+def _ratios(medians: dict[str, list[float | None]]) -> tuple[float, ...]:
+    return tuple(b / a for a, b in zip(medians["A"], medians["B"], strict=True)
+                 if a is not None and b is not None and a > 0 and b > 0)
+
+
+def _decided(ratios: tuple[float, ...], first_look: int, limits: tuple[float, ...]) -> bool:
+    from harness.report.sequential import sequential_interval
+
+    return len(ratios) >= max(2, first_look) and sequential_interval(ratios, first_look).decides(limits)
 
 
 def _write_summary(path: Path, outcome: ABOutcome) -> None:
@@ -241,11 +288,13 @@ def _write_summary(path: Path, outcome: ABOutcome) -> None:
         row: dict[str, Any] = {"case_id": item.case.id, "label": item.case.label, "ratios": list(item.ratios),
                                "a_medians_s": list(item.a_medians), "b_medians_s": list(item.b_medians),
                                "failures": list(item.failures), "contended_measurements": item.contended}
-        paired = item.paired
-        if paired is not None:
-            row.update(ratio=paired.ratio, low=paired.low, high=paired.high, p_value=paired.p_value)
+        row.update(pairs_measured=len(item.ratios), stop=item.stop)
+        interval = item.interval
+        if interval is not None:
+            row.update(ratio=interval.ratio, low=interval.low, high=interval.high, look_level=interval.level)
         rows.append(row)
+    from harness.report.sequential import METHOD
+
     summary = {"a": outcome.side_a.to_dict(), "b": outcome.side_b.to_dict(), "pairs": outcome.pairs,
-               "method": "geometric mean of per-pair ratios B/A with a 95% Student-t interval on their logs",
-               "cases": rows}
+               "method": f"geometric mean of per-pair ratios B/A; {METHOD}", "cases": rows}
     path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")

@@ -11,12 +11,28 @@ cell that ran on both sides gets a verdict:
 - 'too few samples': the sample counts cannot reach p < alpha at all (3
   samples a side give at best p = 0.1); the ratio is still shown;
 - 'contended': a side's timing was taken while the process was descheduled
-  (`Timing.contended`); its ratio is not trusted.
+  (`Timing.contended`); its ratio is not trusted;
+- 'one process': a side was measured in one worker process. Samples of one
+  process share its luck (memory layout, core, clock), so their U test
+  speaks about samples, not about the code: two runs of identical code on a
+  shared 2-core machine differed by 0.663× to 1.513× with p down to 1e-32.
+  The ratio and the within-process evidence are shown; the verdict points
+  to `run --processes K` or `ab`.
 
-A `median:PCT` gate fails on a cell whose ratio exceeds 1 + PCT and that is
-either 'slower' (significant) or 'too few samples' (untestable, so the
-ratio alone decides). Contended cells never pass or fail a gate silently:
-they are listed as not gated.
+The statistical unit is the worker process. When both sides were measured
+in K ≥ 2 fresh processes (`run --processes K`), each side's process medians
+are the sample: the ratio is of the medians of process medians, its range
+runs from min(NEW)/max(BASE) to max(NEW)/min(BASE), and the verdict is
+'slower' ('faster') when that whole range lies above (below) 1 and the
+ratio is beyond the threshold, else 'same'.
+
+A `median:PCT` gate fails a cell whose process range lies wholly above
+1 + PCT. With one process on a side it fails only beyond the
+between-process spread: the ratio must exceed (1 + PCT) × the largest
+spread max/min of process medians seen in either run, or, where neither
+run measured one, `PROCESS_SPREAD` (this machine's measured figure).
+Contended cells never pass or fail a gate silently: they are listed as not
+gated.
 
 Quality cells (a trained task) have no timing: their configurations (the
 case without its seed) are matched across the runs and compared by recall,
@@ -40,7 +56,13 @@ import pandas as pd
 from harness.core.errors import AttnbenchError
 from harness.core.machine import package_version
 from harness.core.units import finite, format_bytes, format_seconds
-from harness.report.data import case_labels, prepare, samples_by_case, status_text
+from harness.report.data import (
+    case_labels,
+    prepare,
+    process_medians_by_case,
+    samples_by_case,
+    status_text,
+)
 from harness.report.significance import (
     BOOTSTRAP_RESAMPLES,
     can_reach,
@@ -61,7 +83,13 @@ GATE_FIELDS = {
     "recall": "task recall of quality cells, an absolute drop in points (recall:5% fails a drop of more than 0.05)",
 }
 RECALL_THRESHOLD = 0.02
-VERDICTS = ("slower", "faster", "same", "too few samples", "contended", "n/a")
+# The largest NEW/BASE seen between two single-process runs of identical code here (naive at N=1024: 1.513x;
+# its mirror 0.663x): one process per side can hide a change of that size, so a gate on them fails only beyond it.
+PROCESS_SPREAD = 1.52
+VERDICTS = ("slower", "faster", "same", "one process", "too few samples", "contended", "n/a")
+ONE_PROCESS = ("one worker process per side: its samples share that process's luck (memory layout, core, "
+               "clock), which moves medians between processes by more than they show; measure both runs with "
+               "`attnbench run --processes 3`, or gate with `attnbench ab`")
 METHOD = (f"ratio NEW/BASE of median times with a 95% percentile bootstrap interval "
           f"(scipy.stats.bootstrap, {BOOTSTRAP_RESAMPLES} resamples of each run's raw samples, fixed seed); "
           f"two-sided Mann–Whitney U test (scipy.stats.mannwhitneyu, exact for small samples without ties); "
@@ -100,6 +128,16 @@ class CellComparison:
     error_ratio: float | None = None
     base_accuracy_ok: bool | None = None
     new_accuracy_ok: bool | None = None
+    base_processes: tuple[float, ...] = ()
+    new_processes: tuple[float, ...] = ()
+
+    @property
+    def process_range(self) -> tuple[float, float] | None:
+        """(min NEW / max BASE, max NEW / min BASE) of the process medians, with ≥ 2 processes a side."""
+        if len(self.base_processes) < 2 or len(self.new_processes) < 2:
+            return None
+        return (min(self.new_processes) / max(self.base_processes),
+                max(self.new_processes) / min(self.base_processes))
 
     @property
     def inaccurate(self) -> bool:
@@ -200,6 +238,7 @@ def compare_runs(base: LoadedRun, new: LoadedRun, threshold: float = DEFAULT_THR
     frame = data.frame
     rows = {(r.run_index, r.case_id): r for r in frame.itertuples(index=False)} if not frame.empty else {}
     base_samples, new_samples = samples_by_case(base), samples_by_case(new)
+    base_processes, new_processes = process_medians_by_case(base), process_medians_by_case(new)
     labels = {**case_labels(new), **case_labels(base)}
     kernel_ids = {case_id for _, case_id in rows}
     base_ids, new_ids = base.case_ids() & kernel_ids, new.case_ids() & kernel_ids
@@ -207,7 +246,8 @@ def compare_runs(base: LoadedRun, new: LoadedRun, threshold: float = DEFAULT_THR
     for case_id in sorted(base_ids & new_ids):
         b, n = rows[(0, case_id)], rows[(1, case_id)]
         cells.append(compare_cell(case_id, labels.get(case_id, case_id), b, n,
-                                  base_samples.get(case_id, ()), new_samples.get(case_id, ()), threshold, alpha))
+                                  base_samples.get(case_id, ()), new_samples.get(case_id, ()), threshold, alpha,
+                                  base_processes.get(case_id, ()), new_processes.get(case_id, ())))
     cells.sort(key=lambda c: (c.workload, c.series, c.seq_len))
 
     def only(side: int, ids: set[str]) -> list[dict[str, Any]]:
@@ -275,7 +315,7 @@ def _recall_change(config: dict[str, Any], b, n) -> RecallChange:
 
 
 def compare_cell(case_id: str, label: str, b: Any, n: Any, base_samples, new_samples,
-                 threshold: float, alpha: float) -> CellComparison:
+                 threshold: float, alpha: float, base_processes=(), new_processes=()) -> CellComparison:
     """One matched case: its verdict and the evidence for it (see the module's docstring)."""
     common = {"case_id": case_id, "label": label, "variant": str(n.variant), "series": str(n.series),
               "workload": str(n.workload), "seq_len": int(n.seq_len),
@@ -291,6 +331,7 @@ def compare_cell(case_id: str, label: str, b: Any, n: Any, base_samples, new_sam
         "base_error": finite(b.rel_l2_error), "new_error": finite(n.rel_l2_error),
         "base_reps": len(base_samples) or None, "new_reps": len(new_samples) or None,
     }
+    values["base_processes"], values["new_processes"] = tuple(base_processes), tuple(new_processes)
     values["memory_ratio"] = _ratio(values["new_memory"], values["base_memory"])
     values["error_ratio"] = _ratio(values["new_error"], values["base_error"])
     contended = [side for side, row in (("BASE", b), ("NEW", n)) if _flag(getattr(row, "contended", None))]
@@ -303,6 +344,17 @@ def compare_cell(case_id: str, label: str, b: Any, n: Any, base_samples, new_sam
             values["verdict"] = "contended"
             values["evidence"] = (f"{' and '.join(contended)} timed while descheduled (contended); "
                                   f"ratio {interval.ratio:.3f} not trusted")
+        elif len(base_processes) >= 2 and len(new_processes) >= 2:
+            values.update(_process_verdict(tuple(base_processes), tuple(new_processes), threshold))
+        elif len(base_processes) <= 1 or len(new_processes) <= 1:
+            values["verdict"] = "one process"
+            within = (f"ratio {interval.ratio:.3f} [{_bound(interval.low)}, {_bound(interval.high)}] over the "
+                      f"samples ({counts})")
+            if can_reach(alpha, len(base_samples), len(new_samples)):
+                test = mann_whitney_u(new_samples, base_samples)
+                values.update(p_value=test.p_value, test=f"Mann–Whitney U ({test.method}), within one process")
+                within += f", U test p={test.p_value:.2g} within the process"
+            values["evidence"] = f"{within}; {ONE_PROCESS}"
         elif not can_reach(alpha, len(base_samples), len(new_samples)):
             values["verdict"] = "too few samples"
             values["evidence"] = (f"ratio {interval.ratio:.3f}; {counts} samples cannot reach p < {alpha:g} "
@@ -325,6 +377,31 @@ def compare_cell(case_id: str, label: str, b: Any, n: Any, base_samples, new_sam
         values["verdict"] = "contended" if contended else "too few samples"
         values["evidence"] = note
     return CellComparison(**common, status_note=note, **values)
+
+
+def _process_verdict(base: tuple[float, ...], new: tuple[float, ...], threshold: float) -> dict[str, Any]:
+    """The verdict with the worker process as the unit (see the module's docstring)."""
+    import statistics
+
+    ratio = statistics.median(new) / statistics.median(base)
+    low, high = min(new) / max(base), max(new) / min(base)
+    if low > 1 and ratio > 1 + threshold:
+        verdict = "slower"
+    elif high < 1 and ratio < 1 - threshold:
+        verdict = "faster"
+    else:
+        verdict = "same"
+    evidence = (f"ratio {ratio:.3f} of the medians of {len(base)} and {len(new)} process medians; "
+                f"process range [{low:.3f}, {high:.3f}] (min NEW / max BASE, max NEW / min BASE)")
+    return {"ratio": ratio, "ratio_low": low, "ratio_high": high, "verdict": verdict, "evidence": evidence,
+            "test": f"process medians ({len(base)} and {len(new)} fresh processes)", "p_value": None}
+
+
+def measured_process_spread(comparison: Comparison) -> float | None:
+    """The largest max/min of one cell's process medians in either run, or None when no cell had 2+ processes."""
+    spreads = [max(side) / min(side) for cell in comparison.cells
+               for side in (cell.base_processes, cell.new_processes) if len(side) >= 2 and min(side) > 0]
+    return max(spreads) if spreads else None
 
 
 def _flag(value: Any) -> bool | None:
@@ -359,15 +436,20 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def gate_failures(comparison: Comparison, gates: list[Gate]) -> list[str]:
     """One line per (gate, cell) that regressed beyond the gate.
 
-    median: the ratio of medians exceeds 1 + PCT and the verdict is 'slower'
-    (significant) or 'too few samples' (no test possible, so the ratio alone
-    decides); the line says which. A cell that was ok in BASE and did not run
-    in NEW also fails it. Contended cells are not gated (see `ungated`).
+    median: with process medians on both sides, the process range lies
+    wholly above 1 + PCT; with one process on a side, the ratio exceeds
+    (1 + PCT) × the between-process spread (`measured_process_spread`, else
+    `PROCESS_SPREAD`); without raw samples ('too few samples'), the ratio
+    alone. A cell that was ok in BASE and did not run in NEW also fails it.
+    Contended cells are not gated (see `ungated`).
     peak_memory: the memory ratio exceeds 1 + PCT.
     error: the error ratio exceeds 1 + PCT and NEW's error is above ERROR_FLOOR.
     accuracy: NEW's cell is not accuracy_ok against its variant's tolerance.
     """
     lines = []
+    spread = measured_process_spread(comparison)
+    band, band_source = (spread, "the largest between-process spread measured in these runs") if spread else (
+        PROCESS_SPREAD, "this machine's between-process spread (PROCESS_SPREAD)")
     for gate in gates:
         limit = 1 + gate.fraction
         for cell in comparison.cells:
@@ -377,10 +459,14 @@ def gate_failures(comparison: Comparison, gates: list[Gate]) -> list[str]:
                     lines.append(f"{gate}: {where}: ran in BASE but not in NEW ({cell.status_note})")
                 elif cell.ratio is None or cell.ratio <= limit:
                     continue
-                elif cell.verdict == "slower":
+                elif cell.process_range is not None and cell.process_range[0] > limit:
                     lines.append(f"{gate}: {where}: median {_pct(cell.ratio)} "
                                  f"({format_seconds(cell.base_median)} → {format_seconds(cell.new_median)}); "
-                                 f"significant: {cell.evidence}")
+                                 f"every NEW process slower than every BASE one by more: {cell.evidence}")
+                elif cell.verdict == "one process" and cell.ratio > limit * band:
+                    lines.append(f"{gate}: {where}: median {_pct(cell.ratio)} "
+                                 f"({format_seconds(cell.base_median)} → {format_seconds(cell.new_median)}); "
+                                 f"one process per side, and beyond {limit:g} × {band:.2f}, {band_source}")
                 elif cell.verdict == "too few samples":
                     lines.append(f"{gate}: {where}: median {_pct(cell.ratio)} "
                                  f"({format_seconds(cell.base_median)} → {format_seconds(cell.new_median)}); "
@@ -409,11 +495,18 @@ def gate_failures(comparison: Comparison, gates: list[Gate]) -> list[str]:
 
 
 def ungated(comparison: Comparison, gates: list[Gate]) -> list[str]:
-    """Cells a median gate could not judge because a side was contended, one line each."""
+    """Cells a median gate could not judge because a side was contended, one line each, and a line
+    saying that one-process cells were gated only beyond the between-process spread."""
     if not any(g.field == "median" for g in gates):
         return []
-    return [f"not gated: {c.series} at seq_len {c.seq_len} ({c.workload}): {c.evidence}"
-            for c in comparison.cells if c.verdict == "contended"]
+    lines = [f"not gated: {c.series} at seq_len {c.seq_len} ({c.workload}): {c.evidence}"
+             for c in comparison.cells if c.verdict == "contended"]
+    single = sum(c.verdict == "one process" for c in comparison.cells)
+    if single:
+        spread = measured_process_spread(comparison) or PROCESS_SPREAD
+        lines.append(f"gated only beyond the between-process spread ×{spread:.2f}: {single} cell(s) measured in "
+                     f"one process per side; {ONE_PROCESS}")
+    return lines
 
 
 def print_comparison(comparison: Comparison, console=None) -> None:
@@ -466,8 +559,9 @@ def print_comparison(comparison: Comparison, console=None) -> None:
         console.print("No case is in both runs.", highlight=False, markup=False)
     counts = comparison.counts()
     console.print(", ".join(f"{k}: {v}" for k, v in counts.items()) +
-                  f"  (slower/faster need p < {comparison.alpha:g} and |ratio − 1| > {comparison.threshold:.1%}; "
-                  "'too few samples' when the counts cannot reach that p)",
+                  f"  (the unit is the worker process: slower/faster need every NEW process median beyond every "
+                  f"BASE one and |ratio − 1| > {comparison.threshold:.1%} (run --processes K on both sides); "
+                  "'one process' when a side had one worker process)",
                   highlight=False, markup=False)
     inaccurate = [c for c in comparison.cells if c.inaccurate]
     if inaccurate:

@@ -215,6 +215,19 @@ def samples_by_case(run: LoadedRun) -> dict[str, tuple[float, ...]]:
             for cell in run.cells if cell.result.timing is not None}
 
 
+def process_medians_by_case(run: LoadedRun) -> dict[str, tuple[float, ...]]:
+    """Each timed cell's per-process medians (`run --processes K`), or its one median: the unit `compare` tests."""
+    medians = {}
+    for cell in run.cells:
+        if cell.result.timing is None:
+            continue
+        processes = (cell.result.telemetry or {}).get("processes") or {}
+        stored = processes.get("medians_s") or ()
+        medians[cell.case_id] = tuple(float(m) for m in stored) if len(stored) >= 2 else (
+            float(cell.result.timing.median_s),)
+    return medians
+
+
 def case_labels(run: LoadedRun) -> dict[str, str]:
     """Readable case labels (`Case.label`) by case id; the case id where a case does not parse."""
     labels = {}
