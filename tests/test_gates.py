@@ -2,8 +2,9 @@
 
 A planted plugin, `planted-slow`, computes exact softmax attention REPEAT
 times per call (REPEAT from $ATTNBENCH_PLANTED_REPEAT), so 6 against 4 is
-a real 50% slowdown and 6 against 5 a real 20% one, of one and the same
-variant (same case ids). Separate runs are compared with the worker process
+a real 50% slowdown of one and the same variant (same case ids); with
+$ATTNBENCH_PLANTED_SPIN=0.2 it also busy-waits 0.2× its own compute time
+(timed in `prepare`) on every call: a true 20% slowdown. Separate runs are compared with the worker process
 as the unit (`run --processes 3`); `ab`, which pairs the sides in
 alternation and adds pairs until its interval decides, is the tool for
 small differences.
@@ -41,14 +42,33 @@ class PlantedSlow(Variant):
     devices = ("cpu",)
 
     def prepare(self, case, inputs):
+        import statistics
+        import time
+
         import torch.nn.functional as F
         repeat = int(os.environ.get("ATTNBENCH_PLANTED_REPEAT", "5"))
+        spin = float(os.environ.get("ATTNBENCH_PLANTED_SPIN", "0"))
         q, k, v = inputs.tensors()
 
-        def forward():
+        def compute():
             for _ in range(repeat - 1):
                 F.scaled_dot_product_attention(q, k, v, is_causal=case.causal)
             return F.scaled_dot_product_attention(q, k, v, is_causal=case.causal)
+
+        def seconds():
+            start = time.perf_counter()
+            compute()
+            return time.perf_counter() - start
+
+        compute()
+        spin_s = spin * statistics.median(seconds() for _ in range(7))  # SPIN × its own compute, busy-waited
+
+        def forward():
+            out = compute()
+            until = time.perf_counter() + spin_s
+            while time.perf_counter() < until:
+                pass
+            return out
         return forward
 
     def reference(self, case, inputs, rows=None):
@@ -112,9 +132,9 @@ def test_ab_adds_pairs_until_a_20_percent_slowdown_fails_and_a_side_against_itse
     suite.write_text(tiny_suite("planted", ["planted-slow"], seq_lens=(1024,),
                                 measure={**THREE_SAMPLES, "max_reps": 20, "min_reps": 5, "budget_s": 0.1}))
     results = tmp_path / "results"
-    # 5 against 6 repeats: a true 20% slowdown
-    slower = attnbench(["ab", str(suite), "--a", "env.ATTNBENCH_PLANTED_REPEAT=5",
-                        "--b", "env.ATTNBENCH_PLANTED_REPEAT=6", "--pairs", "4", "--fail-on", "median:5%",
+    # B busy-waits 0.2× its own compute on every call: a true 20% slowdown
+    slower = attnbench(["ab", str(suite), "--a", "planted-slow",
+                        "--b", "env.ATTNBENCH_PLANTED_SPIN=0.2", "--pairs", "4", "--fail-on", "median:5%",
                         "--results", str(results), "--name", "slower"], planted_env, tmp_path)
     assert slower.returncode == 1, slower.stdout + slower.stderr
     assert "interval wholly above 1.05" in slower.stderr

@@ -90,10 +90,11 @@ VERDICTS = ("slower", "faster", "same", "one process", "too few samples", "conte
 ONE_PROCESS = ("one worker process per side: its samples share that process's luck (memory layout, core, "
                "clock), which moves medians between processes by more than they show; measure both runs with "
                "`attnbench run --processes 3`, or gate with `attnbench ab`")
-METHOD = (f"ratio NEW/BASE of median times with a 95% percentile bootstrap interval "
-          f"(scipy.stats.bootstrap, {BOOTSTRAP_RESAMPLES} resamples of each run's raw samples, fixed seed); "
-          f"two-sided Mann–Whitney U test (scipy.stats.mannwhitneyu, exact for small samples without ties); "
-          f"'too few samples' when the sample counts cannot reach the significance level")
+METHOD = ("the unit is the worker process: with runs measured by --processes K, the ratio NEW/BASE of the "
+          "medians of process medians and its range min(NEW)/max(BASE) to max(NEW)/min(BASE); with one process "
+          f"a side, the ratio of median times with a 95% percentile bootstrap interval (scipy.stats.bootstrap, "
+          f"{BOOTSTRAP_RESAMPLES} resamples of each run's raw samples, fixed seed) and a two-sided Mann–Whitney U "
+          "test (scipy.stats.mannwhitneyu) within the process, shown as evidence, verdict 'one process'")
 
 
 @dataclass(frozen=True)
