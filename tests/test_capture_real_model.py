@@ -80,8 +80,11 @@ def _model_projections(layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Te
                       max_length=SEQ_LEN)
     attention = model.encoder.layer[layer].attention.self
     states = {}
-    handle = attention.register_forward_pre_hook(lambda module, args, kwargs: states.setdefault("x", (args or
-                                                 (kwargs["hidden_states"],))[0]), with_kwargs=True)
+
+    def keep_input(module, args, kwargs):
+        states["x"] = args[0] if args else kwargs["hidden_states"]
+
+    handle = attention.register_forward_pre_hook(keep_input, with_kwargs=True)
     with torch.no_grad():
         model(**batch)
         handle.remove()
