@@ -8,7 +8,6 @@ import click
 
 from harness.cli.report import GateType, finish_gates
 from harness.core.errors import AttnbenchError
-from harness.core.markup import safe
 from harness.core.units import format_seconds
 from harness.store import default_results_dir
 
@@ -76,15 +75,12 @@ def ab_verdict(ratio: float, low: float, high: float, threshold: float) -> str:
 
 def print_ab(outcome, gates, threshold: float) -> list[str]:
     """The paired table; returns the gate failures."""
-    from rich.console import Console
-    from rich.table import Table
+    from rich.text import Text
 
-    console = Console()
+    from harness.core.terminal import TextTable, make_console, print_table, shorten
+
     a, b = outcome.side_a, outcome.side_b
-    table = Table(title=safe(f"A/B, {outcome.pairs} pairs: A = {a.text or '(as the suite)'}, "
-                             f"B = {b.text or '(as the suite)'}"), title_justify="left")
-    for column in ("case", "A", "B", "B/A (95% CI)", "p", "verdict"):
-        table.add_column(column, overflow="fold", justify="left" if column in ("case", "verdict") else "right")
+    rows = []
     failed: list[str] = []
     limits = [1 + g.fraction for g in gates if g.field == "median"]
     for item in outcome.cases:
@@ -92,22 +88,26 @@ def print_ab(outcome, gates, threshold: float) -> list[str]:
         paired = item.paired
         if item.failures or paired is None:
             reason = "; ".join(item.failures) or "fewer than 2 pairs measured"
-            table.add_row(safe(label), "–", "–", "–", "–", safe(reason[:120]))
+            rows.append((label, "–", "–", "–", "–", shorten(reason, 120)))
             if limits:
                 failed.append(f"{label}: not measured on both sides ({reason})")
             continue
         verdict = ab_verdict(paired.ratio, paired.low, paired.high, threshold)
         if item.contended:
             verdict += f" ({item.contended} contended)"
-        table.add_row(safe(label), format_seconds(_middle(item.a_medians)), format_seconds(_middle(item.b_medians)),
-                      f"{paired.ratio:.3f} [{paired.low:.3f}, {paired.high:.3f}]", f"{paired.p_value:.2g}", verdict)
+        rows.append((label, format_seconds(_middle(item.a_medians)), format_seconds(_middle(item.b_medians)),
+                     f"{paired.ratio:.3f} [{paired.low:.3f}, {paired.high:.3f}]", f"{paired.p_value:.2g}", verdict))
         for limit in limits:
             if paired.ratio > limit and paired.low > 1:
                 failed.append(f"median:{(limit - 1) * 100:g}%: {label}: B/A {paired.ratio:.3f} "
                               f"[{paired.low:.3f}, {paired.high:.3f}] over {outcome.pairs} pairs, interval above 1")
-    console.print(table)
-    console.print("B/A is the geometric mean of the per-pair ratios, with a 95% Student-t interval on their logs.",
-                  highlight=False, markup=False)
+    console = make_console()
+    title = (f"A/B, {outcome.pairs} pairs: A = {a.text or '(as the suite)'}, "
+             f"B = {b.text or '(as the suite)'}")
+    print_table(TextTable.of(title, ("case", "A", "B", "B/A (95% CI)", "p", "verdict"), rows,
+                             numeric=("A", "B", "B/A (95% CI)", "p")), console)
+    console.print(Text("B/A is the geometric mean of the per-pair ratios, with a 95% Student-t interval on their logs."),
+                  highlight=False, soft_wrap=True)
     return failed
 
 

@@ -417,77 +417,79 @@ def ungated(comparison: Comparison, gates: list[Gate]) -> list[str]:
 
 
 def print_comparison(comparison: Comparison, console=None) -> None:
-    """The comparison as rich terminal tables."""
-    from rich.console import Console
-    from rich.table import Table
+    """The comparison as terminal tables (`harness.core.terminal`: every figure on one line, in a log too)."""
+    from harness.core.terminal import make_console, print_table
 
-    console = console or Console()
+    console = console or make_console()
     base, new = comparison.base.run, comparison.new.run
-    console.print(f"[bold]BASE[/] {_escape(base.name)} ({_escape(base.run_id)})  "
-                  f"[bold]NEW[/] {_escape(new.name)} ({_escape(new.run_id)})",
-                  markup=True, highlight=False)
-    colors = {"slower": "red", "faster": "green"}
-    workloads: dict[str, list[CellComparison]] = {}
-    for cell in comparison.cells:
-        workloads.setdefault(cell.workload, []).append(cell)
-    for workload, cells in workloads.items():
-        table = Table(title=_escape(f"{workload}: {len(cells)} matched cells"), title_justify="left")
-        table.add_column("variant", overflow="fold", min_width=10)
-        for name in ("N", "BASE", "NEW", "NEW/BASE (95% CI)", "p", "n"):
-            table.add_column(name, justify="right", overflow="fold")
-        table.add_column("verdict", overflow="fold")
-        for name in ("mem", "err", "acc"):
-            table.add_column(name, justify="right", overflow="fold")
-        for cell in cells:
-            verdict = cell.verdict if cell.verdict != "n/a" or not cell.status_note else cell.status_note
-            color = colors.get(cell.verdict, "yellow" if cell.verdict in ("too few samples", "contended") else None)
-            table.add_row(_escape(cell.series), str(cell.seq_len), format_seconds(cell.base_median),
-                          format_seconds(cell.new_median), _ratio_text(cell, compact=True),
-                          "–" if cell.p_value is None else f"{cell.p_value:.2g}",
-                          "–" if cell.base_reps is None else f"{cell.base_reps}/{cell.new_reps}",
-                          f"[{color}]{_escape(verdict)}[/]" if color else _escape(verdict),
-                          _change(cell.memory_ratio), _change(cell.error_ratio), _accuracy_text(cell))
-        console.print(table)
-    if comparison.recall:
-        table = Table(title="task recall: trained configurations (mean over seeds)", title_justify="left")
-        for name in ("task", "variant", "N", "width", "BASE", "NEW", "change", "seeds", "verdict"):
-            table.add_column(name, overflow="fold", justify="right" if name in ("N", "BASE", "NEW", "change") else "left")
-        for change in comparison.recall:
-            color = {"lower": "red", "higher": "green"}.get(change.verdict)
-            verdict = change.verdict if change.verdict != "n/a" else (
-                f"BASE {change.base_status}, NEW {change.new_status}")
-            table.add_row(_escape(change.task), _escape(change.series), str(change.seq_len), _escape(change.width),
-                          _recall_text(change.base_recall), _recall_text(change.new_recall),
-                          "–" if change.delta is None else f"{change.delta:+.3f}",
-                          f"{change.base_seeds}/{change.new_seeds}",
-                          f"[{color}]{_escape(verdict)}[/]" if color else _escape(verdict))
-        console.print(table)
+    _say(console, f"BASE {base.name} ({base.run_id})  NEW {new.name} ({new.run_id})")
+    for table in comparison_tables(comparison):
+        print_table(table, console)
     if not comparison.cells and not comparison.recall:
-        console.print("No case is in both runs.", highlight=False, markup=False)
+        _say(console, "No case is in both runs.")
     counts = comparison.counts()
-    console.print(", ".join(f"{k}: {v}" for k, v in counts.items()) +
-                  f"  (slower/faster need p < {comparison.alpha:g} and |ratio − 1| > {comparison.threshold:.1%}; "
-                  "'too few samples' when the counts cannot reach that p)",
-                  highlight=False, markup=False)
+    _say(console, ", ".join(f"{k}: {v}" for k, v in counts.items()) +
+         f"  (slower/faster need p < {comparison.alpha:g} and |ratio − 1| > {comparison.threshold:.1%}; "
+         "'too few samples' when the counts cannot reach that p)")
     inaccurate = [c for c in comparison.cells if c.inaccurate]
     if inaccurate:
-        console.print(f"{len(inaccurate)} cells are inaccurate in NEW (accuracy_ok false): " +
-                      "; ".join(f"{c.series} N={c.seq_len}" for c in inaccurate[:20]),
-                      style="red", highlight=False, markup=False)
+        _say(console, f"{len(inaccurate)} cells are inaccurate in NEW (accuracy_ok false): " +
+             "; ".join(f"{c.series} N={c.seq_len}" for c in inaccurate[:20]), "red")
     for title, items in (("only in BASE", comparison.only_base), ("only in NEW", comparison.only_new)):
         if items:
-            console.print(f"{len(items)} cells {title}: " +
-                          "; ".join(f"{i['series']} N={i['seq_len']}" for i in items[:20]) +
-                          (" …" if len(items) > 20 else ""), highlight=False, markup=False)
+            _say(console, f"{len(items)} cells {title}: " +
+                 "; ".join(f"{i['series']} N={i['seq_len']}" for i in items[:20]) + (" …" if len(items) > 20 else ""))
+    if not comparison.environment_diff:
+        _say(console, "The two environments are the same.")
+
+
+def comparison_tables(comparison: Comparison) -> list:
+    """The terminal tables of a comparison: one per workload of matched cells, task recall, environment keys."""
+    from harness.core.terminal import Cell, TextTable
+
+    colors = {"slower": "red", "faster": "green", "too few samples": "yellow", "contended": "yellow"}
+    workloads: dict[str, list[CellComparison]] = {}
+    for item in comparison.cells:
+        workloads.setdefault(item.workload, []).append(item)
+    tables = []
+    columns = ("variant", "N", "BASE", "NEW", "NEW/BASE (95% CI)", "p", "n", "verdict", "mem", "err", "acc")
+    for workload, cells in workloads.items():
+        rows = []
+        for item in cells:
+            verdict = item.verdict
+            if verdict == "n/a" and item.status_note:
+                verdict = f"did not run: BASE {item.base_status}, NEW {item.new_status}"
+            rows.append((item.series, str(item.seq_len), format_seconds(item.base_median),
+                         format_seconds(item.new_median), _ratio_text(item, compact=True),
+                         "–" if item.p_value is None else f"{item.p_value:.2g}",
+                         "–" if item.base_reps is None else f"{item.base_reps}/{item.new_reps}",
+                         Cell((verdict,), colors.get(item.verdict)), _change(item.memory_ratio),
+                         _change(item.error_ratio),
+                         Cell((_accuracy_text(item),), "red" if item.inaccurate else None)))
+        tables.append(TextTable.of(f"{workload}: {len(cells)} matched cells", columns, rows,
+                                   numeric=("N", "BASE", "NEW", "NEW/BASE (95% CI)", "p", "n", "mem", "err")))
+    if comparison.recall:
+        rows = []
+        for change in comparison.recall:
+            verdict = change.verdict if change.verdict != "n/a" else (
+                f"BASE {change.base_status}, NEW {change.new_status}")
+            rows.append((change.task, change.series, str(change.seq_len), change.width,
+                         _recall_text(change.base_recall), _recall_text(change.new_recall),
+                         "–" if change.delta is None else f"{change.delta:+.3f}",
+                         f"{change.base_seeds}/{change.new_seeds}",
+                         Cell((verdict,), {"lower": "red", "higher": "green"}.get(change.verdict))))
+        tables.append(TextTable.of("task recall: trained configurations (mean over seeds)",
+                                   ("task", "variant", "N", "width", "BASE", "NEW", "change", "seeds", "verdict"),
+                                   rows, numeric=("N", "BASE", "NEW", "change")))
     if comparison.environment_diff:
-        env = Table(title="environment differences")
-        for name in ("key", "BASE", "NEW"):
-            env.add_column(name, overflow="fold")
-        for row in comparison.environment_diff:
-            env.add_row(*(_escape(v) for v in row))
-        console.print(env)
-    else:
-        console.print("The two environments are the same.", highlight=False, markup=False)
+        tables.append(TextTable.of("environment differences", ("key", "BASE", "NEW"), comparison.environment_diff))
+    return tables
+
+
+def _say(console, text: str, style: str | None = None) -> None:
+    from rich.text import Text
+
+    console.print(Text(text, style=style or ""), soft_wrap=True, highlight=False)
 
 
 def build_compare_html(comparison: Comparison, gate_lines: list[str] | None = None,
@@ -564,7 +566,7 @@ def _ratio_text(cell: CellComparison, compact: bool = False) -> str:
     if cell.ratio_low is None:
         return f"{cell.ratio:.3f}"
     if compact:
-        return f"{cell.ratio:.3f} ({cell.ratio_low:.2g}–{cell.ratio_high:.2g})"
+        return f"{cell.ratio:.3f} ({cell.ratio_low:.3f}–{cell.ratio_high:.3f})"
     return f"{cell.ratio:.3f} [{cell.ratio_low:.3f}, {cell.ratio_high:.3f}]"
 
 
@@ -589,12 +591,6 @@ def _ratio(new: float | None, base: float | None) -> float | None:
     if new is None or base is None or base <= 0:
         return None
     return new / base
-
-
-def _escape(text: str) -> str:
-    from harness.core.markup import safe
-
-    return safe(text)
 
 
 def _run_label(loaded: LoadedRun) -> str:

@@ -78,11 +78,11 @@ def workload_table(data: ReportData, workload: str, rows: pd.DataFrame) -> Workl
         by_len = {int(r.length): r for r in group.itertuples(index=False)}
         cells = [_grid_cell(by_len.get(n), traffic) for n in swept]
         table_rows.append((series, run if data.multi_run else "", cells))
-    return WorkloadTable(workload=workload, lengths=swept, length_axis=axis, headers=_headers(rows, axis, swept),
+    return WorkloadTable(workload=workload, lengths=swept, length_axis=axis, headers=length_headers(rows, axis, swept),
                          rows=table_rows, shows_traffic=bool(traffic))
 
 
-def _headers(rows: pd.DataFrame, axis: str, swept: list[int]) -> list[str]:
+def length_headers(rows: pd.DataFrame, axis: str, swept: list[int]) -> list[str]:
     """'N=1024' for seq_len (as it always was), 'kv_len=4096'; with the batch where it changes with the length
     (a batch that a fixed KV-cache size derives)."""
     name = "N" if axis == "seq_len" else axis
