@@ -499,7 +499,8 @@ def build_compare_html(comparison: Comparison, gate_lines: list[str] | None = No
     frame = comparison.frame
     figures = []
     if frame is not None and not frame.empty:
-        styles = plots.Styles(list(frame["series"]), list(frame["run"].unique()))
+        styles = plots.Styles(list(frame["series"]), list(frame["run"].unique()),
+                              kinds=dict(zip(frame["series"], frame["kind"], strict=True)))
         for workload, rows in frame.groupby("workload", sort=True):
             figures.append({"workload": workload,
                             "uri": plots.time_figure(rows, styles, True, f"Time · {workload}")})
@@ -514,6 +515,7 @@ def build_compare_html(comparison: Comparison, gate_lines: list[str] | None = No
         base=comparison.base.run, new=comparison.new.run,
         base_label=_run_label(comparison.base), new_label=_run_label(comparison.new),
         rows=[_html_row(c) for c in comparison.cells],
+        changes=biggest_changes(comparison),
         recall=[_recall_row(c) for c in comparison.recall],
         counts=comparison.counts(),
         threshold=f"{comparison.threshold:.1%}", alpha=f"{comparison.alpha:g}",
@@ -524,6 +526,16 @@ def build_compare_html(comparison: Comparison, gate_lines: list[str] | None = No
         gate_lines=gate_lines or [],
         method=METHOD,
     )
+
+
+def biggest_changes(comparison: Comparison, limit: int = 5) -> list[dict[str, str]]:
+    """The largest significant slowdowns, then speedups (at most `limit` each), for the page's summary."""
+    found = []
+    for verdict, reverse in (("slower", True), ("faster", False)):
+        cells = sorted((c for c in comparison.cells if c.verdict == verdict and c.ratio is not None),
+                       key=lambda c: c.ratio, reverse=reverse)
+        found.extend({**_html_row(c), "change": _pct(c.ratio)} for c in cells[:limit])
+    return found
 
 
 def write_compare_report(comparison: Comparison, output: Path, gate_lines: list[str] | None = None,

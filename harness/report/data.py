@@ -99,13 +99,13 @@ class ReportData:
         return False
 
     def workloads(self) -> list[tuple[str, pd.DataFrame]]:
-        """(label, rows) per workload, in a stable order."""
+        """(label, rows) per workload, the one with the most cells first (the suite's main sweep), then by key."""
         if self.frame.empty:
             return []
         groups = []
-        for _key, rows in self.frame.groupby("workload_key", sort=True, dropna=False):
-            groups.append((rows["workload"].iloc[0], rows))
-        return groups
+        for key, rows in self.frame.groupby("workload_key", sort=True, dropna=False):
+            groups.append((-len(rows), str(key), rows["workload"].iloc[0], rows))
+        return [(label, rows) for _size, _key, label, rows in sorted(groups, key=lambda g: g[:2])]
 
 
 def prepare(runs: Sequence[LoadedRun], baseline: str | None = None) -> ReportData:
@@ -365,7 +365,7 @@ def _axis_label(axis: str, row: Any, varying: bool) -> str:
         return "" if value == row.head_dim else f"dv {value}"
     if axis == "kv":
         if value == "=seq_len":
-            return "kv_len=seq_len" if varying else ""
+            return ""
         if value.startswith("q_len "):
             return ("decode " if row.decode else "") + value
         return f"kv_len={value}"
