@@ -40,7 +40,7 @@ import pandas as pd
 from harness.core.errors import AttnbenchError
 from harness.core.machine import package_version
 from harness.core.units import finite, format_bytes, format_seconds
-from harness.report.data import case_labels, prepare, samples_by_case, status_text
+from harness.report.data import case_labels, length_text, prepare, samples_by_case, status_text
 from harness.report.significance import (
     BOOTSTRAP_RESAMPLES,
     can_reach,
@@ -100,6 +100,15 @@ class CellComparison:
     error_ratio: float | None = None
     base_accuracy_ok: bool | None = None
     new_accuracy_ok: bool | None = None
+    length: int = 0
+    length_axis: str = "seq_len"
+
+    @property
+    def length_text(self) -> str:
+        """'1024', or '1 (kv_len 4096)' where the workload sweeps kv_len at a fixed query length."""
+        if self.length_axis == "kv_len":
+            return f"{self.seq_len} (kv_len {self.length})"
+        return str(self.seq_len)
 
     @property
     def inaccurate(self) -> bool:
@@ -208,7 +217,7 @@ def compare_runs(base: LoadedRun, new: LoadedRun, threshold: float = DEFAULT_THR
         b, n = rows[(0, case_id)], rows[(1, case_id)]
         cells.append(compare_cell(case_id, labels.get(case_id, case_id), b, n,
                                   base_samples.get(case_id, ()), new_samples.get(case_id, ()), threshold, alpha))
-    cells.sort(key=lambda c: (c.workload, c.series, c.seq_len))
+    cells.sort(key=lambda c: (c.workload, c.series, c.length, c.seq_len))
 
     def only(side: int, ids: set[str]) -> list[dict[str, Any]]:
         found = [rows[(side, i)] for i in ids]
@@ -279,6 +288,7 @@ def compare_cell(case_id: str, label: str, b: Any, n: Any, base_samples, new_sam
     """One matched case: its verdict and the evidence for it (see the module's docstring)."""
     common = {"case_id": case_id, "label": label, "variant": str(n.variant), "series": str(n.series),
               "workload": str(n.workload), "seq_len": int(n.seq_len),
+              "length": int(getattr(n, "length", n.seq_len)), "length_axis": str(getattr(n, "length_axis", "seq_len")),
               "base_status": str(b.status), "new_status": str(n.status),
               "base_accuracy_ok": _flag(getattr(b, "accuracy_ok", None)),
               "new_accuracy_ok": _flag(getattr(n, "accuracy_ok", None))}
@@ -452,14 +462,15 @@ def comparison_tables(comparison: Comparison) -> list:
     for item in comparison.cells:
         workloads.setdefault(item.workload, []).append(item)
     tables = []
-    columns = ("variant", "N", "BASE", "NEW", "NEW/BASE (95% CI)", "p", "n", "verdict", "mem", "err", "acc")
     for workload, cells in workloads.items():
+        axis = "N" if cells[0].length_axis == "seq_len" else cells[0].length_axis
+        columns = ("variant", axis, "BASE", "NEW", "NEW/BASE (95% CI)", "p", "n", "verdict", "mem", "err", "acc")
         rows = []
         for item in cells:
             verdict = item.verdict
             if verdict == "n/a" and item.status_note:
                 verdict = f"did not run: BASE {item.base_status}, NEW {item.new_status}"
-            rows.append((item.series, str(item.seq_len), format_seconds(item.base_median),
+            rows.append((item.series, str(item.length or item.seq_len), format_seconds(item.base_median),
                          format_seconds(item.new_median), _ratio_text(item, compact=True),
                          "–" if item.p_value is None else f"{item.p_value:.2g}",
                          "–" if item.base_reps is None else f"{item.base_reps}/{item.new_reps}",
@@ -467,7 +478,7 @@ def comparison_tables(comparison: Comparison) -> list:
                          _change(item.error_ratio),
                          Cell((_accuracy_text(item),), "red" if item.inaccurate else None)))
         tables.append(TextTable.of(f"{workload}: {len(cells)} matched cells", columns, rows,
-                                   numeric=("N", "BASE", "NEW", "NEW/BASE (95% CI)", "p", "n", "mem", "err")))
+                                   numeric=(axis, "BASE", "NEW", "NEW/BASE (95% CI)", "p", "n", "mem", "err")))
     if comparison.recall:
         rows = []
         for change in comparison.recall:
@@ -502,18 +513,23 @@ def build_compare_html(comparison: Comparison, gate_lines: list[str] | None = No
         styles = plots.Styles(list(frame["series"]), list(frame["run"].unique()),
                               kinds=dict(zip(frame["series"], frame["kind"], strict=True)))
         for workload, rows in frame.groupby("workload", sort=True):
-            figures.append({"workload": workload,
-                            "uri": plots.time_figure(rows, styles, True, f"Time · {workload}")})
+            if rows["length"].nunique() > 1:
+                figures.append({"workload": workload, "uri": plots.time_figure(rows, styles, True)})
+            else:
+                figures.append({"workload": workload, "uri": None,
+                                "note": f"one length measured ({length_text(rows.iloc[0])}): no plot"})
     from harness.report.render import render
+    from harness.report.runcard import when
 
     return render(
         "compare.html",
         title=f"attnbench compare: {comparison.base.run.name} → {comparison.new.run.name}",
         subtitle=METHOD + ".",
         version=package_version("attnbench") or "unknown",
-        built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        built_at=when(dt.datetime.now(dt.UTC).isoformat(timespec="seconds")),
         base=comparison.base.run, new=comparison.new.run,
         base_label=_run_label(comparison.base), new_label=_run_label(comparison.new),
+        base_started=when(comparison.base.run.started_at), new_started=when(comparison.new.run.started_at),
         rows=[_html_row(c) for c in comparison.cells],
         changes=biggest_changes(comparison),
         recall=[_recall_row(c) for c in comparison.recall],
@@ -551,7 +567,7 @@ def write_compare_report(comparison: Comparison, output: Path, gate_lines: list[
 
 
 def _html_row(cell: CellComparison) -> dict[str, str]:
-    return {"series": cell.series, "workload": cell.workload, "seq_len": str(cell.seq_len), "label": cell.label,
+    return {"series": cell.series, "workload": cell.workload, "seq_len": cell.length_text, "label": cell.label,
             "base": format_seconds(cell.base_median), "new": format_seconds(cell.new_median),
             "ratio": _ratio_text(cell), "p": "–" if cell.p_value is None else f"{cell.p_value:.2g}",
             "verdict": cell.verdict, "note": cell.status_note or cell.evidence,

@@ -66,9 +66,7 @@ def headlines(data: ReportData, crossover_rows: list[Crossover]) -> list[Headlin
         answers = []
         for (run, length), group in trusted.groupby(["run", "length"], sort=True):
             answers.append(_answer(str(run) if data.multi_run else "", int(length), group))
-        left_out = len(rows[rows["status"] == "ok"]) - len(trusted)
-        notes = [f"{left_out} measured cell{'s' if left_out != 1 else ''} (contended or inaccurate) left out of "
-                 "these answers; see their lists below"] if left_out else []
+        notes = _left_out(rows, trusted, length_axis(rows))
         if not answers:
             notes.append("no cell of this workload finished with a trusted time")
         found.append(Headline(
@@ -78,6 +76,21 @@ def headlines(data: ReportData, crossover_rows: list[Crossover]) -> list[Headlin
                                                   data.baseline, length_axis(rows), data.multi_run)),
             notes=tuple(notes), has_other=bool((trusted["kind"] == "other").any())))
     return found
+
+
+def _left_out(rows: pd.DataFrame, trusted: pd.DataFrame, axis: str) -> list[str]:
+    """'Left out (contended): mamba-scan at seq_len 1024, 4096.' and the same for inaccurate cells."""
+    ok = rows[(rows["status"] == "ok") & ~rows.index.isin(trusted.index)]
+    notes = []
+    for why, mask in (("contended", contended_mask(ok)),
+                      ("inaccurate", ok["accuracy_ok"].map(is_inaccurate).to_numpy(dtype=bool))):
+        named = ok[mask]
+        if named.empty:
+            continue
+        parts = [f"{series} at {axis} {', '.join(str(int(n)) for n in sorted(group['length']))}"
+                 for series, group in named.groupby("series", sort=True)]
+        notes.append(f"Left out ({why}): {'; '.join(parts)}.")
+    return notes
 
 
 def _trusted(rows: pd.DataFrame) -> pd.DataFrame:

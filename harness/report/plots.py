@@ -120,7 +120,7 @@ def spread(wanted: Sequence[float], gap: float, low: float = -0.02, high: float 
     return placed
 
 
-def label_lines(ax, keep_legend: bool = True) -> None:
+def label_lines(ax, keep_legend: bool = True, fontsize: float = 7.5) -> None:
     """Replace the legend's lines by direct labels (`direct_labels`); marker-only entries (hollow: contended)
     stay in a small legend when `keep_legend`."""
     legend = ax.get_legend()
@@ -143,7 +143,7 @@ def label_lines(ax, keep_legend: bool = True) -> None:
         coords = "data" if line.get_transform() == ax.transData else ("axes fraction", "data")
         last = np.flatnonzero(finite)[-1]
         entries.append((x[last], y[last], label, line.get_color(), coords))
-    direct_labels(ax, entries)
+    direct_labels(ax, entries, fontsize)
     if keep_legend and kept:
         ax.legend(handles=kept, fontsize=7, framealpha=0.85, loc="lower right")
 
@@ -425,12 +425,12 @@ KIND_ROW_TITLES = {"exact": "exact softmax attention", "approximate": "approxima
 PANEL_WIDTH, LABEL_WIDTH, GAP, ROW_HEIGHT = 3.2, 1.85, 0.7, 3.2
 
 
-def _panel_grid(fig: Figure, rows: int, columns: int, heights: Sequence[float]):
+def _panel_grid(fig: Figure, rows: int, columns: int, heights: Sequence[float], label_width: float = LABEL_WIDTH):
     """A grid of panels each followed by room for its direct labels."""
     width = fig.get_figwidth()
     return fig.add_gridspec(rows, columns, height_ratios=list(heights), left=0.7 / width,
-                            right=1 - LABEL_WIDTH / width, bottom=0.45 / fig.get_figheight(),
-                            top=1 - 0.35 / fig.get_figheight(), wspace=(LABEL_WIDTH + GAP) / PANEL_WIDTH,
+                            right=1 - label_width / width, bottom=0.45 / fig.get_figheight(),
+                            top=1 - 0.35 / fig.get_figheight(), wspace=(label_width + GAP) / PANEL_WIDTH,
                             hspace=0.5)
 
 
@@ -488,8 +488,8 @@ def workload_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, baselin
 def overview_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool) -> str:
     """Time against the swept length: exact softmax solid, approximations dashed, each named at its end;
     other functions in thin grey, unnamed (their own rows in the detail figure name them)."""
-    fig = Figure(figsize=(7.4, 4.6))
-    ax = fig.add_axes((0.11, 0.12, 0.6, 0.8))
+    fig = Figure(figsize=(7.8, 4.8))
+    ax = fig.add_axes((0.11, 0.11, 0.56, 0.82))
     named = rows[rows["kind"].isin(["exact", "approximate"])] if "kind" in rows.columns else rows
     scaling_panel(ax, named, "time_median_s", styles, multi_run, "median time per call (s)",
                   "Median time per call", timed=True)
@@ -502,18 +502,19 @@ def overview_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool) -> str:
                     marker="o", markersize=2.5, label="_other", zorder=1)
     if len(others):
         ax.plot([], [], color="0.75", linewidth=0.9, label="grey: other functions")
-    label_lines(ax)
+    label_lines(ax, fontsize=9)
     return to_data_uri(fig)
 
 
-def time_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, title: str) -> str:
+def time_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, title: str = "time") -> str:
     """Time against the swept length, one panel per kind of variant (for comparisons: both runs overlaid,
     line style the run), every line named at its end."""
     from harness.report.data import KINDS
 
     kinds = [k for k in KINDS if "kind" in rows.columns and (rows["kind"] == k).any()] or [""]
-    fig = Figure(figsize=(len(kinds) * (PANEL_WIDTH + LABEL_WIDTH + GAP) + 0.7, 4.4))
-    grid = _panel_grid(fig, 1, len(kinds), [1.0])
+    label_width = LABEL_WIDTH + (0.8 if multi_run else 0)
+    fig = Figure(figsize=(len(kinds) * (PANEL_WIDTH + label_width + GAP) + 0.7, 4.4))
+    grid = _panel_grid(fig, 1, len(kinds), [1.0], label_width)
     for c, kind in enumerate(kinds):
         ax = fig.add_subplot(grid[0, c])
         part = rows[rows["kind"] == kind] if kind else rows
