@@ -264,7 +264,7 @@ def test_list_shows_every_knob_with_its_default_bounds_and_doc():
     assert rows["performer"]["knobs"]["features"] == {
         "type": "int", "default": 256, "minimum": 1, "maximum": None, "choices": None,
         "doc": REGISTRY.get("performer").knobs["features"].doc}
-    table = CliRunner().invoke(main, ["list"], env={"COLUMNS": "400"})
+    table = CliRunner().invoke(main, ["list", "--verbose"])
     assert table.exit_code == 0, table.output
     assert "features=256 (int >= 1): m, the number of random features" in table.output
     assert "score=general (str in general|dot)" in table.output

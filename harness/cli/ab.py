@@ -8,7 +8,6 @@ import click
 
 from harness.cli.report import GateType, finish_gates
 from harness.core.errors import AttnbenchError
-from harness.core.markup import safe
 from harness.core.units import format_seconds
 from harness.store import default_results_dir
 
@@ -88,17 +87,13 @@ def ab_verdict(ratio: float, low: float, high: float, threshold: float) -> str:
 
 def print_ab(outcome, gates, threshold: float) -> list[str]:
     """The paired table; returns the gate failures (a case whose interval lies wholly above a median limit)."""
-    from rich.console import Console
-    from rich.table import Table
+    from rich.text import Text
 
+    from harness.core.terminal import TextTable, make_console, print_table, shorten
     from harness.report.sequential import METHOD
 
-    console = Console()
     a, b = outcome.side_a, outcome.side_b
-    table = Table(title=safe(f"A/B: A = {a.text or '(as the suite)'}, B = {b.text or '(as the suite)'}"),
-                  title_justify="left")
-    for column in ("case", "A", "B", "B/A (95% CI)", "pairs", "verdict"):
-        table.add_column(column, overflow="fold", justify="left" if column in ("case", "verdict") else "right")
+    rows = []
     failed: list[str] = []
     undecided: list[str] = []
     limits = sorted({1 + g.fraction for g in gates if g.field == "median"})
@@ -107,7 +102,7 @@ def print_ab(outcome, gates, threshold: float) -> list[str]:
         interval = item.interval
         if item.failures or interval is None:
             reason = "; ".join(item.failures) or f"fewer than {max(2, item.first_look)} pairs measured"
-            table.add_row(safe(label), "–", "–", "–", str(len(item.ratios)), safe(reason[:120]))
+            rows.append((label, "–", "–", "–", str(len(item.ratios)), shorten(reason, 120)))
             if limits:
                 failed.append(f"{label}: not measured on both sides ({reason})")
             continue
@@ -116,8 +111,8 @@ def print_ab(outcome, gates, threshold: float) -> list[str]:
             verdict += ", undecided at the cap"
         if item.contended:
             verdict += f" ({item.contended} contended)"
-        table.add_row(safe(label), format_seconds(_middle(item.a_medians)), format_seconds(_middle(item.b_medians)),
-                      f"{interval.ratio:.3f} [{interval.low:.3f}, {interval.high:.3f}]", str(interval.pairs), verdict)
+        rows.append((label, format_seconds(_middle(item.a_medians)), format_seconds(_middle(item.b_medians)),
+                     f"{interval.ratio:.3f} [{interval.low:.3f}, {interval.high:.3f}]", str(interval.pairs), verdict))
         for limit in limits:
             where = (f"median:{(limit - 1) * 100:g}%: {label}: B/A {interval.ratio:.3f} "
                      f"[{interval.low:.3f}, {interval.high:.3f}] after {interval.pairs} pairs")
@@ -125,10 +120,14 @@ def print_ab(outcome, gates, threshold: float) -> list[str]:
                 failed.append(f"{where}, interval wholly above {limit:g}")
             elif not interval.below(limit):
                 undecided.append(f"undecided: {where}, interval still holds {limit:g} at the cap of pairs")
-    console.print(table)
-    console.print(f"B/A is the geometric mean of the per-pair ratios; {METHOD}.", highlight=False, markup=False)
+    console = make_console()
+    title = f"A/B: A = {a.text or '(as the suite)'}, B = {b.text or '(as the suite)'}"
+    print_table(TextTable.of(title, ("case", "A", "B", "B/A (95% CI)", "pairs", "verdict"), rows,
+                             numeric=("A", "B", "B/A (95% CI)", "pairs")), console)
+    console.print(Text(f"B/A is the geometric mean of the per-pair ratios; {METHOD}."), highlight=False,
+                  soft_wrap=True)
     for line in undecided:
-        console.print(safe(line), highlight=False)
+        console.print(Text(line), highlight=False, soft_wrap=True)
     return failed
 
 

@@ -104,94 +104,47 @@ def main() -> None:
 
 
 @main.command("list")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output (every variant, or the NAMEs)")
+@click.option("--verbose", "-v", is_flag=True, help="every variant in full: knobs with their docs, every reason")
 @click.option("--presets", is_flag=True, help="list the model presets (a suite's 'preset' key, --preset) instead")
-def list_command(as_json: bool, presets: bool) -> None:
-    """Every variant: whether it can run here (per device), and why not. With --presets, the model presets."""
+def list_command(names: tuple[str, ...], as_json: bool, verbose: bool, presets: bool) -> None:
+    """Every variant on one line: its family and whether it runs here, or the first reason why not.
+
+    NAME shows that variant in full: what it computes, its knobs with their docs, and every reason per
+    device (--verbose: every variant). With --presets, the model presets.
+    """
     if presets:
         _list_presets(as_json)
         return
     import torch
 
+    from harness.cli.listing import check_names, failure_rows, print_listing, variant_rows
+
     registry = default_registry()
-    devices = ["cpu", "cuda"]
-    rows = []
-    for name in registry.names():
-        variant = registry.get(name)
-        availability = {}
-        for device in devices:
-            try:
-                reasons = variant.unsupported_reasons(variant.probe_case(device))
-            except Exception as exc:  # a plugin's bug must not hide the others
-                reasons = [f"unsupported_reasons raised {type(exc).__name__}: {exc}"]
-            availability[device] = reasons
-        rows.append({"name": name, "family": variant.family, "computes": variant.computes,
-                     "approximates": variant.approximates, "params": dict(variant.params),
-                     "knobs": {knob: spec.to_dict() for knob, spec in variant.knobs.items()},
-                     "dtypes": list(variant.dtypes), "distribution": registry.origins.get(name),
-                     "description": variant.description,
-                     "available": {d: not r for d, r in availability.items()}, "reasons": availability})
-    failures = [{"entry_point": f.entry_point, "target": f.target, "distribution": f.distribution,
-                 "error": f.error} for f in registry.failures]
+    check_names(registry, names)
+    rows = variant_rows(registry)
+    failures = failure_rows(registry)
     if as_json:
-        click.echo(json.dumps({"variants": rows, "failed_plugins": failures,
+        chosen = [r for r in rows if r["name"] in names] if names else rows
+        click.echo(json.dumps({"variants": chosen, "failed_plugins": failures,
                                "cuda_available": torch.cuda.is_available()}, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    from harness.core.markup import safe as escape
-
-    console = Console()
-    table = Table(title="attnbench variants", show_lines=False)
-    for column in ("variant", "family", "computes", "knobs", "cpu", "cuda"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        knobs = escape("\n".join(_knob_line(knob, spec) for knob, spec in row["knobs"].items()))
-        cells = []
-        for device in devices:
-            reasons = row["reasons"][device]
-            cells.append("[green]yes[/green]" if not reasons else "[red]no[/red]: " + escape("; ".join(reasons)))
-        table.add_row(escape(row["name"]), escape(row["family"]), escape(row["computes"]), knobs, *cells)
-    console.print(table)
-    for failure in failures:
-        console.print(f"[red]plugin {escape(repr(failure['entry_point']))} from {escape(repr(failure['distribution']))} "
-                      f"failed to load:[/red] {escape(failure['error'])}", markup=True, highlight=False)
+    print_listing(rows, failures, torch.cuda.is_available(), names=names, verbose=verbose)
 
 
 def _list_presets(as_json: bool) -> None:
     from dataclasses import asdict
 
-    from rich.console import Console
-    from rich.table import Table
-
-    from harness.core.markup import safe as escape
     from harness.core.presets import PRESETS
+    from harness.core.terminal import TextTable, print_table
 
     if as_json:
         click.echo(json.dumps({"presets": [asdict(p) for p in PRESETS.values()]}, indent=2))
         return
-    table = Table(title=escape("attnbench model presets (set 'preset' in a suite's [defaults] or [sweep], or --preset)"))
-    for column in ("preset", "shape", "source"):
-        table.add_column(column, overflow="fold")
-    for preset in PRESETS.values():
-        table.add_row(escape(preset.name), escape(preset.shape_text), escape(preset.source))
-    Console().print(table)
-
-
-def _knob_line(name: str, spec: dict) -> str:
-    """'features=256 (int >= 1): m, the number of random features'."""
-    allowed = spec["type"]
-    if spec["choices"] is not None:
-        allowed += " in " + "|".join(str(c) for c in spec["choices"])
-    elif spec["minimum"] is not None and spec["maximum"] is not None:
-        allowed += f" {spec['minimum']}..{spec['maximum']}"
-    elif spec["minimum"] is not None:
-        allowed += f" >= {spec['minimum']}"
-    elif spec["maximum"] is not None:
-        allowed += f" <= {spec['maximum']}"
-    line = f"{name}={spec['default']} ({allowed})"
-    return f"{line}: {spec['doc']}" if spec["doc"] else line
+    print_table(TextTable.of("attnbench model presets (set 'preset' in a suite's [defaults] or [sweep], or --preset)",
+                             ("preset", "shape", "source"),
+                             [(p.name, p.shape_text, p.source) for p in PRESETS.values()]))
 
 
 @main.command("run")
@@ -268,24 +221,20 @@ def run_command(suite, device, variants, seq_lens, preset, name, results, resume
 @click.option("--results", default=None, help=RESULTS_HELP)
 def runs_command(results) -> None:
     """Stored runs, newest first."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from harness.core.markup import safe
+    from harness.core.terminal import TextTable, print_table
 
     results_dir = _results_dir(results)
     runs = list_runs(results_dir)
     if not runs:
         click.echo(f"no runs in {results_dir}")
         return
-    table = Table(title=f"runs in {safe(results_dir)}")
-    for column in ("run id", "name", "suite", "started", "status", "cells", "ok"):
-        table.add_column(column)
+    rows = []
     for loaded in runs:
         ok = sum(1 for cell in loaded.cells if cell.result.status == "ok")
-        table.add_row(safe(loaded.run.run_id), safe(loaded.run.name), safe(loaded.run.suite_name), safe(loaded.run.started_at),
-                      safe(loaded.status), str(len(loaded.cells)), str(ok))
-    Console().print(table)
+        rows.append((loaded.run.run_id, loaded.run.name, loaded.run.suite_name, loaded.run.started_at, loaded.status,
+                     str(len(loaded.cells)), str(ok)))
+    print_table(TextTable.of(f"runs in {results_dir}", ("run id", "name", "suite", "started", "status", "cells", "ok"),
+                             rows, numeric=("cells", "ok")))
 
 
 @main.command("show")

@@ -87,27 +87,23 @@ def _shape(preset: str | None, **given) -> dict:
 
 
 def print_profile(summary, top: int = 15) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     from harness.core.markup import safe
+    from harness.core.terminal import TextTable, make_console, print_table
 
-    console = Console()
+    console = make_console()
     unit = "device" if summary.sort_key == "self_device_s" else "CPU"
-    table = Table(title=f"{safe(summary.case.label)}: top operators by self {unit} time over {summary.steps} steps")
-    for column in ("operator", "calls", "self CPU ms", "CPU total ms", "self device ms", "share", "self CPU mem"):
-        table.add_column(column, justify="left" if column == "operator" else "right",
-                         overflow="fold", min_width=24 if column == "operator" else None)
-    for row in summary.ops[:top]:
-        table.add_row(safe(row["name"]), str(row["calls"]), f"{row['self_cpu_s'] * 1e3:.3f}", f"{row['cpu_total_s'] * 1e3:.3f}",
-                      f"{row['self_device_s'] * 1e3:.3f}", f"{row['share_of_self_time']:.1%}",
-                      format_bytes(row["self_cpu_memory_bytes"]))
-    console.print(table)
+    columns = ("operator", "calls", "self CPU ms", "CPU total ms", "self device ms", "share", "self CPU mem")
+    rows = [(row["name"], str(row["calls"]), f"{row['self_cpu_s'] * 1e3:.3f}", f"{row['cpu_total_s'] * 1e3:.3f}",
+             f"{row['self_device_s'] * 1e3:.3f}", f"{row['share_of_self_time']:.1%}",
+             format_bytes(row["self_cpu_memory_bytes"])) for row in summary.ops[:top]]
+    print_table(TextTable.of(f"{summary.case.label}: top operators by self {unit} time over {summary.steps} steps",
+                             columns, rows, numeric=columns[1:]), console)
     for device, info in summary.memory["devices"].items():
         console.print(f"memory peak on {safe(device)}: [bold]{format_bytes(info['peak_bytes'])}[/bold] live, allocated inside "
-                      f"the profiled steps (inputs excluded); reached in {safe(info['peak_op'])}", highlight=False)
+                      f"the profiled steps (inputs excluded); reached in {safe(info['peak_op'])}", highlight=False,
+                      soft_wrap=True)
         for row in info["live_at_peak"][:5]:
             console.print(f"  {format_bytes(row['bytes']):>10}  in {row['count']} allocation(s) by {safe(row['op'])}",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
     for name, path in summary.files.items():
-        console.print(f"{safe(name)}: {safe(path)}", highlight=False)
+        console.print(f"{safe(name)}: {safe(path)}", highlight=False, soft_wrap=True)

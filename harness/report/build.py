@@ -14,8 +14,10 @@ from harness.core.units import finite
 from harness.report import plots
 from harness.report.analysis import contended_cells, crossovers, quality_views
 from harness.report.data import DECODE_MAX_Q_LEN, ReportData, attention_maps, prepare
+from harness.report.headline import headlines
 from harness.report.render import render, write_html
-from harness.report.tables import failures, inaccurate_cells, run_summary, workload_table
+from harness.report.runcard import run_card, when
+from harness.report.tables import failures, inaccurate_cells, workload_table
 from harness.report.tasks import task_failures, task_groups
 from harness.store import LoadedRun
 
@@ -39,37 +41,45 @@ def report_file_name(runs: Sequence[LoadedRun]) -> tuple[Path, str | None]:
 
 
 def build_report_html(runs: Sequence[LoadedRun], baseline: str | None = None) -> str:
-    """The report of `runs` as one self-contained HTML page."""
+    """The report of `runs` as one self-contained HTML page: the answers per workload first, then the detail."""
     if not runs:
         raise AttnbenchError("no run to report on; give at least one RUN")
     data = prepare(runs, baseline)
-    styles = plots.Styles(list(data.frame.get("series", [])), list(data.run_labels.values()))
-    tables, figures = [], []
-    for workload, rows in data.workloads():
-        tables.append(workload_table(data, workload, rows))
+    frame = data.frame
+    kinds = dict(zip(frame.get("series", []), frame.get("kind", []), strict=True))
+    styles = plots.Styles(list(frame.get("series", [])), list(data.run_labels.values()), kinds=kinds)
+    crossover_rows, crossover_notes = crossovers(data)
+    answers = headlines(data, crossover_rows)
+    workloads = []
+    for (workload, rows), answer in zip(data.workloads(), answers, strict=True):
         dtype = str(rows["dtype"].iloc[0])
         peaks, bandwidth = _peaks(data, dtype)
-        figures.append({"workload": workload,
-                        "uri": plots.workload_figure(rows, styles, data.multi_run, data.baseline, peaks, bandwidth)})
-    crossover_rows, crossover_notes = crossovers(data)
+        several = not answer.one_length
+        workloads.append({
+            "workload": workload, "anchor": answer.anchor, "answer": answer,
+            "table": workload_table(data, workload, rows),
+            "overview": plots.overview_figure(rows, styles, data.multi_run) if several else None,
+            "figure": plots.workload_figure(rows, styles, data.multi_run, data.baseline, peaks, bandwidth)
+            if several else None})
     quality = []
     for view in quality_views(data):
         title = f"{view.workload} · {view.length_axis} {view.length}"
         quality.append({"workload": view.workload, "length": f"{view.length_axis} {view.length}",
                         "frontier": view.frontier,
                         "uri": plots.quality_figure(view.points, styles, data.multi_run, view.baseline_times, title)})
+    contended = contended_cells(data)
+    inaccurate = inaccurate_cells(data)
     title = "attnbench report: " + ", ".join(data.run_labels[r.run.run_id] for r in data.runs)
     return render(
         "report.html",
         title=title,
         subtitle=data.baseline_note,
         version=package_version("attnbench") or "unknown",
-        built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        runs=[run_summary(r, data.run_labels[r.run.run_id]) for r in data.runs],
+        built_at=when(dt.datetime.now(dt.UTC).isoformat(timespec="seconds")),
+        runs=[_card(data, r, contended, inaccurate) for r in data.runs],
         multi_run=data.multi_run,
         decode_max_q_len=DECODE_MAX_Q_LEN,
-        tables=tables,
-        figures=figures,
+        workloads=workloads,
         baseline=data.baseline,
         baseline_note=data.baseline_note,
         crossovers=crossover_rows,
@@ -79,9 +89,17 @@ def build_report_html(runs: Sequence[LoadedRun], baseline: str | None = None) ->
         task_failures=task_failures(data),
         attention=[_attention_item(data, r) for r in data.runs],
         failures=failures(data),
-        inaccurate=inaccurate_cells(data),
-        contended=contended_cells(data),
+        inaccurate=inaccurate,
+        inaccurate_count=len({row["cell"] for row in inaccurate}),
+        contended=contended,
     )
+
+
+def _card(data: ReportData, loaded: LoadedRun, contended: list[dict[str, str]], inaccurate: list[dict[str, Any]]):
+    label = data.run_labels[loaded.run.run_id]
+    flagged = len([c for c in contended if not data.multi_run or c["run"] == label])
+    wrong = len({row["cell"] for row in inaccurate if not data.multi_run or row["run"] == label})
+    return run_card(loaded, label, contended=flagged, inaccurate=wrong)
 
 
 def write_report(runs: list[LoadedRun], output: Path | None = None, baseline: str | None = None) -> Path:

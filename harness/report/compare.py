@@ -58,6 +58,7 @@ from harness.core.machine import package_version
 from harness.core.units import finite, format_bytes, format_seconds
 from harness.report.data import (
     case_labels,
+    length_text,
     prepare,
     process_medians_by_case,
     samples_by_case,
@@ -131,6 +132,8 @@ class CellComparison:
     new_accuracy_ok: bool | None = None
     base_processes: tuple[float, ...] = ()
     new_processes: tuple[float, ...] = ()
+    length: int = 0
+    length_axis: str = "seq_len"
 
     @property
     def process_range(self) -> tuple[float, float] | None:
@@ -139,6 +142,13 @@ class CellComparison:
             return None
         return (min(self.new_processes) / max(self.base_processes),
                 max(self.new_processes) / min(self.base_processes))
+
+    @property
+    def length_text(self) -> str:
+        """'1024', or '1 (kv_len 4096)' where the workload sweeps kv_len at a fixed query length."""
+        if self.length_axis == "kv_len":
+            return f"{self.seq_len} (kv_len {self.length})"
+        return str(self.seq_len)
 
     @property
     def inaccurate(self) -> bool:
@@ -249,7 +259,7 @@ def compare_runs(base: LoadedRun, new: LoadedRun, threshold: float = DEFAULT_THR
         cells.append(compare_cell(case_id, labels.get(case_id, case_id), b, n,
                                   base_samples.get(case_id, ()), new_samples.get(case_id, ()), threshold, alpha,
                                   base_processes.get(case_id, ()), new_processes.get(case_id, ())))
-    cells.sort(key=lambda c: (c.workload, c.series, c.seq_len))
+    cells.sort(key=lambda c: (c.workload, c.series, c.length, c.seq_len))
 
     def only(side: int, ids: set[str]) -> list[dict[str, Any]]:
         found = [rows[(side, i)] for i in ids]
@@ -320,6 +330,7 @@ def compare_cell(case_id: str, label: str, b: Any, n: Any, base_samples, new_sam
     """One matched case: its verdict and the evidence for it (see the module's docstring)."""
     common = {"case_id": case_id, "label": label, "variant": str(n.variant), "series": str(n.series),
               "workload": str(n.workload), "seq_len": int(n.seq_len),
+              "length": int(getattr(n, "length", n.seq_len)), "length_axis": str(getattr(n, "length_axis", "seq_len")),
               "base_status": str(b.status), "new_status": str(n.status),
               "base_accuracy_ok": _flag(getattr(b, "accuracy_ok", None)),
               "new_accuracy_ok": _flag(getattr(n, "accuracy_ok", None))}
@@ -511,78 +522,81 @@ def ungated(comparison: Comparison, gates: list[Gate]) -> list[str]:
 
 
 def print_comparison(comparison: Comparison, console=None) -> None:
-    """The comparison as rich terminal tables."""
-    from rich.console import Console
-    from rich.table import Table
+    """The comparison as terminal tables (`harness.core.terminal`: every figure on one line, in a log too)."""
+    from harness.core.terminal import make_console, print_table
 
-    console = console or Console()
+    console = console or make_console()
     base, new = comparison.base.run, comparison.new.run
-    console.print(f"[bold]BASE[/] {_escape(base.name)} ({_escape(base.run_id)})  "
-                  f"[bold]NEW[/] {_escape(new.name)} ({_escape(new.run_id)})",
-                  markup=True, highlight=False)
-    colors = {"slower": "red", "faster": "green"}
-    workloads: dict[str, list[CellComparison]] = {}
-    for cell in comparison.cells:
-        workloads.setdefault(cell.workload, []).append(cell)
-    for workload, cells in workloads.items():
-        table = Table(title=_escape(f"{workload}: {len(cells)} matched cells"), title_justify="left")
-        table.add_column("variant", overflow="fold", min_width=10)
-        for name in ("N", "BASE", "NEW", "NEW/BASE (95% CI)", "p", "n"):
-            table.add_column(name, justify="right", overflow="fold")
-        table.add_column("verdict", overflow="fold")
-        for name in ("mem", "err", "acc"):
-            table.add_column(name, justify="right", overflow="fold")
-        for cell in cells:
-            verdict = cell.verdict if cell.verdict != "n/a" or not cell.status_note else cell.status_note
-            color = colors.get(cell.verdict, "yellow" if cell.verdict in ("too few samples", "contended") else None)
-            table.add_row(_escape(cell.series), str(cell.seq_len), format_seconds(cell.base_median),
-                          format_seconds(cell.new_median), _ratio_text(cell, compact=True),
-                          "–" if cell.p_value is None else f"{cell.p_value:.2g}",
-                          "–" if cell.base_reps is None else f"{cell.base_reps}/{cell.new_reps}",
-                          f"[{color}]{_escape(verdict)}[/]" if color else _escape(verdict),
-                          _change(cell.memory_ratio), _change(cell.error_ratio), _accuracy_text(cell))
-        console.print(table)
-    if comparison.recall:
-        table = Table(title="task recall: trained configurations (mean over seeds)", title_justify="left")
-        for name in ("task", "variant", "N", "width", "BASE", "NEW", "change", "seeds", "verdict"):
-            table.add_column(name, overflow="fold", justify="right" if name in ("N", "BASE", "NEW", "change") else "left")
-        for change in comparison.recall:
-            color = {"lower": "red", "higher": "green"}.get(change.verdict)
-            verdict = change.verdict if change.verdict != "n/a" else (
-                f"BASE {change.base_status}, NEW {change.new_status}")
-            table.add_row(_escape(change.task), _escape(change.series), str(change.seq_len), _escape(change.width),
-                          _recall_text(change.base_recall), _recall_text(change.new_recall),
-                          "–" if change.delta is None else f"{change.delta:+.3f}",
-                          f"{change.base_seeds}/{change.new_seeds}",
-                          f"[{color}]{_escape(verdict)}[/]" if color else _escape(verdict))
-        console.print(table)
+    _say(console, f"BASE {base.name} ({base.run_id})  NEW {new.name} ({new.run_id})")
+    for table in comparison_tables(comparison):
+        print_table(table, console)
     if not comparison.cells and not comparison.recall:
-        console.print("No case is in both runs.", highlight=False, markup=False)
+        _say(console, "No case is in both runs.")
     counts = comparison.counts()
-    console.print(", ".join(f"{k}: {v}" for k, v in counts.items()) +
-                  f"  (the unit is the worker process: slower/faster need every NEW process median beyond every "
-                  f"BASE one and |ratio − 1| > {comparison.threshold:.1%} (run --processes K on both sides); "
-                  "'one process' when a side had one worker process)",
-                  highlight=False, markup=False)
+    _say(console, ", ".join(f"{k}: {v}" for k, v in counts.items()) +
+         f"  (the unit is the worker process: slower/faster need every NEW process median beyond every "
+         f"BASE one and |ratio − 1| > {comparison.threshold:.1%} (run --processes K on both sides); "
+         "'one process' when a side had one worker process)")
     inaccurate = [c for c in comparison.cells if c.inaccurate]
     if inaccurate:
-        console.print(f"{len(inaccurate)} cells are inaccurate in NEW (accuracy_ok false): " +
-                      "; ".join(f"{c.series} N={c.seq_len}" for c in inaccurate[:20]),
-                      style="red", highlight=False, markup=False)
+        _say(console, f"{len(inaccurate)} cells are inaccurate in NEW (accuracy_ok false): " +
+             "; ".join(f"{c.series} N={c.seq_len}" for c in inaccurate[:20]), "red")
     for title, items in (("only in BASE", comparison.only_base), ("only in NEW", comparison.only_new)):
         if items:
-            console.print(f"{len(items)} cells {title}: " +
-                          "; ".join(f"{i['series']} N={i['seq_len']}" for i in items[:20]) +
-                          (" …" if len(items) > 20 else ""), highlight=False, markup=False)
+            _say(console, f"{len(items)} cells {title}: " +
+                 "; ".join(f"{i['series']} N={i['seq_len']}" for i in items[:20]) + (" …" if len(items) > 20 else ""))
+    if not comparison.environment_diff:
+        _say(console, "The two environments are the same.")
+
+
+def comparison_tables(comparison: Comparison) -> list:
+    """The terminal tables of a comparison: one per workload of matched cells, task recall, environment keys."""
+    from harness.core.terminal import Cell, TextTable
+
+    colors = {"slower": "red", "faster": "green", "too few samples": "yellow", "contended": "yellow"}
+    workloads: dict[str, list[CellComparison]] = {}
+    for item in comparison.cells:
+        workloads.setdefault(item.workload, []).append(item)
+    tables = []
+    for workload, cells in workloads.items():
+        axis = "N" if cells[0].length_axis == "seq_len" else cells[0].length_axis
+        columns = ("variant", axis, "BASE", "NEW", "NEW/BASE (95% CI)", "p", "n", "verdict", "mem", "err", "acc")
+        rows = []
+        for item in cells:
+            verdict = item.verdict
+            if verdict == "n/a" and item.status_note:
+                verdict = f"did not run: BASE {item.base_status}, NEW {item.new_status}"
+            rows.append((item.series, str(item.length or item.seq_len), format_seconds(item.base_median),
+                         format_seconds(item.new_median), _ratio_text(item, compact=True),
+                         "–" if item.p_value is None else f"{item.p_value:.2g}",
+                         "–" if item.base_reps is None else f"{item.base_reps}/{item.new_reps}",
+                         Cell((verdict,), colors.get(item.verdict)), _change(item.memory_ratio),
+                         _change(item.error_ratio),
+                         Cell((_accuracy_text(item),), "red" if item.inaccurate else None)))
+        tables.append(TextTable.of(f"{workload}: {len(cells)} matched cells", columns, rows,
+                                   numeric=(axis, "BASE", "NEW", "NEW/BASE (95% CI)", "p", "n", "mem", "err")))
+    if comparison.recall:
+        rows = []
+        for change in comparison.recall:
+            verdict = change.verdict if change.verdict != "n/a" else (
+                f"BASE {change.base_status}, NEW {change.new_status}")
+            rows.append((change.task, change.series, str(change.seq_len), change.width,
+                         _recall_text(change.base_recall), _recall_text(change.new_recall),
+                         "–" if change.delta is None else f"{change.delta:+.3f}",
+                         f"{change.base_seeds}/{change.new_seeds}",
+                         Cell((verdict,), {"lower": "red", "higher": "green"}.get(change.verdict))))
+        tables.append(TextTable.of("task recall: trained configurations (mean over seeds)",
+                                   ("task", "variant", "N", "width", "BASE", "NEW", "change", "seeds", "verdict"),
+                                   rows, numeric=("N", "BASE", "NEW", "change")))
     if comparison.environment_diff:
-        env = Table(title="environment differences")
-        for name in ("key", "BASE", "NEW"):
-            env.add_column(name, overflow="fold")
-        for row in comparison.environment_diff:
-            env.add_row(*(_escape(v) for v in row))
-        console.print(env)
-    else:
-        console.print("The two environments are the same.", highlight=False, markup=False)
+        tables.append(TextTable.of("environment differences", ("key", "BASE", "NEW"), comparison.environment_diff))
+    return tables
+
+
+def _say(console, text: str, style: str | None = None) -> None:
+    from rich.text import Text
+
+    console.print(Text(text, style=style or ""), soft_wrap=True, highlight=False)
 
 
 def build_compare_html(comparison: Comparison, gate_lines: list[str] | None = None,
@@ -592,21 +606,28 @@ def build_compare_html(comparison: Comparison, gate_lines: list[str] | None = No
     frame = comparison.frame
     figures = []
     if frame is not None and not frame.empty:
-        styles = plots.Styles(list(frame["series"]), list(frame["run"].unique()))
+        styles = plots.Styles(list(frame["series"]), list(frame["run"].unique()),
+                              kinds=dict(zip(frame["series"], frame["kind"], strict=True)))
         for workload, rows in frame.groupby("workload", sort=True):
-            figures.append({"workload": workload,
-                            "uri": plots.time_figure(rows, styles, True, f"Time · {workload}")})
+            if rows["length"].nunique() > 1:
+                figures.append({"workload": workload, "uri": plots.time_figure(rows, styles, True)})
+            else:
+                figures.append({"workload": workload, "uri": None,
+                                "note": f"one length measured ({length_text(rows.iloc[0])}): no plot"})
     from harness.report.render import render
+    from harness.report.runcard import when
 
     return render(
         "compare.html",
         title=f"attnbench compare: {comparison.base.run.name} → {comparison.new.run.name}",
         subtitle=METHOD + ".",
         version=package_version("attnbench") or "unknown",
-        built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        built_at=when(dt.datetime.now(dt.UTC).isoformat(timespec="seconds")),
         base=comparison.base.run, new=comparison.new.run,
         base_label=_run_label(comparison.base), new_label=_run_label(comparison.new),
+        base_started=when(comparison.base.run.started_at), new_started=when(comparison.new.run.started_at),
         rows=[_html_row(c) for c in comparison.cells],
+        changes=biggest_changes(comparison),
         recall=[_recall_row(c) for c in comparison.recall],
         counts=comparison.counts(),
         threshold=f"{comparison.threshold:.1%}", alpha=f"{comparison.alpha:g}",
@@ -617,6 +638,16 @@ def build_compare_html(comparison: Comparison, gate_lines: list[str] | None = No
         gate_lines=gate_lines or [],
         method=METHOD,
     )
+
+
+def biggest_changes(comparison: Comparison, limit: int = 5) -> list[dict[str, str]]:
+    """The largest significant slowdowns, then speedups (at most `limit` each), for the page's summary."""
+    found = []
+    for verdict, reverse in (("slower", True), ("faster", False)):
+        cells = sorted((c for c in comparison.cells if c.verdict == verdict and c.ratio is not None),
+                       key=lambda c: c.ratio, reverse=reverse)
+        found.extend({**_html_row(c), "change": _pct(c.ratio)} for c in cells[:limit])
+    return found
 
 
 def write_compare_report(comparison: Comparison, output: Path, gate_lines: list[str] | None = None,
@@ -632,7 +663,7 @@ def write_compare_report(comparison: Comparison, output: Path, gate_lines: list[
 
 
 def _html_row(cell: CellComparison) -> dict[str, str]:
-    return {"series": cell.series, "workload": cell.workload, "seq_len": str(cell.seq_len), "label": cell.label,
+    return {"series": cell.series, "workload": cell.workload, "seq_len": cell.length_text, "label": cell.label,
             "base": format_seconds(cell.base_median), "new": format_seconds(cell.new_median),
             "ratio": _ratio_text(cell), "p": "–" if cell.p_value is None else f"{cell.p_value:.2g}",
             "verdict": cell.verdict, "note": cell.status_note or cell.evidence,
@@ -659,7 +690,7 @@ def _ratio_text(cell: CellComparison, compact: bool = False) -> str:
     if cell.ratio_low is None:
         return f"{cell.ratio:.3f}"
     if compact:
-        return f"{cell.ratio:.3f} ({cell.ratio_low:.2g}–{cell.ratio_high:.2g})"
+        return f"{cell.ratio:.3f} ({cell.ratio_low:.3f}–{cell.ratio_high:.3f})"
     return f"{cell.ratio:.3f} [{cell.ratio_low:.3f}, {cell.ratio_high:.3f}]"
 
 
@@ -684,12 +715,6 @@ def _ratio(new: float | None, base: float | None) -> float | None:
     if new is None or base is None or base <= 0:
         return None
     return new / base
-
-
-def _escape(text: str) -> str:
-    from harness.core.markup import safe
-
-    return safe(text)
 
 
 def _run_label(loaded: LoadedRun) -> str:

@@ -47,6 +47,11 @@ SHOWN_WHEN_SET = ("mask", "score_mod", "inputs", "kv_heads", "v_head_dim", "kv",
 DECODE_MAX_Q_LEN = 16
 TRAFFIC_COLUMNS = ("bytes_moved", "bytes_per_s", "bandwidth_fraction")
 EXACT_FAMILIES = ("naive", "flash")
+EXACT_FUNCTION = "softmax_attention"
+# What a reader may swap for what: exact softmax kernels, approximations of it, and other functions.
+KINDS = ("exact", "approximate", "other")
+KIND_TITLES = {"exact": "exact softmax attention", "approximate": "approximations of softmax attention",
+               "other": "other functions (not drop-in for softmax attention)"}
 ATTENTION_MAPS_FILE = "attention_maps.json"
 
 
@@ -94,13 +99,13 @@ class ReportData:
         return False
 
     def workloads(self) -> list[tuple[str, pd.DataFrame]]:
-        """(label, rows) per workload, in a stable order."""
+        """(label, rows) per workload, the one with the most cells first (the suite's main sweep), then by key."""
         if self.frame.empty:
             return []
         groups = []
-        for _key, rows in self.frame.groupby("workload_key", sort=True, dropna=False):
-            groups.append((rows["workload"].iloc[0], rows))
-        return groups
+        for key, rows in self.frame.groupby("workload_key", sort=True, dropna=False):
+            groups.append((-len(rows), str(key), rows["workload"].iloc[0], rows))
+        return [(label, rows) for _size, _key, label, rows in sorted(groups, key=lambda g: g[:2])]
 
 
 def prepare(runs: Sequence[LoadedRun], baseline: str | None = None) -> ReportData:
@@ -124,7 +129,7 @@ def prepare(runs: Sequence[LoadedRun], baseline: str | None = None) -> ReportDat
     tasks, task_cells = _task_frames(frame, run_labels)
     frame = frame[~is_quality_row(frame)].reset_index(drop=True)
     if frame.empty:
-        return ReportData(frame=frame.assign(series="", run="", workload="", workload_key="", peak_bytes=None,
+        return ReportData(frame=frame.assign(series="", run="", workload="", workload_key="", peak_bytes=None, kind="",
                                              length=None, length_axis="seq_len", decode=False),
                           runs=runs, run_labels=run_labels, baseline=None,
                           baseline_note="the runs hold no kernel cells" if len(task_cells) else "the runs hold no cells",
@@ -142,6 +147,7 @@ def prepare(runs: Sequence[LoadedRun], baseline: str | None = None) -> ReportDat
     frame["peak_bytes"] = [_peak_bytes(mode, fwd, fwd_bwd) for mode, fwd, fwd_bwd in
                            zip(frame["mode"], frame["peak_bytes_fwd"], frame["peak_bytes_fwd_bwd"], strict=True)]
     frame["is_approximate"] = frame["approximates"].map(lambda a: isinstance(a, str) and bool(a))
+    frame["kind"] = [variant_kind(c, a) for c, a in zip(frame["computes"], frame["approximates"], strict=True)]
     frame["is_subquadratic"] = [_is_subquadratic(f, c, a) for f, c, a in
                                 zip(frame["family"], frame["computes"], frame["approximates"], strict=True)]
     frame = frame.sort_values(["workload_key", "variant", "series", "run", "length"], kind="stable")
@@ -372,7 +378,7 @@ def _axis_label(axis: str, row: Any, varying: bool) -> str:
         return "" if value == row.head_dim else f"dv {value}"
     if axis == "kv":
         if value == "=seq_len":
-            return "kv_len=seq_len" if varying else ""
+            return ""
         if value.startswith("q_len "):
             return ("decode " if row.decode else "") + value
         return f"kv_len={value}"
@@ -391,6 +397,14 @@ def _present(value: Any) -> bool:
         return not math.isnan(float(value))
     except (TypeError, ValueError):
         return False
+
+
+def variant_kind(computes: Any, approximates: Any) -> str:
+    """'exact' (computes softmax attention, approximating nothing), 'approximate' (declares what it
+    approximates) or 'other' (another function: additive, Luong, state-space scans, ...)."""
+    if isinstance(approximates, str) and approximates:
+        return "approximate"
+    return "exact" if computes == EXACT_FUNCTION else "other"
 
 
 def _is_subquadratic(family: Any, computes: Any, approximates: Any) -> bool:

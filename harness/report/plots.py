@@ -42,19 +42,110 @@ def to_data_uri(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-class Styles:
-    """One colour per series and one line style per run, the same in every figure."""
+KIND_PALETTES = {"exact": "tab10", "approximate": "Dark2", "other": "Set1"}
 
-    def __init__(self, series: Sequence[str], runs: Sequence[str]) -> None:
+
+def kind_palette(kind: str) -> list:
+    """The colours of a kind's palette that read on white (Set1's yellow does not)."""
+    colours = sns.color_palette(KIND_PALETTES.get(kind, "tab10"))
+    return [c for c in colours if not (c[0] > 0.9 and c[1] > 0.9 and c[2] < 0.4)]
+KIND_DASHES = {"exact": "-", "approximate": "--", "other": ":"}
+
+
+class Styles:
+    """One colour per series and one line style per run, the same in every figure.
+
+    Given each series' kind (`data.variant_kind`), each kind takes its own palette (exact softmax tab10,
+    approximations Dark2, other functions Set1) and, in a one-run report, its own dash: no palette is
+    stretched over every series of a run, and a panel that holds one kind holds distinct colours.
+    """
+
+    def __init__(self, series: Sequence[str], runs: Sequence[str], kinds: dict[str, str] | None = None) -> None:
         names = list(dict.fromkeys(series))
-        palette = sns.color_palette("tab10" if len(names) <= 10 else "husl", max(len(names), 1))
-        self.colors = {name: palette[i] for i, name in enumerate(names)}
+        kinds = kinds or {}
+        self.kinds = {name: kinds.get(name, "") for name in names}
+        self.colors: dict[str, Any] = {}
+        for kind in dict.fromkeys(self.kinds.values()):
+            members = [name for name in names if self.kinds[name] == kind]
+            base = kind_palette(kind)
+            palette = base[:len(members)] if len(members) <= len(base) else sns.color_palette("husl", len(members))
+            self.colors.update({name: palette[i] for i, name in enumerate(members)})
         self.runs = {run: i for i, run in enumerate(dict.fromkeys(runs))}
 
     def line(self, series: str, run: str) -> dict[str, Any]:
         index = self.runs.get(run, 0)
-        return {"color": self.colors.get(series, "black"), "linestyle": LINESTYLES[index % len(LINESTYLES)],
-                "marker": MARKERS[index % len(MARKERS)]}
+        dash = KIND_DASHES.get(self.kinds.get(series, ""), "-") if len(self.runs) < 2 else LINESTYLES[index % 4]
+        return {"color": self.colors.get(series, "black"), "linestyle": dash, "marker": MARKERS[index % len(MARKERS)]}
+
+
+def direct_labels(ax, entries: Sequence[tuple[float, float, str, Any, Any]], fontsize: float = 7.5) -> None:
+    """Names right of the axes at the height of each line's last point, spread so that none overlaps another,
+    each joined to its point by a thin line of its colour. An entry is (x, y, text, colour, xycoords)."""
+    if not entries:
+        return
+    low, high = ax.get_ylim()
+    log = ax.get_yscale() == "log"
+
+    def fraction(y: float) -> float:
+        if log:
+            return (np.log10(y) - np.log10(low)) / (np.log10(high) - np.log10(low))
+        return (y - low) / (high - low)
+
+    height = ax.get_position().height * ax.figure.get_figheight()
+    fontsize = min(fontsize, max(4.5, 72 * height * 1.1 / (1.3 * len(entries))))
+    gap = fontsize * 1.3 / 72 / height
+    order = sorted(range(len(entries)), key=lambda i: fraction(entries[i][1]))
+    placed = spread([fraction(entries[i][1]) for i in order], gap)
+    for i, y in zip(order, placed, strict=True):
+        x, value, label, color, coords = entries[i]
+        ax.annotate(text(label), xy=(x, value), xycoords=coords, xytext=(1.03, y), textcoords="axes fraction",
+                    fontsize=fontsize, color=color, va="center", ha="left", annotation_clip=False,
+                    arrowprops={"arrowstyle": "-", "color": color, "linewidth": 0.5, "alpha": 0.7,
+                                "shrinkA": 0, "shrinkB": 2})
+
+
+def spread(wanted: Sequence[float], gap: float, low: float = -0.02, high: float = 1.02) -> list[float]:
+    """Sorted positions moved apart by at least `gap`, within [low, high] where they fit, as little as can be."""
+    placed = list(wanted)
+    for i in range(1, len(placed)):
+        placed[i] = max(placed[i], placed[i - 1] + gap)
+    if placed and placed[-1] > high:
+        placed[-1] = high
+        for i in range(len(placed) - 2, -1, -1):
+            placed[i] = min(placed[i], placed[i + 1] - gap)
+    if placed and placed[0] < low:
+        placed[0] = low
+        for i in range(1, len(placed)):
+            placed[i] = max(placed[i], placed[i - 1] + gap)
+    return placed
+
+
+def label_lines(ax, keep_legend: bool = True, fontsize: float = 7.5) -> None:
+    """Replace the legend's lines by direct labels (`direct_labels`); marker-only entries (hollow: contended)
+    stay in a small legend when `keep_legend`."""
+    legend = ax.get_legend()
+    if legend is not None:
+        legend.remove()
+    entries, kept = [], []
+    for line in ax.get_lines():
+        label = str(line.get_label())
+        if label.startswith("_") or not len(line.get_xdata()):
+            if label and not label.startswith("_"):
+                kept.append(line)
+            continue
+        if str(line.get_linestyle()) in ("None", "none", ""):
+            continue
+        x = np.asarray(line.get_xdata(), dtype=float)
+        y = np.asarray(line.get_ydata(), dtype=float)
+        finite = np.isfinite(x) & np.isfinite(y)
+        if not finite.any():
+            continue
+        coords = "data" if line.get_transform() == ax.transData else ("axes fraction", "data")
+        last = np.flatnonzero(finite)[-1]
+        entries.append((x[last], y[last], label, line.get_color(), coords))
+    direct_labels(ax, entries, fontsize)
+    if keep_legend and kept:
+        ax.legend(handles=kept, fontsize=7, framealpha=0.85, loc="lower right")
 
 
 def _label(series: str, run: str, multi_run: bool) -> str:
@@ -230,13 +321,19 @@ def bandwidth_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool) -> 
     return drawn
 
 
-def error_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool) -> None:
+ERROR_LINES = (("rel_l2_error", "", "-"), ("approx_rel_l2_error", " vs exact", "--"))
+
+
+def error_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool, approx_only: bool = False) -> None:
+    """Each series' error against its own reference (solid) and, for approximations, against exact softmax
+    (dashed); with `approx_only`, only the latter, labelled by the series alone."""
     ok = rows[rows["status"] == "ok"]
     drawn, zeros = False, False
+    lines = ((ERROR_LINES[1][0], "", "-"),) if approx_only else ERROR_LINES
     for series, run, group in _series_groups(ok):
         swept = lengths(group).to_numpy(dtype=float)
         style = styles.line(series, run)
-        for column, suffix, linestyle in (("rel_l2_error", "", "-"), ("approx_rel_l2_error", " vs exact", "--")):
+        for column, suffix, linestyle in lines:
             if column == "approx_rel_l2_error" and not bool(group["is_approximate"].any()):
                 continue
             raw = pd.to_numeric(group[column], errors="coerce").to_numpy(dtype=float)
@@ -247,8 +344,9 @@ def error_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool) -> None
                 ax.plot(swept[mask], values[mask], label=text(_label(series, run, multi_run) + suffix),
                         markersize=4, linewidth=1.2, **{**style, "linestyle": linestyle})
                 drawn = True
+    title = "Error against exact softmax" if approx_only else "Error (solid: own reference; dashed: vs exact softmax)"
     _finish_panel(ax, rows, drawn, "no errors measured", "relative L2 error",
-                  "Error (solid: own reference; dashed: vs exact softmax)" + (" · exact zeros not drawn" if zeros else ""))
+                  title + (" · exact zeros not drawn" if zeros else ""))
 
 
 def speedup_matrix(rows: pd.DataFrame, baseline: str | None, multi_run: bool) -> pd.DataFrame | None:
@@ -322,39 +420,109 @@ def roofline_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool, peak
     return True
 
 
+KIND_ROW_TITLES = {"exact": "exact softmax attention", "approximate": "approximations of softmax",
+                   "other": "other functions"}
+PANEL_WIDTH, LABEL_WIDTH, GAP, ROW_HEIGHT = 3.2, 1.85, 0.7, 3.2
+
+
+def _panel_grid(fig: Figure, rows: int, columns: int, heights: Sequence[float], label_width: float = LABEL_WIDTH):
+    """A grid of panels each followed by room for its direct labels."""
+    width = fig.get_figwidth()
+    return fig.add_gridspec(rows, columns, height_ratios=list(heights), left=0.7 / width,
+                            right=1 - label_width / width, bottom=0.45 / fig.get_figheight(),
+                            top=1 - 0.35 / fig.get_figheight(), wspace=(label_width + GAP) / PANEL_WIDTH,
+                            hspace=0.5)
+
+
+def _kind_title(ax, kind: str) -> None:
+    ax.set_title(f"{KIND_ROW_TITLES.get(kind, kind)} · {ax.get_title()}", fontsize=10)
+
+
 def workload_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, baseline: str | None,
                     peaks: dict[str, float], bandwidth: float | None) -> str:
-    """Time, memory, FLOP/s, error, speedup and (when it can) roofline of one workload.
+    """One row of panels per kind of variant (exact softmax, approximations, other functions): time, peak
+    memory, and achieved FLOP/s (error against exact for approximations); then the speedup over the
+    baseline and the roofline. Every line is named at its end, not in a legend.
 
     A decode workload (`data.DECODE_MAX_Q_LEN`) draws its bandwidth fraction
     in place of FLOP/s: a step that reads the KV cache is bound by memory.
-    Legends go in their own strip under each row of panels, so that many
-    series never cover the data.
     """
-    n_lines = rows.groupby(["series", "run"]).ngroups
-    n_approx = rows[rows["is_approximate"]].groupby(["series", "run"]).ngroups
-    legend_rows = n_lines + max(n_approx, len(peaks), 1)
-    legend_height = 0.35 + 0.16 * legend_rows
-    fig = Figure(figsize=(16, 2 * (3.8 + legend_height)))
-    grid = fig.add_gridspec(4, 3, height_ratios=[3.8, legend_height, 3.8, legend_height],
-                            left=0.05, right=0.97, bottom=0.01, top=0.97, wspace=0.5, hspace=0.35)
-    axes = [[fig.add_subplot(grid[2 * r, c]) for c in range(3)] for r in range(2)]
-    scaling_panel(axes[0][0], rows, "time_median_s", styles, multi_run, "median time per call (s)",
-                  "Time (band: 95% interval of the median)", interval=("time_ci_low_s", "time_ci_high_s"),
-                  timed=True)
-    scaling_panel(axes[0][1], rows, "peak_bytes", styles, multi_run, "peak bytes above inputs", "Peak memory")
-    if "decode" in rows.columns and bool(rows["decode"].any()):
-        bandwidth_panel(axes[0][2], rows, styles, multi_run)
-    else:
-        flops_panel(axes[0][2], rows, styles, multi_run, peaks)
-    error_panel(axes[1][0], rows, styles, multi_run)
-    speedup_panel(axes[1][1], rows, baseline, multi_run)
+    from harness.report.data import KINDS
+
+    kinds = [k for k in KINDS if (rows["kind"] == k).any()] if "kind" in rows.columns else [""]
+    n_series = max(rows.groupby(["series", "run"]).ngroups, 1)
+    heat = max(ROW_HEIGHT, 0.2 * n_series + 1.2)
+    heights = [ROW_HEIGHT] * len(kinds) + [heat]
+    fig = Figure(figsize=(3 * PANEL_WIDTH + 2 * (LABEL_WIDTH + GAP) + 0.7 + LABEL_WIDTH, sum(heights) * 1.25 + 0.8))
+    grid = _panel_grid(fig, len(kinds) + 1, 3, heights)
+    decode = "decode" in rows.columns and bool(rows["decode"].any())
+    for r, kind in enumerate(kinds):
+        part = rows[rows["kind"] == kind] if kind else rows
+        axes = [fig.add_subplot(grid[r, c]) for c in range(3)]
+        scaling_panel(axes[0], part, "time_median_s", styles, multi_run, "median time per call (s)",
+                      "time (band: 95% interval)", interval=("time_ci_low_s", "time_ci_high_s"), timed=True)
+        scaling_panel(axes[1], part, "peak_bytes", styles, multi_run, "peak bytes above inputs", "peak memory")
+        if kind == "approximate":
+            error_panel(axes[2], part, styles, multi_run, approx_only=True)
+        elif decode:
+            bandwidth_panel(axes[2], part, styles, multi_run)
+        else:
+            flops_panel(axes[2], part, styles, multi_run, peaks)
+        for ax in axes:
+            _kind_title(ax, kind)
+            label_lines(ax)
+    heatmap = fig.add_subplot(grid[len(kinds), 0:2])
+    box, room = heatmap.get_position(), 1.6 / fig.get_figwidth()     # room for the series' names on the left
+    heatmap.set_position((box.x0 + room, box.y0, box.width - room, box.height))
+    speedup_panel(heatmap, rows, baseline, multi_run)
+    ax = fig.add_subplot(grid[len(kinds), 2])
     peak = next(iter(peaks.values()), None)
-    if not roofline_panel(axes[1][2], rows, styles, multi_run, peak, bandwidth):
-        axes[1][2].set_axis_off()
-    for r in range(2):
-        for c in range(3):
-            _legend_below(fig.add_subplot(grid[2 * r + 1, c]), axes[r][c])
+    if roofline_panel(ax, rows, styles, multi_run, peak, bandwidth):
+        ax.set_title("Roofline (colours as in the rows above)", fontsize=10)
+        label_lines(ax, keep_legend=False)
+    else:
+        ax.set_axis_off()
+    return to_data_uri(fig)
+
+
+def overview_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool) -> str:
+    """Time against the swept length: exact softmax solid, approximations dashed, each named at its end;
+    other functions in thin grey, unnamed (their own rows in the detail figure name them)."""
+    fig = Figure(figsize=(7.8, 4.8))
+    ax = fig.add_axes((0.11, 0.11, 0.56, 0.82))
+    named = rows[rows["kind"].isin(["exact", "approximate"])] if "kind" in rows.columns else rows
+    scaling_panel(ax, named, "time_median_s", styles, multi_run, "median time per call (s)",
+                  "Median time per call", timed=True)
+    others = rows[rows["kind"] == "other"] if "kind" in rows.columns else rows.iloc[0:0]
+    for _series, _run, group in _series_groups(others[others["status"] == "ok"]):
+        values = _positive(group["time_median_s"])
+        mask = np.isfinite(values) & ~contended_mask(group)
+        if mask.any():
+            ax.plot(lengths(group).to_numpy(dtype=float)[mask], values[mask], color="0.75", linewidth=0.9,
+                    marker="o", markersize=2.5, label="_other", zorder=1)
+    if len(others):
+        ax.plot([], [], color="0.75", linewidth=0.9, label="grey: other functions")
+    label_lines(ax, fontsize=9)
+    return to_data_uri(fig)
+
+
+def time_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, title: str = "time") -> str:
+    """Time against the swept length, one panel per kind of variant (for comparisons: both runs overlaid,
+    line style the run), every line named at its end."""
+    from harness.report.data import KINDS
+
+    kinds = [k for k in KINDS if "kind" in rows.columns and (rows["kind"] == k).any()] or [""]
+    label_width = LABEL_WIDTH + (0.8 if multi_run else 0)
+    fig = Figure(figsize=(len(kinds) * (PANEL_WIDTH + label_width + GAP) + 0.7, 4.4))
+    grid = _panel_grid(fig, 1, len(kinds), [1.0], label_width)
+    for c, kind in enumerate(kinds):
+        ax = fig.add_subplot(grid[0, c])
+        part = rows[rows["kind"] == kind] if kind else rows
+        scaling_panel(ax, part, "time_median_s", styles, multi_run, "median time per call (s)",
+                      text(title), interval=("time_ci_low_s", "time_ci_high_s"), timed=True)
+        if kind:
+            _kind_title(ax, kind)
+        label_lines(ax)
     return to_data_uri(fig)
 
 
@@ -366,16 +534,6 @@ def _legend_below(strip, ax) -> None:
     handles, labels = ax.get_legend_handles_labels()
     legend.remove()
     strip.legend(handles, labels, loc="upper left", fontsize=7, frameon=False, borderaxespad=0)
-
-
-def time_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, title: str) -> str:
-    """Time against the swept length alone (for comparisons: both runs overlaid)."""
-    fig = Figure(figsize=(9, 5.5))
-    ax = fig.subplots()
-    scaling_panel(ax, rows, "time_median_s", styles, multi_run, "median time per call (s)", text(title),
-                  interval=("time_ci_low_s", "time_ci_high_s"), timed=True)
-    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.1, top=0.93)
-    return to_data_uri(fig)
 
 
 QUALITY_METRICS = (("approx_rel_l2_error", "relative L2 error of the output vs exact softmax"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,8 @@ import pandas as pd
 
 from harness.core.units import finite, format_bytes, format_seconds, kept_timing_text
 from harness.report.data import (
+    KIND_TITLES,
+    KINDS,
     ReportData,
     length_axis,
     length_text,
@@ -18,7 +19,6 @@ from harness.report.data import (
     seq_len_text,
     status_text,
 )
-from harness.store import LoadedRun
 
 
 def format_rate(value: Any, unit: str = "FLOP/s") -> str:
@@ -67,22 +67,36 @@ class WorkloadTable:
     headers: list[str]
     rows: list[tuple[str, str, list[GridCell]]]
     shows_traffic: bool = False
+    kinds: list[str] = field(default_factory=list)
+
+    @property
+    def groups(self) -> list[str]:
+        """Per row, the title of its kind where a new kind starts (exact, approximations, other), else ''."""
+        titles, previous = [], None
+        for kind in self.kinds or [""] * len(self.rows):
+            titles.append(KIND_TITLES.get(kind, "") if kind != previous else "")
+            previous = kind
+        return titles
 
 
 def workload_table(data: ReportData, workload: str, rows: pd.DataFrame) -> WorkloadTable:
     axis = length_axis(rows)
     swept = sorted(int(n) for n in lengths(rows).unique())
     traffic = data.memory_bound(rows) and pd.to_numeric(rows["bytes_per_s"], errors="coerce").notna().any()
-    table_rows = []
-    for (series, run), group in rows.groupby(["series", "run"], sort=False):
+    order = {kind: i for i, kind in enumerate(KINDS)}
+    groups = sorted(rows.groupby(["series", "run"], sort=False),
+                    key=lambda item: order.get(str(item[1]["kind"].iloc[0]) if "kind" in item[1] else "", 0))
+    table_rows, kinds = [], []
+    for (series, run), group in groups:
         by_len = {int(r.length): r for r in group.itertuples(index=False)}
         cells = [_grid_cell(by_len.get(n), traffic) for n in swept]
         table_rows.append((series, run if data.multi_run else "", cells))
-    return WorkloadTable(workload=workload, lengths=swept, length_axis=axis, headers=_headers(rows, axis, swept),
-                         rows=table_rows, shows_traffic=bool(traffic))
+        kinds.append(str(group["kind"].iloc[0]) if "kind" in group else "")
+    return WorkloadTable(workload=workload, lengths=swept, length_axis=axis, headers=length_headers(rows, axis, swept),
+                         rows=table_rows, shows_traffic=bool(traffic), kinds=kinds)
 
 
-def _headers(rows: pd.DataFrame, axis: str, swept: list[int]) -> list[str]:
+def length_headers(rows: pd.DataFrame, axis: str, swept: list[int]) -> list[str]:
     """'N=1024' for seq_len (as it always was), 'kv_len=4096'; with the batch where it changes with the length
     (a batch that a fixed KV-cache size derives)."""
     name = "N" if axis == "seq_len" else axis
@@ -93,7 +107,7 @@ def _headers(rows: pd.DataFrame, axis: str, swept: list[int]) -> list[str]:
 
 def _grid_cell(row: Any, traffic: bool = False) -> GridCell:
     if row is None:
-        return GridCell(status="absent", lines=["not in this run's sweep"])
+        return GridCell(status="absent", lines=["–"], title="not in this run's sweep")
     if row.status != "ok":
         kept = kept_timing_text(row.status, row.time_median_s)
         return GridCell(status=str(row.status), lines=[status_text(row.status, row.reason), *([kept] if kept else [])])
@@ -155,40 +169,6 @@ def _failure_parts(failure: str) -> tuple[str, str, str]:
     return metric, error, bound
 
 
-def run_summary(loaded: LoadedRun, label: str) -> dict[str, Any]:
-    """What section 1 shows about one run."""
-    run = loaded.run
-    counts: dict[str, int] = {}
-    for cell in loaded.cells:
-        counts[cell.result.status] = counts.get(cell.result.status, 0) + 1
-    calibration = run.calibration or {}
-    calibration_rows = []
-    for dtype, rate in sorted((calibration.get("matmul_flops_per_s") or {}).items()):
-        calibration_rows.append((f"matmul peak, {dtype}", format_rate(rate)))
-    if calibration.get("copy_bytes_per_s") is not None:
-        calibration_rows.append(("copy bandwidth", format_rate(calibration["copy_bytes_per_s"], "B/s")))
-    for key, value in sorted(calibration.items()):
-        if key not in ("matmul_flops_per_s", "copy_bytes_per_s"):
-            calibration_rows.append((key, format_value(value)))
-    return {
-        "label": label,
-        "run_id": run.run_id,
-        "name": run.name,
-        "suite": run.suite_name,
-        "suite_text": run.suite_text,
-        "status": loaded.status,
-        "started_at": run.started_at,
-        "ended_at": run.ended_at or "not ended",
-        "duration": _duration(run.started_at, run.ended_at),
-        "environment": [(str(k), format_value(v)) for k, v in sorted(run.environment.items())],
-        "calibration": calibration_rows,
-        "counts": sorted(counts.items(), key=lambda kv: (kv[0] != "ok", kv[0])),
-        "cells": len(loaded.cells),
-        "problems": list(loaded.problems),
-        "path": str(loaded.path),
-    }
-
-
 def failures(data: ReportData) -> list[dict[str, Any]]:
     """Every cell that did not give a measurement, with its reason."""
     frame = data.frame
@@ -198,17 +178,3 @@ def failures(data: ReportData) -> list[dict[str, Any]]:
     return [{"run": r.run, "series": r.series, "workload": r.workload, "seq_len": int(r.seq_len),
              "seq_len_text": seq_len_text(r), "status": r.status, "reason": r.reason or ""}
             for r in failed.itertuples(index=False)]
-
-
-def _duration(started: str | None, ended: str | None) -> str:
-    try:
-        start = dt.datetime.fromisoformat(str(started))
-        end = dt.datetime.fromisoformat(str(ended))
-    except (TypeError, ValueError):
-        return "unknown"
-    seconds = (end - start).total_seconds()
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
