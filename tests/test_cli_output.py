@@ -62,9 +62,15 @@ def test_the_run_summary_keeps_each_cell_on_its_variants_line_and_names_flagged_
     assert "contended cells: 2 (timed while the process waited for a CPU; their times are not trusted and not " \
            "gated)" in lines
     flagged = [line.strip() for line in lines if line.startswith("  ")]
-    assert flagged[0].startswith("contended performer (features=256) at seq_len 1024 (float32 · fwd · non-causal")
-    assert flagged[1].startswith("contended performer (features=64) at seq_len 1024")
-    assert flagged[2].startswith("inaccurate naive at seq_len 512") and "> 1.0e-06" in flagged[2]
+    times = {(r.series, r.seq_len): format_seconds(r.time_median_s) for r in prepare([base]).frame.itertuples()}
+    # the synthetic error law: 3e-5 · (1 + log2(N) / 10), 5.7e-05 at N = 512
+    assert flagged == [
+        "contended performer-cpu-float32-full-fwd-B1H8N1024d64-features256: "
+        f"{times['performer (features=256)', 1024]}, not trusted",
+        "contended performer-cpu-float32-full-fwd-B1H8N1024d64-features64: "
+        f"{times['performer (features=64)', 1024]}, not trusted",
+        "inaccurate naive-cpu-float32-full-fwd-B1H8N512d64: output rel_l2 5.7e-05 > 1.0e-06 (float32 tolerance of "
+        "naive)"]
 
 
 def test_at_80_columns_the_summary_becomes_records_that_split_no_value(runs):
