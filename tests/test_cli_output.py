@@ -167,3 +167,16 @@ def test_a_real_run_piped_keeps_each_cell_on_one_line(tmp_path, cli_env):
         row = [line for line in lines if line.startswith(f"| {series} ")]
         assert len(row) == 1 and f" {median} ±" in row[0], (series, median, lines)
     assert "cells by status: ok 4" in lines
+
+
+def test_on_a_cuda_machine_list_names_both_devices_or_the_cuda_reason():
+    from harness.cli.listing import here_text
+
+    row = {"available": {"cpu": True, "cuda": True}, "reasons": {"cpu": [], "cuda": []}}
+    assert here_text(row, cuda_here=True, width=40) == ("cpu, cuda", True)
+    assert here_text(row, cuda_here=False, width=40) == ("cpu", True)
+    cuda_only = {"available": {"cpu": False, "cuda": False},
+                 "reasons": {"cpu": ["has no CPU kernel"], "cuda": ["takes float16 or bfloat16, not float32"]}}
+    assert here_text(cuda_only, cuda_here=True, width=60) == ("no: takes float16 or bfloat16, not float32", False)
+    assert here_text(cuda_only, cuda_here=False, width=40) == ("no: has no CPU kernel", False)
+    assert here_text(cuda_only, cuda_here=True, width=24) == ("no: takes float16 or…", False)
