@@ -176,7 +176,9 @@ def test_summary_show_and_report_show_an_inaccurate_cell(tmp_path: Path, plugin_
     html = report.read_text(encoding="utf-8")
     section = html.split('<section id="inaccurate">')[1].split("</section>")[0]
     assert "Inaccurate cells (1)" in section
-    assert html.index('id="inaccurate"') < html.index('id="run"'), "the section is not at the top"
+    answers = html.split('<section id="answers">')[1].split("</section>")[0]
+    assert '<a href="#inaccurate">1 inaccurate cell</a>' in answers, "the answers do not warn of it first"
+    assert "<b>fault-scaled</b>" not in answers                  # an inaccurate cell wins nothing
     row = re.sub(r"\s+", " ", section.split("<tbody>")[1])
     assert "<th>fault-scaled</th>" in row and "seq_len 64" in row
     assert "<td>output rel_l2</td>" in row and "1.0e-02" in row

@@ -33,12 +33,17 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-REPORT_SECTIONS = ("run", "tables", "plots", "crossovers", "quality", "attention-maps", "failures")
+REPORT_SECTIONS = ("answers", "run", "tables", "plots", "crossovers", "quality", "attention-maps", "failures")
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+# (width, height): the first screens are the 1300×900 viewport, sections the page's 1216-pixel column
+DOCS_SCREENSHOTS = {"quick-report-first-screen.png": (1300, 900), "quick-report.png": (1216, None),
+                    "quick-plots.png": (1216, None), "quick-compare.png": (1300, 900)}
 COMPARE_SECTIONS = ("summary", "cells", "unmatched", "environment", "plots")
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.browser,
+    pytest.mark.e2e,
     pytest.mark.skipif(not CHROMIUM.exists() and shutil.which("chromium") is None,
                        reason="no Chromium at /usr/bin/chromium (run .ci/install-browser.sh)"),
     pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
@@ -191,3 +196,47 @@ def test_the_task_quality_section_renders_its_recall_table_and_figure(browser, t
         tasks.screenshot(path=str(ARTIFACTS / "report-task-quality.png"))
     finally:
         page.close()
+
+
+def test_the_first_screen_names_the_fastest_exact_variant_at_each_length(browser, pages):
+    page, seen = open_page(browser, pages["report"])
+    try:
+        table = page.locator("section#answers table.answers").first
+        box = table.bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 900, box      # above the fold at 1300×900
+        rows = table.locator("tbody tr").all()
+        assert [row.locator("td").first.inner_text() for row in rows] == ["256", "512", "1024"]
+        for row in rows:
+            assert row.locator("td.winner b").inner_text() == "sdpa-flash"
+        overview = page.locator("section#answers img.overview").first
+        assert overview.evaluate("e => e.complete && e.naturalWidth > 400")
+        assert not page.locator("section#run details[open]").count()          # paths and JSON stay folded
+        assert page.locator("section#run details table").first.is_hidden()
+        assert not seen["errors"] and not seen["console"], seen
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report-first-screen.png"))
+    finally:
+        page.close()
+
+
+def test_the_screenshot_script_and_the_docs_screenshots(tmp_path, pages):
+    import struct
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "report_screenshot.py"
+    runs = sorted(str(p) for p in (pages["report"].parent / "results").iterdir())
+    out = tmp_path / "first.png"
+    done = subprocess.run([sys.executable, str(script), runs[0], "-o", str(out), "--first-screen"],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    def size(path: Path) -> tuple[int, int]:
+        head = path.read_bytes()[:24]
+        assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+        return struct.unpack(">II", head[16:24])
+
+    assert size(out) == (1300, 900)
+    for name, (width, height) in DOCS_SCREENSHOTS.items():
+        found = size(DOCS / name)
+        assert found[0] == width and (height is None or found[1] == height), (name, found)

@@ -1,6 +1,6 @@
 """The `attnbench` command line.
 
-    attnbench list [--json] [--presets]
+    attnbench list [NAME]... [--verbose] [--json] [--presets]
     attnbench run SUITE [--device cpu|cuda|auto] [--variant NAME]... [--seq-len N]... [--preset MODEL]
                   [--name RUN_NAME] [--results DIR] [--resume RUN] [--executor local|ray] [--no-report]
                   [--recalibrate] [--processes K] [--profile]

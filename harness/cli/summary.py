@@ -10,7 +10,7 @@ import pandas as pd
 from harness.core.terminal import Cell, TextTable, make_console, print_table, shorten
 from harness.core.units import finite, format_bytes, format_seconds, kept_timing_text
 from harness.report.analysis import contended_mask
-from harness.report.data import KINDS, length_text, lengths, prepare
+from harness.report.data import KINDS, case_labels, lengths, prepare
 from harness.report.tables import is_inaccurate, length_headers
 from harness.store import load_run
 
@@ -41,10 +41,12 @@ def print_summary(run_path: Path, full: bool = False, console=None) -> None:
     contended = frame[contended_mask(frame) & (frame["status"] == "ok")] if not frame.empty else frame
     inaccurate = frame[[is_inaccurate(v) for v in frame["accuracy_ok"]]] if not frame.empty else frame
     _say(console, "cells by status: " + _counts(loaded, len(contended), len(inaccurate)))
+    labels = case_labels(loaded)
     _list_cells(console, contended, "contended", "yellow", full,
-                "timed while the process waited for a CPU; their times are not trusted and not gated")
+                "timed while the process waited for a CPU; their times are not trusted and not gated",
+                lambda r: f"{labels.get(r.case_id, r.case_id)}: {format_seconds(r.time_median_s)}, not trusted")
     _list_cells(console, inaccurate, "inaccurate", "red", full, "error over the variant's declared tolerance",
-                detail=lambda r: "; ".join(r.accuracy_failures))
+                lambda r: f"{labels.get(r.case_id, r.case_id)}: {'; '.join(r.accuracy_failures)}")
     _say(console, f"run folder: {run_path}")
 
 
@@ -59,16 +61,14 @@ def _counts(loaded, contended: int, inaccurate: int) -> str:
     return ", ".join(parts)
 
 
-def _list_cells(console, rows: pd.DataFrame, what: str, style: str, full: bool, why: str, detail=None) -> None:
+def _list_cells(console, rows: pd.DataFrame, what: str, style: str, full: bool, why: str, line) -> None:
+    """'contended cells: 2 (why)', then one line per cell: '  contended <case label>: <line(row)>'."""
     if rows.empty:
         return
     _say(console, f"{what} cells: {len(rows)} ({why})", style)
     shown = rows if full else rows.head(LISTED)
     for r in shown.itertuples(index=False):
-        text = f"  {what} {r.series} at {length_text(r)} ({r.workload}): {format_seconds(r.time_median_s)}"
-        if detail is not None:
-            text += f"; {detail(r)}"
-        _say(console, text)
+        _say(console, f"  {what} {line(r)}")
     if len(rows) > len(shown):
         _say(console, f"  ... and {len(rows) - len(shown)} more (attnbench show RUN lists them all)")
 

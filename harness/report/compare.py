@@ -558,7 +558,7 @@ def comparison_tables(comparison: Comparison) -> list:
     for item in comparison.cells:
         workloads.setdefault(item.workload, []).append(item)
     tables = []
-    for workload, cells in workloads.items():
+    for workload, cells in sorted(workloads.items(), key=lambda item: -len(item[1])):    # the main sweep first
         axis = "N" if cells[0].length_axis == "seq_len" else cells[0].length_axis
         columns = ("variant", axis, "BASE", "NEW", "NEW/BASE (95% CI)", "p", "n", "verdict", "mem", "err", "acc")
         rows = []
@@ -608,7 +608,8 @@ def build_compare_html(comparison: Comparison, gate_lines: list[str] | None = No
     if frame is not None and not frame.empty:
         styles = plots.Styles(list(frame["series"]), list(frame["run"].unique()),
                               kinds=dict(zip(frame["series"], frame["kind"], strict=True)))
-        for workload, rows in frame.groupby("workload", sort=True):
+        groups = sorted(frame.groupby("workload", sort=True), key=lambda item: -len(item[1]))   # the main sweep first
+        for workload, rows in groups:
             if rows["length"].nunique() > 1:
                 figures.append({"workload": workload, "uri": plots.time_figure(rows, styles, True)})
             else:

@@ -471,9 +471,8 @@ def workload_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, baselin
         for ax in axes:
             _kind_title(ax, kind)
             label_lines(ax)
-    heatmap = fig.add_subplot(grid[len(kinds), 0:2])
-    box, room = heatmap.get_position(), 1.6 / fig.get_figwidth()     # room for the series' names on the left
-    heatmap.set_position((box.x0 + room, box.y0, box.width - room, box.height))
+    box, room = grid[len(kinds), 0:2].get_position(fig), 1.6 / fig.get_figwidth()   # room for the series' names
+    heatmap = fig.add_axes((box.x0 + room, box.y0, box.width - room, box.height))
     speedup_panel(heatmap, rows, baseline, multi_run)
     ax = fig.add_subplot(grid[len(kinds), 2])
     peak = next(iter(peaks.values()), None)
