@@ -145,3 +145,29 @@ def test_flash_tiled_grouped_heads_match_a_per_head_loop():
         out = variant.prepare(case, make_inputs(case))()
         expected = torch.nan_to_num(per_head_reference(q, k, v, causal=True), nan=0.0)   # no key seen: 0
         assert torch.allclose(out, expected, atol=1e-12)
+
+
+# Queries that see no key: end-aligned causal with kv_len < seq_len puts the first seq_len - kv_len queries
+# before every key; a window W leaves a query further than W from every key without one.
+NO_KEY = [
+    (dict(seq_len=33, kv_len=16, causal=True), 17),                                 # position i - 17 < 0
+    (dict(seq_len=40, kv_len=16, mask="sliding_window:4"), 20),                     # i - 24 < -4
+    (dict(seq_len=40, kv_len=16, mask="sliding_window:4", causal=True), 24),        # i - 24 < 0
+]
+
+
+@pytest.mark.parametrize("variant", ["naive", "sdpa-math", "flash-tiled"])
+@pytest.mark.parametrize("mode", ["fwd", "fwd_bwd"])
+@pytest.mark.parametrize("fields,blind", NO_KEY, ids=["causal-decode", "window", "causal-window"])
+def test_a_query_that_sees_no_key_attends_to_nothing(variant, mode, fields, blind):
+    """Its output row is 0, as in the float64 reference, SDPA, flash-tiled and flex, not NaN; gradients stay finite."""
+    registry = default_registry()
+    case = Case(variant=variant, batch=2, heads=8, kv_heads=2, head_dim=16, mode=mode, **fields)
+    result = measure_case(case, registry.get(variant), FAST)
+    assert result.status == "ok", result.reason
+    assert result.accuracy.output.nonfinite == 0 and result.accuracy.ok is True, result.accuracy
+    assert all(g.nonfinite == 0 for g in result.accuracy.gradients.values()), result.accuracy.gradients
+    out = registry.get(variant).prepare(case, make_inputs(case))()                   # (B, H, N, d_v)
+    assert bool(torch.isfinite(out).all())
+    assert float(out[:, :, :blind].abs().max()) == 0.0
+    assert float(out[:, :, blind:].abs().min(dim=-1).values.min()) > 0.0           # every other row sees a key
