@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,3 +173,33 @@ def test_a_query_that_sees_no_key_attends_to_nothing(variant, mode, fields, blin
     assert bool(torch.isfinite(out).all())
     assert float(out[:, :, :blind].abs().max()) == 0.0
     assert float(out[:, :, blind:].abs().min(dim=-1).values.min()) > 0.0           # every other row sees a key
+
+
+def readme_axes_table() -> dict[str, tuple[bool, bool, set[str], set[str]]]:
+    """README's table of which variant takes which axis: variant -> (grouped heads, v_head_dim, masks, score mods)."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    header = "| variant | grouped heads (kv_heads < heads) | v_head_dim ≠ head_dim | masks | score mods |"
+    assert header in text, "README has no table of the axes each variant takes"
+    rows = text.split(header, 1)[1].splitlines()[2:]
+    table = {}
+    for row in rows:
+        if not row.startswith("|"):
+            break
+        names, gqa, dv, masks, mods = (cell.strip() for cell in row.strip("|").split("|"))
+        kinds = [set() if cell == "none" else {kind.strip() for kind in cell.split(",")} for cell in (masks, mods)]
+        for name in re.findall(r"`([^`]+)`", names) or ["every other variant"]:
+            table[name] = (gqa == "yes", dv == "yes", *kinds)
+    return table
+
+
+def test_the_readme_says_which_variants_take_grouped_heads_value_dims_masks_and_score_mods():
+    registry = default_registry()
+    table = readme_axes_table()
+    others = table.pop("every other variant")
+    for name in registry.names():
+        variant = registry.get(name)
+        declared = (variant.supports_gqa, variant.supports_v_head_dim, set(variant.supported_masks),
+                    set(variant.supported_score_mods))
+        assert table.get(name, others) == declared, name
+    assert not set(table) - set(registry.names()), "the README names a variant that is not registered"
+    assert {"flash-tiled", "flex"} <= {n for n, row in table.items() if row[0] and row[1]}
