@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,3 +147,59 @@ def test_flash_tiled_grouped_heads_match_a_per_head_loop():
         out = variant.prepare(case, make_inputs(case))()
         expected = torch.nan_to_num(per_head_reference(q, k, v, causal=True), nan=0.0)   # no key seen: 0
         assert torch.allclose(out, expected, atol=1e-12)
+
+
+# Queries that see no key: end-aligned causal with kv_len < seq_len puts the first seq_len - kv_len queries
+# before every key; a window W leaves a query further than W from every key without one.
+NO_KEY = [
+    (dict(seq_len=33, kv_len=16, causal=True), 17),                                 # position i - 17 < 0
+    (dict(seq_len=40, kv_len=16, mask="sliding_window:4"), 20),                     # i - 24 < -4
+    (dict(seq_len=40, kv_len=16, mask="sliding_window:4", causal=True), 24),        # i - 24 < 0
+]
+
+
+@pytest.mark.parametrize("variant", ["naive", "sdpa-math", "flash-tiled"])
+@pytest.mark.parametrize("mode", ["fwd", "fwd_bwd"])
+@pytest.mark.parametrize("fields,blind", NO_KEY, ids=["causal-decode", "window", "causal-window"])
+def test_a_query_that_sees_no_key_attends_to_nothing(variant, mode, fields, blind):
+    """Its output row is 0, as in the float64 reference, SDPA, flash-tiled and flex, not NaN; gradients stay finite."""
+    registry = default_registry()
+    case = Case(variant=variant, batch=2, heads=8, kv_heads=2, head_dim=16, mode=mode, **fields)
+    result = measure_case(case, registry.get(variant), FAST)
+    assert result.status == "ok", result.reason
+    assert result.accuracy.output.nonfinite == 0 and result.accuracy.ok is True, result.accuracy
+    assert all(g.nonfinite == 0 for g in result.accuracy.gradients.values()), result.accuracy.gradients
+    out = registry.get(variant).prepare(case, make_inputs(case))()                   # (B, H, N, d_v)
+    assert bool(torch.isfinite(out).all())
+    assert float(out[:, :, :blind].abs().max()) == 0.0
+    assert float(out[:, :, blind:].abs().min(dim=-1).values.min()) > 0.0           # every other row sees a key
+
+
+def readme_axes_table() -> dict[str, tuple[bool, bool, set[str], set[str]]]:
+    """README's table of which variant takes which axis: variant -> (grouped heads, v_head_dim, masks, score mods)."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    header = "| variant | grouped heads (kv_heads < heads) | v_head_dim ≠ head_dim | masks | score mods |"
+    assert header in text, "README has no table of the axes each variant takes"
+    rows = text.split(header, 1)[1].splitlines()[2:]
+    table = {}
+    for row in rows:
+        if not row.startswith("|"):
+            break
+        names, gqa, dv, masks, mods = (cell.strip() for cell in row.strip("|").split("|"))
+        kinds = [set() if cell == "none" else {kind.strip() for kind in cell.split(",")} for cell in (masks, mods)]
+        for name in re.findall(r"`([^`]+)`", names) or ["every other variant"]:
+            table[name] = (gqa == "yes", dv == "yes", *kinds)
+    return table
+
+
+def test_the_readme_says_which_variants_take_grouped_heads_value_dims_masks_and_score_mods():
+    registry = default_registry()
+    table = readme_axes_table()
+    others = table.pop("every other variant")
+    for name in registry.names():
+        variant = registry.get(name)
+        declared = (variant.supports_gqa, variant.supports_v_head_dim, set(variant.supported_masks),
+                    set(variant.supported_score_mods))
+        assert table.get(name, others) == declared, name
+    assert not set(table) - set(registry.names()), "the README names a variant that is not registered"
+    assert {"flash-tiled", "flex"} <= {n for n, row in table.items() if row[0] and row[1]}

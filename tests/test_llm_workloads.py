@@ -7,10 +7,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from harness.attention.masks import case_mask_matrix
 from harness.core.case import Case, batch_for_kv_cache, kv_cache_bytes_per_sequence
 from harness.core.errors import SuiteError
-from harness.core.presets import PRESETS, get_preset
+from harness.core.presets import PRESETS, Preset, get_preset
 from harness.core.registry import default_registry
 from harness.core.settings import MeasureSettings
 from harness.core.units import parse_bytes
@@ -29,18 +31,40 @@ def test_presets_are_the_published_shapes():
     shapes = {name: (p.heads, p.kv_heads, p.head_dim, p.v_head_dim, p.mask) for name, p in PRESETS.items()}
     assert shapes == {"llama3-8b": (32, 8, 128, 128, "none"), "llama3-70b-tp8": (8, 1, 128, 128, "none"),
                       "qwen2.5-7b": (28, 4, 128, 128, "none"),
-                      "mistral-7b": (32, 8, 128, 128, "sliding_window:4096"),
+                      "mistral-7b": (32, 8, 128, 128, "sliding_window:4095"),
                       "deepseek-v3-mla": (128, 128, 192, 128, "none")}
     assert all(p.causal and p.source for p in PRESETS.values())
     with pytest.raises(ValueError, match=r"unknown preset 'llama3-7b' \(did you mean: llama3-8b"):
         get_preset("llama3-7b")
 
 
+def test_each_preset_sees_the_keys_its_model_sees():
+    """mistral-7b's mask is Hugging Face's MistralAttention mask (4096 keys, the query's own included); the others are causal."""
+    from transformers import MistralConfig
+    from transformers.masking_utils import sliding_window_causal_mask_function
+
+    mistral = get_preset("mistral-7b")
+    assert mistral.window == MistralConfig().sliding_window == 4096
+    n = 4200
+    case = Case(variant="naive", seq_len=n, **mistral.fields())
+    ours = case_mask_matrix(case)                                                   # (N, N)
+    theirs = sliding_window_causal_mask_function(mistral.window)(0, 0, torch.arange(n)[:, None], torch.arange(n)[None, :])
+    assert torch.equal(ours, theirs)
+    assert ours.sum(dim=-1).max() == 4096
+    for preset in PRESETS.values():
+        if preset.window is None:
+            assert preset.mask == "none" and "sliding_window" not in preset.shape_text, preset.name
+        else:
+            assert f"window of {preset.window} keys" in preset.shape_text, preset.name
+    with pytest.raises(ValueError, match="window must be at least 1 key"):
+        Preset("x", 8, 8, 64, 64, 0, True, "nowhere")
+
+
 def test_a_preset_fills_the_shape_and_the_suite_wins_where_it_speaks():
     text = HEAD + '[defaults]\npreset = "mistral-7b"\nhead_dim = 64\n[sweep]\nseq_len = [64]\n'
     naive = [c for c in cases(text) if c.variant == "naive"][0]
     assert (naive.heads, naive.kv_heads, naive.head_dim, naive.v_head_dim) == (32, 8, 64, 64)
-    assert naive.causal and naive.mask == "sliding_window:4096"
+    assert naive.causal and naive.mask == "sliding_window:4095"
     swept = HEAD + '[sweep]\nseq_len = [64]\npreset = ["llama3-70b-tp8", "deepseek-v3-mla"]\nmask = ["none"]\n'
     shapes = sorted((c.heads, c.kv_heads, c.head_dim, c.v_head_dim) for c in cases(swept) if c.variant == "naive")
     assert shapes == [(8, 1, 128, 128), (128, 128, 192, 128)]
@@ -104,7 +128,7 @@ def test_builtin_llm_suites_hold_the_workloads_the_issue_asks_for():
     assert {c.seq_len for c in decode} == {1, 4} and max(c.kv_len for c in decode) == 32768
     assert {c.batch for c in decode if c.kv_heads == 8} == {32, 8, 4, 1}
     prefill = expand(load_suite("llm-prefill"), registry)
-    assert {c.mask for c in prefill} == {"none", "sliding_window:4096"} and all(c.causal for c in prefill)
+    assert {c.mask for c in prefill} == {"none", "sliding_window:4095"} and all(c.causal for c in prefill)
     masks = expand(load_suite("masks"), registry)
     assert {c.mask.partition(":")[0] for c in masks} == {"none", "sliding_window", "document", "prefix_lm"}
     assert {c.score_mod.partition(":")[0] for c in masks} == {"none", "alibi", "softcap"}
@@ -150,4 +174,4 @@ def test_list_presets(cli_env):
     assert names == list(PRESETS)
     table = subprocess.run([sys.executable, "-m", "harness.cli", "list", "--presets"], capture_output=True,
                            text=True, env={**cli_env, "COLUMNS": "200"}, timeout=120)
-    assert "mistral-7b" in table.stdout and "sliding_window:4096" in table.stdout and "[defaults]" in table.stdout
+    assert "mistral-7b" in table.stdout and "sliding_window:4095" in table.stdout and "[defaults]" in table.stdout

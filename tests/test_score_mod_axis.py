@@ -140,3 +140,55 @@ def test_flex_takes_every_score_mod_with_grouped_heads():
                     score_mod=mod, qk_std=3.0)
         result = measure_case(case, flex, FAST)
         assert result.status == "ok" and result.accuracy.ok is True, (mod, result.reason, result.accuracy)
+
+
+def paper_slopes(heads: int) -> list[float]:
+    """ALiBi's slopes as the paper's code writes them (Press et al., ofirpress/attention_with_linear_biases), in float64.
+
+    A geometric sequence starting at 2^(-8/n) with that ratio for n a power of two; otherwise the
+    closest smaller power's slopes, then every other slope of twice that power (attention-gym's rule).
+    """
+    def power_of_two(n: int) -> list[float]:
+        start = 2.0 ** (-(2.0 ** -(math.log2(n) - 3)))
+        return [start * start ** i for i in range(n)]
+
+    if math.log2(heads).is_integer():
+        return power_of_two(heads)
+    closest = 2 ** math.floor(math.log2(heads))
+    return power_of_two(closest) + paper_slopes(2 * closest)[0::2][:heads - closest]
+
+
+def alibi_by_hand(case: Case, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """float64 softmax(q kᵀ/√d − slope_h·|i + M − N − j|) v with the paper's slopes, written out here."""
+    slopes = torch.tensor(paper_slopes(case.heads), dtype=torch.float64)[:, None, None]            # (H, 1, 1)
+    position = torch.arange(case.seq_len, dtype=torch.float64)[:, None] + case.kv_len - case.seq_len  # (N, 1)
+    distance = (position - torch.arange(case.kv_len, dtype=torch.float64)[None, :]).abs()          # (N, M)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(case.head_dim) - slopes * distance                 # (B, H, N, M)
+    if case.causal:
+        scores = scores.masked_fill(position < torch.arange(case.kv_len)[None, :], float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def test_alibi_slopes_are_the_papers_in_float64():
+    for heads in (8, 12, 16, 32):
+        assert alibi_slopes(heads) == pytest.approx(paper_slopes(heads), rel=1e-14, abs=0), heads
+        case = Case(variant="naive", seq_len=8, heads=heads, score_mod="alibi", dtype="float64")
+        bias = score_bias(case, dtype=torch.float64)                                               # (H, N, M)
+        distance = (torch.arange(8.0)[:, None] - torch.arange(8.0)[None, :]).abs()
+        want = -torch.tensor(paper_slopes(heads), dtype=torch.float64)[:, None, None] * distance
+        torch.testing.assert_close(bias, want, rtol=1e-14, atol=0, msg=f"{heads} heads")
+
+
+@pytest.mark.parametrize("heads", [12, 16, 32])
+@pytest.mark.parametrize("variant", ["naive", "sdpa-math", "sdpa-flash"])
+def test_float64_alibi_is_the_true_function(variant, heads):
+    """float64 cells with ALiBi sit at float64 rounding from the paper's function, their reference too."""
+    case = Case(variant=variant, seq_len=48, kv_len=64, heads=heads, head_dim=16, causal=True, score_mod="alibi",
+                qk_std=1.0, dtype="float64")
+    implementation = default_registry().get(variant)
+    inputs = make_inputs(case)
+    truth = alibi_by_hand(case, *inputs.tensors())
+    out = implementation.prepare(case, inputs)()
+    reference = implementation.reference(case, inputs)
+    assert float((out - truth).abs().max()) < 1e-13, "the variant"
+    assert float((reference - truth).abs().max()) < 1e-13, "its reference"

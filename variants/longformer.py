@@ -21,7 +21,7 @@ runs it under torch.compile (compiled once in `prepare`).
 
 With the case's mask ``sliding_window:W`` both variants compute exactly the
 function naive, sdpa-* and flex compute for that case, softmax attention under
-the mask (Mistral's window: |i − j| <= W, and j <= i if causal), so the report
+the mask (|i − j| <= W, and j <= i if causal: flash-attn's window), so the report
 ranks them as implementations of one function. `window` is one-sided, as the
 mask's W is, so no conversion: the case must set ``window = W`` and
 ``global_tokens = 0``, and a knob that disagrees is a reason saying what to

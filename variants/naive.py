@@ -2,6 +2,8 @@
 
 out = softmax(mod(q kᵀ / √d) + mask) v, with q (B, H, N, d), k (B, Hkv, M, d) and
 v (B, Hkv, M, d_v); mod is the case's score mod (ALiBi's bias or a soft cap).
+A query the mask leaves no key attends to nothing: its row is 0, as in the
+float64 reference, SDPA and the flash kernels.
 The (B, H, N, M) scores exist twice at the peak (scores and probabilities),
 which is exactly the cost the flash family removes.
 """
@@ -43,8 +45,12 @@ class NaiveAttention(Variant):
         b, h, n, d = q.shape
         hkv, groups = case.kv_heads, case.heads // case.kv_heads
         allowed = case_mask_matrix(case, device=q.device)     # (N, M), None when every key is visible
-        hidden = None if allowed is None else ~allowed
-        if hidden is not None and groups > 1:
+        hidden = blind = None
+        if allowed is not None:
+            sees_none = ~allowed.any(dim=-1, keepdim=True)     # (N, 1): queries that see no key attend to nothing
+            # Their softmax would be 0/0: unmask the row so it stays finite, then zero its weights.
+            hidden = ~allowed & ~sees_none
+            blind = sees_none.repeat(groups, 1) if bool(sees_none.any()) else None   # (G·N, 1)
             hidden = hidden.repeat(groups, 1)                  # (G·N, M): one block of rows per head of a group
         bias = score_bias(case, dtype=q.dtype, device=q.device) if case.score_mod == "alibi" else None  # (H, N, M)
         if bias is not None:
@@ -63,6 +69,8 @@ class NaiveAttention(Variant):
                 scores = scores.masked_fill(hidden, float("-inf"))
             probs = torch.softmax(scores, dim=-1)              # (B, Hkv, G·N, M)
             del scores
+            if blind is not None:
+                probs = probs.masked_fill(blind, 0.0)
             return torch.matmul(probs, v).reshape(b, h, n, -1)    # (B, H, N, d_v)
 
         return forward

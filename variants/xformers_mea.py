@@ -95,7 +95,7 @@ def mask_bias(fmha, case: Case):
 
     Causal with N == M is `LowerTriangularMask`; with N != M, attnbench's end alignment is the
     bottom-right mask. `LowerTriangularFromBottomRightLocalAttentionMask(w)` lets query i' see the
-    w keys i' − w + 1 .. i', so Mistral's causal window W is w = W + 1;
+    w keys i' − w + 1 .. i', so attnbench's causal ``sliding_window:W`` is w = W + 1;
     `LocalAttentionFromBottomRightMask` takes i' − left <= j <= i' + right, so the two-sided window is (W, W).
     """
     bias, window = fmha.attn_bias, case_window(case)

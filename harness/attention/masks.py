@@ -17,7 +17,10 @@ A case's whole mask, its `causal` flag combined with its `mask` axis, is
 `case_mask_mod(case)` (None when every key is visible), with its matrix
 `case_mask_matrix` and its exact pair count `case_visible_pairs`:
 
-- ``sliding_window:W``: ``|q' - kv| <= W``, and ``kv <= q'`` if causal (Mistral's);
+- ``sliding_window:W``: ``|q' - kv| <= W``, and ``kv <= q'`` if causal: W + 1 keys
+  (flash-attn's ``window_size=(W, W)`` and attention-gym's ``sliding_window``; a
+  model config's window of K keys, the query's own included, as Hugging Face's
+  Mistral counts it, is ``sliding_window:K-1``: see `harness.core.presets`);
 - ``document:K``: K documents of seeded random lengths summing to seq_len
   (`document_ids`); a query sees the keys of its own document (and only
   those before it if causal);

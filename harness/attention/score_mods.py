@@ -46,8 +46,12 @@ def alibi_slopes(heads: int) -> list[float]:
 
 def alibi_score_mod(heads: int, seq_len: int, kv_len: int,
                     device: torch.device | str | None = None) -> ScoreMod:
-    """The ALiBi score mod: ``score - slope[h] · |q_idx + kv_len - seq_len - kv_idx|``."""
-    slopes = torch.tensor(alibi_slopes(heads), dtype=torch.float32, device=device)      # (H,)
+    """The ALiBi score mod: ``score - slope[h] · |q_idx + kv_len - seq_len - kv_idx|``.
+
+    The slopes are kept in float64 and rounded to the score's dtype where they are used, so a
+    float64 reference or kernel sees the true slopes (most of them are not representable in float32).
+    """
+    slopes = torch.tensor(alibi_slopes(heads), dtype=torch.float64, device=device)      # (H,)
     offset = causal_offset(seq_len, kv_len)
 
     def alibi(score, b, h, q_idx, kv_idx):
