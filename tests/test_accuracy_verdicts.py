@@ -15,14 +15,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from plugin_fixtures import write_faulty_plugins
+from safetensors.torch import save_file
 from tiny_suites import tiny_suite
 
 from harness import DEFAULT_TOLERANCES, Case, Tolerance, Variant
 from harness.core.registry import load_registry
 from harness.core.result import ErrorMetrics
 from harness.core.settings import MeasureSettings
-from harness.measure.accuracy import judge
+from harness.measure.accuracy import error_metrics, judge
 from harness.measure.cell import measure_case
 from harness.plan.suite import expand, load_suite, with_overrides
 from harness.store import load_run, tidy_frame
@@ -67,9 +69,9 @@ def test_looser_kernels_override_only_the_dtypes_they_declare():
 def test_a_plugin_declares_tolerances_per_dtype_merged_over_its_base():
     class Loose(Variant):
         name = "loose"
-        tolerances = {"bfloat16": Tolerance(rel_l2=0.1, max_abs=1.0), "float64": None}
+        tolerances = {"bfloat16": Tolerance(rel_l2=0.1, max_rel=1.0), "float64": None}
 
-    assert Loose().tolerance(small_case("loose", dtype="bfloat16")) == Tolerance(rel_l2=0.1, max_abs=1.0)
+    assert Loose().tolerance(small_case("loose", dtype="bfloat16")) == Tolerance(rel_l2=0.1, max_rel=1.0)
     assert Loose().tolerance(small_case("loose", dtype="float32")) is DEFAULT_TOLERANCES["float32"]
     assert Loose().tolerance(small_case("loose", dtype="float64")) is None
     with pytest.raises(TypeError, match="unknown dtype 'fp8'"):
@@ -77,17 +79,22 @@ def test_a_plugin_declares_tolerances_per_dtype_merged_over_its_base():
     with pytest.raises(TypeError, match="must be a Tolerance"):
         type("Bad", (Variant,), {"tolerances": {"float32": 1e-5}})
     with pytest.raises(ValueError, match="non-negative"):
-        Tolerance(rel_l2=-1.0, max_abs=1.0)
+        Tolerance(rel_l2=-1.0, max_rel=1.0)
+    with pytest.raises(TypeError, match=r"absolute bounds, which attnbench no longer reads: declare max_rel"):
+        Tolerance(rel_l2=1e-2, max_abs=1e-2)
 
 
 def test_judge_names_the_metric_the_error_and_the_bound():
-    bound = Tolerance(rel_l2=5e-6, max_abs=2e-5, grad_rel_l2=5e-6, grad_max_abs=None)
-    ok, used, failures = judge(ErrorMetrics(1e-6, 1e-2, 0), {"q": ErrorMetrics(1.0, 1e-7, 0)}, bound,
+    bound = Tolerance(rel_l2=5e-6, max_rel=2e-5, grad_rel_l2=5e-6, grad_max_rel=None)
+    ok, used, failures = judge(ErrorMetrics(1e-6, 1e-2, 0, 1e-6), {"q": ErrorMetrics(1.0, 1e-7, 0, 1.0)}, bound,
                                dtype="float32", variant="naive")
     assert ok is False
     assert failures == ("output rel_l2 1.0e-02 > 5.0e-06 (float32 tolerance of naive)",)
-    assert used == {"dtype": "float32", "rel_l2": 5e-6, "max_abs": 2e-5, "grad_rel_l2": 5e-6, "grad_max_abs": None}
-    assert judge(ErrorMetrics(1e-6, 1e-7, 0), {}, bound, dtype="float32", variant="naive")[:2] == (True, used)
+    assert used == {"dtype": "float32", "rel_l2": 5e-6, "max_rel": 2e-5, "grad_rel_l2": 5e-6, "grad_max_rel": None}
+    # the absolute error is not judged, its size relative to the reference is
+    assert judge(ErrorMetrics(3.0, 1e-7, 0, 1e-6), {}, bound, dtype="float32", variant="naive")[:2] == (True, used)
+    ok, _, failures = judge(ErrorMetrics(1e-9, 1e-7, 0, 3e-5), {}, bound, dtype="float32", variant="naive")
+    assert ok is False and failures == ("output max_rel 3.0e-05 > 2.0e-05 (float32 tolerance of naive)",)
     # no bound: not judged, unless the values are not finite
     assert judge(ErrorMetrics(1.0, 1.0, 0), {}, None, dtype="float32", variant="x") == (None, {}, ())
     ok, _, failures = judge(ErrorMetrics(float("inf"), float("inf"), 3), {}, None, dtype="float32", variant="x")
@@ -108,11 +115,61 @@ def test_a_one_percent_high_plugin_is_inaccurate_and_naive_is_not(faulty_registr
         assert accuracy.tolerance["rel_l2"] == DEFAULT_TOLERANCES["float32"].rel_l2
         assert re.fullmatch(r"output rel_l2 1\.0e-02 > 5\.0e-06 \(float32 tolerance of fault-scaled\)",
                             accuracy.failures[0]), accuracy.failures
+        assert "output max_rel 1.0e-02 > 2.0e-05 (float32 tolerance of fault-scaled)" in accuracy.failures
         if mode == "fwd_bwd":   # the gradients of a scaled output are scaled too
             assert any(f.startswith("dv rel_l2 1.0e-02") for f in accuracy.failures), accuracy.failures
+            assert any(f.startswith("dv max_rel 1.0e-02") for f in accuracy.failures), accuracy.failures
 
         naive = measure_case(small_case("naive", mode=mode), faulty_registry.get("naive"), FAST)
         assert naive.accuracy.ok is True and naive.accuracy.failures == ()
+
+
+def test_error_metrics_are_relative_to_the_reference():
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.randn(2, 3, 40, 8, generator=generator, dtype=torch.float64)
+    noise = torch.randn(reference.shape, generator=generator, dtype=torch.float64) * 1e-6
+    for scale in (1e-3, 1.0, 1e4):
+        metrics = error_metrics((reference + noise) * scale, reference * scale)
+        assert metrics.max_abs_error == pytest.approx(float(noise.abs().max()) * scale, rel=1e-6)
+        assert metrics.max_rel_error == pytest.approx(float(noise.abs().max() / reference.abs().max()), rel=1e-6)
+        assert metrics.rel_l2_error == pytest.approx(float(noise.norm() / reference.norm()), rel=1e-6)
+    assert error_metrics(reference * 1.01, reference).max_rel_error == pytest.approx(1e-2)
+    zero = torch.zeros(3)
+    assert error_metrics(zero, zero).max_rel_error == 0.0
+    assert error_metrics(zero + 1e-9, zero).max_rel_error == float("inf")
+
+
+def write_inputs(path: Path, value_scale: float) -> Path:
+    """q, k ~ N(0, 0.5²) and v ~ N(0, value_scale²) of shape (1, 4, 128, 32), as `attnbench capture` would store them."""
+    generator = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 4, 128, 32, generator=generator) for _ in range(3))
+    save_file({"q": q * 0.5, "k": k * 0.5, "v": v * value_scale}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwd_bwd"])
+def test_the_verdict_does_not_change_with_the_scale_of_the_values(tmp_path, faulty_registry, mode):
+    """Values 1000x larger (a real model's activations are not N(0, 1)): naive stays accurate, a 1% error does not.
+
+    An absolute bound (float32 max_abs 2e-5, before) called naive inaccurate here: its absolute
+    error grows with the values while its error relative to the reference's scale does not.
+    """
+    for scale in (1.0, 1e3):
+        path = write_inputs(tmp_path / f"values-{scale:g}.safetensors", scale)
+        for name in ("naive", "fault-scaled"):
+            case = Case(variant=name, seq_len=128, heads=4, head_dim=32, inputs=f"file:{path}", mode=mode)
+            result = measure_case(case, faulty_registry.get(name), FAST)
+            assert result.status == "ok", result.reason
+            accuracy = result.accuracy
+            if name == "naive":
+                assert accuracy.ok is True, (scale, accuracy.failures)
+                assert accuracy.output.max_rel_error < DEFAULT_TOLERANCES["float32"].max_rel / 4
+                if scale > 1:
+                    assert accuracy.output.max_abs_error > 2e-5       # what the absolute bound failed
+            else:
+                assert accuracy.ok is False
+                assert accuracy.output.max_rel_error == pytest.approx(1e-2, rel=1e-3)
+                assert "output max_rel 1.0e-02 > 2.0e-05 (float32 tolerance of fault-scaled)" in accuracy.failures
 
 
 def test_accuracy_off_is_none_and_non_finite_output_fails(faulty_registry):

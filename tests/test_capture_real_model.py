@@ -5,10 +5,15 @@ config, tokenizer and safetensors weights, so nothing is downloaded at run
 time (the hub is switched off for every process here). The text is this
 repository's README: real prose. End-to-end tier: each test loads the model
 in a subprocess.
+
+The model's own q, k, v are also where every built-in variant must be judged
+accurate: their magnitudes and logits (up to 77 in the first layer) are not
+those of the seeded N(0, σ²) inputs the tolerances were first calibrated on.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +24,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from harness.core.case import Case
+from harness.core.registry import BUILTIN_DISTRIBUTION, default_registry
 from harness.measure.input_files import read_file_shapes
 from harness.store import load_run
 
@@ -162,3 +169,63 @@ def test_the_hugging_face_example_in_the_help_runs_as_written(tmp_path, minilm_e
     assert out.returncode == 0, out.stdout + out.stderr
     shapes = read_file_shapes(tmp_path / "captured" / "layer05.safetensors")
     assert (shapes["seq_len"], shapes["heads"], shapes["head_dim"], shapes["dtype"]) == (64, 12, 32, "bfloat16")
+
+
+@pytest.fixture(scope="module")
+def captured_512(tmp_path_factory, minilm_env) -> Path:
+    """The q, k, v of every layer on the README's first 512 tokens, as `attnbench capture` records them."""
+    work = tmp_path_factory.mktemp("minilm512")
+    (work / "minilm.py").write_text(FACTORY)
+    (work / "text.txt").write_text((ROOT / "README.md").read_text(encoding="utf-8"), encoding="utf-8")
+    out = attnbench("capture", "minilm.py:make", "--seq-len", "512", "--layer", "0", "--layer", "5", "-o", "captured",
+                    env=minilm_env, cwd=work)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return work
+
+
+def test_every_builtin_variant_is_accurate_on_the_models_own_inputs(captured_512, minilm_env):
+    """Every built-in variant that runs on the CPU, forward and (where it has one) backward, on layers 0 and 5.
+
+    12 heads, d = 32, 512 tokens of text; layer 0 has the largest logits (up to 77), layer 5 the
+    largest values. Each cell must be `ok` and `accuracy_ok` against its variant's declared tolerance.
+    """
+    registry = default_registry()
+    names = [n for n in registry.names() if registry.origins[n] == BUILTIN_DISTRIBUTION
+             and not registry.get(n).unsupported_reasons(registry.get(n).probe_case("cpu"))]
+    layers = ("captured/layer00.safetensors", "captured/layer05.safetensors")
+    expected = set()
+    for name in names:
+        variant = registry.get(name)
+        for mode in ("fwd", "fwd_bwd"):
+            case = Case(variant=name, params=dict(variant.params), mode=mode, batch=1, heads=12, seq_len=512,
+                        head_dim=32, inputs=f"file:{captured_512 / layers[0]}")
+            if not variant.unsupported_reasons(case):
+                expected.add((name, mode))
+    assert {"naive", "sdpa-flash", "flash-tiled", "flex", "performer", "longformer", "mamba2-ssd"} <= {
+        name for name, _ in expected}
+    suite = captured_512 / "every-variant.toml"
+    suite.write_text(textwrap.dedent(f'''
+        [suite]
+        name = "minilm-every-variant"
+        variants = {json.dumps(names)}
+        [sweep]
+        inputs = {json.dumps(["file:" + layer for layer in layers])}
+        mode = ["fwd", "fwd_bwd"]
+        [measure]
+        warmup_s = 0.01
+        budget_s = 0.02
+        min_reps = 3
+        memory = false
+        telemetry = false
+        contention_retries = 0
+    '''))
+    out = attnbench("run", str(suite), "--no-report", "--results", "results", env=minilm_env, cwd=captured_512)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    cells = load_run(next((captured_512 / "results").iterdir())).cells
+    ran = [c for c in cells if c.result.status != "unsupported"]
+    assert {(c.case["variant"], c.case["mode"]) for c in ran} == expected
+    assert len(ran) == 2 * len(expected)
+    wrong = [f"{c.case['variant']} {c.case['mode']} {c.case['inputs'].rsplit('/', 1)[-1]}: "
+             f"{c.result.status} {c.result.reason} {c.result.accuracy.failures if c.result.accuracy else ''}"
+             for c in ran if c.result.status != "ok" or not c.result.accuracy or c.result.accuracy.ok is not True]
+    assert not wrong, "\n".join(wrong)

@@ -144,6 +144,19 @@ def test_reference_run_loads_at_the_current_version(version):
     frame = tidy_frame([loaded])
     assert sorted(frame.case_id) == sorted(REFERENCE_IDS.values())
     assert (frame.time_median_s > 0).all() and (frame.max_abs_error < 1e-5).all()
+    assert frame.max_rel_error.isna().all()            # not measured then: empty, never a made-up number
+
+
+def test_a_verdict_from_the_absolute_bounds_keeps_loading_as_it_was_judged():
+    """Version 3 cells judged before the bounds were scale-free keep their verdict and the bounds used."""
+    loaded = load_run(REFERENCE[3])
+    for cell in loaded.cells:
+        accuracy = cell.result.accuracy
+        assert accuracy.ok is True and accuracy.failures == ()
+        assert accuracy.tolerance == {"dtype": "float32", "rel_l2": 5e-06, "max_abs": 2e-05, "grad_rel_l2": 5e-06,
+                                      "grad_max_abs": 5e-05}
+        assert accuracy.output.max_rel_error is None and accuracy.output.max_abs_error < 1e-6
+    assert (tidy_frame([loaded]).accuracy_ok == True).all()  # noqa: E712
 
 
 @pytest.mark.parametrize("base,new", [(2, 2), (1, 1), (1, 2)])

@@ -112,15 +112,16 @@ def _float64_cpu(inputs: AttentionInputs):
 
 class _Luong(Variant):
     family = "luong"
-    # The output goes through a learned d×2d layer and tanh, so errors (and dq, dk, dv: up to 2.2 in bfloat16,
-    # luong-local's Gaussian weighting) are larger than plain softmax attention's. Observed at seq_len 64-1024
-    # (rel_l2 / max_abs): float32 1.2e-6 / 1.2e-5 (grads 2.3e-6 / 1.6e-4), float16 1.4e-3 / 1.5e-2
-    # (3.1e-3 / 2.7e-1), bfloat16 1.1e-2 / 1.0e-1 (2.7e-2 / 2.2).
+    # The output goes through a learned d×2d layer and tanh, so errors (and dq, dk, dv: max_rel up to 0.27
+    # in bfloat16, luong-local's Gaussian weighting) are larger than plain softmax attention's. Observed
+    # on seeded inputs (seq_len 64-1024, qk_std up to 4) and MiniLM's q, k, v (rel_l2 / max_rel): float32
+    # 2.5e-6 / 1.5e-5 (grads 1.8e-5 / 2.6e-5), float16 2.4e-3 / 1.1e-2 (1.0e-2 / 4.1e-2), bfloat16
+    # 2.0e-2 / 1.1e-1 (7.9e-2 / 2.7e-1).
     tolerances = {
         "float64": DEFAULT_TOLERANCES["float64"].scaled(10),
-        "float32": Tolerance(rel_l2=1e-5, max_abs=1e-4, grad_rel_l2=2e-5, grad_max_abs=1e-3),
-        "float16": Tolerance(rel_l2=8e-3, max_abs=8e-2, grad_rel_l2=2e-2, grad_max_abs=1.5),
-        "bfloat16": Tolerance(rel_l2=6e-2, max_abs=5e-1, grad_rel_l2=1.5e-1, grad_max_abs=10.0),
+        "float32": Tolerance(rel_l2=1e-5, max_rel=5e-5, grad_rel_l2=5e-5, grad_max_rel=1e-4),
+        "float16": Tolerance(rel_l2=8e-3, max_rel=5e-2, grad_rel_l2=2e-2, grad_max_rel=2e-1),
+        "bfloat16": Tolerance(rel_l2=6e-2, max_rel=4e-1, grad_rel_l2=1.5e-1, grad_max_rel=1.0),
     }
 
     def _sdpa_memory(self, case: Case) -> int:

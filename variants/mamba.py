@@ -206,11 +206,12 @@ class _StateSpace(Variant):
     reference_rows = False
     dtypes = ("float32", "float16", "bfloat16", "float64")
     # Low-precision inputs feed a recurrence (the scan in float32, SSD's chunk products in the case's
-    # dtype): observed at seq_len 64-1024 (rel_l2 / max_abs) float16 1.2e-3 / 3.5e-3 (grads 1.3e-3 / 9.9e-3),
-    # bfloat16 9.9e-3 / 5.3e-2 (grads 1.0e-2 / 7.5e-2); float32 and float64 keep the defaults.
+    # dtype): observed on seeded inputs (seq_len 64-1024) and MiniLM's q, k, v (rel_l2 / max_rel) float16
+    # 1.2e-3 / 3.5e-3 (grads 1.3e-3 / 9.9e-3), bfloat16 9.9e-3 / 5.3e-2 (grads 1.0e-2 / 7.5e-2); float32
+    # and float64 keep the defaults.
     tolerances = {
-        "float16": Tolerance(rel_l2=1e-2, max_abs=3e-2, grad_rel_l2=1e-2, grad_max_abs=1e-1),
-        "bfloat16": Tolerance(rel_l2=6e-2, max_abs=3e-1, grad_rel_l2=6e-2, grad_max_abs=4e-1),
+        "float16": Tolerance(rel_l2=1e-2, max_rel=3e-2, grad_rel_l2=1e-2, grad_max_rel=1e-1),
+        "bfloat16": Tolerance(rel_l2=6e-2, max_rel=3e-1, grad_rel_l2=6e-2, grad_max_rel=4e-1),
     }
     cross_reason = "is a sequence map (x = v, B from k, C from q along one sequence): needs kv_len == seq_len"
 

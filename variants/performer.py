@@ -156,14 +156,16 @@ class _KernelAttention(Variant):
     approximates = "softmax_attention"
     dtypes = ("float32", "float16", "bfloat16", "float64")
     # Judged against the variant's own function (FAVOR+ / linear attention), not exact softmax. The
-    # exp feature map and the N-long sums of φ(k)ᵀv lose more in low precision; observed at seq_len
-    # 64-1024 (rel_l2 / max_abs): float32 1.3e-6 / 4.6e-6 (grads 1.4e-6 / 2.3e-5), float16 2.4e-3 /
-    # 1.1e-2 (grads 1.8e-2), bfloat16 3.1e-2 / 1.2e-1 (grads 3.4e-2 / 4.9e-1). In float16, linear
-    # attention's sums overflow from seq_len 1024 and Performer's features at qk_std 1: those cells fail.
+    # exp feature map and the N-long sums of φ(k)ᵀv lose more in low precision; observed on seeded
+    # inputs (seq_len 64-1024) and on MiniLM's q, k, v (rel_l2 / max_rel): float32 1.3e-6 / 2.2e-6
+    # (grads 1.9e-6 / 3.5e-6), float16 2.4e-3 / 1.1e-2 (grads 1.8e-2), bfloat16 4.7e-2 / 1.3e-1 (grads
+    # 7.4e-2 / 1.5e-1). In float16, linear attention's sums overflow from seq_len 1024 (and on MiniLM's
+    # first layer) and Performer's features at qk_std 1; in float32 Performer's at qk_std 4: those
+    # cells fail, rightly: the function's own values do not fit the dtype.
     tolerances = {
-        "float32": Tolerance(rel_l2=1e-5, max_abs=5e-5, grad_rel_l2=1e-5, grad_max_abs=2e-4),
-        "float16": Tolerance(rel_l2=1e-2, max_abs=5e-2, grad_rel_l2=8e-2, grad_max_abs=2e-2),
-        "bfloat16": Tolerance(rel_l2=1.2e-1, max_abs=5e-1, grad_rel_l2=1.5e-1, grad_max_abs=2.0),
+        "float32": Tolerance(rel_l2=1e-5, max_rel=5e-5, grad_rel_l2=1e-5, grad_max_rel=2e-4),
+        "float16": Tolerance(rel_l2=1e-2, max_rel=5e-2, grad_rel_l2=8e-2, grad_max_rel=2e-2),
+        "bfloat16": Tolerance(rel_l2=1.2e-1, max_rel=5e-1, grad_rel_l2=1.5e-1, grad_max_rel=6e-1),
     }
 
     def unsupported_reasons(self, case: Case) -> list[str]:

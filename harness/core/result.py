@@ -76,11 +76,18 @@ class Memory:
 
 @dataclass(frozen=True)
 class ErrorMetrics:
-    """One tensor against its float64 reference."""
+    """One tensor against its float64 reference.
+
+    max_abs_error: max|out − ref|; rel_l2_error: ‖out − ref‖ / ‖ref‖;
+    max_rel_error: max|out − ref| / max|ref|, the worst element in units of
+    the reference's scale (None in cells stored before attnbench measured it);
+    nonfinite: the count of NaN and inf values.
+    """
 
     max_abs_error: float
     rel_l2_error: float
     nonfinite: int
+    max_rel_error: float | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,10 @@ class Accuracy:
     negative_rows, dropped_mass; None where not computed, and in cells
     stored before it existed). ok is the
     verdict against the variant's declared `tolerance` for this dtype (None
-    when not checked); failures says which metric exceeded which bound.
+    when not checked), whose bounds `tolerance` keeps (``rel_l2``,
+    ``max_rel``, ``grad_rel_l2``, ``grad_max_rel``; cells judged before the
+    bounds were scale-free keep ``max_abs`` and ``grad_max_abs``, absolute);
+    failures says which metric exceeded which bound.
     """
 
     output: ErrorMetrics

@@ -9,10 +9,12 @@ from harness.core.tolerance import Tolerance
 
 
 def error_metrics(output: torch.Tensor, reference: torch.Tensor) -> ErrorMetrics:
-    """Max absolute error, relative L2 error ‖out − ref‖ / ‖ref‖, and the count of non-finite outputs.
+    """Max absolute error, relative L2 error ‖out − ref‖ / ‖ref‖, max relative error, and the non-finite count.
 
-    Both are computed in float64 on the CPU. Non-finite outputs make both
-    errors infinite (they are not silently dropped).
+    The max relative error is max|out − ref| / max|ref|: the worst element in
+    units of the reference's scale, so it does not change when the values do.
+    All are computed in float64 on the CPU. Non-finite outputs make every
+    error infinite (they are not silently dropped).
     """
     if output.shape != reference.shape:
         raise ValueError(f"output has shape {tuple(output.shape)} but the reference has {tuple(reference.shape)}")
@@ -20,13 +22,18 @@ def error_metrics(output: torch.Tensor, reference: torch.Tensor) -> ErrorMetrics
     ref = reference.detach().to("cpu", torch.float64)
     nonfinite = int((~torch.isfinite(out)).sum())
     if nonfinite:
-        return ErrorMetrics(max_abs_error=float("inf"), rel_l2_error=float("inf"), nonfinite=nonfinite)
+        inf = float("inf")
+        return ErrorMetrics(max_abs_error=inf, rel_l2_error=inf, nonfinite=nonfinite, max_rel_error=inf)
     diff = out - ref
-    ref_norm = float(torch.linalg.vector_norm(ref))
-    diff_norm = float(torch.linalg.vector_norm(diff))
-    rel = diff_norm / ref_norm if ref_norm > 0 else (0.0 if diff_norm == 0 else float("inf"))
+    rel = _ratio(float(torch.linalg.vector_norm(diff)), float(torch.linalg.vector_norm(ref)))
     max_abs = float(diff.abs().max()) if diff.numel() else 0.0
-    return ErrorMetrics(max_abs_error=max_abs, rel_l2_error=rel, nonfinite=0)
+    max_rel = _ratio(max_abs, float(ref.abs().max()) if ref.numel() else 0.0)
+    return ErrorMetrics(max_abs_error=max_abs, rel_l2_error=rel, nonfinite=0, max_rel_error=max_rel)
+
+
+def _ratio(error: float, scale: float) -> float:
+    """error / scale; a zero reference is matched only exactly (0), else infinitely far off."""
+    return error / scale if scale > 0 else (0.0 if error == 0 else float("inf"))
 
 
 def judge(output: ErrorMetrics, gradients: dict[str, ErrorMetrics], bound: Tolerance | None, *,
@@ -36,7 +43,7 @@ def judge(output: ErrorMetrics, gradients: dict[str, ErrorMetrics], bound: Toler
     ok is None when there is no bound for this dtype (nothing judged), except
     that non-finite values always fail. Gradients are judged only where the
     bound has gradient limits. A failure reads
-    ``output rel_l2 1.0e-02 > 5.0e-06 (float32 tolerance of naive)``.
+    ``output max_rel 1.0e-02 > 2.0e-05 (float32 tolerance of naive)``.
     """
     failures = [f"{name} has {metrics.nonfinite} non-finite values (NaN or inf)"
                 for name, metrics in (("output", output), *((f"d{k}", g) for k, g in gradients.items()))
@@ -44,13 +51,13 @@ def judge(output: ErrorMetrics, gradients: dict[str, ErrorMetrics], bound: Toler
     if bound is None:
         return (False if failures else None), {}, tuple(failures)
     whose = f"({dtype} tolerance of {variant})"
-    checks = [("output", output, bound.rel_l2, bound.max_abs)]
-    checks += [(f"d{name}", metrics, bound.grad_rel_l2, bound.grad_max_abs) for name, metrics in gradients.items()]
-    for name, metrics, rel_l2, max_abs in checks:
+    checks = [("output", output, bound.rel_l2, bound.max_rel)]
+    checks += [(f"d{name}", metrics, bound.grad_rel_l2, bound.grad_max_rel) for name, metrics in gradients.items()]
+    for name, metrics, rel_l2, max_rel in checks:
         if metrics.nonfinite:
             continue
-        for metric, error, limit in (("rel_l2", metrics.rel_l2_error, rel_l2), ("max_abs", metrics.max_abs_error, max_abs)):
-            if limit is not None and not error <= limit:
+        for metric, error, limit in (("rel_l2", metrics.rel_l2_error, rel_l2), ("max_rel", metrics.max_rel_error, max_rel)):
+            if limit is not None and error is not None and not error <= limit:
                 failures.append(f"{name} {metric} {error:.1e} > {limit:.1e} {whose}")
     return not failures, {"dtype": dtype, **bound.to_dict()}, tuple(failures)
 

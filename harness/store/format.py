@@ -29,7 +29,13 @@ Versions:
    judged); results gain ``performed_flops``; memory gains
    ``resident_bytes_fwd``/``resident_bytes_fwd_bwd``/``resident_method``
    (on the CPU ``peak_bytes_*`` is now the allocator's peak; a version 2
-   CPU peak is the resident one, method ``linux-vmhwm``).
+   CPU peak is the resident one, method ``linux-vmhwm``). Later version 3
+   cells also give each error ``max_rel_error`` and are judged by scale-free
+   bounds (``max_rel``, ``grad_max_rel`` in ``accuracy.tolerance``); earlier
+   ones have neither and keep the verdict of their absolute ``max_abs`` and
+   ``grad_max_abs`` bounds. Both read as written, with no upgrade step: the
+   field is new at a default (None), and the bounds used are stored with
+   each verdict.
 
 To add version N+1: raise `FORMAT_VERSION`, add a step from N to each of
 `_RUN_STEPS` and `_CELL_STEPS`, document it above and in results/README.md,

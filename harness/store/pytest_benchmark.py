@@ -62,6 +62,8 @@ def extra_info(case: Case, result: Result) -> dict[str, Any]:
         "predicted_bytes": memory.predicted_bytes if memory else None,
         "max_abs_error": accuracy.output.max_abs_error if accuracy else None,
         "rel_l2_error": accuracy.output.rel_l2_error if accuracy else None,
+        "max_rel_error": accuracy.output.max_rel_error if accuracy else None,
+        "accuracy_ok": accuracy.ok if accuracy else None,
         "approx_rel_l2_error": accuracy.approx.rel_l2_error if accuracy and accuracy.approx else None,
         **{key: ((accuracy.fidelity or {}) if accuracy else {}).get(key)
            for key in ("approx_kl", "approx_entropy_ratio", "approx_topk_mass")},
