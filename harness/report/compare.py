@@ -1,15 +1,12 @@
-"""Compare two runs cell by cell: ratio of medians with a bootstrap interval, a Mann–Whitney U
-test on the raw samples, a verdict with its evidence, memory, error and accuracy changes, and
-regression gates.
+"""Compare two runs cell by cell: the ratio of medians with the worker process as the unit, a verdict
+with its evidence, memory, error and accuracy changes, and regression gates.
 
 Cells are matched by case id (the stable hash of the case). Every matched
 cell that ran on both sides gets a verdict:
 
-- 'slower' / 'faster': the U test is significant (p < alpha) *and* the ratio
-  of medians is beyond the practical threshold;
-- 'same': the test could be significant but the evidence is not there;
-- 'too few samples': the sample counts cannot reach p < alpha at all (3
-  samples a side give at best p = 0.1); the ratio is still shown;
+- 'slower' / 'faster' / 'same': from process medians (see below);
+- 'too few samples': no raw samples were stored; the ratio of the stored
+  medians is shown, untested;
 - 'contended': a side's timing was taken while the process was descheduled
   (`Timing.contended`); its ratio is not trusted;
 - 'one process': a side was measured in one worker process. Samples of one
@@ -349,40 +346,24 @@ def compare_cell(case_id: str, label: str, b: Any, n: Any, base_samples, new_sam
     contended = [side for side, row in (("BASE", b), ("NEW", n)) if _flag(getattr(row, "contended", None))]
     note = ""
     if base_samples and new_samples and min(base_samples) > 0 and min(new_samples) > 0:
+        if not contended and len(base_processes) >= 2 and len(new_processes) >= 2:
+            values.update(_process_verdict(tuple(base_processes), tuple(new_processes), threshold))
+            return CellComparison(**common, status_note=note, **values)
         interval = median_ratio_interval(base_samples, new_samples)
         values.update(ratio=interval.ratio, ratio_low=finite(interval.low), ratio_high=finite(interval.high))
-        counts = f"n={len(base_samples)} and {len(new_samples)}"
         if contended:
             values["verdict"] = "contended"
             values["evidence"] = (f"{' and '.join(contended)} timed while descheduled (contended); "
                                   f"ratio {interval.ratio:.3f} not trusted")
-        elif len(base_processes) >= 2 and len(new_processes) >= 2:
-            values.update(_process_verdict(tuple(base_processes), tuple(new_processes), threshold))
-        elif len(base_processes) <= 1 or len(new_processes) <= 1:
+        else:
             values["verdict"] = "one process"
             within = (f"ratio {interval.ratio:.3f} [{_bound(interval.low)}, {_bound(interval.high)}] over the "
-                      f"samples ({counts})")
+                      f"samples (n={len(base_samples)} and {len(new_samples)})")
             if can_reach(alpha, len(base_samples), len(new_samples)):
                 test = mann_whitney_u(new_samples, base_samples)
                 values.update(p_value=test.p_value, test=f"Mann–Whitney U ({test.method}), within one process")
                 within += f", U test p={test.p_value:.2g} within the process"
             values["evidence"] = f"{within}; {ONE_PROCESS}"
-        elif not can_reach(alpha, len(base_samples), len(new_samples)):
-            values["verdict"] = "too few samples"
-            values["evidence"] = (f"ratio {interval.ratio:.3f}; {counts} samples cannot reach p < {alpha:g} "
-                                  "in a U test")
-        else:
-            test = mann_whitney_u(new_samples, base_samples)
-            values.update(p_value=test.p_value, test=f"Mann–Whitney U ({test.method})")
-            significant = test.p_value < alpha
-            if significant and interval.ratio > 1 + threshold:
-                values["verdict"] = "slower"
-            elif significant and interval.ratio < 1 - threshold:
-                values["verdict"] = "faster"
-            else:
-                values["verdict"] = "same"
-            values["evidence"] = (f"ratio {interval.ratio:.3f} [{_bound(interval.low)}, {_bound(interval.high)}], "
-                                  f"U test p={test.p_value:.2g} ({test.method}, {counts})")
     else:
         values["ratio"] = _ratio(values["new_median"], values["base_median"])
         note = "no raw samples stored: ratio of the stored medians only, no test"
