@@ -149,13 +149,6 @@ class PairedCase:
     stop: str = "fixed"
 
     @cached_property
-    def paired(self):
-        """The paired ratio with its fixed-level interval (`paired_ratio`), or None with fewer than 2 pairs."""
-        from harness.report.significance import paired_ratio
-
-        return paired_ratio(self.ratios) if len(self.ratios) >= 2 else None
-
-    @cached_property
     def interval(self):
         """The always-valid interval at the last look (`sequential_interval`), or None before the first look."""
         from harness.report.sequential import sequential_interval
