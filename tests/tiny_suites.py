@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -26,3 +27,10 @@ def tiny_suite(name: str, variants: Iterable[str], seq_lens: Iterable[int] = (64
     # json.dumps writes strings, numbers, booleans and lists exactly as TOML spells them
     return "\n".join(f"[{table}]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in keys.items())
                      for table, keys in tables.items())
+
+
+def all_cells_ok(stdout: str, count: int) -> bool:
+    """Whether `attnbench run`'s summary says `count` cells, all ok: 'cells by status: ok 4', with or without
+    '(of which 1 contended)' (a cell timed while another process held the CPU is still ok)."""
+    lines = [line for line in stdout.splitlines() if line.startswith("cells by status: ")]
+    return len(lines) == 1 and re.fullmatch(rf"cells by status: ok {count}( \(of which [^)]*\))?", lines[0]) is not None
