@@ -17,9 +17,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from harness.core.registry import default_registry
-from harness.engine.ab import Side, run_ab
-from harness.plan.suite import parse_suite
+from attnbench.core.registry import default_registry
+from attnbench.engine.ab import Side, run_ab
+from attnbench.plan.suite import parse_suite
 
 SUITE = """
 [suite]

@@ -12,7 +12,7 @@ with default knobs unless stated. It prints:
    their ratio (target: flash-tiled within 3x).
 2. flash-tiled against naive, peak memory at `--memory-seq-len` (8192): the
    resident bytes one call adds above what was resident before it
-   (harness.memory.cpu_peak_bytes, after one warm-up call), and their ratio
+   (attnbench.memory.cpu_peak_bytes, after one warm-up call), and their ratio
    (target: flash-tiled at most 1/8 of naive).
 3. additive and luong-concat (attn_dim 64, auto chunk) at `--additive-seq-len`
    (4096): peak bytes of one call (target: under 2 GiB) and its time, next to
@@ -31,10 +31,10 @@ import time
 
 import torch
 
-from harness.core.case import Case
-from harness.core.registry import default_registry
-from harness.measure.inputs import make_inputs
-from harness.measure.memory import cpu_peak_bytes
+from attnbench.core.case import Case
+from attnbench.core.registry import default_registry
+from attnbench.measure.inputs import make_inputs
+from attnbench.measure.memory import cpu_peak_bytes
 
 GIB = 1 << 30
 SHAPE = dict(batch=1, heads=8, head_dim=64, dtype="float32", mode="fwd")

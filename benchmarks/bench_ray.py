@@ -24,12 +24,12 @@ from pathlib import Path
 
 def timed_run(suite: str, executor: str, results: Path) -> tuple[float, int, str]:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", suite, "--executor", executor,
+    done = subprocess.run([sys.executable, "-m", "attnbench.cli", "run", suite, "--executor", executor,
                            "--results", str(results), "--no-report"], capture_output=True, text=True)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{executor} run failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    from harness.store import list_runs
+    from attnbench.store import list_runs
 
     newest = list_runs(results)[0]
     return wall, len(newest.cells), newest.status
@@ -38,9 +38,9 @@ def timed_run(suite: str, executor: str, results: Path) -> tuple[float, int, str
 def startup_parts(num_cpus: int | None) -> dict[str, float]:
     import ray
 
-    from harness.engine.local_executor import LocalExecutor
-    from harness.engine.ray_executor import RayExecutor
-    from harness.engine.worker import Worker, WorkerOptions
+    from attnbench.engine.local_executor import LocalExecutor
+    from attnbench.engine.ray_executor import RayExecutor
+    from attnbench.engine.worker import Worker, WorkerOptions
 
     parts = {}
     started = time.perf_counter()

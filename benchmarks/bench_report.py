@@ -26,8 +26,8 @@ from synthetic_runs import (
     write_synthetic_run,
 )
 
-from harness.report import write_report
-from harness.store import load_run
+from attnbench.report import write_report
+from attnbench.store import load_run
 
 SEQ_LENS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 LINEAR = SyntheticVariant("linear", "linear", "linear_attention", 200.0, 1, 1)

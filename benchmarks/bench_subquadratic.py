@@ -6,7 +6,7 @@ Cases are B=1, H=8, head_dim=64, float32, forward, under torch.inference_mode,
 with each variant's default knobs. Each cell: prepare (compile) and one warm-up
 call outside the timing, then the median of `--reps` timed calls
 (perf_counter_ns), then the peak resident bytes of one more call above what
-was resident before it (harness.memory.cpu_peak_bytes). It prints the table,
+was resident before it (attnbench.memory.cpu_peak_bytes). It prints the table,
 the fitted log-log slopes of time and memory over seq_len, the speed-ups over
 sdpa-flash at the longest length, and mamba-scan against the plain sequential
 recurrence of the same layer in the same dtype at 4096.
@@ -21,11 +21,11 @@ import time
 
 import torch
 
-from harness.core.case import Case
-from harness.core.registry import default_registry
-from harness.measure.inputs import make_inputs
-from harness.measure.memory import cpu_peak_bytes
-from variants.mamba import MambaScan, selective_inputs, selective_scan_sequential
+from attnbench.core.case import Case
+from attnbench.core.registry import default_registry
+from attnbench.measure.inputs import make_inputs
+from attnbench.measure.memory import cpu_peak_bytes
+from attnbench.variants.mamba import MambaScan, selective_inputs, selective_scan_sequential
 
 VARIANTS = ("longformer", "performer", "linear", "mamba-scan", "mamba2-ssd", "sdpa-flash")
 SEQ_LENS = (2048, 4096, 8192, 16384)

@@ -19,8 +19,8 @@ import statistics
 import torch
 import torch.utils.benchmark as benchmark
 
-from harness.attention.tensors import torch_dtype
-from harness.measure.calibration import matmul_flops, measure_device
+from attnbench.attention.tensors import torch_dtype
+from attnbench.measure.calibration import matmul_flops, measure_device
 
 
 def timer_flops(n: int, dtype: str, device: str, min_run_time: float) -> float:

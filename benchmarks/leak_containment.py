@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from plugin_fixtures import write_faulty_plugins  # noqa: E402
 
-from harness.engine.sweep import run_suite  # noqa: E402
-from harness.plan.suite import parse_suite  # noqa: E402
-from harness.store import load_run  # noqa: E402
+from attnbench.engine.sweep import run_suite  # noqa: E402
+from attnbench.plan.suite import parse_suite  # noqa: E402
+from attnbench.store import load_run  # noqa: E402
 
 SUITE = """
 [suite]
@@ -40,7 +40,7 @@ accuracy = false
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sys.path.insert(0, str(write_faulty_plugins(Path(tmp) / "site")))
-        from harness.core.registry import load_registry
+        from attnbench.core.registry import load_registry
 
         registry = load_registry()
         for label, names in (("with fault-leak first", '"fault-leak", "naive"'), ("naive alone", '"naive"')):

@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.report import build_report_html
-from harness.report.render import write_html
-from harness.store import load_run
+from attnbench.report import build_report_html
+from attnbench.report.render import write_html
+from attnbench.store import load_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
@@ -31,7 +31,7 @@ def page_html(runs: list[Path], compare: bool) -> str:
         return build_report_html(loaded)
     if len(loaded) != 2:
         raise SystemExit("--compare takes exactly two runs: BASE NEW")
-    from harness.report.compare import build_compare_html, compare_runs
+    from attnbench.report.compare import build_compare_html, compare_runs
 
     return build_compare_html(compare_runs(*loaded))
 

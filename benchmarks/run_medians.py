@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.store import load_run, resolve_run, tidy_frame
+from attnbench.store import load_run, resolve_run, tidy_frame
 
 MATCH = ["variant", "seq_len", "dtype", "causal", "mode"]
 

@@ -30,13 +30,13 @@ import time
 import torch
 import torch.utils.benchmark as benchmark
 
-from harness.core.case import Case
-from harness.core.registry import default_registry
-from harness.core.settings import MeasureSettings
-from harness.measure.cell import _Step
-from harness.measure.inputs import make_inputs
-from harness.measure.stats import summarize
-from harness.measure.timing import time_cpu
+from attnbench.core.case import Case
+from attnbench.core.registry import default_registry
+from attnbench.core.settings import MeasureSettings
+from attnbench.measure.cell import _Step
+from attnbench.measure.inputs import make_inputs
+from attnbench.measure.stats import summarize
+from attnbench.measure.timing import time_cpu
 
 
 def prepared_step(name: str, seq_len: int) -> tuple[Case, _Step]:

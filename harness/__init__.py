@@ -1,8 +1,8 @@
-"""attnbench's public plugin API: everything a variant needs, imported as ``from harness import ...``.
+"""attnbench's public plugin API: everything a variant needs, imported as ``from attnbench import ...``.
 
 This is the stable surface. Built-in variants and third-party plugins import
-only these names; the subpackages behind them (`harness.core`,
-`harness.attention`, `harness.measure`, ...) may move between versions.
+only these names; the subpackages behind them (`attnbench.core`,
+`attnbench.attention`, `attnbench.measure`, ...) may move between versions.
 
 - the contract: `Variant`, `AttentionInputs`, `Case`, `Knob`, `seeded_weight`,
   `kv_state_size` (the keys and values a sequence keeps: a `Variant.state_size`);
@@ -21,7 +21,7 @@ only these names; the subpackages behind them (`harness.core`,
   `read_file_shapes`, `load_file_inputs` (the ``file:PATH`` inputs of a case);
 - errors: `AttnbenchError`.
 
-Names load lazily, so ``import harness.store`` or ``import harness.report``
+Names load lazily, so ``import attnbench.store`` or ``import attnbench.report``
 never imports torch.
 """
 
@@ -29,44 +29,44 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from harness.core.lazy import lazy_attributes
+from attnbench.core.lazy import lazy_attributes
 
 _PUBLIC = {
-    "Variant": "harness.core.variant",
-    "AttentionInputs": "harness.core.variant",
-    "seeded_weight": "harness.core.variant",
-    "kv_state_size": "harness.core.variant",
-    "Case": "harness.core.case",
-    "DTYPES": "harness.core.case",
-    "Knob": "harness.core.knobs",
-    "Tolerance": "harness.core.tolerance",
-    "DEFAULT_TOLERANCES": "harness.core.tolerance",
-    "AttnbenchError": "harness.core.errors",
-    "torch_dtype": "harness.attention.tensors",
-    "softmax_attention": "harness.attention.reference",
-    "ExactSoftmaxKernel": "harness.attention.reference",
-    "attention_flops": "harness.attention.flops",
-    "causal_visible_pairs": "harness.attention.flops",
-    "causal_mask": "harness.attention.masks",
-    "band_mask": "harness.attention.masks",
-    "causal_mask_mod": "harness.attention.masks",
-    "band_mask_mod": "harness.attention.masks",
-    "mask_matrix": "harness.attention.masks",
-    "query_positions": "harness.attention.masks",
-    "visible_pairs": "harness.attention.masks",
-    "case_mask_mod": "harness.attention.masks",
-    "case_mask_matrix": "harness.attention.masks",
-    "case_visible_pairs": "harness.attention.masks",
-    "case_window": "harness.attention.masks",
-    "case_score_mod": "harness.attention.score_mods",
-    "apply_score_mod": "harness.attention.score_mods",
-    "score_bias": "harness.attention.score_mods",
-    "alibi_slopes": "harness.attention.score_mods",
-    "case_softcap": "harness.attention.score_mods",
-    "capture_attention": "harness.measure.capture",
-    "CapturedCall": "harness.measure.capture",
-    "read_file_shapes": "harness.measure.input_files",
-    "load_file_inputs": "harness.measure.input_files",
+    "Variant": "attnbench.core.variant",
+    "AttentionInputs": "attnbench.core.variant",
+    "seeded_weight": "attnbench.core.variant",
+    "kv_state_size": "attnbench.core.variant",
+    "Case": "attnbench.core.case",
+    "DTYPES": "attnbench.core.case",
+    "Knob": "attnbench.core.knobs",
+    "Tolerance": "attnbench.core.tolerance",
+    "DEFAULT_TOLERANCES": "attnbench.core.tolerance",
+    "AttnbenchError": "attnbench.core.errors",
+    "torch_dtype": "attnbench.attention.tensors",
+    "softmax_attention": "attnbench.attention.reference",
+    "ExactSoftmaxKernel": "attnbench.attention.reference",
+    "attention_flops": "attnbench.attention.flops",
+    "causal_visible_pairs": "attnbench.attention.flops",
+    "causal_mask": "attnbench.attention.masks",
+    "band_mask": "attnbench.attention.masks",
+    "causal_mask_mod": "attnbench.attention.masks",
+    "band_mask_mod": "attnbench.attention.masks",
+    "mask_matrix": "attnbench.attention.masks",
+    "query_positions": "attnbench.attention.masks",
+    "visible_pairs": "attnbench.attention.masks",
+    "case_mask_mod": "attnbench.attention.masks",
+    "case_mask_matrix": "attnbench.attention.masks",
+    "case_visible_pairs": "attnbench.attention.masks",
+    "case_window": "attnbench.attention.masks",
+    "case_score_mod": "attnbench.attention.score_mods",
+    "apply_score_mod": "attnbench.attention.score_mods",
+    "score_bias": "attnbench.attention.score_mods",
+    "alibi_slopes": "attnbench.attention.score_mods",
+    "case_softcap": "attnbench.attention.score_mods",
+    "capture_attention": "attnbench.measure.capture",
+    "CapturedCall": "attnbench.measure.capture",
+    "read_file_shapes": "attnbench.measure.input_files",
+    "load_file_inputs": "attnbench.measure.input_files",
 }
 
 __all__ = sorted(_PUBLIC)
@@ -75,8 +75,8 @@ __getattr__, __dir__ = lazy_attributes(globals(), _PUBLIC)
 
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __getattr__
-    from harness.attention.flops import attention_flops, causal_visible_pairs  # noqa: F401
-    from harness.attention.masks import (  # noqa: F401
+    from attnbench.attention.flops import attention_flops, causal_visible_pairs  # noqa: F401
+    from attnbench.attention.masks import (  # noqa: F401
         band_mask,
         band_mask_mod,
         case_mask_matrix,
@@ -89,19 +89,19 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
         query_positions,
         visible_pairs,
     )
-    from harness.attention.reference import ExactSoftmaxKernel, softmax_attention  # noqa: F401
-    from harness.attention.score_mods import (  # noqa: F401
+    from attnbench.attention.reference import ExactSoftmaxKernel, softmax_attention  # noqa: F401
+    from attnbench.attention.score_mods import (  # noqa: F401
         alibi_slopes,
         apply_score_mod,
         case_score_mod,
         case_softcap,
         score_bias,
     )
-    from harness.attention.tensors import torch_dtype  # noqa: F401
-    from harness.core.case import DTYPES, Case  # noqa: F401
-    from harness.core.errors import AttnbenchError  # noqa: F401
-    from harness.core.knobs import Knob  # noqa: F401
-    from harness.core.tolerance import DEFAULT_TOLERANCES, Tolerance  # noqa: F401
-    from harness.core.variant import AttentionInputs, Variant, kv_state_size, seeded_weight  # noqa: F401
-    from harness.measure.capture import CapturedCall, capture_attention  # noqa: F401
-    from harness.measure.input_files import load_file_inputs, read_file_shapes  # noqa: F401
+    from attnbench.attention.tensors import torch_dtype  # noqa: F401
+    from attnbench.core.case import DTYPES, Case  # noqa: F401
+    from attnbench.core.errors import AttnbenchError  # noqa: F401
+    from attnbench.core.knobs import Knob  # noqa: F401
+    from attnbench.core.tolerance import DEFAULT_TOLERANCES, Tolerance  # noqa: F401
+    from attnbench.core.variant import AttentionInputs, Variant, kv_state_size, seeded_weight  # noqa: F401
+    from attnbench.measure.capture import CapturedCall, capture_attention  # noqa: F401
+    from attnbench.measure.input_files import load_file_inputs, read_file_shapes  # noqa: F401

@@ -37,7 +37,7 @@ def prefill_calibration(directory: Path) -> None:
     """Write `TEST_CALIBRATION` into `directory` under this machine's fingerprints (1, 2 and all threads)."""
     import torch
 
-    from harness.measure.calibration import (
+    from attnbench.measure.calibration import (
         _write_cache,
         cache_path,
         fingerprint_fields,
@@ -89,7 +89,7 @@ def faulty_registry(tmp_path, monkeypatch):
     """A registry that also holds the misbehaving variants of plugin_fixtures (a real dist-info on sys.path)."""
     from plugin_fixtures import write_faulty_plugins
 
-    from harness.core.registry import load_registry
+    from attnbench.core.registry import load_registry
 
     site = write_faulty_plugins(tmp_path / "site")
     monkeypatch.syspath_prepend(str(site))

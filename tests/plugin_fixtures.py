@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from harness import Variant, attention_flops, softmax_attention
+from attnbench import Variant, attention_flops, softmax_attention
 
 
 class _Base(Variant):

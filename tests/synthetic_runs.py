@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.core.case import Case
-from harness.core.result import Accuracy, ErrorMetrics, Memory, Result, Run, Timing
-from harness.store import Cell, RunWriter, new_run_id, now_iso
+from attnbench.core.case import Case
+from attnbench.core.result import Accuracy, ErrorMetrics, Memory, Result, Run, Timing
+from attnbench.store import Cell, RunWriter, new_run_id, now_iso
 
 HOSTILE_VARIANT = "<script>alert(1)</script>"
 HOSTILE_KNOB = '<img src=x onerror="window.__pwned=1">'
@@ -403,7 +403,7 @@ def _meta(variant: QualityVariant) -> dict[str, Any]:
 
 def _quality_cell(spec: QualitySpec, variant: QualityVariant, params: dict[str, Any], seq_len: int,
                   seed: int) -> Cell:
-    from harness.core.result import TaskOutcome
+    from attnbench.core.result import TaskOutcome
 
     case = quality_case(spec, variant.name, params, seq_len, seed)
     if variant.unsupported:

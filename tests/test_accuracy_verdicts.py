@@ -20,17 +20,17 @@ from plugin_fixtures import write_faulty_plugins
 from safetensors.torch import save_file
 from tiny_suites import tiny_suite
 
-from harness import DEFAULT_TOLERANCES, Case, Tolerance, Variant
-from harness.core.registry import load_registry
-from harness.core.result import ErrorMetrics
-from harness.core.settings import MeasureSettings
-from harness.measure.accuracy import error_metrics, judge
-from harness.measure.cell import measure_case
-from harness.plan.suite import expand, load_suite, with_overrides
-from harness.store import load_run, tidy_frame
+from attnbench import DEFAULT_TOLERANCES, Case, Tolerance, Variant
+from attnbench.core.registry import load_registry
+from attnbench.core.result import ErrorMetrics
+from attnbench.core.settings import MeasureSettings
+from attnbench.measure.accuracy import error_metrics, judge
+from attnbench.measure.cell import measure_case
+from attnbench.plan.suite import expand, load_suite, with_overrides
+from attnbench.store import load_run, tidy_frame
 
 FAST = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.05, min_reps=3, memory=False, telemetry=False)
-ATTNBENCH = [sys.executable, "-m", "harness.cli"]
+ATTNBENCH = [sys.executable, "-m", "attnbench.cli"]
 
 
 def small_case(variant: str, **fields) -> Case:
@@ -247,7 +247,7 @@ def test_summary_show_and_report_show_an_inaccurate_cell(tmp_path: Path, plugin_
 def test_the_report_has_no_inaccurate_section_when_every_cell_is_accurate(tmp_path: Path):
     from synthetic_runs import write_synthetic_run
 
-    from harness.report import build_report_html
+    from attnbench.report import build_report_html
 
     html = build_report_html([load_run(write_synthetic_run(tmp_path / "results"))])
     assert 'id="inaccurate"' not in html

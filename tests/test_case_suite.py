@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.core.case import Case
-from harness.core.errors import SuiteError, UnknownVariantError
-from harness.core.registry import default_registry
-from harness.plan.suite import builtin_suite_names, expand, load_suite, parse_suite
+from attnbench.core.case import Case
+from attnbench.core.errors import SuiteError, UnknownVariantError
+from attnbench.core.registry import default_registry
+from attnbench.plan.suite import builtin_suite_names, expand, load_suite, parse_suite
 
 SUITE = """
 [suite]
@@ -107,7 +107,7 @@ def test_per_variant_overrides_replace_the_sweep_for_that_variant():
 
 
 def test_cli_overrides_narrow_variants_and_lengths_everywhere():
-    from harness.plan.suite import with_overrides
+    from attnbench.plan.suite import with_overrides
 
     text = SUITE + "\n[overrides.naive]\nseq_len = [16]\n"
     suite = with_overrides(parse_suite(text, "t.toml"), variants=["sdpa-math"], seq_lens=[8])

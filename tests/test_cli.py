@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from tiny_suites import all_cells_ok
 
-from harness.store import load_run
+from attnbench.store import load_run
 
-ATTNBENCH = [sys.executable, "-m", "harness.cli"]
+ATTNBENCH = [sys.executable, "-m", "attnbench.cli"]
 TINY = """
 [suite]
 name = "tiny"
@@ -118,7 +118,7 @@ def test_bad_input_exits_2_with_a_message_and_runs_nothing(tmp_path, cli_env, mo
     """In-process through click's runner (the console script's own exit 2 is the subprocess test below)."""
     from click.testing import CliRunner
 
-    from harness.cli import main
+    from attnbench.cli import main
 
     _write_bad_inputs(tmp_path)
     for key in ("ATTNBENCH_RESULTS", "ATTNBENCH_CACHE_DIR"):

@@ -16,12 +16,12 @@ from click.testing import CliRunner
 from synthetic_runs import spec_with, write_synthetic_run
 from tiny_suites import all_cells_ok, tiny_suite
 
-from harness.cli.main import main
-from harness.core.registry import default_registry
-from harness.core.units import format_seconds
-from harness.report.compare import compare_runs
-from harness.report.data import prepare
-from harness.store import load_run
+from attnbench.cli.main import main
+from attnbench.core.registry import default_registry
+from attnbench.core.units import format_seconds
+from attnbench.report.compare import compare_runs
+from attnbench.report.data import prepare
+from attnbench.store import load_run
 
 NO_TERMINAL = {"COLUMNS": None}
 CONTENDED = (("performer", 1024),)
@@ -158,7 +158,7 @@ def test_a_real_run_piped_keeps_each_cell_on_one_line(tmp_path, cli_env):
     suite = tmp_path / "tiny.toml"
     suite.write_text(tiny_suite("tiny", ["naive", "sdpa-math"]))
     env = {k: v for k, v in cli_env.items() if k != "COLUMNS"}
-    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(suite), "--no-report", "--results",
+    done = subprocess.run([sys.executable, "-m", "attnbench.cli", "run", str(suite), "--no-report", "--results",
                            str(tmp_path / "r")], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
@@ -170,7 +170,7 @@ def test_a_real_run_piped_keeps_each_cell_on_one_line(tmp_path, cli_env):
 
 
 def test_on_a_cuda_machine_list_names_both_devices_or_the_cuda_reason():
-    from harness.cli.listing import here_text
+    from attnbench.cli.listing import here_text
 
     row = {"available": {"cpu": True, "cuda": True}, "reasons": {"cpu": [], "cuda": []}}
     assert here_text(row, cuda_here=True, width=40) == ("cpu, cuda", True)

@@ -15,8 +15,8 @@ from dataclasses import replace
 
 import pytest
 
-from harness.core.settings import MeasureSettings
-from harness.measure.contention import (
+from attnbench.core.settings import MeasureSettings
+from attnbench.measure.contention import (
     SHARE_SIGNAL,
     WAIT_SIGNAL,
     backoff_s,
@@ -28,7 +28,7 @@ from harness.measure.contention import (
     wait_fractions,
     windows,
 )
-from harness.measure.timing import TimedSamples, time_cpu
+from attnbench.measure.timing import TimedSamples, time_cpu
 
 MS = 1e-3
 
@@ -161,9 +161,9 @@ def _others_busy_fraction(seconds: float = 0.5) -> float:
 @pytest.mark.e2e
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/task/*/schedstat")
 def test_mamba2_cell_under_two_hogs_is_remeasured_and_marked_but_not_when_quiet():
-    from harness.core.case import Case
-    from harness.core.registry import default_registry
-    from harness.measure.cell import measure_case
+    from attnbench.core.case import Case
+    from attnbench.core.registry import default_registry
+    from attnbench.measure.cell import measure_case
 
     case = Case(variant="mamba2-ssd", seq_len=256, batch=1, heads=8, mode="fwd")
     variant = default_registry().get("mamba2-ssd")
@@ -218,10 +218,10 @@ def test_report_leaves_a_contended_cell_out_of_slopes_and_crossovers(tmp_path):
     from matplotlib.figure import Figure
     from synthetic_runs import SyntheticVariant, spec_with, write_synthetic_run
 
-    from harness.report import plots
-    from harness.report.analysis import contended_cells, crossovers
-    from harness.report.data import prepare
-    from harness.store import load_run
+    from attnbench.report import plots
+    from attnbench.report.analysis import contended_cells, crossovers
+    from attnbench.report.data import prepare
+    from attnbench.store import load_run
 
     variants = (SyntheticVariant("sdpa-flash", "flash", "softmax_attention", 1.0, 2, 1),
                 SyntheticVariant("linear", "linear", "linear_attention", 300.0, 1, 1))

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.engine.local_executor import LocalExecutor
-from harness.engine.sweep import run_suite
-from harness.plan.suite import parse_suite
-from harness.store import load_run
+from attnbench.engine.local_executor import LocalExecutor
+from attnbench.engine.sweep import run_suite
+from attnbench.plan.suite import parse_suite
+from attnbench.store import load_run
 
 FAST = "[measure]\nwarmup_s = 0.01\nbudget_s = 0.05\nmin_reps = 3\ntimeout_s = 60\ncontention_retries = 0\n"
 
@@ -66,7 +66,7 @@ def _driver_with_file_size_limit(suite: Path, results: Path, limit: int, env):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    return subprocess.run([sys.executable, "-m", "harness.cli", "run", str(suite), "--results", str(results),
+    return subprocess.run([sys.executable, "-m", "attnbench.cli", "run", str(suite), "--results", str(results),
                            "--no-report", "--name", "disk"], capture_output=True, text=True, timeout=300,
                           preexec_fn=limit_file_size, env=env)
 
@@ -85,7 +85,7 @@ def test_full_disk_while_appending_stops_with_a_clear_message_and_resumes(tmp_pa
     assert 0 < len(loaded.cells) < 8
     assert loaded.run.status == "interrupted"
     assert all(cell.result.status == "ok" for cell in loaded.cells)
-    resumed = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--resume", str(run_path), "--no-report"],
+    resumed = subprocess.run([sys.executable, "-m", "attnbench.cli", "run", "--resume", str(run_path), "--no-report"],
                              capture_output=True, text=True, timeout=300, env=cli_env)
     assert resumed.returncode == 0, resumed.stderr
     assert_exactly_once(run_path, 8)
@@ -97,13 +97,13 @@ def test_a_second_driver_on_the_same_run_folder_is_refused(tmp_path, cli_env):
     suite = tmp_path / "slow.toml"
     suite.write_text(suite_text(["naive"], lengths=(16, 32, 48, 64, 80, 96)).replace("budget_s = 0.05", "budget_s = 1.0")
                      .replace("min_reps = 3", "min_reps = 500"))
-    first = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(suite), "--no-report", "--name", "busy"],
+    first = subprocess.Popen([sys.executable, "-m", "attnbench.cli", "run", str(suite), "--no-report", "--name", "busy"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env)
     results = Path(cli_env["ATTNBENCH_RESULTS"])
     deadline = time.time() + 120
     while time.time() < deadline and not list(results.glob("*/cells.jsonl")):
         time.sleep(0.05)
-    second = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--resume", "busy", "--no-report"],
+    second = subprocess.run([sys.executable, "-m", "attnbench.cli", "run", "--resume", "busy", "--no-report"],
                             capture_output=True, text=True, env=cli_env, timeout=120)
     assert second.returncode == 2
     assert "is in use by another attnbench driver" in second.stderr and str(first.pid) in second.stderr
@@ -114,9 +114,9 @@ def test_a_second_driver_on_the_same_run_folder_is_refused(tmp_path, cli_env):
 
 @pytest.mark.parametrize("damage", ["truncated-run-json", "empty-cells", "no-cells-file", "foreign-lines"])
 def test_damaged_run_folders_load_what_they_can_and_say_what_was_skipped(tmp_path, damage):
-    from harness.core.errors import StoreError
-    from harness.core.result import Result, Run
-    from harness.store import Cell, RunWriter, now_iso
+    from attnbench.core.errors import StoreError
+    from attnbench.core.result import Result, Run
+    from attnbench.store import Cell, RunWriter, now_iso
 
     writer = RunWriter.create(tmp_path, Run(run_id="r", name="r", suite_name="s", suite_text="x",
                                             started_at=now_iso()))

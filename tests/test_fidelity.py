@@ -7,15 +7,15 @@ import math
 import pytest
 import torch
 
-from harness.attention.masks import case_mask_mod
-from harness.attention.reference import softmax_attention
-from harness.attention.score_mods import case_score_mod
-from harness.core.case import Case
-from harness.core.registry import default_registry
-from harness.core.result import Result, Run
-from harness.core.settings import MeasureSettings
-from harness.measure.cell import measure_case
-from harness.measure.fidelity import (
+from attnbench.attention.masks import case_mask_mod
+from attnbench.attention.reference import softmax_attention
+from attnbench.attention.score_mods import case_score_mod
+from attnbench.core.case import Case
+from attnbench.core.registry import default_registry
+from attnbench.core.result import Result, Run
+from attnbench.core.settings import MeasureSettings
+from attnbench.measure.cell import measure_case
+from attnbench.measure.fidelity import (
     KL_FLOOR,
     exact_weights,
     fidelity_rows,
@@ -24,10 +24,10 @@ from harness.measure.fidelity import (
     variant_weights,
     weight_fidelity,
 )
-from harness.measure.inputs import make_inputs, upcast
-from harness.store import TIDY_COLUMNS, Cell, RunWriter, load_run, now_iso, tidy_frame
-from variants.longformer import Longformer
-from variants.performer import LinearAttention, Performer
+from attnbench.measure.inputs import make_inputs, upcast
+from attnbench.store import TIDY_COLUMNS, Cell, RunWriter, load_run, now_iso, tidy_frame
+from attnbench.variants.longformer import Longformer
+from attnbench.variants.performer import LinearAttention, Performer
 
 FAST = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
 REGISTRY = default_registry()
@@ -171,7 +171,7 @@ def test_fidelity_rows_thin_the_sample_evenly():
 
 
 def test_measure_fidelity_in_chunks_equals_one_pass(monkeypatch):
-    import harness.measure.fidelity as fidelity
+    import attnbench.measure.fidelity as fidelity
 
     variant = Longformer()
     case = Case(variant="longformer", seq_len=64, heads=2, head_dim=8, params={"window": 4, "global_tokens": 1})

@@ -12,14 +12,14 @@ import torch
 from safetensors.torch import save_file
 from test_capture import tiny, token_ids
 
-from harness.attention.reference import softmax_attention
-from harness.core.case import Case
-from harness.core.errors import SuiteError
-from harness.core.registry import default_registry
-from harness.measure.accuracy import error_metrics
-from harness.measure.capture import capture_attention
-from harness.measure.input_files import load_file_inputs
-from harness.plan.suite import expand, parse_suite
+from attnbench.attention.reference import softmax_attention
+from attnbench.core.case import Case
+from attnbench.core.errors import SuiteError
+from attnbench.core.registry import default_registry
+from attnbench.measure.accuracy import error_metrics
+from attnbench.measure.capture import capture_attention
+from attnbench.measure.input_files import load_file_inputs
+from attnbench.plan.suite import expand, parse_suite
 
 MEASURE = "[measure]\nwarmup_s = 0.01\nbudget_s = 0.05\nmin_reps = 3\ncap_s = 1.0\ncontention_retries = 0\n"
 
@@ -58,7 +58,7 @@ def test_a_run_on_a_file_measures_against_those_exact_tensors(tmp_path, cli_env)
     tensors = known_file(path)
     suite = tmp_path / "f.toml"
     suite.write_text(suite_text(path, '["naive", "performer"]', "qk_std = 0.5\n"))
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(suite), "--no-report",
+    out = subprocess.run([sys.executable, "-m", "attnbench.cli", "run", str(suite), "--no-report",
                           "--results", str(tmp_path / "r")], capture_output=True, text=True, env=cli_env, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     run = next((tmp_path / "r").iterdir())
@@ -70,7 +70,7 @@ def test_a_run_on_a_file_measures_against_those_exact_tensors(tmp_path, cli_env)
     q, k, v = load_file_inputs(case)
     assert torch.equal(q, tensors["q"]) and torch.equal(v, tensors["v"])
     performer = default_registry().get("performer")
-    from harness.measure.inputs import make_inputs
+    from attnbench.measure.inputs import make_inputs
 
     output = performer.prepare(case, make_inputs(case))().double()
     exact = softmax_attention(q.double(), k.double(), v.double(), causal=True)
@@ -89,7 +89,7 @@ def test_a_capture_from_a_tiny_transformer_runs_as_a_suite(tmp_path, cli_env):
     layer = tmp_path / "captured" / "layer01.safetensors"
     suite = tmp_path / "captured.toml"
     suite.write_text(suite_text(layer, '["naive", "sdpa-math", "sdpa-flash"]'))
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(suite), "--no-report",
+    out = subprocess.run([sys.executable, "-m", "attnbench.cli", "run", str(suite), "--no-report",
                           "--results", str(tmp_path / "r")], capture_output=True, text=True, env=cli_env, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     run = next((tmp_path / "r").iterdir())

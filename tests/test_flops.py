@@ -31,11 +31,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness.attention.flops import attention_flops
-from harness.attention.masks import causal_mask
-from harness.core.case import Case
-from harness.core.registry import default_registry
-from harness.measure.inputs import make_inputs
+from attnbench.attention.flops import attention_flops
+from attnbench.attention.masks import causal_mask
+from attnbench.core.case import Case
+from attnbench.core.registry import default_registry
+from attnbench.measure.inputs import make_inputs
 
 TOLERANCE = 0.02
 
@@ -152,7 +152,7 @@ def test_softmax_attention_variants_share_one_count(shape, causal):
                          [(256, 16, 0), (256, 16, 5), (100, 7, 3), (64, 256, 0), (300, 40, 300), (1, 3, 2)])
 def test_longformer_variants_count_the_pattern(seq_len, window, global_tokens, causal):
     """longformer and longformer-flex compute one function: flops() is q kᵀ and P v over its visible pairs."""
-    from variants.longformer import allowed_pattern
+    from attnbench.variants.longformer import allowed_pattern
 
     registry = default_registry()
     params = {"window": window, "global_tokens": global_tokens}
@@ -209,8 +209,8 @@ def test_executed_flops_match_flop_counter(name, knobs, shape, causal):
 
 def test_fwd_bwd_counts_the_backward_as_two_and_a_half_forwards():
     """Through measure_case: a fwd_bwd cell stores 3.5× the forward's flops and performed_flops."""
-    from harness.core.settings import MeasureSettings
-    from harness.measure.cell import BACKWARD_FLOPS_FACTOR, measure_case
+    from attnbench.core.settings import MeasureSettings
+    from attnbench.measure.cell import BACKWARD_FLOPS_FACTOR, measure_case
 
     assert BACKWARD_FLOPS_FACTOR == 2.5
     settings = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.05, memory=False, accuracy=False, telemetry=False)
@@ -248,8 +248,8 @@ def test_counter_conventions_match_attention_flops():
 
 def test_naive_cpu_peak_matches_its_memory_model():
     """VmHWM around one forward against naive.memory_model: scores and probabilities (N×M each) plus output."""
-    from harness.measure.cell import _Step
-    from harness.measure.memory import cpu_peak_bytes
+    from attnbench.measure.cell import _Step
+    from attnbench.measure.memory import cpu_peak_bytes
 
     variant = default_registry().get("naive")
     case = Case(variant="naive", seq_len=1024, heads=8, head_dim=64)

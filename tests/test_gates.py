@@ -23,16 +23,16 @@ import pytest
 from plugin_fixtures import write_distribution
 from tiny_suites import tiny_suite
 
-from harness.core.errors import AttnbenchError
-from harness.core.settings import MeasureSettings
-from harness.engine.ab import parse_side
-from harness.measure.timing import AdaptiveStop
-from harness.report.significance import min_p_value, paired_ratio
+from attnbench.core.errors import AttnbenchError
+from attnbench.core.settings import MeasureSettings
+from attnbench.engine.ab import parse_side
+from attnbench.measure.timing import AdaptiveStop
+from attnbench.report.significance import min_p_value, paired_ratio
 
 PLANTED_MODULE = '''
 import os
 
-from harness import Variant, attention_flops, softmax_attention
+from attnbench import Variant, attention_flops, softmax_attention
 
 
 class PlantedSlow(Variant):
@@ -96,7 +96,7 @@ def attnbench(args, env, cwd, repeat: int | None = None) -> subprocess.Completed
     env = dict(env)
     if repeat is not None:
         env["ATTNBENCH_PLANTED_REPEAT"] = str(repeat)
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], env=env, cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "attnbench.cli", *args], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=300)
 
 

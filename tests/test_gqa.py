@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.attention.flops import attention_flops
-from harness.attention.reference import softmax_attention
-from harness.core.case import Case
-from harness.core.registry import default_registry
-from harness.core.settings import MeasureSettings
-from harness.measure.cell import measure_case
-from harness.measure.inputs import make_inputs
-from harness.plan.suite import expand, parse_suite
-from harness.store.frame import TIDY_COLUMNS
+from attnbench.attention.flops import attention_flops
+from attnbench.attention.reference import softmax_attention
+from attnbench.core.case import Case
+from attnbench.core.registry import default_registry
+from attnbench.core.settings import MeasureSettings
+from attnbench.measure.cell import measure_case
+from attnbench.measure.inputs import make_inputs
+from attnbench.plan.suite import expand, parse_suite
+from attnbench.store.frame import TIDY_COLUMNS
 
 FAST = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
 

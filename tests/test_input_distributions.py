@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from harness.core.case import Case
-from harness.core.inputspec import INPUT_KINDS
-from harness.measure.distributions import (
+from attnbench.core.case import Case
+from attnbench.core.inputspec import INPUT_KINDS
+from attnbench.measure.distributions import (
     DESCRIPTIONS,
     SINK_MARGIN,
     draw_qkv,
@@ -19,7 +19,7 @@ from harness.measure.distributions import (
     sink_mass,
     window_mass,
 )
-from harness.measure.inputs import make_inputs
+from attnbench.measure.inputs import make_inputs
 
 DRAWN = ("iid", "outliers", "clustered", "local", "sinks")
 WINDOW = 256

@@ -22,18 +22,18 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness.attention.flops import attention_flops
-from harness.attention.masks import case_mask_matrix
-from harness.attention.reference import softmax_attention
-from harness.attention.score_mods import alibi_slopes, score_bias
-from harness.core.case import Case
-from harness.core.registry import default_registry
-from harness.core.settings import MeasureSettings
-from harness.core.variant import AttentionInputs
-from harness.measure.cell import measure_case
-from harness.measure.inputs import make_inputs, upcast
-from variants import flash_attn_pkg, xformers_mea
-from variants.flash_tiled import key_range
+from attnbench.attention.flops import attention_flops
+from attnbench.attention.masks import case_mask_matrix
+from attnbench.attention.reference import softmax_attention
+from attnbench.attention.score_mods import alibi_slopes, score_bias
+from attnbench.core.case import Case
+from attnbench.core.registry import default_registry
+from attnbench.core.settings import MeasureSettings
+from attnbench.core.variant import AttentionInputs
+from attnbench.measure.cell import measure_case
+from attnbench.measure.inputs import make_inputs, upcast
+from attnbench.variants import flash_attn_pkg, xformers_mea
+from attnbench.variants.flash_tiled import key_range
 
 FAST = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
 REGISTRY = default_registry()

@@ -18,12 +18,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from harness import Case, Knob, Variant
-from harness.core.case import DTYPES
-from harness.core.errors import SuiteError
-from harness.core.registry import Registry, default_registry
-from harness.measure.profiling import ParamError, parse_params
-from harness.plan.suite import expand, parse_suite
+from attnbench import Case, Knob, Variant
+from attnbench.core.case import DTYPES
+from attnbench.core.errors import SuiteError
+from attnbench.core.registry import Registry, default_registry
+from attnbench.measure.profiling import ParamError, parse_params
+from attnbench.plan.suite import expand, parse_suite
 
 REGISTRY = default_registry()
 VARIANTS_DIR = Path(__file__).resolve().parent.parent / "variants"
@@ -252,7 +252,7 @@ def test_param_text_is_parsed_by_the_variants_knobs():
 
 
 def test_list_shows_every_knob_with_its_default_bounds_and_doc():
-    from harness.cli.main import main
+    from attnbench.cli.main import main
 
     result = CliRunner().invoke(main, ["list", "--json"])
     assert result.exit_code == 0, result.output

@@ -4,10 +4,10 @@ Rules, for every module under harness/, variants/ and examples/:
 
 - no import cycles, neither among the imports that run at import time nor once the imports
   inside functions are counted too;
-- a variant or an example plugin imports attnbench only as ``from harness import ...``, and a
+- a variant or an example plugin imports attnbench only as ``from attnbench import ...``, and a
   variant shares code with another only through a private ``variants/_*.py`` module;
-- `harness` (the public API), `harness.store` and `harness.report` and every module under
-  them, and the two entry points loaded at start-up (the `attnbench` command, `harness.cli`,
+- `attnbench` (the public API, harness/__init__.py), `attnbench.store` and `attnbench.report` and every module under
+  them, and the two entry points loaded at start-up (the `attnbench` command, `attnbench.cli`,
   and the pytest plugin) do not reach torch through the imports that run at import time.
 
 How an import becomes edges:
@@ -22,7 +22,7 @@ How an import becomes edges:
 - *Where* an import runs: "top" for the module body, class bodies and ``if``/``try`` blocks
   at module level; "function" inside a ``def``; "type_checking" under ``if TYPE_CHECKING:``,
   which never runs and is left out of both graphs (but not out of the public-API rule).
-- A string that is exactly the dotted name of a project module (``"harness.core.case"``) is
+- A string that is exactly the dotted name of a project module (``"attnbench.core.case"``) is
   taken as a lazy import of it, a "function" edge: that is how the lazy `harness/__init__` and
   `harness/report/__init__` name the modules they import on first attribute access.
 
@@ -66,11 +66,12 @@ class Import:
         return f"{path}:{self.line}"
 
 
-def find_modules(source_root: Path, package: str) -> dict[str, Path]:
-    """Dotted name -> file of every module of `package`, which lies in `source_root`."""
+def find_modules(folder: Path, package: str) -> dict[str, Path]:
+    """Dotted name -> file of every module of the package `package`, whose files are in `folder`
+    (pyproject's package-dir installs harness/ as `attnbench` and variants/ as `attnbench.variants`)."""
     modules = {}
-    for path in sorted((source_root / package).rglob("*.py")):
-        parts = list(path.relative_to(source_root).with_suffix("").parts)
+    for path in sorted(folder.rglob("*.py")):
+        parts = [package, *path.relative_to(folder).with_suffix("").parts]
         if parts[-1] == "__init__":
             parts.pop()
         modules[".".join(parts)] = path
@@ -78,11 +79,11 @@ def find_modules(source_root: Path, package: str) -> dict[str, Path]:
 
 
 def project_modules() -> dict[str, Path]:
-    modules = find_modules(ROOT, "harness") | find_modules(ROOT, "variants")
+    modules = find_modules(ROOT / "harness", "attnbench") | find_modules(ROOT / "variants", "attnbench.variants")
     for example in sorted((ROOT / "examples").iterdir()):
         source_root = example / "src" if (example / "src").is_dir() else example
         for init in sorted(source_root.glob("*/__init__.py")):
-            modules |= find_modules(source_root, init.parent.name)
+            modules |= find_modules(init.parent, init.parent.name)
     return modules
 
 
@@ -236,16 +237,20 @@ def cycle_report(modules: dict[str, Path], kinds) -> list[str]:
 
 
 def private_harness_imports(modules: dict[str, Path]) -> list[str]:
-    """Imports of `harness.<anything>` by modules outside harness (variants, plugins)."""
+    """Imports of the harness's subpackages (`attnbench.core`, ...) by variants and plugins."""
     return [
-        f"{edge.where(modules)}: {edge.importer} imports {edge.target}; use `from harness import ...`"
+        f"{edge.where(modules)}: {edge.importer} imports {edge.target}; use `from attnbench import ...`"
         for edge in read_imports(modules)
-        if _top_package(edge.importer) != "harness" and edge.target.startswith("harness.") and not edge.implicit
+        if _area(edge.importer) != "harness" and _area(edge.target) == "harness" and edge.target != "attnbench"
+        and not edge.implicit
     ]
 
 
-def _top_package(name: str) -> str:
-    return name.split(".")[0]
+def _area(name: str) -> str:
+    """'harness' (attnbench and its subpackages), 'variants' (attnbench.variants) or the plugin's package."""
+    if name == "attnbench.variants" or name.startswith("attnbench.variants."):
+        return "variants"
+    return "harness" if name == "attnbench" or name.startswith("attnbench.") else name.split(".")[0]
 
 
 def import_time_path(modules: dict[str, Path], start: str, forbidden: str) -> list[str] | None:
@@ -270,20 +275,20 @@ def import_time_path(modules: dict[str, Path], start: str, forbidden: str) -> li
 
 
 MODULES = project_modules()
-TORCH_FREE = ["harness", "harness.cli", "harness.integrations.pytest_plugin"] + [
-    name for name in MODULES if name.split(".")[:2] in (["harness", "store"], ["harness", "report"])]
+TORCH_FREE = ["attnbench", "attnbench.cli", "attnbench.integrations.pytest_plugin"] + [
+    name for name in MODULES if name.split(".")[:2] in (["attnbench", "store"], ["attnbench", "report"])]
 
 
 def test_the_walker_sees_the_whole_project():
-    assert {"harness", "harness.core.case", "harness.report.tables", "variants.luong",
+    assert {"attnbench", "attnbench.core.case", "attnbench.report.tables", "attnbench.variants.luong",
             "attnbench_sigmoid_attention.sigmoid"} <= set(MODULES)
     edges = {(e.importer, e.target, e.kind, e.implicit) for e in read_imports(MODULES)}
-    assert ("harness", "harness.core.variant", "function", False) in edges  # the lazy name table
-    assert ("harness.cli.main", "torch", "function", False) in edges
-    assert ("variants.sdpa", "harness", "top", False) in edges
+    assert ("attnbench", "attnbench.core.variant", "function", False) in edges  # the lazy name table
+    assert ("attnbench.cli.main", "torch", "function", False) in edges
+    assert ("attnbench.variants.sdpa", "attnbench", "top", False) in edges
     assert ("attnbench_sigmoid_attention", "attnbench_sigmoid_attention.sigmoid", "top", False) in edges
-    # `from harness.plan.suite import ...` runs harness/plan/__init__ first
-    assert ("harness.engine.sweep", "harness.plan", "top", True) in edges
+    # `from attnbench.plan.suite import ...` runs harness/plan/__init__ first
+    assert ("attnbench.engine.sweep", "attnbench.plan", "top", True) in edges
 
 
 def test_no_import_cycle_at_import_time():
@@ -297,7 +302,7 @@ def test_no_import_cycle_counting_imports_inside_functions():
 
 
 def test_variants_and_plugins_import_only_the_public_api():
-    assert {"variants", "attnbench_sigmoid_attention"} <= {_top_package(name) for name in MODULES}
+    assert {"harness", "variants", "attnbench_sigmoid_attention"} <= {_area(name) for name in MODULES}
     offences = private_harness_imports(MODULES)
     assert not offences, "\n".join(offences)
 
@@ -305,8 +310,8 @@ def test_variants_and_plugins_import_only_the_public_api():
 def test_a_variant_shares_code_through_a_private_module_not_another_variant():
     offences = [f"{edge.where(MODULES)}: {edge.importer} imports the variant module {edge.target}"
                 for edge in read_imports(MODULES)
-                if _top_package(edge.importer) == "variants" and edge.target.startswith("variants.")
-                and not edge.target.split(".")[1].startswith("_")]
+                if _area(edge.importer) == "variants" and _area(edge.target) == "variants"
+                and edge.target != "attnbench.variants" and not edge.target.split(".")[2].startswith("_")]
     assert not offences, "\n".join(offences) + "\nmove what they share into a variants/_<name>.py module"
 
 
@@ -319,13 +324,13 @@ def test_no_torch_at_import_time(start):
 @pytest.mark.parametrize("library", ["torch", "pandas", "numpy", "matplotlib", "rich"])
 def test_the_command_line_starts_without_heavy_libraries(library):
     """Why the imports left inside cli functions are there: each command loads what it needs."""
-    path = import_time_path(MODULES, "harness.cli", library)
-    assert path is None, "`import harness.cli` reaches " + library + ": " + " -> ".join(path)
+    path = import_time_path(MODULES, "attnbench.cli", library)
+    assert path is None, "`import attnbench.cli` reaches " + library + ": " + " -> ".join(path)
 
 
 def test_no_torch_at_import_time_in_a_fresh_interpreter():
     """The real thing: importing all of them pulls no torch into `sys.modules`."""
-    names = ", ".join(dict.fromkeys(["harness.store", "harness.report", *TORCH_FREE]))
+    names = ", ".join(dict.fromkeys(["attnbench.store", "attnbench.report", *TORCH_FREE]))
     code = f"import {names}; import sys; assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:3]"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -336,7 +341,8 @@ def _write_package(root: Path, files: dict[str, str]) -> dict[str, Path]:
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(source), encoding="utf-8")
-    return find_modules(root, next(iter(files)).split("/")[0])
+    package = next(iter(files)).split("/")[0]
+    return find_modules(root / package, package)
 
 
 def test_find_cycles_on_a_synthetic_graph():
@@ -372,22 +378,22 @@ def test_a_cycle_planted_in_a_copy_of_harness_is_found(tmp_path):
     """The project's own check, on a copy of harness/ where core.errors imports the sweep engine."""
     shutil.copytree(ROOT / "harness", tmp_path / "harness", ignore=shutil.ignore_patterns("__pycache__"))
     errors = tmp_path / "harness" / "core" / "errors.py"
-    errors.write_text(errors.read_text(encoding="utf-8") + "\nfrom harness.engine.sweep import RunInterrupted\n",
+    errors.write_text(errors.read_text(encoding="utf-8") + "\nfrom attnbench.engine.sweep import RunInterrupted\n",
                       encoding="utf-8")
-    cycles = cycle_report(find_modules(tmp_path, "harness"), ("top",))
+    cycles = cycle_report(find_modules(tmp_path / "harness", "attnbench"), ("top",))
     print(*cycles, sep="\n")
     assert [report.splitlines()[0] for report in cycles] == [
-        "harness.core.errors -> harness.engine.sweep -> harness.core.errors"]
-    assert not cycle_report(find_modules(ROOT, "harness"), ("top",))
+        "attnbench.core.errors -> attnbench.engine.sweep -> attnbench.core.errors"]
+    assert not cycle_report(find_modules(ROOT / "harness", "attnbench"), ("top",))
 
 
 def test_a_planted_private_import_and_torch_import_are_found(tmp_path):
     modules = _write_package(tmp_path, {
-        "plug/__init__.py": "from harness.core.case import Case\nfrom harness import Variant\n",
+        "plug/__init__.py": "from attnbench.core.case import Case\nfrom attnbench import Variant\n",
         "plug/light.py": "from plug import heavy\n",
         "plug/heavy.py": "import json\ndef f():\n    import numpy\nimport torch.nn\n",
     })
     offences = private_harness_imports(modules)
-    assert len(offences) == 1 and "plug imports harness.core.case" in offences[0]
+    assert len(offences) == 1 and "plug imports attnbench.core.case" in offences[0]
     assert import_time_path(modules, "plug.light", "torch") == ["plug.light", "plug.heavy", "torch"]
     assert import_time_path(modules, "plug.heavy", "numpy") is None  # only inside a function

@@ -9,15 +9,15 @@ import sys
 import pytest
 import torch
 
-from harness.attention.masks import case_mask_matrix
-from harness.core.case import Case, batch_for_kv_cache, kv_cache_bytes_per_sequence
-from harness.core.errors import SuiteError
-from harness.core.presets import PRESETS, Preset, get_preset
-from harness.core.registry import default_registry
-from harness.core.settings import MeasureSettings
-from harness.core.units import parse_bytes
-from harness.measure.cell import measure_case
-from harness.plan.suite import expand, load_suite, parse_suite, with_overrides
+from attnbench.attention.masks import case_mask_matrix
+from attnbench.core.case import Case, batch_for_kv_cache, kv_cache_bytes_per_sequence
+from attnbench.core.errors import SuiteError
+from attnbench.core.presets import PRESETS, Preset, get_preset
+from attnbench.core.registry import default_registry
+from attnbench.core.settings import MeasureSettings
+from attnbench.core.units import parse_bytes
+from attnbench.measure.cell import measure_case
+from attnbench.plan.suite import expand, load_suite, parse_suite, with_overrides
 
 HEAD = '[suite]\nname = "t"\nvariants = ["naive", "sdpa-math"]\n'
 
@@ -156,7 +156,7 @@ def test_max_gflops_skips_a_cell_and_says_why(tmp_path, cli_env):
     suite.write_text('[suite]\nname = "big"\nvariants = ["naive"]\n[defaults]\nheads = 2\nhead_dim = 16\n'
                      '[sweep]\nseq_len = [32, 4096]\n[measure]\nwarmup_s = 0.01\nbudget_s = 0.05\nmin_reps = 3\n'
                      'max_gflops = 1\ncontention_retries = 0\n')
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(suite), "--no-report",
+    out = subprocess.run([sys.executable, "-m", "attnbench.cli", "run", str(suite), "--no-report",
                           "--results", str(tmp_path / "r")], capture_output=True, text=True, env=cli_env, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     cells = [json.loads(line) for run in (tmp_path / "r").iterdir() for line in (run / "cells.jsonl").open()]
@@ -167,11 +167,11 @@ def test_max_gflops_skips_a_cell_and_says_why(tmp_path, cli_env):
 
 
 def test_list_presets(cli_env):
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "list", "--presets", "--json"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "attnbench.cli", "list", "--presets", "--json"], capture_output=True,
                          text=True, env=cli_env, timeout=120)
     assert out.returncode == 0, out.stderr
     names = [p["name"] for p in json.loads(out.stdout)["presets"]]
     assert names == list(PRESETS)
-    table = subprocess.run([sys.executable, "-m", "harness.cli", "list", "--presets"], capture_output=True,
+    table = subprocess.run([sys.executable, "-m", "attnbench.cli", "list", "--presets"], capture_output=True,
                            text=True, env={**cli_env, "COLUMNS": "200"}, timeout=120)
     assert "mistral-7b" in table.stdout and "sliding_window:4095" in table.stdout and "[defaults]" in table.stdout

@@ -11,12 +11,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import Variant, attention_flops, case_mask_mod, softmax_attention
-from harness.core.case import Case
-from harness.core.registry import default_registry
-from harness.core.settings import MeasureSettings
-from harness.measure.cell import measure_case
-from harness.measure.inputs import make_inputs, upcast
+from attnbench import Variant, attention_flops, case_mask_mod, softmax_attention
+from attnbench.core.case import Case
+from attnbench.core.registry import default_registry
+from attnbench.core.settings import MeasureSettings
+from attnbench.measure.cell import measure_case
+from attnbench.measure.inputs import make_inputs, upcast
 
 FAST = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
 REGISTRY = default_registry()

@@ -21,14 +21,14 @@ import pytest
 from plugin_fixtures import write_distribution
 from tiny_suites import tiny_suite
 
-from harness.store import list_runs, load_run
+from attnbench.store import list_runs, load_run
 
 MARKUP_NAME = "mk[bold]x[/]"
 BOOM = "boom [/] [red]x"
 REASON = "refuses N=64 [/] on purpose [bold]"
 
 MARKUP_MODULE = f'''
-from harness import Knob, Variant, attention_flops, softmax_attention
+from attnbench import Knob, Variant, attention_flops, softmax_attention
 
 
 class Markup(Variant):
@@ -73,7 +73,7 @@ def markup_env(tmp_path, cli_env) -> dict[str, str]:
 
 
 def attnbench(args, env, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], env=env, cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "attnbench.cli", *args], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=120)
 
 
@@ -127,7 +127,7 @@ def test_an_internal_error_exits_4_with_the_traceback_in_a_file(tmp_path, markup
     site = tmp_path / "bug"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
-        "import harness.store as store\n"
+        "import attnbench.store as store\n"
         "def broken(*args, **kwargs):\n"
         "    raise RuntimeError('internal [/] bug [red]x')\n"
         "store.list_runs = broken\n", encoding="utf-8")
@@ -151,7 +151,7 @@ def test_an_internal_error_during_a_run_leaves_it_interrupted_and_resumable(tmp_
     site = tmp_path / "bug"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
-        "import harness.engine.sweep as sweep\n"
+        "import attnbench.engine.sweep as sweep\n"
         "original = sweep._precheck\n"
         "def broken(case, *args, **kwargs):\n"
         "    if case.seq_len == 64:\n"

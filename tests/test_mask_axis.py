@@ -7,16 +7,16 @@ import math
 import pytest
 import torch
 
-from harness.attention.flops import attention_flops
-from harness.attention.masks import case_mask_matrix, case_visible_pairs, document_ids
-from harness.attention.reference import softmax_attention
-from harness.core.case import Case
-from harness.core.maskspec import parse_mask
-from harness.core.registry import default_registry
-from harness.core.settings import MeasureSettings
-from harness.measure.cell import measure_case
-from harness.measure.inputs import make_inputs
-from harness.plan.suite import expand, parse_suite
+from attnbench.attention.flops import attention_flops
+from attnbench.attention.masks import case_mask_matrix, case_visible_pairs, document_ids
+from attnbench.attention.reference import softmax_attention
+from attnbench.core.case import Case
+from attnbench.core.maskspec import parse_mask
+from attnbench.core.registry import default_registry
+from attnbench.core.settings import MeasureSettings
+from attnbench.measure.cell import measure_case
+from attnbench.measure.inputs import make_inputs
+from attnbench.plan.suite import expand, parse_suite
 
 FAST = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
 MASKS = ["sliding_window:8", "document:3", "prefix_lm:10"]

@@ -1,4 +1,4 @@
-"""harness.attention.masks against the definition, written as a plain Python loop.
+"""attnbench.attention.masks against the definition, written as a plain Python loop.
 
 Query i sits at key position i + kv_len - seq_len (end alignment): a decode
 step (kv_len > seq_len) sees the whole cache before it, and with
@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import harness
-from harness.attention.flops import causal_visible_pairs
-from harness.attention.masks import (
+import attnbench
+from attnbench.attention.flops import causal_visible_pairs
+from attnbench.attention.masks import (
     band_mask,
     band_mask_mod,
     causal_mask,
@@ -109,4 +109,4 @@ def test_large_counts_need_no_matrix():
 def test_the_mask_names_are_public():
     for name in ("causal_mask", "band_mask", "causal_mask_mod", "band_mask_mod", "mask_matrix",
                  "query_positions", "visible_pairs"):
-        assert getattr(harness, name) is getattr(harness.attention.masks, name)
+        assert getattr(attnbench, name) is getattr(attnbench.attention.masks, name)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.core.errors import AttnbenchError
-from harness.core.names import MAX_STEM, ensure_writable_dir, safe_file_stem
-from harness.store import new_run_id
+from attnbench.core.errors import AttnbenchError
+from attnbench.core.names import MAX_STEM, ensure_writable_dir, safe_file_stem
+from attnbench.store import new_run_id
 
-ATTNBENCH = [sys.executable, "-m", "harness.cli"]
+ATTNBENCH = [sys.executable, "-m", "attnbench.cli"]
 REPO = Path(__file__).resolve().parents[1]
 TINY = """
 [suite]
@@ -137,7 +137,7 @@ def _run_in_process(cwd: Path, env: dict, *args: str):
     """`attnbench ARGS` through click's runner, in `cwd` with the session's cache (as `_attnbench`, without a process)."""
     from click.testing import CliRunner
 
-    from harness.cli import main
+    from attnbench.cli import main
 
     previous = os.getcwd()
     os.chdir(cwd)

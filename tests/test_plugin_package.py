@@ -20,7 +20,7 @@ import pytest
 from plugin_fixtures import write_distribution
 from tiny_suites import tiny_suite
 
-from harness.store import list_runs
+from attnbench.store import list_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "attnbench-sigmoid-attention"
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 GOOD_VARIANT = """
     import torch.nn.functional as F
 
-    from harness import Variant, attention_flops, softmax_attention
+    from attnbench import Variant, attention_flops, softmax_attention
 
 
     class Good(Variant):
@@ -62,7 +62,7 @@ def plugin_path(tmp_path_factory) -> Path:
     write_distribution(root, "not-a-variant-plugin", "not_a_variant", "NOT_A_VARIANT = {'name': 'x'}\n",
                        {"notavariant": "not_a_variant:NOT_A_VARIANT"})
     write_distribution(root, "shadow-plugin", "shadow_plugin", """
-        from harness import Variant
+        from attnbench import Variant
 
 
         class ShadowNaive(Variant):
@@ -75,7 +75,7 @@ def plugin_path(tmp_path_factory) -> Path:
 
 def attnbench(args: list[str], env: dict[str, str], cwd: Path, python: str = sys.executable,
               timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([python, "-m", "harness.cli", *args], env=env, cwd=cwd, capture_output=True,
+    return subprocess.run([python, "-m", "attnbench.cli", *args], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -109,7 +109,7 @@ def test_broken_plugins_are_reported_with_their_distribution(plugin_path, cli_en
 
     assert failed["notavariant"]["distribution"] == "not-a-variant-plugin"
     assert failed["notavariant"]["error"].startswith("TypeError:")
-    assert "not a harness.variant.Variant" in failed["notavariant"]["error"]
+    assert "not a attnbench.variant.Variant" in failed["notavariant"]["error"]
 
     assert failed["naive"]["distribution"] == "shadow-plugin"
     assert "already taken by distribution 'attnbench'" in failed["naive"]["error"]

@@ -8,10 +8,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from harness.cli import main
-from harness.core.case import Case
-from harness.core.registry import default_registry
-from harness.measure.profiling import (
+from attnbench.cli import main
+from attnbench.core.case import Case
+from attnbench.core.registry import default_registry
+from attnbench.measure.profiling import (
     ParamError,
     UnsupportedCaseError,
     memory_peak,
@@ -116,8 +116,8 @@ def test_cli_profile_writes_the_folder(tmp_path):
 
 
 def test_profile_run_profiles_every_ok_cell(tmp_path):
-    from harness.core.result import Result, Run
-    from harness.store import Cell, RunWriter, now_iso
+    from attnbench.core.result import Result, Run
+    from attnbench.store import Cell, RunWriter, now_iso
 
     run = Run(run_id="r1", name="r1", suite_name="t", suite_text="", started_at=now_iso())
     writer = RunWriter.create(tmp_path, run)

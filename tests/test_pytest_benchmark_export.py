@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from tiny_suites import tiny_suite
 
-from harness.core.case import Case
-from harness.core.registry import default_registry
-from harness.engine.sweep import run_suite
-from harness.plan.suite import parse_suite
-from harness.store import load_run
+from attnbench.core.case import Case
+from attnbench.core.registry import default_registry
+from attnbench.engine.sweep import run_suite
+from attnbench.plan.suite import parse_suite
+from attnbench.store import load_run
 
 pytestmark = pytest.mark.e2e
 

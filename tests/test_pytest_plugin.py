@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from harness.core.case import Case
+from attnbench.core.case import Case
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.e2e

@@ -10,8 +10,8 @@ import pytest
 from test_cli import attnbench, write
 from tiny_suites import all_cells_ok
 
-from harness.store import load_run, tidy_frame
-from harness.store.quality import recall_summary
+from attnbench.store import load_run, tidy_frame
+from attnbench.store.quality import recall_summary
 
 pytestmark = pytest.mark.e2e  # every test trains or runs through a real `attnbench` subprocess
 

@@ -8,15 +8,15 @@ from dataclasses import replace
 import pytest
 import torch
 
-from harness import Case, Variant, softmax_attention
-from harness.core.registry import default_registry
-from harness.core.settings import MeasureSettings
-from harness.core.taskspec import TaskSpec, parse_task
-from harness.measure.cell import measure_case
-from harness.tasks.mixer import MixerError, VariantMixer
-from harness.tasks.model import RecallModel
-from harness.tasks.mqar import IGNORE, check_shape, recall_batch
-from harness.tasks.train import learning_rate_factor, loss_curve, train_recall
+from attnbench import Case, Variant, softmax_attention
+from attnbench.core.registry import default_registry
+from attnbench.core.settings import MeasureSettings
+from attnbench.core.taskspec import TaskSpec, parse_task
+from attnbench.measure.cell import measure_case
+from attnbench.tasks.mixer import MixerError, VariantMixer
+from attnbench.tasks.model import RecallModel
+from attnbench.tasks.mqar import IGNORE, check_shape, recall_batch
+from attnbench.tasks.train import learning_rate_factor, loss_curve, train_recall
 
 REGISTRY = default_registry()
 

@@ -21,15 +21,15 @@ import pytest
 from plugin_fixtures import write_faulty_plugins
 from tiny_suites import tiny_suite
 
-from harness.store import load_run
+from attnbench.store import load_run
 
 pytestmark = pytest.mark.e2e
-ATTNBENCH = [sys.executable, "-m", "harness.cli"]
+ATTNBENCH = [sys.executable, "-m", "attnbench.cli"]
 
 
 def test_without_ray_the_executor_says_how_to_install_it():
     code = ("import sys; sys.modules['ray'] = None\n"        # as if Ray were not installed
-            "from harness.engine.executors import make_executor\n"
+            "from attnbench.engine.executors import make_executor\n"
             "make_executor('ray', address=None)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1

@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 
 from plugin_fixtures import write_distribution
 
-from harness.core.registry import ENTRY_POINT_GROUP, load_registry
+from attnbench.core.registry import ENTRY_POINT_GROUP, load_registry
 
 BUILTINS = {"naive", "sdpa-math", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn"}
 
@@ -32,7 +32,7 @@ def test_plugins_env_var_restricts_what_loads(monkeypatch):
 def test_broken_plugin_is_listed_with_its_error_and_others_still_work(tmp_path):
     site = write_distribution(tmp_path / "site", "attnbench-broken", "attnbench_broken",
                               "import this_module_does_not_exist\n", {"broken-attention": "attnbench_broken:X"})
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from harness.cli import main; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from attnbench.cli import main; "
             "sys.argv = ['attnbench', 'list', '--json']; main()")
     out = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -23,13 +23,13 @@ from synthetic_runs import (
 )
 from tiny_suites import tiny_suite
 
-from harness.cli.report import report_command
-from harness.core.errors import AttnbenchError, StoreError
-from harness.report import build_report_html, write_report
-from harness.report.analysis import crossovers, quality_views
-from harness.report.data import prepare
-from harness.report.fits import crossover, loglog_slope, pareto_frontier
-from harness.store import load_run
+from attnbench.cli.report import report_command
+from attnbench.core.errors import AttnbenchError, StoreError
+from attnbench.report import build_report_html, write_report
+from attnbench.report.analysis import crossovers, quality_views
+from attnbench.report.data import prepare
+from attnbench.report.fits import crossover, loglog_slope, pareto_frontier
+from attnbench.store import load_run
 
 SECTIONS = ("run", "tables", "plots", "crossovers", "quality", "attention-maps", "failures")
 SEQ_LENS = (256, 512, 1024, 2048, 4096)
@@ -228,11 +228,11 @@ def test_report_builds_without_torch(runs, tmp_path):
         else:
             raise SystemExit("torch could still be imported")
         from pathlib import Path
-        import harness.report
-        from harness.report.compare import compare_runs
-        from harness.store import load_run
+        import attnbench.report
+        from attnbench.report.compare import compare_runs
+        from attnbench.store import load_run
         run = load_run({str(runs["bare"])!r})
-        path = harness.report.write_report([run], Path({str(tmp_path / "t.html")!r}))
+        path = attnbench.report.write_report([run], Path({str(tmp_path / "t.html")!r}))
         compare_runs(run, run)
         assert "torch" not in sys.modules
         print("bytes", path.stat().st_size)
@@ -246,9 +246,9 @@ def test_report_builds_without_torch(runs, tmp_path):
 def test_attention_maps_with_the_registry(tmp_path):
     import torch
 
-    from harness.core.registry import Registry, default_registry
-    from harness.core.variant import Variant
-    from harness.measure.attention_maps import write_attention_maps
+    from attnbench.core.registry import Registry, default_registry
+    from attnbench.core.variant import Variant
+    from attnbench.measure.attention_maps import write_attention_maps
 
     class Broken(Variant):
         name = "broken"
@@ -286,10 +286,10 @@ def test_attention_maps_with_the_registry(tmp_path):
 
 @pytest.mark.e2e
 def test_a_tiny_real_run_is_reported(tmp_path):
-    from harness.core.registry import default_registry
-    from harness.engine import sweep
-    from harness.measure.attention_maps import write_attention_maps
-    from harness.plan.suite import parse_suite
+    from attnbench.core.registry import default_registry
+    from attnbench.engine import sweep
+    from attnbench.measure.attention_maps import write_attention_maps
+    from attnbench.plan.suite import parse_suite
 
     suite = parse_suite(tiny_suite("tiny", ["naive", "sdpa-math"],
                                    defaults={"batch": 1, "heads": 1, "head_dim": 16, "dtype": "float32"},

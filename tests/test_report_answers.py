@@ -15,13 +15,13 @@ from synthetic_runs import (
     write_synthetic_run,
 )
 
-from harness.core.units import format_bytes, format_seconds
-from harness.report import build_report_html
-from harness.report.analysis import crossovers
-from harness.report.data import prepare
-from harness.report.headline import headlines
-from harness.report.runcard import calibration_view
-from harness.store import load_run
+from attnbench.core.units import format_bytes, format_seconds
+from attnbench.report import build_report_html
+from attnbench.report.analysis import crossovers
+from attnbench.report.data import prepare
+from attnbench.report.headline import headlines
+from attnbench.report.runcard import calibration_view
+from attnbench.store import load_run
 
 SEQ_LENS = (256, 512, 1024, 2048, 4096)
 SSM = SyntheticVariant("mamba2-ssd", "ssm", "scalar_decay_ssm", 50.0, 1, 1)

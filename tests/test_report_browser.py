@@ -25,9 +25,9 @@ from synthetic_runs import (
     write_synthetic_run,
 )
 
-from harness.report import build_report_html, compare_runs, write_compare_report
-from harness.report.render import write_html
-from harness.store import load_run
+from attnbench.report import build_report_html, compare_runs, write_compare_report
+from attnbench.report.render import write_html
+from attnbench.store import load_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -153,7 +153,7 @@ def test_quality_against_cost_has_one_plot_per_input_distribution(browser, tmp_p
                      'inputs = ["iid", "sinks"]\n[params.performer]\nfeatures = [16, 64]\n'
                      '[params.longformer]\nwindow = 32\nglobal_tokens = [0, 4]\n'
                      '[measure]\nwarmup_s = 0.01\nbudget_s = 0.05\nmin_reps = 3\ncap_s = 0.5\ncontention_retries = 0\n')
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(suite), "--no-report",
+    out = subprocess.run([sys.executable, "-m", "attnbench.cli", "run", str(suite), "--no-report",
                           "--results", str(tmp_path / "r")], capture_output=True, text=True, env=cli_env, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     run = load_run(next((tmp_path / "r").iterdir()))

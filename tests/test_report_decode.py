@@ -21,12 +21,12 @@ from synthetic_runs import (
     write_synthetic_run,
 )
 
-from harness.core.units import format_bytes
-from harness.report import build_report_html, plots
-from harness.report.data import prepare
-from harness.report.fits import loglog_slope
-from harness.report.tables import workload_table
-from harness.store import load_run
+from attnbench.core.units import format_bytes
+from attnbench.report import build_report_html, plots
+from attnbench.report.data import prepare
+from attnbench.report.fits import loglog_slope
+from attnbench.report.tables import workload_table
+from attnbench.store import load_run
 
 KV_LENS = (1024, 2048, 4096, 8192)
 DECODE = DecodeSpec(name="decode", q_lens=(1, 4), kv_lens=KV_LENS, heads=8, kv_heads=2)

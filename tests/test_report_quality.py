@@ -24,13 +24,13 @@ from synthetic_runs import (
     write_synthetic_run,
 )
 
-from harness.core.units import format_seconds
-from harness.report import build_report_html
-from harness.report.analysis import crossovers
-from harness.report.data import prepare
-from harness.report.tables import workload_table
-from harness.report.tasks import frontier, task_failures, task_groups
-from harness.store import load_run, tidy_frame
+from attnbench.core.units import format_seconds
+from attnbench.report import build_report_html
+from attnbench.report.analysis import crossovers
+from attnbench.report.data import prepare
+from attnbench.report.tables import workload_table
+from attnbench.report.tasks import frontier, task_failures, task_groups
+from attnbench.store import load_run, tidy_frame
 
 SDPA, PERFORMER, LINEAR, HOSTILE = QUALITY_VARIANTS
 

@@ -7,15 +7,15 @@ import math
 import pytest
 import torch
 
-from harness.attention.flops import attention_flops
-from harness.attention.score_mods import alibi_slopes, case_score_mod, score_bias
-from harness.core.case import Case
-from harness.core.registry import default_registry
-from harness.core.scoremodspec import parse_score_mod
-from harness.core.settings import MeasureSettings
-from harness.measure.cell import measure_case
-from harness.measure.inputs import make_inputs
-from harness.plan.suite import expand, parse_suite
+from attnbench.attention.flops import attention_flops
+from attnbench.attention.score_mods import alibi_slopes, case_score_mod, score_bias
+from attnbench.core.case import Case
+from attnbench.core.registry import default_registry
+from attnbench.core.scoremodspec import parse_score_mod
+from attnbench.core.settings import MeasureSettings
+from attnbench.measure.cell import measure_case
+from attnbench.measure.inputs import make_inputs
+from attnbench.plan.suite import expand, parse_suite
 
 FAST = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
 

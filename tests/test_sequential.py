@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.report.sequential import ALPHA, look_alpha, sequential_interval
+from attnbench.report.sequential import ALPHA, look_alpha, sequential_interval
 
 FIRST_LOOK, CAP = 4, 30
 

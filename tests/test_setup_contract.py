@@ -3,7 +3,7 @@
 Weights (`seeded_weight`), masks, index tensors and device copies belong in
 `prepare`; the callable it returns only computes. For every registered
 variant that can run a small case here, the harness's own timed callable
-(`harness.measure.cell._Step`: the forward, under inference mode in ``fwd``;
+(`attnbench.measure.cell._Step`: the forward, under inference mode in ``fwd``;
 the forward and its backward in ``fwd_bwd``) runs once as warm-up and then
 under `SetupRecorder`, a TorchDispatchMode that sees every aten op. The step
 must draw no random numbers (a weight drawn there, even from a seeded
@@ -28,11 +28,11 @@ import torch
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from harness.core.case import Case
-from harness.core.registry import default_registry
-from harness.core.variant import AttentionInputs, Variant
-from harness.measure.cell import _Step
-from harness.measure.inputs import make_inputs
+from attnbench.core.case import Case
+from attnbench.core.registry import default_registry
+from attnbench.core.variant import AttentionInputs, Variant
+from attnbench.measure.cell import _Step
+from attnbench.measure.inputs import make_inputs
 
 # Ops that draw random numbers. Most also carry the tag `nondeterministic_seeded`, which
 # `_draws_random_numbers` reads too; the names catch those that do not.

@@ -8,9 +8,9 @@ import statistics
 import numpy as np
 import pytest
 
-from harness.core.result import Result, Timing
-from harness.measure.cell import merge_process_results
-from harness.measure.stats import (
+from attnbench.core.result import Result, Timing
+from attnbench.measure.cell import merge_process_results
+from attnbench.measure.stats import (
     coefficient_of_variation,
     interval_text,
     median_interval,

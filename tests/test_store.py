@@ -7,10 +7,10 @@ import json
 import pandas as pd
 import pytest
 
-from harness.core.case import Case
-from harness.core.errors import StoreError
-from harness.core.result import Accuracy, ErrorMetrics, Memory, Result, Run, Timing
-from harness.store import (
+from attnbench.core.case import Case
+from attnbench.core.errors import StoreError
+from attnbench.core.result import Accuracy, ErrorMetrics, Memory, Result, Run, Timing
+from attnbench.store import (
     TIDY_COLUMNS,
     Cell,
     RunWriter,

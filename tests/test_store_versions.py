@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.core.case import Case
-from harness.core.errors import StoreError
-from harness.core.result import Result, Run
-from harness.store import Cell, RunWriter, load_run, now_iso, tidy_frame
-from harness.store.format import FORMAT_VERSION, READABLE_VERSIONS, upgrade_cell, upgrade_run
+from attnbench.core.case import Case
+from attnbench.core.errors import StoreError
+from attnbench.core.result import Result, Run
+from attnbench.store import Cell, RunWriter, load_run, now_iso, tidy_frame
+from attnbench.store.format import FORMAT_VERSION, READABLE_VERSIONS, upgrade_cell, upgrade_run
 
 DATA = Path(__file__).resolve().parent / "data"
 REFERENCE = {1: DATA / "reference-run-v1", 2: DATA / "reference-run-v2", 3: DATA / "reference-run-v3"}
@@ -161,7 +161,7 @@ def test_a_verdict_from_the_absolute_bounds_keeps_loading_as_it_was_judged():
 
 @pytest.mark.parametrize("base,new", [(2, 2), (1, 1), (1, 2)])
 def test_reference_runs_compare_cell_for_cell_across_versions(base, new):
-    from harness.report.compare import compare_runs
+    from attnbench.report.compare import compare_runs
 
     comparison = compare_runs(load_run(REFERENCE[base]), load_run(REFERENCE[new]))
     assert sorted(c.case_id for c in comparison.cells) == sorted(REFERENCE_IDS.values())
@@ -170,7 +170,7 @@ def test_reference_runs_compare_cell_for_cell_across_versions(base, new):
 
 
 def test_pytest_benchmark_export_of_an_upgraded_run_uses_the_current_ids():
-    from harness.store.pytest_benchmark import to_pytest_benchmark
+    from attnbench.store.pytest_benchmark import to_pytest_benchmark
 
     document = to_pytest_benchmark(load_run(REFERENCE[1]))
     assert sorted(b["extra_info"]["case_id"] for b in document["benchmarks"]) == sorted(REFERENCE_IDS.values())
@@ -214,8 +214,8 @@ def interrupted_copy(version: int, tmp_path: Path, seq_lens: str) -> Path:
 @pytest.mark.parametrize("seq_lens,new_cells", [("[64, 128]", []), ("[64, 128, 256]", [("naive", 256),
                                                                                     ("sdpa-math", 256)])])
 def test_resuming_a_reference_run_runs_no_stored_cell_again(version, seq_lens, new_cells, tmp_path):
-    from harness.core.registry import default_registry
-    from harness.engine.sweep import resume_run
+    from attnbench.core.registry import default_registry
+    from attnbench.engine.sweep import resume_run
 
     folder = interrupted_copy(version, tmp_path, seq_lens)
     before = (folder / "cells.jsonl").read_bytes()

@@ -13,10 +13,10 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.core.errors import AttnbenchError
-from harness.core.registry import default_registry
-from harness.core.settings import settings_field_types
-from harness.plan.suite import AXES, TABLES, expand, parse_suite
+from attnbench.core.errors import AttnbenchError
+from attnbench.core.registry import default_registry
+from attnbench.core.settings import settings_field_types
+from attnbench.plan.suite import AXES, TABLES, expand, parse_suite
 
 REGISTRY = default_registry()
 KEYS = list(AXES) + list(settings_field_types()) + list(TABLES) + ["name", "variants", "description", "bogus", ""]

@@ -6,13 +6,13 @@ import html
 
 from rich.console import Console
 
-from harness.cli.progress import print_summary
-from harness.core.registry import load_registry
-from harness.core.units import format_seconds
-from harness.engine.sweep import run_suite
-from harness.plan.suite import parse_suite
-from harness.report import build_report_html
-from harness.store import load_run
+from attnbench.cli.progress import print_summary
+from attnbench.core.registry import load_registry
+from attnbench.core.units import format_seconds
+from attnbench.engine.sweep import run_suite
+from attnbench.plan.suite import parse_suite
+from attnbench.report import build_report_html
+from attnbench.store import load_run
 
 FAST = """
 [measure]
@@ -125,9 +125,9 @@ def test_a_leak_and_an_optimistic_memory_model_are_warned(faulty_registry, resul
 def test_the_cpu_memory_peak_repeats_exactly_where_the_resident_peak_does_not():
     """mamba2-ssd frees and reallocates temporaries: its resident high-water mark varies with heap layout,
     the allocator's peak does not."""
-    from harness.core.case import Case
-    from harness.core.settings import MeasureSettings
-    from harness.measure.cell import measure_case
+    from attnbench.core.case import Case
+    from attnbench.core.settings import MeasureSettings
+    from attnbench.measure.cell import measure_case
 
     registry = load_registry()
     case = Case(variant="mamba2-ssd", seq_len=512, heads=4, head_dim=32)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.measure.telemetry import (
+from attnbench.measure.telemetry import (
     EnergyMeter,
     TelemetrySampler,
     cpu_frequency_changed,
@@ -124,10 +124,10 @@ def test_warnings():
 
 def test_cell_telemetry_and_derived_numbers():
     """A real cell: outliers, cv, energy notes, arithmetic intensity and peak fraction against formulas."""
-    from harness.core.case import Case
-    from harness.core.registry import default_registry
-    from harness.core.settings import MeasureSettings
-    from harness.measure.cell import measure_case
+    from attnbench.core.case import Case
+    from attnbench.core.registry import default_registry
+    from attnbench.core.settings import MeasureSettings
+    from attnbench.measure.cell import measure_case
 
     case = Case(variant="naive", seq_len=64, heads=2)
     calibration = {"matmul_flops_per_s": {"float32": 1e11}, "copy_bytes_per_s": 1e10, "device": "cpu"}

@@ -1,4 +1,4 @@
-"""harness.core.terminal: the three layouts of a table, and that none cuts a value or a word."""
+"""attnbench.core.terminal: the three layouts of a table, and that none cuts a value or a word."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from harness.core.terminal import (
+from attnbench.core.terminal import (
     Cell,
     TextTable,
     markdown_lines,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.core.settings import MeasureSettings
-from harness.measure.timing import (
+from attnbench.core.settings import MeasureSettings
+from attnbench.measure.timing import (
     CUDA_MAX_BATCH,
     MIN_FLUSH_BYTES,
     AdaptiveStop,
@@ -267,8 +267,8 @@ def test_time_cuda_graph_replays_with_the_flush_outside_the_graph():
 
 
 def test_processes_option_merges_fresh_workers():
-    from harness.core.case import Case
-    from harness.engine.local_executor import LocalExecutor
+    from attnbench.core.case import Case
+    from attnbench.engine.local_executor import LocalExecutor
 
     settings = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.05, processes=2, accuracy=False, memory=False,
                                telemetry=False)
@@ -307,7 +307,7 @@ def test_cuda_timing_on_a_device():
 def test_cuda_peak_is_exact_for_one_allocation():
     import torch
 
-    from harness.measure.memory import cuda_peak_bytes
+    from attnbench.measure.memory import cuda_peak_bytes
 
     nbytes = 64 << 20
     measured = cuda_peak_bytes(lambda: torch.empty(nbytes, dtype=torch.uint8, device="cuda"))

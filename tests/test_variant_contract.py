@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.core.case import DTYPES, Case
-from harness.core.registry import default_registry
-from harness.measure.accuracy import error_metrics, judge
-from harness.measure.inputs import make_inputs, make_output_grad, upcast
+from attnbench.core.case import DTYPES, Case
+from attnbench.core.registry import default_registry
+from attnbench.measure.accuracy import error_metrics, judge
+from attnbench.measure.inputs import make_inputs, make_output_grad, upcast
 
 REGISTRY = default_registry()
 SMALL = dict(batch=1, heads=2, seq_len=96, head_dim=16)

@@ -7,7 +7,7 @@ the variant's float64 reference on the same inputs upcast, output and
 gradients; every unsupported cell must give reasons without raising.
 
 Tolerances (relative L2 error): the output must stay within
-`harness.accuracy.tolerance(dtype)` (float32 2e-5, float16 5e-3, bfloat16 3e-2,
+`attnbench.accuracy.tolerance(dtype)` (float32 2e-5, float16 5e-3, bfloat16 3e-2,
 float64 1e-10); gradients within twice that, since they pass through a second
 chain of rounded operations. Exact-function checks (chunked against direct,
 a hand-computed local-p example) use float64 and 1e-12.
@@ -26,16 +26,21 @@ import math
 import pytest
 import torch
 
-from harness.attention.masks import causal_mask, query_positions
-from harness.attention.reference import softmax_attention
-from harness.core.case import Case
-from harness.core.registry import default_registry
-from harness.core.variant import AttentionInputs, seeded_weight
-from harness.measure.accuracy import error_metrics, tolerance
-from harness.measure.inputs import make_inputs, make_output_grad, upcast
-from harness.measure.memory import cpu_peak_bytes, hwm_reset_works
-from variants.additive import AdditiveAttention
-from variants.luong import LuongGeneral, LuongLocal, predicted_positions, visible_key_counts
+from attnbench.attention.masks import causal_mask, query_positions
+from attnbench.attention.reference import softmax_attention
+from attnbench.core.case import Case
+from attnbench.core.registry import default_registry
+from attnbench.core.variant import AttentionInputs, seeded_weight
+from attnbench.measure.accuracy import error_metrics, tolerance
+from attnbench.measure.inputs import make_inputs, make_output_grad, upcast
+from attnbench.measure.memory import cpu_peak_bytes, hwm_reset_works
+from attnbench.variants.additive import AdditiveAttention
+from attnbench.variants.luong import (
+    LuongGeneral,
+    LuongLocal,
+    predicted_positions,
+    visible_key_counts,
+)
 
 NAMES = ("additive", "luong-dot", "luong-general", "luong-concat", "luong-local",
          "flash-tiled", "flex", "flash-attn", "xformers")

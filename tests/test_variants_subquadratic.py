@@ -13,19 +13,19 @@ import math
 import pytest
 import torch
 
-import variants.mamba as mamba
-from harness.attention.reference import softmax_attention
-from harness.core.case import Case
-from harness.measure.accuracy import error_metrics, tolerance
-from harness.measure.inputs import make_inputs, make_output_grad, upcast
-from harness.measure.memory import cpu_peak_bytes
-from variants.longformer import (
+import attnbench.variants.mamba as mamba
+from attnbench.attention.reference import softmax_attention
+from attnbench.core.case import Case
+from attnbench.measure.accuracy import error_metrics, tolerance
+from attnbench.measure.inputs import make_inputs, make_output_grad, upcast
+from attnbench.measure.memory import cpu_peak_bytes
+from attnbench.variants.longformer import (
     Longformer,
     LongformerFlex,
     banded_attention,
     sparse_attention_reference,
 )
-from variants.mamba import (
+from attnbench.variants.mamba import (
     Mamba2SSD,
     MambaScan,
     segsum,
@@ -36,7 +36,7 @@ from variants.mamba import (
     ssd_inputs,
     ssd_sequential,
 )
-from variants.performer import (
+from attnbench.variants.performer import (
     LinearAttention,
     Performer,
     causal_linear_attention,

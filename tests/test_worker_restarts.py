@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from harness.core.registry import load_registry
-from harness.engine.local_executor import LocalExecutor
-from harness.engine.sweep import run_suite
-from harness.plan.suite import parse_suite
-from harness.store import load_run
+from attnbench.core.registry import load_registry
+from attnbench.engine.local_executor import LocalExecutor
+from attnbench.engine.sweep import run_suite
+from attnbench.plan.suite import parse_suite
+from attnbench.store import load_run
 
 SUITE = """
 [suite]

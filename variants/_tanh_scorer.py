@@ -6,7 +6,7 @@
 with q_proj = q W_qᵀ (B, H, N, a) and k_proj = k W_kᵀ (B, H, M, a). Bahdanau's
 W₁q + W₂k and Luong's concat W[q; k] = W[:, :d] q + W[:, d:] k are both this
 function; the two variants differ only in how their weights are drawn
-(`ChunkedTanhScorer._weights`). See `variants.additive` for the cost, the
+(`ChunkedTanhScorer._weights`). See `attnbench.variants.additive` for the cost, the
 chunking and the checkpointed backward.
 """
 
@@ -17,7 +17,7 @@ import math
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from harness import (
+from attnbench import (
     DEFAULT_TOLERANCES,
     AttentionInputs,
     Case,
@@ -88,7 +88,7 @@ def chunked_additive_attention(q_proj: torch.Tensor, k_proj: torch.Tensor, score
     """softmax_j(vᵀ tanh(q_proj[i] + k_proj[j])) · values, `rows_per_chunk` query rows at a time.
 
     q_proj (B, H, N, a), k_proj (B, H, M, a), score_vector (a,), values (B, H, M, d) -> (B, H, N, d).
-    `allowed` is the (N, M) causal mask (`harness.causal_mask`); built here when causal and not given,
+    `allowed` is the (N, M) causal mask (`attnbench.causal_mask`); built here when causal and not given,
     so a timed forward passes the one its `prepare` built.
     """
     batch, heads, seq_len, _ = q_proj.shape

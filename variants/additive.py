@@ -24,7 +24,7 @@ backward's extra memory is one chunk's tanh tensor and its gradient, plus the
 gradients of the projections, instead of the full N·M·attn_dim activation.
 The price is one extra forward of each chunk in backward.
 
-The scorer itself is in `variants._tanh_scorer`, shared with `luong-concat`
+The scorer itself is in `attnbench.variants._tanh_scorer`, shared with `luong-concat`
 (Luong's concat score is the same function with W split into query and key halves).
 """
 
@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import math
 
-from harness import Case
-from variants._tanh_scorer import ChunkedTanhScorer, weight_for
+from attnbench import Case
+from attnbench.variants._tanh_scorer import ChunkedTanhScorer, weight_for
 
 
 class AdditiveAttention(ChunkedTanhScorer):

@@ -36,7 +36,7 @@ import re
 
 import torch
 
-from harness import (
+from attnbench import (
     AttentionInputs,
     Case,
     ExactSoftmaxKernel,

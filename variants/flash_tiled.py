@@ -54,7 +54,7 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
-from harness import (
+from attnbench import (
     AttentionInputs,
     Case,
     Knob,

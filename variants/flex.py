@@ -26,7 +26,7 @@ import sys
 
 import torch
 
-from harness import AttentionInputs, Case, ExactSoftmaxKernel, case_mask_mod, case_score_mod
+from attnbench import AttentionInputs, Case, ExactSoftmaxKernel, case_mask_mod, case_score_mod
 
 # Every case compiles its own static-shape graph; a sweep compiles more than
 # dynamo's default recompile limit (8), after which it would silently fall back to eager.

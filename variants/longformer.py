@@ -41,7 +41,7 @@ from functools import lru_cache
 
 import torch
 
-from harness import (
+from attnbench import (
     AttentionInputs,
     Case,
     Knob,

@@ -26,7 +26,7 @@ Causal, per score:
 
 Implementations: dot and general call `scaled_dot_product_attention` with
 scale 1 (general first applies W to the keys once, k' = k Wᵀ, so qᵀWk = q·k');
-concat is additive's chunked scorer (`variants._tanh_scorer`; W = [W_q | W_k], so W[q; k] = W_q q + W_k k);
+concat is additive's chunked scorer (`attnbench.variants._tanh_scorer`; W = [W_q | W_k], so W[q; k] = W_q q + W_k k);
 local-p gathers the 2D+1 keys and values of each query's window (no N×M matrix).
 """
 
@@ -37,7 +37,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from harness import (
+from attnbench import (
     DEFAULT_TOLERANCES,
     AttentionInputs,
     Case,
@@ -49,7 +49,7 @@ from harness import (
     query_positions,
     softmax_attention,
 )
-from variants._tanh_scorer import ChunkedTanhScorer, weight_for
+from attnbench.variants._tanh_scorer import ChunkedTanhScorer, weight_for
 
 GENERAL_TAG = 201
 CONCAT_W_TAG, CONCAT_V_TAG = 301, 302

@@ -54,7 +54,7 @@ from functools import lru_cache
 
 import torch
 
-from harness import AttentionInputs, Case, Knob, Tolerance, Variant, seeded_weight, torch_dtype
+from attnbench import AttentionInputs, Case, Knob, Tolerance, Variant, seeded_weight, torch_dtype
 
 GROUP_CHUNKS = 64
 STATE_GROUP = 16

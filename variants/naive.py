@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from harness import (
+from attnbench import (
     AttentionInputs,
     Case,
     Variant,

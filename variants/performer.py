@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import torch
 
-from harness import (
+from attnbench import (
     AttentionInputs,
     Case,
     Knob,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness import (
+from attnbench import (
     AttentionInputs,
     Case,
     ExactSoftmaxKernel,

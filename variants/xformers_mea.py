@@ -43,7 +43,7 @@ import logging
 
 import torch
 
-from harness import (
+from attnbench import (
     AttentionInputs,
     Case,
     ExactSoftmaxKernel,

@@ -9,7 +9,7 @@ softmax's elementwise work counts in neither.
 
 from __future__ import annotations
 
-from harness.attention.masks import case_visible_pairs, visible_pairs
+from attnbench.attention.masks import case_visible_pairs, visible_pairs
 
 
 def attention_flops(case, *, pairs: int | None = None) -> int:

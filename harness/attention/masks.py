@@ -20,7 +20,7 @@ A case's whole mask, its `causal` flag combined with its `mask` axis, is
 - ``sliding_window:W``: ``|q' - kv| <= W``, and ``kv <= q'`` if causal: W + 1 keys
   (flash-attn's ``window_size=(W, W)`` and attention-gym's ``sliding_window``; a
   model config's window of K keys, the query's own included, as Hugging Face's
-  Mistral counts it, is ``sliding_window:K-1``: see `harness.core.presets`);
+  Mistral counts it, is ``sliding_window:K-1``: see `attnbench.core.presets`);
 - ``document:K``: K documents of seeded random lengths summing to seq_len
   (`document_ids`); a query sees the keys of its own document (and only
   those before it if causal);
@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 import torch
 
-from harness.core.maskspec import parse_mask
+from attnbench.core.maskspec import parse_mask
 
 MaskMod = Callable[..., torch.Tensor]
 

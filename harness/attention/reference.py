@@ -9,16 +9,16 @@ import math
 
 import torch
 
-from harness.attention.flops import attention_flops
-from harness.attention.masks import (
+from attnbench.attention.flops import attention_flops
+from attnbench.attention.masks import (
     MaskMod,
     case_mask_matrix,
     case_mask_mod,
     causal_mask,
     mask_matrix,
 )
-from harness.attention.score_mods import ScoreMod, apply_score_mod, case_score_mod
-from harness.core.variant import Variant, kv_state_size
+from attnbench.attention.score_mods import ScoreMod, apply_score_mod, case_score_mod
+from attnbench.core.variant import Variant, kv_state_size
 
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
@@ -30,8 +30,8 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal:
     The causal mask lets query i see keys j <= i + (M - N) (aligned at the
     end, as SDPA and flash-attn do when M != N). With `rows`, only those
     query rows are computed. `mask_mod` (a case's whole mask,
-    `harness.attention.masks.case_mask_mod`) replaces the causal flag;
-    `score_mod` (`harness.attention.score_mods.case_score_mod`) rewrites the
+    `attnbench.attention.masks.case_mask_mod`) replaces the causal flag;
+    `score_mod` (`attnbench.attention.score_mods.case_score_mod`) rewrites the
     scaled scores before the mask.
     """
     seq_len, kv_len, head_dim = q.shape[-2], k.shape[-2], q.shape[-1]

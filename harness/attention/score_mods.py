@@ -27,8 +27,8 @@ from collections.abc import Callable
 
 import torch
 
-from harness.attention.masks import causal_offset
-from harness.core.scoremodspec import parse_score_mod
+from attnbench.attention.masks import causal_offset
+from attnbench.core.scoremodspec import parse_score_mod
 
 ScoreMod = Callable[..., torch.Tensor]
 

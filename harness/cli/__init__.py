@@ -1,5 +1,5 @@
 """The ``attnbench`` command line; `main` is the console script."""
 
-from harness.cli.main import main
+from attnbench.cli.main import main
 
 __all__ = ["main"]

@@ -1,3 +1,3 @@
-from harness.cli.main import main
+from attnbench.cli.main import main
 
 main()

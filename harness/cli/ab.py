@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from harness.cli.report import GateType, finish_gates
-from harness.core.errors import AttnbenchError
-from harness.core.units import format_seconds
-from harness.store import default_results_dir
+from attnbench.cli.report import GateType, finish_gates
+from attnbench.core.errors import AttnbenchError
+from attnbench.core.units import format_seconds
+from attnbench.store import default_results_dir
 
 DEFAULT_PAIRS = 6
 DEFAULT_MAX_PAIRS = 40
@@ -47,10 +47,10 @@ def ab_command(suite, side_a, side_b, pairs, max_pairs, variants, seq_lens, gate
     limit (fail) or wholly below it (pass), or --max-pairs is reached
     (undecided: reported, not failed).
     """
-    from harness.core.registry import default_registry
-    from harness.engine.ab import parse_side, run_ab
-    from harness.engine.environment import collect_environment
-    from harness.plan.suite import load_suite, with_overrides
+    from attnbench.core.registry import default_registry
+    from attnbench.engine.ab import parse_side, run_ab
+    from attnbench.engine.environment import collect_environment
+    from attnbench.plan.suite import load_suite, with_overrides
 
     if not side_a and not side_b:
         raise click.UsageError("give --a and/or --b: what differs between the two sides")
@@ -89,8 +89,8 @@ def print_ab(outcome, gates, threshold: float) -> list[str]:
     """The paired table; returns the gate failures (a case whose interval lies wholly above a median limit)."""
     from rich.text import Text
 
-    from harness.core.terminal import TextTable, make_console, print_table, shorten
-    from harness.report.sequential import METHOD
+    from attnbench.core.terminal import TextTable, make_console, print_table, shorten
+    from attnbench.report.sequential import METHOD
 
     a, b = outcome.side_a, outcome.side_b
     rows = []

@@ -1,7 +1,7 @@
 """`attnbench capture ENTRY -o OUT [--layer K]... [--seq-len N] [--batch B] [--vocab V] [--arg KEY=VALUE]...`
 
 Runs one forward of the user's model and writes the q, k, v of its attention
-calls as safetensors files (`harness.measure.capture`). Torch and the user's
+calls as safetensors files (`attnbench.measure.capture`). Torch and the user's
 code are imported only when the command runs.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from harness.core.errors import AttnbenchError, did_you_mean
+from attnbench.core.errors import AttnbenchError, did_you_mean
 
 HELP = """Capture the q, k and v a real model feeds its attention, one safetensors file per layer.
 
@@ -80,7 +80,7 @@ def capture_command(entry, output, layers, seq_len, batch, vocab, device, seed, 
                     max_calls) -> None:
     import torch
 
-    from harness.measure.capture import capture_attention
+    from attnbench.measure.capture import capture_attention
 
     factory, label = load_entry(entry)
     extra = parse_entry_args(entry_args)

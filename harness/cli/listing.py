@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.core.terminal import make_console, shorten
+from attnbench.core.terminal import make_console, shorten
 
 DEVICES = ("cpu", "cuda")
 LINE_WIDTH = 100

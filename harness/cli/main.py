@@ -27,21 +27,21 @@ from pathlib import Path
 
 import click
 
-from harness.cli.running import (
+from attnbench.cli.running import (
     RESULTS_HELP,
     _interrupted,
     _plan_new_run,
     _results_dir,
     _write_run_report,
 )
-from harness.core.errors import AttnbenchError, RunStopped
-from harness.core.registry import default_registry
-from harness.engine.environment import collect_environment
-from harness.engine.executors import make_executor
-from harness.engine.sweep import RunInterrupted, resume_run, run_suite
-from harness.measure.profiling import profile_run
-from harness.store import list_runs, load_run, resolve_run
-from harness.store.export import export_run
+from attnbench.core.errors import AttnbenchError, RunStopped
+from attnbench.core.registry import default_registry
+from attnbench.engine.environment import collect_environment
+from attnbench.engine.executors import make_executor
+from attnbench.engine.sweep import RunInterrupted, resume_run, run_suite
+from attnbench.measure.profiling import profile_run
+from attnbench.store import list_runs, load_run, resolve_run
+from attnbench.store.export import export_run
 
 
 class UserInputError(click.ClickException):
@@ -119,7 +119,7 @@ def list_command(names: tuple[str, ...], as_json: bool, verbose: bool, presets: 
         return
     import torch
 
-    from harness.cli.listing import check_names, failure_rows, print_listing, variant_rows
+    from attnbench.cli.listing import check_names, failure_rows, print_listing, variant_rows
 
     registry = default_registry()
     check_names(registry, names)
@@ -136,8 +136,8 @@ def list_command(names: tuple[str, ...], as_json: bool, verbose: bool, presets: 
 def _list_presets(as_json: bool) -> None:
     from dataclasses import asdict
 
-    from harness.core.presets import PRESETS
-    from harness.core.terminal import TextTable, print_table
+    from attnbench.core.presets import PRESETS
+    from attnbench.core.terminal import TextTable, print_table
 
     if as_json:
         click.echo(json.dumps({"presets": [asdict(p) for p in PRESETS.values()]}, indent=2))
@@ -168,7 +168,7 @@ def _list_presets(as_json: bool) -> None:
 def run_command(suite, device, variants, seq_lens, preset, name, results, resume, executor, address, no_report,
                 recalibrate, processes, profile) -> None:
     """Run SUITE (a built-in name such as 'quick', or a .toml path) and store every cell."""
-    from harness.cli.progress import SweepProgress, print_summary
+    from attnbench.cli.progress import SweepProgress, print_summary
 
     results_dir = _results_dir(results)
     registry = default_registry()
@@ -221,7 +221,7 @@ def run_command(suite, device, variants, seq_lens, preset, name, results, resume
 @click.option("--results", default=None, help=RESULTS_HELP)
 def runs_command(results) -> None:
     """Stored runs, newest first."""
-    from harness.core.terminal import TextTable, print_table
+    from attnbench.core.terminal import TextTable, print_table
 
     results_dir = _results_dir(results)
     runs = list_runs(results_dir)
@@ -242,7 +242,7 @@ def runs_command(results) -> None:
 @click.option("--results", default=None, help=RESULTS_HELP)
 def show_command(run, results) -> None:
     """A run as terminal tables: median time, peak memory and error per variant and seq_len."""
-    from harness.cli.progress import print_summary
+    from attnbench.cli.progress import print_summary
 
     print_summary(resolve_run(run, _results_dir(results)), full=True)
 
@@ -261,27 +261,27 @@ def export_command(run, fmt, output, results) -> None:
 
 def _register_optional_commands() -> None:
     try:
-        from harness.cli.report import compare_command, report_command
+        from attnbench.cli.report import compare_command, report_command
     except ImportError:
         pass
     else:
         main.add_command(report_command)
         main.add_command(compare_command)
     try:
-        from harness.cli.ab import ab_command
+        from attnbench.cli.ab import ab_command
     except ImportError:
         pass
     else:
         main.add_command(ab_command)
     try:
-        from harness.cli.profile import profile_command
+        from attnbench.cli.profile import profile_command
     except ImportError:
         pass
     else:
         main.add_command(profile_command)
-    from harness.cli.capture import capture_command
+    from attnbench.cli.capture import capture_command
     main.add_command(capture_command)
-    from harness.cli.quality import quality_command
+    from attnbench.cli.quality import quality_command
     main.add_command(quality_command)
 
 

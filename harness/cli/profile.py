@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from harness.core.case import DTYPES, MODES, Case
-from harness.core.errors import AttnbenchError
-from harness.core.registry import default_registry
-from harness.core.units import format_bytes
-from harness.measure.profiling import check_supported, parse_params, profile_case
+from attnbench.core.case import DTYPES, MODES, Case
+from attnbench.core.errors import AttnbenchError
+from attnbench.core.registry import default_registry
+from attnbench.core.units import format_bytes
+from attnbench.measure.profiling import check_supported, parse_params, profile_case
 
 
 @click.command("profile")
@@ -72,7 +72,7 @@ def profile_command(variant, seq_len, kv_len, batch, heads, head_dim, kv_heads, 
 
 def _shape(preset: str | None, **given) -> dict:
     """The case's shape fields: the flags given, else the preset's, else the defaults (8 heads, d 64, no mask)."""
-    from harness.core.presets import get_preset
+    from attnbench.core.presets import get_preset
 
     fields = {"heads": 8, "kv_heads": None, "head_dim": 64, "v_head_dim": None, "mask": "none", "causal": False}
     if preset is not None:
@@ -87,8 +87,8 @@ def _shape(preset: str | None, **given) -> dict:
 
 
 def print_profile(summary, top: int = 15) -> None:
-    from harness.core.markup import safe
-    from harness.core.terminal import TextTable, make_console, print_table
+    from attnbench.core.markup import safe
+    from attnbench.core.terminal import TextTable, make_console, print_table
 
     console = make_console()
     unit = "device" if summary.sort_key == "self_device_s" else "CPU"

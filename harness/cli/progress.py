@@ -5,9 +5,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness.cli.summary import STATUS_STYLE, print_summary
-from harness.core.markup import safe
-from harness.core.terminal import make_console, shorten
+from attnbench.cli.summary import STATUS_STYLE, print_summary
+from attnbench.core.markup import safe
+from attnbench.core.terminal import make_console, shorten
 
 __all__ = ["SweepProgress", "print_summary"]
 

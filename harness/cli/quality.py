@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from harness.core.errors import AttnbenchError
+from attnbench.core.errors import AttnbenchError
 
 QUALITY_SUITES = ("mqar",)
 
@@ -37,14 +37,14 @@ def quality_command(suite, steps, seeds, variants, seq_lens, device, name, resul
     """
     from pathlib import Path
 
-    from harness.cli.progress import SweepProgress, print_summary
-    from harness.cli.running import _interrupted, _plan_new_run, _results_dir, _write_run_report
-    from harness.core.registry import default_registry
-    from harness.engine.environment import collect_environment
-    from harness.engine.executors import make_executor
-    from harness.engine.sweep import RunInterrupted, resume_run, run_suite
-    from harness.plan.suite import load_suite
-    from harness.store import load_run, resolve_run
+    from attnbench.cli.progress import SweepProgress, print_summary
+    from attnbench.cli.running import _interrupted, _plan_new_run, _results_dir, _write_run_report
+    from attnbench.core.registry import default_registry
+    from attnbench.engine.environment import collect_environment
+    from attnbench.engine.executors import make_executor
+    from attnbench.engine.sweep import RunInterrupted, resume_run, run_suite
+    from attnbench.plan.suite import load_suite
+    from attnbench.store import load_run, resolve_run
 
     results_dir = _results_dir(results)
     registry = default_registry()

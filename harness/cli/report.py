@@ -1,6 +1,6 @@
 """`attnbench report` and `attnbench compare`: HTML reports and run-to-run comparisons.
 
-The lead's CLI group registers these two commands. harness.report is imported
+The lead's CLI group registers these two commands. attnbench.report is imported
 inside the commands, so `attnbench --help` stays fast.
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from harness.store import default_results_dir, load_run, resolve_run
+from attnbench.store import default_results_dir, load_run, resolve_run
 
 
 class GateType(click.ParamType):
@@ -19,7 +19,7 @@ class GateType(click.ParamType):
     name = "FIELD:PCT"
 
     def convert(self, value, param, ctx):
-        from harness.report.compare import Gate, parse_gate
+        from attnbench.report.compare import Gate, parse_gate
 
         if isinstance(value, Gate):
             return value
@@ -35,7 +35,7 @@ class PercentType(click.ParamType):
     name = "PCT"
 
     def convert(self, value, param, ctx):
-        from harness.report.compare import parse_fraction
+        from attnbench.report.compare import parse_fraction
 
         if isinstance(value, float):
             return value
@@ -63,12 +63,12 @@ def report_command(runs: tuple[str, ...], output: Path | None, baseline: str | N
 
     Several RUNs go into one report, told apart by line style.
     """
-    from harness.report import write_report
+    from attnbench.report import write_report
 
     results_dir = results_dir if results_dir is not None else default_results_dir()
     loaded = [load_run(resolve_run(ref, results_dir)) for ref in runs]
     if output is None:
-        from harness.report.build import report_file_name
+        from attnbench.report.build import report_file_name
 
         output, note = report_file_name(loaded)  # the run name is data, never a path
         if note is not None:
@@ -114,7 +114,7 @@ def compare_command(base: str, new: str, output: Path | None, gates, threshold: 
     gate a small change in CI, measure both sides in alternation with
     `attnbench ab`.
     """
-    from harness.report.compare import (
+    from attnbench.report.compare import (
         compare_runs,
         gate_failures,
         print_comparison,

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import click
 
-from harness.core.errors import DeviceError
-from harness.core.names import ensure_writable_dir
-from harness.engine.sweep import Overrides, plan_cases
-from harness.measure.attention_maps import write_attention_maps
-from harness.measure.calibration import calibrate_cases
-from harness.measure.calibration import describe as describe_calibration
-from harness.plan.suite import load_suite
-from harness.store import default_results_dir, load_run
+from attnbench.core.errors import DeviceError
+from attnbench.core.names import ensure_writable_dir
+from attnbench.engine.sweep import Overrides, plan_cases
+from attnbench.measure.attention_maps import write_attention_maps
+from attnbench.measure.calibration import calibrate_cases
+from attnbench.measure.calibration import describe as describe_calibration
+from attnbench.plan.suite import load_suite
+from attnbench.store import default_results_dir, load_run
 
 RESULTS_HELP = "folder of run folders (default: $ATTNBENCH_RESULTS or ./results)"
 
@@ -65,7 +65,7 @@ def _interrupted(stop) -> None:
 
 def _write_run_report(run_path: Path, registry) -> None:
     try:  # the report's extras (matplotlib, seaborn, jinja2) may be missing
-        from harness.report import write_report
+        from attnbench.report import write_report
     except ImportError:
         return
     loaded = load_run(run_path)
@@ -74,7 +74,7 @@ def _write_run_report(run_path: Path, registry) -> None:
         write_attention_maps(run_path, registry, names)
     except Exception as exc:  # the maps are a nicety; the run is already stored
         click.echo(f"attnbench: attention maps not written: {exc}", err=True)
-    from harness.report.build import report_file_name
+    from attnbench.report.build import report_file_name
 
     output, note = report_file_name([loaded])  # the name is data, never a path
     if note is not None:

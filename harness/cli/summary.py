@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.core.terminal import Cell, TextTable, make_console, print_table, shorten
-from harness.core.units import finite, format_bytes, format_seconds, kept_timing_text
-from harness.report.analysis import contended_mask
-from harness.report.data import KINDS, case_labels, lengths, prepare
-from harness.report.tables import is_inaccurate, length_headers
-from harness.store import load_run
+from attnbench.core.terminal import Cell, TextTable, make_console, print_table, shorten
+from attnbench.core.units import finite, format_bytes, format_seconds, kept_timing_text
+from attnbench.report.analysis import contended_mask
+from attnbench.report.data import KINDS, case_labels, lengths, prepare
+from attnbench.report.tables import is_inaccurate, length_headers
+from attnbench.store import load_run
 
 STATUS_STYLE = {"ok": "green", "unsupported": "dim", "skipped": "yellow", "oom": "red", "timeout": "red",
                 "crashed": "red", "error": "red"}

@@ -8,10 +8,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from harness.core.inputspec import parse_inputs
-from harness.core.maskspec import parse_mask
-from harness.core.scoremodspec import parse_score_mod
-from harness.core.taskspec import parse_task
+from attnbench.core.inputspec import parse_inputs
+from attnbench.core.maskspec import parse_mask
+from attnbench.core.scoremodspec import parse_score_mod
+from attnbench.core.taskspec import parse_task
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 DTYPE_ALIASES = {
@@ -42,22 +42,22 @@ class Case:
     kv_len, v_head_dim). kv_heads (default: heads) must divide heads: each
     group of heads // kv_heads query heads shares one key/value head (GQA;
     kv_heads = 1 is MQA). v_head_dim (default: head_dim) is the value and
-    output head dim (MLA's unequal dims). `mask` (`harness.core.maskspec`) is
+    output head dim (MLA's unequal dims). `mask` (`attnbench.core.maskspec`) is
     ``none``, ``sliding_window:W``, ``document:K`` or ``prefix_lm:P``, and
-    combines with `causal`. `score_mod` (`harness.core.scoremodspec`) is
+    combines with `causal`. `score_mod` (`attnbench.core.scoremodspec`) is
     ``none``, ``alibi`` or ``softcap:C``, applied to the scaled scores before
     the mask. `kv_cache_bytes` (default: unset) fixes the bytes of the KV
     cache, k and v of every sequence, and `batch` is then derived from it
     (`batch_for_kv_cache`), so a sweep over kv_len at one cache size trades
     batch for length as a serving system does. `inputs`
-    (`harness.core.inputspec`) says how q, k and v are drawn: ``iid`` (the
+    (`attnbench.core.inputspec`) says how q, k and v are drawn: ``iid`` (the
     default) draws q and k from N(0, qk_std**2) and v from N(0, 1); the others
     are structured distributions or a safetensors file; every draw comes from
-    a generator seeded with `seed`. `task` (`harness.core.taskspec`) is
+    a generator seeded with `seed`. `task` (`attnbench.core.taskspec`) is
     ``none`` for a kernel cell, or ``mqar:...`` for a quality cell, which
     trains a small model whose mixer is this variant on these shapes (batch:
     the training batch; heads·head_dim: the model width) and stores its recall
-    instead of a timing (`harness.tasks`).
+    instead of a timing (`attnbench.tasks`).
     `params` holds every knob of the variant, defaults filled in, so the id
     says exactly what ran.
     """
@@ -166,7 +166,7 @@ class Case:
         Canonical JSON is ``json.dumps(identity, sort_keys=True, separators=(",", ":"))``.
         For example ``Case(variant="naive", seq_len=128)`` hashes
         ``{"seq_len":128,"variant":"naive"}``. This is the rule of store format
-        version 2 (`harness.store.format`); the loader recomputes the ids of cells
+        version 2 (`attnbench.store.format`); the loader recomputes the ids of cells
         stored by older versions with it.
         """
         return _hash(self.identity())

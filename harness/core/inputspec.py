@@ -4,7 +4,7 @@
 ``clustered[:C]``, ``local[:L]``, ``sinks[:S]`` and ``file:PATH`` (tensors q,
 k, v from a safetensors file). Pure Python (no torch), so a `Case` can check
 its inputs wherever it is built; the generators are in
-`harness.measure.distributions`.
+`attnbench.measure.distributions`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Names that load their module on first use (PEP 562), for the lazy `harness` and `harness.report`."""
+"""Names that load their module on first use (PEP 562), for the lazy `harness` and `attnbench.report`."""
 
 from __future__ import annotations
 

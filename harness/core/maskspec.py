@@ -1,7 +1,7 @@
 """The `mask` axis of a case as text: ``none``, ``sliding_window:W``, ``document:K``, ``prefix_lm:P``.
 
 Pure Python (no torch), so a `Case` can check its mask wherever it is built.
-The predicates themselves are in `harness.attention.masks`; the names follow
+The predicates themselves are in `attnbench.attention.masks`; the names follow
 attention-gym's.
 """
 

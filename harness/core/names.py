@@ -13,7 +13,7 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
-from harness.core.errors import AttnbenchError
+from attnbench.core.errors import AttnbenchError
 
 MAX_STEM = 80
 FALLBACK = "run"

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.core.errors import did_you_mean
+from attnbench.core.errors import did_you_mean
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 
-from harness.core.errors import UnknownVariantError, did_you_mean
-from harness.core.variant import Variant
+from attnbench.core.errors import UnknownVariantError, did_you_mean
+from attnbench.core.variant import Variant
 
 ENTRY_POINT_GROUP = "attnbench.variants"
 BUILTIN_DISTRIBUTION = "attnbench"
@@ -70,7 +70,7 @@ def _instantiate(obj) -> Variant:
         return obj()
     if isinstance(obj, Variant):
         return obj
-    raise TypeError(f"it gave {obj!r}, which is not a harness.variant.Variant subclass or instance")
+    raise TypeError(f"it gave {obj!r}, which is not a attnbench.variant.Variant subclass or instance")
 
 
 def load_registry(allowed: set[str] | None = None) -> Registry:

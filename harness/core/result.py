@@ -25,7 +25,7 @@ class Timing:
     for any interval to reach 95% (`interval_reached` is False).
     cpu_share: per sample, the process CPU seconds over (wall seconds ×
     threads); contended is True when the cell's median sample stayed
-    descheduled after `attempts` measurements (see harness.measure.contention).
+    descheduled after `attempts` measurements (see attnbench.measure.contention).
     """
 
     samples_s: tuple[float, ...]
@@ -98,7 +98,7 @@ class Accuracy:
     seeded sample rows. approx holds the error against exact softmax attention
     for variants that approximate it (reported, never judged), and fidelity,
     for those that also give their attention weights, how closely the weights
-    follow softmax's on a sample of query rows (`harness.measure.fidelity`:
+    follow softmax's on a sample of query rows (`attnbench.measure.fidelity`:
     approx_kl, approx_entropy_ratio, approx_topk_mass, rows, top_k,
     negative_rows, dropped_mass; None where not computed, and in cells
     stored before it existed). ok is the
@@ -122,7 +122,7 @@ class Accuracy:
 
 @dataclass(frozen=True)
 class TaskOutcome:
-    """What a quality cell's training gave (`harness.tasks`): recall, the loss curve, the budget spent.
+    """What a quality cell's training gave (`attnbench.tasks`): recall, the loss curve, the budget spent.
 
     accuracy: share of the held-out queries whose most likely next token is
     their value (recall), over `queries` queries. loss_first, loss_last: mean
@@ -224,7 +224,7 @@ class Run:
     calibration: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     harness_version: str = ""
-    format_version: int = 3  # the store's FORMAT_VERSION (harness.store.format); RunWriter stamps it
+    format_version: int = 3  # the store's FORMAT_VERSION (attnbench.store.format); RunWriter stamps it
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,7 +1,7 @@
 """The `score_mod` axis of a case as text: ``none``, ``alibi``, ``softcap:C``.
 
 Pure Python (no torch), so a `Case` can check its score mod wherever it is
-built. The functions themselves are in `harness.attention.score_mods`; the
+built. The functions themselves are in `attnbench.attention.score_mods`; the
 names follow attention-gym's and flash-attn's.
 """
 

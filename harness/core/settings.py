@@ -51,7 +51,7 @@ class MeasureSettings:
         largest cells only a bigger machine should run.
     contention_wait: a sample is descheduled when its threads spent more
         than this fraction of their runnable time waiting on a run queue
-        (Linux; see harness.measure.contention for the rule elsewhere).
+        (Linux; see attnbench.measure.contention for the rule elsewhere).
     """
 
     warmup_s: float = 0.1

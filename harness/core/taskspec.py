@@ -1,7 +1,7 @@
 """The `task` axis of a case as text: ``none`` (a kernel cell) or ``mqar:...`` (a trained quality cell).
 
 Pure Python (no torch). A quality cell trains a small model whose sequence
-mixer is the case's variant on the case's shapes (`harness.tasks`): batch is
+mixer is the case's variant on the case's shapes (`attnbench.tasks`): batch is
 the training batch, heads·head_dim the model width, seq_len the sequence.
 The task's own settings are written out in full in the canonical text,
 ``mqar:kv_pairs=4,layers=2,lr=0.01,steps=600,test_examples=512,vocab=128``,

@@ -18,7 +18,7 @@ model (all-MiniLM-L6-v2 on English text: logits up to 77), with headroom of
 3-10x in float32 (about 2x in float16 and bfloat16, whose rounded scores
 are far off on large logits) over what the built-in kernels reach there.
 
-No torch here: `harness.core.variant` imports this at module import time.
+No torch here: `attnbench.core.variant` imports this at module import time.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import InitVar, asdict, dataclass
 from types import MappingProxyType
 from typing import Any
 
-from harness.core.case import DTYPES
+from attnbench.core.case import DTYPES
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.core.case import DTYPES, Case
-from harness.core.knobs import Knob, declare_knobs
-from harness.core.tolerance import DEFAULT_TOLERANCES, Tolerance, declare_tolerances
+from attnbench.core.case import DTYPES, Case
+from attnbench.core.knobs import Knob, declare_knobs
+from attnbench.core.tolerance import DEFAULT_TOLERANCES, Tolerance, declare_tolerances
 
 if TYPE_CHECKING:
     import torch

@@ -9,7 +9,7 @@ ratio is their geometric mean.
 
 Sequential: with gate limits (``--fail-on median:5%`` gives 1.05), a case
 takes `pairs` pairs, then one more pair at a time until the always-valid
-interval of its ratio (`harness.report.sequential`) lies wholly above or
+interval of its ratio (`attnbench.report.sequential`) lies wholly above or
 wholly below every limit, or `max_pairs` is reached (then it is
 undecided). Without limits every case takes exactly `pairs` pairs.
 
@@ -28,12 +28,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from harness.core.case import Case
-from harness.core.errors import AttnbenchError
-from harness.core.result import Result, Run
-from harness.engine.side_worker import SideWorker
-from harness.plan.suite import Suite, expand
-from harness.store import RunWriter, new_run_id, now_iso
+from attnbench.core.case import Case
+from attnbench.core.errors import AttnbenchError
+from attnbench.core.result import Result, Run
+from attnbench.engine.side_worker import SideWorker
+from attnbench.plan.suite import Suite, expand
+from attnbench.store import RunWriter, new_run_id, now_iso
 
 AB_FILE = "ab.jsonl"
 SUMMARY_FILE = "ab.json"
@@ -151,7 +151,7 @@ class PairedCase:
     @cached_property
     def interval(self):
         """The always-valid interval at the last look (`sequential_interval`), or None before the first look."""
-        from harness.report.sequential import sequential_interval
+        from attnbench.report.sequential import sequential_interval
 
         if len(self.ratios) < max(2, self.first_look):
             return None
@@ -270,7 +270,7 @@ def _ratios(medians: dict[str, list[float | None]]) -> tuple[float, ...]:
 
 
 def _decided(ratios: tuple[float, ...], first_look: int, limits: tuple[float, ...]) -> bool:
-    from harness.report.sequential import sequential_interval
+    from attnbench.report.sequential import sequential_interval
 
     return len(ratios) >= max(2, first_look) and sequential_interval(ratios, first_look).decides(limits)
 
@@ -286,7 +286,7 @@ def _write_summary(path: Path, outcome: ABOutcome) -> None:
         if interval is not None:
             row.update(ratio=interval.ratio, low=interval.low, high=interval.high, look_level=interval.level)
         rows.append(row)
-    from harness.report.sequential import METHOD
+    from attnbench.report.sequential import METHOD
 
     summary = {"a": outcome.side_a.to_dict(), "b": outcome.side_b.to_dict(), "pairs": outcome.pairs,
                "method": f"geometric mean of per-pair ratios B/A; {METHOD}", "cases": rows}

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from harness.core.machine import cpu_model, package_version
+from attnbench.core.machine import cpu_model, package_version
 
 # glibc's malloc hands every block of 32 MiB or more back to the kernel when it is freed, so a
 # variant whose tensors pass that size pays fresh page faults on every call, which grows its time

@@ -10,8 +10,8 @@ not); `available_memory(device)`; and `close()`.
 
 from __future__ import annotations
 
-from harness.core.errors import AttnbenchError
-from harness.engine.local_executor import LocalExecutor
+from attnbench.core.errors import AttnbenchError
+from attnbench.engine.local_executor import LocalExecutor
 
 
 def make_executor(name: str, **options):
@@ -20,7 +20,7 @@ def make_executor(name: str, **options):
         return LocalExecutor(**options)
     if name == "ray":
         try:  # Ray is an optional extra: imported only when asked for
-            from harness.engine.ray_executor import RayExecutor
+            from attnbench.engine.ray_executor import RayExecutor
         except ImportError as exc:
             raise AttnbenchError(f"--executor ray needs Ray: pip install 'attnbench[ray]' ({exc})") from None
         return RayExecutor(**options)

@@ -13,10 +13,10 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from harness.core.case import Case
-from harness.core.result import Result
-from harness.core.settings import MeasureSettings
-from harness.engine.worker import Worker, WorkerOptions, run_in_fresh_processes
+from attnbench.core.case import Case
+from attnbench.core.result import Result
+from attnbench.core.settings import MeasureSettings
+from attnbench.engine.worker import Worker, WorkerOptions, run_in_fresh_processes
 
 DEFAULT_RSS_BUDGET_FRACTION = 0.25
 

@@ -1,11 +1,11 @@
 """The Ray executor: cells fan out over a Ray cluster; the driver alone writes the store.
 
 ``attnbench run SUITE --executor ray [--address ADDR]``. Each cell runs in a
-Ray actor that holds one `harness.worker.Worker`, so every cell still runs in
+Ray actor that holds one `attnbench.worker.Worker`, so every cell still runs in
 its own spawned, isolated worker process: a segfault or a hang in a variant
 becomes a stored ``crashed`` or ``timeout`` result, exactly as with the local
 executor, and the actor lives on. Results stream back to the driver as cells
-finish; `harness.engine.sweep` commits each one before it asks for the next cell, so
+finish; `attnbench.engine.sweep` commits each one before it asks for the next cell, so
 ``--resume`` and durability hold as they do locally.
 
 Slots: on CUDA one actor per GPU in the cluster (``num_gpus=1``, Ray sets
@@ -17,7 +17,7 @@ the next case is pulled from the driver's lazy plan only when a slot frees,
 so the driver's out-of-memory skips still see earlier results.
 
 Every result carries the fingerprint of the node that measured it
-(`harness.env.collect_environment` run on that node, once per actor) in
+(`attnbench.env.collect_environment` run on that node, once per actor) in
 ``result.worker["node"]``, with Ray's node id and the GPU ids it was given.
 
 Plugins: the actors import variants from their own environment. The driver's
@@ -38,12 +38,12 @@ from typing import Any
 
 import ray
 
-from harness.core.case import Case
-from harness.core.errors import AttnbenchError
-from harness.core.result import Result
-from harness.core.settings import MeasureSettings
-from harness.engine.environment import collect_environment
-from harness.engine.worker import Worker, WorkerOptions, run_in_fresh_processes
+from attnbench.core.case import Case
+from attnbench.core.errors import AttnbenchError
+from attnbench.core.result import Result
+from attnbench.core.settings import MeasureSettings
+from attnbench.engine.environment import collect_environment
+from attnbench.engine.worker import Worker, WorkerOptions, run_in_fresh_processes
 
 PROPAGATED_ENV = ("ATTNBENCH_PLUGINS", "PYTHONPATH")
 ACTOR_RETRIES = 1

@@ -1,6 +1,6 @@
 """A worker for one side of an A/B: a plain subprocess with its own interpreter and environment.
 
-Unlike `harness.engine.worker` (multiprocessing spawn, which hands the child
+Unlike `attnbench.engine.worker` (multiprocessing spawn, which hands the child
 the parent's `sys.path`), this worker is started as ``python -c BOOTSTRAP``
 with the side's interpreter, ``PYTHONPATH`` and variables, so it imports the
 harness and plugins *that side* has installed: two checkouts, two virtual
@@ -20,10 +20,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from harness.core.case import Case
-from harness.core.result import Result
-from harness.core.settings import MeasureSettings
-from harness.engine.environment import CPU_ALLOCATOR_ENV
+from attnbench.core.case import Case
+from attnbench.core.result import Result
+from attnbench.core.settings import MeasureSettings
+from attnbench.engine.environment import CPU_ALLOCATOR_ENV
 
 MARK = "ATTNBENCH-SIDE-RESULT "
 STARTUP_TIMEOUT_S = 120.0
@@ -31,14 +31,14 @@ STARTUP_TIMEOUT_S = 120.0
 # Only names every harness version since the restructure has, so an older checkout can be a side.
 BOOTSTRAP = f"""
 import json, sys
-from harness.core.case import Case
-from harness.core.registry import default_registry
-from harness.core.result import Result
-from harness.core.settings import MeasureSettings
-from harness.measure.cell import measure_case
-import harness, torch
+from attnbench.core.case import Case
+from attnbench.core.registry import default_registry
+from attnbench.core.result import Result
+from attnbench.core.settings import MeasureSettings
+from attnbench.measure.cell import measure_case
+import attnbench, torch
 registry = default_registry()
-print({MARK!r} + json.dumps({{"hello": True, "harness": harness.__file__, "torch": torch.__version__}}), flush=True)
+print({MARK!r} + json.dumps({{"hello": True, "harness": attnbench.__file__, "torch": torch.__version__}}), flush=True)
 for line in sys.stdin:
     message = json.loads(line)
     case = Case.from_dict(message["case"])

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.core.case import Case
-from harness.core.errors import RunStopped, StoreError
-from harness.core.result import Result, Run
-from harness.core.units import format_bytes
-from harness.engine.local_executor import LocalExecutor
-from harness.plan.suite import Suite, expand, parse_suite, with_overrides
-from harness.store import Cell, RunWriter, new_run_id, now_iso
+from attnbench.core.case import Case
+from attnbench.core.errors import RunStopped, StoreError
+from attnbench.core.result import Result, Run
+from attnbench.core.units import format_bytes
+from attnbench.engine.local_executor import LocalExecutor
+from attnbench.plan.suite import Suite, expand, parse_suite, with_overrides
+from attnbench.store import Cell, RunWriter, new_run_id, now_iso
 
 
 class RunInterrupted(Exception):

@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from harness.core.case import Case
-from harness.core.registry import default_registry
-from harness.core.result import Result
-from harness.core.settings import MeasureSettings
-from harness.engine.environment import CPU_ALLOCATOR_ENV
+from attnbench.core.case import Case
+from attnbench.core.registry import default_registry
+from attnbench.core.result import Result
+from attnbench.core.settings import MeasureSettings
+from attnbench.engine.environment import CPU_ALLOCATOR_ENV
 
 STARTUP_TIMEOUT_S = 120.0
 
@@ -47,7 +47,7 @@ def worker_main(connection, options: WorkerOptions) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (options.memory_limit_bytes, options.memory_limit_bytes))
     import torch  # after the memory cap, which must cover torch and the variants
 
-    from harness.measure.cell import measure_case
+    from attnbench.measure.cell import measure_case
 
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -200,7 +200,7 @@ class Worker:
 def run_in_fresh_processes(options: WorkerOptions, case: Case, settings: MeasureSettings) -> Result:
     """The whole measurement repeated in `settings.processes` fresh workers, merged with their spread."""
     # measure.cell imports torch, which the driver loads only when it merges processes
-    from harness.measure.cell import merge_process_results
+    from attnbench.measure.cell import merge_process_results
 
     results = []
     for _ in range(settings.processes):

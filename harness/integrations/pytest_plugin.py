@@ -9,7 +9,7 @@ as the test's pytest-benchmark result, so ``--benchmark-autosave``,
                                      causal=False, mode="fwd", params={"window": 256})
         assert result.accuracy.output.rel_l2_error < 1e-2
 
-It takes every field of `harness.case.Case` as a keyword (``variant`` and
+It takes every field of `attnbench.case.Case` as a keyword (``variant`` and
 ``seq_len`` are required; ``batch``, ``heads``, ``head_dim``, ``kv_len``,
 ``dtype``, ``causal``, ``mode``, ``device``, ``seed``, ``qk_std``, ``params``
 default as in a suite) and ``measure={...}`` for `MeasureSettings` keys. It
@@ -54,7 +54,7 @@ class _WorkerPool:
         self._workers: dict[str, Any] = {}
 
     def get(self, device: str):
-        from harness.engine.worker import Worker, WorkerOptions
+        from attnbench.engine.worker import Worker, WorkerOptions
 
         if device not in self._workers:
             self._workers[device] = Worker(WorkerOptions(device=device))
@@ -79,11 +79,11 @@ def attention_benchmark(benchmark, attnbench_workers):
     """Measure one attention case through attnbench and record it as this test's benchmark.
 
     Call it once per test: ``attention_benchmark(variant=..., seq_len=..., **case_fields,
-    measure={...})``; it returns the `harness.result.Result`.
+    measure={...})``; it returns the `attnbench.result.Result`.
     """
 
     def run(*, variant: str, seq_len: int, measure: dict[str, Any] | None = None, **case_fields: Any):
-        from harness.core.case import Case
+        from attnbench.core.case import Case
 
         case = Case(variant=variant, seq_len=seq_len, **case_fields)
         settings = _settings(benchmark, measure or {})
@@ -104,7 +104,7 @@ def attention_benchmark(benchmark, attnbench_workers):
 
 def _settings(benchmark, overrides: dict[str, Any]):
     """MeasureSettings from pytest-benchmark's options, then the test's own `measure` keys."""
-    from harness.core.settings import MeasureSettings
+    from attnbench.core.settings import MeasureSettings
 
     known = {f.name for f in dataclasses.fields(MeasureSettings)}
     unknown = sorted(set(overrides) - known)
@@ -136,7 +136,7 @@ def _claim(benchmark) -> None:
 
 def _record(benchmark, case, result, settings) -> None:
     """Feed the harness's raw samples (seconds per call) into pytest-benchmark's own stats."""
-    from harness.store.pytest_benchmark import extra_info, shape_group
+    from attnbench.store.pytest_benchmark import extra_info, shape_group
 
     timing = result.timing
     if benchmark.group is None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.core.result import ErrorMetrics
-from harness.core.tolerance import Tolerance
+from attnbench.core.result import ErrorMetrics
+from attnbench.core.tolerance import Tolerance
 
 
 def error_metrics(output: torch.Tensor, reference: torch.Tensor) -> ErrorMetrics:
@@ -63,7 +63,7 @@ def judge(output: ErrorMetrics, gradients: dict[str, ErrorMetrics], bound: Toler
 
 
 # The per-element bound the variant tests compare with (tests/test_variants_*.py); the verdict
-# stored with each cell uses the variant's own `Variant.tolerances` instead (harness.core.tolerance).
+# stored with each cell uses the variant's own `Variant.tolerances` instead (attnbench.core.tolerance).
 REL_L2_TOLERANCE = {
     "float64": 1e-10,
     "float32": 2e-5,

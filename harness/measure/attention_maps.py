@@ -9,7 +9,7 @@
      "no_weights": ["mamba-scan"]}            # variants whose attention_weights gave None
 
 Values are rounded to 5 significant digits. The case is batch 1, one head,
-non-causal, float32 inputs drawn as for any cell (`harness.inputs.make_inputs`)
+non-causal, float32 inputs drawn as for any cell (`attnbench.inputs.make_inputs`)
 and upcast to float64, on the CPU.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from harness.core.case import Case
+from attnbench.core.case import Case
 
 ATTENTION_MAPS_FILE = "attention_maps.json"
 SIGNIFICANT_DIGITS = 5
@@ -37,7 +37,7 @@ def write_attention_maps(run_path: Path, registry, variant_names: Iterable[str],
     """
     import torch
 
-    from harness.measure.inputs import make_inputs, upcast
+    from attnbench.measure.inputs import make_inputs, upcast
 
     names = [name for name in dict.fromkeys(variant_names) if name]
     if not names:

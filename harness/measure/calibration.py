@@ -42,8 +42,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from harness.core.machine import cpu_model
-from harness.store import now_iso
+from attnbench.core.machine import cpu_model
+from attnbench.store import now_iso
 
 CALIBRATION_VERSION = 1
 MATMUL_START_N = 256
@@ -159,7 +159,7 @@ def measure_matmul(dtype: str, device: str = "cpu", budget_s: float | None = Non
     """The matmul peak of `dtype` on `device`: {'flops_per_s', 'n', 'samples_s', 'calls_per_sample'}."""
     import torch
 
-    from harness.attention.tensors import torch_dtype
+    from attnbench.attention.tensors import torch_dtype
 
     sync = _timer(device)
     target = TARGET_CALL_S[device]

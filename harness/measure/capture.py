@@ -9,7 +9,7 @@ recorded (its layer is the call's position: 0, 1, ...), or, with
 one file with tensors ``q`` (B, H, N, d), ``k`` (B, Hkv, M, d), ``v`` (B, Hkv,
 M, dv), exactly as the model passed them (dtype kept; GQA's fewer key/value
 heads kept), and string ``__metadata__``. A case reads it back with
-``inputs = "file:captured/layer00.safetensors"`` (`harness.measure.input_files`).
+``inputs = "file:captured/layer00.safetensors"`` (`attnbench.measure.input_files`).
 
 Which SDPA calls are seen. Two mechanisms, both undone when the forward ends
 or raises:
@@ -47,8 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from harness.core.errors import AttnbenchError
-from harness.measure.input_files import InputFileError, check_attention_shapes
+from attnbench.core.errors import AttnbenchError
+from attnbench.measure.input_files import InputFileError, check_attention_shapes
 
 FORMAT = "attnbench-capture/1"
 SDPA_PARAMETERS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
@@ -228,7 +228,7 @@ class _Recorder:
                    if name == pattern or fnmatch.fnmatchcase(name, pattern)]
         if not matched:
             names = [name for name, _ in self.model.named_modules() if name]
-            from harness.core.errors import did_you_mean
+            from attnbench.core.errors import did_you_mean
 
             raise CaptureError(f"no module of {type(self.model).__name__} is named {pattern!r}"
                                f"{did_you_mean(pattern, names)}; its modules include "

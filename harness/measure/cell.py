@@ -18,7 +18,7 @@ Besides timing, memory and accuracy, a cell's `Result.telemetry` holds:
   read and write), ``bytes_per_s`` (that over the median time) and, with a
   calibration, ``bandwidth_fraction`` (that over the run's copy bandwidth):
   the figures of a memory-bound cell such as a decode step;
-- the sampler (`harness.measure.telemetry`, 20 Hz): ``cpu_percent_*``,
+- the sampler (`attnbench.measure.telemetry`, 20 Hz): ``cpu_percent_*``,
   ``rss_bytes_*``, ``cpu_freq_mhz_*`` (mean/min/max, before/after), on CUDA
   ``gpu_util_percent_*``, ``gpu_memory_used_bytes_*``, ``gpu_power_w_*``,
   ``gpu_sm_clock_mhz_*``, ``gpu_throttle_reasons``; ``sampler_busy_fraction``
@@ -30,7 +30,7 @@ Besides timing, memory and accuracy, a cell's `Result.telemetry` holds:
   local executor compares with its restart budget;
 - ``contention``: per timing attempt, the median sample's run-queue wait
   fraction, CPU share and median, the signal used and the limit, and whether
-  the cell stayed contended (see `harness.measure.contention`);
+  the cell stayed contended (see `attnbench.measure.contention`);
 - ``notes``: counters that are missing here (a note, not an error);
 - with ``--processes K``: ``processes`` (see `merge_process_results`).
 
@@ -47,20 +47,20 @@ from dataclasses import replace
 
 import torch
 
-from harness.attention.masks import case_mask_mod
-from harness.attention.reference import softmax_attention
-from harness.attention.score_mods import case_score_mod
-from harness.core.case import Case
-from harness.core.result import Accuracy, Memory, Result, Timing
-from harness.core.settings import MeasureSettings
-from harness.core.variant import AttentionInputs, Variant
-from harness.measure.accuracy import error_metrics, judge
-from harness.measure.calibration import bandwidth_for, peak_for
-from harness.measure.contention import measure_until_quiet
-from harness.measure.failures import describe_exception, is_oom
-from harness.measure.fidelity import fidelity_rows, measure_fidelity, takes_rows
-from harness.measure.inputs import make_inputs, make_output_grad, upcast
-from harness.measure.memory import (
+from attnbench.attention.masks import case_mask_mod
+from attnbench.attention.reference import softmax_attention
+from attnbench.attention.score_mods import case_score_mod
+from attnbench.core.case import Case
+from attnbench.core.result import Accuracy, Memory, Result, Timing
+from attnbench.core.settings import MeasureSettings
+from attnbench.core.variant import AttentionInputs, Variant
+from attnbench.measure.accuracy import error_metrics, judge
+from attnbench.measure.calibration import bandwidth_for, peak_for
+from attnbench.measure.contention import measure_until_quiet
+from attnbench.measure.failures import describe_exception, is_oom
+from attnbench.measure.fidelity import fidelity_rows, measure_fidelity, takes_rows
+from attnbench.measure.inputs import make_inputs, make_output_grad, upcast
+from attnbench.measure.memory import (
     cpu_allocated_peak_bytes,
     cpu_peak_bytes,
     cuda_peak_bytes,
@@ -68,21 +68,21 @@ from harness.measure.memory import (
     live_bytes,
     model_warning,
 )
-from harness.measure.stats import (
+from attnbench.measure.stats import (
     coefficient_of_variation,
     relative_spread,
     summarize,
     tukey_outliers,
 )
-from harness.measure.telemetry import (
+from attnbench.measure.telemetry import (
     EnergyMeter,
     Nvml,
     TelemetrySampler,
     load_average_1m,
     telemetry_warnings,
 )
-from harness.measure.timing import TimedSamples, time_cpu, time_cuda
-from harness.store import now_iso
+from attnbench.measure.timing import TimedSamples, time_cpu, time_cuda
+from attnbench.store import now_iso
 
 # A backward counts 2.5 forwards (the FlashAttention/TritonBench convention): fwd_bwd = 3.5 × forward.
 BACKWARD_FLOPS_FACTOR = 2.5
@@ -115,7 +115,7 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
                  calibration: dict | None = None, progress=None) -> Result:
     """Measure `case` with `variant`; never raises for what the variant does.
 
-    A quality cell (`Case.task` set) is trained instead (`harness.tasks`);
+    A quality cell (`Case.task` set) is trained instead (`attnbench.tasks`);
     `progress(step, steps, loss)` hears its steps.
     """
     started_at, started = now_iso(), time.perf_counter()
@@ -127,7 +127,7 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
     if reasons:
         return Result("unsupported", "; ".join(reasons), **base)
     if case.is_quality:
-        from harness.tasks.cell import measure_quality
+        from attnbench.tasks.cell import measure_quality
 
         return measure_quality(case, variant, progress, **base)
     stage = "setup"
@@ -525,7 +525,7 @@ def _measure_accuracy(case: Case, variant: Variant, step: _Step, settings: Measu
 
 def _measure_fidelity(case: Case, variant: Variant, inputs64: AttentionInputs, rows: torch.Tensor | None,
                       warnings: list[str]) -> tuple[dict | None, str]:
-    """The weights' fidelity to exact softmax (`harness.measure.fidelity`) on the accuracy check's rows.
+    """The weights' fidelity to exact softmax (`attnbench.measure.fidelity`) on the accuracy check's rows.
 
     (fidelity or None, a note). None when the variant gives no weights; a failure is a warning,
     never a failed cell. A variant whose `attention_weights` takes no ``rows=`` is only asked at

@@ -7,7 +7,7 @@ spinning), mostly because OpenMP threads spin in a barrier while their
 partner waits for a CPU. A load-average warning alone lets that cell into
 every plot, slope and crossover; this module keeps it out.
 
-What is recorded (`harness.measure.timing.time_cpu`), per sample, around the
+What is recorded (`attnbench.measure.timing.time_cpu`), per sample, around the
 same block of calls the sample times and read just outside its perf_counter
 window, so the reads never add to the sample:
 
@@ -62,8 +62,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from harness.core.settings import MeasureSettings
-from harness.measure.timing import TimedSamples
+from attnbench.core.settings import MeasureSettings
+from attnbench.measure.timing import TimedSamples
 
 SHARE_DROP = 0.6
 SHARE_REFERENCE_QUANTILE = 0.9

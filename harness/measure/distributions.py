@@ -2,10 +2,10 @@
 
 `draw_qkv(case)` gives float32 CPU tensors q (B, H, N, d), k (B, Hkv, M, d)
 and v (B, Hkv, M, dv), drawn from one ``torch.Generator`` seeded with
-`case.seed`, for every kind of `harness.core.inputspec` but ``file``:
+`case.seed`, for every kind of `attnbench.core.inputspec` but ``file``:
 
 - ``iid``: q, k ~ N(0, qk_std²), v ~ N(0, 1), drawn q, then k, then v: the
-  values `harness.measure.inputs.make_inputs` has always drawn.
+  values `attnbench.measure.inputs.make_inputs` has always drawn.
 - ``outliers:RATE`` (FlashAttention-3, Shah et al. 2024, §4.3): every entry of
   q, k and v is N(0, 1) + N(0, 100)·Bernoulli(RATE), q and k times qk_std.
   v gets the same mixture: the paper draws Q, K and V alike.
@@ -60,9 +60,9 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.attention.masks import case_mask_matrix, query_positions
-from harness.attention.reference import repeat_kv, softmax_weights
-from harness.core.inputspec import parse_inputs
+from attnbench.attention.masks import case_mask_matrix, query_positions
+from attnbench.attention.reference import repeat_kv, softmax_weights
+from attnbench.core.inputspec import parse_inputs
 
 OUTLIER_STD = 10.0          # N(0, 100): FlashAttention-3's outlier component
 SPREAD = 0.5                # clustered: noise around a centre, relative to the centre's scale

@@ -2,7 +2,7 @@
 
 The file holds three tensors, ``q`` (B, H, N, d), ``k`` (B, Hkv, M, d) and
 ``v`` (B, Hkv, M, dv), and optionally string ``__metadata__`` (what
-`harness.measure.capture` writes: layer, causal, scale, dtype, source...).
+`attnbench.measure.capture` writes: layer, causal, scale, dtype, source...).
 `attnbench capture` writes such files from a real model.
 
 `read_file_shapes` and `check_case_against_file` read only the file's JSON
@@ -19,12 +19,12 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.core.errors import AttnbenchError
+from attnbench.core.errors import AttnbenchError
 
 if TYPE_CHECKING:
     import torch
 
-    from harness.core.case import Case
+    from attnbench.core.case import Case
 
 # safetensors dtype codes -> attnbench dtype names, and the bytes of one element.
 FLOAT_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
@@ -45,7 +45,7 @@ _FIELD_AXES = {
 }
 
 CREATE_HINT = ("create one with `attnbench capture ENTRY -o FOLDER` (see `attnbench capture --help`) or "
-               "harness.measure.capture.capture_attention")
+               "attnbench.measure.capture.capture_attention")
 
 
 class InputFileError(AttnbenchError, ValueError):
@@ -154,7 +154,7 @@ def load_file_inputs(case: Case) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 
 def _case_path(case: Case) -> Path:
-    from harness.core.inputspec import parse_inputs
+    from attnbench.core.inputspec import parse_inputs
 
     spec = parse_inputs(case.inputs)
     if spec.kind != "file":

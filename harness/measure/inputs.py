@@ -1,34 +1,34 @@
 """Seeded inputs for a case, and the float64 copies the reference sees.
 
 The case's `inputs` axis says where the values come from: a seeded
-distribution (`harness.measure.distributions`) or a safetensors file
-(`harness.measure.input_files`).
+distribution (`attnbench.measure.distributions`) or a safetensors file
+(`attnbench.measure.input_files`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from harness.attention.tensors import torch_dtype
-from harness.core.case import Case
-from harness.core.inputspec import parse_inputs
-from harness.core.variant import AttentionInputs
+from attnbench.attention.tensors import torch_dtype
+from attnbench.core.case import Case
+from attnbench.core.inputspec import parse_inputs
+from attnbench.core.variant import AttentionInputs
 
 
 def make_inputs(case: Case, requires_grad: bool = False) -> AttentionInputs:
     """q (B, H, N, d), k (B, Hkv, M, d) and v (B, Hkv, M, d_v) of `case`, in its dtype on its device.
 
     ``iid`` draws q, k ~ N(0, qk_std²) and v ~ N(0, 1); the other
-    distributions are described in `harness.measure.distributions`; ``file:PATH``
+    distributions are described in `attnbench.measure.distributions`; ``file:PATH``
     loads the stored tensors. Values are made on the CPU in float32 (so they are
     the same on every device), then cast to the case's dtype and moved to its device.
     """
     if parse_inputs(case.inputs).kind == "file":
-        from harness.measure.input_files import load_file_inputs
+        from attnbench.measure.input_files import load_file_inputs
 
         values = load_file_inputs(case)
     else:
-        from harness.measure.distributions import draw_qkv
+        from attnbench.measure.distributions import draw_qkv
 
         values = draw_qkv(case)
     tensors = {name: value.to(device=case.device, dtype=torch_dtype(case.dtype)).requires_grad_(requires_grad)

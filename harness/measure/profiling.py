@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.core.case import Case
-from harness.core.errors import AttnbenchError, did_you_mean
-from harness.core.knobs import declare_knobs
-from harness.core.registry import default_registry
-from harness.store import load_run
+from attnbench.core.case import Case
+from attnbench.core.errors import AttnbenchError, did_you_mean
+from attnbench.core.knobs import declare_knobs
+from attnbench.core.registry import default_registry
+from attnbench.store import load_run
 
 STEP_ANNOTATION = "attnbench.step"
 DEVICE_TYPES = {0: "cpu", 1: "cuda"}
@@ -108,8 +108,8 @@ def profile_case(case: Case, variant, out_dir: Path, *, steps: int = 3, warmup_c
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from harness.measure.cell import _Step, _sync_for
-    from harness.measure.inputs import make_inputs
+    from attnbench.measure.cell import _Step, _sync_for
+    from attnbench.measure.inputs import make_inputs
 
     check_supported(case, variant)
     out_dir = Path(out_dir)

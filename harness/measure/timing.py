@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harness.core.settings import MeasureSettings
-from harness.measure.stats import min_samples_for_interval, summarize
+from attnbench.core.settings import MeasureSettings
+from attnbench.measure.stats import min_samples_for_interval, summarize
 
 MAX_CALLS_PER_SAMPLE = 1000
 CUDA_BATCH_TARGET_S = 0.05
@@ -47,7 +47,7 @@ class TimedSamples:
     process's threads. Both are read around the same block of calls as the
     sample, just outside its perf_counter window; the kernel updates both
     clocks of a running thread only at ticks and switches, so one short
-    sample's values are coarse and `harness.measure.contention` judges them
+    sample's values are coarse and `attnbench.measure.contention` judges them
     over windows of consecutive samples.
     """
 

@@ -35,16 +35,16 @@ A suite file has these tables (every key optional but ``variants``)::
     kv_len = [4096]
     causal = [true]
 
-    [measure]           # harness.settings.MeasureSettings
+    [measure]           # attnbench.settings.MeasureSettings
     budget_s = 1.0
 
-    [task]              # optional: make every cell a quality cell (harness.core.taskspec)
+    [task]              # optional: make every cell a quality cell (attnbench.core.taskspec)
     kind = "mqar"
     kv_pairs = 4
     steps = 600
     costs = true        # also time each trained shape as a kernel cell (the quality-cost picture)
 
-A ``preset`` (`harness.core.presets`; in [defaults] or swept in [sweep])
+A ``preset`` (`attnbench.core.presets`; in [defaults] or swept in [sweep])
 fills heads, kv_heads, head_dim, v_head_dim, causal and mask, except the axes
 the suite sets itself in [defaults], [sweep] or the variant's [overrides]:
 what a suite says wins over the preset (and a head_dim the suite sets is the
@@ -67,16 +67,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from harness.core.case import DEVICES, MODES, Case, batch_for_kv_cache, canonical_dtype
-from harness.core.errors import SuiteError, did_you_mean
-from harness.core.inputspec import parse_inputs
-from harness.core.knobs import Knob
-from harness.core.maskspec import parse_mask
-from harness.core.presets import get_preset
-from harness.core.scoremodspec import parse_score_mod
-from harness.core.settings import MeasureSettings, settings_field_types
-from harness.core.taskspec import OPTION_NAMES, TASK_KINDS, parse_task
-from harness.core.units import parse_bytes
+from attnbench.core.case import DEVICES, MODES, Case, batch_for_kv_cache, canonical_dtype
+from attnbench.core.errors import SuiteError, did_you_mean
+from attnbench.core.inputspec import parse_inputs
+from attnbench.core.knobs import Knob
+from attnbench.core.maskspec import parse_mask
+from attnbench.core.presets import get_preset
+from attnbench.core.scoremodspec import parse_score_mod
+from attnbench.core.settings import MeasureSettings, settings_field_types
+from attnbench.core.taskspec import OPTION_NAMES, TASK_KINDS, parse_task
+from attnbench.core.units import parse_bytes
 
 AXES: dict[str, type] = {
     "seq_len": int, "kv_len": int, "batch": int, "heads": int, "kv_heads": int, "head_dim": int,
@@ -124,7 +124,7 @@ class ExtraSweep:
 
 
 def builtin_suite_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("suites").iterdir() if p.name.endswith(".toml"))
+    return sorted(p.name[:-5] for p in resources.files("attnbench.suites").iterdir() if p.name.endswith(".toml"))
 
 
 def load_suite(name_or_path: str) -> Suite:
@@ -138,7 +138,7 @@ def load_suite(name_or_path: str) -> Suite:
         except (OSError, UnicodeDecodeError) as exc:
             raise SuiteError(f"suite file {path} cannot be read: {exc}") from None
         return parse_suite(text, source=str(path))
-    builtin = resources.files("suites") / f"{name_or_path}.toml"
+    builtin = resources.files("attnbench.suites") / f"{name_or_path}.toml"
     if not builtin.is_file():
         names = builtin_suite_names()
         raise SuiteError(f"no built-in suite {name_or_path!r}{did_you_mean(name_or_path, names)}; "
@@ -539,7 +539,7 @@ def _derived_fields(fields: dict[str, Any], explicit: set[str]) -> dict[str, Any
 
 def _fields_from_file(path: str, fields: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
     """Shape fields (and causal) taken from a safetensors file where the suite set none; ValueError where they disagree."""
-    from harness.measure.input_files import SHAPE_FIELDS, read_file_shapes
+    from attnbench.measure.input_files import SHAPE_FIELDS, read_file_shapes
 
     shapes = read_file_shapes(path)
     fields = dict(fields)

@@ -1,6 +1,6 @@
 """Reports: self-contained HTML pages, tables, plots and comparisons built from stored runs.
 
-Works from the tidy DataFrame (`harness.store.tidy_frame`) and the files of a
+Works from the tidy DataFrame (`attnbench.store.tidy_frame`) and the files of a
 run folder only, and never imports torch: a run copied off a GPU cluster is
 reported on a laptop without it.
 
@@ -15,20 +15,20 @@ loads matplotlib and seaborn.
 
 from __future__ import annotations
 
-from harness.core.lazy import lazy_attributes
+from attnbench.core.lazy import lazy_attributes
 
 _EXPORTS = {
-    "build_report_html": "harness.report.build",
-    "default_report_path": "harness.report.build",
-    "write_report": "harness.report.build",
-    "Comparison": "harness.report.compare",
-    "Gate": "harness.report.compare",
-    "build_compare_html": "harness.report.compare",
-    "compare_runs": "harness.report.compare",
-    "gate_failures": "harness.report.compare",
-    "parse_gate": "harness.report.compare",
-    "print_comparison": "harness.report.compare",
-    "write_compare_report": "harness.report.compare",
+    "build_report_html": "attnbench.report.build",
+    "default_report_path": "attnbench.report.build",
+    "write_report": "attnbench.report.build",
+    "Comparison": "attnbench.report.compare",
+    "Gate": "attnbench.report.compare",
+    "build_compare_html": "attnbench.report.compare",
+    "compare_runs": "attnbench.report.compare",
+    "gate_failures": "attnbench.report.compare",
+    "parse_gate": "attnbench.report.compare",
+    "print_comparison": "attnbench.report.compare",
+    "write_compare_report": "attnbench.report.compare",
 }
 
 __all__ = sorted(_EXPORTS)

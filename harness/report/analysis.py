@@ -1,7 +1,7 @@
 """Derived findings: where sub-quadratic variants overtake the baseline, and quality against cost.
 
 A cell measured while the process was descheduled (the frame's ``contended``
-column, see harness.measure.contention) is left out of every time crossover:
+column, see attnbench.measure.contention) is left out of every time crossover:
 its length counts for neither side. `contended_cells` lists those cells.
 """
 
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from harness.core.units import format_seconds
-from harness.report.data import ReportData, length_axis, seq_len_text
-from harness.report.fits import crossover, pareto_frontier
-from harness.report.tables import format_error
+from attnbench.core.units import format_seconds
+from attnbench.report.data import ReportData, length_axis, seq_len_text
+from attnbench.report.fits import crossover, pareto_frontier
+from attnbench.report.tables import format_error
 
 
 @dataclass(frozen=True)

@@ -7,19 +7,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.core.errors import AttnbenchError
-from harness.core.machine import package_version
-from harness.core.names import safe_file_stem
-from harness.core.units import finite
-from harness.report import plots
-from harness.report.analysis import contended_cells, crossovers, quality_views
-from harness.report.data import DECODE_MAX_Q_LEN, ReportData, attention_maps, prepare
-from harness.report.headline import headlines
-from harness.report.render import render, write_html
-from harness.report.runcard import run_card, when
-from harness.report.tables import failures, inaccurate_cells, workload_table
-from harness.report.tasks import task_failures, task_groups
-from harness.store import LoadedRun
+from attnbench.core.errors import AttnbenchError
+from attnbench.core.machine import package_version
+from attnbench.core.names import safe_file_stem
+from attnbench.core.units import finite
+from attnbench.report import plots
+from attnbench.report.analysis import contended_cells, crossovers, quality_views
+from attnbench.report.data import DECODE_MAX_Q_LEN, ReportData, attention_maps, prepare
+from attnbench.report.headline import headlines
+from attnbench.report.render import render, write_html
+from attnbench.report.runcard import run_card, when
+from attnbench.report.tables import failures, inaccurate_cells, workload_table
+from attnbench.report.tasks import task_failures, task_groups
+from attnbench.store import LoadedRun
 
 
 def default_report_path(runs: Sequence[LoadedRun]) -> Path:

@@ -50,10 +50,10 @@ from typing import Any
 
 import pandas as pd
 
-from harness.core.errors import AttnbenchError
-from harness.core.machine import package_version
-from harness.core.units import finite, format_bytes, format_seconds
-from harness.report.data import (
+from attnbench.core.errors import AttnbenchError
+from attnbench.core.machine import package_version
+from attnbench.core.units import finite, format_bytes, format_seconds
+from attnbench.report.data import (
     case_labels,
     length_text,
     prepare,
@@ -61,14 +61,14 @@ from harness.report.data import (
     samples_by_case,
     status_text,
 )
-from harness.report.significance import (
+from attnbench.report.significance import (
     BOOTSTRAP_RESAMPLES,
     can_reach,
     mann_whitney_u,
     median_ratio_interval,
 )
-from harness.report.tables import format_error, format_value
-from harness.store import LoadedRun
+from attnbench.report.tables import format_error, format_value
+from attnbench.store import LoadedRun
 
 DEFAULT_THRESHOLD = 0.02
 DEFAULT_ALPHA = 0.01
@@ -272,8 +272,8 @@ def compare_runs(base: LoadedRun, new: LoadedRun, threshold: float = DEFAULT_THR
 
 def compare_recall(base: LoadedRun, new: LoadedRun) -> list[RecallChange]:
     """Every trained configuration of either run, with its recall on each side and a verdict."""
-    from harness.store import tidy_frame
-    from harness.store.quality import CONFIG_KEYS, recall_summary
+    from attnbench.store import tidy_frame
+    from attnbench.store.quality import CONFIG_KEYS, recall_summary
 
     summary = recall_summary(tidy_frame([base, new]))
     if summary.empty:
@@ -503,8 +503,8 @@ def ungated(comparison: Comparison, gates: list[Gate]) -> list[str]:
 
 
 def print_comparison(comparison: Comparison, console=None) -> None:
-    """The comparison as terminal tables (`harness.core.terminal`: every figure on one line, in a log too)."""
-    from harness.core.terminal import make_console, print_table
+    """The comparison as terminal tables (`attnbench.core.terminal`: every figure on one line, in a log too)."""
+    from attnbench.core.terminal import make_console, print_table
 
     console = console or make_console()
     base, new = comparison.base.run, comparison.new.run
@@ -532,7 +532,7 @@ def print_comparison(comparison: Comparison, console=None) -> None:
 
 def comparison_tables(comparison: Comparison) -> list:
     """The terminal tables of a comparison: one per workload of matched cells, task recall, environment keys."""
-    from harness.core.terminal import Cell, TextTable
+    from attnbench.core.terminal import Cell, TextTable
 
     colors = {"slower": "red", "faster": "green", "too few samples": "yellow", "contended": "yellow"}
     workloads: dict[str, list[CellComparison]] = {}
@@ -582,7 +582,7 @@ def _say(console, text: str, style: str | None = None) -> None:
 
 def build_compare_html(comparison: Comparison, gate_lines: list[str] | None = None,
                        gates: list[Gate] | None = None) -> str:
-    from harness.report import plots
+    from attnbench.report import plots
 
     frame = comparison.frame
     figures = []
@@ -596,8 +596,8 @@ def build_compare_html(comparison: Comparison, gate_lines: list[str] | None = No
             else:
                 figures.append({"workload": workload, "uri": None,
                                 "note": f"one length measured ({length_text(rows.iloc[0])}): no plot"})
-    from harness.report.render import render
-    from harness.report.runcard import when
+    from attnbench.report.render import render
+    from attnbench.report.runcard import when
 
     return render(
         "compare.html",
@@ -634,7 +634,7 @@ def biggest_changes(comparison: Comparison, limit: int = 5) -> list[dict[str, st
 
 def write_compare_report(comparison: Comparison, output: Path, gate_lines: list[str] | None = None,
                          gates: list[Gate] | None = None) -> Path:
-    from harness.report.render import write_html
+    from attnbench.report.render import write_html
 
     html = build_compare_html(comparison, gate_lines, gates)
     try:

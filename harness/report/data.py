@@ -33,11 +33,11 @@ from typing import Any
 
 import pandas as pd
 
-from harness.core.case import Case
-from harness.core.errors import AttnbenchError
-from harness.core.units import finite, format_bytes
-from harness.store import LoadedRun, tidy_frame
-from harness.store.quality import SHAPE_KEYS, is_quality_row, recall_summary
+from attnbench.core.case import Case
+from attnbench.core.errors import AttnbenchError
+from attnbench.core.units import finite, format_bytes
+from attnbench.store import LoadedRun, tidy_frame
+from attnbench.store.quality import SHAPE_KEYS, is_quality_row, recall_summary
 
 WORKLOAD_AXES = ("device", "dtype", "mode", "causal", "mask", "score_mod", "inputs", "batch", "kv_cache_bytes", "heads", "kv_heads",
                  "head_dim", "v_head_dim", "qk_std", "kv")

@@ -1,7 +1,7 @@
 """The fits behind reports: log-log slopes, crossovers and Pareto frontiers.
 
 numpy only (no torch), so a report builds wherever pandas does. The tests
-and intervals of comparisons are in `harness.report.significance`.
+and intervals of comparisons are in `attnbench.report.significance`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harness.core.units import finite
+from attnbench.core.units import finite
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.core.units import finite, format_bytes, format_seconds
-from harness.report.analysis import Crossover, contended_mask
-from harness.report.data import ReportData, length_axis
-from harness.report.fits import pareto_frontier
-from harness.report.tables import format_error, is_inaccurate
+from attnbench.core.units import finite, format_bytes, format_seconds
+from attnbench.report.analysis import Crossover, contended_mask
+from attnbench.report.data import ReportData, length_axis
+from attnbench.report.fits import pareto_frontier
+from attnbench.report.tables import format_error, is_inaccurate
 
 
 @dataclass(frozen=True)

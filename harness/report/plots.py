@@ -20,9 +20,9 @@ import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator, PercentFormatter  # noqa: E402
 
-from harness.report.analysis import contended_mask  # noqa: E402
-from harness.report.data import length_axis, lengths  # noqa: E402
-from harness.report.fits import loglog_slope, pareto_frontier  # noqa: E402
+from attnbench.report.analysis import contended_mask  # noqa: E402
+from attnbench.report.data import length_axis, lengths  # noqa: E402
+from attnbench.report.fits import loglog_slope, pareto_frontier  # noqa: E402
 
 DPI = 72
 LINESTYLES = ("-", "--", ":", "-.")
@@ -447,7 +447,7 @@ def workload_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, baselin
     A decode workload (`data.DECODE_MAX_Q_LEN`) draws its bandwidth fraction
     in place of FLOP/s: a step that reads the KV cache is bound by memory.
     """
-    from harness.report.data import KINDS
+    from attnbench.report.data import KINDS
 
     kinds = [k for k in KINDS if (rows["kind"] == k).any()] if "kind" in rows.columns else [""]
     n_series = max(rows.groupby(["series", "run"]).ngroups, 1)
@@ -508,7 +508,7 @@ def overview_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool) -> str:
 def time_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, title: str = "time") -> str:
     """Time against the swept length, one panel per kind of variant (for comparisons: both runs overlaid,
     line style the run), every line named at its end."""
-    from harness.report.data import KINDS
+    from attnbench.report.data import KINDS
 
     kinds = [k for k in KINDS if "kind" in rows.columns and (rows["kind"] == k).any()] or [""]
     label_width = LABEL_WIDTH + (0.8 if multi_run else 0)
@@ -703,7 +703,7 @@ def recall_length_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool)
 
 def recall_state_panel(ax, rows: pd.DataFrame, families: Styles, multi_run: bool, seq_len: int) -> None:
     """Recall against state size (log), one line per variant family through its knob settings."""
-    from harness.store.quality import state_knob
+    from attnbench.store.quality import state_knob
 
     sized = rows[pd.to_numeric(rows["state_size"], errors="coerce").gt(0)]
     unsized = sorted(set(rows["series"]) - set(sized["series"]))
@@ -731,7 +731,7 @@ def recall_state_panel(ax, rows: pd.DataFrame, families: Styles, multi_run: bool
 
 def recall_cost_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool, seq_len: int) -> None:
     """Recall against the kernel's time per training call (log), with each run's Pareto frontier named."""
-    from harness.report.tasks import frontier_indices
+    from attnbench.report.tasks import frontier_indices
 
     timed = rows[pd.to_numeric(rows["time_median_s"], errors="coerce").gt(0)]
     hollow = False

@@ -8,9 +8,9 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from harness.core.units import finite, format_bytes, format_seconds
-from harness.report.tables import format_rate
-from harness.store import LoadedRun
+from attnbench.core.units import finite, format_bytes, format_seconds
+from attnbench.report.tables import format_rate
+from attnbench.store import LoadedRun
 
 PEAK_KEYS = ("matmul_flops_per_s", "copy_bytes_per_s", "matmul_size", "copy_bytes", "measured_at", "cached",
              "seconds", "load_avg_1m", "warnings", "device", "devices")

@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness.core.units import finite, format_bytes, format_seconds, kept_timing_text
-from harness.report.data import (
+from attnbench.core.units import finite, format_bytes, format_seconds, kept_timing_text
+from attnbench.report.data import (
     KIND_TITLES,
     KINDS,
     ReportData,

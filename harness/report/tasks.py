@@ -14,13 +14,13 @@ from typing import Any
 
 import pandas as pd
 
-from harness.core.taskspec import parse_task
-from harness.core.units import finite, format_seconds
-from harness.report.analysis import is_contended
-from harness.report.data import ReportData, status_text
-from harness.report.fits import pareto_frontier
-from harness.report.tables import GridCell
-from harness.store.quality import state_knob
+from attnbench.core.taskspec import parse_task
+from attnbench.core.units import finite, format_seconds
+from attnbench.report.analysis import is_contended
+from attnbench.report.data import ReportData, status_text
+from attnbench.report.fits import pareto_frontier
+from attnbench.report.tables import GridCell
+from attnbench.store.quality import state_knob
 
 GROUP_KEYS = ("task", "d_model", "mask", "score_mod", "dtype", "causal", "mode", "device")
 

@@ -1,18 +1,18 @@
 """The results store: one folder per run, plain files, loaded as a tidy DataFrame.
 
-- `harness.store.runs`: run folders (`RunWriter`, `load_run`, `list_runs`, `resolve_run`);
-- `harness.store.frame`: the tidy DataFrame (`tidy_frame`, `TIDY_COLUMNS`);
-- `harness.store.export`: CSV, Parquet, JSON and pytest-benchmark files;
-- `harness.store.format`: the store format version (`FORMAT_VERSION`) and the
+- `attnbench.store.runs`: run folders (`RunWriter`, `load_run`, `list_runs`, `resolve_run`);
+- `attnbench.store.frame`: the tidy DataFrame (`tidy_frame`, `TIDY_COLUMNS`);
+- `attnbench.store.export`: CSV, Parquet, JSON and pytest-benchmark files;
+- `attnbench.store.format`: the store format version (`FORMAT_VERSION`) and the
   upgrades that let runs written by older versions load.
 
 Nothing here imports torch or the variants, so a run copied off a GPU cluster
 loads on a laptop that has no torch.
 """
 
-from harness.store.format import FORMAT_VERSION
-from harness.store.frame import TIDY_COLUMNS, tidy_frame
-from harness.store.runs import (
+from attnbench.store.format import FORMAT_VERSION
+from attnbench.store.frame import TIDY_COLUMNS, tidy_frame
+from attnbench.store.runs import (
     CELLS_FILE,
     LOCK_FILE,
     RESULTS_ENV,

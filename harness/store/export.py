@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.core.errors import StoreError
-from harness.store import LoadedRun, tidy_frame
-from harness.store.pytest_benchmark import to_pytest_benchmark
+from attnbench.core.errors import StoreError
+from attnbench.store import LoadedRun, tidy_frame
+from attnbench.store.pytest_benchmark import to_pytest_benchmark
 
 
 def export_run(loaded: LoadedRun, fmt: str, output: Path) -> Path:

@@ -50,9 +50,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.core.case import Case
-from harness.core.errors import StoreError
-from harness.core.machine import package_version
+from attnbench.core.case import Case
+from attnbench.core.errors import StoreError
+from attnbench.core.machine import package_version
 
 FORMAT_VERSION = 3
 """The version this attnbench writes."""
@@ -103,7 +103,7 @@ def _cell_2_to_3(record: dict[str, Any]) -> dict[str, Any]:
 
 
 VERSION_3_INTERVAL_SAMPLES = 6
-"""Fewest samples for a 95% interval of the median (`harness.measure.stats.min_samples_for_interval`)."""
+"""Fewest samples for a 95% interval of the median (`attnbench.measure.stats.min_samples_for_interval`)."""
 
 _RUN_STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _run_1_to_2, 2: _run_1_to_2}
 _CELL_STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _cell_1_to_2, 2: _cell_2_to_3}

@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from harness.store.runs import Cell, LoadedRun
+from attnbench.store.runs import Cell, LoadedRun
 
 TIDY_COLUMNS = (
     "run_id", "run_name", "case_id", "variant", "family", "computes", "approximates", "params",

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.core.case import Case
-from harness.core.result import Result
-from harness.store import Cell, LoadedRun
+from attnbench.core.case import Case
+from attnbench.core.result import Result
+from attnbench.store import Cell, LoadedRun
 
 
 def shape_group(case: Case) -> str:

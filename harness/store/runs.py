@@ -10,7 +10,7 @@ A run folder ``results/<run-id>/`` holds:
   mid-write) or a corrupted line is reported by `load_run` and skipped;
   nothing else is lost and nothing is rewritten.
 
-Both files carry the store format version (`harness.store.format`): `load_run`
+Both files carry the store format version (`attnbench.store.format`): `load_run`
 upgrades what older versions wrote, so a `LoadedRun` is always at
 `FORMAT_VERSION` (its case ids follow the current `Case.id` rule), and refuses
 a version it does not know with a `StoreError` saying to upgrade attnbench.
@@ -31,10 +31,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.core.errors import StoreError
-from harness.core.names import safe_file_stem
-from harness.core.result import Result, Run
-from harness.store.format import FORMAT_VERSION, upgrade_cell, upgrade_run
+from attnbench.core.errors import StoreError
+from attnbench.core.names import safe_file_stem
+from attnbench.core.result import Result, Run
+from attnbench.store.format import FORMAT_VERSION, upgrade_cell, upgrade_run
 
 RUN_FILE = "run.json"
 CELLS_FILE = "cells.jsonl"

@@ -11,13 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from harness.core.case import Case
-from harness.core.result import Result
-from harness.core.taskspec import parse_task
-from harness.core.variant import Variant
-from harness.measure.failures import describe_exception, is_oom
-from harness.tasks.mqar import check_shape
-from harness.tasks.train import TrainingDiverged, train_recall
+from attnbench.core.case import Case
+from attnbench.core.result import Result
+from attnbench.core.taskspec import parse_task
+from attnbench.core.variant import Variant
+from attnbench.measure.failures import describe_exception, is_oom
+from attnbench.tasks.mqar import check_shape
+from attnbench.tasks.train import TrainingDiverged, train_recall
 
 StepProgress = Callable[[int, int, float], None]
 

@@ -14,9 +14,9 @@ from dataclasses import replace
 
 import torch
 
-from harness.core.case import Case
-from harness.core.errors import AttnbenchError
-from harness.core.variant import AttentionInputs, Variant
+from attnbench.core.case import Case
+from attnbench.core.errors import AttnbenchError
+from attnbench.core.variant import AttentionInputs, Variant
 
 
 class MixerError(AttnbenchError):

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import torch
 
-from harness.core.case import Case
-from harness.core.variant import Variant
-from harness.tasks.mixer import VariantMixer
+from attnbench.core.case import Case
+from attnbench.core.variant import Variant
+from attnbench.tasks.mixer import VariantMixer
 
 CONV_KERNEL = 3
 EMBEDDING_STD = 0.02

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.core.case import Case
-from harness.core.result import TaskOutcome
-from harness.core.taskspec import TaskSpec, parse_task
-from harness.core.variant import Variant
-from harness.tasks.model import RecallModel
-from harness.tasks.mqar import IGNORE, RecallBatch, recall_batch
+from attnbench.core.case import Case
+from attnbench.core.result import TaskOutcome
+from attnbench.core.taskspec import TaskSpec, parse_task
+from attnbench.core.variant import Variant
+from attnbench.tasks.model import RecallModel
+from attnbench.tasks.mqar import IGNORE, RecallBatch, recall_batch
 
 CURVE_POINTS = 20
 WARMUP_FRACTION = 0.1

@@ -9,7 +9,7 @@ Self-Attention", 2024). A causal mask sets the weights of masked keys to zero:
 the kernel adds −∞ to their scores, and σ(−∞) = 0 exactly (the mask is
 aligned at the end, as SDPA aligns it when M != N).
 
-Only attnbench's public plugin API is used, imported as ``from harness import
+Only attnbench's public plugin API is used, imported as ``from attnbench import
 ...``; the causal mask is attnbench's own `causal_mask`, the one every built-in
 variant and reference uses.
 """
@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from harness import AttentionInputs, Case, Variant, attention_flops, causal_mask
+from attnbench import AttentionInputs, Case, Variant, attention_flops, causal_mask
 
 
 def sigmoid_bias(kv_len: int) -> float:
