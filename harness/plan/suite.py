@@ -67,28 +67,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from attnbench.core.case import DEVICES, MODES, Case, batch_for_kv_cache, canonical_dtype
+from attnbench.core.axes import AXES
+from attnbench.core.case import Case, batch_for_kv_cache
 from attnbench.core.errors import SuiteError, did_you_mean
 from attnbench.core.inputspec import parse_inputs
 from attnbench.core.knobs import Knob
-from attnbench.core.maskspec import parse_mask
 from attnbench.core.presets import get_preset
-from attnbench.core.scoremodspec import parse_score_mod
 from attnbench.core.settings import MeasureSettings, settings_field_types
 from attnbench.core.taskspec import OPTION_NAMES, TASK_KINDS, parse_task
-from attnbench.core.units import parse_bytes
 
-AXES: dict[str, type] = {
-    "seq_len": int, "kv_len": int, "batch": int, "heads": int, "kv_heads": int, "head_dim": int,
-    "v_head_dim": int, "mask": str, "score_mod": str, "inputs": str, "dtype": str, "causal": bool, "mode": str, "device": str, "seed": int, "qk_std": float,
-    "preset": str, "kv_cache_bytes": int,
-}
-AXIS_ORDER = ("preset", "kv_cache_bytes", "device", "dtype", "mode", "causal", "mask", "score_mod", "inputs", "batch", "heads", "kv_heads", "head_dim", "v_head_dim",
-              "seed", "qk_std", "kv_len", "seq_len")
 TABLES = ("suite", "defaults", "sweep", "params", "overrides", "extra", "measure", "task")
 SUITE_KEYS = ("name", "description", "variants")
 MAX_CELLS = 100_000
-MAX_SIZE = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -172,7 +162,7 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
         raise SuiteError(f"{source}: key 'suite.description' must be a string")
     variants = _parse_variants(source, head)
 
-    _reject_unknown(source, "defaults.", tables["defaults"], AXES)
+    _reject_unknown(source, "defaults.", tables["defaults"], AXES.sweep_order())
     defaults = {key: _axis_value(source, f"defaults.{key}", key, value) for key, value in tables["defaults"].items()}
     sweep = _parse_axis_lists(source, "sweep", tables["sweep"])
     overrides: dict[str, dict[str, tuple[Any, ...]]] = {}
@@ -251,11 +241,11 @@ def _parse_axis_lists(source: str, prefix: str, table: dict[str, Any]) -> dict[s
     if prefix.startswith("overrides."):
         variant = prefix.removeprefix("overrides.")
         for key in table:
-            if key not in AXES:
-                raise SuiteError(f"{source}: unknown key '{prefix}.{key}'{did_you_mean(key, AXES)}; "
-                                 f"[overrides.{variant}] lists axes ({', '.join(AXES)}); "
+            if key not in AXES.sweep_order():
+                raise SuiteError(f"{source}: unknown key '{prefix}.{key}'{did_you_mean(key, AXES.sweep_order())}; "
+                                 f"[overrides.{variant}] lists axes ({', '.join(AXES.sweep_order())}); "
                                  f"a variant's knobs go in [params.{variant}]")
-    _reject_unknown(source, f"{prefix}.", table, AXES)
+    _reject_unknown(source, f"{prefix}.", table, AXES.sweep_order())
     lists: dict[str, tuple[Any, ...]] = {}
     for key, values in table.items():
         if not isinstance(values, list) or not values:
@@ -302,54 +292,14 @@ def _parse_measure(source: str, table: dict[str, Any]) -> MeasureSettings:
 
 
 def _axis_value(source: str, where: str, axis: str, value: Any) -> Any:
-    expected = AXES[axis]
-    if axis == "kv_cache_bytes":
-        try:
-            size = parse_bytes(value)
-        except ValueError as exc:
-            raise SuiteError(f"{source}: key '{where}': {exc}") from None
-        if not 0 < size <= MAX_SIZE:
-            raise SuiteError(f"{source}: key '{where}' must be a positive size, got {_short(value)}")
-        return size
-    if axis == "preset":
-        if not isinstance(value, str):
-            raise SuiteError(f"{source}: key '{where}' must be a preset's name, got {_short(value)}")
-        try:
-            return get_preset(value).name
-        except ValueError as exc:
-            raise SuiteError(f"{source}: key '{where}': {exc}") from None
-    if expected is bool:
-        if not isinstance(value, bool):
-            raise SuiteError(f"{source}: key '{where}' must be true or false, got {_short(value)}")
-        return value
-    if expected is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SuiteError(f"{source}: key '{where}' must be an integer, got {_short(value)}")
-        if axis != "seed" and not 0 < value <= MAX_SIZE:
-            raise SuiteError(f"{source}: key '{where}' must be a positive integer, got {value}")
-        if axis == "seed" and value < 0:
-            raise SuiteError(f"{source}: key '{where}' must be zero or positive, got {value}")
-        return value
-    if expected is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
-            raise SuiteError(f"{source}: key '{where}' must be a positive number, got {_short(value)}")
-        return float(value)
-    if not isinstance(value, str):
-        raise SuiteError(f"{source}: key '{where}' must be a string, got {_short(value)}")
-    if axis == "dtype":
-        try:
-            return canonical_dtype(value)
-        except ValueError as exc:
-            raise SuiteError(f"{source}: key '{where}': {exc}") from None
-    if axis in ("mask", "score_mod", "inputs"):
-        try:
-            return {"mask": parse_mask, "score_mod": parse_score_mod, "inputs": parse_inputs}[axis](value).text
-        except ValueError as exc:
-            raise SuiteError(f"{source}: key '{where}': {exc}") from None
-    allowed = {"mode": MODES, "device": DEVICES}[axis]
-    if value not in allowed:
-        raise SuiteError(f"{source}: key '{where}' must be one of {', '.join(allowed)}, got {value!r}")
-    return value
+    """A suite's value of `axis`, checked and canonicalised by its declaration (`attnbench.core.axes`)."""
+    try:
+        return AXES[axis].check(value)
+    except ValueError as exc:
+        text = str(exc)
+        if text.startswith(f"{axis} must "):                       # "heads must be ..." names the key instead
+            raise SuiteError(f"{source}: key '{where}' {text.removeprefix(f'{axis} ')}") from None
+        raise SuiteError(f"{source}: key '{where}': {text}") from None
 
 
 def _reject_unknown(source: str, prefix: str, table: dict[str, Any], allowed) -> None:
@@ -447,7 +397,7 @@ def _variant_axes(suite: Suite, name: str) -> dict[str, tuple[Any, ...]]:
 
 
 def _axes(defaults: dict[str, Any], lists: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
-    axes = {axis: lists.get(axis, (defaults[axis],) if axis in defaults else (None,)) for axis in AXIS_ORDER}
+    axes = {axis: lists.get(axis, (defaults[axis],) if axis in defaults else (None,)) for axis in AXES.sweep_order()}
     axes["seq_len"] = tuple(sorted(axes["seq_len"]))
     return axes
 
@@ -510,13 +460,20 @@ def _expand_cells(suite: Suite, registry) -> list[Case]:
             raise SuiteError(f"{suite.source}: the suite expands to more than {MAX_CELLS} cells; sweep fewer values")
         for knobs in knob_combos:
             for combo in itertools.product(*axes.values()):
-                fields = {axis: value for axis, value in zip(AXIS_ORDER, combo, strict=True) if value is not None}
+                fields = {axis: value for axis, value in zip(axes, combo, strict=True) if value is not None}
                 try:
-                    case = Case(variant=name, params=knobs, **_derived_fields(fields, explicit))
+                    case = _case(name, knobs, _derived_fields(fields, explicit))
                 except ValueError as exc:
                     raise SuiteError(f"{suite.source}: a cell of variant {name!r} is invalid: {exc}") from None
                 cases.setdefault(case.id, case)
     return list(cases.values())
+
+
+def _case(variant: str, knobs: dict[str, Any], fields: dict[str, Any]) -> Case:
+    """The Case of one combination: built-in axes as fields, registered ones in `extra_axes`."""
+    extra = {axis: value for axis, value in fields.items() if axis not in AXES.builtin}
+    builtin = {axis: value for axis, value in fields.items() if axis in AXES.builtin}
+    return Case(variant=variant, params=knobs, extra_axes=extra, **builtin)
 
 
 def _derived_fields(fields: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
@@ -532,7 +489,7 @@ def _derived_fields(fields: dict[str, Any], explicit: set[str]) -> dict[str, Any
     if inputs is not None and parse_inputs(inputs).kind == "file":
         fields = _fields_from_file(parse_inputs(inputs).path, fields, explicit)
     if fields.get("kv_cache_bytes") is not None:
-        shape = Case(variant="-", **{k: v for k, v in fields.items() if k != "kv_cache_bytes"})
+        shape = Case(variant="-", **{k: v for k, v in fields.items() if k != "kv_cache_bytes" and k in AXES.builtin})
         fields["batch"] = batch_for_kv_cache(fields["kv_cache_bytes"], shape)
     return fields
 

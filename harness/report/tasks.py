@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from attnbench.core.axes import AXES
 from attnbench.core.taskspec import parse_task
 from attnbench.core.units import finite, format_seconds
 from attnbench.report.analysis import is_contended
@@ -22,7 +23,7 @@ from attnbench.report.fits import pareto_frontier
 from attnbench.report.tables import GridCell
 from attnbench.store.quality import state_knob
 
-GROUP_KEYS = ("task", "d_model", "mask", "score_mod", "dtype", "causal", "mode", "device")
+GROUP_KEYS = ("task", "d_model", *AXES.kind_axes(), "dtype", "causal", "mode", "device")
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def group_title(row: Any) -> str:
         parts = [str(row["task"])]
     heads, head_dim = int(row["heads"]), int(row["head_dim"])
     parts.append(f"d_model {heads * head_dim}")
-    parts += [part for part in (row["mask"], row["score_mod"]) if part != "none"]
+    parts += [str(row[axis]) for axis in AXES.kind_axes() if row[axis] != AXES[axis].default]
     parts += [f"{row['dtype']} {row['mode']}", str(row["device"])]
     if not bool(row["causal"]):
         parts.append("non-causal")

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from attnbench.core.axes import AXES
+
 # What makes a kernel cell the cost of a quality cell: every case column but the task and the seed.
-SHAPE_KEYS = ("run_id", "variant", "params", "batch", "heads", "kv_heads", "seq_len", "kv_len", "head_dim",
-              "v_head_dim", "mask", "score_mod", "dtype", "causal", "mode", "device")
+SHAPE_KEYS = ("run_id", "variant", "params", *AXES.trained())
 CONFIG_KEYS = (*SHAPE_KEYS, "task")
 
 

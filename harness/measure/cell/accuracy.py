@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from attnbench.attention.masks import case_mask_mod
-from attnbench.attention.reference import softmax_attention
-from attnbench.attention.score_mods import case_score_mod
+from attnbench.attention.reference import case_softmax_attention
 from attnbench.core.case import Case
 from attnbench.core.failures import describe_exception
 from attnbench.core.result import Accuracy
@@ -73,8 +71,7 @@ def measure_accuracy(case: Case, variant: Variant, step: Step,
     fidelity_note = ""
     if variant.approximation(case) == "softmax_attention":
         q, k, v = (t.detach() for t in inputs64.tensors())
-        exact = softmax_attention(q, k, v, causal=case.causal, rows=rows, mask_mod=case_mask_mod(case),
-                                  score_mod=case_score_mod(case))
+        exact = case_softmax_attention(case, q, k, v, rows=rows)
         approx = error_metrics(out_rows, exact)
         fidelity, fidelity_note = _measure_fidelity(case, variant, inputs64, rows, warnings)
     note = "" if rows is None else f"reference evaluated on {len(rows)} seeded query rows"
