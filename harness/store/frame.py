@@ -23,10 +23,15 @@ TIDY_COLUMNS = (
     "accuracy_ok",
     "flops", "performed_flops", "flops_per_s", "peak_fraction", "arithmetic_intensity", "bytes_moved", "bytes_per_s", "bandwidth_fraction", "energy_j", "warnings",
     "task", "task_kind", "task_accuracy", "task_queries", "task_loss_first", "task_loss_last", "task_loss_min",
-    "task_steps", "task_examples", "task_train_s", "task_parameters", "task_state_size",
+    "task_steps", "task_examples", "task_train_s", "task_parameters", "task_state_size", "task_recall_curve",
 )
 TASK_COLUMNS = ("accuracy", "queries", "loss_first", "loss_last", "loss_min", "steps", "examples", "train_s",
                 "parameters", "state_size")
+
+
+def recall_curve_text(curve) -> str:
+    """A learning curve as JSON text, '[[examples seen, held-out recall], ...]' (one cell per row of the frame)."""
+    return json.dumps([[int(seen), float(recall)] for seen, recall in curve])
 
 
 def tidy_frame(runs: Iterable[LoadedRun]):
@@ -103,6 +108,7 @@ def _tidy_row(loaded: LoadedRun, cell: Cell) -> dict[str, Any]:
         "task": case.get("task") or "none",
         "task_kind": (case.get("task") or "none").partition(":")[0],
         **{f"task_{name}": getattr(result.task, name) if result.task else None for name in TASK_COLUMNS},
+        "task_recall_curve": recall_curve_text(result.task.recall_curve) if result.task else None,
     }
     for knob, value in params.items():
         row[f"param_{knob}"] = value
