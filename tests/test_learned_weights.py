@@ -173,3 +173,33 @@ costs = false
     changes = dict(task["weight_change"])
     assert set(changes) == {"log_scale", "gain"} and min(changes.values()) > 1e-3, changes
     assert len(task["recall_curve"]) == 10 and task["recall_curve"][-1][0] == 40 * 8
+
+
+def test_a_suite_sweeps_the_learning_rate_one_quality_cell_each(tmp_path):
+    from attnbench.core.registry import default_registry
+    from attnbench.plan.suite import SuiteError, expand, load_suite
+
+    text = ('[suite]\nname = "s"\nvariants = ["sdpa-math"]\n[defaults]\nseq_len = 16\nbatch = 4\nmode = "fwd_bwd"\n'
+            '[task]\nkind = "mqar"\nkv_pairs = 2\nvocab = 16\nlr = [0.001, 0.01]\n')
+    cases = expand(load_suite(str(write(tmp_path, "s.toml", text))), default_registry())
+    assert [c.task.split("lr=")[1].split(",")[0] for c in cases if c.task != "none"] == ["0.001", "0.01"]
+    assert sum(c.task == "none" for c in cases) == 1                     # one kernel cell for the shared shape
+    with pytest.raises(SuiteError, match=r"task\.lr.*non-empty list"):
+        load_suite(str(write(tmp_path, "bad.toml", text.replace("[0.001, 0.01]", '[0.001, "fast"]'))))
+
+
+def test_the_report_keeps_the_best_learning_rate_and_averages_curves():
+    import pandas as pd
+
+    from attnbench.core.taskspec import parse_task
+    from attnbench.store.quality import best_over_learning_rates, mean_curve
+
+    task = "mqar:kv_pairs=8,vocab=128"
+    rows = pd.DataFrame([{"variant": v, "task": parse_task(task, lr=lr).text, "lr": lr, "recall": r}
+                         for v, lr, r in [("a", 1e-3, 0.4), ("a", 3e-3, 0.9), ("a", 1e-2, 0.2), ("b", 1e-2, 0.5)]])
+    best = best_over_learning_rates(rows).set_index("variant")
+    assert best.loc["a", "lr"] == 3e-3 and best.loc["a", "recall"] == 0.9 and best.loc["a", "lrs"] == "0.001, 0.003, 0.01"
+    assert best.loc["b", "lrs"] == "0.01" and len(best) == 2
+    curve = json.loads(mean_curve(pd.Series(["[[32, 0.2], [64, 0.4]]", "[[32, 0.4], [64, 0.8]]"])))
+    assert [x for x, _ in curve] == [32, 64] and [y for _, y in curve] == pytest.approx([0.3, 0.6])
+    assert parse_task(task).chance_recall == 1 / 64

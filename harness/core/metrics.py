@@ -18,6 +18,7 @@ Imports nothing heavy: the store and the report read it without torch.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,11 @@ from typing import Any
 from attnbench.core.result import Result
 
 BETTER = ("lower", "higher", None)
+
+
+def recall_curve_text(curve) -> str:
+    """A learning curve as JSON text, '[[examples seen, held-out recall], ...]' (one cell per row of the frame)."""
+    return json.dumps([[int(seen), float(recall)] for seen, recall in curve])
 
 
 @dataclass(frozen=True)
@@ -175,6 +181,9 @@ METRICS = MetricRegistry((
     Metric("task_train_s", "s", "task.train_s", "training time", "lower"),
     Metric("task_parameters", "1", "task.parameters", "trainable parameters of the model"),
     Metric("task_state_size", "1", "task.state_size", "the mixer's recurrent state size per head"),
+    Metric("task_recall_curve", "", "task.recall_curve",
+           "the learning curve: held-out recall against examples seen, as JSON [[examples, recall], ...]",
+           source=lambda r: recall_curve_text(r.task.recall_curve) if r.task else None),
 ))
 
 # What a cell stores besides the metrics, kept in cells.jsonl for a person or a later analysis, by path.
@@ -184,7 +193,7 @@ RAW_FIELDS = (
     "timing.warmup_calls", "timing.timer", "timing.cpu_share", "timing.attempts", "memory.method",
     "memory.input_bytes", "memory.resident_bytes_fwd_bwd", "memory.resident_method", "accuracy.rows_checked",
     "accuracy.approx.max_rel_error", "accuracy.approx.nonfinite", "accuracy.note", "accuracy.tolerance", "accuracy.failures", "accuracy.fidelity.rows", "accuracy.fidelity.top_k",
-    "accuracy.fidelity.negative_rows", "task.task", "task.loss_curve", "task.eval_s", "task.setup_s",
+    "accuracy.fidelity.negative_rows", "task.task", "task.loss_curve", "task.weight_change", "task.eval_s", "task.setup_s",
     "telemetry.cv", "telemetry.outliers", "telemetry.rel_ci_half_width", "telemetry.target_rel_ci",
     "telemetry.timed_calls", "telemetry.timed_wall_s", "telemetry.roofline_flops_per_s", "telemetry.roofline_bound",
     "telemetry.cpu_percent_", "telemetry.rss_bytes_", "telemetry.cpu_freq_mhz_", "telemetry.gpu_",

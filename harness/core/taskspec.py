@@ -51,6 +51,11 @@ class TaskSpec:
         """A label for tables: 'mqar kv4' (the settings a reader compares cells by)."""
         return "none" if self.kind == "none" else f"{self.kind} kv{self.kv_pairs}"
 
+    @property
+    def chance_recall(self) -> float:
+        """Recall of a guess among the values (the vocabulary's upper half): the floor a mixer that recalls nothing sits on."""
+        return 1.0 / (self.vocab - self.vocab // 2) if self.kind == "mqar" else float("nan")
+
     def with_options(self, **options: Any) -> TaskSpec:
         """The same task with some options replaced (``--steps``), checked as the text's are."""
         return parse_task(self.text, **options)

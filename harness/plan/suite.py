@@ -42,6 +42,7 @@ A suite file has these tables (every key optional but ``variants``)::
     kind = "mqar"
     kv_pairs = 4
     steps = 600
+    lr = [3e-3, 1e-2]   # a number, or a list: one quality cell per rate (the report keeps the best)
     costs = true        # also time each trained shape as a kernel cell (the quality-cost picture)
 
 A ``preset`` (`attnbench.core.presets`; in [defaults] or swept in [sweep])
@@ -98,11 +99,19 @@ class Suite:
     extra: tuple[ExtraSweep, ...] = ()
     task: str = "none"
     task_costs: bool = True
+    task_lrs: tuple[float, ...] = ()
 
     @property
     def is_quality(self) -> bool:
         """True when the suite trains a task ([task]): its cells are quality cells."""
         return self.task != "none"
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Every task text a quality cell trains: `task`, once per learning rate of a ``task.lr`` list."""
+        if not self.task_lrs:
+            return (self.task,)
+        return tuple(parse_task(self.task, lr=lr).text for lr in self.task_lrs)
 
 
 @dataclass(frozen=True)
@@ -195,16 +204,17 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
 
     extra = tuple(_parse_extra(source, i, table) for i, table in enumerate(tables["extra"]))
     measure = _parse_measure(source, tables["measure"])
-    task, task_costs = _parse_task(source, tables["task"])
+    task, task_costs, task_lrs = _parse_task(source, tables["task"])
     return Suite(name=suite_name, source=source, text=text, description=description, variants=variants,
                  defaults=defaults, sweep=sweep, params=params, measure=measure, overrides=overrides, extra=extra,
-                 task=task, task_costs=task_costs)
+                 task=task, task_costs=task_costs, task_lrs=task_lrs)
 
 
-def _parse_task(source: str, table: dict[str, Any]) -> tuple[str, bool]:
-    """The [task] table: (the canonical task text, whether to add cost cells); ('none', False) without one."""
+def _parse_task(source: str, table: dict[str, Any]) -> tuple[str, bool, tuple[float, ...]]:
+    """The [task] table: (the canonical task text, whether to add cost cells, the learning rates of a ``lr``
+    list, each its own quality cell); ('none', False, ()) without one."""
     if not table:
-        return "none", False
+        return "none", False, ()
     allowed = ("kind", "costs", *OPTION_NAMES)
     _reject_unknown(source, "task.", table, allowed)
     kind = table.get("kind")
@@ -214,11 +224,18 @@ def _parse_task(source: str, table: dict[str, Any]) -> tuple[str, bool]:
     if not isinstance(costs, bool):
         raise SuiteError(f"{source}: key 'task.costs' must be true or false, got {_short(costs)}")
     options = {key: value for key, value in table.items() if key not in ("kind", "costs")}
+    lrs: tuple[float, ...] = ()
+    if isinstance(options.get("lr"), list):
+        lrs = tuple(options.pop("lr"))
+        if not lrs or any(isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 for r in lrs):
+            raise SuiteError(f"{source}: key 'task.lr' must be a positive number or a non-empty list of them "
+                             f"(a learning-rate sweep), got {_short(list(lrs))}")
+        options["lr"] = lrs[0]
     for key, value in options.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SuiteError(f"{source}: key 'task.{key}' must be a number, got {_short(value)}")
     try:
-        return parse_task(kind, **options).text, costs
+        return parse_task(kind, **options).text, costs, lrs
     except ValueError as exc:
         raise SuiteError(f"{source}: [task]: {exc}") from None
 
@@ -413,7 +430,7 @@ def expand(suite: Suite, registry) -> list[Case]:
     cases = _expand_cells(suite, registry)
     if not suite.is_quality:
         return cases
-    quality = [replace(case, task=suite.task) for case in cases]
+    quality = [replace(case, task=task) for case in cases for task in suite.tasks]
     if not suite.task_costs:
         return quality
     costs = {}

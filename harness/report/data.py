@@ -38,7 +38,12 @@ from attnbench.core.case import Case
 from attnbench.core.errors import AttnbenchError
 from attnbench.core.units import finite, format_bytes
 from attnbench.store import LoadedRun, tidy_frame
-from attnbench.store.quality import SHAPE_KEYS, is_quality_row, recall_summary
+from attnbench.store.quality import (
+    SHAPE_KEYS,
+    best_over_learning_rates,
+    is_quality_row,
+    recall_summary,
+)
 
 ALWAYS_SHOWN = ("dtype", "causal", "mode", "head_dim")
 DECODE_MAX_Q_LEN = 16
@@ -167,7 +172,7 @@ def _task_frames(frame: pd.DataFrame, run_labels: dict[str, str]) -> tuple[pd.Da
     """(recall summary, quality cells) of the frame, each with its `series` and `run` labels; the summary
     also says whether the kernel cell that gives its `time_median_s` was contended (`time_contended`)."""
     cells = frame[is_quality_row(frame)].reset_index(drop=True)
-    summary = recall_summary(frame).reset_index(drop=True)
+    summary = best_over_learning_rates(recall_summary(frame)).reset_index(drop=True)
     kernels = frame[~is_quality_row(frame)]
     if "contended" in kernels.columns and len(summary):
         kernels = kernels[kernels["status"] == "ok"][[*SHAPE_KEYS, "contended"]].drop_duplicates(list(SHAPE_KEYS))

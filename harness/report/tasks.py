@@ -38,6 +38,14 @@ class TaskGroup:
     frontier: list[dict[str, str]]
 
     @property
+    def chance(self) -> float | None:
+        """The recall of a guess among the task's values (None for a task text that does not parse)."""
+        try:
+            return parse_task(self.task).chance_recall
+        except ValueError:
+            return None
+
+    @property
     def longest(self) -> int:
         """The seq_len with the most configurations (the longest of a tie): where the figure places
         recall against state size and cost, since that is where a suite sweeps the state knobs."""
@@ -124,6 +132,8 @@ def _cell(row: Any) -> GridCell:
     if row["status"] != "ok":
         return GridCell(status=str(row["status"]), lines=[status_text(str(row["status"]), row["reason"])])
     lines = [recall_text(row)]
+    if "," in str(row.get("lrs") or ""):
+        lines.append(f"lr {row['lr']:g}, the best of {row['lrs']}")
     if int(row["seeds_ok"]) < int(row["seeds"]):
         lines.append(f"{int(row['seeds']) - int(row['seeds_ok'])} of {int(row['seeds'])} seeds failed")
     loss = finite(row["loss_last"])
