@@ -195,7 +195,7 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
                         "underestimates this machine (taken under load?); rerun with --recalibrate")
     telemetry["arithmetic_intensity"] = _arithmetic_intensity(case, variant)
     telemetry.update(_roofline(telemetry["arithmetic_intensity"], peak, calibration, flops_per_s, case.device))
-    telemetry.update(_traffic(case, timing.median_s, calibration))
+    telemetry.update(_traffic(case, variant, timing.median_s, calibration))
     if peak is None and flops_per_s:
         telemetry.setdefault("notes", []).append(
             f"no peak_fraction: the run has no calibrated matmul peak for {case.dtype} on {case.device}")
@@ -414,9 +414,11 @@ def _arithmetic_intensity(case: Case, variant: Variant) -> float | None:
     return flops / (case.input_bytes + case.output_bytes)
 
 
-def _traffic(case: Case, median_s: float, calibration: dict | None) -> dict:
-    """bytes_moved, the bytes/s that achieves at the median time, and its fraction of the copy bandwidth."""
-    moved = case.bytes_moved
+def _traffic(case: Case, variant: Variant, median_s: float, calibration: dict | None) -> dict:
+    """bytes_moved (the variant's own count where it declares one), the bytes/s that achieves at the median
+    time, and its fraction of the copy bandwidth."""
+    declared = variant.bytes_moved(case)
+    moved = case.bytes_moved if declared is None else declared
     out: dict = {"bytes_moved": moved}
     if median_s and median_s > 0:
         out["bytes_per_s"] = moved / median_s
