@@ -172,14 +172,14 @@ class _DeltaRule(Recurrence):
         """Normalising q and k (3·d_k each) and the gate projections k·w (2·d_k each)."""
         return 6 * case.head_dim + 2 * case.head_dim * (2 if self.gated else 1)
 
-    def performed_flops(self, case: Case) -> int:
+    def performed_flops(self, case: Case) -> int | None:
         """The chunked form's matmuls and triangular solve, padded to whole chunks (the solve: Q²·Q per chunk,
         which FlopCounterMode does not see)."""
         chunk = self.knob_values(case, "chunk")[0]
         dk, dv = case.head_dim, case.v_head_dim
         projections = 2 * dk * (2 if self.gated else 1)
         if case.kv_len != case.seq_len:
-            return case.batch * case.heads * case.seq_len * (6 * dk * dv + projections)
+            return None                                                   # the decode step is the recurrence itself
         steps = -(-case.seq_len // chunk) * chunk
         per_head = (case.seq_len * projections
                     + 2 * steps * chunk * dk * 2                          # K Kᵀ and Q Kᵀ

@@ -109,13 +109,13 @@ class RetNet(Recurrence):
         """Decay the state (1), add k vᵀ (2) and read q S (2) per state element."""
         return 5 * case.head_dim * case.v_head_dim
 
-    def performed_flops(self, case: Case) -> int:
+    def performed_flops(self, case: Case) -> int | None:
         """The chunked form's matmuls (padded to whole chunks): Q Kᵀ and (·) V, the end states, the entering state."""
         chunk = self.knob_values(case, "chunk")[0]
         steps = -(-case.seq_len // chunk) * chunk
         dk, dv = case.head_dim, case.v_head_dim
         if case.kv_len != case.seq_len:
-            return case.batch * case.heads * case.seq_len * 2 * dk * dv   # the decode step: q S per token
+            return None                                                   # the decode step is the recurrence itself
         per_head = 2 * steps * chunk * (dk + dv) + 2 * steps * dk * dv * 2
         return case.batch * case.heads * per_head
 
@@ -221,13 +221,13 @@ class GatedLinearAttention(Recurrence):
         """The gate's k W↓ W↑."""
         return 4 * case.head_dim * GATE_RANK
 
-    def performed_flops(self, case: Case) -> int:
+    def performed_flops(self, case: Case) -> int | None:
         """The chunked form's matmuls, padded to whole chunks: gate projection, end states, entering state,
         the diagonal and cross sub-block scores, and the scores times V."""
         chunk = self.knob_values(case, "chunk")[0]
         dk, dv = case.head_dim, case.v_head_dim
         if case.kv_len != case.seq_len:
-            return case.batch * case.heads * case.seq_len * (2 * dk * dv + 4 * dk * GATE_RANK)
+            return None                                                   # the decode step is the recurrence itself
         steps = -(-case.seq_len // chunk) * chunk
         sub = SUB if chunk % SUB == 0 else chunk
         blocks = chunk // sub
