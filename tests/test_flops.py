@@ -223,7 +223,8 @@ def test_executed_flops_match_flop_counter(name, knobs, shape, causal):
 def test_fwd_bwd_counts_the_backward_as_two_and_a_half_forwards():
     """Through measure_case: a fwd_bwd cell stores 3.5× the forward's flops and performed_flops."""
     from attnbench.core.settings import MeasureSettings
-    from attnbench.measure.cell import BACKWARD_FLOPS_FACTOR, measure_case
+    from attnbench.measure.cell import measure_case
+    from attnbench.measure.cell.derived import BACKWARD_FLOPS_FACTOR
 
     assert BACKWARD_FLOPS_FACTOR == 2.5
     settings = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.05, memory=False, accuracy=False, telemetry=False)
@@ -261,13 +262,13 @@ def test_counter_conventions_match_attention_flops():
 
 def test_naive_cpu_peak_matches_its_memory_model():
     """VmHWM around one forward against naive.memory_model: scores and probabilities (N×M each) plus output."""
-    from attnbench.measure.cell import _Step
+    from attnbench.measure.cell.setup import Step
     from attnbench.measure.memory import cpu_peak_bytes
 
     variant = default_registry().get("naive")
     case = Case(variant="naive", seq_len=1024, heads=8, head_dim=64)
     inputs = make_inputs(case)
-    step = _Step(case, inputs, variant.prepare(case, inputs))
+    step = Step(case, inputs, variant.prepare(case, inputs))
     step()
     measured = cpu_peak_bytes(step.forward_only)
     predicted = variant.memory_model(case)

@@ -26,19 +26,9 @@ from dataclasses import replace
 
 import torch
 
-from attnbench import AttentionInputs, Case, Knob, Tolerance, Variant, seeded_weight, torch_dtype
+from attnbench import AttentionInputs, Case, Knob, Tolerance, Variant
 
 HALF = (torch.float16, torch.bfloat16)
-
-
-def cast_weight(weight: torch.Tensor, case: Case, dtype: torch.dtype, device=None) -> torch.Tensor:
-    """Round a float32/64 weight through the case dtype, then give `dtype` on `device` (float64 for the reference)."""
-    return weight.to(torch_dtype(case.dtype)).to(dtype).to(device)
-
-
-def seeded(case: Case, tag: int, shape: tuple[int, ...], std: float, dtype: torch.dtype, device=None) -> torch.Tensor:
-    """A learned weight as the kernel cells draw it today: `seeded_weight`, through the case dtype."""
-    return cast_weight(seeded_weight(case, tag, shape, std), case, dtype, device)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -90,10 +80,12 @@ def carry_states(chunk_decay: torch.Tensor, chunk_states: torch.Tensor, state: t
 class Recurrence(Variant):
     """Base of the linear recurrences: reasons, decode plumbing, state size and the bytes a decode step moves.
 
-    A subclass declares `weights(case, dtype, device)` (its learned weights,
-    one small function), `chunked(q, k, v, weights, chunk, state)` and
+    A subclass declares `learned_weights(case)` (its gates', decays' and β's
+    projections: seeded in kernel cells, trained in quality cells), or
+    `fixed_weights`, and `chunked(q, k, v, weights, chunk, state)` and
     `sequential(q, k, v, weights, state)`, each returning (output, final state),
-    with q already scaled; q may be shorter than k and v, aligned at their end.
+    with q already scaled and `weights` a dict by name; q may be shorter than
+    k and v, aligned at their end.
     """
 
     supports_cross = True
@@ -125,11 +117,11 @@ class Recurrence(Variant):
         """The base's probe case, causal (the only form a recurrence has)."""
         return replace(super().probe_case(device), causal=True)
 
-    # ---- what a subclass declares
+    # ---- what a subclass declares (and `learned_weights`: its gate, decay and β projections)
 
-    def weights(self, case: Case, dtype: torch.dtype, device=None) -> tuple:
-        """The learned weights (gate/decay/β projections) in `dtype` on `device`; () for none."""
-        return ()
+    def fixed_weights(self, case: Case, dtype: torch.dtype, device=None) -> dict[str, torch.Tensor]:
+        """Weights the function fixes rather than learns (RetNet's decays), name -> tensor; none by default."""
+        return {}
 
     def chunked(self, q, k, v, weights, chunk: int, state=None):
         raise NotImplementedError
@@ -147,7 +139,7 @@ class Recurrence(Variant):
         q, k, v = inputs.tensors()
         dtype = compute_dtype(q.dtype)
         chunk = self.knob_values(case, "chunk")[0]
-        weights = self.weights(case, dtype, q.device)
+        weights = self.mixer_weights(case, inputs, dtype)
         prefix = case.kv_len - case.seq_len
         if prefix == 0:
             def forward() -> torch.Tensor:
@@ -170,7 +162,12 @@ class Recurrence(Variant):
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
         q, k, v = inputs.tensors()
         q_, k_ = self.prepared_inputs(q, k)
-        return self.sequential(q_, k_, v, self.weights(case, torch.float64, q.device))[0]
+        return self.sequential(q_, k_, v, self.mixer_weights(case, inputs, torch.float64))[0]
+
+    def mixer_weights(self, case: Case, inputs: AttentionInputs, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The learned weights (seeded, or the trainer's) and the fixed ones, in the dtype the recurrence runs in."""
+        learned = {name: w.to(dtype) for name, w in self.weights(case, inputs).items()}
+        return {**learned, **self.fixed_weights(case, dtype, inputs.q.device)}
 
     def state_size(self, case: Case) -> int:
         """S (d_k × d_v) per head, whatever the length."""

@@ -33,43 +33,45 @@ import math
 
 import torch
 
-from attnbench import Case
-from attnbench.variants._recurrent import Recurrence, chunked_view, seeded, segment_log_decay
-
-_TAG = 2800
+from attnbench import Case, LearnedWeight, constant, log_uniform, normal, uniform
+from attnbench.variants._recurrent import Recurrence, chunked_view, segment_log_decay
 
 
-def _log_uniform(case: Case, tag: int, shape: tuple[int, ...], low: float, high: float) -> torch.Tensor:
-    """Seeded samples log-uniform in [low, high] (float64), via the normal CDF of seeded Gaussians."""
-    uniform = 0.5 * (1.0 + torch.erf(seeded(case, tag, shape, 1.0, torch.float64) / math.sqrt(2.0)))
-    return torch.exp(math.log(low) + uniform * (math.log(high) - math.log(low)))
+def inverse_softplus_of(initial):
+    """softplus⁻¹ of another initialiser's draws (a bias whose softplus starts at those values)."""
+    def draw(generator, shape):
+        value = initial(generator, shape)
+        return value + torch.log(-torch.expm1(-value))
+    return draw
 
 
-def beta_weights(case: Case, dtype: torch.dtype, device=None) -> tuple:
-    """β's learned projection per head: w_β (H, d_k, 1) and b_β (H, 1, 1). Seeded in kernel cells."""
-    w = seeded(case, _TAG + 1, (case.heads, case.head_dim, 1), case.head_dim ** -0.5, dtype, device)
-    return w, torch.zeros(case.heads, 1, 1, dtype=dtype, device=device)
+def beta_learned_weights(case: Case) -> dict[str, LearnedWeight]:
+    """β's projection per head: w_β (H, d_k, 1) and b_β (H, 1, 1)."""
+    return {
+        "beta_proj": LearnedWeight((case.heads, case.head_dim, 1), normal(case.head_dim ** -0.5), doc="w_β"),
+        "beta_bias": LearnedWeight((case.heads, 1, 1), constant(0.0), decay=False, doc="b_β"),
+    }
 
 
-def decay_weights(case: Case, dtype: torch.dtype, device=None) -> tuple:
-    """α's learned weights per head: w_α (H, d_k, 1), A_log (H, 1, 1) and the Δ bias b_Δ (H, 1, 1)."""
-    w = seeded(case, _TAG + 2, (case.heads, case.head_dim, 1), case.head_dim ** -0.5, dtype, device)
-    a_log = torch.log(_log_uniform(case, _TAG + 3, (case.heads, 1, 1), 1.0, 16.0))
-    dt = _log_uniform(case, _TAG + 4, (case.heads, 1, 1), 1e-3, 1e-1)
-    dt_bias = dt + torch.log(-torch.expm1(-dt))                           # softplus⁻¹
-    return w, a_log.to(dtype).to(device), dt_bias.to(dtype).to(device)
+def decay_learned_weights(case: Case) -> dict[str, LearnedWeight]:
+    """α's weights per head, Mamba-2's: w_α (H, d_k, 1), A_log (H, 1, 1) with A in [1, 16], b_Δ (H, 1, 1)."""
+    return {
+        "decay_proj": LearnedWeight((case.heads, case.head_dim, 1), normal(case.head_dim ** -0.5), doc="w_α"),
+        "A_log": LearnedWeight((case.heads, 1, 1), uniform(0.0, math.log(16.0)), decay=False, doc="log A"),
+        "dt_bias": LearnedWeight((case.heads, 1, 1), inverse_softplus_of(log_uniform(1e-3, 1e-1)), decay=False,
+                                 doc="Δ's bias, softplus(b_Δ) in [1e-3, 1e-1]"),
+    }
 
 
 def betas(k, weights) -> torch.Tensor:
     """β_t = σ(k_t·w_β + b_β), (B, H, N)."""
-    w, bias = weights
-    return torch.sigmoid(k @ w + bias).squeeze(-1)
+    return torch.sigmoid(k @ weights["beta_proj"] + weights["beta_bias"]).squeeze(-1)
 
 
 def log_decays(k, weights) -> torch.Tensor:
     """log α_t = −exp(A_log)·softplus(k_t·w_α + b_Δ), (B, H, N), every entry < 0."""
-    w, a_log, dt_bias = weights
-    return (-torch.exp(a_log) * torch.nn.functional.softplus(k @ w + dt_bias)).squeeze(-1)
+    delta = torch.nn.functional.softplus(k @ weights["decay_proj"] + weights["dt_bias"])   # (B, H, N, 1)
+    return (-torch.exp(weights["A_log"]) * delta).squeeze(-1)
 
 
 def normalised(x: torch.Tensor) -> torch.Tensor:
@@ -149,12 +151,11 @@ class _DeltaRule(Recurrence):
         """q and k L2-normalised per head, q then scaled by 1/√d_k; the raw k is kept for the gates."""
         return normalised(q) * q.shape[-1] ** -0.5, k
 
-    def weights(self, case: Case, dtype: torch.dtype, device=None) -> tuple:
-        return (beta_weights(case, dtype, device), decay_weights(case, dtype, device) if self.gated else None)
+    def learned_weights(self, case: Case) -> dict[str, LearnedWeight]:
+        return {**beta_learned_weights(case), **(decay_learned_weights(case) if self.gated else {})}
 
     def _gates(self, k, weights):
-        beta_w, decay_w = weights
-        return betas(k, beta_w), None if decay_w is None else log_decays(k, decay_w)
+        return betas(k, weights), log_decays(k, weights) if self.gated else None
 
     def chunked(self, q, k, v, weights, chunk: int, state=None):
         beta, log_alpha = self._gates(k, weights)

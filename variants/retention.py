@@ -35,12 +35,11 @@ import math
 
 import torch
 
-from attnbench import Case
+from attnbench import Case, LearnedWeight, normal
 from attnbench.variants._recurrent import (
     Recurrence,
     carry_states,
     chunked_view,
-    seeded,
     segment_log_decay,
 )
 
@@ -96,14 +95,14 @@ class RetNet(Recurrence):
     computes = "retention"
     description = "RetNet's retention (fixed decay γ_h = 1 − 2^(−5−h) per head), chunk-parallel"
 
-    def weights(self, case: Case, dtype: torch.dtype, device=None) -> tuple:
-        return (retnet_log_decays(case.heads, dtype, device),)
+    def fixed_weights(self, case: Case, dtype: torch.dtype, device=None) -> dict[str, torch.Tensor]:
+        return {"log_gamma": retnet_log_decays(case.heads, dtype, device)}
 
     def chunked(self, q, k, v, weights, chunk: int, state=None):
-        return retention_chunked(q, k, v, weights[0], chunk, state)
+        return retention_chunked(q, k, v, weights["log_gamma"], chunk, state)
 
     def sequential(self, q, k, v, weights, state=None):
-        return retention_sequential(q, k, v, weights[0], state)
+        return retention_sequential(q, k, v, weights["log_gamma"], state)
 
     def step_flops(self, case: Case) -> int:
         """Decay the state (1), add k vᵀ (2) and read q S (2) per state element."""
@@ -136,22 +135,20 @@ class RetNet(Recurrence):
 
 # ---------------------------------------------------------------- gla
 
-def gla_weights(case: Case, dtype: torch.dtype, device=None) -> tuple:
-    """GLA's learned gate projection per head: W↓ (H, d_k, r), W↑ (H, r, d_k), b (H, 1, d_k).
-
-    Drawn with `seeded_weight` in kernel cells (one function, so learning them is a one-line change).
-    """
+def gla_learned_weights(case: Case) -> dict[str, LearnedWeight]:
+    """GLA's gate projection per head: W↓ (H, d_k, r), W↑ (H, r, d_k) and the bias b (H, 1, d_k)."""
     heads, key_dim = case.heads, case.head_dim
-    w_down = seeded(case, _TAG + 1, (heads, key_dim, GATE_RANK), key_dim ** -0.5, dtype, device)
-    w_up = seeded(case, _TAG + 2, (heads, GATE_RANK, key_dim), GATE_RANK ** -0.5, dtype, device)
-    bias = seeded(case, _TAG + 3, (heads, 1, key_dim), 0.5, dtype, device)
-    return w_down, w_up, bias
+    return {
+        "gate_down": LearnedWeight((heads, key_dim, GATE_RANK), normal(key_dim ** -0.5), doc="W↓ of the gate"),
+        "gate_up": LearnedWeight((heads, GATE_RANK, key_dim), normal(GATE_RANK ** -0.5), doc="W↑ of the gate"),
+        "gate_bias": LearnedWeight((heads, 1, key_dim), normal(0.5), decay=False, doc="the gate's bias b"),
+    }
 
 
 def gla_log_gates(k, weights) -> torch.Tensor:
     """log α_t = logsigmoid(k_t W↓ W↑ + b) / 16, (B, H, N, d_k), every entry < 0."""
-    w_down, w_up, bias = weights
-    return torch.nn.functional.logsigmoid((k @ w_down) @ w_up + bias) / GATE_NORMALIZER
+    logits = (k @ weights["gate_down"]) @ weights["gate_up"] + weights["gate_bias"]   # (B, H, N, d_k)
+    return torch.nn.functional.logsigmoid(logits) / GATE_NORMALIZER
 
 
 def gla_sequential(q, k, v, g, state=None):
@@ -204,8 +201,8 @@ class GatedLinearAttention(Recurrence):
     computes = "gated_linear_attention"
     description = "gated linear attention (Yang et al. 2024): per-channel learned decays, chunk-parallel with sub-blocks"
 
-    def weights(self, case: Case, dtype: torch.dtype, device=None) -> tuple:
-        return gla_weights(case, dtype, device)
+    def learned_weights(self, case: Case) -> dict[str, LearnedWeight]:
+        return gla_learned_weights(case)
 
     def chunked(self, q, k, v, weights, chunk: int, state=None):
         return gla_chunked(q, k, v, gla_log_gates(k, weights), chunk, state)
