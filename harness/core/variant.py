@@ -289,6 +289,16 @@ class Variant:
         """
         return None
 
+    def bytes_moved(self, case: Case) -> int | None:
+        """The least bytes one call of this variant must move, or None for `Case.bytes_moved` (q, k, v and the output).
+
+        A recurrent layer's decode step reads its fixed state in place of a KV
+        cache: it declares the state read and written, the new tokens' q, k, v
+        and the output, so the decode report shows state bytes beside softmax's
+        KV-cache bytes at the same kv_len.
+        """
+        return None
+
     def attention_weights(self, case: Case, inputs: AttentionInputs) -> torch.Tensor | None:
         """The (B, H, N, M) weights each query puts on each key, in float64, or None.
 

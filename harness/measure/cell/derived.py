@@ -40,7 +40,7 @@ def derive_figures(case: Case, variant: Variant, median_s: float, calibration: d
                         "underestimates this machine (taken under load?); rerun with --recalibrate")
     telemetry: dict = {"arithmetic_intensity": arithmetic_intensity(case, variant)}
     telemetry.update(roofline(telemetry["arithmetic_intensity"], peak, calibration, flops_per_s, case.device))
-    telemetry.update(traffic(case, median_s, calibration))
+    telemetry.update(traffic(case, median_s, calibration, variant.bytes_moved(case)))
     if peak is None and flops_per_s:
         telemetry["notes"] = [f"no peak_fraction: the run has no calibrated matmul peak for {case.dtype} "
                               f"on {case.device}"]
@@ -77,9 +77,12 @@ def arithmetic_intensity(case: Case, variant: Variant) -> float | None:
     return flops / (case.input_bytes + case.output_bytes)
 
 
-def traffic(case: Case, median_s: float, calibration: dict | None) -> dict:
-    """bytes_moved, the bytes/s that achieves at the median time, and its fraction of the copy bandwidth."""
-    moved = case.bytes_moved
+def traffic(case: Case, median_s: float, calibration: dict | None, declared: int | None = None) -> dict:
+    """bytes_moved, the bytes/s that achieves at the median time, and its fraction of the copy bandwidth.
+
+    `declared` is the variant's own count (`Variant.bytes_moved`: a decode step's state), else `Case.bytes_moved`.
+    """
+    moved = case.bytes_moved if declared is None else declared
     out: dict = {"bytes_moved": moved}
     if median_s and median_s > 0:
         out["bytes_per_s"] = moved / median_s
