@@ -71,9 +71,8 @@ def parse_task(text: str, **options: Any) -> TaskSpec:
     """'mqar:kv_pairs=8' -> TaskSpec('mqar', kv_pairs=8, ...); keyword options replace the text's. ValueError names the option."""
     split = split_kind(text, "task", TASK_KINDS, TASK_HELP)
     if split.kind == "none":
-        if options:
+        if options or split.options or split.arg:
             raise ValueError(f"task 'none' takes no options, got {text!r}")
-        split.bare()
         return TaskSpec()
     if split.arg:
         raise split.error(f"option {split.arg!r} must be name=value")

@@ -42,6 +42,7 @@ from attnbench.store.quality import (
     SHAPE_KEYS,
     best_over_learning_rates,
     is_quality_row,
+    merge_on_shapes,
     recall_summary,
 )
 
@@ -176,8 +177,7 @@ def _task_frames(frame: pd.DataFrame, run_labels: dict[str, str]) -> tuple[pd.Da
     kernels = frame[~is_quality_row(frame)]
     if "contended" in kernels.columns and len(summary):
         kernels = kernels[kernels["status"] == "ok"][[*SHAPE_KEYS, "contended"]].drop_duplicates(list(SHAPE_KEYS))
-        summary = summary.merge(kernels.rename(columns={"contended": "time_contended"}), on=list(SHAPE_KEYS),
-                                how="left")
+        summary = merge_on_shapes(summary, kernels.rename(columns={"contended": "time_contended"}))
     else:
         summary["time_contended"] = None
     if cells.empty:

@@ -20,6 +20,30 @@ SHAPE_KEYS = ("run_id", "variant", "params", *AXES.trained())
 CONFIG_KEYS = (*SHAPE_KEYS, "task")
 
 
+def merge_on_shapes(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
+    """`left` with `right`'s other columns joined on the SHAPE_KEYS (how="left").
+
+    The keys are compared as text, an unset value (None, NaN) as one value and 2048.0 as 2048: a summary
+    built row by row holds NaN and floats where the tidy frame holds None and integers."""
+    key = "_shape_key"
+    joined = left.assign(**{key: _shape_text(left)}).merge(
+        right.drop(columns=list(SHAPE_KEYS)).assign(**{key: _shape_text(right)}), on=key, how="left")
+    return joined.drop(columns=key)
+
+
+def _shape_text(frame: pd.DataFrame) -> pd.Series:
+    def text(value) -> str:
+        if value is None or (isinstance(value, float) and value != value):
+            return "none"
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+    if frame.empty:
+        return pd.Series([], index=frame.index, dtype=object)
+    return frame[list(SHAPE_KEYS)].apply(lambda row: "\0".join(text(v) for v in row), axis=1)
+
+
 def is_quality_row(frame: pd.DataFrame) -> pd.Series:
     """True for the rows of quality cells (a task other than none)."""
     if "task_kind" not in frame.columns:
@@ -78,7 +102,7 @@ def recall_summary(frame: pd.DataFrame) -> pd.DataFrame:
     summary = pd.DataFrame(rows, columns=[c for c in columns if c != "time_median_s"])
     costs = kernel_rows(frame)
     costs = costs[costs["status"] == "ok"][list(SHAPE_KEYS) + ["time_median_s"]].drop_duplicates(list(SHAPE_KEYS))
-    merged = summary.merge(costs, on=list(SHAPE_KEYS), how="left")
+    merged = merge_on_shapes(summary, costs)
     return merged[columns]
 
 
