@@ -68,7 +68,7 @@ def parse_task(text: str, **options: Any) -> TaskSpec:
     if split.kind == "none":
         if options:
             raise ValueError(f"task 'none' takes no options, got {text!r}")
-        split.bare()
+        split.bare(noun="options")
         return TaskSpec()
     if split.arg:
         raise split.error(f"option {split.arg!r} must be name=value")

@@ -35,7 +35,7 @@ A suite file has these tables (every key optional but ``variants``)::
     kv_len = [4096]
     causal = [true]
 
-    [measure]           # attnbench.settings.MeasureSettings
+    [measure]           # attnbench.core.settings.MeasureSettings
     budget_s = 1.0
 
     [task]              # optional: make every cell a quality cell (attnbench.core.taskspec)

@@ -39,6 +39,7 @@ from attnbench.core.errors import AttnbenchError
 from attnbench.core.units import finite, format_bytes
 from attnbench.store import LoadedRun, tidy_frame
 from attnbench.store.quality import SHAPE_KEYS, is_quality_row, recall_summary
+from attnbench.store.runs import ATTENTION_MAPS_FILE
 
 ALWAYS_SHOWN = ("dtype", "causal", "mode", "head_dim")
 DECODE_MAX_Q_LEN = 16
@@ -49,7 +50,6 @@ EXACT_FUNCTION = "softmax_attention"
 KINDS = ("exact", "approximate", "other")
 KIND_TITLES = {"exact": "exact softmax attention", "approximate": "approximations of softmax attention",
                "other": "other functions (not drop-in for softmax attention)"}
-ATTENTION_MAPS_FILE = "attention_maps.json"
 
 
 def workload_axes() -> tuple[str, ...]:
