@@ -109,7 +109,7 @@ def test_broken_plugins_are_reported_with_their_distribution(plugin_path, cli_en
 
     assert failed["notavariant"]["distribution"] == "not-a-variant-plugin"
     assert failed["notavariant"]["error"].startswith("TypeError:")
-    assert "not a attnbench.variant.Variant" in failed["notavariant"]["error"]
+    assert "not an attnbench.Variant" in failed["notavariant"]["error"]
 
     assert failed["naive"]["distribution"] == "shadow-plugin"
     assert "already taken by distribution 'attnbench'" in failed["naive"]["error"]

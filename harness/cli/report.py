@@ -13,36 +13,43 @@ import click
 from attnbench.store import default_results_dir, load_run, resolve_run
 
 
-class GateType(click.ParamType):
+class ParsedType(click.ParamType):
+    """A click type read by one of attnbench's parsers, whose ValueError message is what the user sees;
+    a value that is already parsed (a default) passes through."""
+
+    def __init__(self, name: str, parse) -> None:
+        self.name = name
+        self.parse = parse
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        try:
+            return self.parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _gate(text: str):
+    from attnbench.report.gates import parse_gate  # pandas loads only when a gate is given
+
+    return parse_gate(text)
+
+
+def _fraction(text: str) -> float:
+    from attnbench.report.gates import parse_fraction
+
+    return parse_fraction(text)
+
+
+def GateType() -> ParsedType:  # noqa: N802 (a click type, used as one)
     """A regression gate FIELD:PCT such as ``median:5%``."""
-
-    name = "FIELD:PCT"
-
-    def convert(self, value, param, ctx):
-        from attnbench.report.gates import Gate, parse_gate
-
-        if isinstance(value, Gate):
-            return value
-        try:
-            return parse_gate(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+    return ParsedType("FIELD:PCT", _gate)
 
 
-class PercentType(click.ParamType):
+def PercentType() -> ParsedType:  # noqa: N802
     """A percentage such as ``2%`` or ``2``, as a fraction."""
-
-    name = "PCT"
-
-    def convert(self, value, param, ctx):
-        from attnbench.report.gates import parse_fraction
-
-        if isinstance(value, float):
-            return value
-        try:
-            return parse_fraction(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+    return ParsedType("PCT", _fraction)
 
 
 def _results_option(function):

@@ -16,10 +16,11 @@ Pure Python: the store and the report read it without torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from attnbench.core.declared import Declarations
 from attnbench.core.inputspec import INPUTS_HELP, parse_inputs
 from attnbench.core.maskspec import MASK_HELP, parse_mask
 from attnbench.core.scoremodspec import SCORE_MOD_HELP, parse_score_mod
@@ -125,37 +126,10 @@ class Axis:
         return self.label(value)
 
 
-class AxisRegistry:
+class AxisRegistry(Declarations[Axis]):
     """The declared axes, in the order of the tidy columns and the report's titles; `register` adds one."""
 
-    def __init__(self, axes: tuple[Axis, ...]) -> None:
-        self._axes: dict[str, Axis] = {}
-        self.builtin: frozenset[str] = frozenset(a.name for a in axes)
-        for axis in axes:
-            self.register(axis)
-
-    def register(self, axis: Axis) -> Axis:
-        if axis.name in self._axes:
-            raise ValueError(f"an axis named {axis.name!r} is already declared")
-        self._axes[axis.name] = axis
-        return axis
-
-    def unregister(self, name: str) -> None:
-        if name in self.builtin:
-            raise ValueError(f"{name!r} is a built-in axis")
-        self._axes.pop(name)
-
-    def __iter__(self) -> Iterator[Axis]:
-        return iter(tuple(self._axes.values()))
-
-    def __getitem__(self, name: str) -> Axis:
-        return self._axes[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._axes
-
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._axes)
+    what = "axis"
 
     def case_axes(self) -> tuple[Axis, ...]:
         return tuple(a for a in self if a.in_case)

@@ -19,10 +19,11 @@ Imports nothing heavy: the store and the report read it without torch.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from attnbench.core.declared import Declarations
 from attnbench.core.result import Result
 
 BETTER = ("lower", "higher", None)
@@ -68,34 +69,10 @@ class Metric:
         return self.source(result) if self.source else read_path(result, self.path)
 
 
-class MetricRegistry:
+class MetricRegistry(Declarations[Metric]):
     """The declared metrics, in column order; `register` adds one (a plugin's, or a test's)."""
 
-    def __init__(self, metrics: tuple[Metric, ...]) -> None:
-        self._metrics: dict[str, Metric] = {}
-        for metric in metrics:
-            self.register(metric)
-
-    def register(self, metric: Metric) -> Metric:
-        if metric.name in self._metrics:
-            raise ValueError(f"a metric named {metric.name!r} is already declared")
-        self._metrics[metric.name] = metric
-        return metric
-
-    def unregister(self, name: str) -> None:
-        self._metrics.pop(name)
-
-    def __iter__(self) -> Iterator[Metric]:
-        return iter(tuple(self._metrics.values()))
-
-    def __getitem__(self, name: str) -> Metric:
-        return self._metrics[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._metrics
-
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._metrics)
+    what = "metric"
 
     def gates(self) -> dict[str, Metric]:
         """Gate name -> metric, for every gated metric."""
@@ -188,6 +165,17 @@ METRICS = MetricRegistry((
 
 # What a cell stores besides the metrics, kept in cells.jsonl for a person or a later analysis, by path.
 # A key ending in '_' covers every path it starts (the sampler's `cpu_percent_mean`, `cpu_percent_max`, ...).
+# The telemetry keys: `cv` (coefficient of variation), `outliers` (Tukey's fences at 1.5 IQR: count, indices
+# into timing.samples_s, fences; flagged, never dropped), `rel_ci_half_width` reached and `target_rel_ci`,
+# `timed_calls`, `timed_wall_s`; the roofline's bound `roofline_flops_per_s` (min(peak, intensity x copy
+# bandwidth)) and `roofline_bound` ('compute'/'memory'); the sampler's (attnbench.measure.telemetry, 20 Hz)
+# `cpu_percent_*`, `rss_bytes_*`, `cpu_freq_mhz_*`, on CUDA `gpu_util_percent_*`, `gpu_memory_used_bytes_*`,
+# `gpu_power_w_*`, `gpu_sm_clock_mhz_*`, `gpu_throttle_reasons`, its own cost `sampler_busy_fraction`, and
+# `load_avg_1m`; the energy counter's `energy_j_total`, `energy_interval_s`, `energy_source`;
+# `worker_live_bytes_after` (what the worker holds after the timed calls, which the local executor compares
+# with its restart budget); `contention` (per timing attempt: the median sample's run-queue wait, CPU share,
+# the signal and the limit; attnbench.measure.contention); `notes` (counters missing here: a note, not an
+# error); and with --processes K, `processes` (attnbench.measure.merge).
 RAW_FIELDS = (
     "status", "reason", "worker", "started_at", "duration_s", "timing.samples_s",
     "timing.warmup_calls", "timing.timer", "timing.cpu_share", "timing.attempts", "memory.method",

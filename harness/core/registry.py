@@ -70,7 +70,7 @@ def _instantiate(obj) -> Variant:
         return obj()
     if isinstance(obj, Variant):
         return obj
-    raise TypeError(f"it gave {obj!r}, which is not a attnbench.variant.Variant subclass or instance")
+    raise TypeError(f"it gave {obj!r}, which is not an attnbench.Variant subclass or instance (from attnbench import Variant)")
 
 
 def load_registry(allowed: set[str] | None = None) -> Registry:

@@ -6,8 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+FORMAT_VERSION = 3
+"""The store format version this attnbench writes (`attnbench.store.format` upgrades older ones to it)."""
 STATUSES = ("ok", "skipped", "unsupported", "oom", "timeout", "crashed", "error")
-RUN_STATUSES = ("running", "finished", "interrupted", "failed")
 
 
 @dataclass(frozen=True)
@@ -232,7 +233,7 @@ class Run:
     calibration: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     harness_version: str = ""
-    format_version: int = 3  # the store's FORMAT_VERSION (attnbench.store.format); RunWriter stamps it
+    format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,7 +1,7 @@
 """The Ray executor: cells fan out over a Ray cluster; the driver alone writes the store.
 
 ``attnbench run SUITE --executor ray [--address ADDR]``. Each cell runs in a
-Ray actor that holds one `attnbench.worker.Worker`, so every cell still runs in
+Ray actor that holds one `attnbench.engine.worker.Worker`, so every cell still runs in
 its own spawned, isolated worker process: a segfault or a hang in a variant
 becomes a stored ``crashed`` or ``timeout`` result, exactly as with the local
 executor, and the actor lives on. Results stream back to the driver as cells
@@ -17,7 +17,7 @@ the next case is pulled from the driver's lazy plan only when a slot frees,
 so the driver's out-of-memory skips still see earlier results.
 
 Every result carries the fingerprint of the node that measured it
-(`attnbench.env.collect_environment` run on that node, once per actor) in
+(`attnbench.engine.environment.collect_environment` run on that node, once per actor) in
 ``result.worker["node"]``, with Ray's node id and the GPU ids it was given.
 
 Plugins: the actors import variants from their own environment. The driver's

@@ -9,7 +9,7 @@ picks up from the stored cells.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -233,10 +233,6 @@ def _over_flop_limit(case: Case, variant, settings) -> str | None:
         return None
     return (f"its forward executes {executed / 1e9:.1f} GFLOP, above this suite's measure.max_gflops = {limit:g}; "
             "raise max_gflops in [measure] to run it (on a faster machine)")
-
-
-def with_device(case: Case, device: str) -> Case:
-    return replace(case, device=device)
 
 
 __all__ = ["RunInterrupted", "RunStopped", "Overrides", "SweepOutcome", "run_suite", "resume_run", "StoreError"]

@@ -9,7 +9,7 @@ as the test's pytest-benchmark result, so ``--benchmark-autosave``,
                                      causal=False, mode="fwd", params={"window": 256})
         assert result.accuracy.output.rel_l2_error < 1e-2
 
-It takes every field of `attnbench.case.Case` as a keyword (``variant`` and
+It takes every field of `attnbench.core.case.Case` as a keyword (``variant`` and
 ``seq_len`` are required; ``batch``, ``heads``, ``head_dim``, ``kv_len``,
 ``dtype``, ``causal``, ``mode``, ``device``, ``seed``, ``qk_std``, ``params``
 default as in a suite) and ``measure={...}`` for `MeasureSettings` keys. It
@@ -79,7 +79,7 @@ def attention_benchmark(benchmark, attnbench_workers):
     """Measure one attention case through attnbench and record it as this test's benchmark.
 
     Call it once per test: ``attention_benchmark(variant=..., seq_len=..., **case_fields,
-    measure={...})``; it returns the `attnbench.result.Result`.
+    measure={...})``; it returns the `attnbench.core.result.Result`.
     """
 
     def run(*, variant: str, seq_len: int, measure: dict[str, Any] | None = None, **case_fields: Any):

@@ -9,7 +9,7 @@
      "no_weights": ["mamba-scan"]}            # variants whose attention_weights gave None
 
 Values are rounded to 5 significant digits. The case is batch 1, one head,
-non-causal, float32 inputs drawn as for any cell (`attnbench.inputs.make_inputs`)
+non-causal, float32 inputs drawn as for any cell (`attnbench.measure.inputs.make_inputs`)
 and upcast to float64, on the CPU.
 """
 
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from attnbench.core.case import Case
+from attnbench.store.runs import ATTENTION_MAPS_FILE
 
-ATTENTION_MAPS_FILE = "attention_maps.json"
 SIGNIFICANT_DIGITS = 5
 
 

@@ -35,7 +35,7 @@ A suite file has these tables (every key optional but ``variants``)::
     kv_len = [4096]
     causal = [true]
 
-    [measure]           # attnbench.settings.MeasureSettings
+    [measure]           # attnbench.core.settings.MeasureSettings
     budget_s = 1.0
 
     [task]              # optional: make every cell a quality cell (attnbench.core.taskspec)
@@ -62,7 +62,6 @@ from __future__ import annotations
 import itertools
 import math
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -72,10 +71,22 @@ from attnbench.core.axes import AXES
 from attnbench.core.case import Case, batch_for_kv_cache
 from attnbench.core.errors import SuiteError, did_you_mean
 from attnbench.core.inputspec import parse_inputs
-from attnbench.core.knobs import Knob
 from attnbench.core.presets import get_preset
-from attnbench.core.settings import MeasureSettings, settings_field_types
-from attnbench.core.taskspec import OPTION_NAMES, TASK_KINDS, parse_task
+from attnbench.core.settings import MeasureSettings
+from attnbench.core.taskspec import parse_task
+from attnbench.plan.checks import (
+    ExtraSweep,
+    axis_value,
+    check_knob_values,
+    parse_axis_lists,
+    parse_extra,
+    parse_measure,
+    parse_task_table,
+    parse_variants,
+    reject_unknown,
+    short,
+    type_name,
+)
 
 TABLES = ("suite", "defaults", "sweep", "params", "overrides", "extra", "measure", "task")
 SUITE_KEYS = ("name", "description", "variants")
@@ -114,14 +125,6 @@ class Suite:
         return tuple(parse_task(self.task, lr=lr).text for lr in self.task_lrs)
 
 
-@dataclass(frozen=True)
-class ExtraSweep:
-    """One ``[[extra]]`` table: a few more cells for some variants, from [defaults] and its own axis lists only."""
-
-    variants: tuple[str, ...]
-    axes: dict[str, tuple[Any, ...]]
-
-
 def builtin_suite_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("attnbench.suites").iterdir() if p.name.endswith(".toml"))
 
@@ -151,34 +154,34 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"{source}: not valid TOML: {exc}") from None
-    _reject_unknown(source, "", data, TABLES)
+    reject_unknown(source, "", data, TABLES)
     tables = {}
     for name in TABLES:
         table = data.get(name, [] if name == "extra" else {})
         if name == "extra":
             if not isinstance(table, list) or not all(isinstance(t, dict) for t in table):
-                raise SuiteError(f"{source}: 'extra' must be an array of tables ([[extra]]), got {_type_name(table)}")
+                raise SuiteError(f"{source}: 'extra' must be an array of tables ([[extra]]), got {type_name(table)}")
         elif not isinstance(table, dict):
-            raise SuiteError(f"{source}: [{name}] must be a table, got {_type_name(table)}")
+            raise SuiteError(f"{source}: [{name}] must be a table, got {type_name(table)}")
         tables[name] = table
     head = tables["suite"]
-    _reject_unknown(source, "suite.", head, SUITE_KEYS)
+    reject_unknown(source, "suite.", head, SUITE_KEYS)
     suite_name = head.get("name", Path(source.split(":")[-1]).stem)
     if not isinstance(suite_name, str) or not suite_name:
         raise SuiteError(f"{source}: key 'suite.name' must be a non-empty string")
     description = head.get("description", "")
     if not isinstance(description, str):
         raise SuiteError(f"{source}: key 'suite.description' must be a string")
-    variants = _parse_variants(source, head)
+    variants = parse_variants(source, head)
 
-    _reject_unknown(source, "defaults.", tables["defaults"], AXES.sweep_order())
-    defaults = {key: _axis_value(source, f"defaults.{key}", key, value) for key, value in tables["defaults"].items()}
-    sweep = _parse_axis_lists(source, "sweep", tables["sweep"])
+    reject_unknown(source, "defaults.", tables["defaults"], AXES.sweep_order())
+    defaults = {key: axis_value(source, f"defaults.{key}", key, value) for key, value in tables["defaults"].items()}
+    sweep = parse_axis_lists(source, "sweep", tables["sweep"])
     overrides: dict[str, dict[str, tuple[Any, ...]]] = {}
     for variant, table in tables["overrides"].items():
         if not isinstance(table, dict):
-            raise SuiteError(f"{source}: key 'overrides.{variant}' must be a table of axis lists, got {_short(table)}")
-        overrides[variant] = _parse_axis_lists(source, f"overrides.{variant}", table)
+            raise SuiteError(f"{source}: key 'overrides.{variant}' must be a table of axis lists, got {short(table)}")
+        overrides[variant] = parse_axis_lists(source, f"overrides.{variant}", table)
     for where, table in [("sweep", sweep), *((f"overrides.{v}", t) for v, t in overrides.items())]:
         if "kv_cache_bytes" in {**sweep, **table} and "batch" in table:
             raise SuiteError(f"{source}: key '{where}.batch': kv_cache_bytes derives each cell's batch, so batch "
@@ -190,7 +193,7 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
     params: dict[str, dict[str, tuple[Any, ...]]] = {}
     for variant, knobs in tables["params"].items():
         if not isinstance(knobs, dict):
-            raise SuiteError(f"{source}: key 'params.{variant}' must be a table of knobs, got {_short(knobs)}")
+            raise SuiteError(f"{source}: key 'params.{variant}' must be a table of knobs, got {short(knobs)}")
         params[variant] = {}
         for knob, values in knobs.items():
             values = values if isinstance(values, list) else [values]
@@ -199,141 +202,15 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
             for i, value in enumerate(values):
                 if not isinstance(value, (int, float, str, bool)):
                     raise SuiteError(f"{source}: key 'params.{variant}.{knob}[{i}]' must be a number, string or "
-                                     f"boolean, got {_type_name(value)}")
+                                     f"boolean, got {type_name(value)}")
             params[variant][knob] = tuple(values)
 
-    extra = tuple(_parse_extra(source, i, table) for i, table in enumerate(tables["extra"]))
-    measure = _parse_measure(source, tables["measure"])
-    task, task_costs, task_lrs = _parse_task(source, tables["task"])
+    extra = tuple(parse_extra(source, i, table) for i, table in enumerate(tables["extra"]))
+    measure = parse_measure(source, tables["measure"])
+    task, task_costs, task_lrs = parse_task_table(source, tables["task"])
     return Suite(name=suite_name, source=source, text=text, description=description, variants=variants,
                  defaults=defaults, sweep=sweep, params=params, measure=measure, overrides=overrides, extra=extra,
                  task=task, task_costs=task_costs, task_lrs=task_lrs)
-
-
-def _parse_task(source: str, table: dict[str, Any]) -> tuple[str, bool, tuple[float, ...]]:
-    """The [task] table: (the canonical task text, whether to add cost cells, the learning rates of a ``lr``
-    list, each its own quality cell); ('none', False, ()) without one."""
-    if not table:
-        return "none", False, ()
-    allowed = ("kind", "costs", *OPTION_NAMES)
-    _reject_unknown(source, "task.", table, allowed)
-    kind = table.get("kind")
-    if not isinstance(kind, str) or kind not in TASK_KINDS[1:]:
-        raise SuiteError(f"{source}: key 'task.kind' must be one of {', '.join(TASK_KINDS[1:])}, got {_short(kind)}")
-    costs = table.get("costs", True)
-    if not isinstance(costs, bool):
-        raise SuiteError(f"{source}: key 'task.costs' must be true or false, got {_short(costs)}")
-    options = {key: value for key, value in table.items() if key not in ("kind", "costs")}
-    lrs: tuple[float, ...] = ()
-    if isinstance(options.get("lr"), list):
-        lrs = tuple(options.pop("lr"))
-        if not lrs or any(isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 for r in lrs):
-            raise SuiteError(f"{source}: key 'task.lr' must be a positive number or a non-empty list of them "
-                             f"(a learning-rate sweep), got {_short(list(lrs))}")
-        options["lr"] = lrs[0]
-    for key, value in options.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SuiteError(f"{source}: key 'task.{key}' must be a number, got {_short(value)}")
-    try:
-        return parse_task(kind, **options).text, costs, lrs
-    except ValueError as exc:
-        raise SuiteError(f"{source}: [task]: {exc}") from None
-
-
-def _parse_extra(source: str, index: int, table: dict[str, Any]) -> ExtraSweep:
-    where = f"extra[{index}]"
-    names = table.get("variants")
-    if not isinstance(names, list) or not names or not all(isinstance(v, str) and v for v in names):
-        raise SuiteError(f"{source}: key '{where}.variants' must be a non-empty list of variant names, "
-                         f"got {_short(names)}")
-    lists = {key: value for key, value in table.items() if key != "variants"}
-    axes = _parse_axis_lists(source, where, lists)
-    if "kv_cache_bytes" in axes and "batch" in axes:
-        raise SuiteError(f"{source}: key '{where}.batch': kv_cache_bytes derives each cell's batch, so batch "
-                         "cannot be swept with it; drop one of the two")
-    return ExtraSweep(variants=tuple(dict.fromkeys(names)), axes=axes)
-
-
-def _parse_axis_lists(source: str, prefix: str, table: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
-    if prefix.startswith("overrides."):
-        variant = prefix.removeprefix("overrides.")
-        for key in table:
-            if key not in AXES.sweep_order():
-                raise SuiteError(f"{source}: unknown key '{prefix}.{key}'{did_you_mean(key, AXES.sweep_order())}; "
-                                 f"[overrides.{variant}] lists axes ({', '.join(AXES.sweep_order())}); "
-                                 f"a variant's knobs go in [params.{variant}]")
-    _reject_unknown(source, f"{prefix}.", table, AXES.sweep_order())
-    lists: dict[str, tuple[Any, ...]] = {}
-    for key, values in table.items():
-        if not isinstance(values, list) or not values:
-            raise SuiteError(f"{source}: key '{prefix}.{key}' must be a non-empty list of values, got {_short(values)}")
-        lists[key] = tuple(_axis_value(source, f"{prefix}.{key}[{i}]", key, v) for i, v in enumerate(values))
-    return lists
-
-
-def _parse_variants(source: str, head: dict[str, Any]) -> tuple[str, ...]:
-    if "variants" not in head:
-        raise SuiteError(f"{source}: key 'suite.variants' is missing: list variant names, or \"all\"")
-    variants = head["variants"]
-    if variants == "all":
-        return ("all",)
-    if not isinstance(variants, list) or not variants or not all(isinstance(v, str) and v for v in variants):
-        raise SuiteError(f"{source}: key 'suite.variants' must be a non-empty list of variant names or \"all\", "
-                         f"got {_short(variants)}")
-    return tuple(dict.fromkeys(variants))
-
-
-ZERO_ALLOWED = frozenset({"contention_retries", "contention_backoff_s", "max_gflops"})
-"""[measure] keys for which 0 means 'none' (never re-measure, no back-off, no limit)."""
-
-
-def _parse_measure(source: str, table: dict[str, Any]) -> MeasureSettings:
-    types = settings_field_types()
-    _reject_unknown(source, "measure.", table, types)
-    values = {}
-    for key, value in table.items():
-        expected = types[key]
-        floor_ok = (lambda v: v >= 0) if key in ZERO_ALLOWED else (lambda v: v > 0)
-        ok = isinstance(value, bool) if expected is bool else (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and floor_ok(value))
-        if expected is int and ok and int(value) != value:
-            ok = False
-        if not ok:
-            sign = "zero or positive" if key in ZERO_ALLOWED else "a positive"
-            want = "true or false" if expected is bool else f"{sign} {'integer' if expected is int else 'number'}"
-            raise SuiteError(f"{source}: key 'measure.{key}' must be {want}, got {_short(value)}")
-        values[key] = expected(value)
-    if values.get("memory_headroom", 0.5) > 1:
-        raise SuiteError(f"{source}: key 'measure.memory_headroom' must be at most 1")
-    return MeasureSettings.from_dict(values)
-
-
-def _axis_value(source: str, where: str, axis: str, value: Any) -> Any:
-    """A suite's value of `axis`, checked and canonicalised by its declaration (`attnbench.core.axes`)."""
-    try:
-        return AXES[axis].check(value)
-    except ValueError as exc:
-        text = str(exc)
-        if text.startswith(f"{axis} must "):                       # "heads must be ..." names the key instead
-            raise SuiteError(f"{source}: key '{where}' {text.removeprefix(f'{axis} ')}") from None
-        raise SuiteError(f"{source}: key '{where}': {text}") from None
-
-
-def _reject_unknown(source: str, prefix: str, table: dict[str, Any], allowed) -> None:
-    for key in table:
-        if key not in allowed:
-            raise SuiteError(f"{source}: unknown key '{prefix}{key}'{did_you_mean(key, allowed)}; "
-                             f"allowed: {', '.join(allowed)}")
-
-
-def _type_name(value: Any) -> str:
-    return {dict: "a table", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
-            float: "a number"}.get(type(value), type(value).__name__)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def with_overrides(suite: Suite, *, variants=None, seq_lens=None, device=None, preset=None, steps=None,
@@ -458,7 +335,7 @@ def _expand_cells(suite: Suite, registry) -> list[Case]:
         if name not in names:
             raise SuiteError(f"{suite.source}: key 'params.{name}' names a variant the suite does not run "
                              f"(variants: {', '.join(names)})")
-        _check_knob_values(suite.source, name, registry.get(name).knobs, knobs)
+        check_knob_values(suite.source, name, registry.get(name).knobs, knobs)
     plans = [(name, _variant_axes(suite, name),
               set(suite.defaults) | set(suite.sweep) | set(suite.overrides.get(name, {}))) for name in names]
     plans += [(name, _axes(suite.defaults, block.axes), set(suite.defaults) | set(block.axes))
@@ -530,19 +407,3 @@ def _fields_from_file(path: str, fields: dict[str, Any], explicit: set[str]) -> 
         raise ValueError(f"inputs file:{path} does not match the suite: {'; '.join(wrong)}; drop those keys "
                          "to take them from the file")
     return fields
-
-
-def _check_knob_values(source: str, variant: str, declared: Mapping[str, Knob],
-                       knobs: dict[str, tuple[Any, ...]]) -> None:
-    """Every ``[params.<variant>]`` key is a knob of the variant and every value one it accepts."""
-    for knob, values in knobs.items():
-        if knob not in declared:
-            raise SuiteError(f"{source}: key 'params.{variant}.{knob}': variant {variant!r} has no knob "
-                             f"{knob!r}{did_you_mean(knob, declared)}; its knobs: {', '.join(declared) or 'none'}")
-        spec = declared[knob]
-        for i, value in enumerate(values):
-            if not spec.accepts(value):
-                where = f"params.{variant}.{knob}" + (f"[{i}]" if len(values) > 1 else "")
-                about = f" ({spec.doc})" if spec.doc else ""
-                raise SuiteError(f"{source}: key '{where}' must be {spec.expected}, got {_short(value)}: the knob "
-                                 f"{knob} of variant {variant!r}{about}, default {spec.default!r}")

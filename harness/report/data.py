@@ -45,6 +45,7 @@ from attnbench.store.quality import (
     merge_on_shapes,
     recall_summary,
 )
+from attnbench.store.runs import ATTENTION_MAPS_FILE
 
 ALWAYS_SHOWN = ("dtype", "causal", "mode", "head_dim")
 DECODE_MAX_Q_LEN = 16
@@ -55,7 +56,6 @@ EXACT_FUNCTION = "softmax_attention"
 KINDS = ("exact", "approximate", "other")
 KIND_TITLES = {"exact": "exact softmax attention", "approximate": "approximations of softmax attention",
                "other": "other functions (not drop-in for softmax attention)"}
-ATTENTION_MAPS_FILE = "attention_maps.json"
 
 
 def workload_axes() -> tuple[str, ...]:

@@ -13,9 +13,6 @@ import numpy as np
 
 from attnbench.core.units import finite
 
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 0
-
 
 def loglog_slope(seq_lens: Sequence[float], values: Sequence[float]) -> float | None:
     """Least-squares slope of log(value) on log(seq_len): 2.0 for a quadratic cost.

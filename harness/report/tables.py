@@ -36,11 +36,6 @@ def format_error(value: Any) -> str:
     return "–" if number is None else f"{number:.2g}"
 
 
-def format_ratio(value: Any) -> str:
-    number = finite(value)
-    return "–" if number is None else f"{number:.3f}×"
-
-
 def format_value(value: Any) -> str:
     """An environment or calibration value as text: nested data as compact JSON."""
     if isinstance(value, dict | list | tuple):

@@ -37,7 +37,7 @@ Versions:
    field is new at a default (None), and the bounds used are stored with
    each verdict.
 
-To add version N+1: raise `FORMAT_VERSION`, add a step from N to each of
+To add version N+1: raise `FORMAT_VERSION` (declared in `attnbench.core.result`), add a step from N to each of
 `_RUN_STEPS` and `_CELL_STEPS`, document it above and in results/README.md,
 and commit a reference run written by version N+1 under tests/data/.
 
@@ -53,9 +53,7 @@ from typing import Any
 from attnbench.core.case import Case
 from attnbench.core.errors import StoreError
 from attnbench.core.machine import package_version
-
-FORMAT_VERSION = 3
-"""The version this attnbench writes."""
+from attnbench.core.result import FORMAT_VERSION
 
 OLDEST_VERSION = 1
 """The oldest version this attnbench upgrades on load."""

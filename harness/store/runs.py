@@ -39,6 +39,7 @@ from attnbench.store.format import FORMAT_VERSION, upgrade_cell, upgrade_run
 RUN_FILE = "run.json"
 CELLS_FILE = "cells.jsonl"
 LOCK_FILE = ".lock"
+ATTENTION_MAPS_FILE = "attention_maps.json"
 RESULTS_ENV = "ATTNBENCH_RESULTS"
 
 def now_iso() -> str:

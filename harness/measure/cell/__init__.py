@@ -7,36 +7,10 @@ accuracy, derived figures, one module per stage) and the trained task cell
 the case, then hands it to the first kind that takes it. Runs inside a
 worker process; nothing here raises for a problem the variant causes.
 
-Besides timing, memory and accuracy, a cell's `Result.telemetry` holds:
-
-- samples: ``cv`` (coefficient of variation), ``outliers`` (Tukey's fences at
-  1.5·IQR: count, indices into ``timing.samples_s``, fences; flagged, never
-  dropped), ``rel_ci_half_width`` reached and ``target_rel_ci``,
-  ``timed_calls``, ``timed_wall_s``; ``timing.stop_reason`` says what ended
-  the repetitions ('ci', 'budget', 'max_reps');
-- roofline: ``arithmetic_intensity`` (forward FLOPs over q, k, v read and the
-  output written once), and with a calibration ``roofline_flops_per_s``
-  (min(peak, intensity × copy bandwidth)), ``roofline_bound``
-  ('compute'/'memory') and ``roofline_fraction``;
-- traffic: ``bytes_moved`` (`Case.bytes_moved`: the least bytes a call must
-  read and write), ``bytes_per_s`` (that over the median time) and, with a
-  calibration, ``bandwidth_fraction`` (that over the run's copy bandwidth):
-  the figures of a memory-bound cell such as a decode step;
-- the sampler (`attnbench.measure.telemetry`, 20 Hz): ``cpu_percent_*``,
-  ``rss_bytes_*``, ``cpu_freq_mhz_*`` (mean/min/max, before/after), on CUDA
-  ``gpu_util_percent_*``, ``gpu_memory_used_bytes_*``, ``gpu_power_w_*``,
-  ``gpu_sm_clock_mhz_*``, ``gpu_throttle_reasons``; ``sampler_busy_fraction``
-  is the sampler's own cost; ``load_avg_1m``;
-- energy: ``energy_j_per_call`` (the store's ``energy_j`` column),
-  ``energy_j_total``, ``energy_interval_s``, ``energy_source``;
-- ``worker_live_bytes_after``: what the worker holds after the timed calls
-  (resident bytes after releasing free heap pages on the CPU), which the
-  local executor compares with its restart budget;
-- ``contention``: per timing attempt, the median sample's run-queue wait
-  fraction, CPU share and median, the signal used and the limit, and whether
-  the cell stayed contended (see `attnbench.measure.contention`);
-- ``notes``: counters that are missing here (a note, not an error);
-- with ``--processes K``: ``processes`` (see `attnbench.measure.merge`).
+What a cell stores is declared in `attnbench.core.metrics`: the figures
+every table, export and gate reads (`METRICS`), and what stays in
+``cells.jsonl`` for a reader (`RAW_FIELDS`, with the telemetry keys
+explained there).
 
 Warnings (high variation, load above the core count, CPU frequency change,
 GPU throttling) go to `Result.warnings`.
