@@ -292,7 +292,7 @@ def learning_curve_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool
     if not drawn:
         empty_panel(ax, "no learning curve stored (cells from before curves were kept)")
     else:
-        ax.set_xscale("log")
+        _log_x(ax)
     ax.set_xlabel("training examples seen")
     _recall_axis(ax)
     ax.set_title(f"Learning curve at seq_len {seq_len}", fontsize=10)
