@@ -37,10 +37,12 @@ import torch
 
 from attnbench import Case, LearnedWeight, normal
 from attnbench.variants._recurrent import (
+    FlaRecurrence,
     Recurrence,
     carry_states,
     chunked_view,
     segment_log_decay,
+    time_major,
 )
 
 SUB = 16
@@ -274,3 +276,42 @@ class GatedLinearAttention(Recurrence):
                     + 3 * steps * dv                                      # outputs
                     + 2 * chunks * dk * dv)                               # end and entering states
         return case.batch * case.heads * element * per_head
+
+
+# ---------------------------------------------------------------- flash-linear-attention's kernels (extra "fla")
+
+def retention_fla_arguments(q, k, v, weights) -> dict:
+    """`fla.ops.retention.chunk_retention`'s arguments: (B, T, H, ·) views and our scale; fla derives the same
+    γ_h = 1 − 2^(−5−h) from the head count."""
+    return {"q": time_major(q), "k": time_major(k), "v": time_major(v), "scale": q.shape[-1] ** -0.5}
+
+
+def gla_fla_arguments(q, k, v, weights) -> dict:
+    """`fla.ops.gla.chunk_gla`'s arguments: (B, T, H, ·) views, g our log α (B, T, H, K), our scale."""
+    return {**retention_fla_arguments(q, k, v, weights), "g": time_major(gla_log_gates(k, weights))}
+
+
+class FlaRetNet(FlaRecurrence, RetNet):
+    name = "fla-retnet"
+    description = "flash-linear-attention's chunk_retention (Triton, CUDA): retnet's function"
+
+    def kernel(self):
+        from fla.ops.retention import chunk_retention
+
+        return chunk_retention
+
+    def fla_arguments(self, q, k, v, weights) -> dict:
+        return retention_fla_arguments(q, k, v, weights)
+
+
+class FlaGLA(FlaRecurrence, GatedLinearAttention):
+    name = "fla-gla"
+    description = "flash-linear-attention's chunk_gla (Triton, CUDA): gla's function"
+
+    def kernel(self):
+        from fla.ops.gla import chunk_gla
+
+        return chunk_gla
+
+    def fla_arguments(self, q, k, v, weights) -> dict:
+        return gla_fla_arguments(q, k, v, weights)
