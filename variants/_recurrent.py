@@ -22,6 +22,7 @@ dtype, as fla's kernels keep the state in float32.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import replace
 
 import torch
@@ -198,3 +199,54 @@ class Recurrence(Variant):
         a self-attention case runs, and the seq_len new tokens of a decode step (its prefix is setup)."""
         tokens = case.seq_len
         return case.batch * case.heads * tokens * (self.step_flops(case) + self.projection_flops(case))
+
+
+def time_major(t: torch.Tensor) -> torch.Tensor:
+    """(B, H, N, ·) -> (B, N, H, ·), a view: the layout of fla's and mamba_ssm's kernels."""
+    return t.transpose(1, 2)
+
+
+class CudaExtra:
+    """Mixin of a variant that runs another package's CUDA kernel for one of our functions (an optional extra).
+
+    Put it first among the bases, before our variant of the same function:
+    the learned weights, float64 reference, FLOPs and state are that
+    variant's. `package` is the import name, `extra` attnbench's extra.
+    """
+
+    devices = ("cuda",)
+    dtypes = ("float32", "float16", "bfloat16")
+    package = ""
+    extra = ""
+    device_reason = "is a CUDA kernel (Triton or CUDA C) from an optional extra; it has no CPU implementation"
+
+    def unsupported_reasons(self, case: Case) -> list[str]:
+        reasons = super().unsupported_reasons(case)
+        if importlib.util.find_spec(self.package) is None:
+            reasons.append(f"needs the package {self.package!r} (pip install 'attnbench[{self.extra}]')")
+        return reasons
+
+
+class FlaRecurrence(CudaExtra):
+    """flash-linear-attention's chunk kernel for a recurrence (head_first=False layout), whole sequences.
+
+    A subclass names `kernel()` (imports fla) and `fla_arguments(q, k, v, weights)`.
+    """
+
+    package, extra = "fla", "fla"
+
+    def unsupported_reasons(self, case: Case) -> list[str]:
+        reasons = super().unsupported_reasons(case)
+        if case.kv_len != case.seq_len:
+            reasons.append("runs whole sequences here (the decode step is attnbench's own variant's)")
+        return reasons
+
+    def prepare(self, case: Case, inputs: AttentionInputs):
+        q, k, v = inputs.tensors()
+        weights = self.mixer_weights(case, inputs, q.dtype)
+        kernel = self.kernel()
+
+        def forward() -> torch.Tensor:
+            return kernel(**self.fla_arguments(q, k, v, weights))[0].transpose(1, 2)   # (B, T, H, d_v) -> (B, H, N, d_v)
+
+        return forward

@@ -34,7 +34,13 @@ import math
 import torch
 
 from attnbench import Case, LearnedWeight, constant, log_uniform, normal, uniform
-from attnbench.variants._recurrent import Recurrence, chunked_view, segment_log_decay
+from attnbench.variants._recurrent import (
+    FlaRecurrence,
+    Recurrence,
+    chunked_view,
+    segment_log_decay,
+    time_major,
+)
 
 
 def inverse_softplus_of(initial):
@@ -214,3 +220,41 @@ class GatedDeltaNet(_DeltaRule):
     computes = "gated_delta_rule"
     description = "Gated DeltaNet (Yang, Kautz, Hatamizadeh 2024): the delta rule with a learned scalar decay per head"
     gated = True
+
+
+# ---------------------------------------------------------------- flash-linear-attention's kernels (extra "fla")
+
+def delta_rule_fla_arguments(q, k, v, weights, gated: bool) -> dict:
+    """`chunk_delta_rule` / `chunk_gated_delta_rule`'s arguments: q, k L2-normalised, (B, T, H, ·) views, beta
+    (B, T, H), our scale, and for the gated rule g = our log α (B, T, H)."""
+    arguments = {"q": time_major(normalised(q)), "k": time_major(normalised(k)), "v": time_major(v),
+                 "beta": betas(k, weights).transpose(1, 2), "scale": q.shape[-1] ** -0.5}
+    if gated:
+        arguments["g"] = log_decays(k, weights).transpose(1, 2)
+    return arguments
+
+
+class FlaDeltaNet(FlaRecurrence, DeltaNet):
+    name = "fla-deltanet"
+    description = "flash-linear-attention's chunk_delta_rule (Triton, CUDA): deltanet's function"
+
+    def kernel(self):
+        from fla.ops.delta_rule import chunk_delta_rule
+
+        return chunk_delta_rule
+
+    def fla_arguments(self, q, k, v, weights) -> dict:
+        return delta_rule_fla_arguments(q, k, v, weights, gated=False)
+
+
+class FlaGatedDeltaNet(FlaRecurrence, GatedDeltaNet):
+    name = "fla-gated-deltanet"
+    description = "flash-linear-attention's chunk_gated_delta_rule (Triton, CUDA): gated-deltanet's function"
+
+    def kernel(self):
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+
+        return chunk_gated_delta_rule
+
+    def fla_arguments(self, q, k, v, weights) -> dict:
+        return delta_rule_fla_arguments(q, k, v, weights, gated=True)

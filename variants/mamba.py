@@ -80,6 +80,7 @@ from attnbench import (
     normal,
     uniform,
 )
+from attnbench.variants._recurrent import CudaExtra, time_major
 
 GROUP_CHUNKS = 64
 STATE_GROUP = 16
@@ -490,3 +491,60 @@ class Mamba2SSD(_StateSpace):
                     + 3 * steps * p                                       # y, the correction, their sum
                     + 2 * chunks * n * p + 2 * steps * n + 4 * steps)     # states, starts, scaled B/C, cumsums
         return case.batch * case.heads * case.element_bytes * per_head
+
+
+# ---------------------------------------------------------------- mamba_ssm's kernels (extra "mamba")
+
+def selective_scan_arguments(delta, x, b, c, a) -> dict:
+    """mamba_ssm's `selective_scan_fn` arguments from our Δ, x (B, N, D), B, C (B, N, n) and A (D, n):
+    u and delta (B, D, L), B and C (B, n, L), Δ already through its softplus (no delta_bias, no D, no z)."""
+    return {"u": x.transpose(1, 2), "delta": delta.transpose(1, 2), "A": a, "B": b.transpose(1, 2),
+            "C": c.transpose(1, 2), "delta_softplus": False}
+
+
+def chunk_scan_arguments(x, delta, a, b, c, chunk: int) -> dict:
+    """mamba_ssm's `mamba_chunk_scan_combined` arguments from our SSD inputs: x (B, L, H, P), dt = Δ (B, L, H),
+    A (H,), B and C (B, L, H, n) (one group per head), chunk_size."""
+    return {"x": time_major(x), "dt": delta.transpose(1, 2), "A": a, "B": time_major(b), "C": time_major(c),
+            "chunk_size": chunk}
+
+
+class MambaSsmScan(CudaExtra, MambaScan):
+    name = "mamba-ssm-scan"
+    package, extra = "mamba_ssm", "mamba"
+    description = "mamba_ssm's selective_scan_fn (CUDA) on mamba-scan's Δ, B, C: mamba-scan's function"
+
+    def prepare(self, case: Case, inputs: AttentionInputs):
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+        q, k, v = inputs.tensors()
+        batch, heads, seq_len, head_dim = v.shape
+        weights = self.weights(case, inputs)
+
+        def forward() -> torch.Tensor:
+            delta, x, b, c, a = selective_projections(q, k, v, weights)
+            y = selective_scan_fn(**selective_scan_arguments(delta, x, b, c, a))              # (B, D, L)
+            y = y.transpose(1, 2) + x * weights["d_skip"]                                  # (B, N, D)
+            return y.reshape(batch, seq_len, heads, head_dim).transpose(1, 2)
+
+        return forward
+
+
+class MambaSsmSSD(CudaExtra, Mamba2SSD):
+    name = "mamba-ssm-ssd"
+    package, extra = "mamba_ssm", "mamba"
+    description = "mamba_ssm's mamba_chunk_scan_combined (Triton, CUDA): mamba2-ssd's function"
+
+    def prepare(self, case: Case, inputs: AttentionInputs):
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+        q, k, v = inputs.tensors()
+        chunk = self.knob_values(case, "chunk")[0]
+        weights = self.weights(case, inputs)
+
+        def forward() -> torch.Tensor:
+            arguments = chunk_scan_arguments(*ssd_projections(q, k, v, weights), chunk)
+            y = mamba_chunk_scan_combined(**arguments).transpose(1, 2)     # (B, L, H, P) -> (B, H, N, P)
+            return y + v * weights["d_skip"]
+
+        return forward

@@ -35,12 +35,14 @@ import math
 
 import torch
 
-from attnbench import Case, LearnedWeight, normal
+from attnbench import Case, Knob, LearnedWeight, normal
 from attnbench.variants._recurrent import (
+    FlaRecurrence,
     Recurrence,
     carry_states,
     chunked_view,
     segment_log_decay,
+    time_major,
 )
 
 SUB = 16
@@ -72,20 +74,37 @@ def retention_sequential(q, k, v, log_gamma, state=None):
     return torch.stack(outputs, dim=2), s
 
 
-def retention_chunked(q, k, v, log_gamma, chunk: int, state=None):
-    """Retention chunk-parallel: o (B, H, N, d_v) and the final state. q, k (B, H, N, d_k), v (B, H, N, d_v)."""
+def retention_decays(log_gamma: torch.Tensor, chunk: int) -> dict[str, torch.Tensor]:
+    """What retention's chunked form needs of γ, built once (in `prepare`) for chunks of `chunk` steps.
+
+    within (H, Q, Q): γ^(t−s) for s <= t, else 0; to_query (H, Q, 1): γ^(t+1), the entering state's decay
+    at step t; to_end (H, Q, 1): γ^(Q−1−s), from step s to the chunk's end.
+    """
+    steps = torch.arange(chunk, device=log_gamma.device, dtype=log_gamma.dtype)
+    g = log_gamma[:, None].expand(-1, chunk)                              # (H, Q)
+    return {
+        "within": torch.exp(segment_log_decay(g)),
+        "to_query": torch.exp(log_gamma[:, None] * (steps + 1))[..., None],
+        "to_end": torch.exp(log_gamma[:, None] * (chunk - 1 - steps))[..., None],
+    }
+
+
+def retention_chunked(q, k, v, log_gamma, chunk: int, state=None, decays=None):
+    """Retention chunk-parallel: o (B, H, N, d_v) and the final state. q, k (B, H, N, d_k), v (B, H, N, d_v).
+
+    `decays` is `retention_decays(log_gamma, chunk)` (built here when not given).
+    """
     batch, heads, seq_len, _ = k.shape
+    decays = retention_decays(log_gamma, chunk) if decays is None else decays
     qc, kc, vc = (chunked_view(t, chunk) for t in (q, k, v))             # (B, H, c, Q, ·)
     chunks = qc.shape[2]
-    real = torch.arange(chunks * chunk, device=k.device) < seq_len        # padding steps do not decay
-    g = (log_gamma[:, None] * real).view(1, heads, chunks, chunk)         # log γ per step, (1, H, c, Q)
-    b = g.cumsum(dim=-1)                                                  # (1, H, c, Q)
-    decay = torch.exp(segment_log_decay(g))                               # D_ts = γ^(t−s), (1, H, c, Q, Q)
-    out = ((qc @ kc.transpose(-2, -1)) * decay) @ vc                      # within chunks (B, H, c, Q, d_v)
-    to_end = torch.exp(b[..., -1:] - b)[..., None]                        # γ^(Q−s), (1, H, c, Q, 1)
-    ends = (kc * to_end).transpose(-2, -1) @ vc                           # chunk end states (B, H, c, d_k, d_v)
-    starts, final = carry_states(torch.exp(b[..., -1])[..., None, None], ends, state)
-    out = out + (qc * torch.exp(b)[..., None]) @ starts                  # the entering state, (B, H, c, Q, d_v)
+    out = ((qc @ kc.transpose(-2, -1)) * decays["within"][:, None]) @ vc  # within chunks (B, H, c, Q, d_v)
+    ends = (kc * decays["to_end"][:, None]).transpose(-2, -1) @ vc        # chunk end states (B, H, c, d_k, d_v)
+    whole = torch.exp(log_gamma * chunk)[None, :, None, None, None].expand(1, heads, chunks, 1, 1)   # γ^Q
+    starts, final = carry_states(whole, ends, state)
+    out = out + (qc * decays["to_query"][:, None]) @ starts              # the entering state, (B, H, c, Q, d_v)
+    padding = chunks * chunk - seq_len                                    # zero steps that only decayed S
+    final = final * torch.exp(-log_gamma * padding)[:, None, None] if padding else final
     return out.reshape(batch, heads, chunks * chunk, -1)[:, :, :seq_len], final
 
 
@@ -94,12 +113,18 @@ class RetNet(Recurrence):
     family = "retnet"
     computes = "retention"
     description = "RetNet's retention (fixed decay γ_h = 1 − 2^(−5−h) per head), chunk-parallel"
+    # 128: 22.5 ms against 64's 27.1 ms at N = 4096, 8 heads of 64 (benchmarks/bench_recurrences.py's machine)
+    knobs = {"chunk": Knob(int, default=128, minimum=1, doc="time steps per chunk of the chunk-parallel form")}
 
     def fixed_weights(self, case: Case, dtype: torch.dtype, device=None) -> dict[str, torch.Tensor]:
-        return {"log_gamma": retnet_log_decays(case.heads, dtype, device)}
+        """log γ_h, and the decays of one chunk (`retention_decays`), built once."""
+        log_gamma = retnet_log_decays(case.heads, dtype, device)
+        decays = retention_decays(log_gamma, self.knob_values(case, "chunk")[0])
+        return {"log_gamma": log_gamma, **{f"decay_{name}": t for name, t in decays.items()}}
 
     def chunked(self, q, k, v, weights, chunk: int, state=None):
-        return retention_chunked(q, k, v, weights["log_gamma"], chunk, state)
+        decays = {name: weights[f"decay_{name}"] for name in ("within", "to_query", "to_end")}
+        return retention_chunked(q, k, v, weights["log_gamma"], chunk, state, decays)
 
     def sequential(self, q, k, v, weights, state=None):
         return retention_sequential(q, k, v, weights["log_gamma"], state)
@@ -185,6 +210,9 @@ def gla_chunked(q, k, v, g, chunk: int, state=None):
     q_rel = qs * torch.exp(bs - before)                                   # (B, H, c, n, L, d_k), factors <= 1
     lower = torch.ones(sub, sub, dtype=torch.bool, device=k.device).tril()
     diagonal = (q_rel @ (ks * torch.exp(before - bs)).transpose(-2, -1)).masked_fill(~lower, 0.0)   # (.., n, L, L)
+    if blocks == 1:                                                       # the chunk is one sub-block
+        out = out + diagonal[:, :, :, 0] @ vc
+        return out.reshape(batch, heads, chunks * chunk, -1)[:, :, :seq_len], final
     earlier = torch.ones(blocks, blocks, dtype=torch.bool, device=k.device).tril(-1)[:, :, None, None]
     exponent = (before[:, :, :, :, None] - bs[:, :, :, None]).masked_fill(~earlier, float("-inf"))   # (.., n, n, L, d_k)
     across = q_rel[:, :, :, :, None] @ (ks[:, :, :, None] * torch.exp(exponent)).transpose(-2, -1)  # (.., n, n, L, L)
@@ -199,6 +227,8 @@ class GatedLinearAttention(Recurrence):
     name = "gla"
     family = "gla"
     computes = "gated_linear_attention"
+    # 32 (two sub-blocks): 70.6 ms against 64's 107 ms and 16's 109 ms at N = 4096, 8 heads of 64
+    knobs = {"chunk": Knob(int, default=32, minimum=1, doc="time steps per chunk of the chunk-parallel form")}
     description = "gated linear attention (Yang et al. 2024): per-channel learned decays, chunk-parallel with sub-blocks"
 
     def learned_weights(self, case: Case) -> dict[str, LearnedWeight]:
@@ -231,7 +261,7 @@ class GatedLinearAttention(Recurrence):
         per_head = (4 * case.seq_len * dk * GATE_RANK                     # the gate projection
                     + 4 * steps * dk * dv                                 # end states, entering state
                     + 2 * steps * sub * dk                                # diagonal sub-blocks
-                    + 2 * steps * blocks * sub * dk                       # cross sub-blocks (all n × n)
+                    + (2 * steps * blocks * sub * dk if blocks > 1 else 0)   # cross sub-blocks (all n × n)
                     + 2 * steps * chunk * dv)                             # scores @ V
         return case.batch * case.heads * per_head
 
@@ -250,3 +280,42 @@ class GatedLinearAttention(Recurrence):
                     + 3 * steps * dv                                      # outputs
                     + 2 * chunks * dk * dv)                               # end and entering states
         return case.batch * case.heads * element * per_head
+
+
+# ---------------------------------------------------------------- flash-linear-attention's kernels (extra "fla")
+
+def retention_fla_arguments(q, k, v, weights) -> dict:
+    """`fla.ops.retention.chunk_retention`'s arguments: (B, T, H, ·) views and our scale; fla derives the same
+    γ_h = 1 − 2^(−5−h) from the head count."""
+    return {"q": time_major(q), "k": time_major(k), "v": time_major(v), "scale": q.shape[-1] ** -0.5}
+
+
+def gla_fla_arguments(q, k, v, weights) -> dict:
+    """`fla.ops.gla.chunk_gla`'s arguments: (B, T, H, ·) views, g our log α (B, T, H, K), our scale."""
+    return {**retention_fla_arguments(q, k, v, weights), "g": time_major(gla_log_gates(k, weights))}
+
+
+class FlaRetNet(FlaRecurrence, RetNet):
+    name = "fla-retnet"
+    description = "flash-linear-attention's chunk_retention (Triton, CUDA): retnet's function"
+
+    def kernel(self):
+        from fla.ops.retention import chunk_retention
+
+        return chunk_retention
+
+    def fla_arguments(self, q, k, v, weights) -> dict:
+        return retention_fla_arguments(q, k, v, weights)
+
+
+class FlaGLA(FlaRecurrence, GatedLinearAttention):
+    name = "fla-gla"
+    description = "flash-linear-attention's chunk_gla (Triton, CUDA): gla's function"
+
+    def kernel(self):
+        from fla.ops.gla import chunk_gla
+
+        return chunk_gla
+
+    def fla_arguments(self, q, k, v, weights) -> dict:
+        return gla_fla_arguments(q, k, v, weights)
