@@ -31,6 +31,8 @@ Besides timing, memory and accuracy, a cell's `Result.telemetry` holds:
 - ``contention``: per timing attempt, the median sample's run-queue wait
   fraction, CPU share and median, the signal used and the limit, and whether
   the cell stayed contended (see `attnbench.measure.contention`);
+- ``execution``: which way of computing the function ran, for a variant that
+  chooses per case (`Variant.execution`: longformer's 'banded' or 'dense');
 - ``notes``: counters that are missing here (a note, not an error);
 - with ``--processes K``: ``processes`` (see `merge_process_results`).
 
@@ -154,6 +156,9 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
         telemetry.update(watch.summary(timed))
         summary = summarize(timed.samples_s)
         telemetry.update(timing_quality(timed, summary, settings))
+        execution = variant.execution(case)
+        if execution is not None:
+            telemetry["execution"] = execution
         telemetry["contention"] = measured.telemetry()
         warnings.extend(telemetry_warnings(telemetry, cv=telemetry["cv"], cv_limit=settings.warn_cv))
         contended = measured.warning(torch.get_num_threads())

@@ -12,7 +12,7 @@ from typing import Any
 from attnbench.store.runs import Cell, LoadedRun
 
 TIDY_COLUMNS = (
-    "run_id", "run_name", "case_id", "variant", "family", "computes", "approximates", "params",
+    "run_id", "run_name", "case_id", "variant", "family", "computes", "approximates", "params", "execution",
     "batch", "heads", "kv_heads", "seq_len", "kv_len", "head_dim", "v_head_dim", "mask", "score_mod", "inputs", "kv_cache_bytes", "dtype", "causal", "mode", "device",
     "seed", "qk_std", "status", "reason",
     "time_median_s", "time_iqr_s", "time_ci_low_s", "time_ci_high_s", "reps", "calls_per_sample",
@@ -56,6 +56,7 @@ def _tidy_row(loaded: LoadedRun, cell: Cell) -> dict[str, Any]:
         "computes": cell.meta.get("computes"),
         "approximates": cell.meta.get("approximates"),
         "params": json.dumps(params, sort_keys=True),
+        "execution": result.telemetry.get("execution"),
         **{key: case.get(key) for key in ("batch", "heads", "seq_len", "kv_len", "head_dim", "dtype",
                                           "causal", "mode", "device", "seed", "qk_std")},
         "kv_heads": case.get("kv_heads") or case.get("heads"),
