@@ -24,7 +24,12 @@ import torch.nn.functional as F
 from attnbench.attention.masks import mask_matrix
 from attnbench.core.case import Case
 from attnbench.measure.inputs import make_inputs
-from attnbench.variants.longformer import Longformer, banded_attention, banded_masks, longformer_mask_mod
+from attnbench.variants.longformer import (
+    Longformer,
+    banded_attention,
+    banded_masks,
+    longformer_mask_mod,
+)
 
 SEQ_LENS = (512, 1024, 2048, 4096, 8192)
 WINDOWS = (128, 256)
