@@ -60,7 +60,7 @@ from attnbench import (
 
 # `longformer` runs one dense masked SDPA call instead of its chunks when the chunks would compute more
 # than this share of the N² pairs (calibrated with benchmarks/bench_longformer_dense.py).
-DENSE_ABOVE = 0.4
+DENSE_ABOVE = 0.25
 
 
 def longformer_mask_mod(seq_len: int, window, global_tokens, causal: bool):
