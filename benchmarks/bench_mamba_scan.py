@@ -1,6 +1,6 @@
 """mamba-scan's fast path against the plain sequential recurrence of the same layer, in one process.
 
-    flock /tmp/bench.lock .venv/bin/python benchmarks/bench_mamba_scan.py [--seq-len N ...] [--reps R]
+    flock /tmp/bench.lock .venv/bin/python benchmarks/bench_mamba_scan.py [--seq-len N ...] [--reps R] [--chunk T]
 
 Cases are B=1, H=8, head_dim=64 (D = 512 channels), state_dim 16, float32,
 forward under torch.inference_mode, with mamba-scan's default knobs. Both
@@ -37,10 +37,11 @@ def median_seconds(fn, reps: int) -> float:
     return statistics.median(samples)
 
 
-def compare(seq_len: int, reps: int) -> tuple[float, float, float]:
+def compare(seq_len: int, reps: int, chunk: int | None) -> tuple[float, float, float]:
     """(sequential seconds, fast seconds, setup seconds of the fast side) at `seq_len`."""
     variant = MambaScan()
-    case = Case(variant=variant.name, seq_len=seq_len, batch=1, heads=8, head_dim=64, params=dict(variant.params))
+    params = {**variant.params, **({"chunk": chunk} if chunk else {})}
+    case = Case(variant=variant.name, seq_len=seq_len, batch=1, heads=8, head_dim=64, params=params)
     with torch.inference_mode():
         inputs = make_inputs(case)
         q, k, v = inputs.tensors()
@@ -63,12 +64,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seq-len", type=int, action="append", help="sequence lengths (default 1024 4096 16384)")
     parser.add_argument("--reps", type=int, default=5, help="timed calls per side (median reported)")
+    parser.add_argument("--chunk", type=int, help="mamba-scan's chunk knob (default: its default)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; B=1 H=8 d=64 n=16 float32 fwd, "
           f"median of {args.reps}")
     print(f"{'seq_len':>7} {'sequential_s':>12} {'mamba-scan_s':>12} {'ratio':>7} {'setup_s':>8}")
     for seq_len in sorted(args.seq_len or SEQ_LENS):
-        plain, fast, setup = compare(seq_len, args.reps)
+        plain, fast, setup = compare(seq_len, args.reps, args.chunk)
         goal = f"  [goal {GOAL_AT_4096:.0f}x]" if seq_len == 4096 else ""
         print(f"{seq_len:>7} {plain:>12.4f} {fast:>12.4f} {plain / fast:>6.1f}x {setup:>8.2f}{goal}", flush=True)
 
