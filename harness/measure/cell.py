@@ -31,6 +31,9 @@ Besides timing, memory and accuracy, a cell's `Result.telemetry` holds:
 - ``contention``: per timing attempt, the median sample's run-queue wait
   fraction, CPU share and median, the signal used and the limit, and whether
   the cell stayed contended (see `attnbench.measure.contention`);
+- ``setup_parts``: `setup_s` split into ``compile_s`` (torch.compile, cache loads
+  included), ``prepare_s`` (the rest of `prepare`: weights, masks, block masks)
+  and ``first_call_s`` (`attnbench.measure.setup_parts`);
 - ``execution``: which way of computing the function ran, for a variant that
   chooses per case (`Variant.execution`: longformer's 'banded' or 'dense');
 - ``notes``: counters that are missing here (a note, not an error);
@@ -70,6 +73,7 @@ from attnbench.measure.memory import (
     live_bytes,
     model_warning,
 )
+from attnbench.measure.setup_parts import SetupClock
 from attnbench.measure.stats import (
     coefficient_of_variation,
     relative_spread,
@@ -140,12 +144,14 @@ def measure_case(case: Case, variant: Variant, settings: MeasureSettings,
         torch.manual_seed(case.seed)
         inputs = make_inputs(case, requires_grad=case.mode == "fwd_bwd")
         sync = _sync_for(case)
-        setup_start = time.perf_counter()
+        setup_start, clock = time.perf_counter(), SetupClock()
         forward = variant.prepare(case, inputs)
+        clock.prepared()
         step = _Step(case, inputs, forward)
         step()
         sync()
         setup_s = time.perf_counter() - setup_start
+        telemetry["setup_parts"] = clock.parts().to_dict()
 
         stage = "timing"
         held_before = live_bytes(case.device)

@@ -16,7 +16,7 @@ TIDY_COLUMNS = (
     "batch", "heads", "kv_heads", "seq_len", "kv_len", "head_dim", "v_head_dim", "mask", "score_mod", "inputs", "kv_cache_bytes", "dtype", "causal", "mode", "device",
     "seed", "qk_std", "status", "reason",
     "time_median_s", "time_iqr_s", "time_ci_low_s", "time_ci_high_s", "reps", "calls_per_sample",
-    "setup_s", "warmup_s", "stop_reason", "contended",
+    "setup_s", "setup_compile_s", "setup_prepare_s", "setup_first_call_s", "warmup_s", "stop_reason", "contended",
     "peak_bytes_fwd", "peak_bytes_fwd_bwd", "predicted_bytes", "resident_bytes_fwd",
     "max_abs_error", "rel_l2_error", "max_rel_error", "nonfinite", "grad_max_rel_l2_error",
     "approx_max_abs_error", "approx_rel_l2_error", "approx_kl", "approx_entropy_ratio", "approx_topk_mass", "approx_dropped_mass",
@@ -74,6 +74,8 @@ def _tidy_row(loaded: LoadedRun, cell: Cell) -> dict[str, Any]:
         "reps": timing.reps if timing else None,
         "calls_per_sample": timing.calls_per_sample if timing else None,
         "setup_s": timing.setup_s if timing else None,
+        **{f"setup_{part}": (result.telemetry.get("setup_parts") or {}).get(part)
+           for part in ("compile_s", "prepare_s", "first_call_s")},
         "warmup_s": timing.warmup_s if timing else None,
         "stop_reason": timing.stop_reason if timing else None,
         "contended": timing.contended if timing else None,
