@@ -31,7 +31,8 @@ def page_html(runs: list[Path], compare: bool) -> str:
         return build_report_html(loaded)
     if len(loaded) != 2:
         raise SystemExit("--compare takes exactly two runs: BASE NEW")
-    from attnbench.report.compare import build_compare_html, compare_runs
+    from attnbench.report.compare import compare_runs
+    from attnbench.report.compare_view import build_compare_html
 
     return build_compare_html(compare_runs(*loaded))
 

@@ -33,23 +33,23 @@ import torch.utils.benchmark as benchmark
 from attnbench.core.case import Case
 from attnbench.core.registry import default_registry
 from attnbench.core.settings import MeasureSettings
-from attnbench.measure.cell import _Step
+from attnbench.measure.cell.setup import Step
 from attnbench.measure.inputs import make_inputs
 from attnbench.measure.stats import summarize
 from attnbench.measure.timing import time_cpu
 
 
-def prepared_step(name: str, seq_len: int) -> tuple[Case, _Step]:
+def prepared_step(name: str, seq_len: int) -> tuple[Case, Step]:
     variant = default_registry().get(name)
     case = Case(variant=name, seq_len=seq_len, batch=1, heads=8, head_dim=64, dtype="float32", mode="fwd")
     torch.manual_seed(case.seed)
     inputs = make_inputs(case)
-    step = _Step(case, inputs, variant.prepare(case, inputs))
+    step = Step(case, inputs, variant.prepare(case, inputs))
     step()
     return case, step
 
 
-def timer_for(step: _Step) -> benchmark.Timer:
+def timer_for(step: Step) -> benchmark.Timer:
     return benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads())
 
 
@@ -57,7 +57,7 @@ def per_call_samples(measurement) -> list[float]:
     return [t / measurement.number_per_run for t in measurement.raw_times]
 
 
-def fidelity(step: _Step, rounds: int, settings: MeasureSettings) -> list[tuple[float, float]]:
+def fidelity(step: Step, rounds: int, settings: MeasureSettings) -> list[tuple[float, float]]:
     pairs = []
     for _ in range(rounds):
         harness_median = summarize(time_cpu(step, settings).samples_s).median
@@ -66,7 +66,7 @@ def fidelity(step: _Step, rounds: int, settings: MeasureSettings) -> list[tuple[
     return pairs
 
 
-def time_to_one_percent(step: _Step, max_s: float) -> dict[str, dict[str, float]]:
+def time_to_one_percent(step: Step, max_s: float) -> dict[str, dict[str, float]]:
     settings = MeasureSettings(target_rel_ci=0.01, budget_s=max_s, warmup_s=0.1)
     started = time.perf_counter()
     timed = time_cpu(step, settings)

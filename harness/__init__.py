@@ -5,6 +5,9 @@ only these names; the subpackages behind them (`attnbench.core`,
 `attnbench.attention`, `attnbench.measure`, ...) may move between versions.
 
 - the contract: `Variant`, `AttentionInputs`, `Case`, `Knob`, `seeded_weight`,
+  `LearnedWeight` and its initialisers `normal`, `uniform`, `log_uniform`,
+  `constant` (weights a variant learns: seeded in kernel cells, trained in
+  quality cells),
   `kv_state_size` (the keys and values a sequence keeps: a `Variant.state_size`);
 - accuracy bounds: `Tolerance`, `DEFAULT_TOLERANCES` (a variant's `tolerances` per dtype);
 - dtypes: `DTYPES`, `torch_dtype`;
@@ -36,6 +39,11 @@ _PUBLIC = {
     "AttentionInputs": "attnbench.core.variant",
     "seeded_weight": "attnbench.core.variant",
     "kv_state_size": "attnbench.core.variant",
+    "LearnedWeight": "attnbench.core.learned",
+    "normal": "attnbench.core.learned",
+    "uniform": "attnbench.core.learned",
+    "log_uniform": "attnbench.core.learned",
+    "constant": "attnbench.core.learned",
     "Case": "attnbench.core.case",
     "DTYPES": "attnbench.core.case",
     "Knob": "attnbench.core.knobs",
@@ -101,6 +109,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
     from attnbench.core.case import DTYPES, Case  # noqa: F401
     from attnbench.core.errors import AttnbenchError  # noqa: F401
     from attnbench.core.knobs import Knob  # noqa: F401
+    from attnbench.core.learned import LearnedWeight, constant, log_uniform, normal, uniform  # noqa: F401
     from attnbench.core.tolerance import DEFAULT_TOLERANCES, Tolerance  # noqa: F401
     from attnbench.core.variant import AttentionInputs, Variant, kv_state_size, seeded_weight  # noqa: F401
     from attnbench.measure.capture import CapturedCall, capture_attention  # noqa: F401

@@ -19,7 +19,8 @@ from synthetic_runs import (
 
 from attnbench.cli.report import compare_command
 from attnbench.core.errors import StoreError
-from attnbench.report.compare import compare_runs, environment_diff, gate_failures, parse_gate
+from attnbench.report.compare import compare_runs, environment_diff
+from attnbench.report.gates import gate_failures, parse_gate
 from attnbench.report.significance import mann_whitney_u, median_ratio_interval
 from attnbench.store import load_run
 
@@ -241,7 +242,7 @@ def test_two_copies_of_one_run_keep_their_own_numbers(results_dir: Path):
 
 def test_one_process_per_side_is_not_trusted_and_gates_only_beyond_the_process_spread(results_dir: Path):
     """Samples of one process share its luck: a 20% change is shown, not judged; a 2× change still fails."""
-    from attnbench.report.compare import PROCESS_SPREAD, ungated
+    from attnbench.report.gates import PROCESS_SPREAD, ungated
 
     common = {"seq_lens": (256, 512), "attention_maps": False}
     base = load_run(write_synthetic_run(results_dir, spec_with(name="one-base", seed=1, **common)))

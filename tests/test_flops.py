@@ -58,6 +58,9 @@ COUNTER_BLIND = {
 }
 
 MATMUL_SUBSET = {
+    "deltanet": "the UT transform's triangular solve (torch.linalg.solve_triangular, Q² per step) is in "
+                "performed_flops() but has no FlopCounterMode formula; the matmuls are counted exactly",
+    "gated-deltanet": "the same triangular solve as deltanet",
     "linear": "φ(x) = elu(x) + 1 and the normaliser (row sums, division) are elementwise",
     "performer": "the random-feature map's exp, its stabiliser and the normaliser are elementwise",
 }
@@ -75,8 +78,11 @@ def executed_flops(variant, case: Case) -> int:
 
 
 def small_case(name: str, variant) -> Case:
-    return Case(variant=name, seq_len=256, heads=2, head_dim=32, dtype="float32", device="cpu", mode="fwd",
+    """Non-causal, or causal for a variant that has only the causal form (the linear recurrences)."""
+    case = Case(variant=name, seq_len=256, heads=2, head_dim=32, dtype="float32", device="cpu", mode="fwd",
                 params=dict(variant.params))
+    causal = Case.from_dict({**case.to_dict(), "causal": True})
+    return causal if not variant.supports(case) and variant.supports(causal) else case
 
 
 def counted_flops(variant, case: Case) -> tuple[int, dict[str, int]]:
@@ -179,6 +185,13 @@ EXECUTED = [
     ("mamba2-ssd", {"chunk": 64}, (1, 2, 256, 256, 32), False),
     ("mamba2-ssd", {"chunk": 32}, (2, 2, 300, 300, 16), True),
     ("mamba2-ssd", {"chunk": 16}, (1, 1, 1100, 1100, 8), False),
+    ("retnet", {"chunk": 64}, (1, 2, 256, 256, 32), True),
+    ("retnet", {"chunk": 48}, (2, 2, 300, 300, 16), True),
+    ("gla", {"chunk": 64}, (1, 2, 256, 256, 32), True),
+    ("gla", {"chunk": 24}, (2, 1, 300, 300, 16), True),
+    ("bigbird", {"block": 32, "window": 1, "global_blocks": 2, "random_blocks": 3}, (1, 2, 300, 300, 16), False),
+    ("bigbird", {"block": 16, "window": 2, "global_blocks": 1, "random_blocks": 2}, (1, 2, 300, 300, 16), True),
+    ("bigbird", {"block": 32, "window": 1, "global_blocks": 2, "random_blocks": 3}, (2, 2, 5, 400, 16), True),
     ("longformer", {"window": 16, "global_tokens": 0}, (1, 2, 256, 256, 32), False),
     ("longformer", {"window": 16, "global_tokens": 4}, (1, 2, 256, 256, 32), True),
     ("longformer", {"window": 64, "global_tokens": 3}, (2, 1, 200, 200, 16), False),
@@ -210,7 +223,8 @@ def test_executed_flops_match_flop_counter(name, knobs, shape, causal):
 def test_fwd_bwd_counts_the_backward_as_two_and_a_half_forwards():
     """Through measure_case: a fwd_bwd cell stores 3.5× the forward's flops and performed_flops."""
     from attnbench.core.settings import MeasureSettings
-    from attnbench.measure.cell import BACKWARD_FLOPS_FACTOR, measure_case
+    from attnbench.measure.cell import measure_case
+    from attnbench.measure.cell.derived import BACKWARD_FLOPS_FACTOR
 
     assert BACKWARD_FLOPS_FACTOR == 2.5
     settings = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.05, memory=False, accuracy=False, telemetry=False)
@@ -248,13 +262,13 @@ def test_counter_conventions_match_attention_flops():
 
 def test_naive_cpu_peak_matches_its_memory_model():
     """VmHWM around one forward against naive.memory_model: scores and probabilities (N×M each) plus output."""
-    from attnbench.measure.cell import _Step
+    from attnbench.measure.cell.setup import Step
     from attnbench.measure.memory import cpu_peak_bytes
 
     variant = default_registry().get("naive")
     case = Case(variant="naive", seq_len=1024, heads=8, head_dim=64)
     inputs = make_inputs(case)
-    step = _Step(case, inputs, variant.prepare(case, inputs))
+    step = Step(case, inputs, variant.prepare(case, inputs))
     step()
     measured = cpu_peak_bytes(step.forward_only)
     predicted = variant.memory_model(case)

@@ -275,7 +275,8 @@ def import_time_path(modules: dict[str, Path], start: str, forbidden: str) -> li
 
 
 MODULES = project_modules()
-TORCH_FREE = ["attnbench", "attnbench.cli", "attnbench.integrations.pytest_plugin"] + [
+# the driver merges a cell's processes: pure data, no torch
+TORCH_FREE = ["attnbench", "attnbench.cli", "attnbench.integrations.pytest_plugin", "attnbench.measure.merge"] + [
     name for name in MODULES if name.split(".")[:2] in (["attnbench", "store"], ["attnbench", "report"])]
 
 

@@ -20,7 +20,7 @@ def test_builtins_come_from_this_projects_entry_points():
     registry = load_registry()
     for name in BUILTINS:
         assert registry.origins[name] == "attnbench"
-        assert declared[name].value.startswith("variants.")
+        assert declared[name].value.startswith("attnbench.variants.")
         assert registry.get(name).name == name
 
 

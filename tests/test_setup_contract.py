@@ -3,7 +3,7 @@
 Weights (`seeded_weight`), masks, index tensors and device copies belong in
 `prepare`; the callable it returns only computes. For every registered
 variant that can run a small case here, the harness's own timed callable
-(`attnbench.measure.cell._Step`: the forward, under inference mode in ``fwd``;
+(`attnbench.measure.cell.setup.Step`: the forward, under inference mode in ``fwd``;
 the forward and its backward in ``fwd_bwd``) runs once as warm-up and then
 under `SetupRecorder`, a TorchDispatchMode that sees every aten op. The step
 must draw no random numbers (a weight drawn there, even from a seeded
@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from attnbench.core.case import Case
 from attnbench.core.registry import default_registry
 from attnbench.core.variant import AttentionInputs, Variant
-from attnbench.measure.cell import _Step
+from attnbench.measure.cell.setup import Step
 from attnbench.measure.inputs import make_inputs
 
 # Ops that draw random numbers. Most also carry the tag `nondeterministic_seeded`, which
@@ -141,9 +141,9 @@ def _case(variant: Variant, device: str, shape, mode: str) -> Case:
                 dtype=dtype, causal=causal, mode=mode, device=device, params=dict(variant.params))
 
 
-def _warmed_step(variant: Variant, case: Case) -> _Step:
+def _warmed_step(variant: Variant, case: Case) -> Step:
     inputs = make_inputs(case, requires_grad=case.mode == "fwd_bwd")
-    step = _Step(case, inputs, variant.prepare(case, inputs))
+    step = Step(case, inputs, variant.prepare(case, inputs))
     step()                                               # warm-up: lazy initialisation, the seeded upstream gradient
     return step
 
@@ -202,11 +202,11 @@ class _PlantedVariant(Variant):
         return forward
 
 
-def _planted_step(mistake: str) -> _Step:
+def _planted_step(mistake: str) -> Step:
     variant = _PlantedVariant(mistake)
     case = Case(variant="planted", seq_len=16, heads=2, head_dim=8)
     inputs = make_inputs(case)
-    step = _Step(case, inputs, variant.prepare(case, inputs))
+    step = Step(case, inputs, variant.prepare(case, inputs))
     step()
     return step
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from attnbench.core.result import Result, Timing
-from attnbench.measure.cell import merge_process_results
+from attnbench.measure.merge import merge_process_results
 from attnbench.measure.stats import (
     coefficient_of_variation,
     interval_text,

@@ -19,7 +19,7 @@ from attnbench.core.settings import settings_field_types
 from attnbench.plan.suite import AXES, TABLES, expand, parse_suite
 
 REGISTRY = default_registry()
-KEYS = list(AXES) + list(settings_field_types()) + list(TABLES) + ["name", "variants", "description", "bogus", ""]
+KEYS = list(AXES.sweep_order()) + list(settings_field_types()) + list(TABLES) + ["name", "variants", "description", "bogus", ""]
 SCALARS = st.one_of(
     st.integers(min_value=-2**40, max_value=2**40), st.booleans(),
     st.floats(allow_nan=False, allow_infinity=False, width=32),
@@ -35,7 +35,7 @@ SUITES = st.fixed_dictionaries({}, optional={
         "variants": st.one_of(st.just("all"), st.lists(st.sampled_from(REGISTRY.names() + ["nope", "naiv"]),
                                                        max_size=3), SCALARS)}),
     "defaults": TABLE,
-    "sweep": st.dictionaries(st.sampled_from(list(AXES) + ["bogus"]),
+    "sweep": st.dictionaries(st.sampled_from(list(AXES.sweep_order()) + ["bogus"]),
                              st.one_of(st.lists(SCALARS, max_size=5), SCALARS,
                                        st.lists(st.integers(1, 64), min_size=1, max_size=400)), max_size=5),
     "params": st.dictionaries(st.sampled_from(REGISTRY.names()[:4] + ["nope"]), TABLE, max_size=2),

@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -43,6 +44,17 @@ def wheel(tmp_path_factory) -> Path:
 def top_level_names(wheel: Path) -> set[str]:
     with zipfile.ZipFile(wheel) as archive:
         return {name.split("/")[0] for name in archive.namelist()}
+
+
+def test_pyproject_lists_every_package_of_the_three_folders():
+    """package-dir renames the folders, so setuptools cannot find the packages itself: the list is explicit."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set()
+    for package, folder in setuptools["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            found.add(".".join([package, *init.parent.relative_to(ROOT / folder).parts]))
+    assert set(setuptools["packages"]) == found, "add these to [tool.setuptools] packages: " + \
+        ", ".join(sorted(found - set(setuptools["packages"])))
 
 
 def test_the_wheel_installs_one_import_package_named_attnbench(wheel):

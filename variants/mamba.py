@@ -4,8 +4,16 @@ Both are sequence maps with a recurrent state, causal by nature: output t
 depends on inputs 0..t only. The case's `causal` flag therefore changes
 nothing; both values are accepted and give the same function (a non-causal
 SSM would need a second, reversed scan, which is another layer). Self-attention
-shapes only (kv_len == seq_len). Only the state-space core is computed: no
-input/output projections, no convolution, no gate and no D skip term.
+shapes only (kv_len == seq_len). The layer is the selective state-space core
+with its selection weights and the D skip; the input and output projections
+are the case's q, k, v roles (in a quality cell, the model's trained q, k, v
+and output projections), and the short causal convolution lives in the
+quality model's block, in front of every mixer alike (`attnbench.tasks.model`).
+
+The selection weights are *learned weights* (`Variant.learned_weights`): a
+kernel cell seeds them from the case, as Mamba initialises them; a quality
+cell trains them with the model, with no weight decay on Δ's bias, A_log and
+D (as Mamba). A = −exp(A_log) stays negative whatever A_log becomes.
 
 **mamba-scan** (Mamba-1's selective scan, Gu & Dao 2023). The case maps onto
 the layer's inner width D = heads·head_dim: x = v, and the "attention" roles
@@ -14,11 +22,14 @@ of q and k become the selection inputs, as in the SSM/attention duality
 
     x_t = v[:, :, t, :] flattened to (B, D)        Δ_t = softplus(x_t W↓ W↑ + b)   (B, D)
     B_t = k_t W_B  (B, n)                          C_t = q_t W_C  (B, n)
-    h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t x_t) ⊗ B_t   (B, D, n)      y_t = h_t C_t   (B, D)
+    h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t x_t) ⊗ B_t   (B, D, n)
+    y_t = h_t C_t + D ⊙ x_t                        (B, D)
 
-with A_{·,j} = −(j+1) (S4D-real), the zero-order hold for A and Euler for B.
-W↓ (D×D/16), W↑, W_B, W_C and b (Δ initialised log-uniform in [1e-3, 1e-1])
-are seeded by the case. The output y is put back as (B, H, N, head_dim).
+with A = −exp(A_log), the zero-order hold for A and Euler for B. Learned
+weights, initialised as Mamba does: W↓ (D × ⌈D/16⌉) N(0, 1/D), W↑
+U(±r^−½), b = softplus⁻¹(Δ₀) with Δ₀ log-uniform in [1e-3, 1e-1] (floored
+at 1e-4), W_B and W_C (D × n) N(0, 1/D), A_log = log(j+1) (S4D-real,
+A_{·,j} = −(j+1)) and D = 1. The output y is put back as (B, H, N, head_dim).
 The fast forward (`attnbench.variants._selective_scan`) runs blocks of
 `chunk` time steps in order, each one torch.compile-fused kernel over every
 (channel, state) pair, carrying only the (B, D, n) state between blocks.
@@ -35,10 +46,13 @@ sequential recurrence.
 
 **mamba2-ssd** (Mamba-2's state-space duality, Dao & Gu 2024). Heads map to
 heads and head_dim to Mamba-2's P; the state size N is head_dim, with X = v,
-B = k and C = q per head, Δ_t = softplus(x_t·w + b) per head and a scalar
-A_h < 0 per head (seeded, in [−16, −1]):
+B = k and C = q per head (their projections are the model's k and q
+projections in a quality cell), Δ_t = softplus(x_t·w + b) per head, a scalar
+A_h = −exp(A_log,h) per head and a skip gain D_h. Learned weights, initialised
+as Mamba-2 does: w (H, P) N(0, 1/(4P)), b = softplus⁻¹(Δ₀) (Δ₀ as above),
+A_log = log U(1, 16) and D = 1:
 
-    h_t = exp(Δ_t A) h_{t−1} + Δ_t B_t x_tᵀ   (n, P)       y_t = h_tᵀ C_t   (P)
+    h_t = exp(Δ_t A) h_{t−1} + Δ_t B_t x_tᵀ   (n, P)       y_t = h_tᵀ C_t + D x_t   (P)
 
 computed by the chunked SSD algorithm: within a chunk of `chunk` steps the
 quadratic (attention-like) form (C Bᵀ ∘ L) X with L = exp(segsum(Δ A)), using
@@ -49,68 +63,84 @@ form, so only one state per group is passed sequentially). The float64 reference
 
 from __future__ import annotations
 
-import math
+from dataclasses import replace
 
 import torch
 
-from attnbench import AttentionInputs, Case, Knob, Tolerance, Variant, seeded_weight, torch_dtype
+from attnbench import (
+    AttentionInputs,
+    Case,
+    Knob,
+    LearnedWeight,
+    Tolerance,
+    Variant,
+    constant,
+    log_uniform,
+    normal,
+    uniform,
+)
 from attnbench.variants._selective_scan import selective_scan_blocks
 
 GROUP_CHUNKS = 64
 STATE_GROUP = 16
-_TAG = 2200
+DELTA_MIN, DELTA_MAX, DELTA_FLOOR = 1e-3, 1e-1, 1e-4                       # Mamba's Δ initialisation
 
 
-def _log_uniform(case: Case, tag: int, shape: tuple[int, ...], low: float, high: float) -> torch.Tensor:
-    """Seeded log-uniform samples in [low, high] (float64), via the normal CDF of seeded Gaussians."""
-    uniform = 0.5 * (1.0 + torch.erf(seeded_weight(case, tag, shape).double() / math.sqrt(2.0)))
-    return torch.exp(math.log(low) + uniform * (math.log(high) - math.log(low)))
+def delta_bias_init(generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
+    """Mamba's Δ bias: softplus⁻¹(Δ₀), Δ₀ log-uniform in [1e-3, 1e-1] and floored at 1e-4."""
+    dt = log_uniform(DELTA_MIN, DELTA_MAX)(generator, shape).clamp(min=DELTA_FLOOR)
+    return dt + torch.log(-torch.expm1(-dt))
 
 
-def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
-    return y + torch.log(-torch.expm1(-y))
+def s4d_real_a_log(generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
+    """Mamba-1's A_log: log(1, 2, ..., n) in every channel (S4D-real, A = −(j+1)); draws nothing."""
+    return torch.log(torch.arange(1, shape[-1] + 1, dtype=torch.float64)).expand(shape).clone()
 
 
-def _cast(weight: torch.Tensor, case: Case, dtype: torch.dtype) -> torch.Tensor:
-    """Round through the case dtype, then give the dtype asked for (float64 for the reference)."""
-    return weight.to(torch_dtype(case.dtype)).to(dtype)
+def _decay_rates(a_log: torch.Tensor) -> torch.Tensor:
+    """A = −exp(A_log), formed in float32 for half dtypes (the scans keep their state in float32)."""
+    if a_log.dtype in (torch.float16, torch.bfloat16):
+        a_log = a_log.float()
+    return -torch.exp(a_log)
 
 
 # ---------------------------------------------------------------- mamba-scan (Mamba-1)
 
-def selective_weights(case: Case, inner: int, state_dim: int, dtype: torch.dtype, device=None):
-    """The seeded W↓ (D, r), W↑ (r, D), Δ bias (D,), W_B and W_C (D, n), and A (D, n), on `device`."""
+def selective_learned_weights(inner: int, state_dim: int) -> dict[str, LearnedWeight]:
+    """Mamba-1's selection weights for D = `inner` channels and state size n = `state_dim`."""
     rank = -(-inner // 16)
-    w_down = _cast(seeded_weight(case, _TAG + 1, (inner, rank), inner ** -0.5), case, dtype)
-    w_up = _cast(seeded_weight(case, _TAG + 2, (rank, inner), 0.5 * rank ** -0.5), case, dtype)
-    bias = _cast(_inverse_softplus(_log_uniform(case, _TAG + 3, (inner,), 1e-3, 1e-1)), case, dtype)
-    w_b = _cast(seeded_weight(case, _TAG + 4, (inner, state_dim), inner ** -0.5), case, dtype)
-    w_c = _cast(seeded_weight(case, _TAG + 5, (inner, state_dim), inner ** -0.5), case, dtype)
-    w_down, w_up, bias, w_b, w_c = (w.to(device) for w in (w_down, w_up, bias, w_b, w_c))
-    a = -torch.arange(1, state_dim + 1, dtype=dtype, device=device).expand(inner, state_dim)   # (D, n)
-    return w_down, w_up, bias, w_b, w_c, a
+    return {
+        "w_delta_down": LearnedWeight((inner, rank), normal(inner ** -0.5), doc="Δ's low-rank input projection W↓"),
+        "w_delta_up": LearnedWeight((rank, inner), uniform(-rank ** -0.5, rank ** -0.5), doc="Δ's projection W↑"),
+        "delta_bias": LearnedWeight((inner,), delta_bias_init, decay=False, doc="Δ's bias b"),
+        "w_b": LearnedWeight((inner, state_dim), normal(inner ** -0.5), doc="B's projection W_B"),
+        "w_c": LearnedWeight((inner, state_dim), normal(inner ** -0.5), doc="C's projection W_C"),
+        "a_log": LearnedWeight((inner, state_dim), s4d_real_a_log, decay=False, doc="A = −exp(A_log)"),
+        "d_skip": LearnedWeight((inner,), constant(1.0), decay=False, doc="the skip gain D"),
+    }
 
 
 def selective_projections(q, k, v, weights):
     """Δ, x, B, C (B, N, D), (B, N, D), (B, N, n), (B, N, n) and A (D, n) from the case's tensors."""
     batch, heads, seq_len, head_dim = v.shape
     inner = heads * head_dim
-    w_down, w_up, bias, w_b, w_c, a = weights
 
     def flat(t):
         return t.transpose(1, 2).reshape(batch, seq_len, inner)           # (B, N, D), channel = head·d + p
 
     x = flat(v)
-    delta = torch.nn.functional.softplus((x @ w_down) @ w_up + bias)      # (B, N, D)
-    b = flat(k) @ w_b                                                     # (B, N, n)
-    c = flat(q) @ w_c                                                     # (B, N, n)
-    return delta, x, b, c, a
+    low_rank = x @ weights["w_delta_down"]                                # (B, N, r)
+    delta = torch.nn.functional.softplus(low_rank @ weights["w_delta_up"] + weights["delta_bias"])   # (B, N, D)
+    b = flat(k) @ weights["w_b"]                                          # (B, N, n)
+    c = flat(q) @ weights["w_c"]                                          # (B, N, n)
+    return delta, x, b, c, _decay_rates(weights["a_log"])
 
 
 def selective_inputs(case: Case, q, k, v, state_dim: int, dtype: torch.dtype):
-    """`selective_projections` with freshly built weights (for the reference and tests; `prepare` builds them once)."""
-    inner = v.shape[1] * v.shape[-1]
-    return selective_projections(q, k, v, selective_weights(case, inner, state_dim, dtype, v.device))
+    """`selective_projections` on the seeded starting weights in `dtype` (for tests)."""
+    case = replace(case, params={**case.params, "state_dim": state_dim})
+    weights = MambaScan().weights(case, AttentionInputs(q, k, v))
+    return selective_projections(q, k, v, {name: w.to(dtype) for name, w in weights.items()})
 
 
 def selective_scan_sequential(delta, x, b, c, a) -> torch.Tensor:
@@ -224,17 +254,18 @@ class MambaScan(_StateSpace):
         "chunk": Knob(int, default=16, minimum=1, doc="time steps per chunk of the chunk-parallel scan"),
     }
 
+    def learned_weights(self, case: Case) -> dict[str, LearnedWeight]:
+        return selective_learned_weights(case.heads * case.head_dim, self.knob_values(case, "state_dim")[0])
+
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()
-        state_dim, chunk = self.knob_values(case, "state_dim", "chunk")
+        chunk = self.knob_values(case, "chunk")[0]
         batch, heads, seq_len, head_dim = v.shape
-        *projections, a = selective_weights(case, heads * head_dim, state_dim, v.dtype, v.device)
-        # half dtypes scan in float32: A (small integers, exact) is cast once here, not on every call
-        weights = (*projections, a.float() if v.dtype in (torch.float16, torch.bfloat16) else a)
+        weights = self.weights(case, inputs)
 
         def forward() -> torch.Tensor:
             delta, x, b, c, a = selective_projections(q, k, v, weights)
-            y = selective_scan_chunked(delta, x, b, c, a, chunk)          # (B, N, D)
+            y = selective_scan_chunked(delta, x, b, c, a, chunk) + x * weights["d_skip"]   # (B, N, D)
             return y.view(batch, seq_len, heads, head_dim).transpose(1, 2).contiguous()   # (B, H, N, d)
 
         forward()                                                         # compile outside the timed region
@@ -246,9 +277,10 @@ class MambaScan(_StateSpace):
 
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
         q, k, v = inputs.tensors()
-        state_dim, _ = self.knob_values(case, "state_dim", "chunk")
         batch, heads, seq_len, head_dim = v.shape
-        y = selective_scan_sequential(*selective_inputs(case, q, k, v, state_dim, torch.float64))
+        weights = self.weights(case, inputs)
+        delta, x, b, c, a = selective_projections(q, k, v, weights)
+        y = selective_scan_sequential(delta, x, b, c, a) + x * weights["d_skip"]
         return y.view(batch, seq_len, heads, head_dim).transpose(1, 2)
 
     def flops(self, case: Case) -> int:
@@ -256,6 +288,7 @@ class MambaScan(_StateSpace):
         inner = case.heads * case.head_dim
         rank = -(-inner // 16)
         projections = 4 * inner * rank + 4 * inner * state_dim + 4 * inner   # W↓W↑, W_B, W_C, bias + softplus
+        projections += 2 * inner                                             # the skip D ⊙ x
         # per (t, channel, state): both passes form exp(ΔA) (2 ops) and the drive (1) and update h (2); the second adds y (2)
         scan = inner * state_dim * (5 + 7)
         return case.batch * case.seq_len * (projections + scan)
@@ -275,31 +308,38 @@ class MambaScan(_StateSpace):
             projections += scan_e * (2 * n_steps * inner + 2 * n_steps * state_dim)
         # Δx, the padded groups of Δ, Δx, B, C, the group outputs, their stack, the (B, H, N, d) output
         working = scan_e * (n_steps * inner + 2 * padded * inner + 2 * padded * state_dim + 2 * padded * inner)
-        working += e * 2 * n_steps * inner
+        working += e * 4 * n_steps * inner                                # and D ⊙ x, y + D ⊙ x
         per_group = scan_e * 4 * group * inner * state_dim                # P, e, the stacked starts, kernel temporaries
         return case.batch * (projections + working + per_group)
 
 
 # ---------------------------------------------------------------- mamba2-ssd (Mamba-2)
 
-def ssd_weights(case: Case, heads: int, head_dim: int, dtype: torch.dtype, device=None):
-    """The seeded Δ projection (H, P, 1), Δ bias (H, 1, 1) and A (H,), on `device`."""
-    w_dt = _cast(seeded_weight(case, _TAG + 11, (heads, head_dim, 1), 0.5 * head_dim ** -0.5), case, dtype)
-    bias = _cast(_inverse_softplus(_log_uniform(case, _TAG + 12, (heads, 1, 1), 1e-3, 1e-1)), case, dtype)
-    a = _cast(-_log_uniform(case, _TAG + 13, (heads,), 1.0, 16.0), case, dtype)
-    return w_dt.to(device), bias.to(device), a.to(device)
+def ssd_learned_weights(heads: int, head_dim: int) -> dict[str, LearnedWeight]:
+    """Mamba-2's selection weights per head: Δ's projection and bias, A (as A_log) and the skip D."""
+    return {
+        "w_delta": LearnedWeight((heads, head_dim, 1), normal(0.5 * head_dim ** -0.5), doc="Δ's projection w"),
+        "delta_bias": LearnedWeight((heads, 1, 1), delta_bias_init, decay=False, doc="Δ's bias b"),
+        "a_log": LearnedWeight((heads,), a_log_uniform, decay=False, doc="A = −exp(A_log), A in [−16, −1]"),
+        "d_skip": LearnedWeight((heads, 1, 1), constant(1.0), decay=False, doc="the skip gain D"),
+    }
+
+
+def a_log_uniform(generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
+    """Mamba-2's A_log: log of A₀ ~ U(1, 16) per head."""
+    return torch.log(uniform(1.0, 16.0)(generator, shape))
 
 
 def ssd_projections(q, k, v, weights):
     """x (B, H, N, P), Δ (B, H, N), A (H,), B and C (B, H, N, n) from the case's tensors."""
-    w_dt, bias, a = weights
-    delta = torch.nn.functional.softplus(v @ w_dt + bias).squeeze(-1)     # (B, H, N)
-    return v, delta, a, k, q
+    delta = torch.nn.functional.softplus(v @ weights["w_delta"] + weights["delta_bias"]).squeeze(-1)   # (B, H, N)
+    return v, delta, -torch.exp(weights["a_log"]), k, q
 
 
 def ssd_inputs(case: Case, q, k, v, dtype: torch.dtype):
-    """`ssd_projections` with freshly built weights (for the reference and tests; `prepare` builds them once)."""
-    return ssd_projections(q, k, v, ssd_weights(case, v.shape[1], v.shape[-1], dtype, v.device))
+    """`ssd_projections` on the seeded starting weights in `dtype` (for tests)."""
+    weights = Mamba2SSD().weights(case, AttentionInputs(q, k, v))
+    return ssd_projections(q, k, v, {name: w.to(dtype) for name, w in weights.items()})
 
 
 def ssd_sequential(x, delta, a, b, c) -> torch.Tensor:
@@ -393,13 +433,16 @@ class Mamba2SSD(_StateSpace):
     description = "Mamba-2's chunked state-space-duality algorithm (scalar A per head, stable segment sum)"
     knobs = {"chunk": Knob(int, default=64, minimum=1, doc="time steps per chunk of the SSD algorithm")}
 
+    def learned_weights(self, case: Case) -> dict[str, LearnedWeight]:
+        return ssd_learned_weights(case.heads, case.head_dim)
+
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()
         chunk = self.knob_values(case, "chunk")[0]
-        weights = ssd_weights(case, v.shape[1], v.shape[-1], v.dtype, v.device)
+        weights = self.weights(case, inputs)
 
         def forward() -> torch.Tensor:
-            return ssd_chunked(*ssd_projections(q, k, v, weights), chunk)
+            return ssd_chunked(*ssd_projections(q, k, v, weights), chunk) + v * weights["d_skip"]
 
         return forward
 
@@ -409,7 +452,8 @@ class Mamba2SSD(_StateSpace):
 
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
         q, k, v = inputs.tensors()
-        return ssd_sequential(*ssd_inputs(case, q, k, v, torch.float64))
+        weights = self.weights(case, inputs)
+        return ssd_sequential(*ssd_projections(q, k, v, weights)) + v * weights["d_skip"]
 
     def flops(self, case: Case) -> int:
         """The matmul FLOPs of the chunked SSD forward, as `ssd_chunked` runs it (a multiply-add is 2).

@@ -53,6 +53,13 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal:
     return weights @ v                                        # (B, H, R, d_v)
 
 
+def case_softmax_attention(case, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                           rows: torch.Tensor | None = None) -> torch.Tensor:
+    """`softmax_attention` of `case`'s function: its causal flag, mask and score mod."""
+    return softmax_attention(q, k, v, causal=case.causal, rows=rows, mask_mod=case_mask_mod(case),
+                             score_mod=case_score_mod(case))
+
+
 def softmax_weights(case, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """(B, H, R, M) float64 softmax(mod(q kᵀ/√d) + mask) of query `rows`, with `case`'s score mod and mask.
 
@@ -88,8 +95,7 @@ class ExactSoftmaxKernel(Variant):
     computes = "softmax_attention"
 
     def reference(self, case, inputs, rows=None) -> torch.Tensor:
-        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows, mask_mod=case_mask_mod(case),
-                                 score_mod=case_score_mod(case))
+        return case_softmax_attention(case, *inputs.tensors(), rows=rows)
 
     def flops(self, case) -> int:
         return attention_flops(case)

@@ -6,57 +6,56 @@ from pathlib import Path
 
 import click
 
-from attnbench.core.case import DTYPES, MODES, Case
+from attnbench.core.axes import AXES
+from attnbench.core.case import Case
 from attnbench.core.errors import AttnbenchError
 from attnbench.core.registry import default_registry
 from attnbench.core.units import format_bytes
 from attnbench.measure.profiling import check_supported, parse_params, profile_case
 
 
+def axis_options(command):
+    """One option per axis that declares a `flag` (`attnbench.core.axes`), each defaulting to the preset's
+    value, else the axis's default; a boolean axis is a ``--flag/--no-flag`` pair."""
+    for axis in reversed([a for a in AXES if a.flag]):
+        name = axis.flag.removeprefix("--")
+        default = axis.defaults_from and f"--{axis.defaults_from.replace('_', '-')}" or axis.default
+        help_text = f"{axis.doc} (default: {default})" if default is not None else axis.doc
+        if axis.kind is bool:
+            command = click.option(f"{axis.flag}/--no-{name}", axis.name, default=None, help=help_text)(command)
+        elif axis.choices:
+            choices = (*axis.choices, "auto") if axis.name == "device" else axis.choices
+            command = click.option(axis.flag, axis.name, type=click.Choice(choices), default=None,
+                                   help=help_text)(command)
+        else:
+            required = axis.default is None and axis.defaults_from is None and axis.in_case
+            command = click.option(axis.flag, axis.name, type=axis.kind if axis.parse is None else str,
+                                   default=None, required=required, help=help_text)(command)
+    return command
+
+
 @click.command("profile")
 @click.argument("variant")
-@click.option("--seq-len", type=int, required=True, help="query length N")
-@click.option("--kv-len", type=int, default=None, help="key/value length M (default: N)")
-@click.option("--batch", type=int, default=1, show_default=True)
-@click.option("--heads", type=int, default=None, help="query heads (default: the preset's, else 8)")
-@click.option("--head-dim", type=int, default=None, help="query/key head dim (default: the preset's, else 64)")
-@click.option("--kv-heads", type=int, default=None, help="key/value heads (GQA/MQA; default: --heads)")
-@click.option("--v-head-dim", type=int, default=None, help="value/output head dim (default: --head-dim)")
-@click.option("--mask", default=None,
-              help="none, sliding_window:W, document:K or prefix_lm:P (combines with --causal; default: the preset's, else none)")
-@click.option("--preset", default=None, help="take heads, kv_heads, head dims, causal and mask from a model "
-              "(attnbench list --presets); the flags above override it")
-@click.option("--score-mod", default="none", show_default=True, help="none, alibi or softcap:C")
-@click.option("--inputs", default="iid", show_default=True,
-              help="iid, outliers[:RATE], clustered[:C], local[:L], sinks[:S] or file:PATH")
-@click.option("--dtype", default="float32", show_default=True, help=f"one of {', '.join(DTYPES)} (or fp32, bf16...)")
-@click.option("--causal/--no-causal", default=None, help="causal mask (default: the preset's, else off)")
-@click.option("--mode", type=click.Choice(MODES), default="fwd", show_default=True)
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@axis_options
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="a knob of the variant (repeatable)")
 @click.option("--steps", type=int, default=3, show_default=True, help="calls profiled (after warm-up)")
 @click.option("--warmup", "warmup_calls", type=int, default=3, show_default=True, help="calls before profiling")
 @click.option("--top", type=int, default=15, show_default=True, help="operators shown in the table")
 @click.option("-o", "--output", default=None, type=click.Path(file_okay=False),
               help="folder for trace.json, ops.csv, memory.json (default: profiles/<case label>)")
-def profile_command(variant, seq_len, kv_len, batch, heads, head_dim, kv_heads, v_head_dim, mask, preset, score_mod, inputs, dtype, causal, mode, device, seed,
-                    params, steps, warmup_calls, top, output) -> None:
+def profile_command(variant, params, steps, warmup_calls, top, output, preset, **axes) -> None:
     """Profile one case of VARIANT under torch.profiler: a Chrome trace, the top operators, the memory peak."""
     registry = default_registry()
     implementation = registry.get(variant)
     knobs = {**implementation.params, **parse_params(params, implementation.knobs, variant)}
-    if device == "auto":
+    if axes["device"] == "auto":
         import torch
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        axes["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     if steps < 1 or warmup_calls < 0:
         raise AttnbenchError("--steps must be at least 1 and --warmup at least 0")
-    shape = _shape(preset, heads=heads, kv_heads=kv_heads, head_dim=head_dim, v_head_dim=v_head_dim,
-                   mask=mask, causal=causal)
     try:
-        case = Case(variant=variant, seq_len=seq_len, kv_len=kv_len, batch=batch, score_mod=score_mod, inputs=inputs,
-                    dtype=dtype, mode=mode, device=device, seed=seed, params=knobs, **shape)
+        case = Case(variant=variant, params=knobs, **_case_fields(preset, axes))
     except ValueError as exc:
         raise AttnbenchError(f"invalid case: {exc}") from None
     check_supported(case, implementation)
@@ -70,11 +69,11 @@ def profile_command(variant, seq_len, kv_len, batch, heads, head_dim, kv_heads, 
     print_profile(summary, top)
 
 
-def _shape(preset: str | None, **given) -> dict:
-    """The case's shape fields: the flags given, else the preset's, else the defaults (8 heads, d 64, no mask)."""
+def _case_fields(preset: str | None, given: dict) -> dict:
+    """The case's axes: the flags given, else the preset's, else each axis's default."""
     from attnbench.core.presets import get_preset
 
-    fields = {"heads": 8, "kv_heads": None, "head_dim": 64, "v_head_dim": None, "mask": "none", "causal": False}
+    fields = {name: AXES[name].default for name in given}
     if preset is not None:
         try:
             fields.update(get_preset(preset).fields())

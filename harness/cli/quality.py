@@ -10,7 +10,7 @@ import click
 
 from attnbench.core.errors import AttnbenchError
 
-QUALITY_SUITES = ("mqar",)
+QUALITY_SUITES = ("mqar", "mqar-long")
 
 
 @click.command("quality")

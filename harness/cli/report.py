@@ -19,7 +19,7 @@ class GateType(click.ParamType):
     name = "FIELD:PCT"
 
     def convert(self, value, param, ctx):
-        from attnbench.report.compare import Gate, parse_gate
+        from attnbench.report.gates import Gate, parse_gate
 
         if isinstance(value, Gate):
             return value
@@ -35,7 +35,7 @@ class PercentType(click.ParamType):
     name = "PCT"
 
     def convert(self, value, param, ctx):
-        from attnbench.report.compare import parse_fraction
+        from attnbench.report.gates import parse_fraction
 
         if isinstance(value, float):
             return value
@@ -114,13 +114,9 @@ def compare_command(base: str, new: str, output: Path | None, gates, threshold: 
     gate a small change in CI, measure both sides in alternation with
     `attnbench ab`.
     """
-    from attnbench.report.compare import (
-        compare_runs,
-        gate_failures,
-        print_comparison,
-        ungated,
-        write_compare_report,
-    )
+    from attnbench.report.compare import compare_runs
+    from attnbench.report.compare_view import print_comparison, write_compare_report
+    from attnbench.report.gates import gate_failures, ungated
 
     results_dir = results_dir if results_dir is not None else default_results_dir()
     base_run = load_run(resolve_run(base, results_dir))

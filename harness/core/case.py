@@ -8,29 +8,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from attnbench.core.inputspec import parse_inputs
+from attnbench.core.axes import AXES, DEVICES, DTYPE_ALIASES, DTYPES, MODES, canonical_dtype
 from attnbench.core.maskspec import parse_mask
-from attnbench.core.scoremodspec import parse_score_mod
-from attnbench.core.taskspec import parse_task
 
-DTYPES = ("float32", "float16", "bfloat16", "float64")
-DTYPE_ALIASES = {
-    "fp32": "float32", "float": "float32", "f32": "float32",
-    "fp16": "float16", "half": "float16", "f16": "float16",
-    "bf16": "bfloat16",
-    "fp64": "float64", "double": "float64", "f64": "float64",
-}
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
-MODES = ("fwd", "fwd_bwd")
-DEVICES = ("cpu", "cuda")
-
-
-def canonical_dtype(name: str) -> str:
-    """'bf16' -> 'bfloat16'; raises ValueError for a name that is not a dtype."""
-    resolved = DTYPE_ALIASES.get(str(name).lower(), str(name).lower())
-    if resolved not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}: expected one of {', '.join(DTYPES)} (or fp32, fp16, bf16, fp64)")
-    return resolved
+__all__ = ["DEVICES", "DTYPES", "DTYPE_ALIASES", "DTYPE_BYTES", "MODES", "Case", "batch_for_kv_cache",
+           "canonical_dtype", "kv_cache_bytes_per_sequence"]
 
 
 @dataclass(frozen=True)
@@ -83,26 +66,18 @@ class Case:
     inputs: str = "iid"
     task: str = "none"
 
+    extra_axes: dict[str, Any] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
-        if self.kv_len is None:
-            object.__setattr__(self, "kv_len", self.seq_len)
-        if self.kv_heads is None:
-            object.__setattr__(self, "kv_heads", self.heads)
-        if self.v_head_dim is None:
-            object.__setattr__(self, "v_head_dim", self.head_dim)
-        object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
-        if isinstance(self.qk_std, int) and not isinstance(self.qk_std, bool):
-            object.__setattr__(self, "qk_std", float(self.qk_std))  # qk_std = 2 and 2.0 are one case, one id
+        for axis in AXES.case_axes():
+            if axis.name in AXES.builtin:
+                object.__setattr__(self, axis.name, axis.check(getattr(self, axis.name)))
+        for axis in AXES.case_axes():
+            if axis.defaults_from and getattr(self, axis.name) is None:
+                object.__setattr__(self, axis.name, getattr(self, axis.defaults_from))
+        object.__setattr__(self, "extra_axes", _extra_axes(self.extra_axes))
         object.__setattr__(self, "params", dict(sorted(dict(self.params).items())))
-        for name in ("seq_len", "kv_len", "batch", "heads", "head_dim", "kv_heads", "v_head_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         spec = parse_mask(self.mask)
-        object.__setattr__(self, "mask", spec.text)
-        object.__setattr__(self, "score_mod", parse_score_mod(self.score_mod).text)
-        object.__setattr__(self, "inputs", parse_inputs(self.inputs).text)
-        object.__setattr__(self, "task", parse_task(self.task).text)
         if spec.kind == "document" and (self.kv_len != self.seq_len or spec.size > self.seq_len):
             raise ValueError(f"mask {spec.text} needs kv_len == seq_len and at most seq_len documents, "
                              f"got seq_len={self.seq_len}, kv_len={self.kv_len}")
@@ -115,12 +90,12 @@ class Case:
         if self.heads % self.kv_heads:
             raise ValueError(f"kv_heads must divide heads (each key/value head serves heads // kv_heads query "
                              f"heads), got heads={self.heads}, kv_heads={self.kv_heads}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if not self.qk_std > 0:
-            raise ValueError(f"qk_std must be positive, got {self.qk_std!r}")
+
+    def axis(self, name: str) -> Any:
+        """The case's value of axis `name`: a field, or one of `extra_axes` (its default when unset)."""
+        if name in AXES.builtin:
+            return getattr(self, name)
+        return self.extra_axes.get(name, AXES[name].default)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -130,10 +105,9 @@ class Case:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
-    # A field whose default is "the value of another field": it counts as default when it equals that field.
-    # A later field such as kv_heads (defaults to heads) or v_head_dim (to head_dim) adds itself here.
-    DEFAULTS_FROM: ClassVar[dict[str, str]] = {"kv_len": "seq_len", "kv_heads": "heads",
-                                               "v_head_dim": "head_dim"}
+    # A field whose default is "the value of another field" (`Axis.defaults_from`): it counts as default
+    # when it equals that field.
+    DEFAULTS_FROM: ClassVar[dict[str, str]] = {a.name: a.defaults_from for a in AXES if a.defaults_from}
 
     def identity(self) -> dict[str, Any]:
         """What the id hashes: the fields without a default, and every field that differs from its default.
@@ -181,7 +155,7 @@ class Case:
 
     @property
     def label(self) -> str:
-        """Readable id such as 'naive-cpu-float32-causal-fwd-B1H8N1024d64'."""
+        """Readable id such as 'naive-cpu-float32-causal-fwd-B1H8N1024d64', then each axis's `label` part."""
         parts = [self.variant, self.device, self.dtype, "causal" if self.causal else "full", self.mode]
         shape = f"B{self.batch}H{self.heads}"
         if self.kv_heads != self.heads:
@@ -192,18 +166,12 @@ class Case:
         shape += f"d{self.head_dim}"
         if self.v_head_dim != self.head_dim:
             shape += f"dv{self.v_head_dim}"
-        if self.mask != "none":
-            shape += "-" + self.mask.replace("sliding_window:", "sw").replace("document:", "doc").replace(
-                "prefix_lm:", "prefix")
-        if self.score_mod != "none":
-            shape += "-" + self.score_mod.replace(":", "")
-        if self.kv_cache_bytes is not None:
-            shape += f"-cache{self.kv_cache_bytes}"
-        if self.inputs != "iid":
-            shape += "-" + (self.inputs.replace(":", "") if not self.inputs.startswith("file:")
-                            else "file" + self.inputs.rsplit("/", 1)[-1].removesuffix(".safetensors"))
-        if self.task != "none":
-            shape += "-" + parse_task(self.task).short.replace(" ", "-")
+        for axis in AXES.case_axes():
+            value = self.axis(axis.name)
+            if axis.label is None and axis.name in self.extra_axes and value != axis.default:
+                shape += f"-{axis.name}{value}"
+            elif axis.label_part(value):
+                shape += "-" + axis.label_part(value)
         knobs = "".join(f"-{k}{v}" for k, v in self.params.items())
         return "-".join(parts) + "-" + shape + knobs
 
@@ -270,6 +238,22 @@ def batch_for_kv_cache(cache_bytes: int, case) -> int:
                          f"({per_sequence} bytes at kv_len {case.kv_len if case.kv_len is not None else case.seq_len}); "
                          "raise it or shorten kv_len")
     return batch
+
+
+def _extra_axes(values: dict[str, Any]) -> dict[str, Any]:
+    """The values of registered (non-built-in) axes, checked; those at their default left out. A name no
+    axis is registered for here (a stored run of a plugin that is not installed) is kept as it is."""
+    checked = {}
+    for name, value in sorted(dict(values).items()):
+        if name in AXES.builtin:
+            raise ValueError(f"extra_axes names {name!r}, which is a field of the case")
+        if name not in AXES:
+            checked[name] = value
+            continue
+        value = AXES[name].check(value)
+        if value != AXES[name].default:
+            checked[name] = value
+    return checked
 
 
 def _hash(data: dict[str, Any]) -> str:

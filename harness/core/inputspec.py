@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from attnbench.core.kindtext import split_kind
+
 INPUT_KINDS = ("iid", "outliers", "clustered", "local", "sinks", "file")
 DEFAULT_PARAMETER: dict[str, float] = {"outliers": 0.001, "clustered": 8, "local": 64, "sinks": 4}
 INTEGER_PARAMETER = frozenset({"clustered", "local", "sinks"})
@@ -45,28 +47,20 @@ class InputSpec:
 
 def parse_inputs(text: str) -> InputSpec:
     """'clustered:16' -> InputSpec('clustered', 16); ValueError saying what is accepted."""
-    raw = str(text).strip()
-    kind, sep, rest = raw.partition(":")
-    kind = kind.strip().lower()
-    if kind not in INPUT_KINDS:
-        raise ValueError(f"unknown inputs {text!r}: expected {INPUTS_HELP}")
+    split = split_kind(text, "inputs", INPUT_KINDS, INPUTS_HELP, whole_arg=("file",))
+    kind = split.kind
     if kind == "file":
-        if not rest.strip():
-            raise ValueError(f"inputs {text!r} needs a path after 'file:', e.g. file:captured/layer0.safetensors")
-        return InputSpec("file", path=rest.strip())
+        if not split.arg:
+            raise split.error("needs a path after 'file:', e.g. file:captured/layer0.safetensors")
+        return InputSpec("file", path=split.arg)
     if kind == "iid":
-        if sep:
-            raise ValueError(f"inputs 'iid' takes no parameter, got {text!r}; its scale is qk_std")
+        split.bare("; its scale is qk_std", noun="parameter")
         return InputSpec()
-    if not sep:
+    if split.arg is None and not split.options:
         return InputSpec(kind)
-    try:
-        value = float(rest)
-    except ValueError:
-        raise ValueError(f"inputs {text!r} needs a number after the colon, e.g. {kind}:"
-                         f"{DEFAULT_PARAMETER[kind]:g}") from None
+    value = split.number(f"{kind}:{DEFAULT_PARAMETER[kind]:g}")
     if kind in INTEGER_PARAMETER and (not value.is_integer() or value < 1):
-        raise ValueError(f"inputs {text!r}: {kind} takes a whole number of at least 1")
+        raise split.error(f"{kind} takes a whole number of at least 1")
     if kind == "outliers" and not 0 < value < 1:
-        raise ValueError(f"inputs {text!r}: the outlier rate must be between 0 and 1, e.g. outliers:0.001")
+        raise split.error("the outlier rate must be between 0 and 1, e.g. outliers:0.001")
     return InputSpec(kind, int(value) if kind in INTEGER_PARAMETER else value)

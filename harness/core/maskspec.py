@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from attnbench.core.kindtext import split_kind
+
 MASK_KINDS = ("none", "sliding_window", "document", "prefix_lm")
 MASK_HELP = ("none, sliding_window:W (each query sees the keys within W positions; with causal, the W "
              "before it), document:K (K documents of seeded random lengths; a query sees its own document), "
@@ -29,21 +31,13 @@ class MaskSpec:
 
 def parse_mask(text: str) -> MaskSpec:
     """'sliding_window:256' -> MaskSpec('sliding_window', 256); ValueError saying what is accepted."""
-    raw = str(text).strip()
-    kind, sep, size = raw.partition(":")
-    kind = kind.strip().lower()
-    if kind not in MASK_KINDS:
-        raise ValueError(f"unknown mask {text!r}: expected {MASK_HELP}")
-    if kind == "none":
-        if sep:
-            raise ValueError(f"mask 'none' takes no size, got {text!r}")
+    split = split_kind(text, "mask", MASK_KINDS, MASK_HELP)
+    if split.kind == "none":
+        split.bare(noun="size")
         return MaskSpec()
-    try:
-        value = int(size)
-    except ValueError:
-        raise ValueError(f"mask {text!r} needs a whole number after the colon, e.g. {kind}:"
-                         f"{ {'sliding_window': 256, 'document': 4, 'prefix_lm': 128}[kind]}") from None
-    minimum = 1 if kind == "document" else 0
+    value = split.whole(f"{split.kind}:{ {'sliding_window': 256, 'document': 4, 'prefix_lm': 128}[split.kind]}")
+    minimum = 1 if split.kind == "document" else 0
     if value < minimum:
-        raise ValueError(f"mask {text!r}: the size must be at least {minimum}")
-    return MaskSpec(kind, value)
+        raise split.error(f"the size must be at least {minimum}")
+    split.no_options()
+    return MaskSpec(split.kind, value)

@@ -134,6 +134,10 @@ class TaskOutcome:
     parameters: trainable parameters of the whole model. state_size: the
     elements one layer's mixer carries per sequence to produce the next token
     (`Variant.state_size`; None where the variant does not say).
+    recall_curve: (examples seen, held-out recall) every few hundred steps
+    and at the end: how fast the mixer learns recall. weight_change: per
+    learned weight of the variant (`Variant.learned_weights`), how far
+    training moved it, ‖w_end − w_start‖ / ‖w_start‖ over all layers.
     """
 
     task: str
@@ -150,6 +154,8 @@ class TaskOutcome:
     parameters: int
     examples: int
     state_size: int | None = None
+    recall_curve: tuple[tuple[int, float], ...] = ()
+    weight_change: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -204,6 +210,8 @@ class Result:
         if data.get("task") is not None:
             task = dict(data["task"])
             task["loss_curve"] = tuple((int(step), float(loss)) for step, loss in task.get("loss_curve") or ())
+            task["recall_curve"] = tuple((int(seen), float(recall)) for seen, recall in task.get("recall_curve") or ())
+            task["weight_change"] = tuple((str(name), float(change)) for name, change in task.get("weight_change") or ())
             data["task"] = _build(TaskOutcome, task)
         data["warnings"] = tuple(data.get("warnings") or ())
         return _build(cls, data)

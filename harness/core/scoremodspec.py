@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from attnbench.core.kindtext import split_kind
+
 SCORE_MOD_KINDS = ("none", "alibi", "softcap")
 SCORE_MOD_HELP = ("none, alibi (ALiBi's per-head linear distance penalty with the standard slopes 2^(-8(h+1)/H)), "
                   "or softcap:C (each scaled score s becomes C·tanh(s/C), as Gemma 2 and Grok do)")
@@ -30,19 +32,12 @@ class ScoreModSpec:
 
 def parse_score_mod(text: str) -> ScoreModSpec:
     """'softcap:50' -> ScoreModSpec('softcap', 50.0); ValueError saying what is accepted."""
-    raw = str(text).strip()
-    kind, sep, size = raw.partition(":")
-    kind = kind.strip().lower()
-    if kind not in SCORE_MOD_KINDS:
-        raise ValueError(f"unknown score_mod {text!r}: expected {SCORE_MOD_HELP}")
-    if kind in ("none", "alibi"):
-        if sep:
-            raise ValueError(f"score_mod {kind!r} takes no value, got {text!r}")
-        return ScoreModSpec(kind)
-    try:
-        cap = float(size)
-    except ValueError:
-        raise ValueError(f"score_mod {text!r} needs a number after the colon, e.g. softcap:50") from None
+    split = split_kind(text, "score_mod", SCORE_MOD_KINDS, SCORE_MOD_HELP)
+    if split.kind in ("none", "alibi"):
+        split.bare()
+        return ScoreModSpec(split.kind)
+    cap = split.number("softcap:50")
     if not cap > 0 or cap != cap or cap == float("inf"):
-        raise ValueError(f"score_mod {text!r}: the cap must be a positive finite number, e.g. softcap:50")
-    return ScoreModSpec(kind, cap)
+        raise split.error("the cap must be a positive finite number, e.g. softcap:50")
+    split.no_options()
+    return ScoreModSpec(split.kind, cap)

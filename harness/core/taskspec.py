@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from attnbench.core.kindtext import split_kind
+
 TASK_KINDS = ("none", "mqar")
 
 
@@ -49,6 +51,11 @@ class TaskSpec:
         """A label for tables: 'mqar kv4' (the settings a reader compares cells by)."""
         return "none" if self.kind == "none" else f"{self.kind} kv{self.kv_pairs}"
 
+    @property
+    def chance_recall(self) -> float:
+        """Recall of a guess among the values (the vocabulary's upper half): the floor a mixer that recalls nothing sits on."""
+        return 1.0 / (self.vocab - self.vocab // 2) if self.kind == "mqar" else float("nan")
+
     def with_options(self, **options: Any) -> TaskSpec:
         """The same task with some options replaced (``--steps``), checked as the text's are."""
         return parse_task(self.text, **options)
@@ -62,21 +69,16 @@ TASK_HELP = ("none, or mqar with options kv_pairs, vocab, layers, steps, lr, tes
 
 def parse_task(text: str, **options: Any) -> TaskSpec:
     """'mqar:kv_pairs=8' -> TaskSpec('mqar', kv_pairs=8, ...); keyword options replace the text's. ValueError names the option."""
-    raw = str(text).strip()
-    kind, sep, rest = raw.partition(":")
-    kind = kind.strip().lower()
-    if kind not in TASK_KINDS:
-        raise ValueError(f"unknown task {text!r}: expected {TASK_HELP}")
-    if kind == "none":
-        if sep or options:
+    split = split_kind(text, "task", TASK_KINDS, TASK_HELP)
+    if split.kind == "none":
+        if options:
             raise ValueError(f"task 'none' takes no options, got {text!r}")
+        split.bare()
         return TaskSpec()
-    given: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))) if sep else ():
-        name, eq, value = item.partition("=")
-        if not eq:
-            raise ValueError(f"task {text!r}: option {item!r} must be name=value")
-        given[name.strip()] = value.strip()
+    if split.arg:
+        raise split.error(f"option {split.arg!r} must be name=value")
+    given: dict[str, Any] = dict(split.options)
+    kind = split.kind
     given.update(options)
     values = {name: _option(text, name, value) for name, value in given.items()}
     spec = replace(TaskSpec(kind=kind), **values)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from attnbench.core.case import DTYPES, Case
 from attnbench.core.knobs import Knob, declare_knobs
+from attnbench.core.learned import LearnedWeight, check_declared, given_weights, initial_weights
 from attnbench.core.tolerance import DEFAULT_TOLERANCES, Tolerance, declare_tolerances
 
 if TYPE_CHECKING:
@@ -35,12 +36,16 @@ if TYPE_CHECKING:
 class AttentionInputs:
     """The tensors a case runs on: q (B, H, N, d), k (B, Hkv, M, d) and v (B, Hkv, M, d_v).
 
-    The reference receives the same tensors upcast to float64.
+    The reference receives the same tensors upcast to float64. `weights` is
+    None in kernel cells; a quality cell passes the model's trained values of
+    the variant's learned weights (name -> tensor), which `Variant.weights`
+    then returns instead of the seeded ones.
     """
 
     q: torch.Tensor
     k: torch.Tensor
     v: torch.Tensor
+    weights: Mapping[str, torch.Tensor] | None = None
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return (self.q, self.k, self.v)
@@ -212,10 +217,37 @@ class Variant:
         The returned zero-argument callable computes the output from
         `inputs` and returns it; the harness times it, and in ``fwd_bwd``
         mode runs the backward of its output itself. Weights a variant
-        learns must be derived from ``case.seed`` (see `seeded_weight`), so
-        `reference` can rebuild them.
+        learns are declared in `learned_weights` and read with
+        `weights(case, inputs)` (seeded here, trained in a quality cell);
+        other fixed weights must be derived from ``case.seed`` (see
+        `seeded_weight`), so `reference` can rebuild them.
         """
         raise NotImplementedError
+
+    def learned_weights(self, case: Case) -> Mapping[str, LearnedWeight]:
+        """The weights this variant learns on `case`: name -> `LearnedWeight` (shape, initialiser, decay).
+
+        Empty by default (a variant that learns nothing). Shapes follow from
+        the case and its knobs. `prepare` and `reference` read the values with
+        `weights(case, inputs)`; a kernel cell seeds them, a quality cell
+        trains them as parameters of the model (`attnbench.core.learned`).
+        """
+        return {}
+
+    def weights(self, case: Case, inputs: AttentionInputs) -> dict[str, torch.Tensor]:
+        """The learned weights to compute with, name -> tensor in the inputs' dtype and device.
+
+        The trainer's tensors when `inputs.weights` holds them (checked against
+        `learned_weights` by name and shape), else each weight's seeded
+        starting value (the case's seed and the weight's name fix it, rounded
+        through the case's dtype), so `prepare` and the float64 `reference`
+        see the same numbers. Call it in `prepare`, never in the timed forward.
+        """
+        declared = self.learned_weights(case)
+        check_declared(self.name, declared)
+        if inputs.weights is not None:
+            return given_weights(self.name, declared, inputs.weights)
+        return initial_weights(self.name, case, declared, inputs.v.dtype, inputs.v.device)
 
     def reference(self, case: Case, inputs: AttentionInputs, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The float64 output of the function this variant computes.
@@ -262,6 +294,16 @@ class Variant:
         attention keeps its whole KV cache (kv_heads·kv_len·(head_dim + v_head_dim),
         `kv_state_size`), a sliding window only the window's keys and values, a
         linear-attention or state-space layer its fixed recurrent state.
+        """
+        return None
+
+    def bytes_moved(self, case: Case) -> int | None:
+        """The least bytes one call of this variant must move, or None for `Case.bytes_moved` (q, k, v and the output).
+
+        A recurrent layer's decode step reads its fixed state in place of a KV
+        cache: it declares the state read and written, the new tokens' q, k, v
+        and the output, so the decode report shows state bytes beside softmax's
+        KV-cache bytes at the same kv_len.
         """
         return None
 

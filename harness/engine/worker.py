@@ -200,8 +200,8 @@ class Worker:
 
 def run_in_fresh_processes(options: WorkerOptions, case: Case, settings: MeasureSettings) -> Result:
     """The whole measurement repeated in `settings.processes` fresh workers, merged with their spread."""
-    # measure.cell imports torch, which the driver loads only when it merges processes
-    from attnbench.measure.cell import merge_process_results
+    # scipy (the merge's order statistics) loads only when a run merges processes
+    from attnbench.measure.merge import merge_process_results
 
     results = []
     for _ in range(settings.processes):

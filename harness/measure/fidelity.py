@@ -39,7 +39,7 @@ clamped to 0 and the row renormalised to sum 1; a row left with no mass stays
 masked row) are left out of every mean. Non-finite approximate weights raise:
 the caller stores that as a warning, never as a failed cell.
 
-The rows are the accuracy check's seeded sample (`attnbench.measure.cell`), at
+The rows are the accuracy check's seeded sample (`attnbench.measure.cell.accuracy`), at
 most `FIDELITY_MAX_ROWS` of them, evenly spaced through it so a causal case's
 long rows are represented; variants that take ``rows=`` in `attention_weights`
 form only those rows, in chunks of about `CHUNK_BYTES` of weights.

@@ -108,7 +108,7 @@ def profile_case(case: Case, variant, out_dir: Path, *, steps: int = 3, warmup_c
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from attnbench.measure.cell import _Step, _sync_for
+    from attnbench.measure.cell.setup import Step, sync_for
     from attnbench.measure.inputs import make_inputs
 
     check_supported(case, variant)
@@ -116,8 +116,8 @@ def profile_case(case: Case, variant, out_dir: Path, *, steps: int = 3, warmup_c
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(case.seed)
     inputs = make_inputs(case, requires_grad=case.mode == "fwd_bwd")
-    step = _Step(case, inputs, variant.prepare(case, inputs))
-    sync = _sync_for(case)
+    step = Step(case, inputs, variant.prepare(case, inputs))
+    sync = sync_for(case)
     for _ in range(max(1, warmup_calls)):
         step()
     sync()

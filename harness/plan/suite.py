@@ -42,6 +42,7 @@ A suite file has these tables (every key optional but ``variants``)::
     kind = "mqar"
     kv_pairs = 4
     steps = 600
+    lr = [3e-3, 1e-2]   # a number, or a list: one quality cell per rate (the report keeps the best)
     costs = true        # also time each trained shape as a kernel cell (the quality-cost picture)
 
 A ``preset`` (`attnbench.core.presets`; in [defaults] or swept in [sweep])
@@ -67,28 +68,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from attnbench.core.case import DEVICES, MODES, Case, batch_for_kv_cache, canonical_dtype
+from attnbench.core.axes import AXES
+from attnbench.core.case import Case, batch_for_kv_cache
 from attnbench.core.errors import SuiteError, did_you_mean
 from attnbench.core.inputspec import parse_inputs
 from attnbench.core.knobs import Knob
-from attnbench.core.maskspec import parse_mask
 from attnbench.core.presets import get_preset
-from attnbench.core.scoremodspec import parse_score_mod
 from attnbench.core.settings import MeasureSettings, settings_field_types
 from attnbench.core.taskspec import OPTION_NAMES, TASK_KINDS, parse_task
-from attnbench.core.units import parse_bytes
 
-AXES: dict[str, type] = {
-    "seq_len": int, "kv_len": int, "batch": int, "heads": int, "kv_heads": int, "head_dim": int,
-    "v_head_dim": int, "mask": str, "score_mod": str, "inputs": str, "dtype": str, "causal": bool, "mode": str, "device": str, "seed": int, "qk_std": float,
-    "preset": str, "kv_cache_bytes": int,
-}
-AXIS_ORDER = ("preset", "kv_cache_bytes", "device", "dtype", "mode", "causal", "mask", "score_mod", "inputs", "batch", "heads", "kv_heads", "head_dim", "v_head_dim",
-              "seed", "qk_std", "kv_len", "seq_len")
 TABLES = ("suite", "defaults", "sweep", "params", "overrides", "extra", "measure", "task")
 SUITE_KEYS = ("name", "description", "variants")
 MAX_CELLS = 100_000
-MAX_SIZE = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -108,11 +99,19 @@ class Suite:
     extra: tuple[ExtraSweep, ...] = ()
     task: str = "none"
     task_costs: bool = True
+    task_lrs: tuple[float, ...] = ()
 
     @property
     def is_quality(self) -> bool:
         """True when the suite trains a task ([task]): its cells are quality cells."""
         return self.task != "none"
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Every task text a quality cell trains: `task`, once per learning rate of a ``task.lr`` list."""
+        if not self.task_lrs:
+            return (self.task,)
+        return tuple(parse_task(self.task, lr=lr).text for lr in self.task_lrs)
 
 
 @dataclass(frozen=True)
@@ -172,7 +171,7 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
         raise SuiteError(f"{source}: key 'suite.description' must be a string")
     variants = _parse_variants(source, head)
 
-    _reject_unknown(source, "defaults.", tables["defaults"], AXES)
+    _reject_unknown(source, "defaults.", tables["defaults"], AXES.sweep_order())
     defaults = {key: _axis_value(source, f"defaults.{key}", key, value) for key, value in tables["defaults"].items()}
     sweep = _parse_axis_lists(source, "sweep", tables["sweep"])
     overrides: dict[str, dict[str, tuple[Any, ...]]] = {}
@@ -205,16 +204,17 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
 
     extra = tuple(_parse_extra(source, i, table) for i, table in enumerate(tables["extra"]))
     measure = _parse_measure(source, tables["measure"])
-    task, task_costs = _parse_task(source, tables["task"])
+    task, task_costs, task_lrs = _parse_task(source, tables["task"])
     return Suite(name=suite_name, source=source, text=text, description=description, variants=variants,
                  defaults=defaults, sweep=sweep, params=params, measure=measure, overrides=overrides, extra=extra,
-                 task=task, task_costs=task_costs)
+                 task=task, task_costs=task_costs, task_lrs=task_lrs)
 
 
-def _parse_task(source: str, table: dict[str, Any]) -> tuple[str, bool]:
-    """The [task] table: (the canonical task text, whether to add cost cells); ('none', False) without one."""
+def _parse_task(source: str, table: dict[str, Any]) -> tuple[str, bool, tuple[float, ...]]:
+    """The [task] table: (the canonical task text, whether to add cost cells, the learning rates of a ``lr``
+    list, each its own quality cell); ('none', False, ()) without one."""
     if not table:
-        return "none", False
+        return "none", False, ()
     allowed = ("kind", "costs", *OPTION_NAMES)
     _reject_unknown(source, "task.", table, allowed)
     kind = table.get("kind")
@@ -224,11 +224,18 @@ def _parse_task(source: str, table: dict[str, Any]) -> tuple[str, bool]:
     if not isinstance(costs, bool):
         raise SuiteError(f"{source}: key 'task.costs' must be true or false, got {_short(costs)}")
     options = {key: value for key, value in table.items() if key not in ("kind", "costs")}
+    lrs: tuple[float, ...] = ()
+    if isinstance(options.get("lr"), list):
+        lrs = tuple(options.pop("lr"))
+        if not lrs or any(isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 for r in lrs):
+            raise SuiteError(f"{source}: key 'task.lr' must be a positive number or a non-empty list of them "
+                             f"(a learning-rate sweep), got {_short(list(lrs))}")
+        options["lr"] = lrs[0]
     for key, value in options.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SuiteError(f"{source}: key 'task.{key}' must be a number, got {_short(value)}")
     try:
-        return parse_task(kind, **options).text, costs
+        return parse_task(kind, **options).text, costs, lrs
     except ValueError as exc:
         raise SuiteError(f"{source}: [task]: {exc}") from None
 
@@ -251,11 +258,11 @@ def _parse_axis_lists(source: str, prefix: str, table: dict[str, Any]) -> dict[s
     if prefix.startswith("overrides."):
         variant = prefix.removeprefix("overrides.")
         for key in table:
-            if key not in AXES:
-                raise SuiteError(f"{source}: unknown key '{prefix}.{key}'{did_you_mean(key, AXES)}; "
-                                 f"[overrides.{variant}] lists axes ({', '.join(AXES)}); "
+            if key not in AXES.sweep_order():
+                raise SuiteError(f"{source}: unknown key '{prefix}.{key}'{did_you_mean(key, AXES.sweep_order())}; "
+                                 f"[overrides.{variant}] lists axes ({', '.join(AXES.sweep_order())}); "
                                  f"a variant's knobs go in [params.{variant}]")
-    _reject_unknown(source, f"{prefix}.", table, AXES)
+    _reject_unknown(source, f"{prefix}.", table, AXES.sweep_order())
     lists: dict[str, tuple[Any, ...]] = {}
     for key, values in table.items():
         if not isinstance(values, list) or not values:
@@ -302,54 +309,14 @@ def _parse_measure(source: str, table: dict[str, Any]) -> MeasureSettings:
 
 
 def _axis_value(source: str, where: str, axis: str, value: Any) -> Any:
-    expected = AXES[axis]
-    if axis == "kv_cache_bytes":
-        try:
-            size = parse_bytes(value)
-        except ValueError as exc:
-            raise SuiteError(f"{source}: key '{where}': {exc}") from None
-        if not 0 < size <= MAX_SIZE:
-            raise SuiteError(f"{source}: key '{where}' must be a positive size, got {_short(value)}")
-        return size
-    if axis == "preset":
-        if not isinstance(value, str):
-            raise SuiteError(f"{source}: key '{where}' must be a preset's name, got {_short(value)}")
-        try:
-            return get_preset(value).name
-        except ValueError as exc:
-            raise SuiteError(f"{source}: key '{where}': {exc}") from None
-    if expected is bool:
-        if not isinstance(value, bool):
-            raise SuiteError(f"{source}: key '{where}' must be true or false, got {_short(value)}")
-        return value
-    if expected is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SuiteError(f"{source}: key '{where}' must be an integer, got {_short(value)}")
-        if axis != "seed" and not 0 < value <= MAX_SIZE:
-            raise SuiteError(f"{source}: key '{where}' must be a positive integer, got {value}")
-        if axis == "seed" and value < 0:
-            raise SuiteError(f"{source}: key '{where}' must be zero or positive, got {value}")
-        return value
-    if expected is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
-            raise SuiteError(f"{source}: key '{where}' must be a positive number, got {_short(value)}")
-        return float(value)
-    if not isinstance(value, str):
-        raise SuiteError(f"{source}: key '{where}' must be a string, got {_short(value)}")
-    if axis == "dtype":
-        try:
-            return canonical_dtype(value)
-        except ValueError as exc:
-            raise SuiteError(f"{source}: key '{where}': {exc}") from None
-    if axis in ("mask", "score_mod", "inputs"):
-        try:
-            return {"mask": parse_mask, "score_mod": parse_score_mod, "inputs": parse_inputs}[axis](value).text
-        except ValueError as exc:
-            raise SuiteError(f"{source}: key '{where}': {exc}") from None
-    allowed = {"mode": MODES, "device": DEVICES}[axis]
-    if value not in allowed:
-        raise SuiteError(f"{source}: key '{where}' must be one of {', '.join(allowed)}, got {value!r}")
-    return value
+    """A suite's value of `axis`, checked and canonicalised by its declaration (`attnbench.core.axes`)."""
+    try:
+        return AXES[axis].check(value)
+    except ValueError as exc:
+        text = str(exc)
+        if text.startswith(f"{axis} must "):                       # "heads must be ..." names the key instead
+            raise SuiteError(f"{source}: key '{where}' {text.removeprefix(f'{axis} ')}") from None
+        raise SuiteError(f"{source}: key '{where}': {text}") from None
 
 
 def _reject_unknown(source: str, prefix: str, table: dict[str, Any], allowed) -> None:
@@ -447,7 +414,7 @@ def _variant_axes(suite: Suite, name: str) -> dict[str, tuple[Any, ...]]:
 
 
 def _axes(defaults: dict[str, Any], lists: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
-    axes = {axis: lists.get(axis, (defaults[axis],) if axis in defaults else (None,)) for axis in AXIS_ORDER}
+    axes = {axis: lists.get(axis, (defaults[axis],) if axis in defaults else (None,)) for axis in AXES.sweep_order()}
     axes["seq_len"] = tuple(sorted(axes["seq_len"]))
     return axes
 
@@ -463,7 +430,7 @@ def expand(suite: Suite, registry) -> list[Case]:
     cases = _expand_cells(suite, registry)
     if not suite.is_quality:
         return cases
-    quality = [replace(case, task=suite.task) for case in cases]
+    quality = [replace(case, task=task) for case in cases for task in suite.tasks]
     if not suite.task_costs:
         return quality
     costs = {}
@@ -510,13 +477,20 @@ def _expand_cells(suite: Suite, registry) -> list[Case]:
             raise SuiteError(f"{suite.source}: the suite expands to more than {MAX_CELLS} cells; sweep fewer values")
         for knobs in knob_combos:
             for combo in itertools.product(*axes.values()):
-                fields = {axis: value for axis, value in zip(AXIS_ORDER, combo, strict=True) if value is not None}
+                fields = {axis: value for axis, value in zip(axes, combo, strict=True) if value is not None}
                 try:
-                    case = Case(variant=name, params=knobs, **_derived_fields(fields, explicit))
+                    case = _case(name, knobs, _derived_fields(fields, explicit))
                 except ValueError as exc:
                     raise SuiteError(f"{suite.source}: a cell of variant {name!r} is invalid: {exc}") from None
                 cases.setdefault(case.id, case)
     return list(cases.values())
+
+
+def _case(variant: str, knobs: dict[str, Any], fields: dict[str, Any]) -> Case:
+    """The Case of one combination: built-in axes as fields, registered ones in `extra_axes`."""
+    extra = {axis: value for axis, value in fields.items() if axis not in AXES.builtin}
+    builtin = {axis: value for axis, value in fields.items() if axis in AXES.builtin}
+    return Case(variant=variant, params=knobs, extra_axes=extra, **builtin)
 
 
 def _derived_fields(fields: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
@@ -532,7 +506,7 @@ def _derived_fields(fields: dict[str, Any], explicit: set[str]) -> dict[str, Any
     if inputs is not None and parse_inputs(inputs).kind == "file":
         fields = _fields_from_file(parse_inputs(inputs).path, fields, explicit)
     if fields.get("kv_cache_bytes") is not None:
-        shape = Case(variant="-", **{k: v for k, v in fields.items() if k != "kv_cache_bytes"})
+        shape = Case(variant="-", **{k: v for k, v in fields.items() if k != "kv_cache_bytes" and k in AXES.builtin})
         fields["batch"] = batch_for_kv_cache(fields["kv_cache_bytes"], shape)
     return fields
 

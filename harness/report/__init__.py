@@ -22,13 +22,13 @@ _EXPORTS = {
     "default_report_path": "attnbench.report.build",
     "write_report": "attnbench.report.build",
     "Comparison": "attnbench.report.compare",
-    "Gate": "attnbench.report.compare",
-    "build_compare_html": "attnbench.report.compare",
+    "Gate": "attnbench.report.gates",
+    "build_compare_html": "attnbench.report.compare_view",
     "compare_runs": "attnbench.report.compare",
-    "gate_failures": "attnbench.report.compare",
-    "parse_gate": "attnbench.report.compare",
-    "print_comparison": "attnbench.report.compare",
-    "write_compare_report": "attnbench.report.compare",
+    "gate_failures": "attnbench.report.gates",
+    "parse_gate": "attnbench.report.gates",
+    "print_comparison": "attnbench.report.compare_view",
+    "write_compare_report": "attnbench.report.compare_view",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -140,7 +140,7 @@ def _task_items(data: ReportData) -> list[dict[str, Any]]:
     styles = plots.Styles(list(data.tasks["series"]), list(data.run_labels.values()))
     return [{"title": g.title, "task": g.task, "seq_lens": g.seq_lens, "rows": g.table, "frontier": g.frontier,
              "longest": g.longest,
-             "uri": plots.task_figure(g.rows, styles, data.multi_run, g.longest, g.title)}
+             "uri": plots.task_figure(g.rows, styles, data.multi_run, g.longest, g.title, g.chance)}
             for g in groups]
 
 

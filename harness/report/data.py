@@ -1,9 +1,9 @@
 """The tidy frame, shaped for reports: workloads, series labels, swept lengths, peak bytes, baselines.
 
 A *workload* is everything about a cell but the variant, its knobs and the
-length it sweeps (device, dtype, mode, causal, mask, score_mod, batch,
-heads, kv_heads, head_dim, v_head_dim, qk_std, and the lengths it holds
-fixed): one table and one figure each. A *series* is one variant at one
+length it sweeps (the axes declared `groups_reports` in
+`attnbench.core.axes`, and the lengths it holds fixed): one table and one
+figure each. A *series* is one variant at one
 knob setting in one run: one row of a table, one line of a plot.
 
 The swept length is the `length` column, named by `length_axis`, and every
@@ -33,17 +33,19 @@ from typing import Any
 
 import pandas as pd
 
+from attnbench.core.axes import AXES
 from attnbench.core.case import Case
 from attnbench.core.errors import AttnbenchError
 from attnbench.core.units import finite, format_bytes
 from attnbench.store import LoadedRun, tidy_frame
-from attnbench.store.quality import SHAPE_KEYS, is_quality_row, recall_summary
+from attnbench.store.quality import (
+    SHAPE_KEYS,
+    best_over_learning_rates,
+    is_quality_row,
+    recall_summary,
+)
 
-WORKLOAD_AXES = ("device", "dtype", "mode", "causal", "mask", "score_mod", "inputs", "batch", "kv_cache_bytes", "heads", "kv_heads",
-                 "head_dim", "v_head_dim", "qk_std", "kv")
 ALWAYS_SHOWN = ("dtype", "causal", "mode", "head_dim")
-# Labelled only when not at their default (none, kv_heads == heads, v_head_dim == head_dim, unset).
-SHOWN_WHEN_SET = ("mask", "score_mod", "inputs", "kv_heads", "v_head_dim", "kv", "kv_cache_bytes")
 DECODE_MAX_Q_LEN = 16
 TRAFFIC_COLUMNS = ("bytes_moved", "bytes_per_s", "bandwidth_fraction")
 EXACT_FAMILIES = ("naive", "flash")
@@ -53,6 +55,16 @@ KINDS = ("exact", "approximate", "other")
 KIND_TITLES = {"exact": "exact softmax attention", "approximate": "approximations of softmax attention",
                "other": "other functions (not drop-in for softmax attention)"}
 ATTENTION_MAPS_FILE = "attention_maps.json"
+
+
+def workload_axes() -> tuple[str, ...]:
+    """The axes a workload is keyed by (`Axis.groups_reports`, registered ones included), and the kv form."""
+    return (*(axis.name for axis in AXES.case_axes() if axis.groups_reports), "kv")
+
+
+def shown_when_set() -> tuple[str, ...]:
+    """Axes a workload's title names only when not at their default (none, kv_heads == heads, unset)."""
+    return (*(axis.name for axis in AXES.case_axes() if axis.shown_when_set), "kv")
 
 
 @dataclass(frozen=True)
@@ -160,7 +172,7 @@ def _task_frames(frame: pd.DataFrame, run_labels: dict[str, str]) -> tuple[pd.Da
     """(recall summary, quality cells) of the frame, each with its `series` and `run` labels; the summary
     also says whether the kernel cell that gives its `time_median_s` was contended (`time_contended`)."""
     cells = frame[is_quality_row(frame)].reset_index(drop=True)
-    summary = recall_summary(frame).reset_index(drop=True)
+    summary = best_over_learning_rates(recall_summary(frame)).reset_index(drop=True)
     kernels = frame[~is_quality_row(frame)]
     if "contended" in kernels.columns and len(summary):
         kernels = kernels[kernels["status"] == "ok"][[*SHAPE_KEYS, "contended"]].drop_duplicates(list(SHAPE_KEYS))
@@ -326,14 +338,14 @@ def _swept_lengths(frame: pd.DataFrame) -> tuple[list[str], list[int], list[str]
 
 def _base_keys(frame: pd.DataFrame) -> pd.Series:
     """The workload key without its lengths: the cells among which a length axis is chosen."""
-    axes = [a for a in WORKLOAD_AXES if a != "kv"]
+    axes = [a for a in workload_axes() if a != "kv"]
     return pd.Series([json.dumps(values) for values in _key_values(frame)[axes].itertuples(index=False)],
                      index=frame.index)
 
 
 def _key_values(frame: pd.DataFrame) -> pd.DataFrame:
     """The workload axes as text; a batch that its KV-cache size derives is not part of the key."""
-    values = pd.DataFrame({a: [str(v) for v in frame[a]] for a in WORKLOAD_AXES if a in frame.columns},
+    values = pd.DataFrame({a: [str(v) for v in frame[a]] for a in workload_axes() if a in frame.columns},
                           index=frame.index)
     values.loc[frame["kv_cache_bytes"].notna(), "batch"] = "from kv_cache_bytes"
     return values
@@ -341,8 +353,8 @@ def _key_values(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _workload_labels(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     values = _key_values(frame)
-    varying = {a for a in WORKLOAD_AXES if values[a].nunique(dropna=False) > 1}
-    shown = [a for a in WORKLOAD_AXES if a in ALWAYS_SHOWN or a in SHOWN_WHEN_SET or a in varying]
+    varying = {a for a in workload_axes() if values[a].nunique(dropna=False) > 1}
+    shown = [a for a in workload_axes() if a in ALWAYS_SHOWN or a in shown_when_set() or a in varying]
     labels, keys = [], []
     for row, key in zip(frame.itertuples(index=False), values.itertuples(index=False), strict=True):
         parts = [part for axis in shown if (part := _axis_label(axis, row, axis in varying))]
@@ -359,10 +371,8 @@ def _axis_label(axis: str, row: Any, varying: bool) -> str:
         return "causal" if bool(value) else "non-causal"
     if axis in ("dtype", "mode", "device"):
         return str(value)
-    if axis in ("mask", "score_mod"):
-        return "" if value == "none" else str(value)
-    if axis == "inputs":
-        return "" if value == "iid" else f"inputs {value}"
+    if axis in AXES.kind_axes():
+        return "" if value == AXES[axis].default else AXES[axis].title_prefix + str(value)
     if axis == "batch":
         return "" if cached else f"batch={value}"
     if axis == "kv_cache_bytes":

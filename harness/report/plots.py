@@ -617,25 +617,34 @@ def _heat(fig: Figure, ax, values: np.ndarray, title: str, cmap: str, vmin: floa
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
 
 
-def task_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, longest: int, title: str) -> str:
-    """One task group's recall: against seq_len, and at `longest` against state size and against kernel time.
+def task_figure(rows: pd.DataFrame, styles: Styles, multi_run: bool, longest: int, title: str,
+                chance: float | None = None) -> str:
+    """One task group's recall: against seq_len, and at `longest` against state size, against kernel time and
+    against the training examples seen (the learning curve).
 
     `rows` are `recall_summary` rows with `series` and `run`; error bars span
     the seeds' min–max recall where more than one seed trained. The cost
     panel draws the Pareto frontier per run (higher recall, lower time).
+    `chance` (the recall of a guess among the values) is drawn as a dotted
+    line on every panel.
     """
     ok = rows[(rows["status"] == "ok") & pd.to_numeric(rows["recall"], errors="coerce").notna()]
     at_longest = ok[ok["seq_len"] == longest]
     legend_rows = max(ok.groupby(["series", "run"]).ngroups, ok.groupby(["family", "run"]).ngroups, 1) + 1
     legend_height = 0.35 + 0.16 * legend_rows
-    fig = Figure(figsize=(16, 4.6 + legend_height))
-    grid = fig.add_gridspec(2, 3, height_ratios=[4.2, legend_height], left=0.05, right=0.98, bottom=0.01, top=0.9,
+    fig = Figure(figsize=(21, 4.6 + legend_height))
+    grid = fig.add_gridspec(2, 4, height_ratios=[4.2, legend_height], left=0.04, right=0.99, bottom=0.01, top=0.9,
                             wspace=0.28, hspace=0.3)
-    axes = [fig.add_subplot(grid[0, c]) for c in range(3)]
+    axes = [fig.add_subplot(grid[0, c]) for c in range(4)]
     recall_length_panel(axes[0], ok, styles, multi_run)
     recall_state_panel(axes[1], at_longest, family_styles(rows, styles), multi_run, longest)
     recall_cost_panel(axes[2], at_longest, styles, multi_run, longest)
-    for c in range(3):
+    learning_curve_panel(axes[3], at_longest, styles, multi_run, longest)
+    if chance is not None and chance == chance:
+        for ax in axes:
+            ax.axhline(chance, color="grey", linestyle=":", linewidth=1, zorder=0,
+                       label=f"chance ({chance:.1%}: a guess among the values)")
+    for c in range(4):
         _legend_below(fig.add_subplot(grid[1, c]), axes[c])
     fig.suptitle(text(title), fontsize=10)
     return to_data_uri(fig)
@@ -681,6 +690,30 @@ def _recall_points(ax, rows: pd.DataFrame, x: np.ndarray, style: dict[str, Any],
     ax.errorbar(x, rows["recall"].to_numpy(dtype=float), yerr=_seed_spread(rows), capsize=3, markersize=5,
                 linewidth=1.4 if joined else 0, elinewidth=1, label=label,
                 **{**style, "linestyle": style["linestyle"] if joined else "none"})
+
+
+def learning_curve_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool, seq_len: int) -> None:
+    """Held-out recall against training examples seen, one line per series (the mean over its seeds)."""
+    import json
+
+    drawn = 0
+    for (series, run), group in rows.groupby(["series", "run"], sort=False):
+        text_curve = group["recall_curve"].iloc[0] if "recall_curve" in group.columns else None
+        curve = json.loads(text_curve) if isinstance(text_curve, str) and text_curve else []
+        if not curve:
+            continue
+        seen, recall = zip(*curve, strict=True)
+        ax.plot(seen, recall, **styles.line(str(series), str(run)), linewidth=1.4, markersize=3,
+                label=text(_label(str(series), str(run), multi_run)))
+        drawn += 1
+    if not drawn:
+        _empty(ax, "no learning curve stored (cells from before curves were kept)")
+    else:
+        ax.set_xscale("log")
+    ax.set_xlabel("training examples seen")
+    _recall_axis(ax)
+    ax.set_title(f"Learning curve at seq_len {seq_len}", fontsize=10)
+    _legend(ax)
 
 
 def recall_length_panel(ax, rows: pd.DataFrame, styles: Styles, multi_run: bool) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from attnbench.core.axes import AXES
 from attnbench.core.taskspec import parse_task
 from attnbench.core.units import finite, format_seconds
 from attnbench.report.analysis import is_contended
@@ -22,7 +23,7 @@ from attnbench.report.fits import pareto_frontier
 from attnbench.report.tables import GridCell
 from attnbench.store.quality import state_knob
 
-GROUP_KEYS = ("task", "d_model", "mask", "score_mod", "dtype", "causal", "mode", "device")
+GROUP_KEYS = ("task", "d_model", *AXES.kind_axes(), "dtype", "causal", "mode", "device")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,14 @@ class TaskGroup:
     seq_lens: list[int]
     table: list[tuple[str, str, list[GridCell]]]
     frontier: list[dict[str, str]]
+
+    @property
+    def chance(self) -> float | None:
+        """The recall of a guess among the task's values (None for a task text that does not parse)."""
+        try:
+            return parse_task(self.task).chance_recall
+        except ValueError:
+            return None
 
     @property
     def longest(self) -> int:
@@ -70,7 +79,7 @@ def group_title(row: Any) -> str:
         parts = [str(row["task"])]
     heads, head_dim = int(row["heads"]), int(row["head_dim"])
     parts.append(f"d_model {heads * head_dim}")
-    parts += [part for part in (row["mask"], row["score_mod"]) if part != "none"]
+    parts += [str(row[axis]) for axis in AXES.kind_axes() if row[axis] != AXES[axis].default]
     parts += [f"{row['dtype']} {row['mode']}", str(row["device"])]
     if not bool(row["causal"]):
         parts.append("non-causal")
@@ -123,6 +132,8 @@ def _cell(row: Any) -> GridCell:
     if row["status"] != "ok":
         return GridCell(status=str(row["status"]), lines=[status_text(str(row["status"]), row["reason"])])
     lines = [recall_text(row)]
+    if "," in str(row.get("lrs") or ""):
+        lines.append(f"lr {row['lr']:g}, the best of {row['lrs']}")
     if int(row["seeds_ok"]) < int(row["seeds"]):
         lines.append(f"{int(row['seeds']) - int(row['seeds_ok'])} of {int(row['seeds'])} seeds failed")
     loss = finite(row["loss_last"])

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from attnbench.core.case import Case
+from attnbench.core.metrics import METRICS
 from attnbench.core.result import Result
 from attnbench.store import Cell, LoadedRun
 
@@ -48,36 +49,14 @@ def benchmark_name(case: Case) -> str:
 
 
 def extra_info(case: Case, result: Result) -> dict[str, Any]:
-    """What pytest-benchmark keeps beside the stats: the case, FLOPs, memory, accuracy, setup time."""
-    timing, memory, accuracy = result.timing, result.memory, result.accuracy
-    return {
-        "attnbench_case": case.to_dict(),
-        "case_id": case.id,
-        "label": case.label,
-        "flops": result.flops,
-        "flops_per_s": result.flops_per_s,
-        "peak_fraction": result.peak_fraction,
-        "peak_bytes_fwd": memory.peak_bytes_fwd if memory else None,
-        "peak_bytes_fwd_bwd": memory.peak_bytes_fwd_bwd if memory else None,
-        "predicted_bytes": memory.predicted_bytes if memory else None,
-        "max_abs_error": accuracy.output.max_abs_error if accuracy else None,
-        "rel_l2_error": accuracy.output.rel_l2_error if accuracy else None,
-        "max_rel_error": accuracy.output.max_rel_error if accuracy else None,
-        "accuracy_ok": accuracy.ok if accuracy else None,
-        "approx_rel_l2_error": accuracy.approx.rel_l2_error if accuracy and accuracy.approx else None,
-        **{key: ((accuracy.fidelity or {}) if accuracy else {}).get(key)
-           for key in ("approx_kl", "approx_entropy_ratio", "approx_topk_mass")},
-        **{key: result.telemetry.get(key) for key in ("bytes_moved", "bytes_per_s", "bandwidth_fraction")},
-        "attnbench_median_s": timing.median_s if timing else None,
-        "time_ci_low_s": timing.ci_low_s if timing else None,
-        "time_ci_high_s": timing.ci_high_s if timing else None,
-        "setup_s": timing.setup_s if timing else None,
-        "warmup_s": timing.warmup_s if timing else None,
-        "stop_reason": timing.stop_reason if timing else None,
-        "calls_per_sample": timing.calls_per_sample if timing else None,
-        "threads": timing.threads if timing else None,
-        "warnings": list(result.warnings),
-    }
+    """What pytest-benchmark keeps beside the stats: the case, and every exported metric (`METRICS`).
+
+    ``attnbench_median_s`` repeats ``time_median_s`` under the name earlier exports used.
+    """
+    figures = {metric.name: metric.read(result) for metric in METRICS if metric.exported}
+    figures["warnings"] = list(result.warnings)
+    return {"attnbench_case": case.to_dict(), "case_id": case.id, "label": case.label, **figures,
+            "attnbench_median_s": figures.get("time_median_s")}
 
 
 def to_pytest_benchmark(loaded: LoadedRun) -> dict[str, Any]:

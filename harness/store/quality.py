@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from attnbench.core.axes import AXES
+
 # What makes a kernel cell the cost of a quality cell: every case column but the task and the seed.
-SHAPE_KEYS = ("run_id", "variant", "params", "batch", "heads", "kv_heads", "seq_len", "kv_len", "head_dim",
-              "v_head_dim", "mask", "score_mod", "dtype", "causal", "mode", "device")
+SHAPE_KEYS = ("run_id", "variant", "params", *AXES.trained())
 CONFIG_KEYS = (*SHAPE_KEYS, "task")
 
 
@@ -43,12 +44,15 @@ def recall_summary(frame: pd.DataFrame) -> pd.DataFrame:
     `recall_std` (sample standard deviation; NaN for one seed), `loss_last`,
     `train_s` (mean), `steps`, `parameters`, `state_size`, `status`
     ('ok' when any seed trained, else the first seed's status) and `reason`,
-    and `time_median_s` of the kernel cell with the same shapes (NaN where
+    `lr` (the task's peak learning rate), `recall_curve` (JSON text of
+    [[examples seen, held-out recall], ...], the mean over the ok seeds), and
+    `time_median_s` of the kernel cell with the same shapes (NaN where
     none was timed or it did not finish).
     """
     quality = quality_rows(frame)
     columns = [*CONFIG_KEYS, "family", "seeds", "seeds_ok", "recall", "recall_min", "recall_max", "recall_std",
-               "loss_last", "train_s", "steps", "parameters", "state_size", "status", "reason", "time_median_s"]
+               "loss_last", "train_s", "steps", "parameters", "state_size", "status", "reason", "lr", "recall_curve",
+               "time_median_s"]
     if quality.empty:
         return pd.DataFrame(columns=columns)
     keys = list(CONFIG_KEYS)
@@ -68,12 +72,62 @@ def recall_summary(frame: pd.DataFrame) -> pd.DataFrame:
                      "steps": first["task_steps"], "parameters": first["task_parameters"],
                      "state_size": first["task_state_size"],
                      "status": "ok" if len(ok) else first["status"],
-                     "reason": "" if len(ok) else first["reason"]})
+                     "reason": "" if len(ok) else first["reason"],
+                     "lr": _task_lr(first["task"]),
+                     "recall_curve": mean_curve(ok.get("task_recall_curve", pd.Series(dtype=object)))})
     summary = pd.DataFrame(rows, columns=[c for c in columns if c != "time_median_s"])
     costs = kernel_rows(frame)
     costs = costs[costs["status"] == "ok"][list(SHAPE_KEYS) + ["time_median_s"]].drop_duplicates(list(SHAPE_KEYS))
     merged = summary.merge(costs, on=list(SHAPE_KEYS), how="left")
     return merged[columns]
+
+
+def best_over_learning_rates(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration trained at several learning rates (tasks that differ only in `lr`), the row with the
+    highest held-out recall, as Zoology keeps the best of its sweep. Adds `lrs` (every rate tried, as text);
+    configurations trained at one rate pass through unchanged."""
+    if summary.empty:
+        return summary.assign(lrs=pd.Series(dtype=object))
+    keys = [k for k in CONFIG_KEYS if k != "task" and k in summary.columns]
+    summary = summary.assign(_sweep=[_task_without_lr(t) for t in summary["task"]],
+                             _rank=pd.to_numeric(summary["recall"], errors="coerce").fillna(-1.0))
+    kept = []
+    for _key, group in summary.groupby([*keys, "_sweep"], sort=False, dropna=False):
+        best = group.sort_values(["_rank", "lr"], ascending=[False, True], kind="stable").iloc[0]
+        rates = sorted(float(r) for r in group["lr"] if r == r)
+        kept.append({**best.to_dict(), "lrs": ", ".join(f"{r:g}" for r in rates)})
+    return pd.DataFrame(kept).drop(columns=["_sweep", "_rank"]).reset_index(drop=True)
+
+
+def mean_curve(curves: pd.Series) -> str:
+    """The mean of learning curves stored as JSON text, point by point where they share their x values; else the first."""
+    import json
+
+    parsed = [json.loads(c) for c in curves if isinstance(c, str) and c]
+    if not parsed:
+        return "[]"
+    xs = [tuple(x for x, _ in curve) for curve in parsed]
+    if any(x != xs[0] for x in xs):
+        return json.dumps(parsed[0])
+    return json.dumps([[x, sum(curve[i][1] for curve in parsed) / len(parsed)] for i, x in enumerate(xs[0])])
+
+
+def _task_lr(task: str) -> float:
+    from attnbench.core.taskspec import parse_task
+
+    try:
+        return parse_task(str(task)).lr
+    except ValueError:
+        return float("nan")
+
+
+def _task_without_lr(task: str) -> str:
+    from attnbench.core.taskspec import parse_task
+
+    try:
+        return parse_task(str(task)).with_options(lr=1.0).text
+    except ValueError:
+        return str(task)
 
 
 def state_knob(variant: str, params_json: str, head_dim: int) -> tuple[str, float] | None:

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 
 from attnbench.core.case import Case
+from attnbench.core.failures import describe_exception, is_oom
 from attnbench.core.result import Result
 from attnbench.core.taskspec import parse_task
 from attnbench.core.variant import Variant
-from attnbench.measure.failures import describe_exception, is_oom
 from attnbench.tasks.mqar import check_shape
 from attnbench.tasks.train import TrainingDiverged, train_recall
 

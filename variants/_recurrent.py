@@ -1,0 +1,200 @@
+"""What the linear recurrences (retnet, gla, deltanet, gated-deltanet) share: the case's roles, decode, bounds.
+
+Each of them carries a state S (B, H, d_k, d_v) along the sequence and reads
+it with the query, o_t = q_t S_t: causal by nature, so a non-causal case is
+refused with that reason rather than silently computing the causal function.
+The case maps one to one: q, k (B, H, N, d_k) and v (B, H, N, d_v), heads
+independent, q scaled by 1/√d_k (flash-linear-attention's default `scale`);
+the gates, decays and β are functions of k (the token being written) through
+the variant's learned weights.
+
+A decode case (kv_len = M > seq_len = N, causal, aligned at the end of the
+keys) is a decode step: `prepare` runs the chunked form over the M − N prefix
+keys and values once and keeps only the state it ends in; the timed forward
+then runs the plain recurrence for the N new tokens (q, and the last N keys
+and values) from that state. What the step moves is the state, read and
+written, not a KV cache (`bytes_moved`). The float64 reference is the plain
+recurrence over all M steps from a zero state, read at the last N.
+
+Half dtypes (float16, bfloat16) compute in float32 and return their own
+dtype, as fla's kernels keep the state in float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from attnbench import AttentionInputs, Case, Knob, Tolerance, Variant
+
+HALF = (torch.float16, torch.bfloat16)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the recurrence runs in: float32 for half dtypes, else the case's own."""
+    return torch.float32 if dtype in HALF else dtype
+
+
+def chunked_view(t: torch.Tensor, chunk: int) -> torch.Tensor:
+    """(B, H, N, ...) zero-padded along N to whole chunks and viewed (B, H, c, Q, ...)."""
+    seq_len = t.shape[2]
+    chunks = -(-seq_len // chunk)
+    pad = chunks * chunk - seq_len
+    if pad:
+        widths = [0, 0] * (t.dim() - 3) + [0, pad]
+        t = torch.nn.functional.pad(t, widths)
+    return t.view(*t.shape[:2], chunks, chunk, *t.shape[3:])
+
+
+def segment_log_decay(g: torch.Tensor) -> torch.Tensor:
+    """[..., t, s] = g_{s+1} + ... + g_t for s <= t, −inf above the diagonal, for g (..., Q).
+
+    Summed directly (a masked cumulative sum), not as a difference of
+    cumulative sums, so short segments keep their precision.
+    """
+    size = g.shape[-1]
+    repeated = g[..., :, None].expand(*g.shape, size)                     # [t, s] = g_t
+    below = torch.ones(size, size, dtype=torch.bool, device=g.device).tril(-1)
+    sums = repeated.masked_fill(~below, 0.0).cumsum(dim=-2)               # Σ_{s < r <= t} g_r
+    keep = below | torch.eye(size, dtype=torch.bool, device=g.device)
+    return sums.masked_fill(~keep, float("-inf"))
+
+
+def carry_states(chunk_decay: torch.Tensor, chunk_states: torch.Tensor, state: torch.Tensor | None):
+    """The state entering each chunk, S_in[j] = decay_j-1 ⊙ S_in[j−1] + E[j−1], and the state after the last.
+
+    chunk_decay (B, H, c, d_k, 1) or (B, H, c, 1, 1): each chunk's total decay;
+    chunk_states E (B, H, c, d_k, d_v): each chunk's end state from a zero
+    start; `state` (B, H, d_k, d_v) enters the first chunk (None: zeros). One
+    small step per chunk, sequential: c = N / chunk of them.
+    """
+    h = torch.zeros_like(chunk_states[:, :, 0]) if state is None else state
+    entering = []
+    for j in range(chunk_states.shape[2]):
+        entering.append(h)
+        h = chunk_decay[:, :, j] * h + chunk_states[:, :, j]
+    return torch.stack(entering, dim=2), h
+
+
+class Recurrence(Variant):
+    """Base of the linear recurrences: reasons, decode plumbing, state size and the bytes a decode step moves.
+
+    A subclass declares `learned_weights(case)` (its gates', decays' and β's
+    projections: seeded in kernel cells, trained in quality cells), or
+    `fixed_weights`, and `chunked(q, k, v, weights, chunk, state)` and
+    `sequential(q, k, v, weights, state)`, each returning (output, final state),
+    with q already scaled and `weights` a dict by name; q may be shorter than
+    k and v, aligned at their end.
+    """
+
+    supports_cross = True
+    reference_rows = False
+    dtypes = ("float32", "float16", "bfloat16", "float64")
+    causal_flags_reason = ("is a causal recurrence by nature (output t reads tokens 0..t only; a non-causal form "
+                           "would need a second, reversed scan): set causal = true")
+    # Observed on seeded inputs (seq_len 64-1024, qk_std 0.5-1): float32 rel_l2 below 1e-6; half dtypes compute
+    # in float32, so their error is the output's rounding: bfloat16 rel_l2 3e-3, float16 4e-4.
+    tolerances = {
+        "float16": Tolerance(rel_l2=5e-3, max_rel=2e-2, grad_rel_l2=1e-2, grad_max_rel=5e-2),
+        "bfloat16": Tolerance(rel_l2=3e-2, max_rel=1e-1, grad_rel_l2=5e-2, grad_max_rel=2e-1),
+    }
+    knobs = {"chunk": Knob(int, default=64, minimum=1, doc="time steps per chunk of the chunk-parallel form")}
+
+    def unsupported_reasons(self, case: Case) -> list[str]:
+        reasons = super().unsupported_reasons(case)
+        if not case.causal:
+            reasons.append(self.causal_flags_reason)
+        if case.kv_len < case.seq_len:
+            reasons.append("needs kv_len >= seq_len: the queries are the last seq_len of the kv_len tokens "
+                           "(kv_len > seq_len is a decode step against the prefix's state)")
+        elif case.kv_len > case.seq_len and case.mode == "fwd_bwd":
+            reasons.append("a decode step (kv_len > seq_len) runs against a state built in prepare: "
+                           "forward only, no backward into the prefix")
+        return reasons
+
+    def probe_case(self, device: str) -> Case:
+        """The base's probe case, causal (the only form a recurrence has)."""
+        return replace(super().probe_case(device), causal=True)
+
+    # ---- what a subclass declares (and `learned_weights`: its gate, decay and β projections)
+
+    def fixed_weights(self, case: Case, dtype: torch.dtype, device=None) -> dict[str, torch.Tensor]:
+        """Weights the function fixes rather than learns (RetNet's decays), name -> tensor; none by default."""
+        return {}
+
+    def chunked(self, q, k, v, weights, chunk: int, state=None):
+        raise NotImplementedError
+
+    def sequential(self, q, k, v, weights, state=None):
+        raise NotImplementedError
+
+    def prepared_inputs(self, q, k):
+        """q scaled by 1/√d_k (and whatever the function does to q and k first, e.g. L2 normalisation)."""
+        return q * q.shape[-1] ** -0.5, k
+
+    # ---- the contract, derived
+
+    def prepare(self, case: Case, inputs: AttentionInputs):
+        q, k, v = inputs.tensors()
+        dtype = compute_dtype(q.dtype)
+        chunk = self.knob_values(case, "chunk")[0]
+        weights = self.mixer_weights(case, inputs, dtype)
+        prefix = case.kv_len - case.seq_len
+        if prefix == 0:
+            def forward() -> torch.Tensor:
+                q_, k_ = self.prepared_inputs(q.to(dtype), k.to(dtype))
+                return self.chunked(q_, k_, v.to(dtype), weights, chunk)[0].to(q.dtype)
+
+            return forward
+        with torch.no_grad():                                             # the prefix's state, once
+            _, k_prefix = self.prepared_inputs(k[:, :, :prefix].to(dtype), k[:, :, :prefix].to(dtype))
+            # the chunked form reads one query per token; the prefix's outputs are not needed, so k stands in
+            state = self.chunked(k_prefix, k_prefix, v[:, :, :prefix].to(dtype), weights, chunk)[1]
+        k_new, v_new = k[:, :, prefix:], v[:, :, prefix:]                 # (B, H, N, d_k), (B, H, N, d_v)
+
+        def decode_step() -> torch.Tensor:
+            q_, k_ = self.prepared_inputs(q.to(dtype), k_new.to(dtype))
+            return self.sequential(q_, k_, v_new.to(dtype), weights, state)[0].to(q.dtype)
+
+        return decode_step
+
+    def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
+        q, k, v = inputs.tensors()
+        q_, k_ = self.prepared_inputs(q, k)
+        return self.sequential(q_, k_, v, self.mixer_weights(case, inputs, torch.float64))[0]
+
+    def mixer_weights(self, case: Case, inputs: AttentionInputs, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The learned weights (seeded, or the trainer's) and the fixed ones, in the dtype the recurrence runs in."""
+        learned = {name: w.to(dtype) for name, w in self.weights(case, inputs).items()}
+        return {**learned, **self.fixed_weights(case, dtype, inputs.q.device)}
+
+    def state_size(self, case: Case) -> int:
+        """S (d_k × d_v) per head, whatever the length."""
+        return case.heads * case.head_dim * case.v_head_dim
+
+    def state_bytes(self, case: Case) -> int:
+        """Bytes of one batch's states as the step keeps them (float32 for half dtypes)."""
+        element = 4 if case.dtype in ("float16", "bfloat16") else case.element_bytes
+        return case.batch * self.state_size(case) * element
+
+    def bytes_moved(self, case: Case) -> int | None:
+        """A decode step: the state read and written, the new tokens' q, k, v and the output; else the default."""
+        if case.kv_len == case.seq_len:
+            return None
+        new_tokens = case.batch * case.heads * case.seq_len * (2 * case.head_dim + 2 * case.v_head_dim)
+        return 2 * self.state_bytes(case) + new_tokens * case.element_bytes
+
+    def step_flops(self, case: Case) -> int:
+        """Useful FLOPs of one recurrence step of one head (a multiply-add is 2)."""
+        raise NotImplementedError
+
+    def projection_flops(self, case: Case) -> int:
+        """FLOPs per token and head of the learned gate/decay/β projections and input maps."""
+        return 0
+
+    def flops(self, case: Case) -> int:
+        """The recurrence's own work: per token and head one step and the projections, for the kv_len tokens
+        a self-attention case runs, and the seq_len new tokens of a decode step (its prefix is setup)."""
+        tokens = case.seq_len
+        return case.batch * case.heads * tokens * (self.step_flops(case) + self.projection_flops(case))

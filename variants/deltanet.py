@@ -1,0 +1,216 @@
+"""The delta rule: DeltaNet and Gated DeltaNet, linear attention that overwrites what it stores.
+
+With q and k L2-normalised per head (q then scaled by 1/√d_k), S (d_k × d_v):
+
+    deltanet        S_t = (I − β_t k_tᵀ k_t) S_{t−1} + β_t k_tᵀ v_t          o_t = q_t S_t
+    gated-deltanet  S_t = α_t (I − β_t k_tᵀ k_t) S_{t−1} + β_t k_tᵀ v_t
+
+S_{t−1} first forgets what it returns for k_t (a step of the delta rule's
+online regression, β_t its learning rate), then stores v_t there. β_t =
+σ(k_t·w_β + b_β) per head (Schlag et al. 2021; Yang et al. 2024). Gated
+DeltaNet (Yang, Kautz, Hatamizadeh 2024) adds a scalar decay per head,
+α_t = exp(−exp(A_log)·softplus(k_t·w_α + b_Δ)), Mamba-2's parametrisation
+(A in [1, 16], Δ's bias for Δ in [1e-3, 1e-1]). w_β, b_β, w_α, A_log and b_Δ
+are the learned weights; the raw k (before normalising) feeds them.
+
+The float64 reference is the recurrence above, one step at a time. The fast
+path is chunk-parallel (DeltaNet's WY/UT form): with u_t = β_t(v_t − k_t α_t S_{t−1})
+the pseudo-values, S_t = Γ_t S_0 + Σ_{s<=t} Γ_ts k_sᵀ u_s (Γ the decays inside
+the chunk, exp of a segment sum; 1 for DeltaNet), so within a chunk of Q steps
+
+    (I + tril₋₁(diag(β) (K Kᵀ ∘ Γ))) U' = diag(β)(V − diag(Γ_t) K S_0)
+
+is one unit lower-triangular solve per chunk, T = (I + L)⁻¹ diag(β), done for
+every chunk at once: W = T diag(Γ_t) K, U = T V. Then chunk by chunk, from
+the entering state S: U' = U − W S, o = diag(Γ_t) Q S + (Q Kᵀ ∘ Γ)₊ U'
+(lower, with the diagonal) and S ← Γ_Q S + (K ∘ Γ_Q,s)ᵀ U'. Only that
+last part is sequential, one step per chunk.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from attnbench import Case, LearnedWeight, constant, log_uniform, normal, uniform
+from attnbench.variants._recurrent import Recurrence, chunked_view, segment_log_decay
+
+
+def inverse_softplus_of(initial):
+    """softplus⁻¹ of another initialiser's draws (a bias whose softplus starts at those values)."""
+    def draw(generator, shape):
+        value = initial(generator, shape)
+        return value + torch.log(-torch.expm1(-value))
+    return draw
+
+
+def beta_learned_weights(case: Case) -> dict[str, LearnedWeight]:
+    """β's projection per head: w_β (H, d_k, 1) and b_β (H, 1, 1)."""
+    return {
+        "beta_proj": LearnedWeight((case.heads, case.head_dim, 1), normal(case.head_dim ** -0.5), doc="w_β"),
+        "beta_bias": LearnedWeight((case.heads, 1, 1), constant(0.0), decay=False, doc="b_β"),
+    }
+
+
+def decay_learned_weights(case: Case) -> dict[str, LearnedWeight]:
+    """α's weights per head, Mamba-2's: w_α (H, d_k, 1), A_log (H, 1, 1) with A in [1, 16], b_Δ (H, 1, 1)."""
+    return {
+        "decay_proj": LearnedWeight((case.heads, case.head_dim, 1), normal(case.head_dim ** -0.5), doc="w_α"),
+        "A_log": LearnedWeight((case.heads, 1, 1), uniform(0.0, math.log(16.0)), decay=False, doc="log A"),
+        "dt_bias": LearnedWeight((case.heads, 1, 1), inverse_softplus_of(log_uniform(1e-3, 1e-1)), decay=False,
+                                 doc="Δ's bias, softplus(b_Δ) in [1e-3, 1e-1]"),
+    }
+
+
+def betas(k, weights) -> torch.Tensor:
+    """β_t = σ(k_t·w_β + b_β), (B, H, N)."""
+    return torch.sigmoid(k @ weights["beta_proj"] + weights["beta_bias"]).squeeze(-1)
+
+
+def log_decays(k, weights) -> torch.Tensor:
+    """log α_t = −exp(A_log)·softplus(k_t·w_α + b_Δ), (B, H, N), every entry < 0."""
+    delta = torch.nn.functional.softplus(k @ weights["decay_proj"] + weights["dt_bias"])   # (B, H, N, 1)
+    return (-torch.exp(weights["A_log"]) * delta).squeeze(-1)
+
+
+def normalised(x: torch.Tensor) -> torch.Tensor:
+    """x / ‖x‖ along the last dimension (L2 normalisation of q and k)."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+
+
+def delta_rule_sequential(q, k, v, beta, log_alpha=None, state=None):
+    """The plain recurrence S_t = α_t (S_{t−1} − β_t k_tᵀ (k_t S_{t−1})) + β_t k_tᵀ v_t, o_t = q_t S_t.
+
+    q (B, H, N, d_k) aligned at the end of k (B, H, M, d_k) and v (B, H, M, d_v);
+    beta, log_alpha (B, H, M) (log_alpha None: α = 1). Returns o (B, H, N, d_v) and S_M.
+    """
+    batch, heads, kv_len, key_dim = k.shape
+    offset = kv_len - q.shape[2]
+    s = k.new_zeros(batch, heads, key_dim, v.shape[-1]) if state is None else state
+    outputs = []
+    for t in range(kv_len):
+        k_t = k[:, :, t, None, :]                                         # (B, H, 1, d_k)
+        b_t = beta[:, :, t, None, None]                                   # (B, H, 1, 1)
+        s = s - b_t * k_t.transpose(-2, -1) @ (k_t @ s)                   # (I − β kᵀk) S
+        if log_alpha is not None:
+            s = torch.exp(log_alpha[:, :, t, None, None]) * s
+        s = s + b_t * k_t.transpose(-2, -1) @ v[:, :, t, None, :]         # + β kᵀ v
+        if t >= offset:
+            outputs.append((q[:, :, t - offset, None, :] @ s).squeeze(-2))   # (B, H, d_v)
+    return torch.stack(outputs, dim=2), s
+
+
+def delta_rule_chunked(q, k, v, beta, log_alpha, chunk: int, state=None):
+    """The delta rule chunk-parallel (WY/UT form): o (B, H, N, d_v) and the final state.
+
+    q, k (B, H, N, d_k), v (B, H, N, d_v), beta and log_alpha (B, H, N) (log_alpha None: no decay).
+    Padding steps have k = v = 0 and β = 0, log α = 0: they change nothing.
+    """
+    batch, heads, seq_len, key_dim = k.shape
+    qc, kc, vc = (chunked_view(t, chunk) for t in (q, k, v))             # (B, H, c, Q, ·)
+    bc = chunked_view(beta[..., None], chunk)                            # (B, H, c, Q, 1)
+    chunks = qc.shape[2]
+    if log_alpha is None:
+        gamma = torch.ones(chunk, chunk, dtype=k.dtype, device=k.device).tril()   # Γ_ts = 1 (s <= t)
+        to_now = to_end = end_decay = None
+    else:
+        g = chunked_view(log_alpha[..., None], chunk)[..., 0]             # (B, H, c, Q)
+        b = g.cumsum(dim=-1)
+        gamma = torch.exp(segment_log_decay(g))                          # Γ_ts = α_{s+1}···α_t, (B, H, c, Q, Q)
+        to_now = torch.exp(b)[..., None]                                  # Γ_t from the chunk's start, (B, H, c, Q, 1)
+        to_end = torch.exp(b[..., -1:] - b)[..., None]                    # from s to the chunk's end
+        end_decay = torch.exp(b[..., -1])[..., None, None]                # (B, H, c, 1, 1)
+    strictly_lower = torch.ones(chunk, chunk, dtype=torch.bool, device=k.device).tril(-1)
+    # the UT transform, every chunk at once: T = (I + L)⁻¹ diag(β), L = tril₋₁(diag(β)(K Kᵀ ∘ Γ))
+    lower = (bc * (kc @ kc.transpose(-2, -1)) * gamma).masked_fill(~strictly_lower, 0.0)   # (B, H, c, Q, Q)
+    eye = torch.eye(chunk, dtype=k.dtype, device=k.device)
+    t_mat = torch.linalg.solve_triangular(lower + eye, eye * bc.transpose(-2, -1), upper=False,
+                                          unitriangular=True)            # (B, H, c, Q, Q)
+    u = t_mat @ vc                                                        # (B, H, c, Q, d_v)
+    w = t_mat @ (kc if to_now is None else kc * to_now)                   # (B, H, c, Q, d_k)
+    scores = (qc @ kc.transpose(-2, -1)) * gamma                          # (B, H, c, Q, Q), lower with diagonal
+    q_in = qc if to_now is None else qc * to_now
+    k_out = kc if to_end is None else kc * to_end
+    s = k.new_zeros(batch, heads, key_dim, v.shape[-1]) if state is None else state
+    outputs = []
+    for j in range(chunks):                                               # one step per chunk
+        new = u[:, :, j] - w[:, :, j] @ s                                 # U' (B, H, Q, d_v)
+        outputs.append(q_in[:, :, j] @ s + scores[:, :, j] @ new)
+        s = s if end_decay is None else end_decay[:, :, j] * s
+        s = s + k_out[:, :, j].transpose(-2, -1) @ new
+    out = torch.stack(outputs, dim=2).reshape(batch, heads, chunks * chunk, -1)
+    return out[:, :, :seq_len], s
+
+
+class _DeltaRule(Recurrence):
+    family = "deltanet"
+    gated = False
+
+    def prepared_inputs(self, q, k):
+        """q and k L2-normalised per head, q then scaled by 1/√d_k; the raw k is kept for the gates."""
+        return normalised(q) * q.shape[-1] ** -0.5, k
+
+    def learned_weights(self, case: Case) -> dict[str, LearnedWeight]:
+        return {**beta_learned_weights(case), **(decay_learned_weights(case) if self.gated else {})}
+
+    def _gates(self, k, weights):
+        return betas(k, weights), log_decays(k, weights) if self.gated else None
+
+    def chunked(self, q, k, v, weights, chunk: int, state=None):
+        beta, log_alpha = self._gates(k, weights)
+        return delta_rule_chunked(q, normalised(k), v, beta, log_alpha, chunk, state)
+
+    def sequential(self, q, k, v, weights, state=None):
+        beta, log_alpha = self._gates(k, weights)
+        return delta_rule_sequential(q, normalised(k), v, beta, log_alpha, state)
+
+    def step_flops(self, case: Case) -> int:
+        """k S (2), β kᵀ(·) subtracted (2), β kᵀ v added (2), q S (2) per state element (gated: α S, 1 more)."""
+        return (9 if self.gated else 8) * case.head_dim * case.v_head_dim
+
+    def projection_flops(self, case: Case) -> int:
+        """Normalising q and k (3·d_k each) and the gate projections k·w (2·d_k each)."""
+        return 6 * case.head_dim + 2 * case.head_dim * (2 if self.gated else 1)
+
+    def performed_flops(self, case: Case) -> int | None:
+        """The chunked form's matmuls and triangular solve, padded to whole chunks (the solve: Q²·Q per chunk,
+        which FlopCounterMode does not see)."""
+        chunk = self.knob_values(case, "chunk")[0]
+        dk, dv = case.head_dim, case.v_head_dim
+        projections = 2 * dk * (2 if self.gated else 1)
+        if case.kv_len != case.seq_len:
+            return None                                                   # the decode step is the recurrence itself
+        steps = -(-case.seq_len // chunk) * chunk
+        per_head = (case.seq_len * projections
+                    + 2 * steps * chunk * dk * 2                          # K Kᵀ and Q Kᵀ
+                    + steps * chunk * chunk                               # the triangular solve
+                    + 2 * steps * chunk * (dv + dk)                       # U = T V, W = T K
+                    + 2 * steps * dk * dv * 3                             # W S, Q S, Kᵀ U'
+                    + 2 * steps * chunk * dv)                             # scores U'
+        return case.batch * case.heads * per_head
+
+    def memory_model(self, case: Case) -> int:
+        chunk = self.knob_values(case, "chunk")[0]
+        steps = -(-case.seq_len // chunk) * chunk
+        chunks = steps // chunk
+        dk, dv = case.head_dim, case.v_head_dim
+        element = 4 if case.dtype in ("float16", "bfloat16") else case.element_bytes
+        per_head = (6 * steps * dk                                        # normalised q, k, scaled copies, W
+                    + 5 * steps * chunk                                   # K Kᵀ, L, T, Q Kᵀ, Γ
+                    + 4 * steps * dv                                      # U, U', the outputs and their stack
+                    + 3 * steps + chunks * dk * dv)
+        return case.batch * case.heads * element * per_head
+
+
+class DeltaNet(_DeltaRule):
+    name = "deltanet"
+    computes = "delta_rule"
+    description = "DeltaNet's delta rule (learned β, L2-normalised q, k), chunk-parallel in the WY/UT form"
+
+
+class GatedDeltaNet(_DeltaRule):
+    name = "gated-deltanet"
+    computes = "gated_delta_rule"
+    description = "Gated DeltaNet (Yang, Kautz, Hatamizadeh 2024): the delta rule with a learned scalar decay per head"
+    gated = True

@@ -1,0 +1,252 @@
+"""Linear attention with a decaying state: RetNet's retention and gated linear attention (GLA).
+
+Both carry S (d_k × d_v) per head and read it with the query (q scaled by 1/√d_k):
+
+    retnet   S_t = γ_h S_{t−1} + k_tᵀ v_t                 o_t = q_t S_t    γ_h = 1 − 2^(−5−h), fixed
+    gla      S_t = diag(α_t) S_{t−1} + k_tᵀ v_t           o_t = q_t S_t    α_t ∈ (0, 1)^{d_k}
+
+RetNet's decays are fixed per head (Sun et al. 2023), so it learns no weight
+of its own. GLA's gate (Yang et al. 2024) is a learned low-rank projection of
+the token, log α_t = logsigmoid(k_t W↓ W↑ + b) / 16, with W↓ (d_k × 16) and
+the normaliser 16 of flash-linear-attention's `GatedLinearAttention`.
+
+The float64 reference is the plain recurrence above, one step at a time. The
+fast path is chunk-parallel, in chunks of `chunk` steps (see `_recurrent` for
+the decode step and the roles of q, k, v):
+
+- retnet: within a chunk the quadratic form (Q Kᵀ ∘ D) V with D_ts = γ^(t−s)
+  (s <= t), from the stable segment sum of log γ; between chunks each chunk's
+  end state from a zero start, (K ∘ γ^(Q−s))ᵀ V, is chained through the chunks,
+  and the entering state's contribution is (Q ∘ γ^t) S_in.
+- gla: the same between chunks with the per-channel decays exp(b_t), b the
+  cumulative log α within a chunk, every exponent <= 0. Within a chunk the
+  decay of a pair, exp(b_t − b_s) per channel, does not factor stably across a
+  whole chunk, so the chunk is cut into sub-blocks of `SUB` steps (fla's
+  secondary chunking): a query sub-block i meets an earlier key sub-block j
+  through the decay r_i accumulated before i, q ∘ exp(b − r_i) and
+  k ∘ exp(r_i − b), both at most 1; on the diagonal sub-blocks the key factor
+  exp(r_i − b_s) is at most exp(SUB · max|log α|) (below e^88 while
+  |logsigmoid| stays under 16·88/16 per step, far beyond any gate here).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from attnbench import Case, LearnedWeight, normal
+from attnbench.variants._recurrent import (
+    Recurrence,
+    carry_states,
+    chunked_view,
+    segment_log_decay,
+)
+
+SUB = 16
+GATE_RANK = 16
+GATE_NORMALIZER = 16.0
+_TAG = 2700
+
+
+# ---------------------------------------------------------------- retnet
+
+def retnet_log_decays(heads: int, dtype: torch.dtype, device=None) -> torch.Tensor:
+    """log γ_h for h = 0..H−1, γ_h = 1 − 2^(−5−h) (RetNet's multi-scale decays), (H,)."""
+    gammas = [1.0 - 2.0 ** (-5 - h) for h in range(heads)]
+    return torch.tensor([math.log(g) for g in gammas], dtype=dtype, device=device)
+
+
+def retention_sequential(q, k, v, log_gamma, state=None):
+    """The plain recurrence S_t = γ S_{t−1} + k_tᵀ v_t, o_t = q_t S_t; q (B, H, N, d_k) aligned at the end of
+    k (B, H, M, d_k) and v (B, H, M, d_v). Returns o (B, H, N, d_v) and S_M (B, H, d_k, d_v)."""
+    batch, heads, kv_len, key_dim = k.shape
+    offset = kv_len - q.shape[2]
+    gamma = torch.exp(log_gamma)[:, None, None]                           # (H, 1, 1)
+    s = k.new_zeros(batch, heads, key_dim, v.shape[-1]) if state is None else state
+    outputs = []
+    for t in range(kv_len):
+        s = gamma * s + k[:, :, t, :, None] * v[:, :, t, None, :]         # (B, H, d_k, d_v)
+        if t >= offset:
+            outputs.append((q[:, :, t - offset, None, :] @ s).squeeze(-2))   # q_t S_t (B, H, d_v)
+    return torch.stack(outputs, dim=2), s
+
+
+def retention_chunked(q, k, v, log_gamma, chunk: int, state=None):
+    """Retention chunk-parallel: o (B, H, N, d_v) and the final state. q, k (B, H, N, d_k), v (B, H, N, d_v)."""
+    batch, heads, seq_len, _ = k.shape
+    qc, kc, vc = (chunked_view(t, chunk) for t in (q, k, v))             # (B, H, c, Q, ·)
+    chunks = qc.shape[2]
+    real = torch.arange(chunks * chunk, device=k.device) < seq_len        # padding steps do not decay
+    g = (log_gamma[:, None] * real).view(1, heads, chunks, chunk)         # log γ per step, (1, H, c, Q)
+    b = g.cumsum(dim=-1)                                                  # (1, H, c, Q)
+    decay = torch.exp(segment_log_decay(g))                               # D_ts = γ^(t−s), (1, H, c, Q, Q)
+    out = ((qc @ kc.transpose(-2, -1)) * decay) @ vc                      # within chunks (B, H, c, Q, d_v)
+    to_end = torch.exp(b[..., -1:] - b)[..., None]                        # γ^(Q−s), (1, H, c, Q, 1)
+    ends = (kc * to_end).transpose(-2, -1) @ vc                           # chunk end states (B, H, c, d_k, d_v)
+    starts, final = carry_states(torch.exp(b[..., -1])[..., None, None], ends, state)
+    out = out + (qc * torch.exp(b)[..., None]) @ starts                  # the entering state, (B, H, c, Q, d_v)
+    return out.reshape(batch, heads, chunks * chunk, -1)[:, :, :seq_len], final
+
+
+class RetNet(Recurrence):
+    name = "retnet"
+    family = "retnet"
+    computes = "retention"
+    description = "RetNet's retention (fixed decay γ_h = 1 − 2^(−5−h) per head), chunk-parallel"
+
+    def fixed_weights(self, case: Case, dtype: torch.dtype, device=None) -> dict[str, torch.Tensor]:
+        return {"log_gamma": retnet_log_decays(case.heads, dtype, device)}
+
+    def chunked(self, q, k, v, weights, chunk: int, state=None):
+        return retention_chunked(q, k, v, weights["log_gamma"], chunk, state)
+
+    def sequential(self, q, k, v, weights, state=None):
+        return retention_sequential(q, k, v, weights["log_gamma"], state)
+
+    def step_flops(self, case: Case) -> int:
+        """Decay the state (1), add k vᵀ (2) and read q S (2) per state element."""
+        return 5 * case.head_dim * case.v_head_dim
+
+    def performed_flops(self, case: Case) -> int | None:
+        """The chunked form's matmuls (padded to whole chunks): Q Kᵀ and (·) V, the end states, the entering state."""
+        chunk = self.knob_values(case, "chunk")[0]
+        steps = -(-case.seq_len // chunk) * chunk
+        dk, dv = case.head_dim, case.v_head_dim
+        if case.kv_len != case.seq_len:
+            return None                                                   # the decode step is the recurrence itself
+        per_head = 2 * steps * chunk * (dk + dv) + 2 * steps * dk * dv * 2
+        return case.batch * case.heads * per_head
+
+    def memory_model(self, case: Case) -> int:
+        chunk = self.knob_values(case, "chunk")[0]
+        steps = -(-case.seq_len // chunk) * chunk
+        chunks = steps // chunk
+        dk, dv = case.head_dim, case.v_head_dim
+        element = 4 if case.dtype in ("float16", "bfloat16") else case.element_bytes
+        upcast = 3 * steps * dk if element != case.element_bytes else 0
+        per_head = (3 * steps * chunk                                     # scores, decayed, the decay matrix
+                    + 3 * steps * dv                                      # intra out, inter out, their sum
+                    + steps * dk * 2                                      # scaled q, the decayed k / q
+                    + 2 * chunks * dk * dv                                # end states, entering states
+                    + upcast)
+        return case.batch * case.heads * element * per_head
+
+
+# ---------------------------------------------------------------- gla
+
+def gla_learned_weights(case: Case) -> dict[str, LearnedWeight]:
+    """GLA's gate projection per head: W↓ (H, d_k, r), W↑ (H, r, d_k) and the bias b (H, 1, d_k)."""
+    heads, key_dim = case.heads, case.head_dim
+    return {
+        "gate_down": LearnedWeight((heads, key_dim, GATE_RANK), normal(key_dim ** -0.5), doc="W↓ of the gate"),
+        "gate_up": LearnedWeight((heads, GATE_RANK, key_dim), normal(GATE_RANK ** -0.5), doc="W↑ of the gate"),
+        "gate_bias": LearnedWeight((heads, 1, key_dim), normal(0.5), decay=False, doc="the gate's bias b"),
+    }
+
+
+def gla_log_gates(k, weights) -> torch.Tensor:
+    """log α_t = logsigmoid(k_t W↓ W↑ + b) / 16, (B, H, N, d_k), every entry < 0."""
+    logits = (k @ weights["gate_down"]) @ weights["gate_up"] + weights["gate_bias"]   # (B, H, N, d_k)
+    return torch.nn.functional.logsigmoid(logits) / GATE_NORMALIZER
+
+
+def gla_sequential(q, k, v, g, state=None):
+    """The plain recurrence S_t = diag(exp g_t) S_{t−1} + k_tᵀ v_t, o_t = q_t S_t; q aligned at the end of k, v.
+    g (B, H, M, d_k) are the log gates. Returns o (B, H, N, d_v) and S_M (B, H, d_k, d_v)."""
+    batch, heads, kv_len, key_dim = k.shape
+    offset = kv_len - q.shape[2]
+    s = k.new_zeros(batch, heads, key_dim, v.shape[-1]) if state is None else state
+    outputs = []
+    for t in range(kv_len):
+        s = torch.exp(g[:, :, t, :, None]) * s + k[:, :, t, :, None] * v[:, :, t, None, :]
+        if t >= offset:
+            outputs.append((q[:, :, t - offset, None, :] @ s).squeeze(-2))
+    return torch.stack(outputs, dim=2), s
+
+
+def gla_chunked(q, k, v, g, chunk: int, state=None):
+    """GLA chunk-parallel, with `SUB`-step sub-blocks inside each chunk: o (B, H, N, d_v) and the final state."""
+    batch, heads, seq_len, key_dim = k.shape
+    qc, kc, vc, gc = (chunked_view(t, chunk) for t in (q, k, v, g))      # (B, H, c, Q, ·); padding: g = 0
+    chunks = qc.shape[2]
+    b = gc.cumsum(dim=3)                                                  # log decay since the chunk began
+    b_end = b[:, :, :, -1:]                                               # (B, H, c, 1, d_k)
+    # between chunks
+    ends = (kc * torch.exp(b_end - b)).transpose(-2, -1) @ vc             # (B, H, c, d_k, d_v)
+    starts, final = carry_states(torch.exp(b_end).transpose(-2, -1), ends, state)
+    out = (qc * torch.exp(b)) @ starts                                    # (B, H, c, Q, d_v)
+    # within chunks, sub-block by sub-block
+    sub = SUB if chunk % SUB == 0 else chunk
+    blocks = chunk // sub
+    shape = (batch, heads, chunks, blocks, sub, key_dim)
+    qs, ks, bs, gs = (t.reshape(shape) for t in (qc, kc, b, gc))         # (B, H, c, n, L, d_k)
+    before = bs[..., :1, :] - gs[..., :1, :]                              # r_i: decay before sub-block i
+    q_rel = qs * torch.exp(bs - before)                                   # (B, H, c, n, L, d_k), factors <= 1
+    lower = torch.ones(sub, sub, dtype=torch.bool, device=k.device).tril()
+    diagonal = (q_rel @ (ks * torch.exp(before - bs)).transpose(-2, -1)).masked_fill(~lower, 0.0)   # (.., n, L, L)
+    earlier = torch.ones(blocks, blocks, dtype=torch.bool, device=k.device).tril(-1)[:, :, None, None]
+    exponent = (before[:, :, :, :, None] - bs[:, :, :, None]).masked_fill(~earlier, float("-inf"))   # (.., n, n, L, d_k)
+    across = q_rel[:, :, :, :, None] @ (ks[:, :, :, None] * torch.exp(exponent)).transpose(-2, -1)  # (.., n, n, L, L)
+    same = torch.eye(blocks, dtype=torch.bool, device=k.device)[:, :, None, None]
+    scores = torch.where(same, diagonal[:, :, :, :, None], across)        # (B, H, c, n_i, n_j, L, L)
+    scores = scores.transpose(4, 5).reshape(batch, heads, chunks, chunk, chunk)   # (B, H, c, Q, Q)
+    out = out + scores @ vc
+    return out.reshape(batch, heads, chunks * chunk, -1)[:, :, :seq_len], final
+
+
+class GatedLinearAttention(Recurrence):
+    name = "gla"
+    family = "gla"
+    computes = "gated_linear_attention"
+    description = "gated linear attention (Yang et al. 2024): per-channel learned decays, chunk-parallel with sub-blocks"
+
+    def learned_weights(self, case: Case) -> dict[str, LearnedWeight]:
+        return gla_learned_weights(case)
+
+    def chunked(self, q, k, v, weights, chunk: int, state=None):
+        return gla_chunked(q, k, v, gla_log_gates(k, weights), chunk, state)
+
+    def sequential(self, q, k, v, weights, state=None):
+        return gla_sequential(q, k, v, gla_log_gates(k, weights), state)
+
+    def step_flops(self, case: Case) -> int:
+        """Decay the state (1), add k vᵀ (2) and read q S (2) per state element."""
+        return 5 * case.head_dim * case.v_head_dim
+
+    def projection_flops(self, case: Case) -> int:
+        """The gate's k W↓ W↑."""
+        return 4 * case.head_dim * GATE_RANK
+
+    def performed_flops(self, case: Case) -> int | None:
+        """The chunked form's matmuls, padded to whole chunks: gate projection, end states, entering state,
+        the diagonal and cross sub-block scores, and the scores times V."""
+        chunk = self.knob_values(case, "chunk")[0]
+        dk, dv = case.head_dim, case.v_head_dim
+        if case.kv_len != case.seq_len:
+            return None                                                   # the decode step is the recurrence itself
+        steps = -(-case.seq_len // chunk) * chunk
+        sub = SUB if chunk % SUB == 0 else chunk
+        blocks = chunk // sub
+        per_head = (4 * case.seq_len * dk * GATE_RANK                     # the gate projection
+                    + 4 * steps * dk * dv                                 # end states, entering state
+                    + 2 * steps * sub * dk                                # diagonal sub-blocks
+                    + 2 * steps * blocks * sub * dk                       # cross sub-blocks (all n × n)
+                    + 2 * steps * chunk * dv)                             # scores @ V
+        return case.batch * case.heads * per_head
+
+    def memory_model(self, case: Case) -> int:
+        chunk = self.knob_values(case, "chunk")[0]
+        steps = -(-case.seq_len // chunk) * chunk
+        chunks = steps // chunk
+        sub = SUB if chunk % SUB == 0 else chunk
+        blocks = chunk // sub
+        dk, dv = case.head_dim, case.v_head_dim
+        element = 4 if case.dtype in ("float16", "bfloat16") else case.element_bytes
+        per_head = (steps * GATE_RANK + 3 * steps * dk                    # gate projection, logits, log gates
+                    + 8 * steps * dk                                      # cumsum, exps, scaled q/k copies
+                    + 3 * steps * blocks * dk                             # cross exponents and scaled keys
+                    + 4 * steps * chunk                                   # cross and diagonal scores, assembled
+                    + 3 * steps * dv                                      # outputs
+                    + 2 * chunks * dk * dv)                               # end and entering states
+        return case.batch * case.heads * element * per_head
