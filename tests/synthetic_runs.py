@@ -80,6 +80,7 @@ class SyntheticSpec:
     attention_maps: bool = True
     contended: tuple[tuple[str, int], ...] = ()     # (variant, seq_len) cells timed while descheduled
     inaccurate: tuple[tuple[str, int], ...] = ()    # (variant, seq_len) cells over their tolerance
+    setup_s: tuple[tuple[str, float], ...] = ()     # (variant, setup seconds); others 0.01 s
 
 
 def write_synthetic_run(results_dir: Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
@@ -138,7 +139,7 @@ def _measured(spec: SyntheticSpec, variant: SyntheticVariant, params: dict[str, 
     q1, q3 = np.percentile(ordered, [25, 75])
     timing = Timing(samples_s=samples, median_s=median, iqr_s=float(q3 - q1), ci_low_s=ordered[len(ordered) // 2 - 5],
                     ci_high_s=ordered[len(ordered) // 2 + 5], calls_per_sample=1, warmup_s=0.05, warmup_calls=3,
-                    setup_s=0.01, stop_reason="ci", timer="perf_counter_ns", threads=2)
+                    setup_s=dict(spec.setup_s).get(variant.name, 0.01), stop_reason="ci", timer="perf_counter_ns", threads=2)
     peak = int(4096 * seq_len ** variant.memory_power * spec.memory_scale)
     memory = Memory(peak_bytes_fwd=peak, peak_bytes_fwd_bwd=2 * peak if case.mode == "fwd_bwd" else None,
                     method="synthetic", input_bytes=case.input_bytes)
@@ -290,7 +291,7 @@ def _decode_cell(spec: DecodeSpec, variant: DecodeVariant, case: Case, rng: np.r
     q1, q3 = np.percentile(ordered, [25, 75])
     timing = Timing(samples_s=samples, median_s=median, iqr_s=float(q3 - q1), ci_low_s=ordered[len(ordered) // 2 - 3],
                     ci_high_s=ordered[len(ordered) // 2 + 3], calls_per_sample=1, warmup_s=0.05, warmup_calls=3,
-                    setup_s=0.01, stop_reason="ci", timer="perf_counter_ns", threads=2)
+                    setup_s=dict(spec.setup_s).get(variant.name, 0.01), stop_reason="ci", timer="perf_counter_ns", threads=2)
     scores = case.batch * case.heads * case.seq_len * case.kv_len * 4
     memory = Memory(peak_bytes_fwd=scores, peak_bytes_fwd_bwd=None, method="synthetic", input_bytes=case.input_bytes)
     accuracy = Accuracy(output=ErrorMetrics(max_abs_error=1e-6, rel_l2_error=2e-7, nonfinite=0))

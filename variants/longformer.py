@@ -58,6 +58,10 @@ from attnbench import (
     visible_pairs,
 )
 
+# `longformer` runs one dense masked SDPA call instead of its chunks when the chunks would compute more
+# than this share of the N² pairs (calibrated with benchmarks/bench_longformer_dense.py).
+DENSE_ABOVE = 0.25
+
 
 def longformer_mask_mod(seq_len: int, window, global_tokens, causal: bool):
     """The pattern as one mask_mod (b, h, q_idx, kv_idx): in the band |i − j| <= window, or a global
@@ -268,13 +272,28 @@ class _LongformerBase(Variant):
 
 class Longformer(_LongformerBase):
     name = "longformer"
-    description = "sliding-window + global attention by overlapping chunks (Beltagy et al.), O(N·window)"
+    description = ("sliding-window + global attention by overlapping chunks (Beltagy et al.), O(N·window); "
+                   "one masked SDPA call where the band is dense")
+
+    def execution(self, case: Case) -> str:
+        """'banded' (overlapping chunks) when the band is sparse, 'dense' (one SDPA call with the
+        pattern as an (N, N) boolean mask) when the chunks would compute more than
+        `DENSE_ABOVE` of the N² pairs the dense call computes."""
+        n = case.seq_len
+        return "dense" if self._slots(case) > DENSE_ABOVE * n * n else "banded"
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()
         window, global_tokens = self.knob_values(case, "window", "global_tokens")
         global_tokens = min(global_tokens, case.seq_len)
         causal = case.causal
+        if self.execution(case) == "dense":
+            allowed = allowed_pattern(case.seq_len, window, global_tokens, causal).to(q.device)   # (N, N)
+
+            def dense() -> torch.Tensor:
+                return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+
+            return dense
         masks = banded_masks(case.seq_len, window, global_tokens, causal, q.device)
 
         def forward() -> torch.Tensor:
@@ -290,15 +309,21 @@ class Longformer(_LongformerBase):
         c = block_size(w)
         return n, d, w, min(g, n), c, -(-n // c), c + (w if case.causal else 2 * w)
 
-    def performed_flops(self, case: Case) -> int:
-        """The padded slots the chunks compute: each c-row block against c + 2w (causal c + w) keys, every
-        padded query against the G global columns, and the G global rows densely (q kᵀ and P v each)."""
+    def _slots(self, case: Case) -> int:
+        """The (query, key) slots the chunks compute: each c-row block against c + 2w (causal c + w) keys,
+        every padded query against the G global columns, and the G global rows densely."""
         n, _, _, g, c, blocks, span = self._band(case)
-        slots = blocks * c * span + blocks * c * g + g * n
-        return attention_flops(case, pairs=slots)
+        return blocks * c * span + blocks * c * g + g * n
+
+    def performed_flops(self, case: Case) -> int:
+        """q kᵀ and P v over the slots the chosen execution computes: the chunks' padded slots, or N²."""
+        dense = self.execution(case) == "dense"
+        return attention_flops(case, pairs=case.seq_len ** 2 if dense else self._slots(case))
 
     def memory_model(self, case: Case) -> int:
         n, d, w, g, c, blocks, span = self._band(case)
+        if self.execution(case) == "dense":                               # the (N, N) bool mask, output, log-sum-exp
+            return n * n + case.batch * case.heads * n * (d * case.element_bytes + 4)
         padded = blocks * c
         e, heads = case.element_bytes, case.batch * case.heads
         scores = padded * span                                            # the band scores, exponentiated in place

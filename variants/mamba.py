@@ -30,16 +30,16 @@ weights, initialised as Mamba does: W↓ (D × ⌈D/16⌉) N(0, 1/D), W↑
 U(±r^−½), b = softplus⁻¹(Δ₀) with Δ₀ log-uniform in [1e-3, 1e-1] (floored
 at 1e-4), W_B and W_C (D × n) N(0, 1/D), A_log = log(j+1) (S4D-real,
 A_{·,j} = −(j+1)) and D = 1. The output y is put back as (B, H, N, head_dim).
-The fast path is chunk-parallel: the sequence is cut into chunks of `chunk`
-steps, groups of up to `GROUP_CHUNKS` chunks are processed at once by two
-torch.compile-fused kernels: the first forms every chunk's decay and end
-state from a zero start and chains the chunk boundary states through the
-group; the second computes each chunk's outputs from its true start state.
-Only one state per group is carried in Python. Peak extra memory beyond the
-inputs, projections and output is O(GROUP_CHUNKS·D·n), never (N, D, n).
-Under autograd (fwd_bwd) the same chunk kernels run eagerly, a Python loop
-over the `chunk` positions vectorised over all chunks of a group, because
-compiling their backward takes minutes; the timed fast path is the forward.
+The fast forward (`attnbench.variants._selective_scan`) runs blocks of
+`chunk` time steps in order, each one torch.compile-fused kernel over every
+(channel, state) pair, carrying only the (B, D, n) state between blocks.
+Under autograd (fwd_bwd) the chunk-parallel form runs eagerly: groups of up
+to `GROUP_CHUNKS` chunks at once, every chunk's end state from a zero start,
+the boundary states chained through the group, then each chunk's outputs
+from its true start state (a Python loop over the `chunk` positions
+vectorised over the chunks of a group), because compiling a backward takes
+minutes. Peak extra memory beyond the inputs, projections and output is
+O(GROUP_CHUNKS·D·n), never (N, D, n).
 float16/bfloat16 cases project in their own dtype and scan in float32 (as
 Mamba's kernels keep the state in float32). The float64 reference is the plain
 sequential recurrence.
@@ -64,7 +64,6 @@ form, so only one state per group is passed sequentially). The float64 reference
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import lru_cache
 
 import torch
 
@@ -81,6 +80,7 @@ from attnbench import (
     uniform,
 )
 from attnbench.variants._recurrent import CudaExtra, time_major
+from attnbench.variants._selective_scan import selective_scan_blocks
 
 GROUP_CHUNKS = 64
 STATE_GROUP = 16
@@ -187,23 +187,22 @@ def _chunk_outputs(start, delta, drive_x, b, c, a):
     return torch.stack(outputs, dim=2)
 
 
-@lru_cache(maxsize=1)
-def _compiled_kernels():
-    return (torch.compile(_chunk_starts, dynamic=False), torch.compile(_chunk_outputs, dynamic=False))
-
-
 def selective_scan_chunked(delta, x, b, c, a, chunk: int, compiled: bool = True) -> torch.Tensor:
-    """The same recurrence, chunk-parallel: y (B, N, D).
+    """The same recurrence, fast: y (B, N, D).
 
-    Padding steps have Δ = 0 (decay 1, no input), so they leave the state alone.
+    Without autograd (and `compiled`) by compiled blocks of `chunk` time steps in order
+    (`selective_scan_blocks`); under autograd chunk-parallel and eager. Padding steps have
+    Δ = 0 (decay 1, no input), so they leave the state alone.
     """
     tracking = torch.is_grad_enabled() and any(t.requires_grad for t in (delta, x, b, c))
     # compiling the backward of the unrolled chunk kernels takes minutes: under autograd they run eagerly
     compiled = compiled and not tracking
-    starts_fn, outputs_fn = _compiled_kernels() if compiled else (_chunk_starts, _chunk_outputs)
     out_dtype = x.dtype
     if out_dtype in (torch.float16, torch.bfloat16):
         delta, x, b, c, a = (t.float() for t in (delta, x, b, c, a))
+    if compiled:                                                          # no autograd: blocks of time, in order
+        return selective_scan_blocks(delta, x, b, c, a, chunk).to(out_dtype)
+    starts_fn, outputs_fn = _chunk_starts, _chunk_outputs
     batch, seq_len, inner = x.shape
     state_dim = a.shape[-1]
     chunks = -(-seq_len // chunk)

@@ -199,6 +199,14 @@ class Variant:
         """
         return self.approximates
 
+    def execution(self, case: Case) -> str | None:
+        """Which of its ways of computing the function runs `case`, for a variant that chooses per case.
+
+        None by default (one way for every case). The cell stores the answer as
+        ``telemetry["execution"]`` (the tidy column ``execution``), so a reader sees what ran.
+        """
+        return None
+
     def supports(self, case: Case) -> bool:
         return not self.unsupported_reasons(case)
 

@@ -46,6 +46,8 @@ def collect_environment() -> dict[str, Any]:
     import psutil
     import torch
 
+    from attnbench.engine.compile_cache import compile_cache_dir
+
     env: dict[str, Any] = {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
@@ -62,6 +64,7 @@ def collect_environment() -> dict[str, Any]:
         "packages": {name: package_version(name) for name in OPTIONAL_PACKAGES},
         "cuda_available": torch.cuda.is_available(),
         "worker_malloc_env": worker_malloc_environment(),
+        "compile_cache_dir": str(compile_cache_dir()),
     }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)

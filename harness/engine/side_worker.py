@@ -23,6 +23,7 @@ from pathlib import Path
 from attnbench.core.case import Case
 from attnbench.core.result import Result
 from attnbench.core.settings import MeasureSettings
+from attnbench.engine.compile_cache import compile_cache_environment
 from attnbench.engine.environment import CPU_ALLOCATOR_ENV
 
 MARK = "ATTNBENCH-SIDE-RESULT "
@@ -67,7 +68,7 @@ class SideWorker:
         self._log = None
 
     def environment(self) -> dict[str, str]:
-        env = {**CPU_ALLOCATOR_ENV, **os.environ, **self.env}
+        env = {**CPU_ALLOCATOR_ENV, **compile_cache_environment(), **os.environ, **self.env}
         if self.pythonpath:
             env["PYTHONPATH"] = os.pathsep.join([*self.pythonpath, *filter(None, [env.get("PYTHONPATH")])])
         return env

@@ -21,6 +21,7 @@ from attnbench.core.case import Case
 from attnbench.core.registry import default_registry
 from attnbench.core.result import Result
 from attnbench.core.settings import MeasureSettings
+from attnbench.engine.compile_cache import compile_cache_environment
 from attnbench.engine.environment import CPU_ALLOCATOR_ENV
 
 STARTUP_TIMEOUT_S = 120.0
@@ -121,7 +122,7 @@ class Worker:
         parent, child = context.Pipe()
         process = context.Process(target=worker_main, args=(child, self.options), daemon=True,
                                   name=f"attnbench-worker-{self.options.device}")
-        with _environment(CPU_ALLOCATOR_ENV):
+        with _environment({**CPU_ALLOCATOR_ENV, **compile_cache_environment()}):
             process.start()
         child.close()
         self._process, self._connection = process, parent

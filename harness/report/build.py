@@ -13,6 +13,7 @@ from attnbench.core.names import safe_file_stem
 from attnbench.core.units import finite
 from attnbench.report import plots
 from attnbench.report.analysis import contended_cells, crossovers, quality_views
+from attnbench.report.breakeven import break_even_rows
 from attnbench.report.data import DECODE_MAX_Q_LEN, ReportData, attention_maps, prepare
 from attnbench.report.headline import headlines
 from attnbench.report.render import render, write_html
@@ -84,6 +85,7 @@ def build_report_html(runs: Sequence[LoadedRun], baseline: str | None = None) ->
         baseline_note=data.baseline_note,
         crossovers=crossover_rows,
         crossover_notes=crossover_notes,
+        break_even=break_even_rows(data),
         quality=quality,
         tasks=_task_items(data),
         task_failures=task_failures(data),

@@ -35,6 +35,11 @@ def measure_kernel(case: Case, variant: Variant, settings: MeasureSettings, cali
         timed = measure_timing(case, prepared, settings)
         timing = timed.timing
         telemetry.update(timed.telemetry)
+        if prepared.setup_parts is not None:
+            telemetry["setup_parts"] = prepared.setup_parts.to_dict()
+        execution = variant.execution(case)
+        if execution is not None:
+            telemetry["execution"] = execution
         warnings.extend(timed.warnings)
         if settings.memory:
             stage = "memory"

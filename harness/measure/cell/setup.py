@@ -16,6 +16,7 @@ import torch
 from attnbench.core.case import Case
 from attnbench.core.variant import AttentionInputs, Variant
 from attnbench.measure.inputs import make_inputs, make_output_grad
+from attnbench.measure.setup_parts import SetupClock, SetupParts
 
 
 class Step:
@@ -45,10 +46,12 @@ class Step:
 
 @dataclass(frozen=True)
 class Prepared:
-    """What setup hands the later stages: the step, and the seconds `prepare` plus the first call took."""
+    """What setup hands the later stages: the step, the seconds `prepare` plus the first call took, and those
+    seconds in parts (compile, the rest of prepare, the first call)."""
 
     step: Step
     setup_s: float
+    setup_parts: SetupParts | None = None
 
 
 def sync_for(case: Case) -> Callable[[], None]:
@@ -63,8 +66,10 @@ def prepare_step(case: Case, variant: Variant) -> Prepared:
     torch.manual_seed(case.seed)
     inputs = make_inputs(case, requires_grad=case.mode == "fwd_bwd")
     sync = sync_for(case)
-    setup_start = time.perf_counter()
-    step = Step(case, inputs, variant.prepare(case, inputs))
+    setup_start, clock = time.perf_counter(), SetupClock()
+    forward = variant.prepare(case, inputs)
+    clock.prepared()
+    step = Step(case, inputs, forward)
     step()
     sync()
-    return Prepared(step, time.perf_counter() - setup_start)
+    return Prepared(step, time.perf_counter() - setup_start, clock.parts())
