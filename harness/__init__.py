@@ -19,6 +19,8 @@ only these names; the subpackages behind them (`attnbench.core`,
   `case_mask_mod`, `case_mask_matrix`, `case_visible_pairs`, `case_window`;
 - score mods (the `score_mod` axis): `case_score_mod` (a Flex ``score_mod``),
   `apply_score_mod`, `score_bias` (ALiBi as an SDPA float mask), `alibi_slopes`, `case_softcap`;
+- attention sinks (the `sinks` axis): `case_sinks` (a case's per-head sink logits, or None),
+  `rescale_for_sinks` (a plain kernel's output and row log-sum-exp turned into the output with sinks);
 - captured inputs: `capture_attention` (record the q, k, v a model passes to
   SDPA during one forward, into safetensors files), `CapturedCall`,
   `read_file_shapes`, `load_file_inputs` (the ``file:PATH`` inputs of a case);
@@ -71,6 +73,8 @@ _PUBLIC = {
     "score_bias": "attnbench.attention.score_mods",
     "alibi_slopes": "attnbench.attention.score_mods",
     "case_softcap": "attnbench.attention.score_mods",
+    "case_sinks": "attnbench.attention.sinks",
+    "rescale_for_sinks": "attnbench.attention.sinks",
     "capture_attention": "attnbench.measure.capture",
     "CapturedCall": "attnbench.measure.capture",
     "read_file_shapes": "attnbench.measure.input_files",
@@ -105,6 +109,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
         case_softcap,
         score_bias,
     )
+    from attnbench.attention.sinks import case_sinks, rescale_for_sinks  # noqa: F401
     from attnbench.attention.tensors import torch_dtype  # noqa: F401
     from attnbench.core.case import DTYPES, Case  # noqa: F401
     from attnbench.core.errors import AttnbenchError  # noqa: F401

@@ -26,7 +26,15 @@ import sys
 
 import torch
 
-from attnbench import AttentionInputs, Case, ExactSoftmaxKernel, case_mask_mod, case_score_mod
+from attnbench import (
+    AttentionInputs,
+    Case,
+    ExactSoftmaxKernel,
+    case_mask_mod,
+    case_score_mod,
+    case_sinks,
+    rescale_for_sinks,
+)
 
 # Every case compiles its own static-shape graph; a sweep compiles more than
 # dynamo's default recompile limit (8), after which it would silently fall back to eager.
@@ -58,6 +66,16 @@ def _raise_recompile_limit() -> None:
             return
 
 
+def _with_lse(compiled, q, k, v, **options) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out (B, H, N, d_v), its row log-sum-exp (B, H, N)): `return_aux` where this torch has it, else `return_lse`."""
+    from torch.nn.attention import flex_attention as flex
+
+    if hasattr(flex, "AuxRequest"):
+        out, aux = compiled(q, k, v, return_aux=flex.AuxRequest(lse=True), **options)
+        return out, aux.lse
+    return compiled(q, k, v, return_lse=True, **options)
+
+
 class FlexAttention(ExactSoftmaxKernel):
     name = "flex"
     family = "flash"
@@ -67,6 +85,7 @@ class FlexAttention(ExactSoftmaxKernel):
     supported_score_mods = ("alibi", "softcap")
     supports_gqa = True
     supports_v_head_dim = True
+    supports_sinks = True
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         reasons = super().unsupported_reasons(case)
@@ -102,8 +121,13 @@ class FlexAttention(ExactSoftmaxKernel):
         _raise_recompile_limit()
         compiled = torch.compile(flex_attention, dynamic=False)
 
+        sinks = case_sinks(case, device=case.device)                # (H,), or None
+
         def forward() -> torch.Tensor:
-            return compiled(q, k, v, score_mod=score_mod, block_mask=block_mask, enable_gqa=grouped)
+            if sinks is None:
+                return compiled(q, k, v, score_mod=score_mod, block_mask=block_mask, enable_gqa=grouped)
+            out, lse = _with_lse(compiled, q, k, v, score_mod=score_mod, block_mask=block_mask, enable_gqa=grouped)
+            return rescale_for_sinks(out, lse, sinks)               # out · σ(lse − s_h): exp(s_h) in each denominator
 
         # Compile now, in the grad mode the harness will time in.
         if case.mode == "fwd":

@@ -22,6 +22,7 @@ from attnbench import (
     case_mask_matrix,
     case_mask_mod,
     case_score_mod,
+    case_sinks,
     case_softcap,
     kv_state_size,
     score_bias,
@@ -38,6 +39,7 @@ class NaiveAttention(Variant):
     supports_v_head_dim = True
     supported_masks = ("sliding_window", "document", "prefix_lm")
     supported_score_mods = ("alibi", "softcap")
+    supports_sinks = True
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()                             # (B, H, N, d), (B, Hkv, M, d), (B, Hkv, M, d_v)
@@ -56,6 +58,9 @@ class NaiveAttention(Variant):
         if bias is not None:
             bias = bias.reshape(hkv, groups * n, case.kv_len)  # (Hkv, G·N, M): head h = kv_head·G + g
         cap = case_softcap(case)
+        sinks = case_sinks(case, device=q.device)
+        if sinks is not None:                                  # (H,) -> (Hkv, G·N, 1), row g·N + n of head kv·G + g
+            sinks = sinks.to(q.dtype).view(hkv, groups, 1).expand(hkv, groups, n).reshape(hkv, groups * n, 1)
 
         def forward() -> torch.Tensor:
             grouped_q = q.reshape(b, hkv, groups * n, d)       # (B, Hkv, G·N, d): a group's heads share k, v
@@ -67,7 +72,11 @@ class NaiveAttention(Variant):
                 scores = torch.tanh(scores / cap) * cap        # soft cap: C·tanh(s / C)
             if hidden is not None:
                 scores = scores.masked_fill(hidden, float("-inf"))
-            probs = torch.softmax(scores, dim=-1)              # (B, Hkv, G·N, M)
+            if sinks is None:
+                probs = torch.softmax(scores, dim=-1)          # (B, Hkv, G·N, M)
+            else:                                              # exp(s_h) joins the denominator: a zero-value column
+                sink_column = sinks.expand(b, hkv, groups * n, 1)
+                probs = torch.softmax(torch.cat([scores, sink_column], dim=-1), dim=-1)[..., :-1]
             del scores
             if blind is not None:
                 probs = probs.masked_fill(blind, 0.0)
@@ -77,7 +86,7 @@ class NaiveAttention(Variant):
 
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
         return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows, mask_mod=case_mask_mod(case),
-                                 score_mod=case_score_mod(case))
+                                 score_mod=case_score_mod(case), sinks=case_sinks(case))
 
     def state_size(self, case: Case) -> int:
         return kv_state_size(case)

@@ -22,6 +22,7 @@ from attnbench import (
     ExactSoftmaxKernel,
     attention_flops,
     case_mask_matrix,
+    case_sinks,
     score_bias,
 )
 
@@ -52,6 +53,9 @@ class _SDPABackend(ExactSoftmaxKernel):
         is_causal = case.causal
 
         bias = score_bias(case, dtype=q.dtype, device=q.device)                   # (H, N, M) ALiBi, or None
+        sinks = case_sinks(case, device=q.device)                                  # (H,), or None
+        if sinks is not None:
+            return self._forward_with_sinks(case, q, k, v, backend, grouped, bias, sinks)
         allowed = case_mask_matrix(case, device=q.device) if case.mask != "none" or bias is not None else None
         if bias is not None:
             mask = (bias if allowed is None else bias.masked_fill(~allowed, float("-inf")))[None]   # (1, H, N, M)
@@ -74,6 +78,29 @@ class _SDPABackend(ExactSoftmaxKernel):
 
         return forward
 
+    @staticmethod
+    def _forward_with_sinks(case, q, k, v, backend, grouped, bias, sinks):
+        """Sinks as one more key whose value is zero and whose score is s_h, through the additive mask:
+        q·0 = 0, plus the mask's s_h, puts exp(s_h) in every row's denominator and nothing in its numerator."""
+        from torch.nn.attention import sdpa_kernel
+
+        scores_mask = torch.zeros(case.heads, case.seq_len, case.kv_len, dtype=q.dtype, device=q.device) \
+            if bias is None else bias                                             # (H, N, M)
+        allowed = case_mask_matrix(case, device=q.device)                         # (N, M) causal and mask, or None
+        if allowed is not None:
+            scores_mask = scores_mask.masked_fill(~allowed, float("-inf"))
+        sink_scores = sinks.to(q.dtype).view(-1, 1, 1).expand(case.heads, case.seq_len, 1)   # (H, N, 1)
+        mask = torch.cat([scores_mask, sink_scores], dim=-1)[None]                # (1, H, N, M + 1)
+        k_sink = k.new_zeros(*k.shape[:-2], 1, k.shape[-1])                        # (B, Hkv, 1, d)
+        v_sink = v.new_zeros(*v.shape[:-2], 1, v.shape[-1])                        # (B, Hkv, 1, d_v)
+
+        def forward() -> torch.Tensor:
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(q, torch.cat([k, k_sink], dim=-2), torch.cat([v, v_sink], dim=-2),
+                                                      attn_mask=mask, enable_gqa=grouped)
+
+        return forward
+
     def memory_model(self, case: Case) -> int:
         if self.flash_like:
             return super().memory_model(case)
@@ -88,6 +115,7 @@ class SDPAMath(_SDPABackend):
     backend_name = "MATH"
     flash_like = False
     supports_v_head_dim = True
+    supports_sinks = True
     description = "SDPA's math backend: the composite-op reference implementation"
 
     def performed_flops(self, case: Case) -> int:

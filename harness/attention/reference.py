@@ -18,12 +18,14 @@ from attnbench.attention.masks import (
     mask_matrix,
 )
 from attnbench.attention.score_mods import ScoreMod, apply_score_mod, case_score_mod
+from attnbench.attention.sinks import case_sinks, softmax_with_sinks
 from attnbench.core.variant import Variant, kv_state_size
 
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
                       rows: torch.Tensor | None = None, scale: float | None = None,
-                      mask_mod: MaskMod | None = None, score_mod: ScoreMod | None = None) -> torch.Tensor:
+                      mask_mod: MaskMod | None = None, score_mod: ScoreMod | None = None,
+                      sinks: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(mod(q kᵀ / √d) + mask) v for q (B, H, N, d), k (B, Hkv, M, d) and v (B, Hkv, M, d_v).
 
     With Hkv < H (GQA/MQA) query head h uses key/value head h // (H // Hkv).
@@ -32,7 +34,8 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal:
     query rows are computed. `mask_mod` (a case's whole mask,
     `attnbench.attention.masks.case_mask_mod`) replaces the causal flag;
     `score_mod` (`attnbench.attention.score_mods.case_score_mod`) rewrites the
-    scaled scores before the mask.
+    scaled scores before the mask. `sinks` (H,) adds exp(s_h) to each row's
+    softmax denominator (`attnbench.attention.sinks`).
     """
     seq_len, kv_len, head_dim = q.shape[-2], k.shape[-2], q.shape[-1]
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
@@ -48,7 +51,10 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal:
     elif causal:
         allowed = causal_mask(seq_len, kv_len, rows=rows, device=q.device)          # (R, M)
         scores = scores.masked_fill(~allowed, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)                   # (B, H, R, M)
+    if sinks is not None:
+        weights = softmax_with_sinks(scores, sinks)           # (B, H, R, M), exp(s_h) in each denominator
+    else:
+        weights = torch.softmax(scores, dim=-1)               # (B, H, R, M)
     weights = torch.nan_to_num(weights, nan=0.0)              # a fully masked row attends to nothing
     return weights @ v                                        # (B, H, R, d_v)
 
@@ -57,7 +63,7 @@ def case_softmax_attention(case, q: torch.Tensor, k: torch.Tensor, v: torch.Tens
                            rows: torch.Tensor | None = None) -> torch.Tensor:
     """`softmax_attention` of `case`'s function: its causal flag, mask and score mod."""
     return softmax_attention(q, k, v, causal=case.causal, rows=rows, mask_mod=case_mask_mod(case),
-                             score_mod=case_score_mod(case))
+                             score_mod=case_score_mod(case), sinks=case_sinks(case))
 
 
 def softmax_weights(case, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -75,7 +81,9 @@ def softmax_weights(case, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor) 
     allowed = case_mask_matrix(case, rows=rows)                              # (R, M) or None
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
-    return torch.softmax(scores, dim=-1).nan_to_num(nan=0.0)                 # (B, H, R, M)
+    sinks = case_sinks(case)
+    weights = softmax_with_sinks(scores, sinks) if sinks is not None else torch.softmax(scores, dim=-1)
+    return weights.nan_to_num(nan=0.0)                                       # (B, H, R, M)
 
 
 def repeat_kv(x: torch.Tensor, heads: int) -> torch.Tensor:

@@ -27,6 +27,13 @@ def sink_logits(seed: int, heads: int) -> torch.Tensor:
     return torch.randn(heads, generator=generator, dtype=torch.float32) * SINK_STD
 
 
+def case_sinks(case, device=None) -> torch.Tensor | None:
+    """(H,) float32 sink logits of `case` (on `device`), or None when the case has no sinks."""
+    if getattr(case, "sinks", "none") == "none":
+        return None
+    return sink_logits(case.seed, case.heads).to(device or "cpu")
+
+
 def softmax_with_sinks(scores: torch.Tensor, sinks: torch.Tensor) -> torch.Tensor:
     """(B, H, R, M) softmax weights over the keys when each head's denominator also holds exp(s_h).
 

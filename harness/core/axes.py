@@ -35,6 +35,7 @@ DTYPE_ALIASES = {
     "fp64": "float64", "double": "float64", "f64": "float64",
 }
 MODES = ("fwd", "fwd_bwd")
+SINKS = ("none", "learned")
 DEVICES = ("cpu", "cuda")
 MAX_SIZE = 1 << 40
 
@@ -208,6 +209,9 @@ AXES = AxisRegistry((
     Axis("score_mod", str, "none", SCORE_MOD_HELP, parse=lambda v: parse_score_mod(v).text,
          label=lambda v: v.replace(":", ""), flag="--score-mod", supported_by="supported_score_mods",
          groups_reports=True, shown_when_set=True),
+    Axis("sinks", str, "none", "attention sinks: none, or learned (one seeded logit per head joins every "
+         "softmax denominator, as gpt-oss's)", choices=SINKS, label=lambda v: "sinks", flag="--sinks",
+         supported_by="supports_sinks", groups_reports=True, shown_when_set=True),
     Axis("inputs", str, "iid", INPUTS_HELP, parse=lambda v: parse_inputs(v).text, label=_inputs_label,
          flag="--inputs", groups_reports=True, shown_when_set=True, title_prefix="inputs "),
     Axis("batch", int, 1, "sequences per call", minimum=1, flag="--batch", groups_reports=True),

@@ -29,7 +29,8 @@ class Case:
     ``none``, ``sliding_window:W``, ``document:K`` or ``prefix_lm:P``, and
     combines with `causal`. `score_mod` (`attnbench.core.scoremodspec`) is
     ``none``, ``alibi`` or ``softcap:C``, applied to the scaled scores before
-    the mask. `kv_cache_bytes` (default: unset) fixes the bytes of the KV
+    the mask. `sinks` is ``none`` or ``learned``: one seeded logit per head
+    joins every row's softmax denominator (`attnbench.attention.sinks`). `kv_cache_bytes` (default: unset) fixes the bytes of the KV
     cache, k and v of every sequence, and `batch` is then derived from it
     (`batch_for_kv_cache`), so a sweep over kv_len at one cache size trades
     batch for length as a serving system does. `inputs`
@@ -65,6 +66,7 @@ class Case:
     kv_cache_bytes: int | None = None
     inputs: str = "iid"
     task: str = "none"
+    sinks: str = "none"
 
     extra_axes: dict[str, Any] = field(default_factory=dict)
 

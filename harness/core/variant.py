@@ -75,6 +75,8 @@ class Variant:
         ``document``, ``prefix_lm``); build them from `case_mask_mod(case)`.
     supported_score_mods: the kinds of the `score_mod` axis it takes (``alibi``,
         ``softcap``); build them from `case_score_mod(case)`.
+    supports_sinks: whether it takes ``sinks = learned`` (one logit per head in
+        every softmax denominator); read them with `case_sinks(case)`.
     requires: distributions it imports (``flash-attn``); a missing one is a reason.
     min_cuda_capability: the oldest CUDA compute capability it runs on, e.g. (8, 0).
     reference_rows: whether `reference` can be evaluated on a subset of query
@@ -104,6 +106,7 @@ class Variant:
     supports_v_head_dim: ClassVar[bool] = False
     supported_masks: ClassVar[tuple[str, ...]] = ()
     supported_score_mods: ClassVar[tuple[str, ...]] = ()
+    supports_sinks: ClassVar[bool] = False
     reference_rows: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ()
     min_cuda_capability: ClassVar[tuple[int, int] | None] = None
@@ -118,6 +121,7 @@ class Variant:
     mask_reason: ClassVar[str] = "has no {kind} mask (masks it takes: {masks})"
     score_mod_reason: ClassVar[str] = "has no {kind} score mod (score mods it takes: {mods})"
     v_head_dim_reason: ClassVar[str] = "needs v_head_dim == head_dim"
+    sinks_reason: ClassVar[str] = "has no attention sinks (sinks = learned); naive, sdpa-math and flex have them"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -162,6 +166,8 @@ class Variant:
         mod = getattr(case, "score_mod", "none").partition(":")[0]
         if mod != "none" and mod not in self.supported_score_mods:
             reasons.append(self.score_mod_reason.format(kind=mod, mods=", ".join(self.supported_score_mods) or "none"))
+        if getattr(case, "sinks", "none") != "none" and not self.supports_sinks:
+            reasons.append(self.sinks_reason)
         unknown = sorted(set(case.params) - set(self.knobs))
         if unknown:
             reasons.append(f"has no knob {', '.join(unknown)} (knobs: {', '.join(self.knobs) or 'none'})")
