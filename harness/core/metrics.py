@@ -195,7 +195,7 @@ RAW_FIELDS = (
     "telemetry.cpu_percent_", "telemetry.rss_bytes_", "telemetry.cpu_freq_mhz_", "telemetry.gpu_",
     "telemetry.sampler_", "telemetry.load_avg_1m", "telemetry.energy_j_total", "telemetry.energy_interval_s",
     "telemetry.energy_source", "telemetry.worker_live_bytes_after", "telemetry.contention", "telemetry.notes",
-    "telemetry.processes",
+    "telemetry.processes", "telemetry.setup_parts",
 )
 
 
