@@ -38,7 +38,7 @@ from attnbench.core.case import Case
 from attnbench.core.errors import AttnbenchError
 from attnbench.core.units import finite, format_bytes
 from attnbench.store import LoadedRun, tidy_frame
-from attnbench.store.quality import SHAPE_KEYS, is_quality_row, recall_summary
+from attnbench.store.quality import is_quality_row, join_on_shape, recall_summary
 from attnbench.store.runs import ATTENTION_MAPS_FILE
 
 ALWAYS_SHOWN = ("dtype", "causal", "mode", "head_dim")
@@ -170,9 +170,8 @@ def _task_frames(frame: pd.DataFrame, run_labels: dict[str, str]) -> tuple[pd.Da
     summary = recall_summary(frame).reset_index(drop=True)
     kernels = frame[~is_quality_row(frame)]
     if "contended" in kernels.columns and len(summary):
-        kernels = kernels[kernels["status"] == "ok"][[*SHAPE_KEYS, "contended"]].drop_duplicates(list(SHAPE_KEYS))
-        summary = summary.merge(kernels.rename(columns={"contended": "time_contended"}), on=list(SHAPE_KEYS),
-                                how="left")
+        ok = kernels[kernels["status"] == "ok"].rename(columns={"contended": "time_contended"})
+        summary = join_on_shape(summary, ok, ["time_contended"])
     else:
         summary["time_contended"] = None
     if cells.empty:

@@ -20,6 +20,25 @@ SHAPE_KEYS = ("run_id", "variant", "params", *AXES.trained())
 CONFIG_KEYS = (*SHAPE_KEYS, "task")
 
 
+def shape_key(frame: pd.DataFrame) -> pd.Series:
+    """One text per row of its `SHAPE_KEYS`, so that an unset axis (None or NaN) and 64 against 64.0 match."""
+    def text(value) -> str:
+        if value is None or (not isinstance(value, str) and pd.isna(value)):
+            return ""
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+    rows = frame[list(SHAPE_KEYS)].itertuples(index=False)
+    return pd.Series(["\0".join(text(v) for v in row) for row in rows], index=frame.index, dtype=object)
+
+
+def join_on_shape(left: pd.DataFrame, right: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """`left` with the `columns` of the first row of `right` that has the same shape (`shape_key`), else NaN."""
+    right = right.assign(_shape=shape_key(right)).drop_duplicates("_shape")[["_shape", *columns]]
+    return left.assign(_shape=shape_key(left)).merge(right, on="_shape", how="left").drop(columns="_shape")
+
+
 def is_quality_row(frame: pd.DataFrame) -> pd.Series:
     """True for the rows of quality cells (a task other than none)."""
     if "task_kind" not in frame.columns:
@@ -72,8 +91,7 @@ def recall_summary(frame: pd.DataFrame) -> pd.DataFrame:
                      "reason": "" if len(ok) else first["reason"]})
     summary = pd.DataFrame(rows, columns=[c for c in columns if c != "time_median_s"])
     costs = kernel_rows(frame)
-    costs = costs[costs["status"] == "ok"][list(SHAPE_KEYS) + ["time_median_s"]].drop_duplicates(list(SHAPE_KEYS))
-    merged = summary.merge(costs, on=list(SHAPE_KEYS), how="left")
+    merged = join_on_shape(summary, costs[costs["status"] == "ok"], ["time_median_s"])
     return merged[columns]
 
 
