@@ -226,6 +226,7 @@ class DecodeSpec:
     score_mod: str = "none"
     dtype: str = "float32"
     self_attention: bool = False
+    setup_s: tuple[tuple[str, float], ...] = ()     # (variant, setup seconds); others 0.01 s
     samples: int = 15
     seed: int = 0
     calibrated: bool = True

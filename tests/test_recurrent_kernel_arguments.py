@@ -77,14 +77,15 @@ def test_selective_scan_arguments_give_our_reference():
     case = Case(variant="mamba-scan", batch=2, heads=2, seq_len=30, head_dim=4, dtype="float64",
                 params={"state_dim": 3, "chunk": 8})
     inputs = make_inputs(case)
-    arguments = selective_scan_arguments(*selective_inputs(case, *inputs.tensors(), 3, torch.float64))
-    u, delta, a, b, c = (arguments[key] for key in ("u", "delta", "A", "B", "C"))
+    d_skip = variant.weights(case, inputs)["d_skip"].double()
+    arguments = selective_scan_arguments(*selective_inputs(case, *inputs.tensors(), 3, torch.float64), d_skip)
+    u, delta, a, b, c, d = (arguments[key] for key in ("u", "delta", "A", "B", "C", "D"))
     assert arguments["delta_softplus"] is False and u.shape == (2, 8, 30) and b.shape == (2, 3, 30)
     h = u.new_zeros(2, 8, 3)                                              # selective_scan_fn's documented recurrence
     ys = []
     for t in range(30):
         h = torch.exp(delta[:, :, t, None] * a) * h + (delta[:, :, t] * u[:, :, t])[..., None] * b[:, None, :, t]
-        ys.append((h * c[:, None, :, t]).sum(-1))
+        ys.append((h * c[:, None, :, t]).sum(-1) + d * u[:, :, t])       # y_t = C h_t + D u_t
     y = torch.stack(ys, dim=-1)                                           # (B, D, L)
     want = variant.reference(case, inputs)                                # (B, H, N, d)
     torch.testing.assert_close(y.transpose(1, 2).reshape(2, 30, 2, 4).transpose(1, 2), want)
@@ -95,8 +96,9 @@ def test_chunk_scan_arguments_give_our_reference():
     case = Case(variant="mamba2-ssd", batch=2, heads=2, seq_len=30, head_dim=4, dtype="float64",
                 params={"chunk": 8})
     inputs = make_inputs(case)
-    arguments = chunk_scan_arguments(*ssd_inputs(case, *inputs.tensors(), torch.float64), 8)
-    x, dt, a, b, c = (arguments[key] for key in ("x", "dt", "A", "B", "C"))
+    d_skip = variant.weights(case, inputs)["d_skip"].double()                # (H, 1, 1)
+    arguments = chunk_scan_arguments(*ssd_inputs(case, *inputs.tensors(), torch.float64), 8, d_skip)
+    x, dt, a, b, c, d = (arguments[key] for key in ("x", "dt", "A", "B", "C", "D"))
     assert x.shape == (2, 30, 2, 4) and dt.shape == (2, 30, 2) and b.shape == (2, 30, 2, 4)
     assert arguments["chunk_size"] == 8
     h = x.new_zeros(2, 2, 4, 4)                                           # (B, H, n, P): h = exp(dt A) h + dt B xᵀ
@@ -104,7 +106,7 @@ def test_chunk_scan_arguments_give_our_reference():
     for t in range(30):
         h = torch.exp(dt[:, t] * a)[..., None, None] * h + (dt[:, t, :, None, None] * b[:, t, :, :, None]
                                                             * x[:, t, :, None, :])
-        ys.append((c[:, t, :, :, None] * h).sum(-2))                      # (B, H, P)
+        ys.append((c[:, t, :, :, None] * h).sum(-2) + d[:, None] * x[:, t])   # (B, H, P): C h_t + D x_t
     y = torch.stack(ys, dim=1)                                            # (B, L, H, P)
     torch.testing.assert_close(y.transpose(1, 2), variant.reference(case, inputs))
 

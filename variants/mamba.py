@@ -494,18 +494,18 @@ class Mamba2SSD(_StateSpace):
 
 # ---------------------------------------------------------------- mamba_ssm's kernels (extra "mamba")
 
-def selective_scan_arguments(delta, x, b, c, a) -> dict:
-    """mamba_ssm's `selective_scan_fn` arguments from our Δ, x (B, N, D), B, C (B, N, n) and A (D, n):
-    u and delta (B, D, L), B and C (B, n, L), Δ already through its softplus (no delta_bias, no D, no z)."""
+def selective_scan_arguments(delta, x, b, c, a, d_skip=None) -> dict:
+    """mamba_ssm's `selective_scan_fn` arguments from our Δ, x (B, N, D), B, C (B, N, n), A (D, n) and the skip
+    D (D,): u and delta (B, D, L), B and C (B, n, L), Δ already through its softplus (no delta_bias, no z)."""
     return {"u": x.transpose(1, 2), "delta": delta.transpose(1, 2), "A": a, "B": b.transpose(1, 2),
-            "C": c.transpose(1, 2), "delta_softplus": False}
+            "C": c.transpose(1, 2), "D": d_skip, "delta_softplus": False}
 
 
-def chunk_scan_arguments(x, delta, a, b, c, chunk: int) -> dict:
+def chunk_scan_arguments(x, delta, a, b, c, chunk: int, d_skip=None) -> dict:
     """mamba_ssm's `mamba_chunk_scan_combined` arguments from our SSD inputs: x (B, L, H, P), dt = Δ (B, L, H),
-    A (H,), B and C (B, L, H, n) (one group per head), chunk_size."""
+    A (H,), B and C (B, L, H, n) (one group per head), chunk_size, and the skip D (H,)."""
     return {"x": time_major(x), "dt": delta.transpose(1, 2), "A": a, "B": time_major(b), "C": time_major(c),
-            "chunk_size": chunk}
+            "chunk_size": chunk, "D": None if d_skip is None else d_skip.reshape(-1)}
 
 
 class MambaSsmScan(CudaExtra, MambaScan):
@@ -522,9 +522,8 @@ class MambaSsmScan(CudaExtra, MambaScan):
 
         def forward() -> torch.Tensor:
             delta, x, b, c, a = selective_projections(q, k, v, weights)
-            y = selective_scan_fn(**selective_scan_arguments(delta, x, b, c, a))              # (B, D, L)
-            y = y.transpose(1, 2) + x * weights["d_skip"]                                  # (B, N, D)
-            return y.reshape(batch, seq_len, heads, head_dim).transpose(1, 2)
+            y = selective_scan_fn(**selective_scan_arguments(delta, x, b, c, a, weights["d_skip"]))   # (B, D, L)
+            return y.transpose(1, 2).reshape(batch, seq_len, heads, head_dim).transpose(1, 2)
 
         return forward
 
@@ -542,8 +541,7 @@ class MambaSsmSSD(CudaExtra, Mamba2SSD):
         weights = self.weights(case, inputs)
 
         def forward() -> torch.Tensor:
-            arguments = chunk_scan_arguments(*ssd_projections(q, k, v, weights), chunk)
-            y = mamba_chunk_scan_combined(**arguments).transpose(1, 2)     # (B, L, H, P) -> (B, H, N, P)
-            return y + v * weights["d_skip"]
+            arguments = chunk_scan_arguments(*ssd_projections(q, k, v, weights), chunk, weights["d_skip"])
+            return mamba_chunk_scan_combined(**arguments).transpose(1, 2)   # (B, L, H, P) -> (B, H, N, P)
 
         return forward
