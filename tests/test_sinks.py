@@ -131,12 +131,16 @@ def test_the_sinks_axis_labels_validates_and_says_who_lacks_it():
         ("naive", "learned"), ("naive", "none"), ("sdpa-flash", "learned"), ("sdpa-flash", "none")]
 
 
-@pytest.mark.e2e
+def test_flex_on_cpu_says_it_has_no_log_sum_exp_for_sinks():
+    case = Case(variant="flex", seq_len=128, heads=4, head_dim=32, causal=True, sinks="learned")
+    reasons = default_registry().get("flex").unsupported_reasons(case)
+    assert any("does not return its log-sum-exp" in r for r in reasons), reasons
+
+
+@pytest.mark.cuda
 def test_flex_with_sinks_through_its_log_sum_exp():
     flex = default_registry().get("flex")
     case = Case(variant="flex", seq_len=128, heads=4, kv_heads=2, head_dim=32, causal=True, mask="sliding_window:32",
-                sinks="learned", qk_std=2.0)
-    if flex.unsupported_reasons(case):
-        pytest.fail(f"flex cannot run here: {flex.unsupported_reasons(case)}")
+                sinks="learned", qk_std=2.0, device="cuda", dtype="bfloat16")
     result = measure_case(case, flex, FAST)
     assert result.status == "ok" and result.accuracy.ok is True, (result.reason, result.accuracy)

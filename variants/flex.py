@@ -101,6 +101,9 @@ class FlexAttention(ExactSoftmaxKernel):
             if case.head_dim <= CPU_MIN_SAFE_HEAD_DIM:
                 reasons.append(f"compiled FlexAttention on CPU gives wrong outputs (at times NaN) for head_dim <= "
                                f"{CPU_MIN_SAFE_HEAD_DIM} (measured with torch {torch.__version__}); use head_dim >= 20")
+            if case.sinks != "none":
+                reasons.append("compiled FlexAttention on CPU does not return its log-sum-exp (inductor's CPU flex "
+                               "kernel refuses it), which sinks need; flex takes sinks on CUDA, naive and sdpa-math here")
             if not any(shutil.which(cxx) for cxx in ("g++", "c++", "clang++")):
                 reasons.append("torch.compile's CPU backend needs a C++ compiler (g++ or clang++), none is on PATH")
         elif case.device == "cuda" and importlib.util.find_spec("triton") is None:

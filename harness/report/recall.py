@@ -54,6 +54,8 @@ def compare_recall(base: LoadedRun, new: LoadedRun) -> list[RecallChange]:
     if summary.empty:
         return []
     keys = [k for k in CONFIG_KEYS if k != "run_id"]
+    # an unset axis (kv_cache_bytes) is NaN here, and NaN != NaN would make one configuration two keys
+    summary[keys] = summary[keys].astype(object).where(summary[keys].notna(), "none")
     sides = {run_id: rows.set_index(keys) for run_id, rows in summary.groupby("run_id")}
     empty = summary.iloc[0:0].set_index(keys)
     base_rows, new_rows = sides.get(base.run.run_id, empty), sides.get(new.run.run_id, empty)

@@ -21,13 +21,13 @@ CONFIG_KEYS = (*SHAPE_KEYS, "task")
 
 
 def merge_on_shapes(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
-    """`left` with `right`'s other columns joined on the SHAPE_KEYS (how="left").
+    """`left` with `right`'s other columns joined on the SHAPE_KEYS (how="left"; one row of `right` per shape).
 
     The keys are compared as text, an unset value (None, NaN) as one value and 2048.0 as 2048: a summary
     built row by row holds NaN and floats where the tidy frame holds None and integers."""
     key = "_shape_key"
-    joined = left.assign(**{key: _shape_text(left)}).merge(
-        right.drop(columns=list(SHAPE_KEYS)).assign(**{key: _shape_text(right)}), on=key, how="left")
+    right = right.drop(columns=list(SHAPE_KEYS)).assign(**{key: _shape_text(right)}).drop_duplicates(key)
+    joined = left.assign(**{key: _shape_text(left)}).merge(right, on=key, how="left")
     return joined.drop(columns=key)
 
 
