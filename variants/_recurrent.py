@@ -22,8 +22,10 @@ dtype, as fla's kernels keep the state in float32.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from dataclasses import replace
+from typing import ClassVar
 
 import torch
 
@@ -230,10 +232,17 @@ class CudaExtra:
 class FlaRecurrence(CudaExtra):
     """flash-linear-attention's chunk kernel for a recurrence (head_first=False layout), whole sequences.
 
-    A subclass names `kernel()` (imports fla) and `fla_arguments(q, k, v, weights)`.
+    A subclass names its kernel (`kernel_path`, "module:function", imported in `prepare`) and writes
+    `fla_arguments(q, k, v, weights)`.
     """
 
     package, extra = "fla", "fla"
+    kernel_path: ClassVar[str] = ""
+
+    def kernel(self):
+        """The fla function named by `kernel_path`, imported on first use (fla imports Triton)."""
+        module, _, function = self.kernel_path.partition(":")
+        return getattr(importlib.import_module(module), function)
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         reasons = super().unsupported_reasons(case)

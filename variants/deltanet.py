@@ -237,11 +237,7 @@ def delta_rule_fla_arguments(q, k, v, weights, gated: bool) -> dict:
 class FlaDeltaNet(FlaRecurrence, DeltaNet):
     name = "fla-deltanet"
     description = "flash-linear-attention's chunk_delta_rule (Triton, CUDA): deltanet's function"
-
-    def kernel(self):
-        from fla.ops.delta_rule import chunk_delta_rule
-
-        return chunk_delta_rule
+    kernel_path = "fla.ops.delta_rule:chunk_delta_rule"
 
     def fla_arguments(self, q, k, v, weights) -> dict:
         return delta_rule_fla_arguments(q, k, v, weights, gated=False)
@@ -250,11 +246,7 @@ class FlaDeltaNet(FlaRecurrence, DeltaNet):
 class FlaGatedDeltaNet(FlaRecurrence, GatedDeltaNet):
     name = "fla-gated-deltanet"
     description = "flash-linear-attention's chunk_gated_delta_rule (Triton, CUDA): gated-deltanet's function"
-
-    def kernel(self):
-        from fla.ops.gated_delta_rule import chunk_gated_delta_rule
-
-        return chunk_gated_delta_rule
+    kernel_path = "fla.ops.gated_delta_rule:chunk_gated_delta_rule"
 
     def fla_arguments(self, q, k, v, weights) -> dict:
         return delta_rule_fla_arguments(q, k, v, weights, gated=True)

@@ -298,11 +298,7 @@ def gla_fla_arguments(q, k, v, weights) -> dict:
 class FlaRetNet(FlaRecurrence, RetNet):
     name = "fla-retnet"
     description = "flash-linear-attention's chunk_retention (Triton, CUDA): retnet's function"
-
-    def kernel(self):
-        from fla.ops.retention import chunk_retention
-
-        return chunk_retention
+    kernel_path = "fla.ops.retention:chunk_retention"
 
     def fla_arguments(self, q, k, v, weights) -> dict:
         return retention_fla_arguments(q, k, v, weights)
@@ -311,11 +307,7 @@ class FlaRetNet(FlaRecurrence, RetNet):
 class FlaGLA(FlaRecurrence, GatedLinearAttention):
     name = "fla-gla"
     description = "flash-linear-attention's chunk_gla (Triton, CUDA): gla's function"
-
-    def kernel(self):
-        from fla.ops.gla import chunk_gla
-
-        return chunk_gla
+    kernel_path = "fla.ops.gla:chunk_gla"
 
     def fla_arguments(self, q, k, v, weights) -> dict:
         return gla_fla_arguments(q, k, v, weights)
