@@ -1,13 +1,10 @@
-"""Gates that can fail: compare on 3-sample cells, a run against itself, and paired A/B in alternation.
+"""Gates that can fail: compare of separate runs with the process as the unit, a run against itself, and A/B.
 
-A planted plugin, `planted-slow`, computes exact softmax attention REPEAT
-times per call (REPEAT from $ATTNBENCH_PLANTED_REPEAT), so 6 against 4 is
-a real 50% slowdown of one and the same variant (same case ids); with
-$ATTNBENCH_PLANTED_SPIN=0.2 it also busy-waits 0.2× its own compute time
-(timed in `prepare`) on every call: a true 20% slowdown. Separate runs are compared with the worker process
-as the unit (`run --processes 3`); `ab`, which pairs the sides in
-alternation and adds pairs until its interval decides, is the tool for
-small differences.
+`planted-slow` (tests/planted_plugin.py) has a known slowdown: 6 against 4
+repeats per call is 50%, and $ATTNBENCH_PLANTED_SPIN=0.2 a true 20%.
+Separate runs are compared with the worker process as the unit
+(`run --processes 3`); `ab`, which pairs the sides in alternation and adds
+pairs until its interval decides, is the tool for small differences.
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ import sys
 
 import numpy as np
 import pytest
-from plugin_fixtures import write_distribution
+from planted_plugin import write_planted_plugin
 from tiny_suites import tiny_suite
 
 from attnbench.core.errors import AttnbenchError
@@ -29,63 +26,15 @@ from attnbench.engine.ab import parse_side
 from attnbench.measure.timing import AdaptiveStop
 from attnbench.report.significance import min_p_value, paired_ratio
 
-PLANTED_MODULE = '''
-import os
-
-from attnbench import Variant, attention_flops, softmax_attention
-
-
-class PlantedSlow(Variant):
-    name = "planted-slow"
-    family = "test-planted"
-    computes = "softmax_attention"
-    devices = ("cpu",)
-
-    def prepare(self, case, inputs):
-        import statistics
-        import time
-
-        import torch.nn.functional as F
-        repeat = int(os.environ.get("ATTNBENCH_PLANTED_REPEAT", "5"))
-        spin = float(os.environ.get("ATTNBENCH_PLANTED_SPIN", "0"))
-        q, k, v = inputs.tensors()
-
-        def compute():
-            for _ in range(repeat - 1):
-                F.scaled_dot_product_attention(q, k, v, is_causal=case.causal)
-            return F.scaled_dot_product_attention(q, k, v, is_causal=case.causal)
-
-        def seconds():
-            start = time.perf_counter()
-            compute()
-            return time.perf_counter() - start
-
-        compute()
-        spin_s = spin * statistics.median(seconds() for _ in range(7))  # SPIN × its own compute, busy-waited
-
-        def forward():
-            out = compute()
-            until = time.perf_counter() + spin_s
-            while time.perf_counter() < until:
-                pass
-            return out
-        return forward
-
-    def reference(self, case, inputs, rows=None):
-        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows)
-
-    def flops(self, case):
-        return attention_flops(case)
-'''
-
 THREE_SAMPLES = {"warmup_s": 0.02, "budget_s": 0.05, "min_reps": 3, "max_reps": 3, "timeout_s": 60,
                  "memory": False, "accuracy": False, "telemetry": False}
+# A process median over 7 calls: one descheduled call moves it less than a median of 3.
+PROCESS_SAMPLES = {**THREE_SAMPLES, "min_reps": 7, "max_reps": 7}
 
 
 @pytest.fixture
 def planted_env(tmp_path, cli_env) -> dict[str, str]:
-    site = write_distribution(tmp_path / "site", "planted-plugin", "attnbench_planted", PLANTED_MODULE,
-                              {"planted-slow": "attnbench_planted:PlantedSlow"})
+    site = write_planted_plugin(tmp_path / "site")
     env = dict(cli_env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
     env["COLUMNS"] = "200"
@@ -105,7 +54,7 @@ def test_compare_of_separate_runs_with_three_processes_fails_a_50_percent_slowdo
         tmp_path, planted_env):
     """The README's CI recipe: both runs with --processes 3, then compare --fail-on median:5%."""
     suite = tmp_path / "planted.toml"
-    suite.write_text(tiny_suite("planted", ["planted-slow"], seq_lens=(512, 1024), measure=THREE_SAMPLES))
+    suite.write_text(tiny_suite("planted", ["planted-slow"], seq_lens=(512, 1024), measure=PROCESS_SAMPLES))
     results = str(tmp_path / "results")
     for name, repeat in (("base", 4), ("again", 4), ("new", 6)):
         done = attnbench(["run", str(suite), "--name", name, "--results", results, "--no-report",
@@ -114,8 +63,10 @@ def test_compare_of_separate_runs_with_three_processes_fails_a_50_percent_slowdo
     compared = attnbench(["compare", "base", "new", "--fail-on", "median:5%", "--results", results],
                          planted_env, tmp_path)
     assert compared.returncode == 1, compared.stdout + compared.stderr
+    # A burst of load on a shared machine can hide one length's slowdown in one run (CI once measured NEW/BASE
+    # 0.89 at N = 1024 and 1.43 at 512); the gate must still fail, naming a slowed cell and why.
     assert "every NEW process slower than every BASE one" in compared.stderr
-    assert "planted-slow at seq_len 1024" in compared.stderr
+    assert "planted-slow at seq_len 512" in compared.stderr or "planted-slow at seq_len 1024" in compared.stderr
 
     identical = attnbench(["compare", "base", "again", "--fail-on", "median:5%", "--results", results],
                           planted_env, tmp_path)
