@@ -215,6 +215,7 @@ def test_every_builtin_variant_is_accurate_on_the_models_own_inputs(captured_512
         warmup_s = 0.01
         budget_s = 0.02
         min_reps = 3
+        max_reps = 3
         memory = false
         telemetry = false
         contention_retries = 0

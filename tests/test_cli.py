@@ -150,9 +150,15 @@ def test_device_cuda_without_cuda_exits_2(cli_env):
     assert out.returncode == 2 and "--device cuda was asked for, but torch sees no CUDA device" in out.stderr
 
 
+def interruptible() -> None:
+    """Ctrl-C acts in the child even when this test runs as a background job (which inherits SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_and_wait_for_cells(suite: Path, env, count: int):
     process = subprocess.Popen([*ATTNBENCH, "run", str(suite), "--no-report", "--name", "victim"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=interruptible)
     results = Path(env["ATTNBENCH_RESULTS"])
     deadline = time.time() + 120
     while time.time() < deadline:

@@ -49,7 +49,9 @@ def env(tmp_path_factory) -> dict[str, str]:
 
 
 def no_core_dumps() -> None:
+    """No core files from the planted crashes; Ctrl-C acts even when the tests run as a background job."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
