@@ -32,9 +32,23 @@ TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
 from planted_plugin import write_planted_plugin  # noqa: E402
-from tiny_suites import tiny_suite  # noqa: E402
 
-DEFAULT_MEASURE = {"memory": False, "accuracy": False, "telemetry": False}
+# The default [measure] settings (timing, contention re-measure), without the passes no gate here reads.
+SUITE = """
+[suite]
+name = "{name}"
+variants = ["planted-slow"]
+[defaults]
+heads = 2
+head_dim = 32
+device = "cpu"
+[sweep]
+seq_len = {seq_lens}
+[measure]
+memory = false
+accuracy = false
+telemetry = false
+"""
 
 
 def attnbench(args: list[str], env: dict[str, str], **extra_env: str) -> subprocess.CompletedProcess:
@@ -51,7 +65,7 @@ def run(suite: Path, name: str, results: Path, env: dict[str, str], repeat: int)
 
 def compare_repeats(repeats: int, work: Path, env: dict[str, str]) -> tuple[int, int]:
     suite = work / "gate.toml"
-    suite.write_text(tiny_suite("gate", ["planted-slow"], seq_lens=(512, 1024), measure=DEFAULT_MEASURE))
+    suite.write_text(SUITE.format(name="gate", seq_lens=[512, 1024]))
     identical_pass = slowdown_fail = 0
     for repeat in range(repeats):
         results = work / f"compare-{repeat}"
@@ -71,7 +85,7 @@ def compare_repeats(repeats: int, work: Path, env: dict[str, str]) -> tuple[int,
 
 def ab_repeats(repeats: int, work: Path, env: dict[str, str]) -> tuple[int, int, list[int], list[int]]:
     suite = work / "ab.toml"
-    suite.write_text(tiny_suite("ab", ["planted-slow"], seq_lens=(1024,), measure=DEFAULT_MEASURE))
+    suite.write_text(SUITE.format(name="ab", seq_lens=[1024]))
     slower_fail = same_pass = 0
     slower_pairs: list[int] = []
     same_pairs: list[int] = []

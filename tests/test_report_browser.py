@@ -43,7 +43,6 @@ COMPARE_SECTIONS = ("summary", "cells", "unmatched", "environment", "plots")
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.browser,
-    pytest.mark.e2e,
     pytest.mark.skipif(not CHROMIUM.exists() and shutil.which("chromium") is None,
                        reason="no Chromium at /usr/bin/chromium (run .ci/install-browser.sh)"),
     pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
