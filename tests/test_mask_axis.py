@@ -11,9 +11,9 @@ from attnbench.attention.flops import attention_flops
 from attnbench.attention.masks import case_mask_matrix, case_visible_pairs, document_ids
 from attnbench.attention.reference import softmax_attention
 from attnbench.core.case import Case
-from attnbench.core.maskspec import parse_mask
 from attnbench.core.registry import default_registry
 from attnbench.core.settings import MeasureSettings
+from attnbench.kinds.masks import MASKS as MASK_KINDS
 from attnbench.measure.cell import measure_case
 from attnbench.measure.inputs import make_inputs
 from attnbench.plan.suite import expand, parse_suite
@@ -25,18 +25,18 @@ MASKS = ["sliding_window:8", "document:3", "prefix_lm:10"]
 def by_definition(case: Case) -> torch.Tensor:
     """(N, M) bool written out from each mask's definition, one (query, key) pair at a time."""
     n, m = case.seq_len, case.kv_len
-    spec = parse_mask(case.mask)
-    docs = document_ids(n, spec.size, case.seed).tolist() if spec.kind == "document" else None
+    spec = MASK_KINDS.parse(case.mask)
+    docs = document_ids(n, spec.arg, case.seed).tolist() if spec.name == "document" else None
     allowed = torch.zeros(n, m, dtype=torch.bool)
     for i in range(n):
         position = i + m - n
         for j in range(m):
-            if spec.kind == "sliding_window":
-                ok = abs(position - j) <= spec.size and (j <= position or not case.causal)
-            elif spec.kind == "document":
+            if spec.name == "sliding_window":
+                ok = abs(position - j) <= spec.arg and (j <= position or not case.causal)
+            elif spec.name == "document":
                 ok = docs[i] == docs[j] and (j <= i or not case.causal)
-            elif spec.kind == "prefix_lm":
-                ok = j < spec.size or j <= position
+            elif spec.name == "prefix_lm":
+                ok = j < spec.arg or j <= position
             else:
                 ok = j <= position or not case.causal
             allowed[i, j] = ok
@@ -44,7 +44,7 @@ def by_definition(case: Case) -> torch.Tensor:
 
 
 def test_parse_and_case_validation():
-    assert parse_mask("Sliding_Window:256").text == "sliding_window:256"
+    assert MASK_KINDS.parse("Sliding_Window:256").text == "sliding_window:256"
     with pytest.raises(ValueError, match="unknown mask"):
         Case(variant="naive", seq_len=64, mask="diagonal")
     with pytest.raises(ValueError, match="kv_len == seq_len"):

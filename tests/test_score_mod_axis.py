@@ -11,8 +11,8 @@ from attnbench.attention.flops import attention_flops
 from attnbench.attention.score_mods import alibi_slopes, case_score_mod, score_bias
 from attnbench.core.case import Case
 from attnbench.core.registry import default_registry
-from attnbench.core.scoremodspec import parse_score_mod
 from attnbench.core.settings import MeasureSettings
+from attnbench.kinds.score_mods import SCORE_MODS
 from attnbench.measure.cell import measure_case
 from attnbench.measure.inputs import make_inputs
 from attnbench.plan.suite import expand, parse_suite
@@ -26,7 +26,7 @@ def by_definition(case: Case) -> torch.Tensor:
     q, k, v = q.double()[0], k.double()[0], v.double()[0]             # (H, N, d), (Hkv, M, d), (Hkv, M, dv)
     n, m, heads = case.seq_len, case.kv_len, case.heads
     groups = heads // case.kv_heads
-    spec = parse_score_mod(case.score_mod)
+    spec = SCORE_MODS.parse(case.score_mod)
     out = torch.zeros(heads, n, v.shape[-1], dtype=torch.float64)
     for h in range(heads):
         slope = 2.0 ** (-8.0 * (h + 1) / heads)                     # H a power of two in these tests
@@ -35,10 +35,10 @@ def by_definition(case: Case) -> torch.Tensor:
             scores = []
             for j in range(m):
                 s = float(q[h, i] @ k[h // groups, j]) / math.sqrt(case.head_dim)
-                if spec.kind == "alibi":
+                if spec.name == "alibi":
                     s -= slope * abs(position - j)
-                elif spec.kind == "softcap":
-                    s = spec.cap * math.tanh(s / spec.cap)
+                elif spec.name == "softcap":
+                    s = spec.arg * math.tanh(s / spec.arg)
                 if case.causal and j > position:
                     s = -math.inf
                 scores.append(s)
@@ -48,9 +48,9 @@ def by_definition(case: Case) -> torch.Tensor:
 
 
 def test_parse_and_case_validation():
-    assert parse_score_mod("SoftCap:30.0").text == "softcap:30"
-    assert parse_score_mod("softcap:2.5").text == "softcap:2.5"
-    assert parse_score_mod("alibi").text == "alibi"
+    assert SCORE_MODS.parse("SoftCap:30.0").text == "softcap:30"
+    assert SCORE_MODS.parse("softcap:2.5").text == "softcap:2.5"
+    assert SCORE_MODS.parse("alibi").text == "alibi"
     for bad, message in [("relative", "unknown score_mod"), ("softcap", "needs a number"),
                          ("softcap:-1", "positive finite"), ("alibi:2", "takes no value")]:
         with pytest.raises(ValueError, match=message):

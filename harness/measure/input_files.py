@@ -154,12 +154,12 @@ def load_file_inputs(case: Case) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 
 def _case_path(case: Case) -> Path:
-    from attnbench.core.inputspec import parse_inputs
+    from attnbench.kinds.inputs import inputs_of
 
-    spec = parse_inputs(case.inputs)
-    if spec.kind != "file":
+    chosen = inputs_of(case)
+    if not chosen.kind.reads_file:
         raise InputFileError(f"case {case.label} draws its inputs as {case.inputs!r}, not from a file:PATH")
-    return Path(spec.path).expanduser()
+    return Path(chosen.arg).expanduser()
 
 
 def _read_header(path: Path) -> dict[str, Any]:
