@@ -172,6 +172,15 @@ class Recurrence(Variant):
         learned = {name: w.to(dtype) for name, w in self.weights(case, inputs).items()}
         return {**learned, **self.fixed_weights(case, dtype, inputs.q.device)}
 
+    def padded(self, case: Case) -> tuple[int, int]:
+        """(chunk, steps): the chunk knob, and seq_len padded up to whole chunks."""
+        chunk = self.knob_values(case, "chunk")[0]
+        return chunk, -(-case.seq_len // chunk) * chunk
+
+    def work_bytes(self, case: Case) -> int:
+        """Bytes per element of the chunked form's work tensors: float32 for the half dtypes, else the case's."""
+        return 4 if case.dtype in ("float16", "bfloat16") else case.element_bytes
+
     def state_size(self, case: Case) -> int:
         """S (d_k × d_v) per head, whatever the length."""
         return case.heads * case.head_dim * case.v_head_dim

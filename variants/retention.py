@@ -135,8 +135,7 @@ class RetNet(Recurrence):
 
     def performed_flops(self, case: Case) -> int | None:
         """The chunked form's matmuls (padded to whole chunks): Q Kᵀ and (·) V, the end states, the entering state."""
-        chunk = self.knob_values(case, "chunk")[0]
-        steps = -(-case.seq_len // chunk) * chunk
+        chunk, steps = self.padded(case)
         dk, dv = case.head_dim, case.v_head_dim
         if case.kv_len != case.seq_len:
             return None                                                   # the decode step is the recurrence itself
@@ -144,11 +143,10 @@ class RetNet(Recurrence):
         return case.batch * case.heads * per_head
 
     def memory_model(self, case: Case) -> int:
-        chunk = self.knob_values(case, "chunk")[0]
-        steps = -(-case.seq_len // chunk) * chunk
+        chunk, steps = self.padded(case)
         chunks = steps // chunk
         dk, dv = case.head_dim, case.v_head_dim
-        element = 4 if case.dtype in ("float16", "bfloat16") else case.element_bytes
+        element = self.work_bytes(case)
         upcast = 3 * steps * dk if element != case.element_bytes else 0
         per_head = (3 * steps * chunk                                     # scores, decayed, the decay matrix
                     + 3 * steps * dv                                      # intra out, inter out, their sum

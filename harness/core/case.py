@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from attnbench.core.axes import AXES, DEVICES, DTYPE_ALIASES, DTYPES, MODES, canonical_dtype
+from attnbench.core.records import Record
 from attnbench.kinds.masks import mask_of
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
@@ -17,7 +18,7 @@ __all__ = ["DEVICES", "DTYPES", "DTYPE_ALIASES", "DTYPE_BYTES", "MODES", "Case",
 
 
 @dataclass(frozen=True)
-class Case:
+class Case(Record):
     """One cell: which variant runs on what shapes, dtype, device and mode.
 
     Inputs are q of shape (batch, heads, seq_len, head_dim), k of shape
@@ -96,14 +97,6 @@ class Case:
         if name in AXES.builtin:
             return getattr(self, name)
         return self.extra_axes.get(name, AXES[name].default)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Case:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
     # A field whose default is "the value of another field" (`Axis.defaults_from`): it counts as default
     # when it equals that field.
