@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from tiny_suites import check_kind_axis
 
 from attnbench.attention.flops import attention_flops
 from attnbench.attention.masks import case_mask_matrix, case_visible_pairs, document_ids
@@ -16,7 +17,6 @@ from attnbench.core.settings import MeasureSettings
 from attnbench.kinds.masks import MASKS as MASK_KINDS
 from attnbench.measure.cell import measure_case
 from attnbench.measure.inputs import make_inputs
-from attnbench.plan.suite import expand, parse_suite
 
 FAST = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
 MASKS = ["sliding_window:8", "document:3", "prefix_lm:10"]
@@ -109,15 +109,8 @@ def test_the_reference_applies_the_mask():
 
 
 def test_variants_without_a_mask_say_why_and_suites_sweep_it():
-    registry = default_registry()
-    case = Case(variant="flash-tiled", seq_len=64, mask="prefix_lm:8")
-    assert any("has no prefix_lm mask" in r for r in registry.get("flash-tiled").unsupported_reasons(case))
-    suite = parse_suite('[suite]\nname = "m"\nvariants = ["naive"]\n[defaults]\nheads = 2\nhead_dim = 16\n'
-                        '[sweep]\nseq_len = [64]\nmask = ["none", "sliding_window:8", "document:2"]\n', "m.toml")
-    assert sorted(c.mask for c in expand(suite, registry)) == ["document:2", "none", "sliding_window:8"]
-    bad = '[suite]\nname = "b"\nvariants = ["naive"]\n[sweep]\nseq_len = [64]\nmask = ["window:8"]\n'
-    with pytest.raises(Exception, match=r"b.toml: key 'sweep.mask\[0\]'?.*unknown mask 'window:8'"):
-        expand(parse_suite(bad, "b.toml"), registry)
+    check_kind_axis("mask", ["none", "sliding_window:8", "document:2"],
+                    refused=("flash-tiled", "prefix_lm:8", "has no prefix_lm mask"), unknown="window:8")
 
 
 @pytest.mark.e2e

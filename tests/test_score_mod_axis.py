@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from tiny_suites import check_kind_axis
 
 from attnbench.attention.flops import attention_flops
 from attnbench.attention.score_mods import alibi_slopes, case_score_mod, score_bias
@@ -15,7 +16,6 @@ from attnbench.core.settings import MeasureSettings
 from attnbench.kinds.score_mods import SCORE_MODS
 from attnbench.measure.cell import measure_case
 from attnbench.measure.inputs import make_inputs
-from attnbench.plan.suite import expand, parse_suite
 
 FAST = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
 
@@ -118,15 +118,8 @@ def test_the_mod_changes_the_output():
 
 
 def test_variants_without_score_mods_say_why_and_suites_sweep_it():
-    registry = default_registry()
-    case = Case(variant="performer", seq_len=64, score_mod="alibi")
-    assert any("has no alibi score mod" in r for r in registry.get("performer").unsupported_reasons(case))
-    suite = parse_suite('[suite]\nname = "s"\nvariants = ["naive"]\n[defaults]\nheads = 2\nhead_dim = 16\n'
-                        '[sweep]\nseq_len = [64]\nscore_mod = ["none", "alibi", "softcap:30"]\n', "s.toml")
-    assert sorted(c.score_mod for c in expand(suite, registry)) == ["alibi", "none", "softcap:30"]
-    bad = '[suite]\nname = "b"\nvariants = ["naive"]\n[sweep]\nseq_len = [64]\nscore_mod = ["bias"]\n'
-    with pytest.raises(Exception, match=r"b.toml: key 'sweep.score_mod\[0\]'?.*unknown score_mod 'bias'"):
-        expand(parse_suite(bad, "b.toml"), registry)
+    check_kind_axis("score_mod", ["none", "alibi", "softcap:30"],
+                    refused=("performer", "alibi", "has no alibi score mod"), unknown="bias")
 
 
 @pytest.mark.e2e
