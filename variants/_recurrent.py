@@ -177,9 +177,12 @@ class Recurrence(Variant):
         chunk = self.knob_values(case, "chunk")[0]
         return chunk, -(-case.seq_len // chunk) * chunk
 
-    def work_bytes(self, case: Case) -> int:
-        """Bytes per element of the chunked form's work tensors: float32 for the half dtypes, else the case's."""
-        return 4 if case.dtype in ("float16", "bfloat16") else case.element_bytes
+    def work_shape(self, case: Case) -> tuple[int, int, int, int]:
+        """(chunk, steps, chunks, element) of the chunked form's work tensors: `padded`, the chunk count, and the
+        bytes per element (float32 for the half dtypes, else the case's)."""
+        chunk, steps = self.padded(case)
+        element = 4 if case.dtype in ("float16", "bfloat16") else case.element_bytes
+        return chunk, steps, steps // chunk, element
 
     def state_size(self, case: Case) -> int:
         """S (d_k × d_v) per head, whatever the length."""

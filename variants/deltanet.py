@@ -196,10 +196,8 @@ class _DeltaRule(Recurrence):
         return case.batch * case.heads * per_head
 
     def memory_model(self, case: Case) -> int:
-        chunk, steps = self.padded(case)
-        chunks = steps // chunk
+        chunk, steps, chunks, element = self.work_shape(case)
         dk, dv = case.head_dim, case.v_head_dim
-        element = self.work_bytes(case)
         per_head = (6 * steps * dk                                        # normalised q, k, scaled copies, W
                     + 5 * steps * chunk                                   # K Kᵀ, L, T, Q Kᵀ, Γ
                     + 4 * steps * dv                                      # U, U', the outputs and their stack

@@ -143,10 +143,8 @@ class RetNet(Recurrence):
         return case.batch * case.heads * per_head
 
     def memory_model(self, case: Case) -> int:
-        chunk, steps = self.padded(case)
-        chunks = steps // chunk
+        chunk, steps, chunks, element = self.work_shape(case)
         dk, dv = case.head_dim, case.v_head_dim
-        element = self.work_bytes(case)
         upcast = 3 * steps * dk if element != case.element_bytes else 0
         per_head = (3 * steps * chunk                                     # scores, decayed, the decay matrix
                     + 3 * steps * dv                                      # intra out, inter out, their sum
