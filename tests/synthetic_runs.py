@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -86,12 +87,8 @@ class SyntheticSpec:
 def write_synthetic_run(results_dir: Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
     """Write the run `spec` describes under `results_dir` and return its folder."""
     rng = np.random.default_rng(spec.seed)
-    run = Run(run_id=new_run_id(spec.name), name=spec.name, suite_name="synthetic",
-              suite_text=f"# synthetic suite\n[suite]\nname = \"{spec.name}\"\n", started_at=now_iso(),
-              environment=spec.environment, calibration=CALIBRATION if spec.calibrated else {},
-              harness_version="synthetic")
-    writer = RunWriter.create(Path(results_dir), run)
-    try:
+    with synthetic_writer(results_dir, spec.name, "synthetic", spec.environment,
+                          CALIBRATION if spec.calibrated else {}) as writer:
         for dtype in spec.dtypes:
             for causal in spec.causal:
                 for mode in spec.modes:
@@ -101,9 +98,21 @@ def write_synthetic_run(results_dir: Path, spec: SyntheticSpec = SyntheticSpec()
                                 writer.append(_cell(spec, variant, params, dtype, causal, mode, seq_len, rng))
         if spec.attention_maps:
             (writer.path / "attention_maps.json").write_text(json.dumps(_maps(spec.seed)), encoding="utf-8")
+    return writer.path
+
+
+@contextmanager
+def synthetic_writer(results_dir, name: str, suite_name: str, environment: dict[str, Any],
+                     calibration: dict[str, Any]) -> Iterator[RunWriter]:
+    """A writer of a new synthetic run `name` in `results_dir`, closed as finished when the block ends."""
+    suite_text = f"# {suite_name.replace('-', ' ')} suite\n[suite]\nname = \"{name}\"\n"
+    run = Run(run_id=new_run_id(name), name=name, suite_name=suite_name, suite_text=suite_text,
+              started_at=now_iso(), environment=environment, calibration=calibration, harness_version="synthetic")
+    writer = RunWriter.create(Path(results_dir), run)
+    try:
+        yield writer
     finally:
         writer.close("finished")
-    return writer.path
 
 
 def _cell(spec: SyntheticSpec, variant: SyntheticVariant, params: dict[str, Any], dtype: str, causal: bool,
@@ -239,18 +248,12 @@ def write_decode_run(results_dir: Path, spec: DecodeSpec = DecodeSpec()) -> Path
     calibrated copy bandwidth, so the stored bandwidth_fraction is exactly that share.
     """
     rng = np.random.default_rng(spec.seed)
-    run = Run(run_id=new_run_id(spec.name), name=spec.name, suite_name="synthetic-decode",
-              suite_text=f"# synthetic decode suite\n[suite]\nname = \"{spec.name}\"\n", started_at=now_iso(),
-              environment={"cpu_model": "Synthetic CPU"}, calibration=CALIBRATION if spec.calibrated else {},
-              harness_version="synthetic")
-    writer = RunWriter.create(Path(results_dir), run)
-    try:
+    with synthetic_writer(results_dir, spec.name, "synthetic-decode", {"cpu_model": "Synthetic CPU"},
+                          CALIBRATION if spec.calibrated else {}) as writer:
         for variant in spec.variants:
             for q_len in spec.q_lens:
                 for kv_len in ((q_len,) if spec.self_attention else spec.kv_lens):
                     writer.append(_decode_cell(spec, variant, decode_case(spec, variant.name, q_len, kv_len), rng))
-    finally:
-        writer.close("finished")
     return writer.path
 
 
@@ -361,11 +364,8 @@ class QualitySpec:
 def write_quality_run(results_dir: Path, spec: QualitySpec = QualitySpec()) -> Path:
     """Write the quality run `spec` describes (the laws of `QualityVariant`) and return its folder."""
     rng = np.random.default_rng(0)
-    run = Run(run_id=new_run_id(spec.name), name=spec.name, suite_name="synthetic-quality",
-              suite_text=f"# synthetic quality suite\n[suite]\nname = \"{spec.name}\"\n", started_at=now_iso(),
-              environment={"cpu_model": "Synthetic CPU"}, calibration=CALIBRATION, harness_version="synthetic")
-    writer = RunWriter.create(Path(results_dir), run)
-    try:
+    with synthetic_writer(results_dir, spec.name, "synthetic-quality", {"cpu_model": "Synthetic CPU"},
+                          CALIBRATION) as writer:
         for variant in spec.variants:
             for params in variant.params:
                 for seq_len in spec.seq_lens:
@@ -373,8 +373,6 @@ def write_quality_run(results_dir: Path, spec: QualitySpec = QualitySpec()) -> P
                         writer.append(_quality_cell(spec, variant, params, seq_len, seed))
                     if spec.kernels:
                         writer.append(_kernel_cell(spec, variant, params, seq_len, rng))
-    finally:
-        writer.close("finished")
     return writer.path
 
 
