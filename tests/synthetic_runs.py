@@ -137,18 +137,25 @@ def synthetic_time(variant: SyntheticVariant, params: dict[str, Any], seq_len: i
     return TIME_CONSTANT * variant.time_factor * scale * seq_len ** variant.time_power
 
 
+def _timing(median: float, noise: float, count: int, rng: np.random.Generator, ci_rank: int,
+            setup_s: float) -> Timing:
+    """`count` samples with relative noise `noise` whose median is exactly `median`; the CI is ±`ci_rank` ranks."""
+    draws = rng.normal(0.0, noise, count)
+    samples = tuple(float(median * (1 + e)) for e in draws - np.median(draws))
+    ordered = sorted(samples)
+    q1, q3 = np.percentile(ordered, [25, 75])
+    middle = len(ordered) // 2
+    return Timing(samples_s=samples, median_s=median, iqr_s=float(q3 - q1), ci_low_s=ordered[middle - ci_rank],
+                  ci_high_s=ordered[middle + ci_rank], calls_per_sample=1, warmup_s=0.05, warmup_calls=3,
+                  setup_s=setup_s, stop_reason="ci", timer="perf_counter_ns", threads=2)
+
+
 def _measured(spec: SyntheticSpec, variant: SyntheticVariant, params: dict[str, Any], case: Case, seq_len: int,
               rng: np.random.Generator) -> Result:
     median = synthetic_time(variant, params, seq_len)
     if not spec.slowdown_variants or variant.name in spec.slowdown_variants:
         median *= spec.slowdown
-    noise = rng.normal(0.0, spec.noise, spec.samples)
-    samples = tuple(float(median * (1 + e)) for e in noise - np.median(noise))
-    ordered = sorted(samples)
-    q1, q3 = np.percentile(ordered, [25, 75])
-    timing = Timing(samples_s=samples, median_s=median, iqr_s=float(q3 - q1), ci_low_s=ordered[len(ordered) // 2 - 5],
-                    ci_high_s=ordered[len(ordered) // 2 + 5], calls_per_sample=1, warmup_s=0.05, warmup_calls=3,
-                    setup_s=dict(spec.setup_s).get(variant.name, 0.01), stop_reason="ci", timer="perf_counter_ns", threads=2)
+    timing = _timing(median, spec.noise, spec.samples, rng, 5, dict(spec.setup_s).get(variant.name, 0.01))
     peak = int(4096 * seq_len ** variant.memory_power * spec.memory_scale)
     memory = Memory(peak_bytes_fwd=peak, peak_bytes_fwd_bwd=2 * peak if case.mode == "fwd_bwd" else None,
                     method="synthetic", input_bytes=case.input_bytes)
@@ -289,13 +296,7 @@ def _element_bytes(spec: DecodeSpec) -> int:
 
 def _decode_cell(spec: DecodeSpec, variant: DecodeVariant, case: Case, rng: np.random.Generator) -> Cell:
     median = decode_time(variant, case)
-    noise = rng.normal(0.0, 0.01, spec.samples)
-    samples = tuple(float(median * (1 + e)) for e in noise - np.median(noise))
-    ordered = sorted(samples)
-    q1, q3 = np.percentile(ordered, [25, 75])
-    timing = Timing(samples_s=samples, median_s=median, iqr_s=float(q3 - q1), ci_low_s=ordered[len(ordered) // 2 - 3],
-                    ci_high_s=ordered[len(ordered) // 2 + 3], calls_per_sample=1, warmup_s=0.05, warmup_calls=3,
-                    setup_s=dict(spec.setup_s).get(variant.name, 0.01), stop_reason="ci", timer="perf_counter_ns", threads=2)
+    timing = _timing(median, 0.01, spec.samples, rng, 3, dict(spec.setup_s).get(variant.name, 0.01))
     scores = case.batch * case.heads * case.seq_len * case.kv_len * 4
     memory = Memory(peak_bytes_fwd=scores, peak_bytes_fwd_bwd=None, method="synthetic", input_bytes=case.input_bytes)
     accuracy = Accuracy(output=ErrorMetrics(max_abs_error=1e-6, rel_l2_error=2e-7, nonfinite=0))
