@@ -114,11 +114,7 @@ def test_variants_without_a_mask_say_why_and_suites_sweep_it():
 
 
 @pytest.mark.e2e
-def test_flex_takes_every_mask_as_a_block_mask():
-    registry = default_registry()
-    flex = registry.get("flex")
-    if flex.unsupported_reasons(Case(variant="flex", seq_len=128, head_dim=32)):
-        pytest.skip("flex cannot run here")
+def test_flex_takes_every_mask_as_a_block_mask(flex):
     for mask in MASKS:
         case = Case(variant="flex", seq_len=128, heads=2, head_dim=32, causal=True, mask=mask)
         result = measure_case(case, flex, FAST)

@@ -123,11 +123,7 @@ def test_variants_without_score_mods_say_why_and_suites_sweep_it():
 
 
 @pytest.mark.e2e
-def test_flex_takes_every_score_mod_with_grouped_heads():
-    registry = default_registry()
-    flex = registry.get("flex")
-    if flex.unsupported_reasons(Case(variant="flex", seq_len=128, head_dim=32)):
-        pytest.skip("flex cannot run here")
+def test_flex_takes_every_score_mod_with_grouped_heads(flex):
     for mod, mask in [("alibi", "none"), ("softcap:2", "sliding_window:16")]:
         case = Case(variant="flex", seq_len=128, heads=4, kv_heads=2, head_dim=32, causal=True, mask=mask,
                     score_mod=mod, qk_std=3.0)

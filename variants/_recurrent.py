@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import replace
 from typing import ClassVar
 
@@ -244,12 +245,13 @@ class CudaExtra:
 class FlaRecurrence(CudaExtra):
     """flash-linear-attention's chunk kernel for a recurrence (head_first=False layout), whole sequences.
 
-    A subclass names its kernel (`kernel_path`, "module:function", imported in `prepare`) and writes
-    `fla_arguments(q, k, v, weights)`.
+    A subclass names its kernel (`kernel_path`, "module:function", imported in `prepare`) and the
+    function from our q, k, v and weights to the kernel's keyword arguments (`fla_arguments`).
     """
 
     package, extra = "fla", "fla"
     kernel_path: ClassVar[str] = ""
+    fla_arguments: ClassVar[Callable[..., dict]]
 
     def kernel(self):
         """The fla function named by `kernel_path`, imported on first use (fla imports Triton)."""

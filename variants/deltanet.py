@@ -30,6 +30,7 @@ last part is sequential, one step per chunk.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 
@@ -234,15 +235,11 @@ class FlaDeltaNet(FlaRecurrence, DeltaNet):
     name = "fla-deltanet"
     description = "flash-linear-attention's chunk_delta_rule (Triton, CUDA): deltanet's function"
     kernel_path = "fla.ops.delta_rule:chunk_delta_rule"
-
-    def fla_arguments(self, q, k, v, weights) -> dict:
-        return delta_rule_fla_arguments(q, k, v, weights, gated=False)
+    fla_arguments = staticmethod(partial(delta_rule_fla_arguments, gated=False))
 
 
 class FlaGatedDeltaNet(FlaRecurrence, GatedDeltaNet):
     name = "fla-gated-deltanet"
     description = "flash-linear-attention's chunk_gated_delta_rule (Triton, CUDA): gated-deltanet's function"
     kernel_path = "fla.ops.gated_delta_rule:chunk_gated_delta_rule"
-
-    def fla_arguments(self, q, k, v, weights) -> dict:
-        return delta_rule_fla_arguments(q, k, v, weights, gated=True)
+    fla_arguments = staticmethod(partial(delta_rule_fla_arguments, gated=True))

@@ -295,15 +295,11 @@ class FlaRetNet(FlaRecurrence, RetNet):
     name = "fla-retnet"
     description = "flash-linear-attention's chunk_retention (Triton, CUDA): retnet's function"
     kernel_path = "fla.ops.retention:chunk_retention"
-
-    def fla_arguments(self, q, k, v, weights) -> dict:
-        return retention_fla_arguments(q, k, v, weights)
+    fla_arguments = staticmethod(retention_fla_arguments)
 
 
 class FlaGLA(FlaRecurrence, GatedLinearAttention):
     name = "fla-gla"
     description = "flash-linear-attention's chunk_gla (Triton, CUDA): gla's function"
     kernel_path = "fla.ops.gla:chunk_gla"
-
-    def fla_arguments(self, q, k, v, weights) -> dict:
-        return gla_fla_arguments(q, k, v, weights)
+    fla_arguments = staticmethod(gla_fla_arguments)
