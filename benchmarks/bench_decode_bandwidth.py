@@ -18,10 +18,9 @@ writes nothing): the most a decode step can reach.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from _common import median_seconds
 
 from attnbench.core.case import Case, batch_for_kv_cache
 from attnbench.core.registry import default_registry
@@ -30,16 +29,6 @@ from attnbench.measure.inputs import make_inputs
 
 HEADS = {"GQA 32/8": (32, 8), "MQA 8/1": (8, 1)}
 KV_CACHE_BYTES = 256 * 2**20
-
-
-def median_seconds(fn, reps: int) -> float:
-    fn()
-    samples = []
-    for _ in range(reps):
-        start = time.perf_counter_ns()
-        fn()
-        samples.append((time.perf_counter_ns() - start) / 1e9)
-    return statistics.median(samples)
 
 
 def decode_case(variant: str, heads: int, kv_heads: int, kv_len: int, params: dict) -> Case:
@@ -70,7 +59,7 @@ def main() -> None:
                 case = decode_case(name, heads, kv_heads, kv_len, {**variant.params, **params})
                 with torch.inference_mode():
                     inputs = make_inputs(case)
-                    seconds = median_seconds(variant.prepare(case, inputs), args.reps)
+                    seconds = median_seconds(variant.prepare(case, inputs), args.reps, warmup=True)
                 shown = name + (f" S={params['splits'] or 'auto'}" if params else "")
                 rate = case.bytes_moved / seconds
                 print(f"{label:<9} {kv_len:>6} {case.batch:>5} {shown:<22} {seconds * 1e3:>8.3f} {rate / 1e9:>6.2f} "
@@ -78,7 +67,7 @@ def main() -> None:
                 read_case = (case, inputs)
             case, inputs = read_case
             _, k, v = inputs.tensors()
-            read_s = median_seconds(lambda k=k, v=v: (k.sum(), v.sum()), args.reps)
+            read_s = median_seconds(lambda k=k, v=v: (k.sum(), v.sum()), args.reps, warmup=True)
             reads.append((label, kv_len, (k.nbytes + v.nbytes) / read_s))
     print("\nplain read of the KV cache (torch.sum over k and v):")
     for label, kv_len, rate in reads:

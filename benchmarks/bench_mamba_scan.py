@@ -15,10 +15,10 @@ issue's goal is at least 10x at 4096.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
+from _common import median_seconds
 
 from attnbench.core.case import Case
 from attnbench.measure.inputs import make_inputs
@@ -26,15 +26,6 @@ from attnbench.variants.mamba import MambaScan, selective_inputs, selective_scan
 
 SEQ_LENS = (1024, 4096, 16384)
 GOAL_AT_4096 = 10.0
-
-
-def median_seconds(fn, reps: int) -> float:
-    samples = []
-    for _ in range(reps):
-        start = time.perf_counter_ns()
-        fn()
-        samples.append((time.perf_counter_ns() - start) / 1e9)
-    return statistics.median(samples)
 
 
 def compare(seq_len: int, reps: int, chunk: int | None) -> tuple[float, float, float]:

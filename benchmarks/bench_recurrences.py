@@ -15,10 +15,9 @@ is the median of --reps calls after one warm-up call.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from _common import median_seconds
 
 from attnbench.core.case import Case
 from attnbench.core.registry import default_registry
@@ -27,16 +26,6 @@ from attnbench.measure.inputs import make_inputs
 from attnbench.variants._recurrent import compute_dtype
 
 VARIANTS = ("retnet", "gla", "deltanet", "gated-deltanet")
-
-
-def median_seconds(fn, reps: int) -> float:
-    fn()
-    samples = []
-    for _ in range(reps):
-        start = time.perf_counter_ns()
-        fn()
-        samples.append((time.perf_counter_ns() - start) / 1e9)
-    return statistics.median(samples)
 
 
 def layer(name: str, seq_len: int):
@@ -62,7 +51,7 @@ def chunked_and_sequential(name: str, seq_len: int, reps: int) -> tuple[float, f
     fast, plain = forward(), sequential()
     error = float((fast - plain).norm() / plain.norm())
     assert error < 1e-5, f"{name}: the chunked form is {error:.2g} (relative L2) off the sequential recurrence"
-    return median_seconds(forward, reps), median_seconds(sequential, max(1, reps // 2))
+    return median_seconds(forward, reps, warmup=True), median_seconds(sequential, max(1, reps // 2), warmup=True)
 
 
 def main() -> None:
@@ -80,7 +69,7 @@ def main() -> None:
         for name in names:
             chunked, sequential = chunked_and_sequential(name, 4096, args.reps)
             variant, case, inputs = layer(name, 8192)
-            seconds = median_seconds(variant.prepare(case, inputs), args.reps)
+            seconds = median_seconds(variant.prepare(case, inputs), args.reps, warmup=True)
             useful = variant.flops(case) / seconds / peak
             performed = (variant.performed_flops(case) or variant.flops(case)) / seconds / peak
             print(f"{name:<15} {chunked:>14.4f} {sequential:>17.4f} {sequential / chunked:>6.1f}x "

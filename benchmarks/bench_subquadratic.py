@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
 
 import torch
+from _common import median_seconds
 
 from attnbench.core.case import Case
 from attnbench.core.registry import default_registry
@@ -32,15 +32,6 @@ SEQ_LENS = (2048, 4096, 8192, 16384)
 TIME_SLOPE_LIMIT = {"longformer": 1.2, "performer": 1.2, "linear": 1.2, "mamba-scan": 1.2, "mamba2-ssd": 1.2}
 MEMORY_SLOPE_LIMIT = {"longformer": 1.15, "performer": 1.15, "linear": 1.15, "mamba-scan": 1.15}
 SPEEDUP_OVER_FLASH = {"longformer": 4.0, "performer": 5.0, "mamba2-ssd": 20.0}
-
-
-def median_seconds(fn, reps: int) -> float:
-    samples = []
-    for _ in range(reps):
-        start = time.perf_counter_ns()
-        fn()
-        samples.append((time.perf_counter_ns() - start) / 1e9)
-    return statistics.median(samples)
 
 
 def measure(name: str, seq_len: int, reps: int) -> tuple[float, int, float]:

@@ -118,3 +118,15 @@ def cli_env(tmp_path: Path, calibration_cache: Path) -> dict[str, str]:
     env["ATTNBENCH_CACHE_DIR"] = str(calibration_cache)
     env.setdefault("OMP_NUM_THREADS", "2")
     return env
+
+
+@pytest.fixture
+def flex():
+    """The flex variant, or a skip where it cannot run here."""
+    from attnbench.core.case import Case
+    from attnbench.core.registry import default_registry
+
+    variant = default_registry().get("flex")
+    if variant.unsupported_reasons(Case(variant="flex", seq_len=128, head_dim=32)):
+        pytest.skip("flex cannot run here")
+    return variant

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -86,12 +87,8 @@ class SyntheticSpec:
 def write_synthetic_run(results_dir: Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
     """Write the run `spec` describes under `results_dir` and return its folder."""
     rng = np.random.default_rng(spec.seed)
-    run = Run(run_id=new_run_id(spec.name), name=spec.name, suite_name="synthetic",
-              suite_text=f"# synthetic suite\n[suite]\nname = \"{spec.name}\"\n", started_at=now_iso(),
-              environment=spec.environment, calibration=CALIBRATION if spec.calibrated else {},
-              harness_version="synthetic")
-    writer = RunWriter.create(Path(results_dir), run)
-    try:
+    with synthetic_writer(results_dir, spec.name, "synthetic", spec.environment,
+                          CALIBRATION if spec.calibrated else {}) as writer:
         for dtype in spec.dtypes:
             for causal in spec.causal:
                 for mode in spec.modes:
@@ -101,9 +98,21 @@ def write_synthetic_run(results_dir: Path, spec: SyntheticSpec = SyntheticSpec()
                                 writer.append(_cell(spec, variant, params, dtype, causal, mode, seq_len, rng))
         if spec.attention_maps:
             (writer.path / "attention_maps.json").write_text(json.dumps(_maps(spec.seed)), encoding="utf-8")
+    return writer.path
+
+
+@contextmanager
+def synthetic_writer(results_dir, name: str, suite_name: str, environment: dict[str, Any],
+                     calibration: dict[str, Any]) -> Iterator[RunWriter]:
+    """A writer of a new synthetic run `name` in `results_dir`, closed as finished when the block ends."""
+    suite_text = f"# {suite_name.replace('-', ' ')} suite\n[suite]\nname = \"{name}\"\n"
+    run = Run(run_id=new_run_id(name), name=name, suite_name=suite_name, suite_text=suite_text,
+              started_at=now_iso(), environment=environment, calibration=calibration, harness_version="synthetic")
+    writer = RunWriter.create(Path(results_dir), run)
+    try:
+        yield writer
     finally:
         writer.close("finished")
-    return writer.path
 
 
 def _cell(spec: SyntheticSpec, variant: SyntheticVariant, params: dict[str, Any], dtype: str, causal: bool,
@@ -128,18 +137,25 @@ def synthetic_time(variant: SyntheticVariant, params: dict[str, Any], seq_len: i
     return TIME_CONSTANT * variant.time_factor * scale * seq_len ** variant.time_power
 
 
+def _timing(median: float, noise: float, count: int, rng: np.random.Generator, ci_rank: int,
+            setup_s: float) -> Timing:
+    """`count` samples with relative noise `noise` whose median is exactly `median`; the CI is ±`ci_rank` ranks."""
+    draws = rng.normal(0.0, noise, count)
+    samples = tuple(float(median * (1 + e)) for e in draws - np.median(draws))
+    ordered = sorted(samples)
+    q1, q3 = np.percentile(ordered, [25, 75])
+    middle = len(ordered) // 2
+    return Timing(samples_s=samples, median_s=median, iqr_s=float(q3 - q1), ci_low_s=ordered[middle - ci_rank],
+                  ci_high_s=ordered[middle + ci_rank], calls_per_sample=1, warmup_s=0.05, warmup_calls=3,
+                  setup_s=setup_s, stop_reason="ci", timer="perf_counter_ns", threads=2)
+
+
 def _measured(spec: SyntheticSpec, variant: SyntheticVariant, params: dict[str, Any], case: Case, seq_len: int,
               rng: np.random.Generator) -> Result:
     median = synthetic_time(variant, params, seq_len)
     if not spec.slowdown_variants or variant.name in spec.slowdown_variants:
         median *= spec.slowdown
-    noise = rng.normal(0.0, spec.noise, spec.samples)
-    samples = tuple(float(median * (1 + e)) for e in noise - np.median(noise))
-    ordered = sorted(samples)
-    q1, q3 = np.percentile(ordered, [25, 75])
-    timing = Timing(samples_s=samples, median_s=median, iqr_s=float(q3 - q1), ci_low_s=ordered[len(ordered) // 2 - 5],
-                    ci_high_s=ordered[len(ordered) // 2 + 5], calls_per_sample=1, warmup_s=0.05, warmup_calls=3,
-                    setup_s=dict(spec.setup_s).get(variant.name, 0.01), stop_reason="ci", timer="perf_counter_ns", threads=2)
+    timing = _timing(median, spec.noise, spec.samples, rng, 5, dict(spec.setup_s).get(variant.name, 0.01))
     peak = int(4096 * seq_len ** variant.memory_power * spec.memory_scale)
     memory = Memory(peak_bytes_fwd=peak, peak_bytes_fwd_bwd=2 * peak if case.mode == "fwd_bwd" else None,
                     method="synthetic", input_bytes=case.input_bytes)
@@ -239,18 +255,12 @@ def write_decode_run(results_dir: Path, spec: DecodeSpec = DecodeSpec()) -> Path
     calibrated copy bandwidth, so the stored bandwidth_fraction is exactly that share.
     """
     rng = np.random.default_rng(spec.seed)
-    run = Run(run_id=new_run_id(spec.name), name=spec.name, suite_name="synthetic-decode",
-              suite_text=f"# synthetic decode suite\n[suite]\nname = \"{spec.name}\"\n", started_at=now_iso(),
-              environment={"cpu_model": "Synthetic CPU"}, calibration=CALIBRATION if spec.calibrated else {},
-              harness_version="synthetic")
-    writer = RunWriter.create(Path(results_dir), run)
-    try:
+    with synthetic_writer(results_dir, spec.name, "synthetic-decode", {"cpu_model": "Synthetic CPU"},
+                          CALIBRATION if spec.calibrated else {}) as writer:
         for variant in spec.variants:
             for q_len in spec.q_lens:
                 for kv_len in ((q_len,) if spec.self_attention else spec.kv_lens):
                     writer.append(_decode_cell(spec, variant, decode_case(spec, variant.name, q_len, kv_len), rng))
-    finally:
-        writer.close("finished")
     return writer.path
 
 
@@ -286,13 +296,7 @@ def _element_bytes(spec: DecodeSpec) -> int:
 
 def _decode_cell(spec: DecodeSpec, variant: DecodeVariant, case: Case, rng: np.random.Generator) -> Cell:
     median = decode_time(variant, case)
-    noise = rng.normal(0.0, 0.01, spec.samples)
-    samples = tuple(float(median * (1 + e)) for e in noise - np.median(noise))
-    ordered = sorted(samples)
-    q1, q3 = np.percentile(ordered, [25, 75])
-    timing = Timing(samples_s=samples, median_s=median, iqr_s=float(q3 - q1), ci_low_s=ordered[len(ordered) // 2 - 3],
-                    ci_high_s=ordered[len(ordered) // 2 + 3], calls_per_sample=1, warmup_s=0.05, warmup_calls=3,
-                    setup_s=dict(spec.setup_s).get(variant.name, 0.01), stop_reason="ci", timer="perf_counter_ns", threads=2)
+    timing = _timing(median, 0.01, spec.samples, rng, 3, dict(spec.setup_s).get(variant.name, 0.01))
     scores = case.batch * case.heads * case.seq_len * case.kv_len * 4
     memory = Memory(peak_bytes_fwd=scores, peak_bytes_fwd_bwd=None, method="synthetic", input_bytes=case.input_bytes)
     accuracy = Accuracy(output=ErrorMetrics(max_abs_error=1e-6, rel_l2_error=2e-7, nonfinite=0))
@@ -361,11 +365,8 @@ class QualitySpec:
 def write_quality_run(results_dir: Path, spec: QualitySpec = QualitySpec()) -> Path:
     """Write the quality run `spec` describes (the laws of `QualityVariant`) and return its folder."""
     rng = np.random.default_rng(0)
-    run = Run(run_id=new_run_id(spec.name), name=spec.name, suite_name="synthetic-quality",
-              suite_text=f"# synthetic quality suite\n[suite]\nname = \"{spec.name}\"\n", started_at=now_iso(),
-              environment={"cpu_model": "Synthetic CPU"}, calibration=CALIBRATION, harness_version="synthetic")
-    writer = RunWriter.create(Path(results_dir), run)
-    try:
+    with synthetic_writer(results_dir, spec.name, "synthetic-quality", {"cpu_model": "Synthetic CPU"},
+                          CALIBRATION) as writer:
         for variant in spec.variants:
             for params in variant.params:
                 for seq_len in spec.seq_lens:
@@ -373,8 +374,6 @@ def write_quality_run(results_dir: Path, spec: QualitySpec = QualitySpec()) -> P
                         writer.append(_quality_cell(spec, variant, params, seq_len, seed))
                     if spec.kernels:
                         writer.append(_kernel_cell(spec, variant, params, seq_len, rng))
-    finally:
-        writer.close("finished")
     return writer.path
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attnbench.core.case import Case
-from attnbench.core.inputspec import INPUT_KINDS
+from attnbench.kinds.inputs import INPUTS
 from attnbench.measure.distributions import (
     DESCRIPTIONS,
     SINK_MARGIN,
@@ -73,7 +73,7 @@ def test_file_inputs_are_not_drawn():
 
 
 def test_every_kind_has_a_description_naming_its_source():
-    assert set(DESCRIPTIONS) == set(INPUT_KINDS)
+    assert set(DESCRIPTIONS) == set(INPUTS.names())
     for kind, source in [("outliers", "FlashAttention-3"), ("clustered", "Scatterbrain"), ("local", "RoPE"),
                          ("sinks", "StreamingLLM")]:
         assert source in DESCRIPTIONS[kind]

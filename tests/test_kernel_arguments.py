@@ -52,6 +52,11 @@ def shape_id(shape) -> str:
     return "N{}M{}".format(*shape)
 
 
+# every window mask, full and causal, on every shape: the grid the kernels' mask arguments are checked on
+WINDOW_GRID = [pytest.param(shape, causal, mask, id=f"{shape_id(shape)}-{'causal' if causal else 'full'}-{mask}")
+               for mask in WINDOWS for causal in (False, True) for shape in SHAPES]
+
+
 # ------------------------------------------------------------------ flash-tiled
 
 
@@ -166,9 +171,7 @@ def flash_attn_alibi(slopes: torch.Tensor, seq_len: int, kv_len: int) -> torch.T
     return -slopes.double()[:, None, None] * (i + kv_len - seq_len - j).abs()
 
 
-@pytest.mark.parametrize("mask", WINDOWS)
-@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
+@pytest.mark.parametrize(("shape", "causal", "mask"), WINDOW_GRID)
 def test_flash_attn_window_and_causal_arguments_are_our_mask(shape, causal, mask):
     seq_len, kv_len = shape
     case = Case(variant="flash-attn", seq_len=seq_len, kv_len=kv_len, causal=causal, mask=mask)
@@ -263,9 +266,7 @@ def test_xformers_bias_objects_by_case():
 
 
 @needs_xformers
-@pytest.mark.parametrize("mask", WINDOWS)
-@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
+@pytest.mark.parametrize(("shape", "causal", "mask"), WINDOW_GRID)
 def test_xformers_bias_objects_materialize_to_our_mask(shape, causal, mask):
     seq_len, kv_len = shape
     case = Case(variant="xformers", seq_len=seq_len, kv_len=kv_len, causal=causal, mask=mask)

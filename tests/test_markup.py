@@ -122,17 +122,21 @@ def test_markup_in_plugin_texts_and_run_names_crashes_no_command(tmp_path, marku
     assert len(again.cells) == 4 and again.run.status == "finished"
 
 
-def test_an_internal_error_exits_4_with_the_traceback_in_a_file(tmp_path, markup_env):
-    """A bug that is not an AttnbenchError: a sitecustomize makes the store's listing raise RuntimeError."""
+def with_planted_bug(tmp_path: Path, env: dict[str, str], source: str) -> dict[str, str]:
+    """`env` with a folder first on PYTHONPATH whose sitecustomize.py runs `source` in every attnbench process."""
     site = tmp_path / "bug"
     site.mkdir()
-    (site / "sitecustomize.py").write_text(
-        "import attnbench.store as store\n"
-        "def broken(*args, **kwargs):\n"
-        "    raise RuntimeError('internal [/] bug [red]x')\n"
-        "store.list_runs = broken\n", encoding="utf-8")
-    env = dict(markup_env)
-    env["PYTHONPATH"] = os.pathsep.join([str(site), env["PYTHONPATH"]])
+    (site / "sitecustomize.py").write_text(source, encoding="utf-8")
+    return {**env, "PYTHONPATH": os.pathsep.join([str(site), env["PYTHONPATH"]])}
+
+
+def test_an_internal_error_exits_4_with_the_traceback_in_a_file(tmp_path, markup_env):
+    """A bug that is not an AttnbenchError: a sitecustomize makes the store's listing raise RuntimeError."""
+    env = with_planted_bug(tmp_path, markup_env,
+                           "import attnbench.store as store\n"
+                           "def broken(*args, **kwargs):\n"
+                           "    raise RuntimeError('internal [/] bug [red]x')\n"
+                           "store.list_runs = broken\n")
     done = attnbench(["runs", "--results", str(tmp_path / "results")], env, tmp_path)
     assert done.returncode == 4, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
@@ -148,18 +152,14 @@ def test_an_internal_error_exits_4_with_the_traceback_in_a_file(tmp_path, markup
 @pytest.mark.e2e
 def test_an_internal_error_during_a_run_leaves_it_interrupted_and_resumable(tmp_path, markup_env):
     """The driver itself fails (a sitecustomize breaks its pre-check at N=64): exit 4, the N=32 cell kept."""
-    site = tmp_path / "bug"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(
-        "import attnbench.engine.sweep as sweep\n"
-        "original = sweep._precheck\n"
-        "def broken(case, *args, **kwargs):\n"
-        "    if case.seq_len == 64:\n"
-        "        raise RuntimeError('driver [/] bug')\n"
-        "    return original(case, *args, **kwargs)\n"
-        "sweep._precheck = broken\n", encoding="utf-8")
-    env = dict(markup_env)
-    env["PYTHONPATH"] = os.pathsep.join([str(site), env["PYTHONPATH"]])
+    env = with_planted_bug(tmp_path, markup_env,
+                           "import attnbench.engine.sweep as sweep\n"
+                           "original = sweep._precheck\n"
+                           "def broken(case, *args, **kwargs):\n"
+                           "    if case.seq_len == 64:\n"
+                           "        raise RuntimeError('driver [/] bug')\n"
+                           "    return original(case, *args, **kwargs)\n"
+                           "sweep._precheck = broken\n")
     suite = tmp_path / "bug.toml"
     suite.write_text(tiny_suite("bug", ["naive"], seq_lens=(32, 64), defaults={"heads": 1, "head_dim": 16},
                                 measure={"budget_s": 0.02, "warmup_s": 0.01, "min_reps": 3, "timeout_s": 60}))

@@ -6,17 +6,17 @@ import math
 
 import pytest
 import torch
+from tiny_suites import check_kind_axis
 
 from attnbench.attention.flops import attention_flops
 from attnbench.attention.masks import case_mask_matrix, case_visible_pairs, document_ids
 from attnbench.attention.reference import softmax_attention
 from attnbench.core.case import Case
-from attnbench.core.maskspec import parse_mask
 from attnbench.core.registry import default_registry
 from attnbench.core.settings import MeasureSettings
+from attnbench.kinds.masks import MASKS as MASK_KINDS
 from attnbench.measure.cell import measure_case
 from attnbench.measure.inputs import make_inputs
-from attnbench.plan.suite import expand, parse_suite
 
 FAST = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
 MASKS = ["sliding_window:8", "document:3", "prefix_lm:10"]
@@ -25,18 +25,18 @@ MASKS = ["sliding_window:8", "document:3", "prefix_lm:10"]
 def by_definition(case: Case) -> torch.Tensor:
     """(N, M) bool written out from each mask's definition, one (query, key) pair at a time."""
     n, m = case.seq_len, case.kv_len
-    spec = parse_mask(case.mask)
-    docs = document_ids(n, spec.size, case.seed).tolist() if spec.kind == "document" else None
+    spec = MASK_KINDS.parse(case.mask)
+    docs = document_ids(n, spec.arg, case.seed).tolist() if spec.name == "document" else None
     allowed = torch.zeros(n, m, dtype=torch.bool)
     for i in range(n):
         position = i + m - n
         for j in range(m):
-            if spec.kind == "sliding_window":
-                ok = abs(position - j) <= spec.size and (j <= position or not case.causal)
-            elif spec.kind == "document":
+            if spec.name == "sliding_window":
+                ok = abs(position - j) <= spec.arg and (j <= position or not case.causal)
+            elif spec.name == "document":
                 ok = docs[i] == docs[j] and (j <= i or not case.causal)
-            elif spec.kind == "prefix_lm":
-                ok = j < spec.size or j <= position
+            elif spec.name == "prefix_lm":
+                ok = j < spec.arg or j <= position
             else:
                 ok = j <= position or not case.causal
             allowed[i, j] = ok
@@ -44,7 +44,7 @@ def by_definition(case: Case) -> torch.Tensor:
 
 
 def test_parse_and_case_validation():
-    assert parse_mask("Sliding_Window:256").text == "sliding_window:256"
+    assert MASK_KINDS.parse("Sliding_Window:256").text == "sliding_window:256"
     with pytest.raises(ValueError, match="unknown mask"):
         Case(variant="naive", seq_len=64, mask="diagonal")
     with pytest.raises(ValueError, match="kv_len == seq_len"):
@@ -109,23 +109,12 @@ def test_the_reference_applies_the_mask():
 
 
 def test_variants_without_a_mask_say_why_and_suites_sweep_it():
-    registry = default_registry()
-    case = Case(variant="flash-tiled", seq_len=64, mask="prefix_lm:8")
-    assert any("has no prefix_lm mask" in r for r in registry.get("flash-tiled").unsupported_reasons(case))
-    suite = parse_suite('[suite]\nname = "m"\nvariants = ["naive"]\n[defaults]\nheads = 2\nhead_dim = 16\n'
-                        '[sweep]\nseq_len = [64]\nmask = ["none", "sliding_window:8", "document:2"]\n', "m.toml")
-    assert sorted(c.mask for c in expand(suite, registry)) == ["document:2", "none", "sliding_window:8"]
-    bad = '[suite]\nname = "b"\nvariants = ["naive"]\n[sweep]\nseq_len = [64]\nmask = ["window:8"]\n'
-    with pytest.raises(Exception, match=r"b.toml: key 'sweep.mask\[0\]'?.*unknown mask 'window:8'"):
-        expand(parse_suite(bad, "b.toml"), registry)
+    check_kind_axis("mask", ["none", "sliding_window:8", "document:2"],
+                    refused=("flash-tiled", "prefix_lm:8", "has no prefix_lm mask"), unknown="window:8")
 
 
 @pytest.mark.e2e
-def test_flex_takes_every_mask_as_a_block_mask():
-    registry = default_registry()
-    flex = registry.get("flex")
-    if flex.unsupported_reasons(Case(variant="flex", seq_len=128, head_dim=32)):
-        pytest.skip("flex cannot run here")
+def test_flex_takes_every_mask_as_a_block_mask(flex):
     for mask in MASKS:
         case = Case(variant="flex", seq_len=128, heads=2, head_dim=32, causal=True, mask=mask)
         result = measure_case(case, flex, FAST)

@@ -76,6 +76,13 @@ def browser():
             chromium.close()
 
 
+def save_screenshot(target, name: str, full_page: bool = False) -> None:
+    """A page's or an element's screenshot as test-artifacts/`name`, for a person to look at."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    options = {"full_page": True} if full_page else {}
+    target.screenshot(path=str(ARTIFACTS / name), **options)
+
+
 def open_page(browser, path: Path):
     """The page loaded, with its console errors, page errors, dialogs and requests recorded."""
     page = browser.new_page(viewport={"width": 1300, "height": 900})
@@ -118,8 +125,7 @@ def test_page_renders_cleanly_and_runs_nothing(browser, pages, name):
         assert not seen["errors"], f"page errors: {seen['errors']}"
         assert not seen["console"], f"console errors: {seen['console']}"
         assert all(url.startswith(("file:", "data:")) for url in seen["requests"]), seen["requests"]
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / f"report-{name}.png"), full_page=True)
+        save_screenshot(page, f"report-{name}.png", full_page=True)
     finally:
         page.close()
 
@@ -135,8 +141,7 @@ def test_a_decode_report_renders_its_kv_len_tables_and_figures(browser, tmp_path
         body = page.inner_text("body")
         assert "GQA 8/2" in body and "decode q_len 1" in body and "50% of copy bw" in body
         assert not seen["errors"] and not seen["console"], seen
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "report-decode.png"), full_page=True)
+        save_screenshot(page, "report-decode.png", full_page=True)
         assert all(url.startswith(("file:", "data:")) for url in seen["requests"]), seen["requests"]
     finally:
         page.close()
@@ -166,8 +171,7 @@ def test_quality_against_cost_has_one_plot_per_input_distribution(browser, tmp_p
         frontier = quality.locator("table.frontier thead th").all_inner_texts()
         assert "KL of rows" in frontier and "top-32 mass kept" in frontier
         assert not seen["errors"] and not seen["console"], seen
-        ARTIFACTS.mkdir(exist_ok=True)
-        quality.screenshot(path=str(ARTIFACTS / "report-quality.png"))
+        save_screenshot(quality, "report-quality.png")
     finally:
         page.close()
 
@@ -191,8 +195,7 @@ def test_the_task_quality_section_renders_its_recall_table_and_figure(browser, t
         assert page.evaluate("typeof window.__pwned") == "undefined" and page.locator("script").count() == 0
         assert not seen["dialogs"] and not seen["errors"] and not seen["console"], seen
         assert all(url.startswith(("file:", "data:")) for url in seen["requests"]), seen["requests"]
-        ARTIFACTS.mkdir(exist_ok=True)
-        tasks.screenshot(path=str(ARTIFACTS / "report-task-quality.png"))
+        save_screenshot(tasks, "report-task-quality.png")
     finally:
         page.close()
 
@@ -212,8 +215,7 @@ def test_the_first_screen_names_the_fastest_exact_variant_at_each_length(browser
         assert not page.locator("section#run details[open]").count()          # paths and JSON stay folded
         assert page.locator("section#run details table").first.is_hidden()
         assert not seen["errors"] and not seen["console"], seen
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "report-first-screen.png"))
+        save_screenshot(page, "report-first-screen.png")
     finally:
         page.close()
 

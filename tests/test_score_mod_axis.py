@@ -6,16 +6,16 @@ import math
 
 import pytest
 import torch
+from tiny_suites import check_kind_axis
 
 from attnbench.attention.flops import attention_flops
 from attnbench.attention.score_mods import alibi_slopes, case_score_mod, score_bias
 from attnbench.core.case import Case
 from attnbench.core.registry import default_registry
-from attnbench.core.scoremodspec import parse_score_mod
 from attnbench.core.settings import MeasureSettings
+from attnbench.kinds.score_mods import SCORE_MODS
 from attnbench.measure.cell import measure_case
 from attnbench.measure.inputs import make_inputs
-from attnbench.plan.suite import expand, parse_suite
 
 FAST = MeasureSettings(contention_retries=0, warmup_s=0.01, budget_s=0.02, min_reps=3, cap_s=0.5, memory=False, telemetry=False)
 
@@ -26,7 +26,7 @@ def by_definition(case: Case) -> torch.Tensor:
     q, k, v = q.double()[0], k.double()[0], v.double()[0]             # (H, N, d), (Hkv, M, d), (Hkv, M, dv)
     n, m, heads = case.seq_len, case.kv_len, case.heads
     groups = heads // case.kv_heads
-    spec = parse_score_mod(case.score_mod)
+    spec = SCORE_MODS.parse(case.score_mod)
     out = torch.zeros(heads, n, v.shape[-1], dtype=torch.float64)
     for h in range(heads):
         slope = 2.0 ** (-8.0 * (h + 1) / heads)                     # H a power of two in these tests
@@ -35,10 +35,10 @@ def by_definition(case: Case) -> torch.Tensor:
             scores = []
             for j in range(m):
                 s = float(q[h, i] @ k[h // groups, j]) / math.sqrt(case.head_dim)
-                if spec.kind == "alibi":
+                if spec.name == "alibi":
                     s -= slope * abs(position - j)
-                elif spec.kind == "softcap":
-                    s = spec.cap * math.tanh(s / spec.cap)
+                elif spec.name == "softcap":
+                    s = spec.arg * math.tanh(s / spec.arg)
                 if case.causal and j > position:
                     s = -math.inf
                 scores.append(s)
@@ -48,9 +48,9 @@ def by_definition(case: Case) -> torch.Tensor:
 
 
 def test_parse_and_case_validation():
-    assert parse_score_mod("SoftCap:30.0").text == "softcap:30"
-    assert parse_score_mod("softcap:2.5").text == "softcap:2.5"
-    assert parse_score_mod("alibi").text == "alibi"
+    assert SCORE_MODS.parse("SoftCap:30.0").text == "softcap:30"
+    assert SCORE_MODS.parse("softcap:2.5").text == "softcap:2.5"
+    assert SCORE_MODS.parse("alibi").text == "alibi"
     for bad, message in [("relative", "unknown score_mod"), ("softcap", "needs a number"),
                          ("softcap:-1", "positive finite"), ("alibi:2", "takes no value")]:
         with pytest.raises(ValueError, match=message):
@@ -118,23 +118,12 @@ def test_the_mod_changes_the_output():
 
 
 def test_variants_without_score_mods_say_why_and_suites_sweep_it():
-    registry = default_registry()
-    case = Case(variant="performer", seq_len=64, score_mod="alibi")
-    assert any("has no alibi score mod" in r for r in registry.get("performer").unsupported_reasons(case))
-    suite = parse_suite('[suite]\nname = "s"\nvariants = ["naive"]\n[defaults]\nheads = 2\nhead_dim = 16\n'
-                        '[sweep]\nseq_len = [64]\nscore_mod = ["none", "alibi", "softcap:30"]\n', "s.toml")
-    assert sorted(c.score_mod for c in expand(suite, registry)) == ["alibi", "none", "softcap:30"]
-    bad = '[suite]\nname = "b"\nvariants = ["naive"]\n[sweep]\nseq_len = [64]\nscore_mod = ["bias"]\n'
-    with pytest.raises(Exception, match=r"b.toml: key 'sweep.score_mod\[0\]'?.*unknown score_mod 'bias'"):
-        expand(parse_suite(bad, "b.toml"), registry)
+    check_kind_axis("score_mod", ["none", "alibi", "softcap:30"],
+                    refused=("performer", "alibi", "has no alibi score mod"), unknown="bias")
 
 
 @pytest.mark.e2e
-def test_flex_takes_every_score_mod_with_grouped_heads():
-    registry = default_registry()
-    flex = registry.get("flex")
-    if flex.unsupported_reasons(Case(variant="flex", seq_len=128, head_dim=32)):
-        pytest.skip("flex cannot run here")
+def test_flex_takes_every_score_mod_with_grouped_heads(flex):
     for mod, mask in [("alibi", "none"), ("softcap:2", "sliding_window:16")]:
         case = Case(variant="flex", seq_len=128, heads=4, kv_heads=2, head_dim=32, causal=True, mask=mask,
                     score_mod=mod, qk_std=3.0)

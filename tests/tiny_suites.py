@@ -34,3 +34,24 @@ def all_cells_ok(stdout: str, count: int) -> bool:
     '(of which 1 contended)' (a cell timed while another process held the CPU is still ok)."""
     lines = [line for line in stdout.splitlines() if line.startswith("cells by status: ")]
     return len(lines) == 1 and re.fullmatch(rf"cells by status: ok {count}( \(of which [^)]*\))?", lines[0]) is not None
+
+
+def check_kind_axis(axis: str, values: list[str], refused: tuple[str, str, str], unknown: str) -> None:
+    """A kind axis end to end: a variant without the kind says why, a suite sweeps `values` on naive,
+    and an `unknown` kind in a suite is refused naming the key. `refused` is (variant, value, reason)."""
+    import pytest
+
+    from attnbench.core.case import Case
+    from attnbench.core.registry import default_registry
+    from attnbench.plan.suite import expand, parse_suite
+
+    registry = default_registry()
+    variant, value, reason = refused
+    case = Case(variant=variant, seq_len=64, **{axis: value})
+    assert any(reason in r for r in registry.get(variant).unsupported_reasons(case))
+    suite = parse_suite(f'[suite]\nname = "k"\nvariants = ["naive"]\n[defaults]\nheads = 2\nhead_dim = 16\n'
+                        f'[sweep]\nseq_len = [64]\n{axis} = {json.dumps(values)}\n', "k.toml")
+    assert sorted(getattr(c, axis) for c in expand(suite, registry)) == sorted(values)
+    bad = f'[suite]\nname = "b"\nvariants = ["naive"]\n[sweep]\nseq_len = [64]\n{axis} = ["{unknown}"]\n'
+    with pytest.raises(Exception, match=rf"b.toml: key 'sweep.{axis}\[0\]'?.*unknown {axis} '{unknown}'"):
+        expand(parse_suite(bad, "b.toml"), registry)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import replace
 from typing import ClassVar
 
@@ -172,6 +173,18 @@ class Recurrence(Variant):
         learned = {name: w.to(dtype) for name, w in self.weights(case, inputs).items()}
         return {**learned, **self.fixed_weights(case, dtype, inputs.q.device)}
 
+    def padded(self, case: Case) -> tuple[int, int]:
+        """(chunk, steps): the chunk knob, and seq_len padded up to whole chunks."""
+        chunk = self.knob_values(case, "chunk")[0]
+        return chunk, -(-case.seq_len // chunk) * chunk
+
+    def work_shape(self, case: Case) -> tuple[int, int, int, int]:
+        """(chunk, steps, chunks, element) of the chunked form's work tensors: `padded`, the chunk count, and the
+        bytes per element (float32 for the half dtypes, else the case's)."""
+        chunk, steps = self.padded(case)
+        element = 4 if case.dtype in ("float16", "bfloat16") else case.element_bytes
+        return chunk, steps, steps // chunk, element
+
     def state_size(self, case: Case) -> int:
         """S (d_k × d_v) per head, whatever the length."""
         return case.heads * case.head_dim * case.v_head_dim
@@ -232,12 +245,13 @@ class CudaExtra:
 class FlaRecurrence(CudaExtra):
     """flash-linear-attention's chunk kernel for a recurrence (head_first=False layout), whole sequences.
 
-    A subclass names its kernel (`kernel_path`, "module:function", imported in `prepare`) and writes
-    `fla_arguments(q, k, v, weights)`.
+    A subclass names its kernel (`kernel_path`, "module:function", imported in `prepare`) and the
+    function from our q, k, v and weights to the kernel's keyword arguments (`fla_arguments`).
     """
 
     package, extra = "fla", "fla"
     kernel_path: ClassVar[str] = ""
+    fla_arguments: ClassVar[Callable[..., dict]]
 
     def kernel(self):
         """The fla function named by `kernel_path`, imported on first use (fla imports Triton)."""

@@ -30,6 +30,7 @@ last part is sequential, one step per chunk.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 
@@ -182,12 +183,11 @@ class _DeltaRule(Recurrence):
     def performed_flops(self, case: Case) -> int | None:
         """The chunked form's matmuls and triangular solve, padded to whole chunks (the solve: Q²·Q per chunk,
         which FlopCounterMode does not see)."""
-        chunk = self.knob_values(case, "chunk")[0]
+        chunk, steps = self.padded(case)
         dk, dv = case.head_dim, case.v_head_dim
         projections = 2 * dk * (2 if self.gated else 1)
         if case.kv_len != case.seq_len:
             return None                                                   # the decode step is the recurrence itself
-        steps = -(-case.seq_len // chunk) * chunk
         per_head = (case.seq_len * projections
                     + 2 * steps * chunk * dk * 2                          # K Kᵀ and Q Kᵀ
                     + steps * chunk * chunk                               # the triangular solve
@@ -197,11 +197,8 @@ class _DeltaRule(Recurrence):
         return case.batch * case.heads * per_head
 
     def memory_model(self, case: Case) -> int:
-        chunk = self.knob_values(case, "chunk")[0]
-        steps = -(-case.seq_len // chunk) * chunk
-        chunks = steps // chunk
+        chunk, steps, chunks, element = self.work_shape(case)
         dk, dv = case.head_dim, case.v_head_dim
-        element = 4 if case.dtype in ("float16", "bfloat16") else case.element_bytes
         per_head = (6 * steps * dk                                        # normalised q, k, scaled copies, W
                     + 5 * steps * chunk                                   # K Kᵀ, L, T, Q Kᵀ, Γ
                     + 4 * steps * dv                                      # U, U', the outputs and their stack
@@ -238,15 +235,11 @@ class FlaDeltaNet(FlaRecurrence, DeltaNet):
     name = "fla-deltanet"
     description = "flash-linear-attention's chunk_delta_rule (Triton, CUDA): deltanet's function"
     kernel_path = "fla.ops.delta_rule:chunk_delta_rule"
-
-    def fla_arguments(self, q, k, v, weights) -> dict:
-        return delta_rule_fla_arguments(q, k, v, weights, gated=False)
+    fla_arguments = staticmethod(partial(delta_rule_fla_arguments, gated=False))
 
 
 class FlaGatedDeltaNet(FlaRecurrence, GatedDeltaNet):
     name = "fla-gated-deltanet"
     description = "flash-linear-attention's chunk_gated_delta_rule (Triton, CUDA): gated-deltanet's function"
     kernel_path = "fla.ops.gated_delta_rule:chunk_gated_delta_rule"
-
-    def fla_arguments(self, q, k, v, weights) -> dict:
-        return delta_rule_fla_arguments(q, k, v, weights, gated=True)
+    fla_arguments = staticmethod(partial(delta_rule_fla_arguments, gated=True))

@@ -508,9 +508,14 @@ def chunk_scan_arguments(x, delta, a, b, c, chunk: int, d_skip=None) -> dict:
             "chunk_size": chunk, "D": None if d_skip is None else d_skip.reshape(-1)}
 
 
-class MambaSsmScan(CudaExtra, MambaScan):
-    name = "mamba-ssm-scan"
+class MambaSsm(CudaExtra):
+    """A kernel of the `mamba_ssm` package (the `mamba` extra) on one of our SSM variants' weights."""
+
     package, extra = "mamba_ssm", "mamba"
+
+
+class MambaSsmScan(MambaSsm, MambaScan):
+    name = "mamba-ssm-scan"
     description = "mamba_ssm's selective_scan_fn (CUDA) on mamba-scan's Δ, B, C: mamba-scan's function"
 
     def prepare(self, case: Case, inputs: AttentionInputs):
@@ -528,9 +533,8 @@ class MambaSsmScan(CudaExtra, MambaScan):
         return forward
 
 
-class MambaSsmSSD(CudaExtra, Mamba2SSD):
+class MambaSsmSSD(MambaSsm, Mamba2SSD):
     name = "mamba-ssm-ssd"
-    package, extra = "mamba_ssm", "mamba"
     description = "mamba_ssm's mamba_chunk_scan_combined (Triton, CUDA): mamba2-ssd's function"
 
     def prepare(self, case: Case, inputs: AttentionInputs):

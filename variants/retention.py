@@ -135,8 +135,7 @@ class RetNet(Recurrence):
 
     def performed_flops(self, case: Case) -> int | None:
         """The chunked form's matmuls (padded to whole chunks): Q Kᵀ and (·) V, the end states, the entering state."""
-        chunk = self.knob_values(case, "chunk")[0]
-        steps = -(-case.seq_len // chunk) * chunk
+        chunk, steps = self.padded(case)
         dk, dv = case.head_dim, case.v_head_dim
         if case.kv_len != case.seq_len:
             return None                                                   # the decode step is the recurrence itself
@@ -144,11 +143,8 @@ class RetNet(Recurrence):
         return case.batch * case.heads * per_head
 
     def memory_model(self, case: Case) -> int:
-        chunk = self.knob_values(case, "chunk")[0]
-        steps = -(-case.seq_len // chunk) * chunk
-        chunks = steps // chunk
+        chunk, steps, chunks, element = self.work_shape(case)
         dk, dv = case.head_dim, case.v_head_dim
-        element = 4 if case.dtype in ("float16", "bfloat16") else case.element_bytes
         upcast = 3 * steps * dk if element != case.element_bytes else 0
         per_head = (3 * steps * chunk                                     # scores, decayed, the decay matrix
                     + 3 * steps * dv                                      # intra out, inter out, their sum
@@ -299,15 +295,11 @@ class FlaRetNet(FlaRecurrence, RetNet):
     name = "fla-retnet"
     description = "flash-linear-attention's chunk_retention (Triton, CUDA): retnet's function"
     kernel_path = "fla.ops.retention:chunk_retention"
-
-    def fla_arguments(self, q, k, v, weights) -> dict:
-        return retention_fla_arguments(q, k, v, weights)
+    fla_arguments = staticmethod(retention_fla_arguments)
 
 
 class FlaGLA(FlaRecurrence, GatedLinearAttention):
     name = "fla-gla"
     description = "flash-linear-attention's chunk_gla (Triton, CUDA): gla's function"
     kernel_path = "fla.ops.gla:chunk_gla"
-
-    def fla_arguments(self, q, k, v, weights) -> dict:
-        return gla_fla_arguments(q, k, v, weights)
+    fla_arguments = staticmethod(gla_fla_arguments)

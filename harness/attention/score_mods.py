@@ -10,79 +10,31 @@ returns the new score. The same function gives
 - Flex's ``score_mod`` argument, as it is;
 - flash-attn's ``alibi_slopes`` and ``softcap`` arguments: `alibi_slopes` and the cap.
 
-The mods of a case's `score_mod` axis (`case_score_mod`):
-
-- ``alibi``: ``s - slope_h · |q' - kv|`` with q' the end-aligned query position
-  (``q + kv_len - seq_len``) and ALiBi's slopes ``2^(-8(h+1)/H)`` (Press et al.,
-  2022; the interleaved form for H not a power of two). Under a causal mask
-  this is attention-gym's ``s + slope_h · (kv - q)``; without one it is
-  flash-attn's symmetric bias ``-slope · |i + M - N - j|``.
-- ``softcap:C``: ``C · tanh(s / C)`` (Gemma 2's logit soft-capping, flash-attn's ``softcap``).
+Each kind of a case's `score_mod` axis (`case_score_mod`) is one file of
+`attnbench.kinds.score_mods`: ``alibi`` (ALiBi's per-head distance penalty)
+and ``softcap:C`` (``C · tanh(s / C)``).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
 import torch
 
-from attnbench.attention.masks import causal_offset
-from attnbench.core.scoremodspec import parse_score_mod
+from attnbench.kinds.score_mods import SCORE_MODS, ScoreMod, score_mod_of
+from attnbench.kinds.score_mods.alibi import alibi_slopes
 
-ScoreMod = Callable[..., torch.Tensor]
-
-
-def alibi_slopes(heads: int) -> list[float]:
-    """ALiBi's per-head slopes: ``2^(-8(h+1)/H)`` for H a power of two, else the closest power's and every other of twice it."""
-    def power_of_two(n: int) -> list[float]:
-        return [2.0 ** (-8.0 * (i + 1) / n) for i in range(n)]
-
-    if math.log2(heads).is_integer():
-        return power_of_two(heads)
-    closest = 2 ** math.floor(math.log2(heads))
-    return power_of_two(closest) + power_of_two(2 * closest)[0::2][:heads - closest]
-
-
-def alibi_score_mod(heads: int, seq_len: int, kv_len: int,
-                    device: torch.device | str | None = None) -> ScoreMod:
-    """The ALiBi score mod: ``score - slope[h] · |q_idx + kv_len - seq_len - kv_idx|``.
-
-    The slopes are kept in float64 and rounded to the score's dtype where they are used, so a
-    float64 reference or kernel sees the true slopes (most of them are not representable in float32).
-    """
-    slopes = torch.tensor(alibi_slopes(heads), dtype=torch.float64, device=device)      # (H,)
-    offset = causal_offset(seq_len, kv_len)
-
-    def alibi(score, b, h, q_idx, kv_idx):
-        distance = (q_idx + offset - kv_idx).abs()
-        return score - slopes[h].to(score.dtype) * distance.to(score.dtype)
-
-    return alibi
-
-
-def softcap_score_mod(cap: float) -> ScoreMod:
-    """The soft-capping score mod: ``cap · tanh(score / cap)``."""
-    def softcap(score, b, h, q_idx, kv_idx):
-        return torch.tanh(score / cap) * cap
-
-    return softcap
+__all__ = ["ScoreMod", "alibi_slopes", "apply_score_mod", "case_score_mod", "case_softcap", "score_bias"]
 
 
 def case_score_mod(case, device: torch.device | str | None = None) -> ScoreMod | None:
     """The score mod of `case`'s `score_mod` axis, or None for ``none``."""
-    spec = parse_score_mod(getattr(case, "score_mod", "none"))
-    if spec.kind == "alibi":
-        return alibi_score_mod(case.heads, case.seq_len, case.kv_len, device=device)
-    if spec.kind == "softcap":
-        return softcap_score_mod(spec.cap)
-    return None
+    chosen = score_mod_of(case)
+    return chosen.kind.score_mod(case, chosen.arg, device=device)
 
 
 def case_softcap(case) -> float | None:
     """C of a ``softcap:C`` case, else None (for kernels that take the cap as a number)."""
-    spec = parse_score_mod(getattr(case, "score_mod", "none"))
-    return spec.cap if spec.kind == "softcap" else None
+    chosen = score_mod_of(case)
+    return chosen.kind.cap(chosen.arg)
 
 
 def apply_score_mod(scores: torch.Tensor, score_mod: ScoreMod, seq_len: int, kv_len: int,
@@ -99,11 +51,13 @@ def apply_score_mod(scores: torch.Tensor, score_mod: ScoreMod, seq_len: int, kv_
 def score_bias(case, *, dtype: torch.dtype = torch.float32, rows: torch.Tensor | None = None,
                device: torch.device | str | None = None) -> torch.Tensor | None:
     """(H, R, M) additive bias of `case`'s score mod (ALiBi), or None for ``none``; ValueError for a mod that is not a bias."""
-    spec = parse_score_mod(getattr(case, "score_mod", "none"))
-    if spec.kind == "none":
+    chosen = score_mod_of(case)
+    mod = chosen.kind.score_mod(case, chosen.arg, device=device)
+    if mod is None:
         return None
-    if spec.kind != "alibi":
-        raise ValueError(f"score_mod {spec.text} is not an additive bias; only alibi is")
+    if not chosen.kind.additive:
+        additive = ", ".join(kind.name for kind in SCORE_MODS if kind.additive)
+        raise ValueError(f"score_mod {chosen.text} is not an additive bias; only {additive} is")
     rows_count = case.seq_len if rows is None else len(rows)
     zeros = torch.zeros(1, case.heads, rows_count, case.kv_len, dtype=dtype, device=device)
-    return apply_score_mod(zeros, case_score_mod(case, device=device), case.seq_len, case.kv_len, rows=rows)[0]
+    return apply_score_mod(zeros, mod, case.seq_len, case.kv_len, rows=rows)[0]

@@ -29,16 +29,17 @@ import click
 
 from attnbench.cli.running import (
     RESULTS_HELP,
-    _interrupted,
+    _output_folders,
     _plan_new_run,
     _results_dir,
+    _sweep,
     _write_run_report,
 )
 from attnbench.core.errors import AttnbenchError, RunStopped
 from attnbench.core.registry import default_registry
 from attnbench.engine.environment import collect_environment
 from attnbench.engine.executors import make_executor
-from attnbench.engine.sweep import RunInterrupted, resume_run, run_suite
+from attnbench.engine.sweep import resume_run, run_suite
 from attnbench.measure.profiling import profile_run
 from attnbench.store import list_runs, load_run, resolve_run
 from attnbench.store.export import export_run
@@ -168,7 +169,7 @@ def _list_presets(as_json: bool) -> None:
 def run_command(suite, device, variants, seq_lens, preset, name, results, resume, executor, address, no_report,
                 recalibrate, processes, profile) -> None:
     """Run SUITE (a built-in name such as 'quick', or a .toml path) and store every cell."""
-    from attnbench.cli.progress import SweepProgress, print_summary
+    from attnbench.cli.progress import print_summary
 
     results_dir = _results_dir(results)
     registry = default_registry()
@@ -181,33 +182,22 @@ def run_command(suite, device, variants, seq_lens, preset, name, results, resume
     executor_options = {}
     if executor == "ray" and address:
         executor_options["address"] = address
-    exec_ = None
-    try:
-        if resume is not None:
-            run_path = resolve_run(resume, results_dir)
-            if executor == "local":
-                executor_options["calibration"] = load_run(run_path).run.calibration or None
-            exec_ = make_executor(executor, **executor_options)
-            with SweepProgress() as progress:
-                outcome = resume_run(run_path, registry, executor=exec_, progress=progress)
-        else:
-            folders = [(results_dir, "results folder", "choose another with --results or $ATTNBENCH_RESULTS")]
-            if not no_report:
-                folders.append((Path("reports"), "reports folder", "run from another folder or pass --no-report"))
-            loaded, overrides, calibration = _plan_new_run(suite, device, variants, seq_lens, executor, processes,
-                                                           recalibrate, registry, folders=folders, preset=preset)
-            if executor == "local":
-                executor_options["calibration"] = calibration
-            exec_ = make_executor(executor, **executor_options)
-            with SweepProgress() as progress:
-                outcome = run_suite(loaded, registry, results_dir, name=name, overrides=overrides,
-                                    executor=exec_, environment=collect_environment(), calibration=calibration,
-                                    progress=progress)
-    except RunInterrupted as stop:
-        _interrupted(stop)
-    finally:
-        if exec_ is not None:
-            exec_.close()
+    if resume is not None:
+        run_path = resolve_run(resume, results_dir)
+        if executor == "local":
+            executor_options["calibration"] = load_run(run_path).run.calibration or None
+        exec_ = make_executor(executor, **executor_options)
+        outcome = _sweep(exec_, lambda progress: resume_run(run_path, registry, executor=exec_, progress=progress))
+    else:
+        folders = _output_folders(results_dir, no_report)
+        loaded, overrides, calibration = _plan_new_run(suite, device, variants, seq_lens, executor, processes,
+                                                       recalibrate, registry, folders=folders, preset=preset)
+        if executor == "local":
+            executor_options["calibration"] = calibration
+        exec_ = make_executor(executor, **executor_options)
+        outcome = _sweep(exec_, lambda progress: run_suite(
+            loaded, registry, results_dir, name=name, overrides=overrides, executor=exec_,
+            environment=collect_environment(), calibration=calibration, progress=progress))
     print_summary(outcome.run_path)
     if profile:
         index = profile_run(outcome.run_path, progress=click.echo)

@@ -35,14 +35,19 @@ def quality_command(suite, steps, seeds, variants, seq_lens, device, name, resul
     set; each trained shape is also timed as a kernel cell, so the report can
     draw recall against time per call. --steps and --seeds scale it up.
     """
-    from pathlib import Path
 
-    from attnbench.cli.progress import SweepProgress, print_summary
-    from attnbench.cli.running import _interrupted, _plan_new_run, _results_dir, _write_run_report
+    from attnbench.cli.progress import print_summary
+    from attnbench.cli.running import (
+        _output_folders,
+        _plan_new_run,
+        _results_dir,
+        _sweep,
+        _write_run_report,
+    )
     from attnbench.core.registry import default_registry
     from attnbench.engine.environment import collect_environment
     from attnbench.engine.executors import make_executor
-    from attnbench.engine.sweep import RunInterrupted, resume_run, run_suite
+    from attnbench.engine.sweep import resume_run, run_suite
     from attnbench.plan.suite import load_suite
     from attnbench.store import load_run, resolve_run
 
@@ -53,32 +58,22 @@ def quality_command(suite, steps, seeds, variants, seq_lens, device, name, resul
                              "or --resume RUN")
     if resume is not None and (steps or seeds or variants or seq_lens or device or name):
         raise AttnbenchError("--resume continues a run exactly as it started; drop the other options")
-    exec_ = None
-    try:
-        if resume is not None:
-            run_path = resolve_run(resume, results_dir)
-            exec_ = make_executor("local", calibration=load_run(run_path).run.calibration or None)
-            with SweepProgress() as progress:
-                outcome = resume_run(run_path, registry, executor=exec_, progress=progress)
-        else:
-            if not load_suite(suite).is_quality:
-                raise AttnbenchError(f"suite {suite!r} has no [task] table, so there is nothing to train; "
-                                     f"attnbench quality runs task suites (built-in: {', '.join(QUALITY_SUITES)}), "
-                                     f"attnbench run {suite} times kernels")
-            folders = [(results_dir, "results folder", "choose another with --results or $ATTNBENCH_RESULTS")]
-            if not no_report:
-                folders.append((Path("reports"), "reports folder", "run from another folder or pass --no-report"))
-            loaded, overrides, calibration = _plan_new_run(suite, device, variants, seq_lens, "local", None, False,
-                                                           registry, folders=folders, steps=steps, seeds=seeds)
-            exec_ = make_executor("local", calibration=calibration)
-            with SweepProgress() as progress:
-                outcome = run_suite(loaded, registry, results_dir, name=name, overrides=overrides, executor=exec_,
-                                    environment=collect_environment(), calibration=calibration, progress=progress)
-    except RunInterrupted as stop:
-        _interrupted(stop)
-    finally:
-        if exec_ is not None:
-            exec_.close()
+    if resume is not None:
+        run_path = resolve_run(resume, results_dir)
+        exec_ = make_executor("local", calibration=load_run(run_path).run.calibration or None)
+        outcome = _sweep(exec_, lambda progress: resume_run(run_path, registry, executor=exec_, progress=progress))
+    else:
+        if not load_suite(suite).is_quality:
+            raise AttnbenchError(f"suite {suite!r} has no [task] table, so there is nothing to train; "
+                                 f"attnbench quality runs task suites (built-in: {', '.join(QUALITY_SUITES)}), "
+                                 f"attnbench run {suite} times kernels")
+        folders = _output_folders(results_dir, no_report)
+        loaded, overrides, calibration = _plan_new_run(suite, device, variants, seq_lens, "local", None, False,
+                                                       registry, folders=folders, steps=steps, seeds=seeds)
+        exec_ = make_executor("local", calibration=calibration)
+        outcome = _sweep(exec_, lambda progress: run_suite(
+            loaded, registry, results_dir, name=name, overrides=overrides, executor=exec_,
+            environment=collect_environment(), calibration=calibration, progress=progress))
     print_summary(outcome.run_path)
     if not no_report:
         _write_run_report(outcome.run_path, registry)

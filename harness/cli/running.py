@@ -10,7 +10,7 @@ import click
 
 from attnbench.core.errors import DeviceError
 from attnbench.core.names import ensure_writable_dir
-from attnbench.engine.sweep import Overrides, plan_cases
+from attnbench.engine.sweep import Overrides, RunInterrupted, plan_cases
 from attnbench.measure.attention_maps import write_attention_maps
 from attnbench.measure.calibration import calibrate_cases
 from attnbench.measure.calibration import describe as describe_calibration
@@ -61,6 +61,27 @@ def _interrupted(stop) -> None:
     click.echo(f"\nattnbench: run interrupted; {stop.stored} cells are stored in {stop.run_path}.\n"
                f"Continue it with: attnbench run --resume {stop.run_path}", err=True)
     sys.exit(3)
+
+
+def _output_folders(results_dir: Path, no_report: bool) -> list[tuple[Path, str, str]]:
+    """The folders a new run writes (results, and reports unless --no-report), each with its name and a way out."""
+    folders = [(results_dir, "results folder", "choose another with --results or $ATTNBENCH_RESULTS")]
+    if not no_report:
+        folders.append((Path("reports"), "reports folder", "run from another folder or pass --no-report"))
+    return folders
+
+
+def _sweep(executor, start):
+    """`start(progress)` under a progress bar, `executor` closed however it ends; an interrupted sweep exits saying how to resume."""
+    from attnbench.cli.progress import SweepProgress
+
+    try:
+        with SweepProgress() as progress:
+            return start(progress)
+    except RunInterrupted as stop:
+        _interrupted(stop)
+    finally:
+        executor.close()
 
 
 def _write_run_report(run_path: Path, registry) -> None:

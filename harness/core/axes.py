@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from attnbench.core.declared import Declarations
-from attnbench.core.inputspec import INPUTS_HELP, parse_inputs
-from attnbench.core.maskspec import MASK_HELP, parse_mask
-from attnbench.core.scoremodspec import SCORE_MOD_HELP, parse_score_mod
 from attnbench.core.taskspec import TASK_HELP, parse_task
 from attnbench.core.units import parse_bytes
+from attnbench.kinds.inputs import INPUTS
+from attnbench.kinds.masks import MASKS
+from attnbench.kinds.score_mods import SCORE_MODS
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 DTYPE_ALIASES = {
@@ -164,16 +164,6 @@ def value_of(case: dict[str, Any], name: str) -> Any:
     return axis.default if value is None else value
 
 
-def _mask_label(text: str) -> str:
-    return text.replace("sliding_window:", "sw").replace("document:", "doc").replace("prefix_lm:", "prefix")
-
-
-def _inputs_label(text: str) -> str:
-    if text.startswith("file:"):
-        return "file" + text.rsplit("/", 1)[-1].removesuffix(".safetensors")
-    return text.replace(":", "")
-
-
 def _bytes(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"kv_cache_bytes must be a positive size, got {value!r}")
@@ -204,15 +194,15 @@ AXES = AxisRegistry((
          groups_reports=True),
     Axis("causal", bool, False, "causal mask (aligned at the end of the keys)", flag="--causal",
          supported_by="supports_causal", groups_reports=True),
-    Axis("mask", str, "none", MASK_HELP, parse=lambda v: parse_mask(v).text, label=_mask_label, flag="--mask",
+    Axis("mask", str, "none", MASKS.help, parse=MASKS.canonical, label=lambda v: MASKS.parse(v).label, flag="--mask",
          supported_by="supported_masks", groups_reports=True, shown_when_set=True),
-    Axis("score_mod", str, "none", SCORE_MOD_HELP, parse=lambda v: parse_score_mod(v).text,
-         label=lambda v: v.replace(":", ""), flag="--score-mod", supported_by="supported_score_mods",
+    Axis("score_mod", str, "none", SCORE_MODS.help, parse=SCORE_MODS.canonical,
+         label=lambda v: SCORE_MODS.parse(v).label, flag="--score-mod", supported_by="supported_score_mods",
          groups_reports=True, shown_when_set=True),
     Axis("sinks", str, "none", "attention sinks: none, or learned (one seeded logit per head joins every "
          "softmax denominator, as gpt-oss's)", choices=SINKS, label=lambda v: "sinks", flag="--sinks",
          supported_by="supports_sinks", groups_reports=True, shown_when_set=True),
-    Axis("inputs", str, "iid", INPUTS_HELP, parse=lambda v: parse_inputs(v).text, label=_inputs_label,
+    Axis("inputs", str, "iid", INPUTS.help, parse=INPUTS.canonical, label=lambda v: INPUTS.parse(v).label,
          flag="--inputs", groups_reports=True, shown_when_set=True, title_prefix="inputs "),
     Axis("batch", int, 1, "sequences per call", minimum=1, flag="--batch", groups_reports=True),
     Axis("kv_cache_bytes", int, None, "bytes of the KV cache; the batch is derived from it", parse=_bytes,

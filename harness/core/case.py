@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from attnbench.core.axes import AXES, DEVICES, DTYPE_ALIASES, DTYPES, MODES, canonical_dtype
-from attnbench.core.maskspec import parse_mask
+from attnbench.core.records import Record
+from attnbench.kinds.masks import mask_of
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 __all__ = ["DEVICES", "DTYPES", "DTYPE_ALIASES", "DTYPE_BYTES", "MODES", "Case", "batch_for_kv_cache",
@@ -17,7 +18,7 @@ __all__ = ["DEVICES", "DTYPES", "DTYPE_ALIASES", "DTYPE_BYTES", "MODES", "Case",
 
 
 @dataclass(frozen=True)
-class Case:
+class Case(Record):
     """One cell: which variant runs on what shapes, dtype, device and mode.
 
     Inputs are q of shape (batch, heads, seq_len, head_dim), k of shape
@@ -25,16 +26,16 @@ class Case:
     kv_len, v_head_dim). kv_heads (default: heads) must divide heads: each
     group of heads // kv_heads query heads shares one key/value head (GQA;
     kv_heads = 1 is MQA). v_head_dim (default: head_dim) is the value and
-    output head dim (MLA's unequal dims). `mask` (`attnbench.core.maskspec`) is
+    output head dim (MLA's unequal dims). `mask` (`attnbench.kinds.masks`) is
     ``none``, ``sliding_window:W``, ``document:K`` or ``prefix_lm:P``, and
-    combines with `causal`. `score_mod` (`attnbench.core.scoremodspec`) is
+    combines with `causal`. `score_mod` (`attnbench.kinds.score_mods`) is
     ``none``, ``alibi`` or ``softcap:C``, applied to the scaled scores before
     the mask. `sinks` is ``none`` or ``learned``: one seeded logit per head
     joins every row's softmax denominator (`attnbench.attention.sinks`). `kv_cache_bytes` (default: unset) fixes the bytes of the KV
     cache, k and v of every sequence, and `batch` is then derived from it
     (`batch_for_kv_cache`), so a sweep over kv_len at one cache size trades
     batch for length as a serving system does. `inputs`
-    (`attnbench.core.inputspec`) says how q, k and v are drawn: ``iid`` (the
+    (`attnbench.kinds.inputs`) says how q, k and v are drawn: ``iid`` (the
     default) draws q and k from N(0, qk_std**2) and v from N(0, 1); the others
     are structured distributions or a safetensors file; every draw comes from
     a generator seeded with `seed`. `task` (`attnbench.core.taskspec`) is
@@ -79,10 +80,8 @@ class Case:
                 object.__setattr__(self, axis.name, getattr(self, axis.defaults_from))
         object.__setattr__(self, "extra_axes", _extra_axes(self.extra_axes))
         object.__setattr__(self, "params", dict(sorted(dict(self.params).items())))
-        spec = parse_mask(self.mask)
-        if spec.kind == "document" and (self.kv_len != self.seq_len or spec.size > self.seq_len):
-            raise ValueError(f"mask {spec.text} needs kv_len == seq_len and at most seq_len documents, "
-                             f"got seq_len={self.seq_len}, kv_len={self.kv_len}")
+        mask = mask_of(self)
+        mask.kind.check(self, mask.arg)
         if self.kv_cache_bytes is not None:
             derived = batch_for_kv_cache(self.kv_cache_bytes, self)
             if derived != self.batch:
@@ -98,14 +97,6 @@ class Case:
         if name in AXES.builtin:
             return getattr(self, name)
         return self.extra_axes.get(name, AXES[name].default)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Case:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
     # A field whose default is "the value of another field" (`Axis.defaults_from`): it counts as default
     # when it equals that field.

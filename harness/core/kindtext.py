@@ -1,9 +1,8 @@
 """The one grammar of a kind's text on every axis that names kinds: ``kind[:arg][,key=value...]``.
 
 ``sliding_window:256``, ``softcap:50``, ``clustered:16``, ``file:captured/q.safetensors`` and
-``mqar:kv_pairs=8,steps=1000`` are all read here; each axis's spec module
-(`maskspec`, `scoremodspec`, `inputspec`, `taskspec`) only checks the kind's
-argument and options. Pure Python.
+``mqar:kv_pairs=8,steps=1000`` are all read here; each kind (`attnbench.kinds`) and the task spec
+(`taskspec`) only check their argument and options. Pure Python.
 """
 
 from __future__ import annotations

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+
+from attnbench.core.records import Record
 
 
 @dataclass(frozen=True)
-class MeasureSettings:
+class MeasureSettings(Record):
     """Knobs of the measurement, each a key of a suite's ``[measure]`` table.
 
     warmup_s: time spent calling before timing starts (at least one call).
@@ -77,14 +78,6 @@ class MeasureSettings:
     contention_backoff_s: float = 0.5
     contention_wait: float = 0.10
     max_gflops: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MeasureSettings:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def settings_field_types() -> dict[str, type]:

@@ -2,7 +2,7 @@
 
 `draw_qkv(case)` gives float32 CPU tensors q (B, H, N, d), k (B, Hkv, M, d)
 and v (B, Hkv, M, dv), drawn from one ``torch.Generator`` seeded with
-`case.seed`, for every kind of `attnbench.core.inputspec` but ``file``:
+`case.seed`, for every kind of `attnbench.kinds.inputs` but ``file``:
 
 - ``iid``: q, k ~ N(0, qk_std²), v ~ N(0, 1), drawn q, then k, then v: the
   values `attnbench.measure.inputs.make_inputs` has always drawn.
@@ -62,7 +62,7 @@ import torch
 
 from attnbench.attention.masks import case_mask_matrix, query_positions
 from attnbench.attention.reference import repeat_kv, softmax_weights
-from attnbench.core.inputspec import parse_inputs
+from attnbench.kinds.inputs import inputs_of
 
 OUTLIER_STD = 10.0          # N(0, 100): FlashAttention-3's outlier component
 SPREAD = 0.5                # clustered: noise around a centre, relative to the centre's scale
@@ -90,12 +90,12 @@ def draw_qkv(case) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
     ValueError for ``file``: those tensors are read, not drawn.
     """
-    spec = parse_inputs(case.inputs)
-    if spec.kind not in DRAWERS:
+    chosen = inputs_of(case)
+    if chosen.kind.reads_file:
         raise ValueError(f"inputs {case.inputs!r} are read from a file, not drawn: draw_qkv takes "
                          f"{', '.join(DRAWERS)}")
     generator = torch.Generator().manual_seed(case.seed)
-    return DRAWERS[spec.kind](case, spec.value, generator)
+    return DRAWERS[chosen.name](case, chosen.kind.value(chosen.arg), generator)
 
 
 def _shapes(case) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:

@@ -84,8 +84,8 @@ def read_file_shapes(path: str | Path) -> dict[str, Any]:
     return {
         "batch": batch, "heads": heads, "seq_len": seq_len, "kv_heads": kv_heads, "kv_len": kv_len,
         "head_dim": head_dim, "v_head_dim": v_shape[3], "dtype": FLOAT_DTYPES[header["q"]["dtype"]],
-        "layer": _metadata_int(metadata, "layer", path), "causal": _metadata_bool(metadata, "causal", path),
-        "scale": _metadata_float(metadata, "scale", path), "metadata": dict(metadata),
+        "layer": _metadata_number(metadata, "layer", path, int), "causal": _metadata_bool(metadata, "causal", path),
+        "scale": _metadata_number(metadata, "scale", path), "metadata": dict(metadata),
     }
 
 
@@ -154,12 +154,12 @@ def load_file_inputs(case: Case) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 
 def _case_path(case: Case) -> Path:
-    from attnbench.core.inputspec import parse_inputs
+    from attnbench.kinds.inputs import inputs_of
 
-    spec = parse_inputs(case.inputs)
-    if spec.kind != "file":
+    chosen = inputs_of(case)
+    if not chosen.kind.reads_file:
         raise InputFileError(f"case {case.label} draws its inputs as {case.inputs!r}, not from a file:PATH")
-    return Path(spec.path).expanduser()
+    return Path(chosen.arg).expanduser()
 
 
 def _read_header(path: Path) -> dict[str, Any]:
@@ -221,22 +221,15 @@ def _check_entry(path: Path, name: str, entry: Any, data_bytes: int) -> None:
                              f"{data_bytes} bytes of data (truncated?)")
 
 
-def _metadata_int(metadata: dict, key: str, path: Path) -> int | None:
+def _metadata_number(metadata: dict, key: str, path: Path, kind: type = float) -> float | int | None:
+    """`key` of the file's metadata as a `kind` (int or float), None when absent; InputFileError naming it otherwise."""
     if key not in metadata:
         return None
     try:
-        return int(metadata[key])
+        return kind(metadata[key])
     except ValueError:
-        raise InputFileError(f"{path}: __metadata__ {key} is {metadata[key]!r}, expected an integer") from None
-
-
-def _metadata_float(metadata: dict, key: str, path: Path) -> float | None:
-    if key not in metadata:
-        return None
-    try:
-        return float(metadata[key])
-    except ValueError:
-        raise InputFileError(f"{path}: __metadata__ {key} is {metadata[key]!r}, expected a number") from None
+        noun = "an integer" if kind is int else "a number"
+        raise InputFileError(f"{path}: __metadata__ {key} is {metadata[key]!r}, expected {noun}") from None
 
 
 def _metadata_bool(metadata: dict, key: str, path: Path) -> bool | None:

@@ -11,8 +11,8 @@ import torch
 
 from attnbench.attention.tensors import torch_dtype
 from attnbench.core.case import Case
-from attnbench.core.inputspec import parse_inputs
 from attnbench.core.variant import AttentionInputs
+from attnbench.kinds.inputs import inputs_of
 
 
 def make_inputs(case: Case, requires_grad: bool = False) -> AttentionInputs:
@@ -23,7 +23,7 @@ def make_inputs(case: Case, requires_grad: bool = False) -> AttentionInputs:
     loads the stored tensors. Values are made on the CPU in float32 (so they are
     the same on every device), then cast to the case's dtype and moved to its device.
     """
-    if parse_inputs(case.inputs).kind == "file":
+    if inputs_of(case).kind.reads_file:
         from attnbench.measure.input_files import load_file_inputs
 
         values = load_file_inputs(case)

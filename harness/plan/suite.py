@@ -70,10 +70,10 @@ from typing import Any
 from attnbench.core.axes import AXES
 from attnbench.core.case import Case, batch_for_kv_cache
 from attnbench.core.errors import SuiteError, did_you_mean
-from attnbench.core.inputspec import parse_inputs
 from attnbench.core.presets import get_preset
 from attnbench.core.settings import MeasureSettings
 from attnbench.core.taskspec import parse_task
+from attnbench.kinds.inputs import INPUTS
 from attnbench.plan.checks import (
     ExtraSweep,
     axis_value,
@@ -380,8 +380,9 @@ def _derived_fields(fields: dict[str, Any], explicit: set[str]) -> dict[str, Any
             if axis not in explicit and not follows_head_dim:
                 fields[axis] = value
     inputs = fields.get("inputs")
-    if inputs is not None and parse_inputs(inputs).kind == "file":
-        fields = _fields_from_file(parse_inputs(inputs).path, fields, explicit)
+    chosen = INPUTS.parse(inputs) if inputs is not None else None
+    if chosen is not None and chosen.kind.reads_file:
+        fields = _fields_from_file(chosen.arg, fields, explicit)
     if fields.get("kv_cache_bytes") is not None:
         shape = Case(variant="-", **{k: v for k, v in fields.items() if k != "kv_cache_bytes" and k in AXES.builtin})
         fields["batch"] = batch_for_kv_cache(fields["kv_cache_bytes"], shape)

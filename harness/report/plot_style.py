@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import base64
 import io
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-if "matplotlib.pyplot" not in sys.modules:
-    matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator  # noqa: E402
-
-from attnbench.report.data import length_axis, lengths  # noqa: E402
+from attnbench.report.backend import Figure, sns
+from attnbench.report.data import length_axis, lengths
 
 DPI = 72
 LINESTYLES = ("-", "--", ":", "-.")

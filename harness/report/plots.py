@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
-if "matplotlib.pyplot" not in sys.modules:
-    matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from attnbench.report.analysis import contended_mask  # noqa: E402
-from attnbench.report.data import length_axis, lengths  # noqa: E402
-from attnbench.report.fits import loglog_slope  # noqa: E402
-from attnbench.report.plot_style import (  # noqa: E402
+from attnbench.report.analysis import contended_mask
+from attnbench.report.backend import Figure, sns
+from attnbench.report.data import length_axis, lengths
+from attnbench.report.fits import loglog_slope
+from attnbench.report.plot_style import (
     LINESTYLES,
     PLAIN,
     Styles,
@@ -38,7 +31,7 @@ from attnbench.report.plot_style import (  # noqa: E402
     text,
     to_data_uri,
 )
-from attnbench.report.quality_plots import attention_maps_figure, quality_figure, task_figure  # noqa: E402,F401
+from attnbench.report.quality_plots import attention_maps_figure, quality_figure, task_figure  # noqa: F401
 
 __all__ = ["Styles", "attention_maps_figure", "quality_figure", "task_figure"]
 
@@ -55,11 +48,7 @@ def scaling_panel(ax, rows: pd.DataFrame, column: str, styles: Styles, multi_run
     ok = rows[rows["status"] == "ok"]
     drawn = hollow = False
     for series, run, group in series_groups(ok):
-        values = positive_values(group[column])
-        swept = lengths(group).to_numpy(dtype=float)
-        measured = np.isfinite(values)
-        contended = measured & contended_mask(group) if timed else np.zeros(len(group), dtype=bool)
-        mask = measured & ~contended
+        swept, values, measured, contended, mask = _points(group, column, timed)
         if not measured.any():
             continue
         slope = loglog_slope(swept[mask], values[mask])
@@ -77,6 +66,18 @@ def scaling_panel(ax, rows: pd.DataFrame, column: str, styles: Styles, multi_run
     _hollow_legend(ax, hollow)
     finish_panel(ax, rows, drawn, f"no {ylabel} measured", ylabel, title)
     return drawn
+
+
+def _points(group: pd.DataFrame, column: str, timed: bool = True):
+    """One series' (lengths, positive values, measured, contended, kept): kept is measured and not contended.
+
+    Without `timed` no cell counts as contended (a figure that does not come from a time).
+    """
+    values = positive_values(group[column])
+    swept = lengths(group).to_numpy(dtype=float)
+    measured = np.isfinite(values)
+    contended = measured & contended_mask(group) if timed else np.zeros(len(group), dtype=bool)
+    return swept, values, measured, contended, measured & ~contended
 
 
 def _hollow(ax, swept: np.ndarray, values: np.ndarray, style: dict[str, Any]) -> bool:
@@ -99,11 +100,7 @@ def _rate_lines(ax, rows: pd.DataFrame, column: str, styles: Styles, multi_run: 
     ok = rows[rows["status"] == "ok"]
     drawn = hollow = False
     for series, run, group in series_groups(ok):
-        values = positive_values(group[column])
-        swept = lengths(group).to_numpy(dtype=float)
-        measured = np.isfinite(values)
-        contended = measured & contended_mask(group)
-        mask = measured & ~contended
+        swept, values, measured, contended, mask = _points(group, column)
         if measured.any():
             style = styles.line(series, run)
             ax.plot(swept[mask], values[mask], label=text(series_label(series, run, multi_run)), markersize=4,

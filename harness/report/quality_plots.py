@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import LogLocator, MaxNLocator, NullLocator, PercentFormatter
 
-if "matplotlib.pyplot" not in sys.modules:
-    matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import LogLocator, MaxNLocator, NullLocator, PercentFormatter  # noqa: E402
-
-from attnbench.report.analysis import contended_mask  # noqa: E402
-from attnbench.report.fits import pareto_frontier  # noqa: E402
-from attnbench.report.plot_style import (  # noqa: E402
+from attnbench.report.analysis import contended_mask
+from attnbench.report.backend import Figure
+from attnbench.report.fits import pareto_frontier
+from attnbench.report.plot_style import (
     LINESTYLES,
     PLAIN,
     Styles,
