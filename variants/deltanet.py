@@ -33,7 +33,7 @@ import math
 
 import torch
 
-from attnbench import Case, LearnedWeight, constant, log_uniform, normal, uniform
+from attnbench import Case, Knob, LearnedWeight, constant, log_uniform, normal, uniform
 from attnbench.variants._recurrent import (
     FlaRecurrence,
     Recurrence,
@@ -138,20 +138,27 @@ def delta_rule_chunked(q, k, v, beta, log_alpha, chunk: int, state=None):
     scores = (qc @ kc.transpose(-2, -1)) * gamma                          # (B, H, c, Q, Q), lower with diagonal
     q_in = qc if to_now is None else qc * to_now
     k_out = kc if to_end is None else kc * to_end
-    s = k.new_zeros(batch, heads, key_dim, v.shape[-1]) if state is None else state
-    outputs = []
+    # chunk-major (c, B·H, ·, ·), so that each step of the chain reads and writes whole blocks
+    u, w, k_out_t = (t.flatten(0, 1).movedim(1, 0).contiguous() for t in (u, w, k_out.transpose(-2, -1)))
+    s = k.new_zeros(batch * heads, key_dim, v.shape[-1]) if state is None else state.flatten(0, 1)
+    decays = None if end_decay is None else end_decay.flatten(0, 1).movedim(1, 0)   # (c, B·H, 1, 1)
+    entering, news = [], []
     for j in range(chunks):                                               # one step per chunk
-        new = u[:, :, j] - w[:, :, j] @ s                                 # U' (B, H, Q, d_v)
-        outputs.append(q_in[:, :, j] @ s + scores[:, :, j] @ new)
-        s = s if end_decay is None else end_decay[:, :, j] * s
-        s = s + k_out[:, :, j].transpose(-2, -1) @ new
-    out = torch.stack(outputs, dim=2).reshape(batch, heads, chunks * chunk, -1)
-    return out[:, :, :seq_len], s
+        entering.append(s)
+        news.append(torch.baddbmm(u[j], w[j], s, alpha=-1.0))            # U' = U − W S, (B·H, Q, d_v)
+        s = torch.baddbmm(s if decays is None else decays[j] * s, k_out_t[j], news[-1])   # (B·H, d_k, d_v)
+    starts = torch.stack(entering, dim=1).unflatten(0, (batch, heads))   # (B, H, c, d_k, d_v)
+    new = torch.stack(news, dim=1).unflatten(0, (batch, heads))           # U' (B, H, c, Q, d_v)
+    out = (q_in @ starts + scores @ new).reshape(batch, heads, chunks * chunk, -1)
+    return out[:, :, :seq_len], s.view(batch, heads, key_dim, -1)
 
 
 class _DeltaRule(Recurrence):
     family = "deltanet"
     gated = False
+    # 32: at N = 4096, 8 heads of 64, float32, deltanet 48.8 ms against 64's 51.0 ms, gated-deltanet 53.2 ms
+    # against 68.9 ms (2-core machine, shared); the solve and Q×Q products grow with the chunk
+    knobs = {"chunk": Knob(int, default=32, minimum=1, doc="time steps per chunk of the chunk-parallel form")}
 
     def prepared_inputs(self, q, k):
         """q and k L2-normalised per head, q then scaled by 1/√d_k; the raw k is kept for the gates."""
