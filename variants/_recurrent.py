@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import ClassVar
@@ -70,15 +71,39 @@ def carry_states(chunk_decay: torch.Tensor, chunk_states: torch.Tensor, state: t
 
     chunk_decay (B, H, c, d_k, 1) or (B, H, c, 1, 1): each chunk's total decay;
     chunk_states E (B, H, c, d_k, d_v): each chunk's end state from a zero
-    start; `state` (B, H, d_k, d_v) enters the first chunk (None: zeros). One
-    small step per chunk, sequential: c = N / chunk of them.
+    start; `state` (B, H, d_k, d_v) enters the first chunk (None: zeros).
+    In two levels, so that about 3√c small steps run in sequence rather than
+    c: the chunks are cut into groups of G ≈ √c, every group is scanned from a
+    zero start side by side (G steps over all groups at once), then the groups'
+    end states are chained (c / G steps), and each chunk adds its group's
+    entering state decayed to it.
     """
-    h = torch.zeros_like(chunk_states[:, :, 0]) if state is None else state
-    entering = []
-    for j in range(chunk_states.shape[2]):
-        entering.append(h)
-        h = chunk_decay[:, :, j] * h + chunk_states[:, :, j]
-    return torch.stack(entering, dim=2), h
+    batch, heads, chunks = chunk_states.shape[:3]
+    group = max(1, math.isqrt(chunks - 1) + 1) if chunks > 1 else 1
+    groups = -(-chunks // group)
+    pad = groups * group - chunks
+    decay = chunk_decay.expand(batch, heads, chunks, *chunk_decay.shape[3:])
+    if pad:                                                               # chunks that keep the state as it is
+        decay = torch.cat([decay, decay.new_ones(batch, heads, pad, *decay.shape[3:])], dim=2)
+        chunk_states = torch.cat([chunk_states, chunk_states.new_zeros(batch, heads, pad, *chunk_states.shape[3:])],
+                                 dim=2)
+    decay = decay.unflatten(2, (groups, group)).movedim(3, 0)             # (G, B, H, n, d_k or 1, 1)
+    ends = chunk_states.unflatten(2, (groups, group)).movedim(3, 0).contiguous()   # (G, B, H, n, d_k, d_v)
+    local, reach = [torch.zeros_like(ends[0])], [torch.ones_like(decay[0])]   # from the group's start
+    for i in range(group - 1):                                            # one step per chunk of a group
+        local.append(torch.addcmul(ends[i], decay[i], local[-1]))
+        reach.append(reach[-1] * decay[i])
+    local, reach = torch.stack(local), torch.stack(reach)                 # (G, B, H, n, ·, ·)
+    group_end = torch.addcmul(ends[-1], decay[-1], local[-1])            # (B, H, n, d_k, d_v)
+    group_decay = reach[-1] * decay[-1]                                   # (B, H, n, d_k or 1, 1)
+    h = torch.zeros_like(group_end[:, :, 0]) if state is None else state
+    group_start = []
+    for j in range(groups):                                               # one step per group
+        group_start.append(h)
+        h = torch.addcmul(group_end[:, :, j], group_decay[:, :, j], h)
+    entering = torch.addcmul(local, reach, torch.stack(group_start, dim=2))   # (G, B, H, n, d_k, d_v)
+    entering = entering.movedim(0, 3).flatten(2, 3)[:, :, :chunks]       # (B, H, c, d_k, d_v)
+    return entering, h
 
 
 class Recurrence(Variant):

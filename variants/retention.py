@@ -20,13 +20,15 @@ the decode step and the roles of q, k, v):
   and the entering state's contribution is (Q ∘ γ^t) S_in.
 - gla: the same between chunks with the per-channel decays exp(b_t), b the
   cumulative log α within a chunk, every exponent <= 0. Within a chunk the
-  decay of a pair, exp(b_t − b_s) per channel, does not factor stably across a
-  whole chunk, so the chunk is cut into sub-blocks of `SUB` steps (fla's
-  secondary chunking): a query sub-block i meets an earlier key sub-block j
-  through the decay r_i accumulated before i, q ∘ exp(b − r_i) and
-  k ∘ exp(r_i − b), both at most 1; on the diagonal sub-blocks the key factor
-  exp(r_i − b_s) is at most exp(SUB · max|log α|) (below e^88 while
-  |logsigmoid| stays under 16·88/16 per step, far beyond any gate here).
+  decay of a pair, exp(b_t − b_s) per channel, is factored about the middle
+  m of a block of steps, q ∘ exp(b − m) and k ∘ exp(m − b), so that the
+  scores are one matmul per block. Each factor is at most
+  exp(block/2 · max|log α|): the block is the whole chunk while that stays
+  below e^`SAFE_EXPONENT` (e^40, far inside float32's e^88), else
+  sub-blocks of `SUB` steps (fla's secondary chunking): a query sub-block i
+  meets an earlier key sub-block j through the decay r_i accumulated before
+  i, q ∘ exp(b − r_i) and k ∘ exp(r_i − b), both at most 1, and the diagonal
+  sub-blocks are factored about their middles.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from attnbench.variants._recurrent import (
 )
 
 SUB = 16
+SAFE_EXPONENT = 40.0
 GATE_RANK = 16
 GATE_NORMALIZER = 16.0
 _TAG = 2700
@@ -113,8 +116,9 @@ class RetNet(Recurrence):
     family = "retnet"
     computes = "retention"
     description = "RetNet's retention (fixed decay γ_h = 1 − 2^(−5−h) per head), chunk-parallel"
-    # 128: 22.5 ms against 64's 27.1 ms at N = 4096, 8 heads of 64 (benchmarks/bench_recurrences.py's machine)
-    knobs = {"chunk": Knob(int, default=128, minimum=1, doc="time steps per chunk of the chunk-parallel form")}
+    # 64: 22.1 ms against 128's 23.5 ms at N = 4096, 8 heads of 64, float32, once the chunk states are chained
+    # in two levels (`carry_states`); 2-core machine, shared
+    knobs = {"chunk": Knob(int, default=64, minimum=1, doc="time steps per chunk of the chunk-parallel form")}
 
     def fixed_weights(self, case: Case, dtype: torch.dtype, device=None) -> dict[str, torch.Tensor]:
         """log γ_h, and the decays of one chunk (`retention_decays`), built once."""
@@ -196,35 +200,45 @@ def gla_chunked(q, k, v, g, chunk: int, state=None):
     # between chunks
     ends = (kc * torch.exp(b_end - b)).transpose(-2, -1) @ vc             # (B, H, c, d_k, d_v)
     starts, final = carry_states(torch.exp(b_end).transpose(-2, -1), ends, state)
-    out = (qc * torch.exp(b)) @ starts                                    # (B, H, c, Q, d_v)
-    # within chunks, sub-block by sub-block
-    sub = SUB if chunk % SUB == 0 else chunk
+    out = (qc * torch.exp(b)) @ starts + gla_scores_within(qc, kc, b, gc) @ vc   # (B, H, c, Q, d_v)
+    return out.reshape(batch, heads, chunks * chunk, -1)[:, :, :seq_len], final
+
+
+def gla_scores_within(qc, kc, b, gc) -> torch.Tensor:
+    """A_ts = Σ_i q_ti k_si exp(b_ti − b_si) for s <= t within each chunk, else 0: (B, H, c, Q, Q).
+
+    qc, kc, b, gc (B, H, c, Q, d_k); b the cumulative log gates from the chunk's start.
+    """
+    batch, heads, chunks, chunk, key_dim = kc.shape
+    steepest = float(-gc.min()) if gc.numel() else 0.0                   # the largest |log α| of one step
+    whole = chunk * steepest <= 2 * SAFE_EXPONENT or chunk % SUB        # the chunk is one sub-block
+    sub = chunk if whole else SUB
     blocks = chunk // sub
     shape = (batch, heads, chunks, blocks, sub, key_dim)
     qs, ks, bs, gs = (t.reshape(shape) for t in (qc, kc, b, gc))         # (B, H, c, n, L, d_k)
+    middle = bs[..., sub // 2: sub // 2 + 1, :]                           # m_i: the decay at sub-block i's middle
+    lower = torch.ones(sub, sub, dtype=torch.bool, device=kc.device).tril()
+    diagonal = ((qs * torch.exp(bs - middle)) @ (ks * torch.exp(middle - bs)).transpose(-2, -1)) \
+        .masked_fill_(~lower, 0.0)                                        # (B, H, c, n, L, L)
+    if blocks == 1:                                                       # the chunk is one sub-block
+        return diagonal[:, :, :, 0]
     before = bs[..., :1, :] - gs[..., :1, :]                              # r_i: decay before sub-block i
     q_rel = qs * torch.exp(bs - before)                                   # (B, H, c, n, L, d_k), factors <= 1
-    lower = torch.ones(sub, sub, dtype=torch.bool, device=k.device).tril()
-    diagonal = (q_rel @ (ks * torch.exp(before - bs)).transpose(-2, -1)).masked_fill(~lower, 0.0)   # (.., n, L, L)
-    if blocks == 1:                                                       # the chunk is one sub-block
-        out = out + diagonal[:, :, :, 0] @ vc
-        return out.reshape(batch, heads, chunks * chunk, -1)[:, :, :seq_len], final
-    earlier = torch.ones(blocks, blocks, dtype=torch.bool, device=k.device).tril(-1)[:, :, None, None]
+    earlier = torch.ones(blocks, blocks, dtype=torch.bool, device=kc.device).tril(-1)[:, :, None, None]
     exponent = (before[:, :, :, :, None] - bs[:, :, :, None]).masked_fill(~earlier, float("-inf"))   # (.., n, n, L, d_k)
     across = q_rel[:, :, :, :, None] @ (ks[:, :, :, None] * torch.exp(exponent)).transpose(-2, -1)  # (.., n, n, L, L)
-    same = torch.eye(blocks, dtype=torch.bool, device=k.device)[:, :, None, None]
+    same = torch.eye(blocks, dtype=torch.bool, device=kc.device)[:, :, None, None]
     scores = torch.where(same, diagonal[:, :, :, :, None], across)        # (B, H, c, n_i, n_j, L, L)
-    scores = scores.transpose(4, 5).reshape(batch, heads, chunks, chunk, chunk)   # (B, H, c, Q, Q)
-    out = out + scores @ vc
-    return out.reshape(batch, heads, chunks * chunk, -1)[:, :, :seq_len], final
+    return scores.transpose(4, 5).reshape(batch, heads, chunks, chunk, chunk)
 
 
 class GatedLinearAttention(Recurrence):
     name = "gla"
     family = "gla"
     computes = "gated_linear_attention"
-    # 32 (two sub-blocks): 70.6 ms against 64's 107 ms and 16's 109 ms at N = 4096, 8 heads of 64
-    knobs = {"chunk": Knob(int, default=32, minimum=1, doc="time steps per chunk of the chunk-parallel form")}
+    # 64 (one block per chunk for the seeded gates): 31.6 ms against 32's 39.3 ms and 128's 33.1 ms at
+    # N = 4096, 8 heads of 64, float32 (2-core machine, shared)
+    knobs = {"chunk": Knob(int, default=64, minimum=1, doc="time steps per chunk of the chunk-parallel form")}
     description = "gated linear attention (Yang et al. 2024): per-channel learned decays, chunk-parallel with sub-blocks"
 
     def learned_weights(self, case: Case) -> dict[str, LearnedWeight]:
@@ -246,14 +260,14 @@ class GatedLinearAttention(Recurrence):
 
     def performed_flops(self, case: Case) -> int | None:
         """The chunked form's matmuls, padded to whole chunks: gate projection, end states, entering state,
-        the diagonal and cross sub-block scores, and the scores times V."""
+        the scores and the scores times V, for gates gentle enough for one block per chunk (the seeded ones;
+        steeper gates run sub-blocks, see `gla_scores_within`)."""
         chunk = self.knob_values(case, "chunk")[0]
         dk, dv = case.head_dim, case.v_head_dim
         if case.kv_len != case.seq_len:
             return None                                                   # the decode step is the recurrence itself
         steps = -(-case.seq_len // chunk) * chunk
-        sub = SUB if chunk % SUB == 0 else chunk
-        blocks = chunk // sub
+        sub, blocks = chunk, 1                                            # the seeded gates' one block per chunk
         per_head = (4 * case.seq_len * dk * GATE_RANK                     # the gate projection
                     + 4 * steps * dk * dv                                 # end states, entering state
                     + 2 * steps * sub * dk                                # diagonal sub-blocks
@@ -265,8 +279,7 @@ class GatedLinearAttention(Recurrence):
         chunk = self.knob_values(case, "chunk")[0]
         steps = -(-case.seq_len // chunk) * chunk
         chunks = steps // chunk
-        sub = SUB if chunk % SUB == 0 else chunk
-        blocks = chunk // sub
+        blocks = 1                                                        # the seeded gates' one block per chunk
         dk, dv = case.head_dim, case.v_head_dim
         element = 4 if case.dtype in ("float16", "bfloat16") else case.element_bytes
         per_head = (steps * GATE_RANK + 3 * steps * dk                    # gate projection, logits, log gates
