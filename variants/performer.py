@@ -19,11 +19,11 @@ FAVOR+ (Choromanski et al., 2021) uses positive random features
 an unbiased estimate of exp(qᵀk/√d). The m rows of ω are drawn in orthogonal
 blocks (QR of d×d Gaussian blocks, seeded by the case) and rescaled to
 chi-distributed norms, so each row is marginally N(0, I). For numerical
-stability the exponent of each query row has its own maximum (over features)
-subtracted, and the keys one maximum over all keys and features of a head:
-a per-query factor cancels between numerator and denominator, and a factor
-common to all keys and features cancels too, so the estimator stays unbiased
-up to the normalisation. (A per-key or per-feature shift would bias it.)
+stability each key feature j is shifted by its largest exponent over the
+keys, c_j, each query's feature j gains c_j, and each query row is shifted
+by its own largest exponent: the products φ(q_i)_j φ(k)_j keep their exact
+values up to the query's factor, which cancels between numerator and
+denominator, so the estimator is unchanged. (A per-key shift would bias it.)
 
 When is the estimate good? Its variance grows like exp(‖q + k‖²/√d) (the
 relative error like exp(‖q + k‖²/(2√d))). With q, k ~ N(0, qk_std²),
@@ -77,21 +77,42 @@ def orthogonal_features(case: Case, features: int) -> torch.Tensor:
     return rows * norms[:, None]                                          # (m, d)
 
 
-def favor_features(x: torch.Tensor, omega: torch.Tensor, is_query: bool) -> torch.Tensor:
-    """φ(x) = exp(ω x' − ‖x'‖²/2 − max) / √m with x' = x / d^¼, for x (B, H, L, d) -> (B, H, L, m).
-
-    The max is per row for queries and one per (batch, head) for keys.
-    """
-    head_dim, features = x.shape[-1], omega.shape[0]
-    x = x * head_dim ** -0.25
-    exponent = x @ omega.transpose(0, 1)                                  # (B, H, L, m)
-    if is_query:
-        shift = exponent.detach().amax(dim=-1, keepdim=True)              # (B, H, L, 1)
-    else:
-        shift = exponent.detach().amax(dim=(-2, -1), keepdim=True)        # (B, H, 1, 1)
+def favor_exponents(x: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    """ωᵀx' − ‖x'‖²/2 with x' = x / d^¼, for x (B, H, L, d) -> (B, H, L, m): φ's exponent before any shift."""
+    x = x * x.shape[-1] ** -0.25
     half_norm = 0.5 * (x * x).sum(dim=-1, keepdim=True)                   # (B, H, L, 1)
-    exponent = exponent.sub_(half_norm + shift) if not exponent.requires_grad else exponent - (half_norm + shift)
-    return exponent.exp_().mul_(features ** -0.5) if not exponent.requires_grad else exponent.exp() * features ** -0.5
+    exponent = x @ omega.transpose(0, 1)                                  # (B, H, L, m)
+    return exponent.sub_(half_norm) if not exponent.requires_grad else exponent - half_norm
+
+
+def favor_features(q: torch.Tensor, k: torch.Tensor, omega: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """φ(q), φ(k) (B, H, L, m) with φ(x) = exp(ωᵀx' − ‖x'‖²/2) / √m, x' = x / d^¼, stabilised exactly.
+
+    Each key feature j is shifted by its largest exponent over the keys, c_j, and each query's
+    feature j gains c_j before the query row is shifted by its own largest exponent r_i. Every
+    product φ(q_i)_j φ(k)_j is then exp(e_ij + e_kj − r_i) / m: the row's factor exp(−r_i) cancels
+    in the normalisation. Each key column peaks at 1/√m and each query row at 1/√m where the keys
+    are largest, so a row's normaliser is at least 1/m. (One shift over all keys instead leaves
+    rows whose every term underflows in float32 when logits are large: a normaliser of 8e-42 and
+    NaN gradients on MiniLM's first layer.) Without autograd the steps run in place.
+    """
+    scale = omega.shape[0] ** -0.5
+    key_exponent = favor_exponents(k, omega)                              # (B, H, M, m)
+    column_shift = key_exponent.detach().amax(dim=-2, keepdim=True)       # (B, H, 1, m): c_j
+    query_exponent = favor_exponents(q, omega)                            # (B, H, N, m)
+    if query_exponent.requires_grad:
+        query_exponent = query_exponent + column_shift
+    else:
+        query_exponent.add_(column_shift)
+    row_shift = query_exponent.detach().amax(dim=-1, keepdim=True)        # (B, H, N, 1): r_i
+    return _shifted_exp(query_exponent, row_shift, scale), _shifted_exp(key_exponent, column_shift, scale)
+
+
+def _shifted_exp(exponent: torch.Tensor, shift: torch.Tensor, scale: float) -> torch.Tensor:
+    """exp(exponent − shift) · scale, in place when no gradient flows through `exponent`."""
+    if exponent.requires_grad:
+        return (exponent - shift).exp() * scale
+    return exponent.sub_(shift).exp_().mul_(scale)
 
 
 def elu_features(x: torch.Tensor) -> torch.Tensor:
@@ -199,7 +220,7 @@ class _KernelAttention(Variant):
     def attention_weights(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
         """φ(q_i)·φ(k_j) normalised per row, (B, H, N, M) float64; with `rows` only those queries, (B, H, R, M).
 
-        A query's features depend on that query alone (its shift is its own maximum), so with `rows`
+        A query's features depend on that query and the keys' per-feature maxima, so with `rows`
         only the R query rows are mapped and no (N, M) matrix is formed; the keys are all mapped.
         """
         q, k, _ = (t.detach().to("cpu", torch.float64) for t in inputs.tensors())
@@ -268,15 +289,15 @@ class Performer(_KernelAttention):
         omega = omega.to(device=device, dtype=dtype)                      # (m, d)
 
         def maps(q, k):
-            return favor_features(q, omega, is_query=True), favor_features(k, omega, is_query=False)
+            return favor_features(q, k, omega)
 
         return maps
 
     def _feature_flops(self, case: Case) -> int:
         m, d = self._feature_count(case), case.head_dim
         rows = case.seq_len + case.kv_len
-        # projection ωx, the squared norm, and shift/exp/scale per feature
-        return rows * (2 * m * d + 2 * d + 3 * m)
+        # projection ωx, the squared norm, and shift/exp/scale per feature; the queries add the keys' shifts
+        return rows * (2 * m * d + 2 * d + 3 * m) + case.seq_len * m
 
 
 class LinearAttention(_KernelAttention):
