@@ -188,6 +188,28 @@ def test_a_suite_sweeps_the_learning_rate_one_quality_cell_each(tmp_path):
         load_suite(str(write(tmp_path, "bad.toml", text.replace("[0.001, 0.01]", '[0.001, "fast"]'))))
 
 
+def test_a_variants_own_learning_rate_replaces_the_suites_for_its_cells_only(tmp_path):
+    from attnbench.core.registry import default_registry
+    from attnbench.plan.suite import SuiteError, expand, load_suite, with_overrides
+
+    text = ('[suite]\nname = "s"\nvariants = ["sdpa-math", "deltanet"]\n[defaults]\nseq_len = 16\nbatch = 4\n'
+            'mode = "fwd_bwd"\ncausal = true\n[task]\nkind = "mqar"\nkv_pairs = 2\nvocab = 16\nlr = 0.01\n'
+            '[task.lr_for]\ndeltanet = [0.003, 0.001]\n')
+    loaded = load_suite(str(write(tmp_path, "s.toml", text)))
+    shorter = with_overrides(loaded, steps=7)
+    for suite in (loaded, shorter):
+        rates = {}
+        for case in expand(suite, default_registry()):
+            if case.task != "none":
+                rates.setdefault(case.variant, []).append(case.task.split("lr=")[1].split(",")[0])
+        assert rates == {"sdpa-math": ["0.01"], "deltanet": ["0.003", "0.001"]}
+    assert all("steps=7" in c.task for c in expand(shorter, default_registry()) if c.task != "none")
+    with pytest.raises(SuiteError, match=r"task\.lr_for\.linear.*does not list"):
+        load_suite(str(write(tmp_path, "bad.toml", text.replace("deltanet = [", "linear = ["))))
+    with pytest.raises(SuiteError, match=r"task\.lr_for\.deltanet.*positive number"):
+        load_suite(str(write(tmp_path, "bad2.toml", text.replace("[0.003, 0.001]", "-1"))))
+
+
 def test_the_report_keeps_the_best_learning_rate_and_averages_curves():
     import pandas as pd
 

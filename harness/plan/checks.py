@@ -25,12 +25,32 @@ class ExtraSweep:
     axes: dict[str, tuple[Any, ...]]
 
 
-def parse_task_table(source: str, table: dict[str, Any]) -> tuple[str, bool, tuple[float, ...]]:
-    """The [task] table: (the canonical task text, whether to add cost cells, the learning rates of a ``lr``
-    list, each its own quality cell); ('none', False, ()) without one."""
+@dataclass(frozen=True)
+class TaskTable:
+    """A suite's [task]: the task text ('none' without one), whether each trained shape is also timed, the rates
+    of a ``lr`` list, and ``[task.lr_for]``'s variants with their own rates (Zoology tunes the rate per mixer)."""
+
+    task: str = "none"
+    costs: bool = False
+    lrs: tuple[float, ...] = ()
+    lr_for: tuple[tuple[str, tuple[float, ...]], ...] = ()
+
+
+def _learning_rates(source: str, key: str, value: Any) -> tuple[float, ...]:
+    """A ``lr`` value: a positive number or a non-empty list of them, as a tuple."""
+    rates = tuple(value) if isinstance(value, list) else (value,)
+    if not rates or any(isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 for r in rates):
+        raise SuiteError(f"{source}: key '{key}' must be a positive number or a non-empty list of them "
+                         f"(a learning-rate sweep), got {short(value)}")
+    return tuple(float(r) for r in rates)
+
+
+def parse_task_table(source: str, table: dict[str, Any]) -> TaskTable:
+    """The [task] table: the canonical task text, whether to add cost cells, the learning rates of a ``lr``
+    list (each its own quality cell) and the variants' own rates of ``[task.lr_for]``."""
     if not table:
-        return "none", False, ()
-    allowed = ("kind", "costs", *OPTION_NAMES)
+        return TaskTable()
+    allowed = ("kind", "costs", "lr_for", *OPTION_NAMES)
     reject_unknown(source, "task.", table, allowed)
     kind = table.get("kind")
     if not isinstance(kind, str) or kind not in TASK_KINDS[1:]:
@@ -38,19 +58,21 @@ def parse_task_table(source: str, table: dict[str, Any]) -> tuple[str, bool, tup
     costs = table.get("costs", True)
     if not isinstance(costs, bool):
         raise SuiteError(f"{source}: key 'task.costs' must be true or false, got {short(costs)}")
-    options = {key: value for key, value in table.items() if key not in ("kind", "costs")}
+    lr_for = table.get("lr_for", {})
+    if not isinstance(lr_for, dict):
+        raise SuiteError(f"{source}: key 'task.lr_for' must be a table of variant = rate (or list of rates), "
+                         f"got {type_name(lr_for)}")
+    own = {name: _learning_rates(source, f"task.lr_for.{name}", value) for name, value in lr_for.items()}
+    options = {key: value for key, value in table.items() if key not in ("kind", "costs", "lr_for")}
     lrs: tuple[float, ...] = ()
     if isinstance(options.get("lr"), list):
-        lrs = tuple(options.pop("lr"))
-        if not lrs or any(isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0 for r in lrs):
-            raise SuiteError(f"{source}: key 'task.lr' must be a positive number or a non-empty list of them "
-                             f"(a learning-rate sweep), got {short(list(lrs))}")
+        lrs = _learning_rates(source, "task.lr", options.pop("lr"))
         options["lr"] = lrs[0]
     for key, value in options.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SuiteError(f"{source}: key 'task.{key}' must be a number, got {short(value)}")
     try:
-        return parse_task(kind, **options).text, costs, lrs
+        return TaskTable(parse_task(kind, **options).text, costs, lrs, tuple(sorted(own.items())))
     except ValueError as exc:
         raise SuiteError(f"{source}: [task]: {exc}") from None
 

@@ -45,6 +45,9 @@ A suite file has these tables (every key optional but ``variants``)::
     lr = [3e-3, 1e-2]   # a number, or a list: one quality cell per rate (the report keeps the best)
     costs = true        # also time each trained shape as a kernel cell (the quality-cost picture)
 
+    [task.lr_for]       # a variant's own rate (or list), in place of task.lr for its cells
+    deltanet = 3e-3
+
 A ``preset`` (`attnbench.core.presets`; in [defaults] or swept in [sweep])
 fills heads, kv_heads, head_dim, v_head_dim, causal and mask, except the axes
 the suite sets itself in [defaults], [sweep] or the variant's [overrides]:
@@ -111,6 +114,7 @@ class Suite:
     task: str = "none"
     task_costs: bool = True
     task_lrs: tuple[float, ...] = ()
+    task_lr_for: tuple[tuple[str, tuple[float, ...]], ...] = ()
 
     @property
     def is_quality(self) -> bool:
@@ -123,6 +127,13 @@ class Suite:
         if not self.task_lrs:
             return (self.task,)
         return tuple(parse_task(self.task, lr=lr).text for lr in self.task_lrs)
+
+    def tasks_for(self, variant: str) -> tuple[str, ...]:
+        """The task texts `variant`'s quality cells train: its own rates from ``[task.lr_for]``, else `tasks`."""
+        own = dict(self.task_lr_for).get(variant)
+        if own is None:
+            return self.tasks
+        return tuple(parse_task(self.task, lr=lr).text for lr in own)
 
 
 def builtin_suite_names() -> list[str]:
@@ -207,10 +218,14 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
 
     extra = tuple(parse_extra(source, i, table) for i, table in enumerate(tables["extra"]))
     measure = parse_measure(source, tables["measure"])
-    task, task_costs, task_lrs = parse_task_table(source, tables["task"])
+    task = parse_task_table(source, tables["task"])
+    unknown = [name for name, _ in task.lr_for if name not in variants and variants != ("all",)]
+    if unknown:
+        raise SuiteError(f"{source}: key 'task.lr_for.{unknown[0]}' names a variant the suite does not list "
+                         f"(its variants: {', '.join(variants)}); add it to [suite] variants or drop the key")
     return Suite(name=suite_name, source=source, text=text, description=description, variants=variants,
                  defaults=defaults, sweep=sweep, params=params, measure=measure, overrides=overrides, extra=extra,
-                 task=task, task_costs=task_costs, task_lrs=task_lrs)
+                 task=task.task, task_costs=task.costs, task_lrs=task.lrs, task_lr_for=task.lr_for)
 
 
 def with_overrides(suite: Suite, *, variants=None, seq_lens=None, device=None, preset=None, steps=None,
@@ -307,7 +322,7 @@ def expand(suite: Suite, registry) -> list[Case]:
     cases = _expand_cells(suite, registry)
     if not suite.is_quality:
         return cases
-    quality = [replace(case, task=task) for case in cases for task in suite.tasks]
+    quality = [replace(case, task=task) for case in cases for task in suite.tasks_for(case.variant)]
     if not suite.task_costs:
         return quality
     costs = {}
