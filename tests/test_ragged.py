@@ -219,3 +219,28 @@ def test_a_suite_sweeps_lengths_and_layouts():
         (lengths, layout) for lengths in ("fixed", "bimodal:8,64,0.5") for layout in ("padded", "packed"))
     with pytest.raises(Exception, match=r"t\.toml.*lengths"):
         expand(parse_suite(text.replace("bimodal:8,64,0.5", "bimodal:8"), "t.toml"), default_registry())
+
+
+def test_a_ragged_run_stores_its_figures_in_the_frame_and_the_report_draws_them(results_dir):
+    from attnbench.engine.sweep import run_suite
+    from attnbench.report import build_report_html
+    from attnbench.report.ragged import ragged_views
+    from attnbench.store import load_run, tidy_frame
+
+    text = ('[suite]\nname = "r"\nvariants = ["naive"]\n[defaults]\nbatch = 4\nheads = 2\nhead_dim = 16\n'
+            'causal = true\n[sweep]\nseq_len = [32]\nlengths = ["uniform:4-32", "outlier:4,32"]\n'
+            'layout = ["padded", "packed"]\n'
+            '[measure]\nwarmup_s = 0.01\nbudget_s = 0.05\nmin_reps = 3\ncontention_retries = 0\n')
+    loaded = load_run(run_suite(parse_suite(text, "r.toml"), default_registry(), results_dir).run_path)
+    frame = tidy_frame([loaded])
+    assert len(frame) == 4 and (frame["status"] == "ok").all() and frame["accuracy_ok"].all()
+    for row in frame.itertuples(index=False):
+        case = Case(variant="naive", seq_len=32, batch=4, heads=2, head_dim=16, causal=True, lengths=row.lengths,
+                    layout=row.layout)
+        assert row.padding_waste == ragged_batch(case).padding_waste(row.layout)
+        assert row.imbalance == ragged_batch(case).imbalance()
+    (view,) = ragged_views(frame)
+    assert sorted((r["lengths"], r["backend"]) for r in view.rows) == sorted(
+        (lengths, f"naive {layout}") for lengths in ("uniform:4-32", "outlier:4,32") for layout in ("padded", "packed"))
+    page = build_report_html([loaded])
+    assert "4c Ragged batches: time against padding waste and imbalance" in page and view.uri[:40] in page
