@@ -244,3 +244,26 @@ def test_a_ragged_run_stores_its_figures_in_the_frame_and_the_report_draws_them(
         (lengths, f"naive {layout}") for lengths in ("uniform:4-32", "outlier:4,32") for layout in ("padded", "packed"))
     page = build_report_html([loaded])
     assert "4c Ragged batches: time against padding waste and imbalance" in page and view.uri[:40] in page
+
+
+def test_a_ragged_batch_moves_its_real_tokens_only():
+    from attnbench.measure.cell.derived import traffic
+
+    case = ragged_case(layout="padded", kv_heads=4, head_dim=24)
+    batch = ragged_batch(case)
+    tokens = batch.total_queries * 4 * 24 * 2 + batch.total_keys * 4 * 24 * 2          # q and out; k and v
+    assert traffic(case, 1.0, None)["bytes_moved"] == tokens * 4 < case.bytes_moved
+
+
+def test_llm_serving_expands_to_its_workloads_with_a_reason_for_every_cell_that_cannot_run():
+    from attnbench.plan.suite import load_suite
+
+    registry = default_registry()
+    cases = expand(load_suite("llm-serving"), registry)
+    assert {(c.heads, c.kv_heads) for c in cases} == {(32, 8), (28, 4)} and all(c.causal for c in cases)
+    key = {(c.variant, c.layout) for c in cases if c.lengths.startswith("lognormal:96") and c.batch == 16}
+    assert {("flex", "packed"), ("sdpa-flash", "padded"), ("sdpa-math", "padded")} <= key
+    assert any(c.lengths.startswith("mixed:") for c in cases) and any(c.seq_len < c.kv_len for c in cases)
+    for case in (c for c in cases if c.variant != "flex"):             # flex's compiler may be missing elsewhere
+        reasons = registry.get(case.variant).unsupported_reasons(case)
+        assert not reasons or (case.variant == "flash-tiled" and case.layout == "padded"), (case.label, reasons)

@@ -80,6 +80,13 @@ class RaggedBatch:
         """The layout's rectangle over the real one: 1 for packed, B·N_max·M_max / Σ q_i·m_i for padded."""
         return self.rectangle_pairs(layout) / self.rectangle_pairs("packed")
 
+    def least_bytes(self, heads: int, kv_heads: int, head_dim: int, v_head_dim: int, element_bytes: int) -> int:
+        """The real tokens' q, k, v read once and output written once (padding is no data a call must move)."""
+        q = heads * self.total_queries * head_dim
+        kv = kv_heads * self.total_keys * (head_dim + v_head_dim)
+        out = heads * self.total_queries * v_head_dim
+        return (q + kv + out) * element_bytes
+
     def imbalance(self) -> float:
         """The longest sequence's pairs over the mean sequence's (1 for equal lengths)."""
         pairs = self.pairs()

@@ -85,15 +85,30 @@ def arithmetic_intensity(case: Case, variant: Variant) -> float | None:
         flops = variant.flops(case)
     except NotImplementedError:
         return None
-    return flops / (case.input_bytes + case.output_bytes)
+    return flops / least_bytes(case)
+
+
+def least_bytes(case: Case) -> int:
+    """q, k and v read once and the output written once: `Case.bytes_moved`'s forward, or a ragged batch's
+    real tokens only (`RaggedBatch.least_bytes`)."""
+    if not is_ragged(case):
+        return case.input_bytes + case.output_bytes
+    return ragged_batch(case).least_bytes(case.heads, case.kv_heads, case.head_dim, case.v_head_dim,
+                                          case.element_bytes)
 
 
 def traffic(case: Case, median_s: float, calibration: dict | None, declared: int | None = None) -> dict:
     """bytes_moved, the bytes/s that achieves at the median time, and its fraction of the copy bandwidth.
 
-    `declared` is the variant's own count (`Variant.bytes_moved`: a decode step's state), else `Case.bytes_moved`.
+    `declared` is the variant's own count (`Variant.bytes_moved`: a decode step's state), else `Case.bytes_moved`
+    (a ragged batch: its real tokens', `least_bytes`).
     """
-    moved = case.bytes_moved if declared is None else declared
+    if declared is not None:
+        moved = declared
+    elif is_ragged(case):                                     # the real tokens; fwd_bwd moves 3x, as Case says
+        moved = least_bytes(case) * (3 if case.mode == "fwd_bwd" else 1)
+    else:
+        moved = case.bytes_moved
     out: dict = {"bytes_moved": moved}
     if median_s and median_s > 0:
         out["bytes_per_s"] = moved / median_s
