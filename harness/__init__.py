@@ -21,6 +21,9 @@ only these names; the subpackages behind them (`attnbench.core`,
   `apply_score_mod`, `score_bias` (ALiBi as an SDPA float mask), `alibi_slopes`, `case_softcap`;
 - attention sinks (the `sinks` axis): `case_sinks` (a case's per-head sink logits, or None),
   `rescale_for_sinks` (a plain kernel's output and row log-sum-exp turned into the output with sinks);
+- ragged batches (the `lengths` and `layout` axes): `is_ragged`, `ragged_batch` (a case's
+  `RaggedBatch`: lengths, offsets, pair counts), `ragged_execution` (a `Variant.execution` text),
+  `pack`, `packed_inputs`, `padded_allowed`, `document_mask_mod`, `per_sequence`;
 - captured inputs: `capture_attention` (record the q, k, v a model passes to
   SDPA during one forward, into safetensors files), `CapturedCall`,
   `read_file_shapes`, `load_file_inputs` (the ``file:PATH`` inputs of a case);
@@ -75,6 +78,15 @@ _PUBLIC = {
     "case_softcap": "attnbench.attention.score_mods",
     "case_sinks": "attnbench.attention.sinks",
     "rescale_for_sinks": "attnbench.attention.sinks",
+    "is_ragged": "attnbench.kinds.lengths.batch",
+    "ragged_batch": "attnbench.kinds.lengths.batch",
+    "ragged_execution": "attnbench.kinds.lengths.batch",
+    "RaggedBatch": "attnbench.kinds.lengths.batch",
+    "pack": "attnbench.attention.ragged",
+    "packed_inputs": "attnbench.attention.ragged",
+    "padded_allowed": "attnbench.attention.ragged",
+    "document_mask_mod": "attnbench.attention.ragged",
+    "per_sequence": "attnbench.attention.ragged",
     "capture_attention": "attnbench.measure.capture",
     "CapturedCall": "attnbench.measure.capture",
     "read_file_shapes": "attnbench.measure.input_files",
@@ -101,6 +113,13 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
         query_positions,
         visible_pairs,
     )
+    from attnbench.attention.ragged import (  # noqa: F401
+        document_mask_mod,
+        pack,
+        packed_inputs,
+        padded_allowed,
+        per_sequence,
+    )
     from attnbench.attention.reference import ExactSoftmaxKernel, softmax_attention  # noqa: F401
     from attnbench.attention.score_mods import (  # noqa: F401
         alibi_slopes,
@@ -117,5 +136,6 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
     from attnbench.core.learned import LearnedWeight, constant, log_uniform, normal, uniform  # noqa: F401
     from attnbench.core.tolerance import DEFAULT_TOLERANCES, Tolerance  # noqa: F401
     from attnbench.core.variant import AttentionInputs, Variant, kv_state_size, seeded_weight  # noqa: F401
+    from attnbench.kinds.lengths.batch import RaggedBatch, is_ragged, ragged_batch, ragged_execution  # noqa: F401
     from attnbench.measure.capture import CapturedCall, capture_attention  # noqa: F401
     from attnbench.measure.input_files import load_file_inputs, read_file_shapes  # noqa: F401

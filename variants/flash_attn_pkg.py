@@ -21,6 +21,13 @@ a GPU). In flash-attn's own terms, with i' = i + M − N the end-aligned positio
   exactly attnbench's ALiBi;
 - ``softcap:C``: ``softcap=C``, C·tanh(s / C) of the scaled score (>= 2.6).
 
+A ragged batch (`lengths`) runs ``packed`` through ``flash_attn_varlen_func``:
+q (Σq, H, d), k and v (Σm, Hkv, d) (views of the packed tokens), int32
+cumulative offsets ``cu_seqlens_q``/``cu_seqlens_k`` (B + 1,), the longest
+sequence's ``max_seqlen_q``/``max_seqlen_k``, and the same scale and causal
+flag (bottom-right aligned in each sequence): `flash_attn_varlen_arguments(case)`,
+a pure function unit-tested on CPU.
+
 What it cannot run, each said separately: no package, no CUDA device or one
 older than Ampere (compute capability 8.0), dtypes other than float16 and
 bfloat16, head_dim > 256 (backward with head_dim > 192 needs an A100/A800 or
@@ -43,6 +50,10 @@ from attnbench import (
     alibi_slopes,
     case_softcap,
     case_window,
+    is_ragged,
+    packed_inputs,
+    ragged_batch,
+    ragged_execution,
 )
 
 MAX_HEAD_DIM = 256
@@ -76,6 +87,25 @@ def flash_attn_arguments(case: Case, device: torch.device | str | None = None) -
         "window_size": window_size(case),
         "softcap": 0.0 if cap is None else float(cap),
         "alibi_slopes": slopes,
+    }
+
+
+def flash_attn_varlen_arguments(case: Case, device: torch.device | str | None = None) -> dict:
+    """The arguments of ``flash_attn_varlen_func`` besides q, k, v that make it compute a ragged `case`.
+
+    cu_seqlens_q and cu_seqlens_k: int32 (B + 1,) cumulative offsets of the packed
+    queries and keys (0 first); max_seqlen_q, max_seqlen_k: the longest sequence's;
+    softmax_scale 1/√d and causal (aligned at the bottom right of each sequence).
+    """
+    batch = ragged_batch(case)
+    where = case.device if device is None else device
+    return {
+        "cu_seqlens_q": torch.tensor(batch.cu_seqlens_q, dtype=torch.int32, device=where),   # (B + 1,)
+        "cu_seqlens_k": torch.tensor(batch.cu_seqlens_k, dtype=torch.int32, device=where),   # (B + 1,)
+        "max_seqlen_q": batch.max_queries,
+        "max_seqlen_k": batch.max_keys,
+        "softmax_scale": 1.0 / math.sqrt(case.head_dim),
+        "causal": case.causal,
     }
 
 
@@ -124,6 +154,9 @@ class FlashAttnPackage(ExactSoftmaxKernel):
     supports_gqa = True
     supported_masks = ("sliding_window",)
     supported_score_mods = ("alibi", "softcap")
+    supports_lengths = True
+    supported_layouts = ("packed",)
+    layout_reason = "flash-attn takes a ragged batch packed (flash_attn_varlen_func's offsets), not {layout}"
     device_reason = "flash-attn is a CUDA-only kernel; it has no CPU implementation"
     dtype_reason = "flash-attn takes float16 or bfloat16 inputs, not {dtype}"
     v_head_dim_reason = "flash-attn 2 needs q, k and v of one head dim (v_head_dim == head_dim)"
@@ -147,6 +180,8 @@ class FlashAttnPackage(ExactSoftmaxKernel):
         from flash_attn import flash_attn_func
 
         q, k, v = inputs.tensors()                             # (B, H, N, d), (B, Hkv, M, d), (B, Hkv, M, d)
+        if is_ragged(case):
+            return self._prepare_varlen(case, q, k, v)
         arguments = flash_attn_arguments(case, device=q.device)
 
         def forward() -> torch.Tensor:
@@ -155,3 +190,19 @@ class FlashAttnPackage(ExactSoftmaxKernel):
             return out.transpose(1, 2)                                                  # (B, H, N, d), a view
 
         return forward
+
+    def _prepare_varlen(self, case: Case, q, k, v):
+        from flash_attn import flash_attn_varlen_func
+
+        _, q, k, v = packed_inputs(case, q, k, v)             # (1, H, Σq, d), (1, Hkv, Σm, d), (1, Hkv, Σm, d)
+        query, key, value = q[0].transpose(0, 1), k[0].transpose(0, 1), v[0].transpose(0, 1)   # (Σq, H, d), views
+        arguments = flash_attn_varlen_arguments(case, device=q.device)
+
+        def forward() -> torch.Tensor:
+            out = flash_attn_varlen_func(query, key, value, **arguments)             # (Σq, H, d)
+            return out.transpose(0, 1)[None]                                        # (1, H, Σq, d), a view
+
+        return forward
+
+    def execution(self, case: Case) -> str | None:
+        return ragged_execution(case, one_call=True)

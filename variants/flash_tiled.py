@@ -37,6 +37,11 @@ Each block pair costs about ten PyTorch calls, and on a shared CPU every call's
 thread barrier can stall; 1024×256 keeps the 4096-long case at 64 block pairs
 while the (1024, 256) scores still fit in cache, and was as fast as 256×256.
 
+A ragged batch (`lengths`) runs ``packed``, as flash-attn's varlen entry
+does: the sequences' tokens end to end (1, H, Σq, d) with cumulative offsets
+cu_seqlens, each sequence's tiles visited within its own offsets
+(`flash_tiled_varlen`), so no tile spans two sequences and none is padding.
+
 Memory: the forward holds the output, the per-row statistics (B, H, N) and
 one block pair's scores; O(N·d + query_block·block) beyond the inputs, never O(N·M).
 Backward is FlashAttention-2's, in a custom autograd Function: it saves only
@@ -65,6 +70,10 @@ from attnbench import (
     case_mask_mod,
     case_window,
     causal_mask_mod,
+    is_ragged,
+    packed_inputs,
+    ragged_batch,
+    ragged_execution,
     softmax_attention,
 )
 
@@ -250,6 +259,33 @@ def flash_tiled_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cau
     return flash_forward(q, k, v, causal, block, query_block, window)[0]
 
 
+def _tiled_pairs(seq_len: int, kv_len: int, query_block: int, causal: bool, window: int | None) -> int:
+    """(query, key) pairs the tiles compute: each query block against every key of its key range."""
+    pairs = 0
+    for start in range(0, seq_len, query_block):
+        stop = min(seq_len, start + query_block)
+        key_start, key_stop = key_range(start, stop, kv_len - seq_len, kv_len, causal, window)
+        pairs += (stop - start) * max(0, key_stop - key_start)
+    return pairs
+
+
+def flash_tiled_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: tuple[int, ...],
+                       cu_seqlens_k: tuple[int, ...], causal: bool = False, block: int = 256,
+                       query_block: int = 1024) -> torch.Tensor:
+    """Packed sequences: q (1, H, Σq, d), k (1, Hkv, Σm, d), v (1, Hkv, Σm, d_v) -> (1, H, Σq, d_v).
+
+    Sequence s holds query rows [cu_seqlens_q[s], cu_seqlens_q[s + 1]) and key
+    rows [cu_seqlens_k[s], cu_seqlens_k[s + 1]); its tiles never leave them
+    (causal aligned at the end of its own keys).
+    """
+    out = q.new_empty(*q.shape[:-1], v.shape[-1])                                     # (1, H, Σq, d_v)
+    bounds = zip(cu_seqlens_q[:-1], cu_seqlens_q[1:], cu_seqlens_k[:-1], cu_seqlens_k[1:], strict=True)
+    for q_start, q_stop, k_start, k_stop in bounds:
+        out[:, :, q_start:q_stop] = flash_forward(q[:, :, q_start:q_stop], k[:, :, k_start:k_stop],
+                                                  v[:, :, k_start:k_stop], causal, block, query_block)[0]
+    return out
+
+
 class FlashTiled(Variant):
     name = "flash-tiled"
     family = "flash"
@@ -262,6 +298,10 @@ class FlashTiled(Variant):
     mask_reason = ("has no {kind} mask: its tiles follow the causal and sliding-window bounds only "
                    "(masks it takes: {masks}); use naive, sdpa-math or flex")
     score_mod_reason = "has no {kind} score mod (score mods it takes: {mods}); use naive or flex"
+    supports_lengths = True
+    supported_layouts = ("packed",)
+    layout_reason = ("has no {layout} ragged layout: its tiles follow the causal and sliding-window bounds only; "
+                     "use layout = packed (offsets, as flash-attn's varlen entry)")
     knobs = {
         "block": Knob(int, default=256, minimum=1, doc="keys per block (columns of one block's scores)"),
         "query_block": Knob(int, default=1024, minimum=1, doc="queries per block (rows of one block's scores)"),
@@ -271,7 +311,14 @@ class FlashTiled(Variant):
         q, k, v = inputs.tensors()                             # (B, H, N, d), (B, Hkv, M, d), (B, Hkv, M, d_v)
         block, query_block = self.knob_values(case, "block", "query_block")
         window = case_window(case)
+        if is_ragged(case):
+            batch, q, k, v = packed_inputs(case, q, k, v)      # (1, H, Σq, d), (1, Hkv, Σm, d), (1, Hkv, Σm, d_v)
+            cu_q, cu_k = batch.cu_seqlens_q, batch.cu_seqlens_k
+            return lambda: flash_tiled_varlen(q, k, v, cu_q, cu_k, case.causal, block, query_block)
         return lambda: flash_tiled_attention(q, k, v, case.causal, block, query_block, window)
+
+    def execution(self, case: Case) -> str | None:
+        return ragged_execution(case, one_call=True)
 
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
         return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows, mask_mod=case_mask_mod(case))
@@ -292,13 +339,13 @@ class FlashTiled(Variant):
     def performed_flops(self, case: Case) -> int:
         """Each query block against every key of its key range: whole tiles across the diagonal and the band's edges."""
         _, query_block = self.knob_values(case, "block", "query_block")
-        offset, window = case.kv_len - case.seq_len, case_window(case)
-        pairs = 0
-        for start in range(0, case.seq_len, query_block):
-            stop = min(case.seq_len, start + query_block)
-            key_start, key_stop = key_range(start, stop, offset, case.kv_len, case.causal, window)
-            pairs += (stop - start) * max(0, key_stop - key_start)
-        return attention_flops(case, pairs=pairs)
+        window = case_window(case)
+        if is_ragged(case):                                    # each sequence's own tiles
+            batch = ragged_batch(case)
+            pairs = sum(_tiled_pairs(nq, nk, query_block, case.causal, None)
+                        for nq, nk in zip(batch.queries, batch.keys, strict=True))
+            return attention_flops(case, batch_pairs=pairs)
+        return attention_flops(case, pairs=_tiled_pairs(case.seq_len, case.kv_len, query_block, case.causal, window))
 
     def memory_model(self, case: Case) -> int:
         """Output (work dtype, then its cast), log-sum-exp, and one query block's working set."""

@@ -16,6 +16,12 @@ On CPU the compiled kernel is an inference-only C++ template (it needs AVX2
 and a C++ compiler, and has no backward; with head_dim <= 16 it returned wrong
 values, some NaN, in our measurements, so those cells are declared unsupported); on CUDA it is a Triton kernel and
 supports the backward. float16, bfloat16 and float32 only.
+
+A ragged batch (`lengths`) runs ``packed`` as one call over the sequences'
+tokens end to end, under a document mask (a query sees its own sequence's
+keys: `attnbench.attention.ragged.document_mask_mod`), so blocks between
+sequences are skipped; ``padded`` as one call over (B, H, N_max, d) whose
+block mask hides each sequence's padding, per batch entry.
 """
 
 from __future__ import annotations
@@ -30,9 +36,15 @@ from attnbench import (
     AttentionInputs,
     Case,
     ExactSoftmaxKernel,
+    RaggedBatch,
     case_mask_mod,
     case_score_mod,
     case_sinks,
+    document_mask_mod,
+    is_ragged,
+    packed_inputs,
+    ragged_batch,
+    ragged_execution,
     rescale_for_sinks,
 )
 
@@ -86,6 +98,8 @@ class FlexAttention(ExactSoftmaxKernel):
     supports_gqa = True
     supports_v_head_dim = True
     supports_sinks = True
+    supports_lengths = True
+    supported_layouts = ("padded", "packed")
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         reasons = super().unsupported_reasons(case)
@@ -115,8 +129,16 @@ class FlexAttention(ExactSoftmaxKernel):
 
         q, k, v = inputs.tensors()
         block_mask = None
-        mask_mod = case_mask_mod(case, device=case.device)        # causal and the mask axis, one predicate
-        if mask_mod is not None:
+        if is_ragged(case) and case.layout == "packed":
+            batch, q, k, v = packed_inputs(case, q, k, v)          # (1, H, Σq, d), (1, Hkv, Σm, d), (1, Hkv, Σm, d_v)
+            block_mask = create_block_mask(document_mask_mod(batch, device=case.device), B=None, H=None,
+                                           Q_LEN=batch.total_queries, KV_LEN=batch.total_keys, device=case.device)
+        elif is_ragged(case):
+            batch = ragged_batch(case)
+            q, k, v = q[:, :, :batch.max_queries], k[:, :, :batch.max_keys], v[:, :, :batch.max_keys]
+            block_mask = create_block_mask(_padded_mask_mod(batch, case.device), B=batch.size, H=None,
+                                           Q_LEN=batch.max_queries, KV_LEN=batch.max_keys, device=case.device)
+        elif (mask_mod := case_mask_mod(case, device=case.device)) is not None:   # causal and the mask axis
             block_mask = create_block_mask(mask_mod, B=None, H=None,
                                            Q_LEN=case.seq_len, KV_LEN=case.kv_len, device=case.device)
         score_mod = case_score_mod(case, device=case.device)
@@ -141,8 +163,25 @@ class FlexAttention(ExactSoftmaxKernel):
             torch.autograd.grad(out, [t for t in (q, k, v) if t.requires_grad], torch.ones_like(out))
         return forward
 
+    def execution(self, case: Case) -> str | None:
+        return ragged_execution(case, one_call=True)
+
     def memory_model(self, case: Case) -> int:
         """Output, the float32 log-sum-exp, and the block mask's per-block index tables."""
         q_blocks, kv_blocks = -(-case.seq_len // 128), -(-case.kv_len // 128)
         block_mask = 4 * 4 * q_blocks * kv_blocks if case.causal or case.mask != "none" else 0
         return super().memory_model(case) + block_mask
+
+
+def _padded_mask_mod(batch: RaggedBatch, device):
+    """A Flex ``mask_mod`` over a padded batch: query i of entry b sees key j when i < q_b, j < m_b and,
+    causal, j <= i + m_b − q_b (a padding row sees nothing and outputs 0)."""
+    queries = torch.tensor(batch.queries, device=device)                     # (B,)
+    keys = torch.tensor(batch.keys, device=device)                           # (B,)
+    causal = batch.causal
+
+    def padded(b, h, q_idx, kv_idx):
+        real = (q_idx < queries[b]) & (kv_idx < keys[b])
+        return real & (kv_idx <= q_idx + keys[b] - queries[b]) if causal else real
+
+    return padded

@@ -6,6 +6,10 @@ A query the mask leaves no key attends to nothing: its row is 0, as in the
 float64 reference, SDPA and the flash kernels.
 The (B, H, N, M) scores exist twice at the peak (scores and probabilities),
 which is exactly the cost the flash family removes.
+
+A ragged batch (`lengths`) runs ``padded`` as one call whose (B, 1, N_max, M_max)
+mask hides each sequence's padding keys, or ``packed`` as one call per
+sequence on views of the packed tokens (`attnbench.attention.ragged`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,12 @@ from attnbench import (
     case_score_mod,
     case_sinks,
     case_softcap,
+    is_ragged,
     kv_state_size,
+    padded_allowed,
+    per_sequence,
+    ragged_batch,
+    ragged_execution,
     score_bias,
     softmax_attention,
 )
@@ -40,8 +49,12 @@ class NaiveAttention(Variant):
     supported_masks = ("sliding_window", "document", "prefix_lm")
     supported_score_mods = ("alibi", "softcap")
     supports_sinks = True
+    supports_lengths = True
+    supported_layouts = ("padded", "packed")
 
     def prepare(self, case: Case, inputs: AttentionInputs):
+        if is_ragged(case):
+            return self._prepare_ragged(case, inputs)
         q, k, v = inputs.tensors()                             # (B, H, N, d), (B, Hkv, M, d), (B, Hkv, M, d_v)
         scale = 1.0 / math.sqrt(case.head_dim)
         b, h, n, d = q.shape
@@ -84,6 +97,29 @@ class NaiveAttention(Variant):
 
         return forward
 
+    def _prepare_ragged(self, case: Case, inputs: AttentionInputs):
+        q, k, v = inputs.tensors()                             # (B, H, N, d), (B, Hkv, M, d), (B, Hkv, M, d_v)
+        if case.layout == "packed":
+            return per_sequence(case, q, k, v, lambda one, *qkv: self.prepare(one, AttentionInputs(*qkv)))
+        batch = ragged_batch(case)
+        n, m = batch.max_queries, batch.max_keys
+        q, k, v = q[:, :, :n], k[:, :, :m], v[:, :, :m]        # (B, H, N_max, d), (B, Hkv, M_max, d), ...
+        b, h, _, d = q.shape
+        hkv, groups = case.kv_heads, case.heads // case.kv_heads
+        hidden = ~padded_allowed(batch, device=q.device).repeat(1, 1, groups, 1)   # (B, 1, G·N_max, M_max)
+        scale = 1.0 / math.sqrt(case.head_dim)
+
+        def forward() -> torch.Tensor:
+            grouped_q = q.reshape(b, hkv, groups * n, d)       # (B, Hkv, G·N_max, d)
+            scores = torch.matmul(grouped_q, k.transpose(-2, -1)).mul_(scale)   # (B, Hkv, G·N_max, M_max)
+            probs = torch.softmax(scores.masked_fill_(hidden, float("-inf")), dim=-1)
+            return torch.matmul(probs, v).reshape(b, h, n, -1)    # (B, H, N_max, d_v)
+
+        return forward
+
+    def execution(self, case: Case) -> str | None:
+        return ragged_execution(case)
+
     def reference(self, case: Case, inputs: AttentionInputs, rows=None) -> torch.Tensor:
         return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows, mask_mod=case_mask_mod(case),
                                  score_mod=case_score_mod(case), sinks=case_sinks(case))
@@ -95,7 +131,10 @@ class NaiveAttention(Variant):
         return attention_flops(case)
 
     def performed_flops(self, case: Case) -> int:
-        """Both N×M products in full: a causal mask is applied to the scores after q kᵀ."""
+        """Both N×M products in full: a causal mask is applied to the scores after q kᵀ (a ragged batch: the
+        rectangles its layout forms)."""
+        if is_ragged(case):
+            return attention_flops(case, batch_pairs=ragged_batch(case).rectangle_pairs(case.layout))
         return attention_flops(case, pairs=case.seq_len * case.kv_len)
 
     def memory_model(self, case: Case) -> int:

@@ -8,7 +8,10 @@ and v); a causal mask with kv_len != seq_len is `causal_lower_right`, aligned at
 the end as attnbench defines it (SDPA's ``is_causal`` aligns at the top left).
 Masks are the case's boolean (N, M) matrix; ALiBi is a float (H, N, M) mask,
 the bias with -inf where the mask hides a key. SDPA has no place for a soft
-cap: it is a nonlinear function of the score, not a bias.
+cap: it is a nonlinear function of the score, not a bias. A ragged batch
+(`lengths`) runs ``padded`` as one call with a (B, 1, N_max, M_max) boolean mask
+hiding each sequence's padding, or ``packed`` as one call per sequence on views
+of the packed tokens (`attnbench.attention.ragged`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ from attnbench import (
     attention_flops,
     case_mask_matrix,
     case_sinks,
+    is_ragged,
+    padded_allowed,
+    per_sequence,
+    ragged_batch,
+    ragged_execution,
     score_bias,
 )
 
@@ -37,6 +45,8 @@ class _SDPABackend(ExactSoftmaxKernel):
     score_mod_reason = ("SDPA takes a boolean or additive float mask, which cannot express {kind} "
                         "(score mods it takes: {mods}); use naive or flex")
     gqa_reason = "this SDPA backend does not take enable_gqa (grouped or multi-query heads)"
+    supports_lengths = True
+    supported_layouts = ("padded", "packed")
 
     def _backend(self):
         from torch.nn.attention import SDPBackend
@@ -48,6 +58,8 @@ class _SDPABackend(ExactSoftmaxKernel):
         from torch.nn.attention.bias import causal_lower_right
 
         q, k, v = inputs.tensors()                    # (B, H, N, d), (B, Hkv, M, d), (B, Hkv, M, d_v)
+        if is_ragged(case):
+            return self._prepare_ragged(case, inputs)
         backend = self._backend()
         grouped = case.kv_heads != case.heads
         is_causal = case.causal
@@ -77,6 +89,26 @@ class _SDPABackend(ExactSoftmaxKernel):
                     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=grouped)
 
         return forward
+
+    def _prepare_ragged(self, case: Case, inputs: AttentionInputs):
+        from torch.nn.attention import sdpa_kernel
+
+        q, k, v = inputs.tensors()
+        if case.layout == "packed":
+            return per_sequence(case, q, k, v, lambda one, *qkv: self.prepare(one, AttentionInputs(*qkv)))
+        batch = ragged_batch(case)
+        q, k, v = q[:, :, :batch.max_queries], k[:, :, :batch.max_keys], v[:, :, :batch.max_keys]   # cut to the longest
+        mask = padded_allowed(batch, device=q.device)                              # (B, 1, N_max, M_max) bool
+        backend, grouped = self._backend(), case.kv_heads != case.heads
+
+        def forward() -> torch.Tensor:
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=grouped)   # (B, H, N_max, d_v)
+
+        return forward
+
+    def execution(self, case: Case) -> str | None:
+        return ragged_execution(case)
 
     @staticmethod
     def _forward_with_sinks(case, q, k, v, backend, grouped, bias, sinks):
@@ -119,7 +151,10 @@ class SDPAMath(_SDPABackend):
     description = "SDPA's math backend: the composite-op reference implementation"
 
     def performed_flops(self, case: Case) -> int:
-        """The composite ops form the full N×M scores (two bmm) and mask them afterwards."""
+        """The composite ops form the full N×M scores (two bmm) and mask them afterwards (a ragged batch: the
+        rectangles its layout forms)."""
+        if is_ragged(case):
+            return attention_flops(case, batch_pairs=ragged_batch(case).rectangle_pairs(case.layout))
         return attention_flops(case, pairs=case.seq_len * case.kv_len)
 
 
@@ -139,6 +174,9 @@ class SDPAFlash(_SDPABackend):
         if case.causal and case.kv_len != case.seq_len and case.device == "cuda":
             reasons.append("the CUDA flash backend takes no end-aligned causal mask (kv_len != seq_len); "
                            "use sdpa-math or flash-attn")
+        if case.device == "cuda" and is_ragged(case) and case.layout == "padded":
+            reasons.append("the CUDA flash backend takes no mask, which a padded ragged batch needs; "
+                           "use layout = packed, or flash-attn's varlen entry")
         return reasons
 
 

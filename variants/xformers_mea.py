@@ -24,6 +24,12 @@ of the case, unit-tested against `case_mask_matrix` on CPU):
   bias (cutlass, not flash) can run it;
 - ``softcap:C`` is not a bias: unsupported.
 
+A ragged batch (`lengths`) runs ``packed``: the sequences' tokens end to end
+as one batch entry, (1, Σq, H, d), under `BlockDiagonalMask` (or, causal,
+`BlockDiagonalCausalFromBottomRightMask`, aligned at the end of each
+sequence's keys) from the sequences' lengths: `block_diagonal_bias`, a pure
+function of the case, unit-tested on CPU.
+
 A query that sees no key outputs 0 with the bias objects; with a dense bias its
 row is all −∞ (causal with kv_len < seq_len), and the accuracy check is the
 judge of what the kernel makes of it.
@@ -49,6 +55,10 @@ from attnbench import (
     ExactSoftmaxKernel,
     case_mask_matrix,
     case_window,
+    is_ragged,
+    packed_inputs,
+    ragged_batch,
+    ragged_execution,
     score_bias,
     torch_dtype,
 )
@@ -108,6 +118,15 @@ def mask_bias(fmha, case: Case):
     if case.causal:
         return bias.LowerTriangularFromBottomRightLocalAttentionMask(window + 1)
     return bias.LocalAttentionFromBottomRightMask(window_left=window, window_right=window)
+
+
+def block_diagonal_bias(fmha, case: Case):
+    """xFormers' bias for a packed ragged `case`: `BlockDiagonalMask` of the sequences' query and key lengths, or,
+    causal, `BlockDiagonalCausalFromBottomRightMask` (query i of a sequence sees its keys j <= i + m − q)."""
+    batch = ragged_batch(case)
+    kind = (fmha.attn_bias.BlockDiagonalCausalFromBottomRightMask if case.causal
+            else fmha.attn_bias.BlockDiagonalMask)
+    return kind.from_seqlens(q_seqlen=list(batch.queries), kv_seqlen=list(batch.keys))
 
 
 def dense_bias_shape(case: Case) -> tuple[int, ...]:
@@ -177,6 +196,8 @@ def _operators(fmha, backward: bool) -> list:
 
 def _probe_bias(fmha, case: Case, dtype: torch.dtype):
     """The case's bias for a support check: its `mask_bias`, or a dense bias's shape and dtype with no memory."""
+    if is_ragged(case):
+        return block_diagonal_bias(fmha, case)
     if not needs_dense_bias(case):
         return mask_bias(fmha, case)
     shape = dense_bias_shape(case)
@@ -187,13 +208,18 @@ def _probe_inputs(fmha, case: Case):
     """fmha.Inputs with the case's shapes, layout, dtype, device and bias, backed by one row per head each."""
     dtype = torch_dtype(case.dtype)
 
-    def probe(heads: int, length: int, dim: int) -> torch.Tensor:
-        row = torch.empty(case.batch, heads, 1, dim, dtype=dtype, device=case.device)
-        return row.expand(case.batch, heads, length, dim)                         # (B, heads, L, dim), stride 0 on L
+    entries, queries, keys = case.batch, case.seq_len, case.kv_len
+    if is_ragged(case):                                                           # packed: one entry of every token
+        batch = ragged_batch(case)
+        entries, queries, keys = 1, batch.total_queries, batch.total_keys
 
-    query, key, value = xformers_layout(probe(case.heads, case.seq_len, case.head_dim),
-                                        probe(case.kv_heads, case.kv_len, case.head_dim),
-                                        probe(case.kv_heads, case.kv_len, case.v_head_dim))
+    def probe(heads: int, length: int, dim: int) -> torch.Tensor:
+        row = torch.empty(entries, heads, 1, dim, dtype=dtype, device=case.device)
+        return row.expand(entries, heads, length, dim)                            # (B, heads, L, dim), stride 0 on L
+
+    query, key, value = xformers_layout(probe(case.heads, queries, case.head_dim),
+                                        probe(case.kv_heads, keys, case.head_dim),
+                                        probe(case.kv_heads, keys, case.v_head_dim))
     return fmha.Inputs(query=query, key=key, value=value, attn_bias=_probe_bias(fmha, case, dtype))
 
 def _operator_reasons(op, inputs) -> list[str]:
@@ -234,6 +260,9 @@ class XformersMemoryEfficient(ExactSoftmaxKernel):
     supports_v_head_dim = True
     supported_masks = ("sliding_window", "document", "prefix_lm")
     supported_score_mods = ("alibi",)
+    supports_lengths = True
+    supported_layouts = ("packed",)
+    layout_reason = "xFormers takes a ragged batch packed (a BlockDiagonalMask over one entry), not {layout}"
     score_mod_reason = ("xFormers' memory_efficient_attention takes masks and additive biases only, which cannot "
                         "express {kind} (score mods it takes: {mods}); use naive, flex or flash-attn")
 
@@ -252,8 +281,12 @@ class XformersMemoryEfficient(ExactSoftmaxKernel):
     def prepare(self, case: Case, inputs: AttentionInputs):
         fmha = _import_fmha()
         q, k, v = inputs.tensors()                            # (B, H, N, d), (B, Hkv, M, d), (B, Hkv, M, d_v)
+        if is_ragged(case):
+            _, q, k, v = packed_inputs(case, q, k, v)         # (1, H, Σq, d), (1, Hkv, Σm, d), (1, Hkv, Σm, d_v)
+            bias = block_diagonal_bias(fmha, case)
+        else:
+            bias = attention_bias(fmha, case, q.dtype, q.device)
         query, key, value = xformers_layout(q, k, v)          # views: BMHK, or BMGHK for grouped heads
-        bias = attention_bias(fmha, case, q.dtype, q.device)
         heads = case.heads
 
         def forward() -> torch.Tensor:
@@ -261,6 +294,9 @@ class XformersMemoryEfficient(ExactSoftmaxKernel):
             return out.reshape(out.shape[0], out.shape[1], heads, -1).transpose(1, 2)    # (B, H, N, d_v)
 
         return forward
+
+    def execution(self, case: Case) -> str | None:
+        return ragged_execution(case, one_call=True)
 
     def memory_model(self, case: Case) -> int:
         """The output and float32 log-sum-exp, plus a dense bias's padded (H, N, M') block (one (N, M') for a mask)."""

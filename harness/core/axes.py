@@ -24,6 +24,7 @@ from attnbench.core.declared import Declarations
 from attnbench.core.taskspec import TASK_HELP, parse_task
 from attnbench.core.units import parse_bytes
 from attnbench.kinds.inputs import INPUTS
+from attnbench.kinds.lengths import LAYOUTS, LENGTHS
 from attnbench.kinds.masks import MASKS
 from attnbench.kinds.score_mods import SCORE_MODS
 
@@ -221,4 +222,11 @@ AXES = AxisRegistry((
     Axis("kv_len", int, None, "key/value length M (decode: a short seq_len against a long kv_len)",
          defaults_from="seq_len", minimum=1, flag="--kv-len", supported_by="supports_cross", innermost=True),
     Axis("seq_len", int, None, "query length N", minimum=1, flag="--seq-len", innermost=True),
+    # Ragged batches (issue #28): per-sequence lengths, and how the sequences are laid out for the kernel.
+    Axis("lengths", str, "fixed", "per-sequence lengths of a ragged batch (key lengths, clipped to kv_len): "
+         + LENGTHS.help, parse=LENGTHS.canonical, label=lambda v: LENGTHS.parse(v).label, flag="--lengths",
+         supported_by="supports_lengths", groups_reports=True, shown_when_set=True, title_prefix="lengths "),
+    Axis("layout", str, "padded", "how a ragged batch reaches the kernel: padded (to the longest, masked) or "
+         "packed (tokens concatenated, cumulative offsets)", choices=LAYOUTS, label=lambda v: v, flag="--layout",
+         supported_by="supported_layouts", groups_reports=True, shown_when_set=True),
 ))

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from attnbench.core.axes import AXES, DEVICES, DTYPE_ALIASES, DTYPES, MODES, canonical_dtype
 from attnbench.core.records import Record
+from attnbench.kinds.lengths import lengths_of
 from attnbench.kinds.masks import mask_of
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
@@ -42,7 +43,14 @@ class Case(Record):
     ``none`` for a kernel cell, or ``mqar:...`` for a quality cell, which
     trains a small model whose mixer is this variant on these shapes (batch:
     the training batch; heads·head_dim: the model width) and stores its recall
-    instead of a timing (`attnbench.tasks`).
+    instead of a timing (`attnbench.tasks`). `lengths`
+    (`attnbench.kinds.lengths`) makes the batch ragged: each sequence's key
+    length is drawn, seeded, from a named distribution and clipped to kv_len
+    (its query length is the same in prefill, at most seq_len in decode);
+    `layout` says whether the kernel sees the sequences ``padded`` to the
+    longest or ``packed`` end to end with offsets. The inputs stay
+    (batch, heads, seq_len, head_dim) buffers; a sequence's tokens are its
+    first rows (`attnbench.attention.ragged`).
     `params` holds every knob of the variant, defaults filled in, so the id
     says exactly what ran.
     """
@@ -68,6 +76,8 @@ class Case(Record):
     inputs: str = "iid"
     task: str = "none"
     sinks: str = "none"
+    lengths: str = "fixed"
+    layout: str = "padded"
 
     extra_axes: dict[str, Any] = field(default_factory=dict)
 
@@ -82,6 +92,8 @@ class Case(Record):
         object.__setattr__(self, "params", dict(sorted(dict(self.params).items())))
         mask = mask_of(self)
         mask.kind.check(self, mask.arg)
+        lengths = lengths_of(self)
+        lengths.kind.check(self, lengths.arg)
         if self.kv_cache_bytes is not None:
             derived = batch_for_kv_cache(self.kv_cache_bytes, self)
             if derived != self.batch:

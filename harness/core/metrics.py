@@ -169,6 +169,12 @@ METRICS = MetricRegistry((
     Metric("task_recall_curve", "", "task.recall_curve",
            "the learning curve: held-out recall against examples seen, as JSON [[examples, recall], ...]",
            source=lambda r: recall_curve_text(r.task.recall_curve) if r.task else None),
+    # Ragged batches (issue #28): the `lengths` and `layout` axes.
+    Metric("padding_waste", "1", "telemetry.padding_waste",
+           "a ragged batch's executed over useful work: the query-key pairs its layout forms over the real "
+           "sequences' (padded: B·N_max·M_max / Σ q_i·m_i; packed: 1)", "lower"),
+    Metric("imbalance", "1", "telemetry.imbalance",
+           "a ragged batch's longest sequence's work over the mean sequence's (its pairs, causal counted; 1 when equal)"),
 ))
 
 # What a cell stores besides the metrics, kept in cells.jsonl for a person or a later analysis, by path.

@@ -77,6 +77,9 @@ class Variant:
         ``softcap``); build them from `case_score_mod(case)`.
     supports_sinks: whether it takes ``sinks = learned`` (one logit per head in
         every softmax denominator); read them with `case_sinks(case)`.
+    supports_lengths: whether it takes a ragged batch (the `lengths` axis other
+        than ``fixed``); `supported_layouts`: the `layout` values it takes
+        (``padded``, ``packed``). Build them with `attnbench.attention.ragged`.
     requires: distributions it imports (``flash-attn``); a missing one is a reason.
     min_cuda_capability: the oldest CUDA compute capability it runs on, e.g. (8, 0).
     reference_rows: whether `reference` can be evaluated on a subset of query
@@ -107,6 +110,8 @@ class Variant:
     supported_masks: ClassVar[tuple[str, ...]] = ()
     supported_score_mods: ClassVar[tuple[str, ...]] = ()
     supports_sinks: ClassVar[bool] = False
+    supports_lengths: ClassVar[bool] = False
+    supported_layouts: ClassVar[tuple[str, ...]] = ("padded",)
     reference_rows: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ()
     min_cuda_capability: ClassVar[tuple[int, int] | None] = None
@@ -122,6 +127,9 @@ class Variant:
     score_mod_reason: ClassVar[str] = "has no {kind} score mod (score mods it takes: {mods})"
     v_head_dim_reason: ClassVar[str] = "needs v_head_dim == head_dim"
     sinks_reason: ClassVar[str] = "has no attention sinks (sinks = learned); naive, sdpa-math and flex have them"
+    lengths_reason: ClassVar[str] = ("takes no ragged batch (lengths other than fixed); naive, sdpa-math, sdpa-flash, "
+                                     "flex and flash-tiled do")
+    layout_reason: ClassVar[str] = "has no {layout} layout (layouts it takes: {layouts})"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -168,6 +176,7 @@ class Variant:
             reasons.append(self.score_mod_reason.format(kind=mod, mods=", ".join(self.supported_score_mods) or "none"))
         if getattr(case, "sinks", "none") != "none" and not self.supports_sinks:
             reasons.append(self.sinks_reason)
+        reasons += self._ragged_reasons(case)
         unknown = sorted(set(case.params) - set(self.knobs))
         if unknown:
             reasons.append(f"has no knob {', '.join(unknown)} (knobs: {', '.join(self.knobs) or 'none'})")
@@ -175,6 +184,25 @@ class Variant:
             value = case.params.get(name, knob.default)
             if not knob.accepts(value):
                 reasons.append(f"the knob {name} must be {knob.expected}, not {value!r}")
+        return reasons
+
+    def _ragged_reasons(self, case: Case) -> list[str]:
+        """Why a ragged case (lengths other than fixed, or the packed layout) cannot run here."""
+        lengths, layout = getattr(case, "lengths", "fixed"), getattr(case, "layout", "padded")
+        if lengths == "fixed" and layout == "padded":
+            return []
+        reasons = []
+        if lengths != "fixed" and not self.supports_lengths:
+            reasons.append(self.lengths_reason)
+        if layout not in self.supported_layouts:
+            reasons.append(self.layout_reason.format(layout=layout, layouts=", ".join(self.supported_layouts)))
+        if not reasons:
+            if case.mask != "none" or case.score_mod != "none" or case.sinks != "none":
+                reasons.append("a ragged batch takes the causal flag only: set mask, score_mod and sinks to none "
+                               "(each sequence is its own document)")
+            if case.mode == "fwd_bwd":
+                reasons.append("ragged batches are measured forward only (mode = fwd): the backward would check "
+                               "the padding rows' gradients too")
         return reasons
 
     def knob_values(self, case: Case, *names: str) -> Any:

@@ -16,6 +16,7 @@ from attnbench.report.analysis import contended_cells, crossovers, quality_views
 from attnbench.report.breakeven import break_even_rows
 from attnbench.report.data import DECODE_MAX_Q_LEN, ReportData, attention_maps, prepare
 from attnbench.report.headline import headlines
+from attnbench.report.ragged import ragged_views
 from attnbench.report.render import render, write_html
 from attnbench.report.runcard import run_card, when
 from attnbench.report.tables import failures, inaccurate_cells, workload_table
@@ -86,6 +87,7 @@ def build_report_html(runs: Sequence[LoadedRun], baseline: str | None = None) ->
         crossovers=crossover_rows,
         crossover_notes=crossover_notes,
         break_even=break_even_rows(data),
+        ragged=ragged_views(data.frame),
         quality=quality,
         tasks=_task_items(data),
         task_failures=task_failures(data),

@@ -1,5 +1,7 @@
 """The accuracy stage of a timed cell: the output against the float64 reference of the same function.
 
+A ragged batch (`lengths`, `layout`) compares its real rows only with the
+reference computed on each sequence alone (`attnbench.attention.ragged`).
 At large N the reference is evaluated on a seeded sample of query rows
 (`MeasureSettings.accuracy_max_pairs`, `accuracy_rows`); an approximation is
 also compared with exact softmax attention, and its weights' fidelity is
@@ -10,12 +12,14 @@ from __future__ import annotations
 
 import torch
 
+from attnbench.attention.ragged import ragged_reference, real_rows
 from attnbench.attention.reference import case_softmax_attention
 from attnbench.core.case import Case
 from attnbench.core.failures import describe_exception
 from attnbench.core.result import Accuracy
 from attnbench.core.settings import MeasureSettings
 from attnbench.core.variant import AttentionInputs, Variant
+from attnbench.kinds.lengths.batch import is_ragged
 from attnbench.measure.accuracy import error_metrics, judge
 from attnbench.measure.cell.setup import Step
 from attnbench.measure.fidelity import fidelity_rows, measure_fidelity, takes_rows
@@ -23,6 +27,8 @@ from attnbench.measure.inputs import make_output_grad, upcast
 
 
 def _sample_rows(case: Case, settings: MeasureSettings, variant: Variant) -> torch.Tensor | None:
+    if is_ragged(case):
+        return None                                       # a ragged batch is checked sequence by sequence, whole
     if case.seq_len * case.kv_len <= settings.accuracy_max_pairs or not variant.reference_rows:
         return None
     generator = torch.Generator().manual_seed(case.seed + 7)
@@ -47,7 +53,11 @@ def measure_accuracy(case: Case, variant: Variant, step: Step,
             warnings.append(f"non-deterministic: two calls on the same inputs differ by up to {spread:.3g}")
     del again
     inputs64 = upcast(step.inputs, requires_grad=with_grads)
-    reference = variant.reference(case, inputs64, rows=rows)
+    if is_ragged(case):                                   # the real rows against each sequence's own reference
+        out = real_rows(out.detach(), case)               # (1, H, Σq, d_v)
+        reference = ragged_reference(case, variant, *inputs64.tensors())
+    else:
+        reference = variant.reference(case, inputs64, rows=rows)
     expected = reference if rows is None else None
     if out.shape[-2] == case.seq_len and rows is not None:
         out_rows = out.detach()[..., rows.to(out.device), :]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from attnbench.core.case import Case
 from attnbench.core.variant import Variant
+from attnbench.kinds.lengths.batch import is_ragged, ragged_batch
 from attnbench.measure.calibration import bandwidth_for, peak_for
 
 # A backward counts 2.5 forwards (the FlashAttention/TritonBench convention): fwd_bwd = 3.5 × forward.
@@ -41,12 +42,22 @@ def derive_figures(case: Case, variant: Variant, median_s: float, calibration: d
     telemetry: dict = {"arithmetic_intensity": arithmetic_intensity(case, variant)}
     telemetry.update(roofline(telemetry["arithmetic_intensity"], peak, calibration, flops_per_s, case.device))
     telemetry.update(traffic(case, median_s, calibration, variant.bytes_moved(case)))
+    telemetry.update(ragged_figures(case))
     if peak is None and flops_per_s:
         telemetry["notes"] = [f"no peak_fraction: the run has no calibrated matmul peak for {case.dtype} "
                               f"on {case.device}"]
     return DerivedFigures(flops=flops, performed_flops=total_flops(case, variant, performed=True),
                           flops_per_s=flops_per_s, peak_fraction=peak_fraction, telemetry=telemetry,
                           warnings=tuple(warnings))
+
+
+def ragged_figures(case: Case) -> dict:
+    """A ragged batch's padding_waste (its layout's pairs over the real ones) and imbalance (the longest
+    sequence's pairs over the mean's), `attnbench.kinds.lengths.batch`; empty for a dense batch."""
+    if not is_ragged(case):
+        return {}
+    batch = ragged_batch(case)
+    return {"padding_waste": batch.padding_waste(case.layout), "imbalance": batch.imbalance()}
 
 
 def total_flops(case: Case, variant: Variant, *, performed: bool = False) -> int | None:
@@ -74,15 +85,30 @@ def arithmetic_intensity(case: Case, variant: Variant) -> float | None:
         flops = variant.flops(case)
     except NotImplementedError:
         return None
-    return flops / (case.input_bytes + case.output_bytes)
+    return flops / least_bytes(case)
+
+
+def least_bytes(case: Case) -> int:
+    """q, k and v read once and the output written once: `Case.bytes_moved`'s forward, or a ragged batch's
+    real tokens only (`RaggedBatch.least_bytes`)."""
+    if not is_ragged(case):
+        return case.input_bytes + case.output_bytes
+    return ragged_batch(case).least_bytes(case.heads, case.kv_heads, case.head_dim, case.v_head_dim,
+                                          case.element_bytes)
 
 
 def traffic(case: Case, median_s: float, calibration: dict | None, declared: int | None = None) -> dict:
     """bytes_moved, the bytes/s that achieves at the median time, and its fraction of the copy bandwidth.
 
-    `declared` is the variant's own count (`Variant.bytes_moved`: a decode step's state), else `Case.bytes_moved`.
+    `declared` is the variant's own count (`Variant.bytes_moved`: a decode step's state), else `Case.bytes_moved`
+    (a ragged batch: its real tokens', `least_bytes`).
     """
-    moved = case.bytes_moved if declared is None else declared
+    if declared is not None:
+        moved = declared
+    elif is_ragged(case):                                     # the real tokens; fwd_bwd moves 3x, as Case says
+        moved = least_bytes(case) * (3 if case.mode == "fwd_bwd" else 1)
+    else:
+        moved = case.bytes_moved
     out: dict = {"bytes_moved": moved}
     if median_s and median_s > 0:
         out["bytes_per_s"] = moved / median_s
