@@ -80,6 +80,12 @@ class Variant:
     supports_lengths: whether it takes a ragged batch (the `lengths` axis other
         than ``fixed``); `supported_layouts`: the `layout` values it takes
         (``padded``, ``packed``). Build them with `attnbench.attention.ragged`.
+    output_gate, output_norm: what the layer adds around its core when it is
+        a trained model's mixer (`attnbench.tasks`): a gate on its output,
+        o ⊙ silu(x W_z) with W_z learned from the block's input, and an RMS
+        normalisation of each head's output with a learned gain, before the
+        output projection (Mamba-2's gated RMSNorm is both). A kernel cell
+        times the core alone, without either.
     requires: distributions it imports (``flash-attn``); a missing one is a reason.
     min_cuda_capability: the oldest CUDA compute capability it runs on, e.g. (8, 0).
     reference_rows: whether `reference` can be evaluated on a subset of query
@@ -112,6 +118,8 @@ class Variant:
     supports_sinks: ClassVar[bool] = False
     supports_lengths: ClassVar[bool] = False
     supported_layouts: ClassVar[tuple[str, ...]] = ("padded",)
+    output_gate: ClassVar[bool] = False
+    output_norm: ClassVar[bool] = False
     reference_rows: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ()
     min_cuda_capability: ClassVar[tuple[int, int] | None] = None

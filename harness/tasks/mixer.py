@@ -84,6 +84,10 @@ class _ThroughVariant(torch.autograd.Function):
 class VariantMixer(torch.nn.Module):
     """x (B, N, d_model) -> (B, N, d_model): project q, k, v, run the variant on them, project back.
 
+    A variant that declares `output_gate` or `output_norm` has its output
+    gated, o ⊙ silu(x W_z), then RMS-normalised per head before the output
+    projection, as its layer does around its core.
+
     The mixer's case is `case` (batch, heads, seq_len, head_dim, kv_heads,
     v_head_dim, causal, the variant's knobs) with its seed offset by `layer`,
     so every layer draws its own fixed weights (random features) and the
@@ -100,6 +104,8 @@ class VariantMixer(torch.nn.Module):
         self.k_proj = torch.nn.Linear(d_model, kv_heads * head_dim, bias=False)
         self.v_proj = torch.nn.Linear(d_model, kv_heads * v_dim, bias=False)
         self.out_proj = torch.nn.Linear(heads * v_dim, d_model, bias=False)
+        self.gate_proj = torch.nn.Linear(d_model, heads * v_dim, bias=False) if variant.output_gate else None
+        self.out_norm = torch.nn.RMSNorm(v_dim, eps=1e-6) if variant.output_norm else None
         declared = variant.learned_weights(self.case)
         check_declared(variant.name, declared)
         self.learned = torch.nn.ParameterDict({name: torch.nn.Parameter(value) for name, value in
@@ -125,4 +131,8 @@ class VariantMixer(torch.nn.Module):
         k = heads_of(self.k_proj(x), case.kv_heads)
         v = heads_of(self.v_proj(x), case.kv_heads)
         out = _ThroughVariant.apply(self._bound, q, k, v, *self.learned.values())    # (B, H, N, dv)
+        if self.gate_proj is not None:
+            out = out * torch.nn.functional.silu(heads_of(self.gate_proj(x), case.heads))   # o ⊙ silu(x W_z)
+        if self.out_norm is not None:
+            out = self.out_norm(out)                                                 # per head, over dv
         return self.out_proj(out.transpose(1, 2).reshape(batch, seq_len, -1))         # (B, N, d_model)
