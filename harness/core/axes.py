@@ -176,6 +176,12 @@ def _positive(value: float) -> float:
     return value
 
 
+def _fraction(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"page_shuffle must be a fraction from 0 to 1 (the share of pages out of order), got {value!r}")
+    return value
+
+
 def _preset(value: Any) -> str:
     from attnbench.core.presets import get_preset
 
@@ -221,4 +227,10 @@ AXES = AxisRegistry((
     Axis("kv_len", int, None, "key/value length M (decode: a short seq_len against a long kv_len)",
          defaults_from="seq_len", minimum=1, flag="--kv-len", supported_by="supports_cross", innermost=True),
     Axis("seq_len", int, None, "query length N", minimum=1, flag="--seq-len", innermost=True),
+    Axis("page_size", int, 0, "paged KV cache: keys per page, reached through a seeded block table "
+         "(0: one contiguous cache)", minimum=0, label=lambda v: f"page{v}", flag="--page-size",
+         supported_by="supports_paged_kv", groups_reports=True),
+    Axis("page_shuffle", float, 1.0, "paged KV cache: the share of pages placed out of order in the pool "
+         "(fragmentation; 0: in order, 1: a full seeded shuffle; ignored at page_size 0)", parse=_fraction,
+         label=lambda v: f"shuffle{v:g}", groups_reports=True),
 ))

@@ -77,6 +77,8 @@ class Variant:
         ``softcap``); build them from `case_score_mod(case)`.
     supports_sinks: whether it takes ``sinks = learned`` (one logit per head in
         every softmax denominator); read them with `case_sinks(case)`.
+    supports_paged_kv: whether it takes ``page_size > 0`` (k and v in a page
+        pool behind a block table; forward only); build them with `paged_cache(case, k, v)`.
     requires: distributions it imports (``flash-attn``); a missing one is a reason.
     min_cuda_capability: the oldest CUDA compute capability it runs on, e.g. (8, 0).
     reference_rows: whether `reference` can be evaluated on a subset of query
@@ -107,6 +109,7 @@ class Variant:
     supported_masks: ClassVar[tuple[str, ...]] = ()
     supported_score_mods: ClassVar[tuple[str, ...]] = ()
     supports_sinks: ClassVar[bool] = False
+    supports_paged_kv: ClassVar[bool] = False
     reference_rows: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ()
     min_cuda_capability: ClassVar[tuple[int, int] | None] = None
@@ -122,6 +125,8 @@ class Variant:
     score_mod_reason: ClassVar[str] = "has no {kind} score mod (score mods it takes: {mods})"
     v_head_dim_reason: ClassVar[str] = "needs v_head_dim == head_dim"
     sinks_reason: ClassVar[str] = "has no attention sinks (sinks = learned); naive, sdpa-math and flex have them"
+    paged_kv_reason: ClassVar[str] = ("has no paged KV cache (page_size > 0); naive, sdpa-*, flash-decoding, flex and "
+                                      "flash-attn have one, or set page_size = 0")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -168,6 +173,10 @@ class Variant:
             reasons.append(self.score_mod_reason.format(kind=mod, mods=", ".join(self.supported_score_mods) or "none"))
         if getattr(case, "sinks", "none") != "none" and not self.supports_sinks:
             reasons.append(self.sinks_reason)
+        if getattr(case, "page_size", 0) and not self.supports_paged_kv:
+            reasons.append(self.paged_kv_reason)
+        elif getattr(case, "page_size", 0) and case.mode == "fwd_bwd":
+            reasons.append("a paged KV cache is read by decode steps, forward only: use mode = fwd, or page_size = 0")
         unknown = sorted(set(case.params) - set(self.knobs))
         if unknown:
             reasons.append(f"has no knob {', '.join(unknown)} (knobs: {', '.join(self.knobs) or 'none'})")
