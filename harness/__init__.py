@@ -23,7 +23,8 @@ only these names; the subpackages behind them (`attnbench.core`,
   `rescale_for_sinks` (a plain kernel's output and row log-sum-exp turned into the output with sinks);
 - paged KV caches (the `page_size` axis): `paged_cache` (a case's page pools and block table),
   `gather_pages` (the logical cache read back through the table), `page_owner_and_position`
-  (each physical page's sequence and first position, for a mask over the pool);
+  (each physical page's sequence and first position, for a mask over the pool), `kv_reader`
+  (a forward's keys and values: the contiguous ones, or the pages gathered);
 - captured inputs: `capture_attention` (record the q, k, v a model passes to
   SDPA during one forward, into safetensors files), `CapturedCall`,
   `read_file_shapes`, `load_file_inputs` (the ``file:PATH`` inputs of a case);
@@ -81,6 +82,7 @@ _PUBLIC = {
     "paged_cache": "attnbench.attention.paged",
     "gather_pages": "attnbench.attention.paged",
     "page_owner_and_position": "attnbench.attention.paged",
+    "kv_reader": "attnbench.attention.paged",
     "capture_attention": "attnbench.measure.capture",
     "CapturedCall": "attnbench.measure.capture",
     "read_file_shapes": "attnbench.measure.input_files",
@@ -107,7 +109,12 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
         query_positions,
         visible_pairs,
     )
-    from attnbench.attention.paged import gather_pages, page_owner_and_position, paged_cache  # noqa: F401
+    from attnbench.attention.paged import (  # noqa: F401
+        gather_pages,
+        kv_reader,
+        page_owner_and_position,
+        paged_cache,
+    )
     from attnbench.attention.reference import ExactSoftmaxKernel, softmax_attention  # noqa: F401
     from attnbench.attention.score_mods import (  # noqa: F401
         alibi_slopes,

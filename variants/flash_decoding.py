@@ -31,7 +31,17 @@ pieces on every core, and a split's keys (256 at 8K keys on 2 threads) stay
 in cache while its scores are formed (measured here with
 benchmarks/bench_decode_bandwidth.py: 32 splits reached 0.53-0.57 of the copy
 bandwidth at 8K and 32K keys, GQA and MQA; 2 splits 0.20-0.41, sdpa-flash
-0.12-0.22). Memory beyond the inputs: the (B, Hkv, S, R, m) scores,
+0.12-0.22).
+
+Paged (``page_size`` > 0): the splits are runs of whole pages. With the
+cache's P pages in S splits of P/S pages (S the largest divisor of P at most
+the requested count, and each split at least seq_len + page_size keys, so the
+last one holds every hidden key: the causal ones and the empty slots of the
+last page), one gather of the pages through the block table gives
+(B, S, m, Hkv, d) with m = (P/S)·page_size, viewed as the splits
+(B, Hkv, S, m, d); the rest is the same softmax per split and one combine.
+
+Memory beyond the inputs: the (B, Hkv, S, R, m) scores,
 that is R·M per KV head (a decode step's R = G·N is small), and the S partial
 outputs.
 """
@@ -42,7 +52,7 @@ import math
 
 import torch
 
-from attnbench import AttentionInputs, Case, ExactSoftmaxKernel, Knob, causal_mask
+from attnbench import AttentionInputs, Case, ExactSoftmaxKernel, Knob, causal_mask, paged_cache
 
 SPLITS_PER_THREAD = 16
 
@@ -58,6 +68,44 @@ def hidden_in_last_split(seq_len: int, kv_len: int, split_len: int, groups: int,
     """(G·N, m) bool, True where the end-aligned causal mask hides a key of the last split."""
     rows = causal_mask(seq_len, kv_len, device=device)[:, kv_len - split_len:]   # (N, m) visible
     return (~rows).repeat(groups, 1)                                             # row g·N + i is query i
+
+
+def paged_split_count(requested: int, pages: int, page_size: int, seq_len: int) -> int:
+    """S for a paged cache of `pages` pages: the largest divisor of P up to S whose splits hold seq_len + page_size keys."""
+    target = requested or SPLITS_PER_THREAD * torch.get_num_threads()
+    longest_hidden = seq_len + page_size                     # causal keys hidden from query 0, and the empty slots
+    fits = [s for s in range(1, min(target, pages) + 1) if pages % s == 0 and (pages // s) * page_size >= longest_hidden]
+    return max(fits, default=1)
+
+
+def hidden_in_last_paged_split(seq_len: int, kv_len: int, split_len: int, groups: int, causal: bool,
+                               device=None) -> torch.Tensor | None:
+    """(G·N, m) bool for the last split of a paged cache: True at the empty slots past kv_len and, if causal,
+    at the end-aligned keys a query cannot see; None when nothing is hidden."""
+    start = kv_len - split_len + (-kv_len) % split_len       # the last split's first logical position
+    keys = torch.arange(start, start + split_len, device=device)                 # (m,)
+    positions = torch.arange(seq_len, device=device) + (kv_len - seq_len)        # (N,) end-aligned
+    hidden = keys[None, :] >= kv_len if not causal else keys[None, :] > positions[:, None]
+    hidden = hidden.expand(seq_len, split_len)
+    return hidden.repeat(groups, 1) if bool(hidden.any()) else None              # row g·N + i is query i
+
+
+def paged_split_kv_attention(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, table: torch.Tensor,
+                             splits: int, hidden: torch.Tensor | None = None) -> torch.Tensor:
+    """`split_kv_attention` on a paged cache: pools (num_pages, page_size, Hkv, ·), `table` (B, P), P/splits pages
+    per split; `hidden` is `hidden_in_last_paged_split(...)`. Returns (B, H, N, d_v)."""
+    batch, heads, seq_len, head_dim = q.shape
+    page_size, kv_heads, v_dim = k_pool.shape[1], k_pool.shape[2], v_pool.shape[-1]
+    split_len = table.shape[1] // splits * page_size                                 # m
+    groups = heads // kv_heads
+    rows = q.reshape(batch, kv_heads, groups * seq_len, head_dim) * (1.0 / math.sqrt(head_dim))   # (B, Hkv, R, d)
+    flat = table.flatten()
+    k_splits = k_pool.index_select(0, flat).view(batch, splits, split_len, kv_heads, head_dim)   # the pages read
+    v_splits = v_pool.index_select(0, flat).view(batch, splits, split_len, kv_heads, v_dim)
+    outs, lses = _partial(rows[:, :, None], k_splits.permute(0, 3, 1, 2, 4), v_splits.permute(0, 3, 1, 2, 4),
+                          hidden)                                    # (B, Hkv, S, R, d_v), (B, Hkv, S, R, 1)
+    weights = torch.softmax(lses, dim=2)                                             # exp(lse_s − LSE)
+    return (weights * outs).sum(dim=2).view(batch, heads, seq_len, v_dim)
 
 
 def _partial(q, k, v, hidden=None):
@@ -110,6 +158,7 @@ class FlashDecoding(ExactSoftmaxKernel):
     description = "Flash-Decoding: the KV cache in splits, a softmax per split, one log-sum-exp combine"
     supports_gqa = True
     supports_v_head_dim = True
+    supports_paged_kv = True
     knobs = {
         "splits": Knob(int, default=0, minimum=0,
                        doc=f"KV splits S; 0 = {SPLITS_PER_THREAD} per thread (torch.get_num_threads())"),
@@ -117,6 +166,8 @@ class FlashDecoding(ExactSoftmaxKernel):
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()                    # (B, H, N, d), (B, Hkv, M, d), (B, Hkv, M, d_v)
+        if case.page_size:
+            return self._prepare_paged(case, q, k, v)
         splits = split_count(self.knob_values(case, "splits")[0], case.kv_len, case.seq_len, case.causal)
         hidden = None
         if case.causal:
@@ -125,6 +176,18 @@ class FlashDecoding(ExactSoftmaxKernel):
 
         def forward() -> torch.Tensor:
             return split_kv_attention(q, k, v, splits, hidden)
+
+        return forward
+
+    def _prepare_paged(self, case: Case, q, k, v):
+        k_pool, v_pool, table = paged_cache(case, k, v)      # (B·P, page_size, Hkv, ·), (B, P)
+        pages = table.shape[1]
+        splits = paged_split_count(self.knob_values(case, "splits")[0], pages, case.page_size, case.seq_len)
+        hidden = hidden_in_last_paged_split(case.seq_len, case.kv_len, pages // splits * case.page_size,
+                                            case.heads // case.kv_heads, case.causal, q.device)
+
+        def forward() -> torch.Tensor:
+            return paged_split_kv_attention(q, k_pool, v_pool, table, splits, hidden)
 
         return forward
 

@@ -97,3 +97,20 @@ def paged_cache(case, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, t
     table = case_block_table(case, device=k.device)
     with torch.no_grad():
         return to_pages(k.detach(), table, case.page_size), to_pages(v.detach(), table, case.page_size), table
+
+
+def kv_reader(case, k: torch.Tensor, v: torch.Tensor):
+    """A zero-argument callable for a timed forward that returns the keys and values (B, Hkv, M, ·) to attend to.
+
+    Contiguous (page_size 0): k and v themselves. Paged: the pools and the
+    block table are built here, in `prepare`, and each call gathers the pages
+    (`gather_pages`), the work a gathering kernel does in every decode step.
+    """
+    if not case.page_size:
+        return lambda: (k, v)
+    k_pool, v_pool, table = paged_cache(case, k, v)
+
+    def read() -> tuple[torch.Tensor, torch.Tensor]:
+        return gather_pages(k_pool, table, case.kv_len), gather_pages(v_pool, table, case.kv_len)   # (B, Hkv, M, ·)
+
+    return read
