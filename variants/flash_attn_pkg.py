@@ -116,7 +116,7 @@ def features_used(case: Case) -> list[tuple[str, tuple[int, int]]]:
     if case_softcap(case) is not None:
         used.append(("soft-capping (softcap)", (2, 6)))
     if case.page_size:
-        used.append(("a paged KV cache (flash_attn_with_kvcache's block_table)", (2, 5)))
+        used.append(("paged KV cache (flash_attn_with_kvcache's block_table)", (2, 5)))
     return used
 
 
