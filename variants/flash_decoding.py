@@ -37,9 +37,10 @@ Paged (``page_size`` > 0): the splits are runs of whole pages. With the
 cache's P pages in S splits of P/S pages (S the largest divisor of P at most
 the requested count, and each split at least seq_len + page_size keys, so the
 last one holds every hidden key: the causal ones and the empty slots of the
-last page), one gather of the pages through the block table gives
-(B, S, m, Hkv, d) with m = (P/S)·page_size, viewed as the splits
-(B, Hkv, S, m, d); the rest is the same softmax per split and one combine.
+last page), each step gathers the pages through the block table into a
+(B, Hkv, P·page_size, d) buffer (`kv_reader`), viewed as the splits
+(B, Hkv, S, m, d) with m = (P/S)·page_size; the rest is the same softmax
+per split and one combine.
 
 Memory beyond the inputs: the (B, Hkv, S, R, m) scores,
 that is R·M per KV head (a decode step's R = G·N is small), and the S partial
@@ -52,7 +53,7 @@ import math
 
 import torch
 
-from attnbench import AttentionInputs, Case, ExactSoftmaxKernel, Knob, causal_mask, paged_cache
+from attnbench import AttentionInputs, Case, ExactSoftmaxKernel, Knob, causal_mask, kv_reader
 
 SPLITS_PER_THREAD = 16
 
@@ -88,24 +89,6 @@ def hidden_in_last_paged_split(seq_len: int, kv_len: int, split_len: int, groups
     hidden = keys[None, :] >= kv_len if not causal else keys[None, :] > positions[:, None]
     hidden = hidden.expand(seq_len, split_len)
     return hidden.repeat(groups, 1) if bool(hidden.any()) else None              # row g·N + i is query i
-
-
-def paged_split_kv_attention(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor, table: torch.Tensor,
-                             splits: int, hidden: torch.Tensor | None = None) -> torch.Tensor:
-    """`split_kv_attention` on a paged cache: pools (num_pages, page_size, Hkv, ·), `table` (B, P), P/splits pages
-    per split; `hidden` is `hidden_in_last_paged_split(...)`. Returns (B, H, N, d_v)."""
-    batch, heads, seq_len, head_dim = q.shape
-    page_size, kv_heads, v_dim = k_pool.shape[1], k_pool.shape[2], v_pool.shape[-1]
-    split_len = table.shape[1] // splits * page_size                                 # m
-    groups = heads // kv_heads
-    rows = q.reshape(batch, kv_heads, groups * seq_len, head_dim) * (1.0 / math.sqrt(head_dim))   # (B, Hkv, R, d)
-    flat = table.flatten()
-    k_splits = k_pool.index_select(0, flat).view(batch, splits, split_len, kv_heads, head_dim)   # the pages read
-    v_splits = v_pool.index_select(0, flat).view(batch, splits, split_len, kv_heads, v_dim)
-    outs, lses = _partial(rows[:, :, None], k_splits.permute(0, 3, 1, 2, 4), v_splits.permute(0, 3, 1, 2, 4),
-                          hidden)                                    # (B, Hkv, S, R, d_v), (B, Hkv, S, R, 1)
-    weights = torch.softmax(lses, dim=2)                                             # exp(lse_s − LSE)
-    return (weights * outs).sum(dim=2).view(batch, heads, seq_len, v_dim)
 
 
 def _partial(q, k, v, hidden=None):
@@ -180,14 +163,14 @@ class FlashDecoding(ExactSoftmaxKernel):
         return forward
 
     def _prepare_paged(self, case: Case, q, k, v):
-        k_pool, v_pool, table = paged_cache(case, k, v)      # (B·P, page_size, Hkv, ·), (B, P)
-        pages = table.shape[1]
+        read_pages = kv_reader(case, k, v, padded=True)      # each call: (B, Hkv, P·page_size, ·), pages gathered
+        pages = -(-case.kv_len // case.page_size)
         splits = paged_split_count(self.knob_values(case, "splits")[0], pages, case.page_size, case.seq_len)
         hidden = hidden_in_last_paged_split(case.seq_len, case.kv_len, pages // splits * case.page_size,
                                             case.heads // case.kv_heads, case.causal, q.device)
 
         def forward() -> torch.Tensor:
-            return paged_split_kv_attention(q, k_pool, v_pool, table, splits, hidden)
+            return split_kv_attention(q, *read_pages(), splits, hidden)   # S divides P: no leftover split
 
         return forward
 

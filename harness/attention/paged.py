@@ -12,8 +12,9 @@ them to seeded random places (fragmentation: 0 leaves every sequence's pages
 consecutive, 1 scatters them over the whole pool, the pages of different
 sequences interleaved). The empty slots of a sequence's last page are zeros.
 
-A kernel either gathers the pages back into the logical (B, Hkv, M, d) view
-in its timed forward (`gather_pages`: naive, sdpa, flash-decoding), reads the
+A kernel either gathers the pages back into the logical (B, Hkv, M, d) layout
+in its timed forward (`kv_reader`: naive, sdpa, flash-decoding; from a
+heads-first pool, so that one gather gives that layout), reads the
 pool in place through the table (flash-attn's ``block_table``), or attends to
 the whole pool with a mask that maps each physical slot back to its sequence
 and logical position (`page_owner_and_position`: Flex's paged path).
@@ -50,14 +51,22 @@ def case_block_table(case, device: torch.device | str | None = None) -> torch.Te
                        device=case.device if device is None else device)
 
 
-def to_pages(x: torch.Tensor, table: torch.Tensor, page_size: int) -> torch.Tensor:
-    """A contiguous cache x (B, Hkv, M, d) written into a page pool (B·P, page_size, Hkv, d) through `table` (B, P)."""
+def to_pages(x: torch.Tensor, table: torch.Tensor, page_size: int, heads_first: bool = False) -> torch.Tensor:
+    """A contiguous cache x (B, Hkv, M, d) written into a page pool through `table` (B, P).
+
+    The pool is (B·P, page_size, Hkv, d), flash-attn's and vLLM's layout, or
+    with `heads_first` (B·P, Hkv, page_size, d), FlashInfer's "HND" layout, in
+    which one head's keys of a page are contiguous (what a gathering kernel reads).
+    """
     batch, kv_heads, kv_len, dim = x.shape
     pages = table.shape[1]
-    padded = x.new_zeros(batch, pages * page_size, kv_heads, dim)                # (B, P·page_size, Hkv, d)
-    padded[:, :kv_len] = x.transpose(1, 2)
-    pool = x.new_empty(batch * pages, page_size, kv_heads, dim)
-    pool[table.flatten().long()] = padded.view(batch * pages, page_size, kv_heads, dim)
+    padded = x.new_zeros(batch, kv_heads, pages * page_size, dim)              # (B, Hkv, P·page_size, d)
+    padded[:, :, :kv_len] = x
+    by_page = padded.view(batch, kv_heads, pages, page_size, dim).permute(0, 2, 1, 3, 4)   # (B, P, Hkv, ps, d)
+    if not heads_first:
+        by_page = by_page.transpose(2, 3)                                          # (B, P, ps, Hkv, d)
+    pool = x.new_empty(batch * pages, *by_page.shape[2:])
+    pool[table.flatten().long()] = by_page.reshape(batch * pages, *by_page.shape[2:])
     return pool
 
 
@@ -88,29 +97,56 @@ def page_owner_and_position(table: torch.Tensor, page_size: int) -> tuple[torch.
     return owner, start
 
 
-def paged_cache(case, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def paged_cache(case, k: torch.Tensor, v: torch.Tensor,
+                heads_first: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`case`'s paged KV cache built from the contiguous k (B, Hkv, M, d) and v (B, Hkv, M, d_v), for `prepare`.
 
-    Returns (k_pool (B·P, page_size, Hkv, d), v_pool (B·P, page_size, Hkv, d_v),
-    block_table (B, P) int32), all on k's device; the pools are detached copies.
+    Returns (k_pool, v_pool, block_table (B, P) int32), all on k's device; the
+    pools (`to_pages`, `heads_first` choosing the layout) are detached copies.
     """
     table = case_block_table(case, device=k.device)
     with torch.no_grad():
-        return to_pages(k.detach(), table, case.page_size), to_pages(v.detach(), table, case.page_size), table
+        return (to_pages(k.detach(), table, case.page_size, heads_first),
+                to_pages(v.detach(), table, case.page_size, heads_first), table)
 
 
-def kv_reader(case, k: torch.Tensor, v: torch.Tensor):
-    """A zero-argument callable for a timed forward that returns the keys and values (B, Hkv, M, ·) to attend to.
+def head_page_rows(table: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """(B·Hkv·P,) int64: the rows of a heads-first pool viewed as (num_pages·Hkv, page_size, d), in (b, h, p) order.
 
-    Contiguous (page_size 0): k and v themselves. Paged: the pools and the
-    block table are built here, in `prepare`, and each call gathers the pages
-    (`gather_pages`), the work a gathering kernel does in every decode step.
+    Row ``table[b, p]·Hkv + h`` is head h's part of sequence b's page p, so
+    gathering these rows lays the cache out as (B, Hkv, P·page_size, d).
+    """
+    heads = torch.arange(kv_heads, device=table.device)
+    return (table.long()[:, None, :] * kv_heads + heads[None, :, None]).flatten()   # (B, Hkv, P) flattened
+
+
+def kv_reader(case, k: torch.Tensor, v: torch.Tensor, padded: bool = False):
+    """A zero-argument callable for a timed forward that returns the keys and values to attend to.
+
+    Contiguous (page_size 0): k and v themselves. Paged: the heads-first
+    pools, the block table's row index and two gather buffers are built here,
+    in `prepare`; each call gathers every page through the table into the
+    buffers (one `index_select` each for k and v, the work a gathering kernel
+    does in every decode step) and returns (B, Hkv, M, ·) views of them, or
+    with `padded` the whole (B, Hkv, P·page_size, ·) buffers, the last page's
+    empty slots (zeros) included.
     """
     if not case.page_size:
         return lambda: (k, v)
-    k_pool, v_pool, table = paged_cache(case, k, v)
+    k_pool, v_pool, table = paged_cache(case, k, v, heads_first=True)          # (B·P, Hkv, ps, ·)
+    rows = head_page_rows(table, case.kv_heads)                                  # (B·Hkv·P,)
+    batch, pages = table.shape
+    k_rows = k_pool.view(-1, case.page_size, k_pool.shape[-1])                  # (B·P·Hkv, ps, d)
+    v_rows = v_pool.view(-1, case.page_size, v_pool.shape[-1])
+    k_buffer = k_pool.new_empty(rows.numel(), case.page_size, k_pool.shape[-1])
+    v_buffer = v_pool.new_empty(rows.numel(), case.page_size, v_pool.shape[-1])
+    length = pages * case.page_size if padded else case.kv_len
 
     def read() -> tuple[torch.Tensor, torch.Tensor]:
-        return gather_pages(k_pool, table, case.kv_len), gather_pages(v_pool, table, case.kv_len)   # (B, Hkv, M, ·)
+        torch.index_select(k_rows, 0, rows, out=k_buffer)
+        torch.index_select(v_rows, 0, rows, out=v_buffer)
+        keys = k_buffer.view(batch, case.kv_heads, pages * case.page_size, -1)    # (B, Hkv, P·ps, d)
+        values = v_buffer.view(batch, case.kv_heads, pages * case.page_size, -1)
+        return keys[:, :, :length], values[:, :, :length]
 
     return read
