@@ -27,6 +27,9 @@ import torch
 from attnbench.core.paging import pages_per_sequence
 
 PAGE_TAG = 6151
+# index_select copied rows of 256 keys (128 KiB at d = 128) at half the speed of rows of 16-128 keys on
+# 2 threads (benchmarks/bench_paged_decode.py's cases): a gathering kernel copies pages in pieces of at most 64 keys.
+GATHER_PIECE_KEYS = 64
 
 
 def block_table(batch: int, kv_len: int, page_size: int, shuffle: float, seed: int,
@@ -110,14 +113,21 @@ def paged_cache(case, k: torch.Tensor, v: torch.Tensor,
                 to_pages(v.detach(), table, case.page_size, heads_first), table)
 
 
-def head_page_rows(table: torch.Tensor, kv_heads: int) -> torch.Tensor:
-    """(B·Hkv·P,) int64: the rows of a heads-first pool viewed as (num_pages·Hkv, page_size, d), in (b, h, p) order.
+def head_page_rows(table: torch.Tensor, kv_heads: int, pieces: int = 1) -> torch.Tensor:
+    """(B·Hkv·P·pieces,) int64: the rows of a heads-first pool viewed as (num_pages·Hkv·pieces, page_size/pieces, d).
 
-    Row ``table[b, p]·Hkv + h`` is head h's part of sequence b's page p, so
-    gathering these rows lays the cache out as (B, Hkv, P·page_size, d).
+    In (b, h, p, piece) order: row ``(table[b, p]·Hkv + h)·pieces + piece`` is
+    that piece of head h's part of sequence b's page p, so gathering these
+    rows lays the cache out as (B, Hkv, P·page_size, d).
     """
     heads = torch.arange(kv_heads, device=table.device)
-    return (table.long()[:, None, :] * kv_heads + heads[None, :, None]).flatten()   # (B, Hkv, P) flattened
+    rows = table.long()[:, None, :] * kv_heads + heads[None, :, None]                 # (B, Hkv, P)
+    return (rows[..., None] * pieces + torch.arange(pieces, device=table.device)).flatten()
+
+
+def gather_piece(page_size: int) -> int:
+    """Keys per gathered row: the largest divisor of page_size up to GATHER_PIECE_KEYS."""
+    return max(n for n in range(1, min(page_size, GATHER_PIECE_KEYS) + 1) if page_size % n == 0)
 
 
 def kv_reader(case, k: torch.Tensor, v: torch.Tensor, padded: bool = False):
@@ -126,20 +136,21 @@ def kv_reader(case, k: torch.Tensor, v: torch.Tensor, padded: bool = False):
     Contiguous (page_size 0): k and v themselves. Paged: the heads-first
     pools, the block table's row index and two gather buffers are built here,
     in `prepare`; each call gathers every page through the table into the
-    buffers (one `index_select` each for k and v, the work a gathering kernel
-    does in every decode step) and returns (B, Hkv, M, ·) views of them, or
+    buffers (one `index_select` each for k and v, in pieces of at most
+    GATHER_PIECE_KEYS keys; the work a gathering kernel does in every decode step) and returns (B, Hkv, M, ·) views of them, or
     with `padded` the whole (B, Hkv, P·page_size, ·) buffers, the last page's
     empty slots (zeros) included.
     """
     if not case.page_size:
         return lambda: (k, v)
     k_pool, v_pool, table = paged_cache(case, k, v, heads_first=True)          # (B·P, Hkv, ps, ·)
-    rows = head_page_rows(table, case.kv_heads)                                  # (B·Hkv·P,)
+    piece = gather_piece(case.page_size)
+    rows = head_page_rows(table, case.kv_heads, case.page_size // piece)        # (B·Hkv·P·pieces,)
     batch, pages = table.shape
-    k_rows = k_pool.view(-1, case.page_size, k_pool.shape[-1])                  # (B·P·Hkv, ps, d)
-    v_rows = v_pool.view(-1, case.page_size, v_pool.shape[-1])
-    k_buffer = k_pool.new_empty(rows.numel(), case.page_size, k_pool.shape[-1])
-    v_buffer = v_pool.new_empty(rows.numel(), case.page_size, v_pool.shape[-1])
+    k_rows = k_pool.view(-1, piece, k_pool.shape[-1])                           # (B·P·Hkv·pieces, piece, d)
+    v_rows = v_pool.view(-1, piece, v_pool.shape[-1])
+    k_buffer = k_pool.new_empty(rows.numel(), piece, k_pool.shape[-1])
+    v_buffer = v_pool.new_empty(rows.numel(), piece, v_pool.shape[-1])
     length = pages * case.page_size if padded else case.kv_len
 
     def read() -> tuple[torch.Tensor, torch.Tensor]:
