@@ -24,6 +24,10 @@ only these names; the subpackages behind them (`attnbench.core`,
 - ragged batches (the `lengths` and `layout` axes): `is_ragged`, `ragged_batch` (a case's
   `RaggedBatch`: lengths, offsets, pair counts), `ragged_execution` (a `Variant.execution` text),
   `pack`, `packed_inputs`, `padded_allowed`, `document_mask_mod`, `per_sequence`;
+- paged KV caches (the `page_size` axis): `paged_cache` (a case's page pools and block table),
+  `gather_pages` (the logical cache read back through the table), `page_owner_and_position`
+  (each physical page's sequence and first position, for a mask over the pool), `kv_reader`
+  (a forward's keys and values: the contiguous ones, or the pages gathered);
 - captured inputs: `capture_attention` (record the q, k, v a model passes to
   SDPA during one forward, into safetensors files), `CapturedCall`,
   `read_file_shapes`, `load_file_inputs` (the ``file:PATH`` inputs of a case);
@@ -87,6 +91,10 @@ _PUBLIC = {
     "padded_allowed": "attnbench.attention.ragged",
     "document_mask_mod": "attnbench.attention.ragged",
     "per_sequence": "attnbench.attention.ragged",
+    "paged_cache": "attnbench.attention.paged",
+    "gather_pages": "attnbench.attention.paged",
+    "page_owner_and_position": "attnbench.attention.paged",
+    "kv_reader": "attnbench.attention.paged",
     "capture_attention": "attnbench.measure.capture",
     "CapturedCall": "attnbench.measure.capture",
     "read_file_shapes": "attnbench.measure.input_files",
@@ -112,6 +120,12 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
         mask_matrix,
         query_positions,
         visible_pairs,
+    )
+    from attnbench.attention.paged import (  # noqa: F401
+        gather_pages,
+        kv_reader,
+        page_owner_and_position,
+        paged_cache,
     )
     from attnbench.attention.ragged import (  # noqa: F401
         document_mask_mod,

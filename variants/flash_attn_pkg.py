@@ -27,6 +27,15 @@ cumulative offsets ``cu_seqlens_q``/``cu_seqlens_k`` (B + 1,), the longest
 sequence's ``max_seqlen_q``/``max_seqlen_k``, and the same scale and causal
 flag (bottom-right aligned in each sequence): `flash_attn_varlen_arguments(case)`,
 a pure function unit-tested on CPU.
+Paged (``page_size`` > 0): ``flash_attn_with_kvcache(q, k_pool, v_pool,
+**flash_attn_kvcache_arguments(case, table))``, the pools in flash-attn's
+own paged layout (num_pages, page_size, Hkv, d), read in place through
+``block_table`` (B, P) int32 with ``cache_seqlens`` (B,) int32 = kv_len, so
+the empty slots of the last page are never attended to; the causal mask is
+aligned at the end of each sequence's cache, as attnbench's. flash-attn 2
+takes a block table only with pages of a multiple of 256 keys (its C++
+check: "Paged KV cache block size must be divisible by 256") and from
+release 2.5; a page_size of 16 is declared unsupported, not padded.
 
 What it cannot run, each said separately: no package, no CUDA device or one
 older than Ampere (compute capability 8.0), dtypes other than float16 and
@@ -52,12 +61,14 @@ from attnbench import (
     case_window,
     is_ragged,
     packed_inputs,
+    paged_cache,
     ragged_batch,
     ragged_execution,
 )
 
 MAX_HEAD_DIM = 256
 MAX_BACKWARD_HEAD_DIM_CONSUMER = 192
+PAGE_MULTIPLE = 256
 
 
 
@@ -109,6 +120,19 @@ def flash_attn_varlen_arguments(case: Case, device: torch.device | str | None = 
     }
 
 
+def flash_attn_kvcache_arguments(case: Case, table: torch.Tensor) -> dict:
+    """The keyword arguments of ``flash_attn_with_kvcache`` for `case`'s paged cache behind `table` (B, P).
+
+    `flash_attn_arguments(case)` on `table`'s device, plus ``block_table``
+    (the table as contiguous int32) and ``cache_seqlens`` (B,) int32, every
+    sequence kv_len keys long.
+    """
+    arguments = flash_attn_arguments(case, device=table.device)
+    arguments["block_table"] = table.to(torch.int32).contiguous()                              # (B, P)
+    arguments["cache_seqlens"] = torch.full((case.batch,), case.kv_len, dtype=torch.int32, device=table.device)
+    return arguments
+
+
 def features_used(case: Case) -> list[tuple[str, tuple[int, int]]]:
     """Each flash-attn feature `case` needs, with the first release that has it (flash-attn's README changelog)."""
     used = []
@@ -120,6 +144,8 @@ def features_used(case: Case) -> list[tuple[str, tuple[int, int]]]:
         used.append(("ALiBi (alibi_slopes)", (2, 4)))
     if case_softcap(case) is not None:
         used.append(("soft-capping (softcap)", (2, 6)))
+    if case.page_size:
+        used.append(("paged KV cache (flash_attn_with_kvcache's block_table)", (2, 5)))
     return used
 
 
@@ -152,6 +178,7 @@ class FlashAttnPackage(ExactSoftmaxKernel):
     requires = ("flash-attn",)
     min_cuda_capability = (8, 0)                               # FlashAttention-2: Ampere, Ada, Hopper
     supports_gqa = True
+    supports_paged_kv = True
     supported_masks = ("sliding_window",)
     supported_score_mods = ("alibi", "softcap")
     supports_lengths = True
@@ -173,6 +200,10 @@ class FlashAttnPackage(ExactSoftmaxKernel):
                     and case.head_dim > MAX_BACKWARD_HEAD_DIM_CONSUMER and capability not in ((8, 0), (9, 0))):
                 reasons.append(f"flash-attn's backward with head_dim > {MAX_BACKWARD_HEAD_DIM_CONSUMER} "
                                "needs an A100/A800 or H100/H800 (compute capability 8.0 or 9.0)")
+        if case.page_size % PAGE_MULTIPLE:
+            reasons.append(f"flash-attn 2 reads a paged KV cache only in pages of a multiple of {PAGE_MULTIPLE} keys, "
+                           f"not page_size {case.page_size}; use page_size 256 (naive, sdpa-*, flash-decoding and "
+                           "flex take any page size)")
         reasons += version_reasons(case, installed_version())
         return reasons
 
@@ -182,6 +213,8 @@ class FlashAttnPackage(ExactSoftmaxKernel):
         q, k, v = inputs.tensors()                             # (B, H, N, d), (B, Hkv, M, d), (B, Hkv, M, d)
         if is_ragged(case):
             return self._prepare_varlen(case, q, k, v)
+        if case.page_size:
+            return _prepare_paged(case, q, k, v)
         arguments = flash_attn_arguments(case, device=q.device)
 
         def forward() -> torch.Tensor:
@@ -206,3 +239,16 @@ class FlashAttnPackage(ExactSoftmaxKernel):
 
     def execution(self, case: Case) -> str | None:
         return ragged_execution(case, one_call=True)
+
+
+def _prepare_paged(case: Case, q, k, v):
+    from flash_attn import flash_attn_with_kvcache
+
+    k_pool, v_pool, table = paged_cache(case, k, v)        # (B·P, page_size, Hkv, d), (B, P): flash-attn's layout
+    arguments = flash_attn_kvcache_arguments(case, table)
+
+    def forward() -> torch.Tensor:
+        out = flash_attn_with_kvcache(q.transpose(1, 2), k_pool, v_pool, **arguments)   # (B, N, H, d)
+        return out.transpose(1, 2)                                                      # (B, H, N, d), a view
+
+    return forward

@@ -31,7 +31,18 @@ pieces on every core, and a split's keys (256 at 8K keys on 2 threads) stay
 in cache while its scores are formed (measured here with
 benchmarks/bench_decode_bandwidth.py: 32 splits reached 0.53-0.57 of the copy
 bandwidth at 8K and 32K keys, GQA and MQA; 2 splits 0.20-0.41, sdpa-flash
-0.12-0.22). Memory beyond the inputs: the (B, Hkv, S, R, m) scores,
+0.12-0.22).
+
+Paged (``page_size`` > 0): the splits are runs of whole pages. With the
+cache's P pages in S splits of P/S pages (S the largest divisor of P at most
+the requested count, and each split at least seq_len + page_size keys, so the
+last one holds every hidden key: the causal ones and the empty slots of the
+last page), each step gathers the pages through the block table into a
+(B, Hkv, P·page_size, d) buffer (`kv_reader`), viewed as the splits
+(B, Hkv, S, m, d) with m = (P/S)·page_size; the rest is the same softmax
+per split and one combine.
+
+Memory beyond the inputs: the (B, Hkv, S, R, m) scores,
 that is R·M per KV head (a decode step's R = G·N is small), and the S partial
 outputs.
 """
@@ -42,7 +53,7 @@ import math
 
 import torch
 
-from attnbench import AttentionInputs, Case, ExactSoftmaxKernel, Knob, causal_mask
+from attnbench import AttentionInputs, Case, ExactSoftmaxKernel, Knob, causal_mask, kv_reader
 
 SPLITS_PER_THREAD = 16
 
@@ -58,6 +69,26 @@ def hidden_in_last_split(seq_len: int, kv_len: int, split_len: int, groups: int,
     """(G·N, m) bool, True where the end-aligned causal mask hides a key of the last split."""
     rows = causal_mask(seq_len, kv_len, device=device)[:, kv_len - split_len:]   # (N, m) visible
     return (~rows).repeat(groups, 1)                                             # row g·N + i is query i
+
+
+def paged_split_count(requested: int, pages: int, page_size: int, seq_len: int) -> int:
+    """S for a paged cache of `pages` pages: the largest divisor of P up to S whose splits hold seq_len + page_size keys."""
+    target = requested or SPLITS_PER_THREAD * torch.get_num_threads()
+    longest_hidden = seq_len + page_size                     # causal keys hidden from query 0, and the empty slots
+    fits = [s for s in range(1, min(target, pages) + 1) if pages % s == 0 and (pages // s) * page_size >= longest_hidden]
+    return max(fits, default=1)
+
+
+def hidden_in_last_paged_split(seq_len: int, kv_len: int, split_len: int, groups: int, causal: bool,
+                               device=None) -> torch.Tensor | None:
+    """(G·N, m) bool for the last split of a paged cache: True at the empty slots past kv_len and, if causal,
+    at the end-aligned keys a query cannot see; None when nothing is hidden."""
+    start = kv_len - split_len + (-kv_len) % split_len       # the last split's first logical position
+    keys = torch.arange(start, start + split_len, device=device)                 # (m,)
+    positions = torch.arange(seq_len, device=device) + (kv_len - seq_len)        # (N,) end-aligned
+    hidden = keys[None, :] >= kv_len if not causal else keys[None, :] > positions[:, None]
+    hidden = hidden.expand(seq_len, split_len)
+    return hidden.repeat(groups, 1) if bool(hidden.any()) else None              # row g·N + i is query i
 
 
 def _partial(q, k, v, hidden=None):
@@ -110,6 +141,7 @@ class FlashDecoding(ExactSoftmaxKernel):
     description = "Flash-Decoding: the KV cache in splits, a softmax per split, one log-sum-exp combine"
     supports_gqa = True
     supports_v_head_dim = True
+    supports_paged_kv = True
     knobs = {
         "splits": Knob(int, default=0, minimum=0,
                        doc=f"KV splits S; 0 = {SPLITS_PER_THREAD} per thread (torch.get_num_threads())"),
@@ -117,6 +149,8 @@ class FlashDecoding(ExactSoftmaxKernel):
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         q, k, v = inputs.tensors()                    # (B, H, N, d), (B, Hkv, M, d), (B, Hkv, M, d_v)
+        if case.page_size:
+            return self._prepare_paged(case, q, k, v)
         splits = split_count(self.knob_values(case, "splits")[0], case.kv_len, case.seq_len, case.causal)
         hidden = None
         if case.causal:
@@ -125,6 +159,18 @@ class FlashDecoding(ExactSoftmaxKernel):
 
         def forward() -> torch.Tensor:
             return split_kv_attention(q, k, v, splits, hidden)
+
+        return forward
+
+    def _prepare_paged(self, case: Case, q, k, v):
+        read_pages = kv_reader(case, k, v, padded=True)      # each call: (B, Hkv, P·page_size, ·), pages gathered
+        pages = -(-case.kv_len // case.page_size)
+        splits = paged_split_count(self.knob_values(case, "splits")[0], pages, case.page_size, case.seq_len)
+        hidden = hidden_in_last_paged_split(case.seq_len, case.kv_len, pages // splits * case.page_size,
+                                            case.heads // case.kv_heads, case.causal, q.device)
+
+        def forward() -> torch.Tensor:
+            return split_kv_attention(q, *read_pages(), splits, hidden)   # S divides P: no leftover split
 
         return forward
 

@@ -12,6 +12,17 @@ graph per case) and calls it once in the same grad mode the harness times in
 (inference mode for `fwd`, a forward and backward for `fwd_bwd`), so the
 compile and autotuning stay out of the timed region.
 
+Paged (``page_size`` > 0): Flex attends to the whole page pool, k and v
+(1, Hkv, L, d) with L = num_pages·page_size shared by the batch, through a
+mask over physical slots s that maps each back to its sequence and logical
+position (`page_owner_and_position`): s is visible to sequence b iff its
+page belongs to b, its position j = start[s // page_size] + s % page_size is
+below kv_len, and the case's own mask (causal, the mask axis) allows j; the
+score mod sees j too. The block mask's key blocks are pages when page_size is
+a power of two from 16 to 128 on CPU, so other sequences' pages are skipped
+whole; otherwise (and always on CUDA, where Triton's tiles are larger) blocks
+of 128 slots, correct but partly spent on other sequences' pages.
+
 On CPU the compiled kernel is an inference-only C++ template (it needs AVX2
 and a C++ compiler, and has no backward; with head_dim <= 16 it returned wrong
 values, some NaN, in our measurements, so those cells are declared unsupported); on CUDA it is a Triton kernel and
@@ -43,6 +54,8 @@ from attnbench import (
     document_mask_mod,
     is_ragged,
     packed_inputs,
+    page_owner_and_position,
+    paged_cache,
     ragged_batch,
     ragged_execution,
     rescale_for_sinks,
@@ -54,6 +67,7 @@ RECOMPILE_LIMIT = 256
 # The compiled CPU kernel returned wrong values, some NaN, for head_dim 8 and 16 on
 # short sequences (torch 2.13, seq_len/kv_len 40-200); 20, 24, 32 and 64 matched SDPA.
 CPU_MIN_SAFE_HEAD_DIM = 16
+DEFAULT_BLOCK = 128
 
 
 def _flex_module_available() -> bool:
@@ -100,6 +114,7 @@ class FlexAttention(ExactSoftmaxKernel):
     supports_sinks = True
     supports_lengths = True
     supported_layouts = ("padded", "packed")
+    supports_paged_kv = True
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         reasons = super().unsupported_reasons(case)
@@ -129,6 +144,8 @@ class FlexAttention(ExactSoftmaxKernel):
 
         q, k, v = inputs.tensors()
         block_mask = None
+        mask_mod = case_mask_mod(case, device=case.device)        # causal and the mask axis, one predicate
+        score_mod = case_score_mod(case, device=case.device)
         if is_ragged(case) and case.layout == "packed":
             batch, q, k, v = packed_inputs(case, q, k, v)          # (1, H, Σq, d), (1, Hkv, Σm, d), (1, Hkv, Σm, d_v)
             block_mask = create_block_mask(document_mask_mod(batch, device=case.device), B=None, H=None,
@@ -138,10 +155,11 @@ class FlexAttention(ExactSoftmaxKernel):
             q, k, v = q[:, :, :batch.max_queries], k[:, :, :batch.max_keys], v[:, :, :batch.max_keys]
             block_mask = create_block_mask(_padded_mask_mod(batch, case.device), B=batch.size, H=None,
                                            Q_LEN=batch.max_queries, KV_LEN=batch.max_keys, device=case.device)
-        elif (mask_mod := case_mask_mod(case, device=case.device)) is not None:   # causal and the mask axis
+        elif case.page_size:
+            k, v, block_mask, score_mod = _paged_pool(case, k, v, mask_mod, score_mod)
+        elif mask_mod is not None:
             block_mask = create_block_mask(mask_mod, B=None, H=None,
                                            Q_LEN=case.seq_len, KV_LEN=case.kv_len, device=case.device)
-        score_mod = case_score_mod(case, device=case.device)
         grouped = case.kv_heads != case.heads
         _raise_recompile_limit()
         compiled = torch.compile(flex_attention, dynamic=False)
@@ -167,7 +185,7 @@ class FlexAttention(ExactSoftmaxKernel):
         return ragged_execution(case, one_call=True)
 
     def memory_model(self, case: Case) -> int:
-        """Output, the float32 log-sum-exp, and the block mask's per-block index tables."""
+        """Output, the float32 log-sum-exp, and the block mask's per-block index tables (paged: per sequence)."""
         q_blocks, kv_blocks = -(-case.seq_len // 128), -(-case.kv_len // 128)
         block_mask = 4 * 4 * q_blocks * kv_blocks if case.causal or case.mask != "none" else 0
         return super().memory_model(case) + block_mask
@@ -185,3 +203,39 @@ def _padded_mask_mod(batch: RaggedBatch, device):
         return real & (kv_idx <= q_idx + keys[b] - queries[b]) if causal else real
 
     return padded
+
+
+def paged_block_size(case: Case) -> int:
+    """The key block of a paged case's block mask: the page where Flex's CPU kernel takes it, else 128."""
+    size = case.page_size
+    if case.device == "cpu" and 16 <= size <= DEFAULT_BLOCK and size & (size - 1) == 0:
+        return size
+    return DEFAULT_BLOCK
+
+
+def _paged_pool(case: Case, k, v, mask_mod, score_mod):
+    """k, v as the page pools (1, Hkv, L, ·), a block mask over physical slots and the score mod on logical keys."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    k_pool, v_pool, table = paged_cache(case, k, v)               # (B·P, page_size, Hkv, ·), (B, P)
+    owner, start = page_owner_and_position(table, case.page_size)  # (B·P,), (B·P,)
+    page_size, kv_len = case.page_size, case.kv_len
+    slots = k_pool.shape[0] * page_size                            # L
+
+    def logical(kv_idx):
+        return start[kv_idx // page_size] + kv_idx % page_size    # the key's position in its own sequence
+
+    def paged_mask(b, h, q_idx, kv_idx):
+        mine = (owner[kv_idx // page_size] == b) & (logical(kv_idx) < kv_len)
+        return mine if mask_mod is None else mine & mask_mod(b, h, q_idx, logical(kv_idx))
+
+    paged_score_mod = None
+    if score_mod is not None:
+        def paged_score_mod(score, b, h, q_idx, kv_idx):
+            return score_mod(score, b, h, q_idx, logical(kv_idx))
+
+    block_mask = create_block_mask(paged_mask, B=case.batch, H=None, Q_LEN=case.seq_len, KV_LEN=slots,
+                                   device=case.device, BLOCK_SIZE=(DEFAULT_BLOCK, paged_block_size(case)))
+    k_slots = k_pool.view(1, slots, *k_pool.shape[2:]).transpose(1, 2)   # (1, Hkv, L, d): one pool for the batch
+    v_slots = v_pool.view(1, slots, *v_pool.shape[2:]).transpose(1, 2)   # (1, Hkv, L, d_v)
+    return k_slots, v_slots, block_mask, paged_score_mod

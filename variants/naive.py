@@ -29,6 +29,7 @@ from attnbench import (
     case_sinks,
     case_softcap,
     is_ragged,
+    kv_reader,
     kv_state_size,
     padded_allowed,
     per_sequence,
@@ -51,11 +52,13 @@ class NaiveAttention(Variant):
     supports_sinks = True
     supports_lengths = True
     supported_layouts = ("padded", "packed")
+    supports_paged_kv = True
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         if is_ragged(case):
             return self._prepare_ragged(case, inputs)
         q, k, v = inputs.tensors()                             # (B, H, N, d), (B, Hkv, M, d), (B, Hkv, M, d_v)
+        read_kv = kv_reader(case, k, v)                        # k, v, or a paged cache's pages gathered
         scale = 1.0 / math.sqrt(case.head_dim)
         b, h, n, d = q.shape
         hkv, groups = case.kv_heads, case.heads // case.kv_heads
@@ -76,6 +79,7 @@ class NaiveAttention(Variant):
             sinks = sinks.to(q.dtype).view(hkv, groups, 1).expand(hkv, groups, n).reshape(hkv, groups * n, 1)
 
         def forward() -> torch.Tensor:
+            k, v = read_kv()                                   # (B, Hkv, M, d), (B, Hkv, M, d_v)
             grouped_q = q.reshape(b, hkv, groups * n, d)       # (B, Hkv, G·N, d): a group's heads share k, v
             scores = torch.matmul(grouped_q, k.transpose(-2, -1))   # (B, Hkv, G·N, M)
             scores = scores.mul_(scale) if not scores.requires_grad else scores * scale

@@ -27,6 +27,7 @@ from attnbench import (
     case_mask_matrix,
     case_sinks,
     is_ragged,
+    kv_reader,
     padded_allowed,
     per_sequence,
     ragged_batch,
@@ -40,6 +41,7 @@ class _SDPABackend(ExactSoftmaxKernel):
     backend_name = ""
     flash_like = True
     supports_gqa = True
+    supports_paged_kv = True
     supported_masks = ("sliding_window", "document", "prefix_lm")
     supported_score_mods = ("alibi",)
     score_mod_reason = ("SDPA takes a boolean or additive float mask, which cannot express {kind} "
@@ -60,6 +62,7 @@ class _SDPABackend(ExactSoftmaxKernel):
         q, k, v = inputs.tensors()                    # (B, H, N, d), (B, Hkv, M, d), (B, Hkv, M, d_v)
         if is_ragged(case):
             return self._prepare_ragged(case, inputs)
+        read_kv = kv_reader(case, k, v)               # k, v, or a paged cache's pages gathered
         backend = self._backend()
         grouped = case.kv_heads != case.heads
         is_causal = case.causal
@@ -67,7 +70,7 @@ class _SDPABackend(ExactSoftmaxKernel):
         bias = score_bias(case, dtype=q.dtype, device=q.device)                   # (H, N, M) ALiBi, or None
         sinks = case_sinks(case, device=q.device)                                  # (H,), or None
         if sinks is not None:
-            return self._forward_with_sinks(case, q, k, v, backend, grouped, bias, sinks)
+            return self._forward_with_sinks(case, q, read_kv, backend, grouped, bias, sinks)
         allowed = case_mask_matrix(case, device=q.device) if case.mask != "none" or bias is not None else None
         if bias is not None:
             mask = (bias if allowed is None else bias.masked_fill(~allowed, float("-inf")))[None]   # (1, H, N, M)
@@ -81,10 +84,12 @@ class _SDPABackend(ExactSoftmaxKernel):
 
         if mask is None:
             def forward() -> torch.Tensor:
+                k, v = read_kv()
                 with sdpa_kernel(backend):
                     return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, enable_gqa=grouped)
         else:
             def forward() -> torch.Tensor:
+                k, v = read_kv()
                 with sdpa_kernel(backend):
                     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=grouped)
 
@@ -111,7 +116,7 @@ class _SDPABackend(ExactSoftmaxKernel):
         return ragged_execution(case)
 
     @staticmethod
-    def _forward_with_sinks(case, q, k, v, backend, grouped, bias, sinks):
+    def _forward_with_sinks(case, q, read_kv, backend, grouped, bias, sinks):
         """Sinks as one more key whose value is zero and whose score is s_h, through the additive mask:
         q·0 = 0, plus the mask's s_h, puts exp(s_h) in every row's denominator and nothing in its numerator."""
         from torch.nn.attention import sdpa_kernel
@@ -123,10 +128,12 @@ class _SDPABackend(ExactSoftmaxKernel):
             scores_mask = scores_mask.masked_fill(~allowed, float("-inf"))
         sink_scores = sinks.to(q.dtype).view(-1, 1, 1).expand(case.heads, case.seq_len, 1)   # (H, N, 1)
         mask = torch.cat([scores_mask, sink_scores], dim=-1)[None]                # (1, H, N, M + 1)
+        k, v = read_kv()
         k_sink = k.new_zeros(*k.shape[:-2], 1, k.shape[-1])                        # (B, Hkv, 1, d)
         v_sink = v.new_zeros(*v.shape[:-2], 1, v.shape[-1])                        # (B, Hkv, 1, d_v)
 
         def forward() -> torch.Tensor:
+            k, v = read_kv()
             with sdpa_kernel(backend):
                 return F.scaled_dot_product_attention(q, torch.cat([k, k_sink], dim=-2), torch.cat([v, v_sink], dim=-2),
                                                       attn_mask=mask, enable_gqa=grouped)

@@ -177,6 +177,12 @@ def _positive(value: float) -> float:
     return value
 
 
+def _fraction(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"page_shuffle must be a fraction from 0 to 1 (the share of pages out of order), got {value!r}")
+    return value
+
+
 def _preset(value: Any) -> str:
     from attnbench.core.presets import get_preset
 
@@ -229,4 +235,10 @@ AXES = AxisRegistry((
     Axis("layout", str, "padded", "how a ragged batch reaches the kernel: padded (to the longest, masked) or "
          "packed (tokens concatenated, cumulative offsets)", choices=LAYOUTS, label=lambda v: v, flag="--layout",
          supported_by="supported_layouts", groups_reports=True, shown_when_set=True),
+    Axis("page_size", int, 0, "paged KV cache: keys per page, reached through a seeded block table "
+         "(0: one contiguous cache)", minimum=0, label=lambda v: f"page{v}", flag="--page-size",
+         supported_by="supports_paged_kv", groups_reports=True),
+    Axis("page_shuffle", float, 1.0, "paged KV cache: the share of pages placed out of order in the pool "
+         "(fragmentation; 0: in order, 1: a full seeded shuffle; ignored at page_size 0)", parse=_fraction,
+         label=lambda v: f"shuffle{v:g}", groups_reports=True),
 ))

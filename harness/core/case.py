@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from attnbench.core.axes import AXES, DEVICES, DTYPE_ALIASES, DTYPES, MODES, canonical_dtype
+from attnbench.core.paging import paged_extra_bytes
 from attnbench.core.records import Record
 from attnbench.kinds.lengths import lengths_of
 from attnbench.kinds.masks import mask_of
@@ -32,7 +33,10 @@ class Case(Record):
     combines with `causal`. `score_mod` (`attnbench.kinds.score_mods`) is
     ``none``, ``alibi`` or ``softcap:C``, applied to the scaled scores before
     the mask. `sinks` is ``none`` or ``learned``: one seeded logit per head
-    joins every row's softmax denominator (`attnbench.attention.sinks`). `kv_cache_bytes` (default: unset) fixes the bytes of the KV
+    joins every row's softmax denominator (`attnbench.attention.sinks`).
+    `page_size` (default 0: one contiguous cache) lays k and v out in pages
+    of that many keys, reached through a seeded block table in which the
+    share `page_shuffle` of the pages is out of order (`attnbench.attention.paged`). `kv_cache_bytes` (default: unset) fixes the bytes of the KV
     cache, k and v of every sequence, and `batch` is then derived from it
     (`batch_for_kv_cache`), so a sweep over kv_len at one cache size trades
     batch for length as a serving system does. `inputs`
@@ -78,6 +82,8 @@ class Case(Record):
     sinks: str = "none"
     lengths: str = "fixed"
     layout: str = "padded"
+    page_size: int = 0
+    page_shuffle: float = 1.0
 
     extra_axes: dict[str, Any] = field(default_factory=dict)
 
@@ -88,6 +94,8 @@ class Case(Record):
         for axis in AXES.case_axes():
             if axis.defaults_from and getattr(self, axis.name) is None:
                 object.__setattr__(self, axis.name, getattr(self, axis.defaults_from))
+        if self.page_size == 0:
+            object.__setattr__(self, "page_shuffle", AXES["page_shuffle"].default)   # no pages, nothing to shuffle
         object.__setattr__(self, "extra_axes", _extra_axes(self.extra_axes))
         object.__setattr__(self, "params", dict(sorted(dict(self.params).items())))
         mask = mask_of(self)
@@ -205,8 +213,12 @@ class Case(Record):
         gradient read once and the three input gradients written once:
         3·(inputs + output) in all. K and v count their `kv_heads` heads, so
         GQA and MQA move less; a decode step is dominated by the KV cache.
+        A paged cache (`page_size`) reads whole pages, the last one's unused
+        slots too, and its block table (`paged_extra_bytes`).
         """
         once = self.input_bytes + self.output_bytes
+        if self.page_size:
+            once += paged_extra_bytes(self)
         return 3 * once if self.mode == "fwd_bwd" else once
 
     @property

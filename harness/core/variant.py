@@ -86,6 +86,8 @@ class Variant:
         normalisation of each head's output with a learned gain, before the
         output projection (Mamba-2's gated RMSNorm is both). A kernel cell
         times the core alone, without either.
+    supports_paged_kv: whether it takes ``page_size > 0`` (k and v in a page
+        pool behind a block table; forward only); build them with `paged_cache(case, k, v)`.
     requires: distributions it imports (``flash-attn``); a missing one is a reason.
     min_cuda_capability: the oldest CUDA compute capability it runs on, e.g. (8, 0).
     reference_rows: whether `reference` can be evaluated on a subset of query
@@ -120,6 +122,7 @@ class Variant:
     supported_layouts: ClassVar[tuple[str, ...]] = ("padded",)
     output_gate: ClassVar[bool] = False
     output_norm: ClassVar[bool] = False
+    supports_paged_kv: ClassVar[bool] = False
     reference_rows: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ()
     min_cuda_capability: ClassVar[tuple[int, int] | None] = None
@@ -138,6 +141,8 @@ class Variant:
     lengths_reason: ClassVar[str] = ("takes no ragged batch (lengths other than fixed); naive, sdpa-math, sdpa-flash, "
                                      "flex and flash-tiled do")
     layout_reason: ClassVar[str] = "has no {layout} layout (layouts it takes: {layouts})"
+    paged_kv_reason: ClassVar[str] = ("has no paged KV cache (page_size > 0); naive, sdpa-*, flash-decoding, flex and "
+                                      "flash-attn have one, or set page_size = 0")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -185,6 +190,13 @@ class Variant:
         if getattr(case, "sinks", "none") != "none" and not self.supports_sinks:
             reasons.append(self.sinks_reason)
         reasons += self._ragged_reasons(case)
+        if getattr(case, "page_size", 0) and not self.supports_paged_kv:
+            reasons.append(self.paged_kv_reason)
+        elif getattr(case, "page_size", 0) and case.mode == "fwd_bwd":
+            reasons.append("a paged KV cache is read by decode steps, forward only: use mode = fwd, or page_size = 0")
+        if getattr(case, "page_size", 0) and getattr(case, "lengths", "fixed") != "fixed":
+            reasons.append("a paged KV cache holds sequences of kv_len keys each; ragged lengths on pages are not "
+                           "built: use lengths = fixed, or page_size = 0")
         unknown = sorted(set(case.params) - set(self.knobs))
         if unknown:
             reasons.append(f"has no knob {', '.join(unknown)} (knobs: {', '.join(self.knobs) or 'none'})")
