@@ -64,14 +64,19 @@ SUITE_CMD=("$PYTHON" -m attnbench.cli run gpu-smoke --results "$OUT/results" --n
 REPORT_CMD=("$PYTHON" -m attnbench.cli report latest --results "$OUT/results" -o "$OUT/gpu-smoke.html")
 
 if [ "$DRY_RUN" = 1 ]; then
+    LISTER="$PYTHON"   # collecting the tests and expanding the suite import torch; a dry run may borrow the checkout's venv
+    if ! "$PYTHON" -c "import torch" 2>/dev/null && [ -x "$ROOT/.venv/bin/python" ]; then
+        LISTER="$ROOT/.venv/bin/python"
+        echo "gpu_check --dry-run: $PYTHON has no torch; listing with $LISTER"
+    fi
     echo "gpu_check --dry-run: nothing is run; on a CUDA machine it would run, from $ROOT:"
     echo "1. the cuda-marked tests (limit ${TESTS_LIMIT_S} s), JUnit XML in $OUT/cuda-tests.xml:"
     echo "   PYTHONPATH=$PYTHONPATH ${PYTEST_CMD[*]}"
-    (cd "$ROOT" && "$PYTHON" -m pytest --collect-only -q -m cuda -p no:cacheprovider "${PYTEST_PLUGIN_ARGS[@]}" \
+    (cd "$ROOT" && "$LISTER" -m pytest --collect-only -q -m cuda -p no:cacheprovider "${PYTEST_PLUGIN_ARGS[@]}" \
         "${CUDA_TEST_FILES[@]}" 2>/dev/null | grep '::' | sed 's/^/     /')
     echo "2. the gpu-smoke suite (limit ${SUITE_LIMIT_S} s), results in $OUT/results:"
     echo "   ${SUITE_CMD[*]}"
-    "$PYTHON" "$ROOT/benchmarks/gpu_plan.py" gpu-smoke | sed 's/^/     /'
+    "$LISTER" "$ROOT/benchmarks/gpu_plan.py" gpu-smoke | sed 's/^/     /'
     echo "3. its report (limit ${REPORT_LIMIT_S} s): ${REPORT_CMD[*]}"
     echo "expected time: at most $((TESTS_LIMIT_S + SUITE_LIMIT_S + REPORT_LIMIT_S)) s (the limits of the three steps)"
     missing="$(missing_modules)"
