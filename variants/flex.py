@@ -86,6 +86,7 @@ class FlexAttention(ExactSoftmaxKernel):
     supports_gqa = True
     supports_v_head_dim = True
     supports_sinks = True
+    compiles = True
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         reasons = super().unsupported_reasons(case)
