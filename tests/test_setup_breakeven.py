@@ -8,12 +8,17 @@ import pytest
 import torch
 from synthetic_runs import TIME_CONSTANT, SyntheticSpec, write_synthetic_run
 
+from attnbench.core.case import Case
 from attnbench.engine.compile_cache import compile_cache_dir, compile_cache_environment
+from attnbench.measure import setup_parts
+from attnbench.measure.cell.setup import prepare_step
 from attnbench.measure.setup_parts import SetupClock, compile_seconds
 from attnbench.report import build_report_html
 from attnbench.report.breakeven import break_even_calls, break_even_rows
 from attnbench.report.data import prepare
 from attnbench.store import load_run
+from attnbench.variants.flex import FlexAttention
+from attnbench.variants.naive import NaiveAttention
 
 
 def test_compiles_cache_under_attnbench_cache_unless_the_user_chose_a_folder(monkeypatch, tmp_path):
@@ -39,6 +44,35 @@ def test_a_compile_during_setup_is_counted_as_compile_time():
     assert parts.compile_s == pytest.approx(compile_seconds() - before, rel=1e-9)
     assert parts.total_s == pytest.approx(parts.compile_s + parts.prepare_s + parts.first_call_s)
     assert min(parts.to_dict().values()) >= 0
+
+
+def test_compile_stack_warmup_runs_once_per_process_and_only_for_compiling_variants(monkeypatch):
+    calls = []
+
+    def warm() -> float:
+        calls.append(1)
+        return 0.0 if len(calls) > 1 else 2.5
+
+    monkeypatch.setattr("attnbench.measure.cell.setup.warm_compile_stack", warm)
+    naive = NaiveAttention()
+    plain = Case(variant=naive.name, seq_len=16, batch=1, heads=2, head_dim=8)
+    assert prepare_step(plain, naive).compile_warmup_s == 0.0 and calls == []
+
+    class CompilingNaive(NaiveAttention):
+        compiles = True
+
+    first, second = (prepare_step(plain, CompilingNaive()) for _ in range(2))
+    assert (first.compile_warmup_s, second.compile_warmup_s) == (2.5, 0.0) and len(calls) == 2
+    assert FlexAttention.compiles and not NaiveAttention.compiles
+
+
+def test_the_real_compile_stack_warmup_imports_dynamo_and_then_costs_nothing(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(setup_parts, "_compile_stack_warm", False)
+    seconds = setup_parts.warm_compile_stack()
+    assert seconds >= 0.0 and "torch._dynamo" in sys.modules and "torch._inductor.compile_fx" in sys.modules
+    assert setup_parts.warm_compile_stack() == 0.0
 
 
 def test_break_even_is_the_first_call_count_where_the_totals_cross():

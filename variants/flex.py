@@ -115,6 +115,7 @@ class FlexAttention(ExactSoftmaxKernel):
     supports_lengths = True
     supported_layouts = ("padded", "packed")
     supports_paged_kv = True
+    compiles = True
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         reasons = super().unsupported_reasons(case)

@@ -355,6 +355,7 @@ def longformer_block_mask(seq_len: int, window: int, global_tokens: int, causal:
 class LongformerFlex(_LongformerBase):
     name = "longformer-flex"
     description = "the Longformer pattern as a FlexAttention block mask, under torch.compile"
+    compiles = True
     dtypes = ("float32", "float16", "bfloat16")
 
     def unsupported_reasons(self, case: Case) -> list[str]:

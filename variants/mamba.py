@@ -255,6 +255,7 @@ class MambaScan(_StateSpace):
     name = "mamba-scan"
     computes = "selective_ssm"
     description = "Mamba's selective scan (input-dependent Δ, B, C), chunk-parallel with compiled fused kernels"
+    compiles = True
     knobs = {
         "state_dim": Knob(int, default=16, minimum=1, doc="n, the state size per channel (h_t: (B, D, n))"),
         "chunk": Knob(int, default=16, minimum=1, doc="time steps per chunk of the chunk-parallel scan"),
@@ -522,6 +523,7 @@ class MambaSsm(CudaExtra):
 class MambaSsmScan(MambaSsm, MambaScan):
     name = "mamba-ssm-scan"
     description = "mamba_ssm's selective_scan_fn (CUDA) on mamba-scan's Δ, B, C: mamba-scan's function"
+    compiles = False
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn

@@ -89,6 +89,9 @@ class Variant:
     supports_paged_kv: whether it takes ``page_size > 0`` (k and v in a page
         pool behind a block table; forward only); build them with `paged_cache(case, k, v)`.
     requires: distributions it imports (``flash-attn``); a missing one is a reason.
+    compiles: whether `prepare` runs torch.compile; the harness then imports
+        torch.compile's stack once per worker before the setup clock starts,
+        so the first such cell's ``setup_s`` holds its shape's cost only.
     min_cuda_capability: the oldest CUDA compute capability it runs on, e.g. (8, 0).
     reference_rows: whether `reference` can be evaluated on a subset of query
         rows (exact for functions where each output row depends only on its
@@ -125,6 +128,7 @@ class Variant:
     supports_paged_kv: ClassVar[bool] = False
     reference_rows: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ()
+    compiles: ClassVar[bool] = False
     min_cuda_capability: ClassVar[tuple[int, int] | None] = None
     tolerances: ClassVar[Mapping[str, Tolerance]] = DEFAULT_TOLERANCES
 

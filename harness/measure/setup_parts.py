@@ -10,10 +10,20 @@ layout copies) and ``first_call_s`` the first call without its compiles.
 
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import asdict, dataclass
 
 COMPILE_TIMER = "_compile.compile_inner"
+# What torch.compile imports on its first call, whatever it compiles (FlexAttention's module included).
+COMPILE_STACK_MODULES = (
+    "torch._dynamo",
+    "torch._functorch._aot_autograd.autograd_cache",
+    "torch._inductor.compile_fx",
+    "torch._inductor.codecache",
+    "torch._inductor.cpp_builder",
+    "torch.nn.attention.flex_attention",
+)
 
 
 def compile_seconds() -> float:
@@ -24,6 +34,30 @@ def compile_seconds() -> float:
     if utils is None:
         return 0.0
     return float(sum(getattr(utils, "compilation_time_metrics", {}).get(COMPILE_TIMER, ())))
+
+
+_compile_stack_warm = False
+
+
+def warm_compile_stack() -> float:
+    """Import torch.compile's stack and run Inductor's CPU ISA probe: the seconds it took (0 when done already)."""
+    global _compile_stack_warm
+    if _compile_stack_warm:
+        return 0.0
+    start = time.perf_counter()
+    for module in COMPILE_STACK_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError:                                   # an older torch: its first compile imports what it has
+            continue
+    try:
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+    except ImportError:
+        pass
+    else:
+        pick_vec_isa()                                        # Inductor caches the answer for the process
+    _compile_stack_warm = True
+    return time.perf_counter() - start
 
 
 @dataclass(frozen=True)

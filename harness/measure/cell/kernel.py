@@ -37,6 +37,8 @@ def measure_kernel(case: Case, variant: Variant, settings: MeasureSettings, cali
         telemetry.update(timed.telemetry)
         if prepared.setup_parts is not None:
             telemetry["setup_parts"] = prepared.setup_parts.to_dict()
+        if prepared.compile_warmup_s:
+            telemetry["compile_warmup_s"] = prepared.compile_warmup_s
         execution = variant.execution(case)
         if execution is not None:
             telemetry["execution"] = execution

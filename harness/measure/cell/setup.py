@@ -16,7 +16,7 @@ import torch
 from attnbench.core.case import Case
 from attnbench.core.variant import AttentionInputs, Variant
 from attnbench.measure.inputs import make_inputs, make_output_grad
-from attnbench.measure.setup_parts import SetupClock, SetupParts
+from attnbench.measure.setup_parts import SetupClock, SetupParts, warm_compile_stack
 
 
 class Step:
@@ -52,6 +52,7 @@ class Prepared:
     step: Step
     setup_s: float
     setup_parts: SetupParts | None = None
+    compile_warmup_s: float = 0.0
 
 
 def sync_for(case: Case) -> Callable[[], None]:
@@ -62,7 +63,11 @@ def sync_for(case: Case) -> Callable[[], None]:
 
 
 def prepare_step(case: Case, variant: Variant) -> Prepared:
-    """Seeded inputs, `variant.prepare`, and one call (compile, autotune, lazy allocation) outside the timing."""
+    """Seeded inputs, `variant.prepare`, and one call (compile, autotune, lazy allocation) outside the timing.
+
+    A variant that `compiles` first gets torch.compile's per-process start (`warm_compile_stack`), outside
+    its setup clock: a worker pays it once, and only the first such cell in the worker reports it."""
+    warmup_s = warm_compile_stack() if variant.compiles else 0.0
     torch.manual_seed(case.seed)
     inputs = make_inputs(case, requires_grad=case.mode == "fwd_bwd")
     sync = sync_for(case)
@@ -72,4 +77,4 @@ def prepare_step(case: Case, variant: Variant) -> Prepared:
     step = Step(case, inputs, forward)
     step()
     sync()
-    return Prepared(step, time.perf_counter() - setup_start, clock.parts())
+    return Prepared(step, time.perf_counter() - setup_start, clock.parts(), warmup_s)
