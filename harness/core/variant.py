@@ -194,13 +194,7 @@ class Variant:
         if getattr(case, "sinks", "none") != "none" and not self.supports_sinks:
             reasons.append(self.sinks_reason)
         reasons += self._ragged_reasons(case)
-        if getattr(case, "page_size", 0) and not self.supports_paged_kv:
-            reasons.append(self.paged_kv_reason)
-        elif getattr(case, "page_size", 0) and case.mode == "fwd_bwd":
-            reasons.append("a paged KV cache is read by decode steps, forward only: use mode = fwd, or page_size = 0")
-        if getattr(case, "page_size", 0) and getattr(case, "lengths", "fixed") != "fixed":
-            reasons.append("a paged KV cache holds sequences of kv_len keys each; ragged lengths on pages are not "
-                           "built: use lengths = fixed, or page_size = 0")
+        reasons += self._paged_reasons(case)
         unknown = sorted(set(case.params) - set(self.knobs))
         if unknown:
             reasons.append(f"has no knob {', '.join(unknown)} (knobs: {', '.join(self.knobs) or 'none'})")
@@ -227,6 +221,20 @@ class Variant:
             if case.mode == "fwd_bwd":
                 reasons.append("ragged batches are measured forward only (mode = fwd): the backward would check "
                                "the padding rows' gradients too")
+        return reasons
+
+    def _paged_reasons(self, case: Case) -> list[str]:
+        """Why a paged case (page_size > 0) cannot run here."""
+        if not getattr(case, "page_size", 0):
+            return []
+        reasons = []
+        if not self.supports_paged_kv:
+            reasons.append(self.paged_kv_reason)
+        elif case.mode == "fwd_bwd":
+            reasons.append("a paged KV cache is read by decode steps, forward only: use mode = fwd, or page_size = 0")
+        if getattr(case, "lengths", "fixed") != "fixed":
+            reasons.append("a paged KV cache holds sequences of kv_len keys each; ragged lengths on pages are not "
+                           "built: use lengths = fixed, or page_size = 0")
         return reasons
 
     def knob_values(self, case: Case, *names: str) -> Any:

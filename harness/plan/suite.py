@@ -124,16 +124,17 @@ class Suite:
     @property
     def tasks(self) -> tuple[str, ...]:
         """Every task text a quality cell trains: `task`, once per learning rate of a ``task.lr`` list."""
-        if not self.task_lrs:
-            return (self.task,)
-        return tuple(parse_task(self.task, lr=lr).text for lr in self.task_lrs)
+        return self._at_rates(self.task_lrs)
 
     def tasks_for(self, variant: str) -> tuple[str, ...]:
         """The task texts `variant`'s quality cells train: its own rates from ``[task.lr_for]``, else `tasks`."""
-        own = dict(self.task_lr_for).get(variant)
-        if own is None:
-            return self.tasks
-        return tuple(parse_task(self.task, lr=lr).text for lr in own)
+        return self._at_rates(dict(self.task_lr_for).get(variant, self.task_lrs))
+
+    def _at_rates(self, rates: tuple[float, ...]) -> tuple[str, ...]:
+        """`task` once per learning rate of `rates`, or `task` as it is when there are none."""
+        if not rates:
+            return (self.task,)
+        return tuple(parse_task(self.task, lr=lr).text for lr in rates)
 
 
 def builtin_suite_names() -> list[str]:
