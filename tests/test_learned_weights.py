@@ -210,6 +210,29 @@ def test_a_variants_own_learning_rate_replaces_the_suites_for_its_cells_only(tmp
         load_suite(str(write(tmp_path, "bad2.toml", text.replace("[0.003, 0.001]", "-1"))))
 
 
+def test_a_variants_own_step_budget_replaces_the_tasks_for_its_cells_until_steps_is_given(tmp_path):
+    from attnbench.core.registry import default_registry
+    from attnbench.core.taskspec import parse_task
+    from attnbench.plan.suite import SuiteError, expand, load_suite, with_overrides
+
+    text = ('[suite]\nname = "s"\nvariants = ["sdpa-math", "mamba2-ssd"]\n[defaults]\nseq_len = 16\nbatch = 4\n'
+            'mode = "fwd_bwd"\ncausal = true\n[task]\nkind = "mqar"\nkv_pairs = 2\nvocab = 16\nsteps = 40\n'
+            'lr = 0.01\n[task.lr_for]\nmamba2-ssd = 0.003\n[task.steps_for]\nmamba2-ssd = 90\n')
+    loaded = load_suite(str(write(tmp_path, "s.toml", text)))
+
+    def budgets(suite):
+        return {c.variant: (parse_task(c.task).steps, parse_task(c.task).lr)
+                for c in expand(suite, default_registry()) if c.task != "none"}
+
+    assert budgets(loaded) == {"sdpa-math": (40, 0.01), "mamba2-ssd": (90, 0.003)}
+    assert budgets(with_overrides(loaded, steps=7)) == {"sdpa-math": (7, 0.01), "mamba2-ssd": (7, 0.003)}
+    with pytest.raises(SuiteError, match=r"task\.steps_for\.linear.*does not list"):
+        load_suite(str(write(tmp_path, "bad.toml", text.replace("mamba2-ssd = 90", "linear = 90"))))
+    for bad in ("0", "2.5", '"many"'):
+        with pytest.raises(SuiteError, match=r"task\.steps_for\.mamba2-ssd.*positive whole number"):
+            load_suite(str(write(tmp_path, "bad2.toml", text.replace("mamba2-ssd = 90", f"mamba2-ssd = {bad}"))))
+
+
 def test_the_report_keeps_the_best_learning_rate_and_averages_curves():
     import pandas as pd
 

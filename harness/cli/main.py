@@ -166,10 +166,16 @@ def _list_presets(as_json: bool) -> None:
 @click.option("--processes", type=click.IntRange(min=1), default=None, metavar="K",
               help="repeat each cell's measurement in K fresh worker processes (default: measure.processes)")
 @click.option("--profile", "profile", is_flag=True, help="also profile every ok cell into <run>/profiles/<case_id>/")
+@click.option("--durations", is_flag=True,
+              help="end with where the time went: start-up, calibration, each stage of the cells, report")
 def run_command(suite, device, variants, seq_lens, preset, name, results, resume, executor, address, no_report,
-                recalibrate, processes, profile) -> None:
+                recalibrate, processes, profile, durations) -> None:
     """Run SUITE (a built-in name such as 'quick', or a .toml path) and store every cell."""
+    from attnbench.cli.durations import StageClock
     from attnbench.cli.progress import print_summary
+
+    clock = StageClock()
+    clock.start()
 
     results_dir = _results_dir(results)
     registry = default_registry()
@@ -192,19 +198,38 @@ def run_command(suite, device, variants, seq_lens, preset, name, results, resume
         folders = _output_folders(results_dir, no_report)
         loaded, overrides, calibration = _plan_new_run(suite, device, variants, seq_lens, executor, processes,
                                                        recalibrate, registry, folders=folders, preset=preset)
+        clock.mark("planning and calibration")
         if executor == "local":
             executor_options["calibration"] = calibration
         exec_ = make_executor(executor, **executor_options)
         outcome = _sweep(exec_, lambda progress: run_suite(
             loaded, registry, results_dir, name=name, overrides=overrides, executor=exec_,
             environment=collect_environment(), calibration=calibration, progress=progress))
+    clock.mark(SWEEP_STAGE)
     print_summary(outcome.run_path)
+    clock.mark("summary")
     if profile:
         index = profile_run(outcome.run_path, progress=click.echo)
         failed = sum(1 for entry in index.values() if "error" in entry)
         click.echo(f"profiles: {outcome.run_path / 'profiles'} ({len(index) - failed} cells, {failed} failed)")
+        clock.mark("profiles")
     if not no_report:
         _write_run_report(outcome.run_path, registry)
+        clock.mark("report")
+    if durations:
+        _print_durations(clock, outcome.run_path)
+
+
+SWEEP_STAGE = "sweep (the cells)"
+
+
+def _print_durations(clock, run_path) -> None:
+    """The stages of this command and of its cells (`attnbench.cli.durations`)."""
+    from attnbench.cli.durations import durations_table, run_stages
+    from attnbench.core.terminal import print_table
+
+    results = [cell.result for cell in load_run(run_path).cells]
+    print_table(durations_table(run_stages(clock, SWEEP_STAGE, results)))
 
 
 @main.command("runs")

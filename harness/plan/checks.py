@@ -28,12 +28,20 @@ class ExtraSweep:
 @dataclass(frozen=True)
 class TaskTable:
     """A suite's [task]: the task text ('none' without one), whether each trained shape is also timed, the rates
-    of a ``lr`` list, and ``[task.lr_for]``'s variants with their own rates (Zoology tunes the rate per mixer)."""
+    of a ``lr`` list, ``[task.lr_for]``'s variants with their own rates (Zoology tunes the rate per mixer) and
+    ``[task.steps_for]``'s with their own step budgets (recurrent mixers need more examples than attention)."""
 
     task: str = "none"
     costs: bool = False
     lrs: tuple[float, ...] = ()
     lr_for: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    steps_for: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def own_keys(self) -> tuple[tuple[str, str], ...]:
+        """(key, variant) of every per-variant key, ``task.lr_for.NAME`` and ``task.steps_for.NAME``."""
+        return (*((f"task.lr_for.{name}", name) for name, _ in self.lr_for),
+                *((f"task.steps_for.{name}", name) for name, _ in self.steps_for))
 
 
 def _learning_rates(source: str, key: str, value: Any) -> tuple[float, ...]:
@@ -45,12 +53,25 @@ def _learning_rates(source: str, key: str, value: Any) -> tuple[float, ...]:
     return tuple(float(r) for r in rates)
 
 
+def _own_steps(source: str, table: Any) -> tuple[tuple[str, int], ...]:
+    """``[task.steps_for]``: variant = a positive whole number of steps."""
+    if not isinstance(table, dict):
+        raise SuiteError(f"{source}: key 'task.steps_for' must be a table of variant = steps, got {type_name(table)}")
+    for name, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SuiteError(f"{source}: key 'task.steps_for.{name}' must be a positive whole number of training "
+                             f"steps, got {short(value)}")
+    return tuple(sorted(table.items()))
+
+
 def parse_task_table(source: str, table: dict[str, Any]) -> TaskTable:
     """The [task] table: the canonical task text, whether to add cost cells, the learning rates of a ``lr``
-    list (each its own quality cell) and the variants' own rates of ``[task.lr_for]``."""
+    list (each its own quality cell), the variants' own rates of ``[task.lr_for]`` and their own step
+    budgets of ``[task.steps_for]``."""
     if not table:
         return TaskTable()
-    allowed = ("kind", "costs", "lr_for", *OPTION_NAMES)
+    own_tables = ("lr_for", "steps_for")
+    allowed = ("kind", "costs", *own_tables, *OPTION_NAMES)
     reject_unknown(source, "task.", table, allowed)
     kind = table.get("kind")
     if not isinstance(kind, str) or kind not in TASK_KINDS[1:]:
@@ -63,7 +84,8 @@ def parse_task_table(source: str, table: dict[str, Any]) -> TaskTable:
         raise SuiteError(f"{source}: key 'task.lr_for' must be a table of variant = rate (or list of rates), "
                          f"got {type_name(lr_for)}")
     own = {name: _learning_rates(source, f"task.lr_for.{name}", value) for name, value in lr_for.items()}
-    options = {key: value for key, value in table.items() if key not in ("kind", "costs", "lr_for")}
+    steps_for = _own_steps(source, table.get("steps_for", {}))
+    options = {key: value for key, value in table.items() if key not in ("kind", "costs", *own_tables)}
     lrs: tuple[float, ...] = ()
     if isinstance(options.get("lr"), list):
         lrs = _learning_rates(source, "task.lr", options.pop("lr"))
@@ -72,7 +94,7 @@ def parse_task_table(source: str, table: dict[str, Any]) -> TaskTable:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SuiteError(f"{source}: key 'task.{key}' must be a number, got {short(value)}")
     try:
-        return TaskTable(parse_task(kind, **options).text, costs, lrs, tuple(sorted(own.items())))
+        return TaskTable(parse_task(kind, **options).text, costs, lrs, tuple(sorted(own.items())), steps_for)
     except ValueError as exc:
         raise SuiteError(f"{source}: [task]: {exc}") from None
 

@@ -48,6 +48,9 @@ A suite file has these tables (every key optional but ``variants``)::
     [task.lr_for]       # a variant's own rate (or list), in place of task.lr for its cells
     deltanet = 3e-3
 
+    [task.steps_for]    # a variant's own step budget, in place of task.steps for its cells
+    mamba2-ssd = 3000
+
 A ``preset`` (`attnbench.core.presets`; in [defaults] or swept in [sweep])
 fills heads, kv_heads, head_dim, v_head_dim, causal and mask, except the axes
 the suite sets itself in [defaults], [sweep] or the variant's [overrides]:
@@ -115,6 +118,7 @@ class Suite:
     task_costs: bool = True
     task_lrs: tuple[float, ...] = ()
     task_lr_for: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    task_steps_for: tuple[tuple[str, int], ...] = ()
 
     @property
     def is_quality(self) -> bool:
@@ -127,14 +131,18 @@ class Suite:
         return self._at_rates(self.task_lrs)
 
     def tasks_for(self, variant: str) -> tuple[str, ...]:
-        """The task texts `variant`'s quality cells train: its own rates from ``[task.lr_for]``, else `tasks`."""
-        return self._at_rates(dict(self.task_lr_for).get(variant, self.task_lrs))
+        """The task texts `variant`'s quality cells train: its own rates from ``[task.lr_for]``, else `tasks`,
+        at its own step budget from ``[task.steps_for]``, else the task's."""
+        steps = dict(self.task_steps_for).get(variant)
+        task = self.task if steps is None else parse_task(self.task, steps=steps).text
+        return self._at_rates(dict(self.task_lr_for).get(variant, self.task_lrs), task)
 
-    def _at_rates(self, rates: tuple[float, ...]) -> tuple[str, ...]:
-        """`task` once per learning rate of `rates`, or `task` as it is when there are none."""
+    def _at_rates(self, rates: tuple[float, ...], task: str | None = None) -> tuple[str, ...]:
+        """`task` (the suite's by default) once per learning rate of `rates`, or as it is when there are none."""
+        task = self.task if task is None else task
         if not rates:
-            return (self.task,)
-        return tuple(parse_task(self.task, lr=lr).text for lr in rates)
+            return (task,)
+        return tuple(parse_task(task, lr=lr).text for lr in rates)
 
 
 def builtin_suite_names() -> list[str]:
@@ -220,13 +228,14 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
     extra = tuple(parse_extra(source, i, table) for i, table in enumerate(tables["extra"]))
     measure = parse_measure(source, tables["measure"])
     task = parse_task_table(source, tables["task"])
-    unknown = [name for name, _ in task.lr_for if name not in variants and variants != ("all",)]
+    unknown = [key for key, name in task.own_keys if name not in variants and variants != ("all",)]
     if unknown:
-        raise SuiteError(f"{source}: key 'task.lr_for.{unknown[0]}' names a variant the suite does not list "
+        raise SuiteError(f"{source}: key '{unknown[0]}' names a variant the suite does not list "
                          f"(its variants: {', '.join(variants)}); add it to [suite] variants or drop the key")
     return Suite(name=suite_name, source=source, text=text, description=description, variants=variants,
                  defaults=defaults, sweep=sweep, params=params, measure=measure, overrides=overrides, extra=extra,
-                 task=task.task, task_costs=task.costs, task_lrs=task.lrs, task_lr_for=task.lr_for)
+                 task=task.task, task_costs=task.costs, task_lrs=task.lrs, task_lr_for=task.lr_for,
+                 task_steps_for=task.steps_for)
 
 
 def with_overrides(suite: Suite, *, variants=None, seq_lens=None, device=None, preset=None, steps=None,
@@ -245,6 +254,7 @@ def with_overrides(suite: Suite, *, variants=None, seq_lens=None, device=None, p
     if steps:
         try:
             changes["task"] = parse_task(suite.task, steps=steps).text
+            changes["task_steps_for"] = ()                               # --steps is every cell's budget
         except ValueError as exc:
             raise SuiteError(f"--steps: {exc}") from None
     params, overrides = dict(suite.params), {k: dict(v) for k, v in suite.overrides.items()}
