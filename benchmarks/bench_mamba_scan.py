@@ -29,7 +29,7 @@ import argparse
 import time
 
 import torch
-from _common import median_seconds
+from _common import as_in_a_worker, median_seconds
 
 from attnbench.core.case import Case
 from attnbench.measure.inputs import make_inputs
@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="timed calls per side (median reported)")
     parser.add_argument("--chunk", type=int, help="mamba-scan's chunk knob (default: its default)")
     args = parser.parse_args()
+    as_in_a_worker()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; B=1 H=8 d=64 n=16 float32 fwd, "
           f"median of {args.reps}")
     print(f"{'seq_len':>7} {'sequential_s':>12} {'mamba-scan_s':>12} {'ratio':>7} {'setup_s':>8}")

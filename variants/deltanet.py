@@ -25,7 +25,8 @@ every chunk at once: W = T diag(Γ_t) K, U = T V. The state entering each
 chunk follows S ← Γ_Q S + K̃ᵀ(U − W S) = A S + B, K̃ = K ∘ Γ_Q,s, with every
 chunk's A = Γ_Q I − K̃ᵀ W and B = K̃ᵀ U made at once: only that chain is
 sequential, one matmul per chunk. Then for all chunks at once U' = U − W S
-and o = diag(Γ_t) Q S + (Q Kᵀ ∘ Γ)₊ U' (lower, with the diagonal).
+and o = diag(Γ_t) Q S + (Q Kᵀ ∘ Γ)₊ U' (lower, with the diagonal), computed as
+(diag(Γ_t) Q − (Q Kᵀ ∘ Γ)₊ W) S + (Q Kᵀ ∘ Γ)₊ U.
 """
 
 from __future__ import annotations
@@ -145,14 +146,16 @@ def delta_rule_chunked(q, k, v, beta, log_alpha, chunk: int, state=None):
     a = (eye_k if end_decay is None else end_decay * eye_k) - k_out_t @ w   # (B, H, c, d_k, d_k)
     b_ = k_out_t @ u                                                      # (B, H, c, d_k, d_v)
     a, b_ = (t.flatten(0, 1).movedim(1, 0).contiguous() for t in (a, b_))   # chunk-major (c, B·H, ·, ·)
-    s = k.new_zeros(batch * heads, key_dim, v.shape[-1]) if state is None else state.flatten(0, 1)
-    entering = []
-    for j in range(chunks):                                               # one step per chunk
-        entering.append(s)
-        s = torch.baddbmm(b_[j], a[j], s)                                 # (B·H, d_k, d_v)
-    starts = torch.stack(entering, dim=1).unflatten(0, (batch, heads))   # S entering each chunk, (B, H, c, d_k, d_v)
-    out = (q_in @ starts + scores @ (u - w @ starts)).reshape(batch, heads, chunks * chunk, -1)   # U' = U − W S
-    return out[:, :, :seq_len], s.view(batch, heads, key_dim, -1)
+    states = k.new_empty(chunks + 1, batch * heads, key_dim, v.shape[-1])   # S entering chunk j; the last: final
+    if state is None:
+        states[0].zero_()
+    else:
+        states[0].copy_(state.flatten(0, 1))
+    for j in range(chunks):                                               # one step per chunk, in place
+        torch.baddbmm(b_[j], a[j], states[j], out=states[j + 1])
+    starts = states[:chunks].movedim(0, 1).unflatten(0, (batch, heads))   # (B, H, c, d_k, d_v)
+    out = ((q_in - scores @ w) @ starts + scores @ u).reshape(batch, heads, chunks * chunk, -1)   # U' = U − W S
+    return out[:, :, :seq_len], states[chunks].view(batch, heads, key_dim, -1)
 
 
 class _DeltaRule(Recurrence):
@@ -202,8 +205,9 @@ class _DeltaRule(Recurrence):
                     + 2 * steps * chunk * (dv + dk)                       # U = T V, W = T K
                     + 2 * steps * dk * (dk + dv)                          # every chunk's A = Γ I − K̃ᵀ W, B = K̃ᵀ U
                     + 2 * (steps // chunk) * dk * dk * dv                 # the chain A S
-                    + 2 * steps * dk * dv * 2                             # W S, Q S
-                    + 2 * steps * chunk * dv)                             # scores U'
+                    + 2 * steps * chunk * dk                              # scores W
+                    + 2 * steps * dk * dv                                 # (Γ Q − scores W) S
+                    + 2 * steps * chunk * dv)                             # scores U
         return case.batch * case.heads * per_head
 
     def memory_model(self, case: Case) -> int:

@@ -206,17 +206,39 @@ def gla_sequential(q, k, v, g, state=None):
 
 
 def gla_chunked(q, k, v, g, chunk: int, state=None):
-    """GLA chunk-parallel, with `SUB`-step sub-blocks inside each chunk: o (B, H, N, d_v) and the final state."""
+    """GLA chunk-parallel, with `SUB`-step sub-blocks inside each chunk when its gates are steep: o (B, H, N, d_v)
+    and the final state.
+
+    With one block per chunk, the factors about its middle m serve every term: q_t e^(b_t−m) and k_s e^(m−b_s)
+    give the scores, and times e^m and e^(b_end−m) (both <= 1) the entering state's decay e^(b_t) and the decay
+    to the chunk's end e^(b_end−b_s).
+    """
     batch, heads, seq_len, key_dim = k.shape
     qc, kc, vc, gc = (chunked_view(t, chunk) for t in (q, k, v, g))      # (B, H, c, Q, ·); padding: g = 0
     chunks = qc.shape[2]
     b = gc.cumsum(dim=3)                                                  # log decay since the chunk began
     b_end = b[:, :, :, -1:]                                               # (B, H, c, 1, d_k)
+    if one_block_per_chunk(gc, chunk):
+        middle = b[:, :, :, chunk // 2: chunk // 2 + 1]                  # m (B, H, c, 1, d_k)
+        to_middle = torch.exp(b - middle)                                 # e^(b_t − m), at most e^SAFE_EXPONENT
+        q_mid, k_mid = qc * to_middle, kc / to_middle                     # (B, H, c, Q, d_k)
+        lower = torch.ones(chunk, chunk, dtype=torch.bool, device=k.device).tril()
+        scores = (q_mid @ k_mid.transpose(-2, -1)).masked_fill_(~lower, 0.0)   # (B, H, c, Q, Q)
+        q_start, k_end = q_mid * torch.exp(middle), k_mid * torch.exp(b_end - middle)
+    else:
+        scores = gla_scores_within(qc, kc, b, gc)
+        q_start, k_end = qc * torch.exp(b), kc * torch.exp(b_end - b)
     # between chunks
-    ends = (kc * torch.exp(b_end - b)).transpose(-2, -1) @ vc             # (B, H, c, d_k, d_v)
+    ends = k_end.transpose(-2, -1) @ vc                                   # (B, H, c, d_k, d_v)
     starts, final = carry_states(torch.exp(b_end).transpose(-2, -1), ends, state)
-    out = (qc * torch.exp(b)) @ starts + gla_scores_within(qc, kc, b, gc) @ vc   # (B, H, c, Q, d_v)
+    out = q_start @ starts + scores @ vc                                  # (B, H, c, Q, d_v)
     return out.reshape(batch, heads, chunks * chunk, -1)[:, :, :seq_len], final
+
+
+def one_block_per_chunk(gc: torch.Tensor, chunk: int) -> bool:
+    """Whether the chunk is one block: its factors stay below e^SAFE_EXPONENT (or it cannot be cut into `SUB`s)."""
+    steepest = float(-gc.detach().min()) if gc.numel() else 0.0          # the largest |log α| of one step
+    return chunk * steepest <= 2 * SAFE_EXPONENT or chunk % SUB != 0
 
 
 def gla_scores_within(qc, kc, b, gc) -> torch.Tensor:
@@ -225,9 +247,7 @@ def gla_scores_within(qc, kc, b, gc) -> torch.Tensor:
     qc, kc, b, gc (B, H, c, Q, d_k); b the cumulative log gates from the chunk's start.
     """
     batch, heads, chunks, chunk, key_dim = kc.shape
-    steepest = float(-gc.min()) if gc.numel() else 0.0                   # the largest |log α| of one step
-    whole = chunk * steepest <= 2 * SAFE_EXPONENT or chunk % SUB        # the chunk is one sub-block
-    sub = chunk if whole else SUB
+    sub = chunk if one_block_per_chunk(gc, chunk) else SUB
     blocks = chunk // sub
     shape = (batch, heads, chunks, blocks, sub, key_dim)
     qs, ks, bs, gs = (t.reshape(shape) for t in (qc, kc, b, gc))         # (B, H, c, n, L, d_k)
