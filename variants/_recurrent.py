@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import ClassVar
@@ -66,44 +65,34 @@ def segment_log_decay(g: torch.Tensor) -> torch.Tensor:
     return sums.masked_fill(~keep, float("-inf"))
 
 
+def builds_graph(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd records ops on `tensors` here: then a chain cannot write its steps in place (out=)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def carry_states(chunk_decay: torch.Tensor, chunk_states: torch.Tensor, state: torch.Tensor | None):
     """The state entering each chunk, S_in[j] = decay_j-1 ⊙ S_in[j−1] + E[j−1], and the state after the last.
 
     chunk_decay (B, H, c, d_k, 1) or (B, H, c, 1, 1): each chunk's total decay;
     chunk_states E (B, H, c, d_k, d_v): each chunk's end state from a zero
     start; `state` (B, H, d_k, d_v) enters the first chunk (None: zeros).
-    In two levels, so that about 3√c small steps run in sequence rather than
-    c: the chunks are cut into groups of G ≈ √c, every group is scanned from a
-    zero start side by side (G steps over all groups at once), then the groups'
-    end states are chained (c / G steps), and each chunk adds its group's
-    entering state decayed to it.
+    One multiply-add per chunk: c small steps of d_k·d_v per head, far less
+    than the chunks' own work, written in place into the result unless
+    autograd records them.
     """
-    batch, heads, chunks = chunk_states.shape[:3]
-    group = max(1, math.isqrt(chunks - 1) + 1) if chunks > 1 else 1
-    groups = -(-chunks // group)
-    pad = groups * group - chunks
-    decay = chunk_decay.expand(batch, heads, chunks, *chunk_decay.shape[3:])
-    if pad:                                                               # chunks that keep the state as it is
-        decay = torch.cat([decay, decay.new_ones(batch, heads, pad, *decay.shape[3:])], dim=2)
-        chunk_states = torch.cat([chunk_states, chunk_states.new_zeros(batch, heads, pad, *chunk_states.shape[3:])],
-                                 dim=2)
-    decay = decay.unflatten(2, (groups, group)).movedim(3, 0)             # (G, B, H, n, d_k or 1, 1)
-    ends = chunk_states.unflatten(2, (groups, group)).movedim(3, 0).contiguous()   # (G, B, H, n, d_k, d_v)
-    local, reach = [torch.zeros_like(ends[0])], [torch.ones_like(decay[0])]   # from the group's start
-    for i in range(group - 1):                                            # one step per chunk of a group
-        local.append(torch.addcmul(ends[i], decay[i], local[-1]))
-        reach.append(reach[-1] * decay[i])
-    local, reach = torch.stack(local), torch.stack(reach)                 # (G, B, H, n, ·, ·)
-    group_end = torch.addcmul(ends[-1], decay[-1], local[-1])            # (B, H, n, d_k, d_v)
-    group_decay = reach[-1] * decay[-1]                                   # (B, H, n, d_k or 1, 1)
-    h = torch.zeros_like(group_end[:, :, 0]) if state is None else state
-    group_start = []
-    for j in range(groups):                                               # one step per group
-        group_start.append(h)
-        h = torch.addcmul(group_end[:, :, j], group_decay[:, :, j], h)
-    entering = torch.addcmul(local, reach, torch.stack(group_start, dim=2))   # (G, B, H, n, d_k, d_v)
-    entering = entering.movedim(0, 3).flatten(2, 3)[:, :, :chunks]       # (B, H, c, d_k, d_v)
-    return entering, h
+    chunks = chunk_states.shape[2]
+    decay = chunk_decay.expand(*chunk_states.shape[:3], *chunk_decay.shape[3:])
+    first = torch.zeros_like(chunk_states[:, :, 0]) if state is None else state
+    if builds_graph(chunk_decay, chunk_states, state):
+        steps = [first]
+        for j in range(chunks):
+            steps.append(torch.addcmul(chunk_states[:, :, j], decay[:, :, j], steps[-1]))
+        return torch.stack(steps[:-1], dim=2), steps[-1]
+    entering = torch.empty_like(chunk_states)                             # (B, H, c, d_k, d_v)
+    entering[:, :, 0].copy_(first)
+    for j in range(chunks - 1):
+        torch.addcmul(chunk_states[:, :, j], decay[:, :, j], entering[:, :, j], out=entering[:, :, j + 1])
+    return entering, torch.addcmul(chunk_states[:, :, -1], decay[:, :, -1], entering[:, :, -1])
 
 
 class Recurrence(Variant):

@@ -40,6 +40,7 @@ from attnbench import Case, Knob, LearnedWeight, constant, log_uniform, normal, 
 from attnbench.variants._recurrent import (
     FlaRecurrence,
     Recurrence,
+    builds_graph,
     chunked_view,
     segment_log_decay,
     time_major,
@@ -146,13 +147,17 @@ def delta_rule_chunked(q, k, v, beta, log_alpha, chunk: int, state=None):
     a = (eye_k if end_decay is None else end_decay * eye_k) - k_out_t @ w   # (B, H, c, d_k, d_k)
     b_ = k_out_t @ u                                                      # (B, H, c, d_k, d_v)
     a, b_ = (t.flatten(0, 1).movedim(1, 0).contiguous() for t in (a, b_))   # chunk-major (c, B·H, ·, ·)
-    states = k.new_empty(chunks + 1, batch * heads, key_dim, v.shape[-1])   # S entering chunk j; the last: final
-    if state is None:
-        states[0].zero_()
+    first = k.new_zeros(batch * heads, key_dim, v.shape[-1]) if state is None else state.flatten(0, 1)
+    if builds_graph(a, b_, first):
+        steps = [first]
+        for j in range(chunks):                                           # one step per chunk
+            steps.append(torch.baddbmm(b_[j], a[j], steps[-1]))
+        states = torch.stack(steps)                                       # (c + 1, B·H, d_k, d_v)
     else:
-        states[0].copy_(state.flatten(0, 1))
-    for j in range(chunks):                                               # one step per chunk, in place
-        torch.baddbmm(b_[j], a[j], states[j], out=states[j + 1])
+        states = k.new_empty(chunks + 1, batch * heads, key_dim, v.shape[-1])   # S entering chunk j; last: final
+        states[0].copy_(first)
+        for j in range(chunks):                                           # one step per chunk, in place
+            torch.baddbmm(b_[j], a[j], states[j], out=states[j + 1])
     starts = states[:chunks].movedim(0, 1).unflatten(0, (batch, heads))   # (B, H, c, d_k, d_v)
     out = ((q_in - scores @ w) @ starts + scores @ u).reshape(batch, heads, chunks * chunk, -1)   # U' = U − W S
     return out[:, :, :seq_len], states[chunks].view(batch, heads, key_dim, -1)

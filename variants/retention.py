@@ -187,8 +187,8 @@ def gla_learned_weights(case: Case) -> dict[str, LearnedWeight]:
 
 def gla_log_gates(k, weights) -> torch.Tensor:
     """log α_t = logsigmoid(k_t W↓ W↑ + b) / 16, (B, H, N, d_k), every entry < 0."""
-    logits = (k @ weights["gate_down"]) @ weights["gate_up"] + weights["gate_bias"]   # (B, H, N, d_k)
-    return torch.nn.functional.logsigmoid(logits) / GATE_NORMALIZER
+    logits = ((k @ weights["gate_down"]) @ weights["gate_up"]).add_(weights["gate_bias"])   # (B, H, N, d_k)
+    return torch.nn.functional.logsigmoid(logits).div_(GATE_NORMALIZER)
 
 
 def gla_sequential(q, k, v, g, state=None):
