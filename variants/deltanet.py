@@ -143,10 +143,11 @@ def delta_rule_chunked(q, k, v, beta, log_alpha, chunk: int, state=None):
     q_in = qc if to_now is None else qc * to_now
     k_out_t = (kc if to_end is None else kc * to_end).transpose(-2, -1)  # (B, H, c, d_k, Q)
     # the chain S_j+1 = A_j S_j + B_j, every chunk's A_j = Γ_Q I − K̃ᵀ W and B_j = K̃ᵀ U at once
-    eye_k = torch.eye(key_dim, dtype=k.dtype, device=k.device)
-    a = (eye_k if end_decay is None else end_decay * eye_k) - k_out_t @ w   # (B, H, c, d_k, d_k)
+    a = (k_out_t @ w).neg_()                                              # −K̃ᵀ W (B, H, c, d_k, d_k)
+    a.diagonal(dim1=-2, dim2=-1).add_(1.0 if end_decay is None else end_decay[..., 0])   # + Γ_Q I
     b_ = k_out_t @ u                                                      # (B, H, c, d_k, d_v)
-    a, b_ = (t.flatten(0, 1).movedim(1, 0).contiguous() for t in (a, b_))   # chunk-major (c, B·H, ·, ·)
+    a, b_ = (t.flatten(0, 1).movedim(1, 0) for t in (a, b_))             # chunk-major views (c, B·H, ·, ·)
+    a = a.contiguous()
     first = k.new_zeros(batch * heads, key_dim, v.shape[-1]) if state is None else state.flatten(0, 1)
     if builds_graph(a, b_, first):
         steps = [first]
@@ -156,8 +157,9 @@ def delta_rule_chunked(q, k, v, beta, log_alpha, chunk: int, state=None):
     else:
         states = k.new_empty(chunks + 1, batch * heads, key_dim, v.shape[-1])   # S entering chunk j; last: final
         states[0].copy_(first)
-        for j in range(chunks):                                           # one step per chunk, in place
-            torch.baddbmm(b_[j], a[j], states[j], out=states[j + 1])
+        states[1:].copy_(b_)                                              # B_j, then += A_j S_j in place
+        for j in range(chunks):                                           # one step per chunk
+            torch.baddbmm(states[j + 1], a[j], states[j], out=states[j + 1])
     starts = states[:chunks].movedim(0, 1).unflatten(0, (batch, heads))   # (B, H, c, d_k, d_v)
     out = ((q_in - scores @ w) @ starts + scores @ u).reshape(batch, heads, chunks * chunk, -1)   # U' = U − W S
     return out[:, :, :seq_len], states[chunks].view(batch, heads, key_dim, -1)
