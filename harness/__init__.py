@@ -56,8 +56,8 @@ __getattr__, __dir__, __all__ = lazy_attributes(globals(), {
     "attnbench.attention.masks": ("causal_mask", "band_mask", "causal_mask_mod", "band_mask_mod",
                                   "mask_matrix", "query_positions", "visible_pairs", "case_mask_mod",
                                   "case_mask_matrix", "case_visible_pairs", "case_window"),
-    "attnbench.attention.score_mods": ("case_score_mod", "apply_score_mod", "score_bias", "alibi_slopes",
-                                       "case_softcap"),
+    "attnbench.kinds.score_mods": ("case_score_mod", "apply_score_mod", "score_bias", "alibi_slopes",
+                                   "case_softcap"),
     "attnbench.attention.sinks": ("case_sinks", "rescale_for_sinks"),
     "attnbench.kinds.lengths.batch": ("is_ragged", "ragged_batch", "ragged_execution", "RaggedBatch"),
     "attnbench.attention.ragged": ("pack", "packed_inputs", "padded_allowed", "document_mask_mod",
@@ -97,13 +97,6 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
         per_sequence,
     )
     from attnbench.attention.reference import ExactSoftmaxKernel, softmax_attention  # noqa: F401
-    from attnbench.attention.score_mods import (  # noqa: F401
-        alibi_slopes,
-        apply_score_mod,
-        case_score_mod,
-        case_softcap,
-        score_bias,
-    )
     from attnbench.attention.sinks import case_sinks, rescale_for_sinks  # noqa: F401
     from attnbench.attention.tensors import torch_dtype  # noqa: F401
     from attnbench.core.case import DTYPES, Case  # noqa: F401
@@ -113,5 +106,12 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
     from attnbench.core.tolerance import DEFAULT_TOLERANCES, Tolerance  # noqa: F401
     from attnbench.core.variant import AttentionInputs, Variant, kv_state_size, seeded_weight  # noqa: F401
     from attnbench.kinds.lengths.batch import RaggedBatch, is_ragged, ragged_batch, ragged_execution  # noqa: F401
+    from attnbench.kinds.score_mods import (  # noqa: F401
+        alibi_slopes,
+        apply_score_mod,
+        case_score_mod,
+        case_softcap,
+        score_bias,
+    )
     from attnbench.measure.capture import CapturedCall, capture_attention  # noqa: F401
     from attnbench.measure.input_files import load_file_inputs, read_file_shapes  # noqa: F401

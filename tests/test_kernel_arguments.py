@@ -26,11 +26,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from attnbench.attention.flops import attention_flops
 from attnbench.attention.masks import case_mask_matrix
 from attnbench.attention.reference import softmax_attention
-from attnbench.attention.score_mods import alibi_slopes, score_bias
 from attnbench.core.case import Case
 from attnbench.core.registry import default_registry
 from attnbench.core.settings import MeasureSettings
 from attnbench.core.variant import AttentionInputs
+from attnbench.kinds.score_mods import alibi_slopes, score_bias
 from attnbench.measure.cell import measure_case
 from attnbench.measure.inputs import make_inputs, upcast
 from attnbench.variants import flash_attn_pkg, xformers_mea
