@@ -43,67 +43,29 @@ from typing import TYPE_CHECKING
 
 from attnbench.core.lazy import lazy_attributes
 
-_PUBLIC = {
-    "Variant": "attnbench.core.variant",
-    "AttentionInputs": "attnbench.core.variant",
-    "seeded_weight": "attnbench.core.variant",
-    "kv_state_size": "attnbench.core.variant",
-    "LearnedWeight": "attnbench.core.learned",
-    "normal": "attnbench.core.learned",
-    "uniform": "attnbench.core.learned",
-    "log_uniform": "attnbench.core.learned",
-    "constant": "attnbench.core.learned",
-    "Case": "attnbench.core.case",
-    "DTYPES": "attnbench.core.case",
-    "Knob": "attnbench.core.knobs",
-    "Tolerance": "attnbench.core.tolerance",
-    "DEFAULT_TOLERANCES": "attnbench.core.tolerance",
-    "AttnbenchError": "attnbench.core.errors",
-    "torch_dtype": "attnbench.attention.tensors",
-    "softmax_attention": "attnbench.attention.reference",
-    "ExactSoftmaxKernel": "attnbench.attention.reference",
-    "attention_flops": "attnbench.attention.flops",
-    "causal_visible_pairs": "attnbench.attention.flops",
-    "causal_mask": "attnbench.attention.masks",
-    "band_mask": "attnbench.attention.masks",
-    "causal_mask_mod": "attnbench.attention.masks",
-    "band_mask_mod": "attnbench.attention.masks",
-    "mask_matrix": "attnbench.attention.masks",
-    "query_positions": "attnbench.attention.masks",
-    "visible_pairs": "attnbench.attention.masks",
-    "case_mask_mod": "attnbench.attention.masks",
-    "case_mask_matrix": "attnbench.attention.masks",
-    "case_visible_pairs": "attnbench.attention.masks",
-    "case_window": "attnbench.attention.masks",
-    "case_score_mod": "attnbench.attention.score_mods",
-    "apply_score_mod": "attnbench.attention.score_mods",
-    "score_bias": "attnbench.attention.score_mods",
-    "alibi_slopes": "attnbench.attention.score_mods",
-    "case_softcap": "attnbench.attention.score_mods",
-    "case_sinks": "attnbench.attention.sinks",
-    "rescale_for_sinks": "attnbench.attention.sinks",
-    "is_ragged": "attnbench.kinds.lengths.batch",
-    "ragged_batch": "attnbench.kinds.lengths.batch",
-    "ragged_execution": "attnbench.kinds.lengths.batch",
-    "RaggedBatch": "attnbench.kinds.lengths.batch",
-    "pack": "attnbench.attention.ragged",
-    "packed_inputs": "attnbench.attention.ragged",
-    "padded_allowed": "attnbench.attention.ragged",
-    "document_mask_mod": "attnbench.attention.ragged",
-    "per_sequence": "attnbench.attention.ragged",
-    "paged_cache": "attnbench.attention.paged",
-    "gather_pages": "attnbench.attention.paged",
-    "page_owner_and_position": "attnbench.attention.paged",
-    "kv_reader": "attnbench.attention.paged",
-    "capture_attention": "attnbench.measure.capture",
-    "CapturedCall": "attnbench.measure.capture",
-    "read_file_shapes": "attnbench.measure.input_files",
-    "load_file_inputs": "attnbench.measure.input_files",
-}
-
-__all__ = sorted(_PUBLIC)
-
-__getattr__, __dir__ = lazy_attributes(globals(), _PUBLIC)
+__getattr__, __dir__, __all__ = lazy_attributes(globals(), {
+    "attnbench.core.variant": ("Variant", "AttentionInputs", "seeded_weight", "kv_state_size"),
+    "attnbench.core.learned": ("LearnedWeight", "normal", "uniform", "log_uniform", "constant"),
+    "attnbench.core.case": ("Case", "DTYPES"),
+    "attnbench.core.knobs": ("Knob",),
+    "attnbench.core.tolerance": ("Tolerance", "DEFAULT_TOLERANCES"),
+    "attnbench.core.errors": ("AttnbenchError",),
+    "attnbench.attention.tensors": ("torch_dtype",),
+    "attnbench.attention.reference": ("softmax_attention", "ExactSoftmaxKernel"),
+    "attnbench.attention.flops": ("attention_flops", "causal_visible_pairs"),
+    "attnbench.attention.masks": ("causal_mask", "band_mask", "causal_mask_mod", "band_mask_mod",
+                                  "mask_matrix", "query_positions", "visible_pairs", "case_mask_mod",
+                                  "case_mask_matrix", "case_visible_pairs", "case_window"),
+    "attnbench.kinds.score_mods": ("case_score_mod", "apply_score_mod", "score_bias", "alibi_slopes",
+                                   "case_softcap"),
+    "attnbench.attention.sinks": ("case_sinks", "rescale_for_sinks"),
+    "attnbench.kinds.lengths.batch": ("is_ragged", "ragged_batch", "ragged_execution", "RaggedBatch"),
+    "attnbench.attention.ragged": ("pack", "packed_inputs", "padded_allowed", "document_mask_mod",
+                                   "per_sequence"),
+    "attnbench.attention.paged": ("paged_cache", "gather_pages", "page_owner_and_position", "kv_reader"),
+    "attnbench.measure.capture": ("capture_attention", "CapturedCall"),
+    "attnbench.measure.input_files": ("read_file_shapes", "load_file_inputs"),
+})
 
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __getattr__
@@ -135,13 +97,6 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
         per_sequence,
     )
     from attnbench.attention.reference import ExactSoftmaxKernel, softmax_attention  # noqa: F401
-    from attnbench.attention.score_mods import (  # noqa: F401
-        alibi_slopes,
-        apply_score_mod,
-        case_score_mod,
-        case_softcap,
-        score_bias,
-    )
     from attnbench.attention.sinks import case_sinks, rescale_for_sinks  # noqa: F401
     from attnbench.attention.tensors import torch_dtype  # noqa: F401
     from attnbench.core.case import DTYPES, Case  # noqa: F401
@@ -151,5 +106,12 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
     from attnbench.core.tolerance import DEFAULT_TOLERANCES, Tolerance  # noqa: F401
     from attnbench.core.variant import AttentionInputs, Variant, kv_state_size, seeded_weight  # noqa: F401
     from attnbench.kinds.lengths.batch import RaggedBatch, is_ragged, ragged_batch, ragged_execution  # noqa: F401
+    from attnbench.kinds.score_mods import (  # noqa: F401
+        alibi_slopes,
+        apply_score_mod,
+        case_score_mod,
+        case_softcap,
+        score_bias,
+    )
     from attnbench.measure.capture import CapturedCall, capture_attention  # noqa: F401
     from attnbench.measure.input_files import load_file_inputs, read_file_shapes  # noqa: F401

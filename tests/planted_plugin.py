@@ -11,19 +11,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from plugin_fixtures import write_distribution
+from plugin_fixtures import EXACT_SOFTMAX, write_distribution
 
 PLANTED_MODULE = '''
 import os
+''' + EXACT_SOFTMAX + '''
 
-from attnbench import Variant, attention_flops, softmax_attention
-
-
-class PlantedSlow(Variant):
+class PlantedSlow(ExactSoftmax):
     name = "planted-slow"
     family = "test-planted"
-    computes = "softmax_attention"
-    devices = ("cpu",)
 
     def prepare(self, case, inputs):
         import statistics
@@ -54,12 +50,6 @@ class PlantedSlow(Variant):
                 pass
             return out
         return forward
-
-    def reference(self, case, inputs, rows=None):
-        return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows)
-
-    def flops(self, case):
-        return attention_flops(case)
 '''
 
 

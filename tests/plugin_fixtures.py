@@ -9,19 +9,14 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-FAULTY_MODULE = '''
-"""Variants that misbehave on purpose, for fault tests."""
-import ctypes
-import os
-import time
-
-import torch
-
+# The base class of the test plugins: a plugin module's text is its own imports, this, then its variants.
+EXACT_SOFTMAX = '''
 from attnbench import Variant, attention_flops, softmax_attention
 
 
-class _Base(Variant):
-    family = "test-faults"
+class ExactSoftmax(Variant):
+    """Exact softmax attention on the CPU: its reference, its FLOPs and its output; a plugin adds a name and a forward."""
+
     computes = "softmax_attention"
     devices = ("cpu",)
 
@@ -34,53 +29,46 @@ class _Base(Variant):
     def _exact(self, inputs, case):
         import torch.nn.functional as F
         return F.scaled_dot_product_attention(inputs.q, inputs.k, inputs.v, is_causal=case.causal)
+'''
 
+FAULTY_MODULE = '''
+"""Variants that misbehave on purpose, for fault tests."""
+import ctypes
+import os
+import time
 
-class Segfault(_Base):
-    name = "fault-segfault"
+import torch
+''' + EXACT_SOFTMAX + '''
 
-    def prepare(self, case, inputs):
-        def forward():
-            ctypes.string_at(0)
-        return forward
+class _Base(ExactSoftmax):
+    """Each fault's forward is its `call`."""
 
-
-class Abort(_Base):
-    name = "fault-abort"
-
-    def prepare(self, case, inputs):
-        def forward():
-            os.abort()
-        return forward
-
-
-class Hang(_Base):
-    name = "fault-hang"
+    family = "test-faults"
 
     def prepare(self, case, inputs):
-        def forward():
-            time.sleep(3600)
-        return forward
+        return lambda: self.call(inputs, case)
 
 
-class RaisesMemoryError(_Base):
-    name = "fault-memoryerror"
-
-    def prepare(self, case, inputs):
-        def forward():
-            raise MemoryError("pretend allocation of 10 TiB failed")
-        return forward
+def _raise_memory_error():
+    raise MemoryError("pretend allocation of 10 TiB failed")
 
 
-class AllocatesForever(_Base):
-    name = "fault-allocate"
+def _allocate_forever():
+    hoard = []
+    while True:
+        hoard.append(torch.ones(64 * 2**20, dtype=torch.uint8))
 
-    def prepare(self, case, inputs):
-        def forward():
-            hoard = []
-            while True:
-                hoard.append(torch.ones(64 * 2**20, dtype=torch.uint8))
-        return forward
+
+def _crashing(class_name, name, crash):
+    """A fault whose forward calls `crash()` and never returns an output."""
+    return type(class_name, (_Base,), {"name": name, "call": lambda self, inputs, case: crash()})
+
+
+Segfault = _crashing("Segfault", "fault-segfault", lambda: ctypes.string_at(0))
+Abort = _crashing("Abort", "fault-abort", os.abort)
+Hang = _crashing("Hang", "fault-hang", lambda: time.sleep(3600))
+RaisesMemoryError = _crashing("RaisesMemoryError", "fault-memoryerror", _raise_memory_error)
+AllocatesForever = _crashing("AllocatesForever", "fault-allocate", _allocate_forever)
 
 
 _KEPT = []
@@ -94,11 +82,9 @@ class Leaks(_Base):
     def memory_model(self, case):
         return 1 << 20
 
-    def prepare(self, case, inputs):
-        def forward():
-            _KEPT.append(torch.ones(8 * 2**20, dtype=torch.uint8))
-            return self._exact(inputs, case)
-        return forward
+    def call(self, inputs, case):
+        _KEPT.append(torch.ones(8 * 2**20, dtype=torch.uint8))
+        return self._exact(inputs, case)
 
 
 class Bloats(_Base):
@@ -109,40 +95,31 @@ class Bloats(_Base):
     def memory_model(self, case):
         return 1 << 20
 
-    def prepare(self, case, inputs):
-        def forward():
-            scratch = torch.ones(160 * 2**20, dtype=torch.uint8)
-            return self._exact(inputs, case) + 0 * float(scratch[-1])
-        return forward
+    def call(self, inputs, case):
+        scratch = torch.ones(160 * 2**20, dtype=torch.uint8)
+        return self._exact(inputs, case) + 0 * float(scratch[-1])
 
 
 class ReturnsNaN(_Base):
     name = "fault-nan"
 
-    def prepare(self, case, inputs):
-        def forward():
-            out = self._exact(inputs, case)
-            return out * float("nan")
-        return forward
+    def call(self, inputs, case):
+        return self._exact(inputs, case) * float("nan")
 
 
 class WrongShape(_Base):
     name = "fault-shape"
 
-    def prepare(self, case, inputs):
-        def forward():
-            return self._exact(inputs, case)[..., :-1]
-        return forward
+    def call(self, inputs, case):
+        return self._exact(inputs, case)[..., :-1]
 
 
 class NonDeterministic(_Base):
     name = "fault-nondeterministic"
 
-    def prepare(self, case, inputs):
-        def forward():
-            out = self._exact(inputs, case)
-            return out + torch.rand_like(out) * 1e-3
-        return forward
+    def call(self, inputs, case):
+        out = self._exact(inputs, case)
+        return out + torch.rand_like(out) * 1e-3
 
 
 class OnePercentHigh(_Base):
@@ -150,15 +127,15 @@ class OnePercentHigh(_Base):
 
     name = "fault-scaled"
 
-    def prepare(self, case, inputs):
-        return lambda: self._exact(inputs, case) * 1.01
+    def call(self, inputs, case):
+        return self._exact(inputs, case) * 1.01
 
 
 class Good(_Base):
     name = "fault-good"
 
-    def prepare(self, case, inputs):
-        return lambda: self._exact(inputs, case)
+    def call(self, inputs, case):
+        return self._exact(inputs, case)
 '''
 
 FAULTY_ENTRY_POINTS = {

@@ -9,11 +9,11 @@ import torch
 
 from attnbench.attention.masks import case_mask_mod
 from attnbench.attention.reference import softmax_attention
-from attnbench.attention.score_mods import case_score_mod
 from attnbench.core.case import Case
 from attnbench.core.registry import default_registry
 from attnbench.core.result import Result, Run
 from attnbench.core.settings import MeasureSettings
+from attnbench.kinds.score_mods import case_score_mod
 from attnbench.measure.cell import measure_case
 from attnbench.measure.fidelity import (
     KL_FLOOR,

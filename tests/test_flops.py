@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_suites import skip_unless_supported
 from torch.utils.flop_counter import FlopCounterMode
 
 from attnbench.attention.flops import attention_flops
@@ -285,8 +286,6 @@ def test_flops_on_cuda(name):
     """On CUDA the counter has formulas for SDPA's flash and efficient kernels, so those are checked there."""
     variant = default_registry().get(name)
     case = Case(variant=name, seq_len=256, heads=2, head_dim=64, dtype="float16", device="cuda")
-    reasons = variant.unsupported_reasons(case)
-    if reasons:
-        pytest.skip("; ".join(reasons))
+    skip_unless_supported(variant, case)
     counted, per_op = counted_flops(variant, case)
     assert counted == pytest.approx(executed_flops(variant, case), rel=TOLERANCE), per_op

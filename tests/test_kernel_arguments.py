@@ -20,16 +20,17 @@ import math
 
 import pytest
 import torch
+from tiny_suites import measure_accurate, skip_unless_supported
 from torch.utils.flop_counter import FlopCounterMode
 
 from attnbench.attention.flops import attention_flops
 from attnbench.attention.masks import case_mask_matrix
 from attnbench.attention.reference import softmax_attention
-from attnbench.attention.score_mods import alibi_slopes, score_bias
 from attnbench.core.case import Case
 from attnbench.core.registry import default_registry
 from attnbench.core.settings import MeasureSettings
 from attnbench.core.variant import AttentionInputs
+from attnbench.kinds.score_mods import alibi_slopes, score_bias
 from attnbench.measure.cell import measure_case
 from attnbench.measure.inputs import make_inputs, upcast
 from attnbench.variants import flash_attn_pkg, xformers_mea
@@ -406,13 +407,7 @@ GPU_CASES = [
                          ids=lambda f: "-".join(f"{k}{v}" for k, v in f.items()))
 def test_kernels_run_the_new_axes_on_cuda(name, fields):
     case = Case(variant=name, device="cuda", dtype="float16", head_dim=64, **fields)
-    variant = REGISTRY.get(name)
-    reasons = variant.unsupported_reasons(case)
-    if reasons:
-        pytest.skip("; ".join(reasons))
-    result = measure_case(case, variant, FAST)
-    assert result.status == "ok", result.reason
-    assert result.accuracy.ok is True, result.accuracy.failures
+    result = measure_accurate(case, REGISTRY.get(name), FAST)
     assert result.flops == (round(attention_flops(case) * 3.5) if case.mode == "fwd_bwd" else attention_flops(case))
 
 
@@ -422,8 +417,7 @@ def test_flash_attn_decode_sees_every_key_on_cuda():
     variant = REGISTRY.get("flash-attn")
     case = Case(variant="flash-attn", device="cuda", dtype="float16", seq_len=1, kv_len=64, heads=4, kv_heads=2,
                 head_dim=64, causal=True)
-    if variant.unsupported_reasons(case):
-        pytest.skip("; ".join(variant.unsupported_reasons(case)))
+    skip_unless_supported(variant, case)
     inputs = make_inputs(case)
     out = variant.prepare(case, inputs)()
     q, k, v = (t.double() for t in inputs.tensors())

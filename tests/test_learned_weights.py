@@ -175,62 +175,72 @@ costs = false
     assert len(task["recall_curve"]) == 10 and task["recall_curve"][-1][0] == 40 * 8
 
 
+def _task_suite(tmp_path, variants: list[str], task: str, *, causal: bool = True):
+    """A small MQAR suite of `variants` whose [task] ends with the lines `task`: its text and the loaded suite."""
+    from attnbench.plan.suite import load_suite
+
+    text = (f'[suite]\nname = "s"\nvariants = {json.dumps(variants)}\n[defaults]\nseq_len = 16\nbatch = 4\n'
+            f'mode = "fwd_bwd"\ncausal = {str(causal).lower()}\n[task]\nkind = "mqar"\nkv_pairs = 2\nvocab = 16\n'
+            + task)
+    return text, load_suite(str(write(tmp_path, "s.toml", text)))
+
+
+def _refused(tmp_path, text: str, edit: tuple[str, str], match: str) -> None:
+    """The suite `text` with `edit` (old, new) applied is refused with a message matching `match`."""
+    from attnbench.plan.suite import SuiteError, load_suite
+
+    with pytest.raises(SuiteError, match=match):
+        load_suite(str(write(tmp_path, "bad.toml", text.replace(*edit))))
+
+
+def _trained(suite, option: str) -> dict[str, list]:
+    """`option` (lr, steps) of each quality cell of `suite`, per variant in expansion order."""
+    from attnbench.core.registry import default_registry
+    from attnbench.core.taskspec import parse_task
+    from attnbench.plan.suite import expand
+
+    values: dict[str, list] = {}
+    for case in expand(suite, default_registry()):
+        if case.task != "none":
+            values.setdefault(case.variant, []).append(getattr(parse_task(case.task), option))
+    return values
+
+
 def test_a_suite_sweeps_the_learning_rate_one_quality_cell_each(tmp_path):
     from attnbench.core.registry import default_registry
-    from attnbench.plan.suite import SuiteError, expand, load_suite
+    from attnbench.plan.suite import expand
 
-    text = ('[suite]\nname = "s"\nvariants = ["sdpa-math"]\n[defaults]\nseq_len = 16\nbatch = 4\nmode = "fwd_bwd"\n'
-            '[task]\nkind = "mqar"\nkv_pairs = 2\nvocab = 16\nlr = [0.001, 0.01]\n')
-    cases = expand(load_suite(str(write(tmp_path, "s.toml", text))), default_registry())
-    assert [c.task.split("lr=")[1].split(",")[0] for c in cases if c.task != "none"] == ["0.001", "0.01"]
-    assert sum(c.task == "none" for c in cases) == 1                     # one kernel cell for the shared shape
-    with pytest.raises(SuiteError, match=r"task\.lr.*non-empty list"):
-        load_suite(str(write(tmp_path, "bad.toml", text.replace("[0.001, 0.01]", '[0.001, "fast"]'))))
+    text, suite = _task_suite(tmp_path, ["sdpa-math"], "lr = [0.001, 0.01]\n", causal=False)
+    assert _trained(suite, "lr") == {"sdpa-math": [0.001, 0.01]}
+    assert sum(c.task == "none" for c in expand(suite, default_registry())) == 1   # one kernel cell for the shared shape
+    _refused(tmp_path, text, ("[0.001, 0.01]", '[0.001, "fast"]'), r"task\.lr.*non-empty list")
 
 
 def test_a_variants_own_learning_rate_replaces_the_suites_for_its_cells_only(tmp_path):
-    from attnbench.core.registry import default_registry
-    from attnbench.plan.suite import SuiteError, expand, load_suite, with_overrides
+    from attnbench.plan.suite import with_overrides
 
-    text = ('[suite]\nname = "s"\nvariants = ["sdpa-math", "deltanet"]\n[defaults]\nseq_len = 16\nbatch = 4\n'
-            'mode = "fwd_bwd"\ncausal = true\n[task]\nkind = "mqar"\nkv_pairs = 2\nvocab = 16\nlr = 0.01\n'
-            '[task.lr_for]\ndeltanet = [0.003, 0.001]\n')
-    loaded = load_suite(str(write(tmp_path, "s.toml", text)))
+    text, loaded = _task_suite(tmp_path, ["sdpa-math", "deltanet"], "lr = 0.01\n[task.lr_for]\ndeltanet = [0.003, 0.001]\n")
     shorter = with_overrides(loaded, steps=7)
     for suite in (loaded, shorter):
-        rates = {}
-        for case in expand(suite, default_registry()):
-            if case.task != "none":
-                rates.setdefault(case.variant, []).append(case.task.split("lr=")[1].split(",")[0])
-        assert rates == {"sdpa-math": ["0.01"], "deltanet": ["0.003", "0.001"]}
-    assert all("steps=7" in c.task for c in expand(shorter, default_registry()) if c.task != "none")
-    with pytest.raises(SuiteError, match=r"task\.lr_for\.linear.*does not list"):
-        load_suite(str(write(tmp_path, "bad.toml", text.replace("deltanet = [", "linear = ["))))
-    with pytest.raises(SuiteError, match=r"task\.lr_for\.deltanet.*positive number"):
-        load_suite(str(write(tmp_path, "bad2.toml", text.replace("[0.003, 0.001]", "-1"))))
+        assert _trained(suite, "lr") == {"sdpa-math": [0.01], "deltanet": [0.003, 0.001]}
+    assert _trained(shorter, "steps") == {"sdpa-math": [7], "deltanet": [7, 7]}
+    _refused(tmp_path, text, ("deltanet = [", "linear = ["), r"task\.lr_for\.linear.*does not list")
+    _refused(tmp_path, text, ("[0.003, 0.001]", "-1"), r"task\.lr_for\.deltanet.*positive number")
 
 
 def test_a_variants_own_step_budget_replaces_the_tasks_for_its_cells_until_steps_is_given(tmp_path):
-    from attnbench.core.registry import default_registry
-    from attnbench.core.taskspec import parse_task
-    from attnbench.plan.suite import SuiteError, expand, load_suite, with_overrides
+    from attnbench.plan.suite import with_overrides
 
-    text = ('[suite]\nname = "s"\nvariants = ["sdpa-math", "mamba2-ssd"]\n[defaults]\nseq_len = 16\nbatch = 4\n'
-            'mode = "fwd_bwd"\ncausal = true\n[task]\nkind = "mqar"\nkv_pairs = 2\nvocab = 16\nsteps = 40\n'
-            'lr = 0.01\n[task.lr_for]\nmamba2-ssd = 0.003\n[task.steps_for]\nmamba2-ssd = 90\n')
-    loaded = load_suite(str(write(tmp_path, "s.toml", text)))
-
-    def budgets(suite):
-        return {c.variant: (parse_task(c.task).steps, parse_task(c.task).lr)
-                for c in expand(suite, default_registry()) if c.task != "none"}
-
-    assert budgets(loaded) == {"sdpa-math": (40, 0.01), "mamba2-ssd": (90, 0.003)}
-    assert budgets(with_overrides(loaded, steps=7)) == {"sdpa-math": (7, 0.01), "mamba2-ssd": (7, 0.003)}
-    with pytest.raises(SuiteError, match=r"task\.steps_for\.linear.*does not list"):
-        load_suite(str(write(tmp_path, "bad.toml", text.replace("mamba2-ssd = 90", "linear = 90"))))
+    text, loaded = _task_suite(tmp_path, ["sdpa-math", "mamba2-ssd"], "steps = 40\nlr = 0.01\n[task.lr_for]\n"
+                               "mamba2-ssd = 0.003\n[task.steps_for]\nmamba2-ssd = 90\n")
+    for suite, steps in ((loaded, {"sdpa-math": [40], "mamba2-ssd": [90]}),
+                         (with_overrides(loaded, steps=7), {"sdpa-math": [7], "mamba2-ssd": [7]})):
+        assert _trained(suite, "steps") == steps
+        assert _trained(suite, "lr") == {"sdpa-math": [0.01], "mamba2-ssd": [0.003]}
+    _refused(tmp_path, text, ("mamba2-ssd = 90", "linear = 90"), r"task\.steps_for\.linear.*does not list")
     for bad in ("0", "2.5", '"many"'):
-        with pytest.raises(SuiteError, match=r"task\.steps_for\.mamba2-ssd.*positive whole number"):
-            load_suite(str(write(tmp_path, "bad2.toml", text.replace("mamba2-ssd = 90", f"mamba2-ssd = {bad}"))))
+        _refused(tmp_path, text, ("mamba2-ssd = 90", f"mamba2-ssd = {bad}"),
+                 r"task\.steps_for\.mamba2-ssd.*positive whole number")
 
 
 def test_the_report_keeps_the_best_learning_rate_and_averages_curves():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_suites import measure_accurate, skip_unless_supported
 
 from attnbench import Variant, attention_flops, case_mask_mod, softmax_attention
 from attnbench.core.case import Case
@@ -128,12 +129,9 @@ def test_a_zero_window_and_cross_attention_give_reasons():
 def test_longformer_flex_computes_naives_function_under_the_mask(causal):
     flex, naive = REGISTRY.get("longformer-flex"), REGISTRY.get("naive")
     case = window_case("longformer-flex", 24, causal)
-    if flex.unsupported_reasons(case):
-        pytest.skip("; ".join(flex.unsupported_reasons(case)))
+    skip_unless_supported(flex, case)
     inputs = make_inputs(case)
     torch.testing.assert_close(flex.prepare(case, inputs)(), naive.prepare(naive_twin(case), inputs)(),
                                rtol=1e-5, atol=1e-5)
     assert flex.flops(case) == naive.flops(naive_twin(case)) == attention_flops(case)
-    result = measure_case(case, flex, FAST)
-    assert result.status == "ok", result.reason
-    assert result.accuracy.ok is True, result.accuracy.failures
+    measure_accurate(case, flex, FAST)

@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from tiny_suites import measure_accurate
 
 from attnbench.attention.paged import (
     block_table,
@@ -240,10 +241,4 @@ def test_flash_attn_takes_pages_of_256_keys_only_and_needs_2_5():
 def test_paged_decode_on_cuda_is_accurate(variant, page_size):
     case = Case(variant=variant, device="cuda", dtype="bfloat16", seq_len=1, kv_len=4000, batch=3, heads=8,
                 kv_heads=2, head_dim=64, causal=True, page_size=page_size)
-    implementation = REGISTRY.get(variant)
-    reasons = implementation.unsupported_reasons(case)
-    if reasons:
-        pytest.skip("; ".join(reasons))
-    result = measure_case(case, implementation, FAST)
-    assert result.status == "ok", result.reason
-    assert result.accuracy.ok is True, result.accuracy.failures
+    measure_accurate(case, REGISTRY.get(variant), FAST)

@@ -17,7 +17,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from plugin_fixtures import write_distribution
+from plugin_fixtures import EXACT_SOFTMAX, write_distribution
 from tiny_suites import tiny_suite
 
 from attnbench.store import list_runs
@@ -28,27 +28,14 @@ EXAMPLE = ROOT / "examples" / "attnbench-sigmoid-attention"
 pytestmark = pytest.mark.e2e
 
 
-GOOD_VARIANT = """
-    import torch.nn.functional as F
+GOOD_VARIANT = EXACT_SOFTMAX + """
 
-    from attnbench import Variant, attention_flops, softmax_attention
+class Good(ExactSoftmax):
+    name = "good"
+    family = "test"
 
-
-    class Good(Variant):
-        name = "good"
-        family = "test"
-        computes = "softmax_attention"
-        devices = ("cpu",)
-
-        def prepare(self, case, inputs):
-            q, k, v = inputs.tensors()
-            return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=case.causal)
-
-        def reference(self, case, inputs, rows=None):
-            return softmax_attention(*inputs.tensors(), causal=case.causal, rows=rows)
-
-        def flops(self, case):
-            return attention_flops(case)
+    def prepare(self, case, inputs):
+        return lambda: self._exact(inputs, case)
 """
 
 

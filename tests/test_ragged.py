@@ -7,6 +7,7 @@ import statistics
 
 import pytest
 import torch
+from tiny_suites import skip_unless_supported
 
 from attnbench.attention.flops import attention_flops
 from attnbench.attention.ragged import pack, padded_allowed, real_rows
@@ -165,8 +166,7 @@ def test_a_ragged_batch_matches_the_definition_sequence_by_sequence(variant, lay
 def test_packed_flex_takes_a_mixed_batch_in_one_call_and_matches_the_definition():
     case = ragged_case("flex", lengths="mixed:2,40,3,24", batch=5, seq_len=40, head_dim=32)
     variant = default_registry().get("flex")
-    if variant.unsupported_reasons(case):
-        pytest.skip("; ".join(variant.unsupported_reasons(case)))
+    skip_unless_supported(variant, case)
     out = variant.prepare(case, make_inputs(case))()
     assert out.shape == (1, 4, 2 * 40 + 3, 32)                                    # the packed tokens, one call
     torch.testing.assert_close(out[0].double(), torch.cat(by_definition(case), dim=-2), rtol=2e-5, atol=2e-5)

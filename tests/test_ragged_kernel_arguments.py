@@ -14,6 +14,7 @@ import math
 
 import pytest
 import torch
+from tiny_suites import measure_accurate
 
 from attnbench.attention.masks import mask_matrix
 from attnbench.attention.ragged import document_mask_mod, packed_inputs, ragged_reference
@@ -21,7 +22,6 @@ from attnbench.core.case import Case
 from attnbench.core.registry import default_registry
 from attnbench.core.settings import MeasureSettings
 from attnbench.kinds.lengths.batch import ragged_batch
-from attnbench.measure.cell import measure_case
 from attnbench.measure.inputs import make_inputs
 from attnbench.variants import flash_attn_pkg, xformers_mea
 
@@ -98,9 +98,4 @@ def test_flash_attn_and_xformers_take_a_ragged_batch_packed_only():
 def test_kernels_run_a_packed_ragged_batch_on_cuda(name, fields):
     case = Case(variant=name, device="cuda", dtype="float16", seq_len=48, heads=4, kv_heads=2, head_dim=64,
                 layout="packed", causal=True, **fields)
-    variant = REGISTRY.get(name)
-    if variant.unsupported_reasons(case):
-        pytest.skip("; ".join(variant.unsupported_reasons(case)))
-    result = measure_case(case, variant, FAST)
-    assert result.status == "ok", result.reason
-    assert result.accuracy.ok is True, result.accuracy.failures
+    measure_accurate(case, REGISTRY.get(name), FAST)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_suites import measure_accurate
 
 from attnbench.core.case import Case
 from attnbench.core.registry import default_registry
@@ -127,15 +128,9 @@ def test_kernel_extras_say_why_not_here(name):
                                   "mamba-ssm-scan", "mamba-ssm-ssd"])
 def test_kernel_extras_match_our_reference_on_cuda(name):
     from attnbench.core.settings import MeasureSettings
-    from attnbench.measure.cell import measure_case
 
     variant = REGISTRY.get(name)
     causal = name.startswith("fla")
     case = Case(variant=name, seq_len=1024, heads=4, head_dim=64, dtype="bfloat16", device="cuda", causal=causal,
                 params=dict(variant.params))
-    reasons = variant.unsupported_reasons(case)
-    if reasons:
-        pytest.skip("; ".join(reasons))
-    result = measure_case(case, variant, MeasureSettings(warmup_s=0.01, budget_s=0.05, telemetry=False))
-    assert result.status == "ok", result.reason
-    assert result.accuracy.ok is True, result.accuracy.failures
+    measure_accurate(case, variant, MeasureSettings(warmup_s=0.01, budget_s=0.05, telemetry=False))

@@ -9,11 +9,10 @@ import torch
 from tiny_suites import check_kind_axis
 
 from attnbench.attention.flops import attention_flops
-from attnbench.attention.score_mods import alibi_slopes, case_score_mod, score_bias
 from attnbench.core.case import Case
 from attnbench.core.registry import default_registry
 from attnbench.core.settings import MeasureSettings
-from attnbench.kinds.score_mods import SCORE_MODS
+from attnbench.kinds.score_mods import SCORE_MODS, alibi_slopes, case_score_mod, score_bias
 from attnbench.measure.cell import measure_case
 from attnbench.measure.inputs import make_inputs
 

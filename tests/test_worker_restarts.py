@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from tiny_suites import tiny_suite
 
 from attnbench.core.registry import load_registry
 from attnbench.engine.local_executor import LocalExecutor
@@ -12,28 +13,10 @@ from attnbench.engine.sweep import run_suite
 from attnbench.plan.suite import parse_suite
 from attnbench.store import load_run
 
-SUITE = """
-[suite]
-name = "restarts"
-variants = [{names}]
-[defaults]
-heads = 2
-head_dim = 32
-[sweep]
-seq_len = [256]
-[measure]
-warmup_s = 0.05
-budget_s = 0.1
-min_reps = 5
-contention_retries = 0
-timeout_s = 60
-accuracy = false
-telemetry = false
-"""
-
 
 def suite(*names: str):
-    return parse_suite(SUITE.format(names=", ".join(f'"{n}"' for n in names)), "restarts.toml")
+    measure = {"warmup_s": 0.05, "budget_s": 0.1, "min_reps": 5, "accuracy": False, "telemetry": False}
+    return parse_suite(tiny_suite("restarts", names, (256,), measure=measure), "restarts.toml")
 
 
 def cells(run_path):

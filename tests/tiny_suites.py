@@ -1,4 +1,5 @@
-"""Tiny suites for tests that run real cells: a few CPU cells, each timed for a few hundredths of a second."""
+"""Tiny suites for tests that run real cells (a few CPU cells, each timed for a few hundredths of a second),
+and one cell measured in the test's own process."""
 
 from __future__ import annotations
 
@@ -55,3 +56,24 @@ def check_kind_axis(axis: str, values: list[str], refused: tuple[str, str, str],
     bad = f'[suite]\nname = "b"\nvariants = ["naive"]\n[sweep]\nseq_len = [64]\n{axis} = ["{unknown}"]\n'
     with pytest.raises(Exception, match=rf"b.toml: key 'sweep.{axis}\[0\]'?.*unknown {axis} '{unknown}'"):
         expand(parse_suite(bad, "b.toml"), registry)
+
+
+def skip_unless_supported(variant, case) -> None:
+    """Skip the test with `variant`'s reasons when it cannot run `case` here (no CUDA, no flash-attn...)."""
+    import pytest
+
+    reasons = variant.unsupported_reasons(case)
+    if reasons:
+        pytest.skip("; ".join(reasons))
+
+
+def measure_accurate(case, variant, settings):
+    """`case` measured by `variant` in this process, asserted ok and within the variant's tolerance; the result.
+    Skips the test where the variant cannot run the case."""
+    from attnbench.measure.cell import measure_case
+
+    skip_unless_supported(variant, case)
+    result = measure_case(case, variant, settings)
+    assert result.status == "ok", result.reason
+    assert result.accuracy.ok is True, result.accuracy.failures
+    return result

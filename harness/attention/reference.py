@@ -17,9 +17,9 @@ from attnbench.attention.masks import (
     causal_mask,
     mask_matrix,
 )
-from attnbench.attention.score_mods import ScoreMod, apply_score_mod, case_score_mod
 from attnbench.attention.sinks import case_sinks, softmax_with_sinks
 from attnbench.core.variant import Variant, kv_state_size
+from attnbench.kinds.score_mods import ScoreMod, apply_score_mod, case_score_mod
 
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
@@ -33,7 +33,7 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal:
     end, as SDPA and flash-attn do when M != N). With `rows`, only those
     query rows are computed. `mask_mod` (a case's whole mask,
     `attnbench.attention.masks.case_mask_mod`) replaces the causal flag;
-    `score_mod` (`attnbench.attention.score_mods.case_score_mod`) rewrites the
+    `score_mod` (`attnbench.kinds.score_mods.case_score_mod`) rewrites the
     scaled scores before the mask. `sinks` (H,) adds exp(s_h) to each row's
     softmax denominator (`attnbench.attention.sinks`).
     """

@@ -70,7 +70,7 @@ class Axis:
     expanded innermost (the lengths, so an OOM at N skips larger N); in_case: False for an axis that
     only a suite has (a preset fills other axes); in_suite: False for one a
     suite sets elsewhere (the task, from [task]); trained: part of a quality
-    cell's trained configuration.
+    cell's trained configuration; required: a case must give it (no default).
     """
 
     name: str
@@ -92,6 +92,7 @@ class Axis:
     in_case: bool = True
     in_suite: bool = True
     trained: bool = True
+    required: bool = False
 
     def check(self, value: Any) -> Any:
         """`value` canonicalised; ValueError naming the axis and what it takes."""
@@ -227,7 +228,7 @@ AXES = AxisRegistry((
          label=lambda v: parse_task(v).short.replace(" ", "-"), in_suite=False, trained=False),
     Axis("kv_len", int, None, "key/value length M (decode: a short seq_len against a long kv_len)",
          defaults_from="seq_len", minimum=1, flag="--kv-len", supported_by="supports_cross", innermost=True),
-    Axis("seq_len", int, None, "query length N", minimum=1, flag="--seq-len", innermost=True),
+    Axis("seq_len", int, None, "query length N", minimum=1, flag="--seq-len", innermost=True, required=True),
     # Ragged batches (issue #28): per-sequence lengths, and how the sequences are laid out for the kernel.
     Axis("lengths", str, "fixed", "per-sequence lengths of a ragged batch (key lengths, clipped to kv_len): "
          + LENGTHS.help, parse=LENGTHS.canonical, label=lambda v: LENGTHS.parse(v).label, flag="--lengths",

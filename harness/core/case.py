@@ -19,72 +19,42 @@ __all__ = ["DEVICES", "DTYPES", "DTYPE_ALIASES", "DTYPE_BYTES", "MODES", "Case",
            "canonical_dtype", "kv_cache_bytes_per_sequence"]
 
 
-@dataclass(frozen=True)
-class Case(Record):
-    """One cell: which variant runs on what shapes, dtype, device and mode.
+def _axis_fields(cls: type) -> type:
+    """`cls` given one keyword-only field per case axis of `AXES`, in the declared order, with the axis's
+    type and default (None where it follows another axis or is unset); a `required` axis (seq_len) has no
+    default. The class body keeps only what no axis declares."""
+    for axis in AXES.case_axes():
+        cls.__annotations__[axis.name] = axis.kind if axis.required or axis.default is not None else axis.kind | None
+        setattr(cls, axis.name, field(kw_only=True) if axis.required else field(default=axis.default, kw_only=True))
+    return cls
 
+
+@dataclass(frozen=True)
+@_axis_fields
+class Case(Record):
+    """One cell: which variant runs, with which knobs, on which workload: one field per case axis of `AXES`.
+
+    Every workload axis (`attnbench.core.axes`) is a keyword-only field, typed
+    and defaulted as its declaration says, its text canonicalised and checked by
+    it; a kind axis's kinds live in `attnbench.kinds`. ``seq_len`` is required.
     Inputs are q of shape (batch, heads, seq_len, head_dim), k of shape
     (batch, kv_heads, kv_len, head_dim) and v of shape (batch, kv_heads,
     kv_len, v_head_dim). kv_heads (default: heads) must divide heads: each
     group of heads // kv_heads query heads shares one key/value head (GQA;
     kv_heads = 1 is MQA). v_head_dim (default: head_dim) is the value and
-    output head dim (MLA's unequal dims). `mask` (`attnbench.kinds.masks`) is
-    ``none``, ``sliding_window:W``, ``document:K`` or ``prefix_lm:P``, and
-    combines with `causal`. `score_mod` (`attnbench.kinds.score_mods`) is
-    ``none``, ``alibi`` or ``softcap:C``, applied to the scaled scores before
-    the mask. `sinks` is ``none`` or ``learned``: one seeded logit per head
-    joins every row's softmax denominator (`attnbench.attention.sinks`).
-    `page_size` (default 0: one contiguous cache) lays k and v out in pages
-    of that many keys, reached through a seeded block table in which the
-    share `page_shuffle` of the pages is out of order (`attnbench.attention.paged`). `kv_cache_bytes` (default: unset) fixes the bytes of the KV
-    cache, k and v of every sequence, and `batch` is then derived from it
-    (`batch_for_kv_cache`), so a sweep over kv_len at one cache size trades
-    batch for length as a serving system does. `inputs`
-    (`attnbench.kinds.inputs`) says how q, k and v are drawn: ``iid`` (the
-    default) draws q and k from N(0, qk_std**2) and v from N(0, 1); the others
-    are structured distributions or a safetensors file; every draw comes from
-    a generator seeded with `seed`. `task` (`attnbench.core.taskspec`) is
-    ``none`` for a kernel cell, or ``mqar:...`` for a quality cell, which
-    trains a small model whose mixer is this variant on these shapes (batch:
-    the training batch; heads·head_dim: the model width) and stores its recall
-    instead of a timing (`attnbench.tasks`). `lengths`
-    (`attnbench.kinds.lengths`) makes the batch ragged: each sequence's key
-    length is drawn, seeded, from a named distribution and clipped to kv_len
-    (its query length is the same in prefill, at most seq_len in decode);
-    `layout` says whether the kernel sees the sequences ``padded`` to the
-    longest or ``packed`` end to end with offsets. The inputs stay
-    (batch, heads, seq_len, head_dim) buffers; a sequence's tokens are its
-    first rows (`attnbench.attention.ragged`).
+    output head dim (MLA's unequal dims). `kv_cache_bytes` (default: unset)
+    fixes the bytes of the KV cache, k and v of every sequence, and `batch` is
+    then derived from it (`batch_for_kv_cache`), so a sweep over kv_len at one
+    cache size trades batch for length as a serving system does. `page_shuffle`
+    means nothing without pages (`page_size` 0) and is then kept at its default.
+    Every random draw of the cell comes from a generator seeded with `seed`. A
+    `task` other than ``none`` makes it a quality cell (`attnbench.tasks`).
     `params` holds every knob of the variant, defaults filled in, so the id
-    says exactly what ran.
+    says exactly what ran; `extra_axes` the values of axes a plugin registered.
     """
 
     variant: str
-    seq_len: int
-    batch: int = 1
-    heads: int = 8
-    head_dim: int = 64
-    kv_len: int | None = None
-    dtype: str = "float32"
-    causal: bool = False
-    mode: str = "fwd"
-    device: str = "cpu"
-    seed: int = 0
-    qk_std: float = 1.0
     params: dict[str, Any] = field(default_factory=dict)
-    kv_heads: int | None = None
-    v_head_dim: int | None = None
-    mask: str = "none"
-    score_mod: str = "none"
-    kv_cache_bytes: int | None = None
-    inputs: str = "iid"
-    task: str = "none"
-    sinks: str = "none"
-    lengths: str = "fixed"
-    layout: str = "padded"
-    page_size: int = 0
-    page_shuffle: float = 1.0
-
     extra_axes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

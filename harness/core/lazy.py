@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 
-def lazy_attributes(namespace: dict[str, Any], table: Mapping[str, str]
-                    ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """The module-level `__getattr__` and `__dir__` of a package whose `table` maps a name to
-    the module that defines it; `namespace` is the package's `globals()`, where a loaded name is
-    kept so that the next access does not come here."""
+def lazy_attributes(namespace: dict[str, Any], modules: Mapping[str, Iterable[str]]
+                    ) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
+    """The module-level `__getattr__`, `__dir__` and `__all__` of a package whose `modules` maps each
+    module to the public names it defines; `namespace` is the package's `globals()`, where a loaded
+    name is kept so that the next access does not come here."""
+    table = {name: module for module, names in modules.items() for name in names}
 
     def __getattr__(name: str) -> Any:
         module = table.get(name)
@@ -25,4 +26,4 @@ def lazy_attributes(namespace: dict[str, Any], table: Mapping[str, str]
     def __dir__() -> list[str]:
         return sorted(set(namespace) | set(table))
 
-    return __getattr__, __dir__
+    return __getattr__, __dir__, sorted(table)

@@ -31,11 +31,20 @@ class TaskTable:
     of a ``lr`` list, ``[task.lr_for]``'s variants with their own rates (Zoology tunes the rate per mixer) and
     ``[task.steps_for]``'s with their own step budgets (recurrent mixers need more examples than attention)."""
 
-    task: str = "none"
-    costs: bool = False
+    text: str = "none"
+    costs: bool = True
     lrs: tuple[float, ...] = ()
     lr_for: tuple[tuple[str, tuple[float, ...]], ...] = ()
     steps_for: tuple[tuple[str, int], ...] = ()
+
+    def tasks_for(self, variant: str) -> tuple[str, ...]:
+        """The task texts `variant`'s quality cells train: the task at its own step budget from
+        ``[task.steps_for]`` (else the task's), once per learning rate of its own ``[task.lr_for]`` (else of
+        the ``lr`` list), or once as it is when there is no list."""
+        steps = dict(self.steps_for).get(variant)
+        task = self.text if steps is None else parse_task(self.text, steps=steps).text
+        rates = dict(self.lr_for).get(variant, self.lrs)
+        return tuple(parse_task(task, lr=lr).text for lr in rates) if rates else (task,)
 
     @property
     def own_keys(self) -> tuple[tuple[str, str], ...]:

@@ -82,6 +82,7 @@ from attnbench.core.taskspec import parse_task
 from attnbench.kinds.inputs import INPUTS
 from attnbench.plan.checks import (
     ExtraSweep,
+    TaskTable,
     axis_value,
     check_knob_values,
     parse_axis_lists,
@@ -114,35 +115,12 @@ class Suite:
     measure: MeasureSettings = field(default_factory=MeasureSettings)
     overrides: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
     extra: tuple[ExtraSweep, ...] = ()
-    task: str = "none"
-    task_costs: bool = True
-    task_lrs: tuple[float, ...] = ()
-    task_lr_for: tuple[tuple[str, tuple[float, ...]], ...] = ()
-    task_steps_for: tuple[tuple[str, int], ...] = ()
+    task: TaskTable = field(default_factory=TaskTable)
 
     @property
     def is_quality(self) -> bool:
         """True when the suite trains a task ([task]): its cells are quality cells."""
-        return self.task != "none"
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        """Every task text a quality cell trains: `task`, once per learning rate of a ``task.lr`` list."""
-        return self._at_rates(self.task_lrs)
-
-    def tasks_for(self, variant: str) -> tuple[str, ...]:
-        """The task texts `variant`'s quality cells train: its own rates from ``[task.lr_for]``, else `tasks`,
-        at its own step budget from ``[task.steps_for]``, else the task's."""
-        steps = dict(self.task_steps_for).get(variant)
-        task = self.task if steps is None else parse_task(self.task, steps=steps).text
-        return self._at_rates(dict(self.task_lr_for).get(variant, self.task_lrs), task)
-
-    def _at_rates(self, rates: tuple[float, ...], task: str | None = None) -> tuple[str, ...]:
-        """`task` (the suite's by default) once per learning rate of `rates`, or as it is when there are none."""
-        task = self.task if task is None else task
-        if not rates:
-            return (task,)
-        return tuple(parse_task(task, lr=lr).text for lr in rates)
+        return self.task.text != "none"
 
 
 def builtin_suite_names() -> list[str]:
@@ -234,8 +212,7 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
                          f"(its variants: {', '.join(variants)}); add it to [suite] variants or drop the key")
     return Suite(name=suite_name, source=source, text=text, description=description, variants=variants,
                  defaults=defaults, sweep=sweep, params=params, measure=measure, overrides=overrides, extra=extra,
-                 task=task.task, task_costs=task.costs, task_lrs=task.lrs, task_lr_for=task.lr_for,
-                 task_steps_for=task.steps_for)
+                 task=task)
 
 
 def with_overrides(suite: Suite, *, variants=None, seq_lens=None, device=None, preset=None, steps=None,
@@ -253,8 +230,8 @@ def with_overrides(suite: Suite, *, variants=None, seq_lens=None, device=None, p
                          "(attnbench quality); this suite has none")
     if steps:
         try:
-            changes["task"] = parse_task(suite.task, steps=steps).text
-            changes["task_steps_for"] = ()                               # --steps is every cell's budget
+            # --steps is every cell's budget: the variants' own budgets go
+            changes["task"] = replace(suite.task, text=parse_task(suite.task.text, steps=steps).text, steps_for=())
         except ValueError as exc:
             raise SuiteError(f"--steps: {exc}") from None
     params, overrides = dict(suite.params), {k: dict(v) for k, v in suite.overrides.items()}
@@ -333,8 +310,8 @@ def expand(suite: Suite, registry) -> list[Case]:
     cases = _expand_cells(suite, registry)
     if not suite.is_quality:
         return cases
-    quality = [replace(case, task=task) for case in cases for task in suite.tasks_for(case.variant)]
-    if not suite.task_costs:
+    quality = [replace(case, task=task) for case in cases for task in suite.task.tasks_for(case.variant)]
+    if not suite.task.costs:
         return quality
     costs = {}
     for case in quality:

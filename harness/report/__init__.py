@@ -17,20 +17,9 @@ from __future__ import annotations
 
 from attnbench.core.lazy import lazy_attributes
 
-_EXPORTS = {
-    "build_report_html": "attnbench.report.build",
-    "default_report_path": "attnbench.report.build",
-    "write_report": "attnbench.report.build",
-    "Comparison": "attnbench.report.compare",
-    "Gate": "attnbench.report.gates",
-    "build_compare_html": "attnbench.report.compare_view",
-    "compare_runs": "attnbench.report.compare",
-    "gate_failures": "attnbench.report.gates",
-    "parse_gate": "attnbench.report.gates",
-    "print_comparison": "attnbench.report.compare_view",
-    "write_compare_report": "attnbench.report.compare_view",
-}
-
-__all__ = sorted(_EXPORTS)
-
-__getattr__, __dir__ = lazy_attributes(globals(), _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_attributes(globals(), {
+    "attnbench.report.build": ("build_report_html", "default_report_path", "write_report"),
+    "attnbench.report.compare": ("Comparison", "compare_runs"),
+    "attnbench.report.gates": ("Gate", "gate_failures", "parse_gate"),
+    "attnbench.report.compare_view": ("build_compare_html", "print_comparison", "write_compare_report"),
+})

@@ -5,7 +5,7 @@ its seed: the same variant, knobs, shapes and task trained once per seed.
 `recall_summary` gives one row per configuration and run: the mean recall,
 its spread over seeds (min, max, standard deviation), the loss and time of
 training, the state size, and the median time per call of the kernel cell
-timed on the same shapes (`Suite.task_costs`), which is the quality-cost
+timed on the same shapes (`TaskTable.costs`, a suite's ``task.costs``), which is the quality-cost
 pair a report plots.
 """
 
