@@ -8,25 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_suites import tiny_suite
 
 from attnbench.cli.durations import CELL_STAGES, StageClock, run_stages
 from attnbench.core.result import Result, TaskOutcome
 
-SUITE = """
-[suite]
-name = "stages"
-variants = ["naive", "sdpa-math"]
-[defaults]
-heads = 2
-head_dim = 16
-[sweep]
-seq_len = [32, 64]
-[measure]
-warmup_s = 0.05
-budget_s = 0.1
-min_reps = 3
-contention_retries = 0
-"""
+SUITE = tiny_suite("stages", ["naive", "sdpa-math"], (32, 64), measure={"warmup_s": 0.05, "budget_s": 0.1})
 
 
 def table_rows(stdout: str) -> dict[str, float]:
