@@ -10,8 +10,11 @@ what its cells stored (`cell_stages`), summed over the cells:
 - setup: `timing.setup_s` (prepare and the first call; a quality cell's model
   set-up);
 - warm-up and timing: `timing.warmup_s` and `telemetry.timed_wall_s`;
+- memory and accuracy: `telemetry.memory_s` and `telemetry.accuracy_s` (the
+  peak-memory pass; the float64 reference and the error figures);
 - training and evaluation: a quality cell's `task.train_s` and `task.eval_s`;
-- memory, accuracy and the rest of a cell: its `duration_s` less the above;
+- the rest of a cell: its `duration_s` less the above (derived figures,
+  the timing's own bookkeeping, runs stored before these stages were timed);
 - worker start and hand-off: the sweep's wall time less every cell's
   `duration_s` (starting and restarting worker processes, their imports,
   sending cases and results), never below zero.
@@ -28,8 +31,8 @@ import psutil
 from attnbench.core.result import Result
 from attnbench.core.terminal import TextTable
 
-CELL_STAGES = ("compile start-up", "setup", "warm-up", "timing", "training", "evaluation",
-               "memory, accuracy, rest of cell")
+CELL_STAGES = ("compile start-up", "setup", "warm-up", "timing", "memory", "accuracy", "training", "evaluation",
+               "rest of cell")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ def cell_stages(results: Iterable[Result]) -> dict[str, float]:
             "setup": result.timing.setup_s if result.timing else (result.task.setup_s if result.task else 0.0),
             "warm-up": result.timing.warmup_s if result.timing else 0.0,
             "timing": float(telemetry.get("timed_wall_s") or 0.0),
+            "memory": float(telemetry.get("memory_s") or 0.0),
+            "accuracy": float(telemetry.get("accuracy_s") or 0.0),
             "training": result.task.train_s if result.task else 0.0,
             "evaluation": result.task.eval_s if result.task else 0.0,
         }

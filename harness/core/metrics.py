@@ -181,7 +181,8 @@ METRICS = MetricRegistry((
 # A key ending in '_' covers every path it starts (the sampler's `cpu_percent_mean`, `cpu_percent_max`, ...).
 # The telemetry keys: `cv` (coefficient of variation), `outliers` (Tukey's fences at 1.5 IQR: count, indices
 # into timing.samples_s, fences; flagged, never dropped), `rel_ci_half_width` reached and `target_rel_ci`,
-# `timed_calls`, `timed_wall_s`; the roofline's bound `roofline_flops_per_s` (min(peak, intensity x copy
+# `timed_calls`, `timed_wall_s`; the seconds of the memory and accuracy stages, `memory_s` and `accuracy_s`
+# (the float64 reference included); the roofline's bound `roofline_flops_per_s` (min(peak, intensity x copy
 # bandwidth)) and `roofline_bound` ('compute'/'memory'); the sampler's (attnbench.measure.telemetry, 20 Hz)
 # `cpu_percent_*`, `rss_bytes_*`, `cpu_freq_mhz_*`, on CUDA `gpu_util_percent_*`, `gpu_memory_used_bytes_*`,
 # `gpu_power_w_*`, `gpu_sm_clock_mhz_*`, `gpu_throttle_reasons`, its own cost `sampler_busy_fraction`, and
@@ -197,7 +198,8 @@ RAW_FIELDS = (
     "accuracy.approx.max_rel_error", "accuracy.approx.nonfinite", "accuracy.note", "accuracy.tolerance", "accuracy.failures", "accuracy.fidelity.rows", "accuracy.fidelity.top_k",
     "accuracy.fidelity.negative_rows", "task.task", "task.loss_curve", "task.weight_change", "task.eval_s", "task.setup_s",
     "telemetry.cv", "telemetry.outliers", "telemetry.rel_ci_half_width", "telemetry.target_rel_ci",
-    "telemetry.timed_calls", "telemetry.timed_wall_s", "telemetry.roofline_flops_per_s", "telemetry.roofline_bound",
+    "telemetry.timed_calls", "telemetry.timed_wall_s", "telemetry.memory_s", "telemetry.accuracy_s",
+    "telemetry.roofline_flops_per_s", "telemetry.roofline_bound",
     "telemetry.cpu_percent_", "telemetry.rss_bytes_", "telemetry.cpu_freq_mhz_", "telemetry.gpu_",
     "telemetry.sampler_", "telemetry.load_avg_1m", "telemetry.energy_j_total", "telemetry.energy_interval_s",
     "telemetry.energy_source", "telemetry.worker_live_bytes_after", "telemetry.contention", "telemetry.notes",

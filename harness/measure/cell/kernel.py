@@ -44,13 +44,15 @@ def measure_kernel(case: Case, variant: Variant, settings: MeasureSettings, cali
             telemetry["execution"] = execution
         warnings.extend(timed.warnings)
         if settings.memory:
-            stage = "memory"
+            stage, stage_started = "memory", time.perf_counter()
             memory, memory_warnings = measure_memory(case, variant, prepared.step)
             warnings.extend(memory_warnings)
+            telemetry["memory_s"] = time.perf_counter() - stage_started
         if settings.accuracy:
-            stage = "accuracy"
+            stage, stage_started = "accuracy", time.perf_counter()
             accuracy, accuracy_warnings = measure_accuracy(case, variant, prepared.step, settings)
             warnings.extend(accuracy_warnings)
+            telemetry["accuracy_s"] = time.perf_counter() - stage_started
     except Exception as exc:
         status = "oom" if is_oom(exc) else "error"
         partial = dict(timing=timing, memory=memory, accuracy=accuracy, telemetry=telemetry)
