@@ -9,6 +9,7 @@ killer) or hung past the cell's timeout, and turns that into a stored result.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import resource
@@ -63,6 +64,7 @@ def worker_main(connection, options: WorkerOptions) -> None:
             return
         case = Case.from_dict(message["case"])
         settings = MeasureSettings.from_dict(message["settings"])
+        settle_garbage_collector()
         try:
             variant = registry.get(case.variant)
         except Exception as exc:
@@ -70,6 +72,19 @@ def worker_main(connection, options: WorkerOptions) -> None:
         else:
             result = measure_case(case, variant, settings, options.calibration, progress=_progress_sender(connection))
         connection.send({"type": "result", "result": result.to_dict()})
+
+
+def settle_garbage_collector() -> None:
+    """Collect what earlier cells left, then freeze every live object out of the cyclic collector's reach.
+
+    The memory stage and the live-bytes check call `gc.collect()`; in a worker that has imported torch and
+    the variants, a full collection walks every one of those objects and took 0.15-0.17 s, four times a
+    cell (0.6 s of a 2 s cell, a fifth of the quick suite). Frozen objects are still freed by reference
+    counting; only a reference cycle that was alive when its cell began and dies later stays until the
+    worker exits.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _progress_sender(connection):
