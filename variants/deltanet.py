@@ -131,15 +131,16 @@ def delta_rule_chunked(q, k, v, beta, log_alpha, chunk: int, state=None):
         to_now = torch.exp(b)[..., None]                                  # Γ_t from the chunk's start, (B, H, c, Q, 1)
         to_end = torch.exp(b[..., -1:] - b)[..., None]                    # from s to the chunk's end
         end_decay = torch.exp(b[..., -1])[..., None, None]                # (B, H, c, 1, 1)
-    strictly_lower = torch.ones(chunk, chunk, dtype=torch.bool, device=k.device).tril(-1)
-    # the UT transform, every chunk at once: T = (I + L)⁻¹ diag(β), L = tril₋₁(diag(β)(K Kᵀ ∘ Γ))
-    lower = (bc * (kc @ kc.transpose(-2, -1)) * gamma).masked_fill(~strictly_lower, 0.0)   # (B, H, c, Q, Q)
+    # the UT transform, every chunk at once: T = (I + L)⁻¹ diag(β), L = tril₋₁(diag(β)(K Kᵀ ∘ Γ)); the unit
+    # lower-triangular solve reads only L's strictly lower triangle, so the rest of the product stays as it is
+    lower = kc @ kc.transpose(-2, -1)                                     # (B, H, c, Q, Q)
+    lower = (lower if to_now is None else lower.mul_(gamma)).mul_(bc)
     eye = torch.eye(chunk, dtype=k.dtype, device=k.device)
-    t_mat = torch.linalg.solve_triangular(lower + eye, eye * bc.transpose(-2, -1), upper=False,
+    t_mat = torch.linalg.solve_triangular(lower, eye * bc.transpose(-2, -1), upper=False,
                                           unitriangular=True)            # (B, H, c, Q, Q)
     u = t_mat @ vc                                                        # (B, H, c, Q, d_v)
     w = t_mat @ (kc if to_now is None else kc * to_now)                   # (B, H, c, Q, d_k)
-    scores = (qc @ kc.transpose(-2, -1)) * gamma                          # (B, H, c, Q, Q), lower with diagonal
+    scores = (qc @ kc.transpose(-2, -1)).mul_(gamma)                      # (B, H, c, Q, Q), lower with diagonal
     q_in = qc if to_now is None else qc * to_now
     k_out_t = (kc if to_end is None else kc * to_end).transpose(-2, -1)  # (B, H, c, d_k, Q)
     # the chain S_j+1 = A_j S_j + B_j, every chunk's A_j = Γ_Q I − K̃ᵀ W and B_j = K̃ᵀ U at once
