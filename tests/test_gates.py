@@ -94,10 +94,11 @@ def test_ab_adds_pairs_until_a_20_percent_slowdown_fails_and_a_side_against_itse
     suite.write_text(tiny_suite("planted", ["planted-slow"], seq_lens=(1024,),
                                 measure={**THREE_SAMPLES, "max_reps": 20, "min_reps": 5, "budget_s": 0.1}))
     results = tmp_path / "results"
-    # B busy-waits 0.2× its own compute on every call: a true 20% slowdown. On a noisy moment of a shared
-    # machine 40 pairs once left the interval at [1.018, 1.333] (B/A 1.165): the cap is 80 here
+    # B busy-waits 0.2× its own compute on every call: a true 20% slowdown. In two clean-clone CI runs on the
+    # shared 2-core machine the interval was still [1.018, 1.333] after 40 pairs and [1.037, 1.310] after 80
+    # (B/A 1.165 both times; here it decides within 40): the cap is 160
     slower = attnbench(["ab", str(suite), "--a", "planted-slow",
-                        "--b", "env.ATTNBENCH_PLANTED_SPIN=0.2", "--pairs", "4", "--max-pairs", "80",
+                        "--b", "env.ATTNBENCH_PLANTED_SPIN=0.2", "--pairs", "4", "--max-pairs", "160",
                         "--fail-on", "median:5%", "--results", str(results), "--name", "slower"], planted_env, tmp_path)
     assert slower.returncode == 1, slower.stdout + slower.stderr
     assert "interval wholly above 1.05" in slower.stderr
@@ -106,7 +107,7 @@ def test_ab_adds_pairs_until_a_20_percent_slowdown_fails_and_a_side_against_itse
     summary = json.loads((run / "ab.json").read_text())
     (row,) = summary["cases"]
     pairs = row["pairs_measured"]
-    assert 4 <= pairs <= 80 and row["stop"] == "decided"
+    assert 4 <= pairs <= 160 and row["stop"] == "decided"
     assert [m["side"] for m in measurements] == (["A", "B", "B", "A"] * pairs)[:2 * pairs]
     assert 1.1 < row["ratio"] < 1.35 and row["low"] > 1.05
     assert row["ratio"] == pytest.approx(math.exp(np.mean(np.log(row["ratios"]))))
