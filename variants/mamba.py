@@ -30,9 +30,13 @@ weights, initialised as Mamba does: W↓ (D × ⌈D/16⌉) N(0, 1/D), W↑
 U(±r^−½), b = softplus⁻¹(Δ₀) with Δ₀ log-uniform in [1e-3, 1e-1] (floored
 at 1e-4), W_B and W_C (D × n) N(0, 1/D), A_log = log(j+1) (S4D-real,
 A_{·,j} = −(j+1)) and D = 1. The output y is put back as (B, H, N, head_dim).
-The fast forward (`attnbench.variants._selective_scan`) runs blocks of
-`chunk` time steps in order, each one torch.compile-fused kernel over every
-(channel, state) pair, carrying only the (B, D, n) state between blocks.
+The fast forward without autograd (`attnbench.variants._selective_scan`)
+is, on the CPU, a C scan built once per machine (`selective_scan.c`): one
+pass over time per block of 16 channels, each block's (16, n) state in L1,
+reading x from v and writing y + D ⊙ x in (B, H, N, d) directly. Elsewhere,
+or without a C compiler, it runs blocks of `chunk` time steps in order, each
+one torch.compile-fused kernel over every (channel, state) pair, carrying
+only the (B, D, n) state between blocks. `Variant.execution` records which.
 Under autograd (fwd_bwd) the chunk-parallel form runs eagerly: groups of up
 to `GROUP_CHUNKS` chunks at once, every chunk's end state from a zero start,
 the boundary states chained through the group, then each chunk's outputs
@@ -80,7 +84,12 @@ from attnbench import (
     uniform,
 )
 from attnbench.variants._recurrent import CudaExtra, time_major
-from attnbench.variants._selective_scan import selective_scan_blocks
+from attnbench.variants._selective_scan import LANES as SCAN_LANES
+from attnbench.variants._selective_scan import (
+    native_scan,
+    selective_scan_blocks,
+    selective_scan_native,
+)
 
 GROUP_CHUNKS = 64
 STATE_GROUP = 16
@@ -230,6 +239,22 @@ def selective_scan_chunked(delta, x, b, c, a, chunk: int, compiled: bool = True)
     return y.to(out_dtype)
 
 
+def _tracking(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _runs_native(v: torch.Tensor) -> bool:
+    return v.device.type == "cpu" and native_scan().available
+
+
+def _native_output(delta, v, b, c, a, d_skip) -> torch.Tensor:
+    """The C scan's (B, H, N, d) output; half dtypes scan in float32, as the other paths do."""
+    if v.dtype in (torch.float32, torch.float64):
+        return selective_scan_native(delta, v, b, c, a.to(v.dtype), d_skip.to(v.dtype))
+    tensors = (t.float() for t in (delta, v, b, c, a, d_skip))
+    return selective_scan_native(*tensors).to(v.dtype)
+
+
 class _StateSpace(Variant):
     family = "ssm"
     supports_cross = False
@@ -255,10 +280,9 @@ class MambaScan(_StateSpace):
     name = "mamba-scan"
     computes = "selective_ssm"
     description = "Mamba's selective scan (input-dependent Δ, B, C), chunk-parallel with compiled fused kernels"
-    compiles = True
     knobs = {
         "state_dim": Knob(int, default=16, minimum=1, doc="n, the state size per channel (h_t: (B, D, n))"),
-        "chunk": Knob(int, default=16, minimum=1, doc="time steps per chunk of the chunk-parallel scan"),
+        "chunk": Knob(int, default=16, minimum=1, doc="time steps per chunk of the compiled blocks and of the autograd path (the C scan has none)"),
     }
 
     def learned_weights(self, case: Case) -> dict[str, LearnedWeight]:
@@ -272,11 +296,26 @@ class MambaScan(_StateSpace):
 
         def forward() -> torch.Tensor:
             delta, x, b, c, a = selective_projections(q, k, v, weights)
+            if _runs_native(v) and not _tracking(delta, x, b, c, a, weights["d_skip"]):
+                return _native_output(delta, v, b, c, a, weights["d_skip"])   # (B, H, N, d)
             y = selective_scan_chunked(delta, x, b, c, a, chunk) + x * weights["d_skip"]   # (B, N, D)
             return y.view(batch, seq_len, heads, head_dim).transpose(1, 2).contiguous()   # (B, H, N, d)
 
         forward()                                                         # compile outside the timed region
         return forward
+
+    def execution(self, case: Case) -> str:
+        """The native C scan on the CPU without autograd, else compiled time blocks; eager chunks under autograd."""
+        if case.mode == "fwd_bwd":
+            return "eager chunks (autograd)"
+        if case.device == "cpu" and native_scan().available:
+            return "native C scan"
+        return "compiled time blocks"
+
+    @property
+    def compiles(self) -> bool:
+        """torch.compile runs only where the native C scan does not (CUDA, or no C compiler here)."""
+        return not native_scan().available
 
     def state_size(self, case: Case) -> int:
         """h_t (D, n) with D = heads·head_dim channels."""
@@ -313,6 +352,10 @@ class MambaScan(_StateSpace):
         projections = e * (3 * n_steps * inner + n_steps * rank + 2 * n_steps * inner + 2 * n_steps * state_dim)
         if e != scan_e:                                                   # float32 copies for the scan
             projections += scan_e * (2 * n_steps * inner + 2 * n_steps * state_dim)
+        if self.execution(case) == "native C scan":
+            # the output; off 16-lane heads also the padded x and Δ, the padded output and its (B, H, N, d) copy
+            copies = 1 if case.head_dim % SCAN_LANES == 0 else 4
+            return case.batch * (projections + scan_e * copies * n_steps * inner + e * n_steps * inner)
         # Δx, the padded groups of Δ, Δx, B, C, the group outputs, their stack, the (B, H, N, d) output
         working = scan_e * (n_steps * inner + 2 * padded * inner + 2 * padded * state_dim + 2 * padded * inner)
         working += e * 4 * n_steps * inner                                # and D ⊙ x, y + D ⊙ x
@@ -524,6 +567,9 @@ class MambaSsmScan(MambaSsm, MambaScan):
     name = "mamba-ssm-scan"
     description = "mamba_ssm's selective_scan_fn (CUDA) on mamba-scan's Δ, B, C: mamba-scan's function"
     compiles = False
+
+    def execution(self, case: Case) -> None:
+        return None                                                       # one way: mamba_ssm's kernel
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
