@@ -22,6 +22,7 @@ compile serves every length.
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -64,11 +65,12 @@ def selective_scan_blocks(delta, x, b, c, a, steps: int) -> torch.Tensor:
     return torch.cat(outputs, dim=1)[:, :seq_len]
 
 
-# ---------------------------------------------------------------- the native C scan (CPU, no autograd)
+# ---------------------------------------------------------------- the native C scan (CPU, with its backward)
 
 SCAN_SOURCE = Path(__file__).with_name("selective_scan.c")
 LANES = 16                                                                # channels per vector block in the C source
-NATIVE_KERNELS = {torch.float32: "selective_scan_f32", torch.float64: "selective_scan_f64"}
+CHECKPOINT = 16                                                           # steps between the backward's stored states
+SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
 
 
 def native_scan() -> NativeLibrary:
@@ -85,36 +87,128 @@ def _strides(t: torch.Tensor) -> ctypes.Array:
     return (ctypes.c_int64 * 3)(t.stride(0), t.stride(1), t.stride(2))
 
 
+@dataclass(frozen=True)
+class _Channels:
+    """The channels as the C scan reads them: v's own heads when they are whole lane blocks, else one padded head."""
+
+    aligned: bool
+    inner: int                                                            # D = heads·head_dim
+    width: int                                                            # the kernel's head width P'
+    delta: torch.Tensor                                                   # (B, N, D'), contiguous
+
+    @classmethod
+    def of(cls, delta: torch.Tensor, v: torch.Tensor) -> _Channels:
+        batch, heads, seq_len, head_dim = v.shape
+        inner = heads * head_dim
+        if head_dim % LANES == 0:
+            return cls(True, inner, head_dim, delta.contiguous())
+        pad = -inner % LANES
+        return cls(False, inner, inner + pad, torch.nn.functional.pad(delta, (0, pad)).contiguous())
+
+    def heads(self, t: torch.Tensor) -> torch.Tensor:
+        """A (B, H, N, P) tensor in the kernel's layout: itself (last dim contiguous), or one padded head."""
+        if self.aligned:
+            return t if t.stride(-1) == 1 else t.contiguous()
+        batch, _, seq_len, _ = t.shape
+        return torch.nn.functional.pad(t.transpose(1, 2).reshape(batch, seq_len, self.inner),
+                                       (0, self.width - self.inner))[:, None]
+
+    def channels(self, t: torch.Tensor) -> torch.Tensor:
+        """A (…, D') channel vector without its padding: (…, D)."""
+        return t[..., :self.inner]
+
+    def back_to_heads(self, t: torch.Tensor, heads: int) -> torch.Tensor:
+        """The kernel's (B, 1, N, D') or (B, N, D') layout as (B, H, N, P)."""
+        batch, seq_len = t.shape[0], t.shape[-2]
+        flat = self.channels(t).reshape(batch, seq_len, self.inner)
+        return flat.view(batch, seq_len, heads, self.inner // heads).transpose(1, 2)
+
+    def decays(self, a: torch.Tensor) -> torch.Tensor:
+        """A (D, n) as (n, D'), padded channels decaying (their Δ is 0, so they never move)."""
+        padding = 0 if self.aligned else self.width - self.inner
+        return torch.nn.functional.pad(a, (0, 0, 0, padding), value=-1.0).t().contiguous()
+
+
+def _threads(threads: int | None) -> int:
+    return max(1, threads or torch.get_num_threads())
+
+
+def _scan_forward(delta, v, b, c, a, d_skip, threads=None) -> torch.Tensor:
+    """y + D ⊙ x as (B, H, N, P) by the C forward."""
+    batch, heads, seq_len, _ = v.shape
+    state_dim = a.shape[1]
+    layout = _Channels.of(delta, v)
+    x = layout.heads(v)
+    skip = d_skip if layout.aligned else torch.nn.functional.pad(d_skip, (0, layout.width - layout.inner))
+    y = torch.empty(x.shape, dtype=v.dtype)
+    a_t, b, c, skip = layout.decays(a), b.contiguous(), c.contiguous(), skip.contiguous()
+    kernel = getattr(native_scan().library, f"selective_scan_{SUFFIXES[v.dtype]}")
+    _check(kernel(_pointer(layout.delta), _pointer(x), _pointer(b), _pointer(c), _pointer(a_t), _pointer(skip),
+                  _pointer(y), ctypes.c_int64(batch), ctypes.c_int64(seq_len), ctypes.c_int64(a_t.shape[1]),
+                  ctypes.c_int64(state_dim), ctypes.c_int64(layout.width), _strides(x), _strides(y),
+                  ctypes.c_int64(_threads(threads))), layout.width, state_dim)
+    return y if layout.aligned else layout.back_to_heads(y, heads).contiguous()
+
+
+def _scan_backward(delta, v, b, c, a, dy, threads=None):
+    """∂Δ (B, N, D), ∂x as (B, H, N, P), ∂B, ∂C (B, N, n) and ∂A (D, n) of the scan alone (no skip)."""
+    batch, heads, seq_len, _ = v.shape
+    state_dim = a.shape[1]
+    threads = _threads(threads)
+    layout = _Channels.of(delta, v)
+    x, dy = layout.heads(v), layout.heads(dy)
+    a_t, b, c = layout.decays(a), b.contiguous(), c.contiguous()
+    d_delta = torch.empty_like(layout.delta)
+    d_x = torch.empty_like(layout.delta)
+    d_b = torch.zeros(threads, *b.shape, dtype=v.dtype)
+    d_c = torch.zeros(threads, *c.shape, dtype=v.dtype)
+    d_a = torch.zeros(threads, *a_t.shape, dtype=v.dtype)
+    spans = -(-seq_len // CHECKPOINT)
+    workspace = torch.empty(threads * (spans + 2 * CHECKPOINT) * state_dim * LANES, dtype=v.dtype)
+    kernel = getattr(native_scan().library, f"selective_scan_backward_{SUFFIXES[v.dtype]}")
+    _check(kernel(_pointer(layout.delta), _pointer(x), _pointer(b), _pointer(c), _pointer(a_t), _pointer(dy),
+                  _pointer(d_delta), _pointer(d_x), _pointer(d_b), _pointer(d_c), _pointer(d_a), _pointer(workspace),
+                  ctypes.c_int64(batch), ctypes.c_int64(seq_len), ctypes.c_int64(a_t.shape[1]),
+                  ctypes.c_int64(state_dim), ctypes.c_int64(layout.width), _strides(x), _strides(dy),
+                  ctypes.c_int64(threads)), layout.width, state_dim)
+    return (layout.channels(d_delta), layout.back_to_heads(d_x, heads), d_b.sum(0), d_c.sum(0),
+            layout.channels(d_a.sum(0)).t())
+
+
+def _check(status: int, width: int, state_dim: int) -> None:
+    if status:
+        raise ValueError(f"selective_scan.c refused its arguments (status {status}): head width {width} "
+                         f"(a multiple of {LANES}), state size {state_dim} (1 to 256)")
+
+
+class _NativeScan(torch.autograd.Function):
+    """The C scan with its C backward; the skip's two gradients are formed here."""
+
+    @staticmethod
+    def forward(ctx, delta, v, b, c, a, d_skip):
+        ctx.save_for_backward(delta, v, b, c, a, d_skip)
+        return _scan_forward(delta, v, b, c, a, d_skip)
+
+    @staticmethod
+    def backward(ctx, dy):
+        delta, v, b, c, a, d_skip = ctx.saved_tensors
+        batch, heads, seq_len, head_dim = v.shape
+        d_delta, d_x, d_b, d_c, d_a = _scan_backward(delta, v, b, c, a, dy)
+        skip = d_skip.view(1, heads, 1, head_dim)
+        d_x = d_x + dy * skip                                             # y = … + D ⊙ x
+        d_skip_grad = (dy * v).sum(dim=(0, 2)).reshape(-1)
+        return d_delta, d_x, d_b, d_c, d_a, d_skip_grad
+
+
 def selective_scan_native(delta, v, b, c, a, d_skip, threads: int | None = None) -> torch.Tensor:
     """y_t = h_t C_t + D ⊙ x_t as (B, H, N, P), x read from v (B, H, N, P): the C scan, one pass over time.
 
     delta (B, N, D), b and c (B, N, n), a (D, n) and d_skip (D) in v's dtype (float32 or float64), on the CPU,
-    with channel = head·P + p. Where P is not a multiple of the kernel's 16 lanes, every channel is laid out
-    as one padded head (a copy); padded channels have Δ = 0 and x = 0 and are cut off.
+    with channel = head·P + p. Under autograd the C backward gives every input's gradient. Where P is not a
+    multiple of the kernel's 16 lanes, the channels are laid out as one padded head (a copy); padded
+    channels have Δ = 0 and x = 0 and are cut off.
     """
-    batch, heads, seq_len, head_dim = v.shape
-    inner, state_dim = a.shape
-    kernel = getattr(native_scan().library, NATIVE_KERNELS[v.dtype])
-    aligned = head_dim % LANES == 0 and v.stride(-1) == 1
-    if aligned:
-        x_layout, width = v, head_dim
-    else:
-        pad = -inner % LANES
-        x_layout = torch.nn.functional.pad(v.transpose(1, 2).reshape(batch, seq_len, inner), (0, pad))[:, None]
-        delta = torch.nn.functional.pad(delta, (0, pad))
-        a = torch.nn.functional.pad(a, (0, 0, 0, pad), value=-1.0)
-        d_skip = torch.nn.functional.pad(d_skip, (0, pad))
-        width = inner + pad
-    y = torch.empty(x_layout.shape, dtype=v.dtype)                       # (B, H, N, P) or (B, 1, N, D')
-    delta, b, c = delta.contiguous(), b.contiguous(), c.contiguous()
-    a_t, d_skip = a.t().contiguous(), d_skip.contiguous()                 # (n, D), (D)
-    status = kernel(_pointer(delta), _pointer(x_layout), _pointer(b), _pointer(c), _pointer(a_t),
-                    _pointer(d_skip), _pointer(y), ctypes.c_int64(batch), ctypes.c_int64(seq_len),
-                    ctypes.c_int64(a_t.shape[1]), ctypes.c_int64(state_dim), ctypes.c_int64(width),
-                    _strides(x_layout), _strides(y), ctypes.c_int64(threads or torch.get_num_threads()))
-    if status:
-        raise ValueError(f"selective_scan.c refused its arguments (status {status}): head width {width}, "
-                         f"state {state_dim} (at most 256)")
-    if aligned:
-        return y
-    return y[:, 0, :, :inner].view(batch, seq_len, heads, head_dim).transpose(1, 2).contiguous()
+    tensors = (delta, v, b, c, a, d_skip)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return _NativeScan.apply(*tensors)
+    return _scan_forward(*tensors, threads=threads)

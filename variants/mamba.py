@@ -30,20 +30,20 @@ weights, initialised as Mamba does: W↓ (D × ⌈D/16⌉) N(0, 1/D), W↑
 U(±r^−½), b = softplus⁻¹(Δ₀) with Δ₀ log-uniform in [1e-3, 1e-1] (floored
 at 1e-4), W_B and W_C (D × n) N(0, 1/D), A_log = log(j+1) (S4D-real,
 A_{·,j} = −(j+1)) and D = 1. The output y is put back as (B, H, N, head_dim).
-The fast forward without autograd (`attnbench.variants._selective_scan`)
-is, on the CPU, a C scan built once per machine (`selective_scan.c`): one
-pass over time per block of 16 channels, each block's (16, n) state in L1,
-reading x from v and writing y + D ⊙ x in (B, H, N, d) directly. Elsewhere,
-or without a C compiler, it runs blocks of `chunk` time steps in order, each
-one torch.compile-fused kernel over every (channel, state) pair, carrying
-only the (B, D, n) state between blocks. `Variant.execution` records which.
-Under autograd (fwd_bwd) the chunk-parallel form runs eagerly: groups of up
-to `GROUP_CHUNKS` chunks at once, every chunk's end state from a zero start,
-the boundary states chained through the group, then each chunk's outputs
-from its true start state (a Python loop over the `chunk` positions
-vectorised over the chunks of a group), because compiling a backward takes
-minutes. Peak extra memory beyond the inputs, projections and output is
-O(GROUP_CHUNKS·D·n), never (N, D, n).
+The fast path (`attnbench.variants._selective_scan`) is, on the CPU, a C
+scan built once per machine (`selective_scan.c`): one pass over time per
+block of 16 channels, each block's (16, n) state in L1, reading x from v and
+writing y + D ⊙ x in (B, H, N, d) directly; under autograd its C backward
+runs time in reverse from states kept every 16 steps. Elsewhere, or without
+a C compiler, it runs blocks of `chunk` time steps in order, each one
+torch.compile-fused kernel over every (channel, state) pair, carrying only
+the (B, D, n) state between blocks, and under autograd the chunk-parallel
+form runs eagerly: groups of up to `GROUP_CHUNKS` chunks at once, every
+chunk's end state from a zero start, the boundary states chained through
+the group, then each chunk's outputs from its true start state (compiling a
+backward takes minutes). Peak extra memory beyond the inputs, projections
+and output is O(GROUP_CHUNKS·D·n) there, never (N, D, n).
+`Variant.execution` records which path ran.
 float16/bfloat16 cases project in their own dtype and scan in float32 (as
 Mamba's kernels keep the state in float32). The float64 reference is the plain
 sequential recurrence.
@@ -239,16 +239,12 @@ def selective_scan_chunked(delta, x, b, c, a, chunk: int, compiled: bool = True)
     return y.to(out_dtype)
 
 
-def _tracking(*tensors: torch.Tensor) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-
-
 def _runs_native(v: torch.Tensor) -> bool:
     return v.device.type == "cpu" and native_scan().available
 
 
 def _native_output(delta, v, b, c, a, d_skip) -> torch.Tensor:
-    """The C scan's (B, H, N, d) output; half dtypes scan in float32, as the other paths do."""
+    """The C scan's (B, H, N, d) output (its C backward under autograd); half dtypes scan in float32, as elsewhere."""
     if v.dtype in (torch.float32, torch.float64):
         return selective_scan_native(delta, v, b, c, a.to(v.dtype), d_skip.to(v.dtype))
     tensors = (t.float() for t in (delta, v, b, c, a, d_skip))
@@ -279,7 +275,7 @@ class _StateSpace(Variant):
 class MambaScan(_StateSpace):
     name = "mamba-scan"
     computes = "selective_ssm"
-    description = "Mamba's selective scan (input-dependent Δ, B, C), chunk-parallel with compiled fused kernels"
+    description = "Mamba's selective scan (input-dependent Δ, B, C): a C scan on the CPU, compiled time blocks elsewhere"
     knobs = {
         "state_dim": Knob(int, default=16, minimum=1, doc="n, the state size per channel (h_t: (B, D, n))"),
         "chunk": Knob(int, default=16, minimum=1, doc="time steps per chunk of the compiled blocks and of the autograd path (the C scan has none)"),
@@ -296,7 +292,7 @@ class MambaScan(_StateSpace):
 
         def forward() -> torch.Tensor:
             delta, x, b, c, a = selective_projections(q, k, v, weights)
-            if _runs_native(v) and not _tracking(delta, x, b, c, a, weights["d_skip"]):
+            if _runs_native(v):
                 return _native_output(delta, v, b, c, a, weights["d_skip"])   # (B, H, N, d)
             y = selective_scan_chunked(delta, x, b, c, a, chunk) + x * weights["d_skip"]   # (B, N, D)
             return y.view(batch, seq_len, heads, head_dim).transpose(1, 2).contiguous()   # (B, H, N, d)
@@ -305,12 +301,10 @@ class MambaScan(_StateSpace):
         return forward
 
     def execution(self, case: Case) -> str:
-        """The native C scan on the CPU without autograd, else compiled time blocks; eager chunks under autograd."""
-        if case.mode == "fwd_bwd":
-            return "eager chunks (autograd)"
+        """The native C scan (and its C backward) on the CPU; else compiled time blocks, or eager chunks under autograd."""
         if case.device == "cpu" and native_scan().available:
-            return "native C scan"
-        return "compiled time blocks"
+            return "native C scan" if case.mode == "fwd" else "native C scan and backward"
+        return "compiled time blocks" if case.mode == "fwd" else "eager chunks (autograd)"
 
     @property
     def compiles(self) -> bool:
@@ -352,7 +346,7 @@ class MambaScan(_StateSpace):
         projections = e * (3 * n_steps * inner + n_steps * rank + 2 * n_steps * inner + 2 * n_steps * state_dim)
         if e != scan_e:                                                   # float32 copies for the scan
             projections += scan_e * (2 * n_steps * inner + 2 * n_steps * state_dim)
-        if self.execution(case) == "native C scan":
+        if (self.execution(case) or "").startswith("native C scan"):
             # the output; off 16-lane heads also the padded x and Δ, the padded output and its (B, H, N, d) copy
             copies = 1 if case.head_dim % SCAN_LANES == 0 else 4
             return case.batch * (projections + scan_e * copies * n_steps * inner + e * n_steps * inner)
