@@ -11,16 +11,12 @@ anything conservative). Each is called once untimed (compile), then the
 median of `--reps` calls is printed with the ratio sequential / fast; the
 issue's goal is at least 10x at 4096.
 
-Measured on the shared 2-core machine (torch 2.13 CPU, 2 threads, issue #29):
-this script printed 3.2x at 4096 (sequential 256 ms, mamba-scan 81 ms), and
-in one process the plain recurrence took 169-194 ms, the projections alone
-11.5 ms and the compiled blocks 35-44 ms (blocks of 16, 32 or 64 alike); a
-state-major (B, n, D) block was faster on one thread (49 against 81 ms) but
-slower on two (49 against 35 ms). The blocks form exp(Δ_t A) once per
-(t, channel, state), 33.5 M at 4096, which is most of their time: 10x
-(about 19 ms, projections included) is not reached. Unlocked jobs on the
-other core make the two-thread kernels 3-8x slower, so read ratios from a
-quiet machine.
+A third column times the previous fast path, the compiled time blocks
+(`selective_scan_blocks`, scan only, on the same projections), so the
+before and after come from one process.
+
+Measured on the shared 2-core machine: see the README ("mamba-scan") and
+the note of issue #29 for the figures and the command.
 """
 
 from __future__ import annotations
@@ -33,14 +29,15 @@ from _common import as_in_a_worker, median_seconds
 
 from attnbench.core.case import Case
 from attnbench.measure.inputs import make_inputs
+from attnbench.variants._selective_scan import selective_scan_blocks
 from attnbench.variants.mamba import MambaScan, selective_inputs, selective_scan_sequential
 
 SEQ_LENS = (1024, 4096, 16384)
 GOAL_AT_4096 = 10.0
 
 
-def compare(seq_len: int, reps: int, chunk: int | None) -> tuple[float, float, float]:
-    """(sequential seconds, fast seconds, setup seconds of the fast side) at `seq_len`."""
+def compare(seq_len: int, reps: int, chunk: int | None) -> tuple[float, float, float, float, str]:
+    """Seconds at `seq_len`: sequential, the variant's forward, its setup, the compiled blocks; and what ran."""
     variant = MambaScan()
     params = {**variant.params, **({"chunk": chunk} if chunk else {})}
     case = Case(variant=variant.name, seq_len=seq_len, batch=1, heads=8, head_dim=64, params=params)
@@ -59,7 +56,10 @@ def compare(seq_len: int, reps: int, chunk: int | None) -> tuple[float, float, f
         fast_forward()
         setup = time.perf_counter() - start
         fast = median_seconds(fast_forward, reps)
-    return plain, fast, setup
+        chunk = params["chunk"]
+        selective_scan_blocks(*projections, steps=chunk)                   # compile outside the timing
+        blocks = median_seconds(lambda: selective_scan_blocks(*projections, steps=chunk), reps)
+    return plain, fast, setup, blocks, variant.execution(case)
 
 
 def main() -> None:
@@ -71,11 +71,13 @@ def main() -> None:
     as_in_a_worker()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; B=1 H=8 d=64 n=16 float32 fwd, "
           f"median of {args.reps}")
-    print(f"{'seq_len':>7} {'sequential_s':>12} {'mamba-scan_s':>12} {'ratio':>7} {'setup_s':>8}")
+    print(f"{'seq_len':>7} {'sequential_s':>12} {'mamba-scan_s':>12} {'ratio':>7} {'setup_s':>8} "
+          f"{'blocks_s':>9} {'ratio':>7}  mamba-scan ran")
     for seq_len in sorted(args.seq_len or SEQ_LENS):
-        plain, fast, setup = compare(seq_len, args.reps, args.chunk)
+        plain, fast, setup, blocks, execution = compare(seq_len, args.reps, args.chunk)
         goal = f"  [goal {GOAL_AT_4096:.0f}x]" if seq_len == 4096 else ""
-        print(f"{seq_len:>7} {plain:>12.4f} {fast:>12.4f} {plain / fast:>6.1f}x {setup:>8.2f}{goal}", flush=True)
+        print(f"{seq_len:>7} {plain:>12.4f} {fast:>12.4f} {plain / fast:>6.1f}x {setup:>8.2f} "
+              f"{blocks:>9.4f} {plain / blocks:>6.1f}x  {execution}{goal}", flush=True)
 
 
 if __name__ == "__main__":
