@@ -140,7 +140,8 @@ def selective_projections(q, k, v, weights):
 
     x = flat(v)
     low_rank = x @ weights["w_delta_down"]                                # (B, N, r)
-    delta = torch.nn.functional.softplus(low_rank @ weights["w_delta_up"] + weights["delta_bias"])   # (B, N, D)
+    pre_activation = torch.addmm(weights["delta_bias"], low_rank.reshape(-1, low_rank.shape[-1]), weights["w_delta_up"])
+    delta = torch.nn.functional.softplus(pre_activation).view(batch, seq_len, inner)   # (B, N, D)
     b = flat(k) @ weights["w_b"]                                          # (B, N, n)
     c = flat(q) @ weights["w_c"]                                          # (B, N, n)
     return delta, x, b, c, _decay_rates(weights["a_log"])

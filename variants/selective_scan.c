@@ -34,13 +34,12 @@
 #ifndef REAL
 
 #include <math.h>
-#include <pthread.h>
+#include <omp.h>
 #include <stdint.h>
 #include <string.h>
 
 #define LANES 16
 #define MAX_STATE 256
-#define MAX_THREADS 64
 #define CHECKPOINT 16
 
 static inline float exp_f32(float x) {
@@ -82,40 +81,22 @@ static inline double exp_f64(double x) {
     return p * scale;
 }
 
-/* Items [0, items) split into `threads` contiguous ranges, each run by `body(context, thread, first, last)`. */
+/* Items [0, items) split into `threads` contiguous ranges, each run by `body(context, thread, first, last)`.
+   OpenMP's team: the library links the libgomp that torch has already loaded, so its threads are
+   torch's own intra-op threads (no second pool spinning against the first on the same cores). */
 typedef void (*item_range)(const void *context, int64_t thread, int64_t first, int64_t last);
-
-typedef struct {
-    item_range body;
-    const void *context;
-    int64_t thread, first, last;
-} range_call;
-
-static void *run_range(void *arg) {
-    const range_call *call = arg;
-    call->body(call->context, call->thread, call->first, call->last);
-    return NULL;
-}
 
 static int64_t thread_count(int64_t threads, int64_t items) {
     threads = threads < 1 ? 1 : threads;
-    threads = threads > items ? items : threads;
-    return threads > MAX_THREADS ? MAX_THREADS : threads;
+    return threads > items ? items : threads;
 }
 
 static void run_items(item_range body, const void *context, int64_t items, int64_t threads) {
-    range_call calls[MAX_THREADS];
-    pthread_t ids[MAX_THREADS];
-    for (int64_t i = 0; i < threads; i++) {
-        range_call call = {body, context, i, items * i / threads, items * (i + 1) / threads};
-        calls[i] = call;
+#pragma omp parallel num_threads(threads)
+    {
+        const int64_t thread = omp_get_thread_num(), team = omp_get_num_threads();
+        body(context, thread, items * thread / team, items * (thread + 1) / team);
     }
-    int64_t started = 1;
-    for (; started < threads; started++)
-        if (pthread_create(&ids[started], NULL, run_range, &calls[started])) break;
-    run_range(&calls[0]);
-    for (int64_t i = started; i < threads; i++) run_range(&calls[i]);  /* threads that could not start */
-    for (int64_t i = 1; i < started; i++) pthread_join(ids[i], NULL);
 }
 
 #define GLUE(a, b) a##_##b
@@ -270,9 +251,11 @@ int NAMED(selective_scan, SUFFIX)(const REAL *delta, const REAL *x, const REAL *
                                   const REAL *a_t, const REAL *d_skip, REAL *y, int64_t batch,
                                   int64_t seq_len, int64_t channels, int64_t state, int64_t head_dim,
                                   const int64_t *x_strides, const int64_t *y_strides, int64_t threads) {
-    NAMED(scan, SUFFIX) s = {delta, x, b, c, a_t, d_skip, NULL, y, NULL, NULL, NULL, NULL, NULL, NULL,
-                             batch, seq_len, channels, state, head_dim,
-                             x_strides[0], x_strides[1], x_strides[2], y_strides[0], y_strides[1], y_strides[2]};
+    NAMED(scan, SUFFIX) s = {.delta = delta, .x = x, .b = b, .c = c, .a_t = a_t, .d_skip = d_skip, .y = y,
+                             .batch = batch, .seq_len = seq_len, .channels = channels, .state = state,
+                             .head_dim = head_dim,
+                             .xs_batch = x_strides[0], .xs_head = x_strides[1], .xs_time = x_strides[2],
+                             .ys_batch = y_strides[0], .ys_head = y_strides[1], .ys_time = y_strides[2]};
     int status = NAMED(checked, SUFFIX)(&s);
     int64_t items = batch * (channels / LANES);
     if (status || items < 1 || seq_len < 1) return status;
@@ -290,9 +273,12 @@ int NAMED(selective_scan_backward, SUFFIX)(const REAL *delta, const REAL *x, con
                                            int64_t channels, int64_t state, int64_t head_dim,
                                            const int64_t *x_strides, const int64_t *dy_strides,
                                            int64_t threads) {
-    NAMED(scan, SUFFIX) s = {delta, x, b, c, a_t, NULL, dy, NULL, ddelta, dx, db, dc, da, workspace,
-                             batch, seq_len, channels, state, head_dim,
-                             x_strides[0], x_strides[1], x_strides[2], dy_strides[0], dy_strides[1], dy_strides[2]};
+    NAMED(scan, SUFFIX) s = {.delta = delta, .x = x, .b = b, .c = c, .a_t = a_t, .dy = dy, .ddelta = ddelta,
+                             .dx = dx, .db = db, .dc = dc, .da = da, .workspace = workspace,
+                             .batch = batch, .seq_len = seq_len, .channels = channels, .state = state,
+                             .head_dim = head_dim,
+                             .xs_batch = x_strides[0], .xs_head = x_strides[1], .xs_time = x_strides[2],
+                             .ys_batch = dy_strides[0], .ys_head = dy_strides[1], .ys_time = dy_strides[2]};
     int status = NAMED(checked, SUFFIX)(&s);
     int64_t items = batch * (channels / LANES);
     if (status || items < 1 || seq_len < 1) return status;

@@ -5,7 +5,9 @@ large tensor (a selective scan's per-(time, channel, state) decays) can ship
 a C source beside its module and call `native_library(path)` in `prepare`.
 The source is compiled with the system C compiler (``$CC``, else ``cc``,
 else ``gcc``; the same compiler torch.compile's CPU backend needs) for this
-machine's instruction set (``-O3 -march=native``), into
+machine's instruction set (``-O3 -march=native -fopenmp``: an OpenMP
+parallel region runs on torch's own intra-op threads, since the library
+binds to the libgomp torch has loaded), into
 ``<cache>/native/<stem>-<key>.so``, where the key hashes the source, the
 compiler's version, the flags and the CPU's feature flags: a second worker, a
 second run or a second variant loads the library in milliseconds, and an
@@ -34,7 +36,7 @@ from pathlib import Path
 from attnbench.measure.calibration import cache_dir
 
 DISABLE_VARIABLE = "ATTNBENCH_NATIVE"
-COMPILE_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-pthread")
+COMPILE_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp")
 BUILD_TIMEOUT_S = 120
 
 
@@ -100,6 +102,8 @@ def _build(source: Path, target: Path, compiler: str) -> str | None:
 @cache
 def native_library(source: Path) -> NativeLibrary:
     """`source` (a C file) built for this machine and loaded once per process, or why it cannot be."""
+    import torch  # noqa: F401  (first: a library built with -fopenmp then shares torch's libgomp and its threads)
+
     source = Path(source)
     if os.environ.get(DISABLE_VARIABLE, "1").strip().lower() in ("0", "false", "no", "off"):
         return NativeLibrary(source, None, reason=f"native kernels are turned off ({DISABLE_VARIABLE}=0)")
