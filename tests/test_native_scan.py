@@ -101,7 +101,7 @@ def test_mamba_scan_runs_the_c_scan_in_fwd_cells_and_says_so():
     fwd = Case(variant="mamba-scan", seq_len=40, batch=2, heads=2, head_dim=16, params={"state_dim": 4})
     assert variant.execution(fwd) == "native C scan"
     assert variant.execution(Case(variant="mamba-scan", seq_len=40, mode="fwd_bwd")) == "native C scan and backward"
-    assert not variant.compiles
+    assert not variant.compiles_for(fwd) and variant.compiles_for(replace(fwd, device="cuda"))
     with torch.inference_mode():
         inputs = make_inputs(fwd)
         got = variant.prepare(fwd, inputs)()
@@ -138,7 +138,7 @@ def test_mamba_scan_falls_back_to_compiled_blocks_with_the_same_output(monkeypat
     variant = MambaScan()
     # the shapes of test_selective_scan_blocks (batch 2, 12 channels, state 4, blocks of 16): one compile
     case = Case(variant="mamba-scan", seq_len=24, batch=2, heads=2, head_dim=6, params={"state_dim": 4, "chunk": 16})
-    assert (variant.execution(case), variant.compiles) == ("compiled time blocks", True)
+    assert (variant.execution(case), variant.compiles_for(case)) == ("compiled time blocks", True)
     with torch.inference_mode():
         inputs = make_inputs(case)
         got = variant.prepare(case, inputs)()

@@ -277,6 +277,7 @@ class MambaScan(_StateSpace):
     name = "mamba-scan"
     computes = "selective_ssm"
     description = "Mamba's selective scan (input-dependent Δ, B, C): a C scan on the CPU, compiled time blocks elsewhere"
+    compiles = True                                                       # where the C scan cannot run: compiles_for
     knobs = {
         "state_dim": Knob(int, default=16, minimum=1, doc="n, the state size per channel (h_t: (B, D, n))"),
         "chunk": Knob(int, default=16, minimum=1, doc="time steps per chunk of the compiled blocks and of the autograd path (the C scan has none)"),
@@ -307,10 +308,9 @@ class MambaScan(_StateSpace):
             return "native C scan" if case.mode == "fwd" else "native C scan and backward"
         return "compiled time blocks" if case.mode == "fwd" else "eager chunks (autograd)"
 
-    @property
-    def compiles(self) -> bool:
+    def compiles_for(self, case: Case) -> bool:
         """torch.compile runs only where the native C scan does not (CUDA, or no C compiler here)."""
-        return not native_scan().available
+        return not (case.device == "cpu" and native_scan().available)
 
     def state_size(self, case: Case) -> int:
         """h_t (D, n) with D = heads·head_dim channels."""
@@ -565,6 +565,9 @@ class MambaSsmScan(MambaSsm, MambaScan):
 
     def execution(self, case: Case) -> None:
         return None                                                       # one way: mamba_ssm's kernel
+
+    def compiles_for(self, case: Case) -> bool:
+        return False
 
     def prepare(self, case: Case, inputs: AttentionInputs):
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn

@@ -265,6 +265,11 @@ class Variant:
         """
         return self.approximates
 
+    def compiles_for(self, case: Case) -> bool:
+        """Whether `prepare` runs torch.compile for `case`: `compiles`, unless a variant knows better per case
+        (mamba-scan compiles only where its C scan cannot run)."""
+        return self.compiles
+
     def execution(self, case: Case) -> str | None:
         """Which of its ways of computing the function runs `case`, for a variant that chooses per case.
 

@@ -65,9 +65,9 @@ def sync_for(case: Case) -> Callable[[], None]:
 def prepare_step(case: Case, variant: Variant) -> Prepared:
     """Seeded inputs, `variant.prepare`, and one call (compile, autotune, lazy allocation) outside the timing.
 
-    A variant that `compiles` first gets torch.compile's per-process start (`warm_compile_stack`), outside
+    A variant that compiles for the case (`compiles_for`) first gets torch.compile's per-process start (`warm_compile_stack`), outside
     its setup clock: a worker pays it once, and only the first such cell in the worker reports it."""
-    warmup_s = warm_compile_stack() if variant.compiles else 0.0
+    warmup_s = warm_compile_stack() if variant.compiles_for(case) else 0.0
     torch.manual_seed(case.seed)
     inputs = make_inputs(case, requires_grad=case.mode == "fwd_bwd")
     sync = sync_for(case)
