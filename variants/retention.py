@@ -244,10 +244,12 @@ def one_block_per_chunk(gc: torch.Tensor, chunk: int) -> bool:
 def gla_scores_within(qc, kc, b, gc) -> torch.Tensor:
     """A_ts = Σ_i q_ti k_si exp(b_ti − b_si) for s <= t within each chunk, else 0: (B, H, c, Q, Q).
 
-    qc, kc, b, gc (B, H, c, Q, d_k); b the cumulative log gates from the chunk's start.
+    qc, kc, b, gc (B, H, c, Q, d_k); b the cumulative log gates from the chunk's start. For chunks whose
+    gates are too steep to be one block (`one_block_per_chunk` is False, so Q is a multiple of `SUB`): the
+    chunk is cut into sub-blocks of `SUB` steps.
     """
     batch, heads, chunks, chunk, key_dim = kc.shape
-    sub = chunk if one_block_per_chunk(gc, chunk) else SUB
+    sub = SUB
     blocks = chunk // sub
     shape = (batch, heads, chunks, blocks, sub, key_dim)
     qs, ks, bs, gs = (t.reshape(shape) for t in (qc, kc, b, gc))         # (B, H, c, n, L, d_k)
