@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psutil
 
@@ -37,10 +37,11 @@ CELL_STAGES = ("compile start-up", "setup", "warm-up", "timing", "memory", "accu
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage: its name and the seconds spent in it."""
+    """One stage: its name, the seconds spent in it, and the stage it is a part of (None: a top-level stage)."""
 
     name: str
     seconds: float
+    within: str | None = None
 
 
 def process_age_s() -> float:
@@ -96,19 +97,19 @@ def split_sweep(sweep_s: float, results: Iterable[Result]) -> list[Stage]:
 
 
 def durations_table(stages: list[Stage]) -> TextTable:
-    """Stages as a table of seconds and shares of the total; the sweep's own stages are indented under it."""
-    total = sum(stage.seconds for stage in stages if not stage.name.startswith("  "))
-    rows = [(stage.name, f"{stage.seconds:.1f}", f"{stage.seconds / total:.0%}" if total > 0 else "–")
-            for stage in stages]
+    """Stages as a table of seconds and shares of the total; a stage's parts are indented under it."""
+    total = sum(stage.seconds for stage in stages if stage.within is None)
+    rows = [(f"  {stage.name}" if stage.within else stage.name, f"{stage.seconds:.1f}",
+             f"{stage.seconds / total:.0%}" if total > 0 else "–") for stage in stages]
     rows.append(("total", f"{total:.1f}", "100%"))
     return TextTable.of("where the time went", ("stage", "seconds", "share"), rows, numeric=("seconds", "share"))
 
 
 def run_stages(clock: StageClock, sweep_name: str, results: Iterable[Result]) -> list[Stage]:
-    """The driver's stages with the sweep's (named `sweep_name` by the clock) split into its parts, indented."""
+    """The driver's stages, the sweep's (named `sweep_name` by the clock) followed by its parts."""
     stages = []
     for stage in clock.stages:
         stages.append(stage)
         if stage.name == sweep_name:
-            stages += [Stage(f"  {part.name}", part.seconds) for part in split_sweep(stage.seconds, results)]
+            stages += [replace(part, within=sweep_name) for part in split_sweep(stage.seconds, results)]
     return stages
