@@ -6,7 +6,7 @@ from their declarations (`attnbench.core.axes`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,15 +62,18 @@ def _learning_rates(source: str, key: str, value: Any) -> tuple[float, ...]:
     return tuple(float(r) for r in rates)
 
 
-def _own_steps(source: str, table: Any) -> tuple[tuple[str, int], ...]:
-    """``[task.steps_for]``: variant = a positive whole number of steps."""
+def _step_count(source: str, key: str, value: Any) -> int:
+    """A step budget: a positive whole number."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SuiteError(f"{source}: key '{key}' must be a positive whole number of training steps, got {short(value)}")
+    return value
+
+
+def _per_variant(source: str, name: str, table: Any, wanted: str, read: Callable[[str, str, Any], Any]):
+    """``[task.NAME]``: variant = a value `read(source, key, value)` checks, as (variant, value) pairs by name."""
     if not isinstance(table, dict):
-        raise SuiteError(f"{source}: key 'task.steps_for' must be a table of variant = steps, got {type_name(table)}")
-    for name, value in table.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise SuiteError(f"{source}: key 'task.steps_for.{name}' must be a positive whole number of training "
-                             f"steps, got {short(value)}")
-    return tuple(sorted(table.items()))
+        raise SuiteError(f"{source}: key 'task.{name}' must be a table of variant = {wanted}, got {type_name(table)}")
+    return tuple(sorted((variant, read(source, f"task.{name}.{variant}", value)) for variant, value in table.items()))
 
 
 def parse_task_table(source: str, table: dict[str, Any]) -> TaskTable:
@@ -88,12 +91,8 @@ def parse_task_table(source: str, table: dict[str, Any]) -> TaskTable:
     costs = table.get("costs", True)
     if not isinstance(costs, bool):
         raise SuiteError(f"{source}: key 'task.costs' must be true or false, got {short(costs)}")
-    lr_for = table.get("lr_for", {})
-    if not isinstance(lr_for, dict):
-        raise SuiteError(f"{source}: key 'task.lr_for' must be a table of variant = rate (or list of rates), "
-                         f"got {type_name(lr_for)}")
-    own = {name: _learning_rates(source, f"task.lr_for.{name}", value) for name, value in lr_for.items()}
-    steps_for = _own_steps(source, table.get("steps_for", {}))
+    lr_for = _per_variant(source, "lr_for", table.get("lr_for", {}), "rate (or list of rates)", _learning_rates)
+    steps_for = _per_variant(source, "steps_for", table.get("steps_for", {}), "steps", _step_count)
     options = {key: value for key, value in table.items() if key not in ("kind", "costs", *own_tables)}
     lrs: tuple[float, ...] = ()
     if isinstance(options.get("lr"), list):
@@ -103,7 +102,7 @@ def parse_task_table(source: str, table: dict[str, Any]) -> TaskTable:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SuiteError(f"{source}: key 'task.{key}' must be a number, got {short(value)}")
     try:
-        return TaskTable(parse_task(kind, **options).text, costs, lrs, tuple(sorted(own.items())), steps_for)
+        return TaskTable(parse_task(kind, **options).text, costs, lrs, lr_for, steps_for)
     except ValueError as exc:
         raise SuiteError(f"{source}: [task]: {exc}") from None
 
