@@ -12,6 +12,8 @@ order). The sides are timed in alternation, one call each per round in a
 rotating order, so drift on a shared machine hits them alike; the ratio is
 the median over rounds of paged/contiguous of the same round. Variants that
 cannot take a cell here (flash-attn: CUDA) are listed with their reason.
+The script runs itself under the glibc malloc settings of the harness's
+workers (`as_in_a_worker`), as a cell would.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import statistics
 import time
 
 import torch
+from _common import as_in_a_worker
 
 from attnbench.core.case import Case, batch_for_kv_cache
 from attnbench.core.registry import default_registry
@@ -59,6 +62,7 @@ def main() -> None:
     parser.add_argument("--shuffle", type=float, default=1.0, help="page_shuffle (default 1: every page may move)")
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
+    as_in_a_worker()
     registry = default_registry()
     page_sizes = args.page_size or [16, 256]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; float32, GQA 32/8, head_dim 128, seq_len 1, "
