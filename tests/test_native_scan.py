@@ -15,7 +15,12 @@ import attnbench.variants.mamba as mamba
 from attnbench import AttentionInputs, Case, native_library
 from attnbench.measure.inputs import make_inputs
 from attnbench.measure.native import NativeLibrary
-from attnbench.variants._selective_scan import SCAN_SOURCE, native_scan, selective_scan_native
+from attnbench.variants._selective_scan import (
+    SCAN_SOURCE,
+    native_scan,
+    selective_scan_native,
+    softplus_bias_native,
+)
 from attnbench.variants.mamba import MambaScan, selective_scan_sequential
 
 needs_native = pytest.mark.skipif(not native_scan().available, reason=f"no native scan: {native_scan().reason}")
@@ -74,6 +79,21 @@ def test_the_c_backward_gives_the_sequential_recurrences_gradients(shape, dtype)
     for name, grad, reference in zip(("delta", "v", "b", "c", "a", "d_skip"), grads, want, strict=True):
         assert grad.shape == reference.shape and grad.dtype == dtype, name
         assert float((grad.double() - reference).norm() / reference.norm()) < bound, name
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_c_softplus_with_its_bias_is_softplus_to_an_ulp(dtype):
+    """Δ = softplus(z + b) in place, z from −60 to 60: against log1p(exp(·)) in float64 (torch's returns z above 20)."""
+    generator = torch.Generator().manual_seed(5)
+    z = (torch.rand(3, 37, 48, generator=generator, dtype=torch.float64) * 120 - 60).to(dtype)
+    bias = torch.randn(48, generator=generator, dtype=torch.float64).to(dtype)
+    pre = (z + bias).double()                                             # the sum rounded as the kernel rounds it
+    want = pre.clamp(min=0) + torch.log1p(torch.exp(-pre.abs()))
+    got = softplus_bias_native(z, bias, threads=3)
+    assert got.data_ptr() == z.data_ptr()
+    ulp = torch.finfo(dtype).eps
+    assert float(((got.double() - want).abs() / want).max()) < 4 * ulp
 
 
 @needs_native

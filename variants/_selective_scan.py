@@ -175,6 +175,16 @@ def _scan_backward(delta, v, b, c, a, dy, threads=None):
             layout.channels(d_a.sum(0)).t())
 
 
+def softplus_bias_native(z: torch.Tensor, bias: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+    """Δ = softplus(z + bias) in place over a contiguous z (…, D), bias (D), float32 or float64, no autograd:
+    one vectorised pass (torch's softplus and the bias add are two)."""
+    kernel = getattr(native_scan().library, f"softplus_bias_{SUFFIXES[z.dtype]}")
+    bias = bias.contiguous()
+    kernel(_pointer(z), _pointer(bias), ctypes.c_int64(z.numel() // z.shape[-1]), ctypes.c_int64(z.shape[-1]),
+           ctypes.c_int64(_threads(threads)))
+    return z
+
+
 def _check(status: int, width: int, state_dim: int) -> None:
     if status:
         raise ValueError(f"selective_scan.c refused its arguments (status {status}): head width {width} "

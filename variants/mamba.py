@@ -89,6 +89,7 @@ from attnbench.variants._selective_scan import (
     native_scan,
     selective_scan_blocks,
     selective_scan_native,
+    softplus_bias_native,
 )
 
 GROUP_CHUNKS = 64
@@ -130,8 +131,12 @@ def selective_learned_weights(inner: int, state_dim: int) -> dict[str, LearnedWe
     }
 
 
-def selective_projections(q, k, v, weights):
-    """Δ, x, B, C (B, N, D), (B, N, D), (B, N, n), (B, N, n) and A (D, n) from the case's tensors."""
+def selective_projections(q, k, v, weights, native_softplus: bool = False):
+    """Δ, x, B, C (B, N, D), (B, N, D), (B, N, n), (B, N, n) and A (D, n) from the case's tensors.
+
+    With `native_softplus` (no autograd, float32 or float64, the C scan built) Δ's bias and softplus run in
+    one C pass over x W↓ W↑ instead of torch's two.
+    """
     batch, heads, seq_len, head_dim = v.shape
     inner = heads * head_dim
 
@@ -140,8 +145,12 @@ def selective_projections(q, k, v, weights):
 
     x = flat(v)
     low_rank = x @ weights["w_delta_down"]                                # (B, N, r)
-    pre_activation = torch.addmm(weights["delta_bias"], low_rank.reshape(-1, low_rank.shape[-1]), weights["w_delta_up"])
-    delta = torch.nn.functional.softplus(pre_activation).view(batch, seq_len, inner)   # (B, N, D)
+    if native_softplus:
+        delta = softplus_bias_native(low_rank @ weights["w_delta_up"], weights["delta_bias"])   # (B, N, D)
+    else:
+        pre_activation = torch.addmm(weights["delta_bias"], low_rank.reshape(-1, low_rank.shape[-1]),
+                                     weights["w_delta_up"])
+        delta = torch.nn.functional.softplus(pre_activation).view(batch, seq_len, inner)   # (B, N, D)
     b = flat(k) @ weights["w_b"]                                          # (B, N, n)
     c = flat(q) @ weights["w_c"]                                          # (B, N, n)
     return delta, x, b, c, _decay_rates(weights["a_log"])
@@ -240,6 +249,10 @@ def selective_scan_chunked(delta, x, b, c, a, chunk: int, compiled: bool = True)
     return y.to(out_dtype)
 
 
+def _tracking(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def _runs_native(v: torch.Tensor) -> bool:
     return v.device.type == "cpu" and native_scan().available
 
@@ -293,7 +306,9 @@ class MambaScan(_StateSpace):
         weights = self.weights(case, inputs)
 
         def forward() -> torch.Tensor:
-            delta, x, b, c, a = selective_projections(q, k, v, weights)
+            fused = _runs_native(v) and v.dtype in (torch.float32, torch.float64) \
+                and not _tracking(q, k, v, *weights.values())
+            delta, x, b, c, a = selective_projections(q, k, v, weights, native_softplus=fused)
             if _runs_native(v):
                 return _native_output(delta, v, b, c, a, weights["d_skip"])   # (B, H, N, d)
             y = selective_scan_chunked(delta, x, b, c, a, chunk) + x * weights["d_skip"]   # (B, N, D)
