@@ -261,9 +261,13 @@ static void NAMED(backward_items, SUFFIX)(const void *context, int64_t thread, i
     }
 }
 
-static int NAMED(checked, SUFFIX)(const NAMED(scan, SUFFIX) *s) {
+/* Check the arguments, then run `body` over every item: 0, or 1 for a head width off the lanes, 2 for a bad
+   state size (nothing runs). */
+static int NAMED(run_checked, SUFFIX)(const NAMED(scan, SUFFIX) *s, item_range body, int64_t threads) {
     if (s->head_dim % LANES != 0 || s->channels % s->head_dim != 0) return 1;
     if (s->state < 1 || s->state > MAX_STATE) return 2;
+    const int64_t items = s->batch * (s->channels / LANES);
+    if (items >= 1 && s->seq_len >= 1) run_items(body, s, items, thread_count(threads, items));
     return 0;
 }
 
@@ -277,11 +281,7 @@ int NAMED(selective_scan, SUFFIX)(const REAL *delta, const REAL *x, const REAL *
                              .head_dim = head_dim,
                              .xs_batch = x_strides[0], .xs_head = x_strides[1], .xs_time = x_strides[2],
                              .ys_batch = y_strides[0], .ys_head = y_strides[1], .ys_time = y_strides[2]};
-    int status = NAMED(checked, SUFFIX)(&s);
-    int64_t items = batch * (channels / LANES);
-    if (status || items < 1 || seq_len < 1) return status;
-    run_items(NAMED(forward_items, SUFFIX), &s, items, thread_count(threads, items));
-    return 0;
+    return NAMED(run_checked, SUFFIX)(&s, NAMED(forward_items, SUFFIX), threads);
 }
 
 /* The scan's gradients for dy (B, H, N, P, strides as y): ddelta and dx (B, N, D), and per thread
@@ -300,11 +300,7 @@ int NAMED(selective_scan_backward, SUFFIX)(const REAL *delta, const REAL *x, con
                              .head_dim = head_dim,
                              .xs_batch = x_strides[0], .xs_head = x_strides[1], .xs_time = x_strides[2],
                              .ys_batch = dy_strides[0], .ys_head = dy_strides[1], .ys_time = dy_strides[2]};
-    int status = NAMED(checked, SUFFIX)(&s);
-    int64_t items = batch * (channels / LANES);
-    if (status || items < 1 || seq_len < 1) return status;
-    run_items(NAMED(backward_items, SUFFIX), &s, items, thread_count(threads, items));
-    return 0;
+    return NAMED(run_checked, SUFFIX)(&s, NAMED(backward_items, SUFFIX), threads);
 }
 
 /* Δ = softplus(z + bias) in place over z (rows, D), bias (D): one vectorised pass, rows over the threads. */
