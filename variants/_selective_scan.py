@@ -110,8 +110,11 @@ class _Channels:
         if self.aligned:
             return t if t.stride(-1) == 1 else t.contiguous()
         batch, _, seq_len, _ = t.shape
-        return torch.nn.functional.pad(t.transpose(1, 2).reshape(batch, seq_len, self.inner),
-                                       (0, self.width - self.inner))[:, None]
+        return self.padded(t.transpose(1, 2).reshape(batch, seq_len, self.inner))[:, None]
+
+    def padded(self, t: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+        """A channel vector (…, D) padded with `value` to the kernel's (…, D')."""
+        return t if self.aligned else torch.nn.functional.pad(t, (0, self.width - self.inner), value=value)
 
     def channels(self, t: torch.Tensor) -> torch.Tensor:
         """A (…, D') channel vector without its padding: (…, D)."""
@@ -125,8 +128,7 @@ class _Channels:
 
     def decays(self, a: torch.Tensor) -> torch.Tensor:
         """A (D, n) as (n, D'), padded channels decaying (their Δ is 0, so they never move)."""
-        padding = 0 if self.aligned else self.width - self.inner
-        return torch.nn.functional.pad(a, (0, 0, 0, padding), value=-1.0).t().contiguous()
+        return self.padded(a.t(), value=-1.0).contiguous()
 
 
 def _threads(threads: int | None) -> int:
@@ -139,9 +141,8 @@ def _scan_forward(delta, v, b, c, a, d_skip, threads=None) -> torch.Tensor:
     state_dim = a.shape[1]
     layout = _Channels.of(delta, v)
     x = layout.heads(v)
-    skip = d_skip if layout.aligned else torch.nn.functional.pad(d_skip, (0, layout.width - layout.inner))
     y = torch.empty(x.shape, dtype=v.dtype)
-    a_t, b, c, skip = layout.decays(a), b.contiguous(), c.contiguous(), skip.contiguous()
+    a_t, b, c, skip = layout.decays(a), b.contiguous(), c.contiguous(), layout.padded(d_skip).contiguous()
     kernel = getattr(native_scan().library, f"selective_scan_{SUFFIXES[v.dtype]}")
     _check(kernel(_pointer(layout.delta), _pointer(x), _pointer(b), _pointer(c), _pointer(a_t), _pointer(skip),
                   _pointer(y), ctypes.c_int64(batch), ctypes.c_int64(seq_len), ctypes.c_int64(a_t.shape[1]),
