@@ -31,6 +31,7 @@ from typing import ClassVar
 import torch
 
 from attnbench import AttentionInputs, Case, Knob, Tolerance, Variant
+from attnbench.variants._state_chain import chain_native, chain_runs_native, native_chain
 
 HALF = (torch.float16, torch.bfloat16)
 
@@ -77,12 +78,18 @@ def carry_states(chunk_decay: torch.Tensor, chunk_states: torch.Tensor, state: t
     chunk_states E (B, H, c, d_k, d_v): each chunk's end state from a zero
     start; `state` (B, H, d_k, d_v) enters the first chunk (None: zeros).
     One multiply-add per chunk: c small steps of d_k·d_v per head, far less
-    than the chunks' own work, written in place into the result unless
-    autograd records them.
+    than the chunks' own work: in C (`chain_native`) where autograd records
+    nothing and the library is built, else written in place into the result
+    unless autograd records them.
     """
     chunks = chunk_states.shape[2]
     decay = chunk_decay.expand(*chunk_states.shape[:3], *chunk_decay.shape[3:])
     first = torch.zeros_like(chunk_states[:, :, 0]) if state is None else state
+    if not builds_graph(chunk_decay, chunk_states, state) and chain_runs_native(decay, chunk_states, first):
+        batch, heads = chunk_states.shape[:2]
+        rows = decay[..., 0].expand(*chunk_states.shape[:4])              # (B, H, c, d_k)
+        entering, final = chain_native(rows.flatten(0, 1), chunk_states.flatten(0, 1), first.flatten(0, 1))
+        return entering.unflatten(0, (batch, heads)), final.unflatten(0, (batch, heads))
     if builds_graph(chunk_decay, chunk_states, state):
         steps = [first]
         for j in range(chunks):
@@ -118,6 +125,17 @@ class Recurrence(Variant):
         "bfloat16": Tolerance(rel_l2=3e-2, max_rel=1e-1, grad_rel_l2=5e-2, grad_max_rel=2e-1),
     }
     knobs = {"chunk": Knob(int, default=64, minimum=1, doc="time steps per chunk of the chunk-parallel form")}
+    chain_in_c: ClassVar[bool] = False                                   # its loop over chunks can run in state_chain.c
+
+    def execution(self, case: Case) -> str:
+        """A decode step runs the recurrence from the prefix's state; a whole sequence the chunked form, whose loop
+        over chunks runs in C (`chain_native`) where autograd records nothing (fwd cells on the CPU) for the
+        variants with such a loop (`chain_in_c`)."""
+        if case.kv_len != case.seq_len:
+            return "recurrent step from the prefix's state"
+        if self.chain_in_c and case.mode == "fwd" and case.device == "cpu" and native_chain().available:
+            return "chunked, C chain over chunks"
+        return "chunked"
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         reasons = super().unsupported_reasons(case)
@@ -248,6 +266,9 @@ class CudaExtra:
     package = ""
     extra = ""
     device_reason = "is a CUDA kernel (Triton or CUDA C) from an optional extra; it has no CPU implementation"
+
+    def execution(self, case: Case) -> None:
+        return None                                                       # one way: the package's kernel
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         reasons = super().unsupported_reasons(case)

@@ -45,6 +45,7 @@ from attnbench.variants._recurrent import (
     segment_log_decay,
     time_major,
 )
+from attnbench.variants._state_chain import chain_runs_native, delta_chain_native
 
 
 def inverse_softplus_of(initial):
@@ -142,33 +143,52 @@ def delta_rule_chunked(q, k, v, beta, log_alpha, chunk: int, state=None):
     w = t_mat @ (kc if to_now is None else kc * to_now)                   # (B, H, c, Q, d_k)
     scores = (qc @ kc.transpose(-2, -1)).mul_(gamma)                      # (B, H, c, Q, Q), lower with diagonal
     q_in = qc if to_now is None else qc * to_now
-    k_out_t = (kc if to_end is None else kc * to_end).transpose(-2, -1)  # (B, H, c, d_k, Q)
-    # the chain S_j+1 = A_j S_j + B_j, every chunk's A_j = Γ_Q I − K̃ᵀ W and B_j = K̃ᵀ U at once
+    k_out = kc if to_end is None else kc * to_end                         # K̃ (B, H, c, Q, d_k)
+    first = k.new_zeros(batch, heads, key_dim, v.shape[-1]) if state is None else state
+    if not builds_graph(w, u, k_out, first) and chain_runs_native(w, u, k_out, first):
+        # in C, chunk by chunk: U'_j = U_j − W_j S_j, S_j+1 = Γ_Q S_j + K̃_jᵀ U'_j; then o = Γ_t Q S + s U'
+        decay = None if end_decay is None else end_decay[..., 0, 0].flatten(0, 1)
+        starts, final, u_new = delta_chain_native(*(t.flatten(0, 1) for t in (w, u, k_out)), decay,
+                                                  first.flatten(0, 1))
+        starts, u_new = starts.unflatten(0, (batch, heads)), u_new.unflatten(0, (batch, heads))
+        out = (q_in @ starts).add_(scores @ u_new)                        # (B, H, c, Q, d_v)
+    else:
+        starts, final = delta_rule_states(w, u, k_out, end_decay, first)
+        out = ((scores @ w).neg_().add_(q_in) @ starts).add_(scores @ u)  # (Q − s W) S + s U, U' = U − W S
+    out = out.reshape(batch, heads, chunks * chunk, -1)
+    return out[:, :, :seq_len], final.reshape(batch, heads, key_dim, -1)
+
+
+def delta_rule_states(w, u, k_out, end_decay, first):
+    """The states entering every chunk (B, H, c, d_k, d_v) and the last, in torch: the chain S_j+1 = A_j S_j + B_j
+    with every chunk's A_j = Γ_Q I − K̃ᵀ W and B_j = K̃ᵀ U made at once (one batched matmul per chunk in sequence).
+
+    w, k_out (B, H, c, Q, d_k), u (B, H, c, Q, d_v), end_decay (B, H, c, 1, 1) or None, first (B, H, d_k, d_v).
+    """
+    batch, heads, chunks = w.shape[:3]
+    k_out_t = k_out.transpose(-2, -1)                                     # (B, H, c, d_k, Q)
     a = (k_out_t @ w).neg_()                                              # −K̃ᵀ W (B, H, c, d_k, d_k)
     a.diagonal(dim1=-2, dim2=-1).add_(1.0 if end_decay is None else end_decay[..., 0])   # + Γ_Q I
-    b_ = k_out_t @ u                                                      # (B, H, c, d_k, d_v)
-    a, b_ = (t.flatten(0, 1).movedim(1, 0) for t in (a, b_))             # chunk-major views (c, B·H, ·, ·)
-    a = a.contiguous()
-    first = k.new_zeros(batch * heads, key_dim, v.shape[-1]) if state is None else state.flatten(0, 1)
-    if builds_graph(a, b_, first):
+    b = k_out_t @ u                                                       # (B, H, c, d_k, d_v)
+    a, b, first = a.flatten(0, 1), b.flatten(0, 1), first.flatten(0, 1)   # (B·H, c, d_k, ·)
+    if builds_graph(a, b, first):
         steps = [first]
         for j in range(chunks):                                           # one step per chunk
-            steps.append(torch.baddbmm(b_[j], a[j], steps[-1]))
-        states = torch.stack(steps)                                       # (c + 1, B·H, d_k, d_v)
-    else:
-        states = k.new_empty(chunks + 1, batch * heads, key_dim, v.shape[-1])   # S entering chunk j; last: final
-        states[0].copy_(first)
-        states[1:].copy_(b_)                                              # B_j, then += A_j S_j in place
-        for j in range(chunks):                                           # one step per chunk
-            torch.baddbmm(states[j + 1], a[j], states[j], out=states[j + 1])
-    starts = states[:chunks].movedim(0, 1).unflatten(0, (batch, heads))   # (B, H, c, d_k, d_v)
-    out = ((q_in - scores @ w) @ starts + scores @ u).reshape(batch, heads, chunks * chunk, -1)   # U' = U − W S
-    return out[:, :, :seq_len], states[chunks].view(batch, heads, key_dim, -1)
+            steps.append(torch.baddbmm(b[:, j], a[:, j], steps[-1]))
+        starts, final = torch.stack(steps[:-1], dim=1), steps[-1]          # (B·H, c, d_k, d_v)
+    else:                                                                 # each step written in place
+        starts = b.new_empty(b.shape)                                     # S entering chunk j
+        starts[:, 0].copy_(first)
+        for j in range(chunks - 1):
+            torch.baddbmm(b[:, j], a[:, j], starts[:, j], out=starts[:, j + 1])
+        final = torch.baddbmm(b[:, -1], a[:, -1], starts[:, -1])
+    return starts.unflatten(0, (batch, heads)), final.unflatten(0, (batch, heads))
 
 
 class _DeltaRule(Recurrence):
     family = "deltanet"
     gated = False
+    chain_in_c = True
     # 32: at N = 4096, 8 heads of 64, float32, deltanet 48.8 ms against 64's 51.0 ms, gated-deltanet 53.2 ms
     # against 68.9 ms (2-core machine, shared); the solve and Q×Q products grow with the chunk
     knobs = {"chunk": Knob(int, default=32, minimum=1, doc="time steps per chunk of the chunk-parallel form")}
@@ -201,22 +221,26 @@ class _DeltaRule(Recurrence):
 
     def performed_flops(self, case: Case) -> int | None:
         """The chunked form's matmuls and triangular solve, padded to whole chunks (the solve: Q²·Q per chunk,
-        which FlopCounterMode does not see)."""
+        which FlopCounterMode does not see). Where the chain runs in C (`execution`), its two products per chunk,
+        W S and K̃ᵀ U', replace every chunk's A, B, the chain A S and the scores' product with W."""
         chunk, steps = self.padded(case)
         dk, dv = case.head_dim, case.v_head_dim
         projections = 2 * dk * (2 if self.gated else 1)
         if case.kv_len != case.seq_len:
             return None                                                   # the decode step is the recurrence itself
-        per_head = (case.seq_len * projections
-                    + 2 * steps * chunk * dk * 2                          # K Kᵀ and Q Kᵀ
-                    + steps * chunk * chunk                               # the triangular solve
-                    + 2 * steps * chunk * (dv + dk)                       # U = T V, W = T K
-                    + 2 * steps * dk * (dk + dv)                          # every chunk's A = Γ I − K̃ᵀ W, B = K̃ᵀ U
-                    + 2 * (steps // chunk) * dk * dk * dv                 # the chain A S
-                    + 2 * steps * chunk * dk                              # scores W
-                    + 2 * steps * dk * dv                                 # (Γ Q − scores W) S
-                    + 2 * steps * chunk * dv)                             # scores U
-        return case.batch * case.heads * per_head
+        shared = (case.seq_len * projections
+                  + 2 * steps * chunk * dk * 2                            # K Kᵀ and Q Kᵀ
+                  + steps * chunk * chunk                                 # the triangular solve
+                  + 2 * steps * chunk * (dv + dk)                         # U = T V, W = T K
+                  + 2 * steps * dk * dv                                   # Γ Q S (or (Γ Q − scores W) S)
+                  + 2 * steps * chunk * dv)                               # scores U (or scores U')
+        if self.execution(case) == "chunked, C chain over chunks":
+            chain = 2 * steps * dk * dv * 2                               # W S and K̃ᵀ U', chunk by chunk
+        else:
+            chain = (2 * steps * dk * (dk + dv)                           # every chunk's A = Γ I − K̃ᵀ W, B = K̃ᵀ U
+                     + 2 * (steps // chunk) * dk * dk * dv                # the chain A S
+                     + 2 * steps * chunk * dk)                            # scores W
+        return case.batch * case.heads * (shared + chain)
 
     def memory_model(self, case: Case) -> int:
         chunk, steps, chunks, element = self.work_shape(case)

@@ -42,11 +42,13 @@ from attnbench import Case, Knob, LearnedWeight, normal
 from attnbench.variants._recurrent import (
     FlaRecurrence,
     Recurrence,
+    builds_graph,
     carry_states,
     chunked_view,
     segment_log_decay,
     time_major,
 )
+from attnbench.variants._state_chain import chain_native, chain_runs_native
 
 SUB = 16
 SAFE_EXPONENT = 40.0
@@ -97,27 +99,34 @@ def retention_chunked(q, k, v, log_gamma, chunk: int, state=None, decays=None):
     """Retention chunk-parallel: o (B, H, N, d_v) and the final state. q, k (B, H, N, d_k), v (B, H, N, d_v).
 
     `decays` is `retention_decays(log_gamma, chunk)` (built here when not given). γ is one number per head,
-    so the state after chunk t is one matmul over the chunks, Σ_{s <= t} γ^(Q(t−s)) E_s (+ γ^(Q(t+1)) S_0):
-    no step runs in sequence.
+    so under autograd the state after chunk t is one matmul over the chunks, Σ_{s <= t} γ^(Q(t−s)) E_s
+    (+ γ^(Q(t+1)) S_0), and no step runs in sequence; where nothing is traced the chain S_j+1 = γ^Q S_j + E_j
+    runs in C (`chain_native`), c multiply-adds of d_k·d_v, cheaper than that c × c matmul.
     """
     batch, heads, seq_len, _ = k.shape
     decays = retention_decays(log_gamma, chunk) if decays is None else decays
     qc, kc, vc = (chunked_view(t, chunk) for t in (q, k, v))             # (B, H, c, Q, ·)
     chunks, key_dim, value_dim = qc.shape[2], k.shape[-1], v.shape[-1]
-    out = ((qc @ kc.transpose(-2, -1)) * decays["within"][:, None]) @ vc  # within chunks (B, H, c, Q, d_v)
+    out = (qc @ kc.transpose(-2, -1)).mul_(decays["within"][:, None]) @ vc   # within chunks (B, H, c, Q, d_v)
     ends = (kc * decays["to_end"][:, None]).transpose(-2, -1) @ vc        # chunk end states (B, H, c, d_k, d_v)
-    index = torch.arange(chunks, device=k.device, dtype=log_gamma.dtype)
-    gaps = index[:, None] - index[None, :]                                # t − s
-    carry = torch.exp(log_gamma[:, None, None] * chunk * gaps.clamp_min(0)).masked_fill(gaps < 0, 0.0)   # (H, c, c)
-    after = (carry @ ends.reshape(batch, heads, chunks, key_dim * value_dim)) \
-        .view(batch, heads, chunks, key_dim, value_dim)                   # S after chunk t from a zero start
     q_decayed = qc * decays["to_query"][:, None]                          # (B, H, c, Q, d_k)
-    out[:, :, 1:] += q_decayed[:, :, 1:] @ after[:, :, :-1]               # the state entering chunks 1..c−1
-    final = after[:, :, -1]
-    if state is not None:                                                 # S_0 decayed to each chunk's start
-        reach = torch.exp(log_gamma[:, None] * chunk * index)[..., None, None]   # (H, c, 1, 1): γ^(Qt)
-        out += (q_decayed * reach) @ state[:, :, None]
-        final = final + torch.exp(log_gamma * chunk * chunks)[:, None, None] * state
+    if not builds_graph(qc, kc, vc, state) and chain_runs_native(ends):   # S_j+1 = γ^Q S_j + E_j, in C
+        first = ends.new_zeros(batch, heads, key_dim, value_dim) if state is None else state
+        rows = torch.exp(log_gamma * chunk)[None, :, None, None].expand(batch, heads, chunks, key_dim)
+        entering, final = (t.unflatten(0, (batch, heads)) for t in
+                           chain_native(rows.flatten(0, 1), ends.flatten(0, 1), first.flatten(0, 1)))
+    else:
+        index = torch.arange(chunks, device=k.device, dtype=log_gamma.dtype)
+        gaps = index[:, None] - index[None, :] - 1                        # t − 1 − s
+        carry = torch.exp(log_gamma[:, None, None] * chunk * gaps.clamp_min(0)).masked_fill(gaps < 0, 0.0)  # (H, c, c)
+        entering = (carry @ ends.reshape(batch, heads, chunks, key_dim * value_dim)) \
+            .view(batch, heads, chunks, key_dim, value_dim)               # S entering chunk t from a zero start
+        final = torch.exp(log_gamma * chunk)[:, None, None] * entering[:, :, -1] + ends[:, :, -1]   # after the last
+        if state is not None:                                             # S_0 decayed to each chunk's start
+            reach = torch.exp(log_gamma[:, None] * chunk * index)[..., None, None]   # (H, c, 1, 1): γ^(Qt)
+            out += (q_decayed * reach) @ state[:, :, None]
+            final = final + torch.exp(log_gamma * chunk * chunks)[:, None, None] * state
+    out += q_decayed @ entering                                           # the entering states' part (B, H, c, Q, d_v)
     padding = chunks * chunk - seq_len                                    # zero steps that only decayed S
     final = final * torch.exp(-log_gamma * padding)[:, None, None] if padding else final
     return out.reshape(batch, heads, chunks * chunk, -1)[:, :, :seq_len], final
@@ -126,6 +135,7 @@ def retention_chunked(q, k, v, log_gamma, chunk: int, state=None, decays=None):
 class RetNet(Recurrence):
     name = "retnet"
     family = "retnet"
+    chain_in_c = True
     computes = "retention"
     description = "RetNet's retention (fixed decay γ_h = 1 − 2^(−5−h) per head), chunk-parallel"
     # 64: 13.4 ms against 32's 26.3 ms and 128's 14.1 ms at N = 4096, 8 heads of 64, float32, with the chunk
@@ -151,14 +161,16 @@ class RetNet(Recurrence):
 
     def performed_flops(self, case: Case) -> int | None:
         """The chunked form's matmuls (padded to whole chunks): Q Kᵀ and (·) V, the end states, the carry over
-        the chunks (c × c by c × d_k·d_v) and the entering state (chunks 1..c−1)."""
+        the chunks (c × c by c × d_k·d_v; the C chain's c multiply-adds of d_k·d_v where it runs) and the
+        entering state (every chunk's, the first's zero)."""
         chunk, steps = self.padded(case)
         chunks = steps // chunk
         dk, dv = case.head_dim, case.v_head_dim
         if case.kv_len != case.seq_len:
             return None                                                   # the decode step is the recurrence itself
-        per_head = (2 * steps * chunk * (dk + dv) + 2 * steps * dk * dv + 2 * chunks * chunks * dk * dv
-                    + 2 * (steps - chunk) * dk * dv)
+        in_c = self.execution(case) == "chunked, C chain over chunks"
+        carry = 2 * chunks * dk * dv if in_c else 2 * chunks * chunks * dk * dv
+        per_head = 2 * steps * chunk * (dk + dv) + 2 * steps * dk * dv + carry + 2 * steps * dk * dv
         return case.batch * case.heads * per_head
 
     def memory_model(self, case: Case) -> int:
@@ -220,18 +232,19 @@ def gla_chunked(q, k, v, g, chunk: int, state=None):
     b_end = b[:, :, :, -1:]                                               # (B, H, c, 1, d_k)
     if one_block_per_chunk(gc, chunk):
         middle = b[:, :, :, chunk // 2: chunk // 2 + 1]                  # m (B, H, c, 1, d_k)
-        to_middle = torch.exp(b - middle)                                 # e^(b_t − m), at most e^SAFE_EXPONENT
+        to_middle = (b - middle).exp_()                                   # e^(b_t − m), at most e^SAFE_EXPONENT
         q_mid, k_mid = qc * to_middle, kc / to_middle                     # (B, H, c, Q, d_k)
         lower = torch.ones(chunk, chunk, dtype=torch.bool, device=k.device).tril()
         scores = (q_mid @ k_mid.transpose(-2, -1)).masked_fill_(~lower, 0.0)   # (B, H, c, Q, Q)
-        q_start, k_end = q_mid * torch.exp(middle), k_mid * torch.exp(b_end - middle)
+        rescale = torch.mul if builds_graph(q_mid, k_mid) else torch.Tensor.mul_   # in place where nothing is traced
+        q_start, k_end = rescale(q_mid, torch.exp(middle)), rescale(k_mid, torch.exp(b_end - middle))
     else:
         scores = gla_scores_within(qc, kc, b, gc)
         q_start, k_end = qc * torch.exp(b), kc * torch.exp(b_end - b)
     # between chunks
     ends = k_end.transpose(-2, -1) @ vc                                   # (B, H, c, d_k, d_v)
     starts, final = carry_states(torch.exp(b_end).transpose(-2, -1), ends, state)
-    out = q_start @ starts + scores @ vc                                  # (B, H, c, Q, d_v)
+    out = (q_start @ starts).add_(scores @ vc)                            # (B, H, c, Q, d_v)
     return out.reshape(batch, heads, chunks * chunk, -1)[:, :, :seq_len], final
 
 
@@ -272,6 +285,7 @@ def gla_scores_within(qc, kc, b, gc) -> torch.Tensor:
 class GatedLinearAttention(Recurrence):
     name = "gla"
     family = "gla"
+    chain_in_c = True
     computes = "gated_linear_attention"
     # 64 (one block per chunk for the seeded gates): 31.6 ms against 32's 39.3 ms and 128's 33.1 ms at
     # N = 4096, 8 heads of 64, float32 (2-core machine, shared)

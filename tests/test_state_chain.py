@@ -1,0 +1,140 @@
+"""The chunked recurrences' loop over chunks in C: equal to the torch loop, used only where nothing is traced."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+import attnbench.variants._recurrent as recurrent
+import attnbench.variants.deltanet as deltanet
+import attnbench.variants.retention as retention
+from attnbench import AttentionInputs, Case
+from attnbench.core.registry import default_registry
+from attnbench.measure.inputs import make_inputs
+from attnbench.variants._state_chain import (
+    CHAIN_SOURCE,
+    chain_native,
+    delta_chain_native,
+    native_chain,
+)
+
+needs_native = pytest.mark.skipif(not native_chain().available, reason=f"no native chain: {native_chain().reason}")
+
+
+def _diagonal_chain_in_torch(a, b, first):
+    """The states entering every chunk and the last, one torch step per chunk (a_j scales the rows of S_j)."""
+    s, entering = first, []
+    for j in range(b.shape[1]):
+        entering.append(s)
+        s = a[:, j, :, None] * s + b[:, j]
+    return torch.stack(entering, dim=1), s
+
+
+def _delta_chain_in_torch(w, u, k_end, decay, first):
+    """U'_j = U_j − W_j S_j, S_j+1 = Γ_j S_j + K̃_jᵀ U'_j one chunk at a time: entering states, last, U'."""
+    s, entering, pseudo = first, [], []
+    for j in range(w.shape[1]):
+        entering.append(s)
+        pseudo.append(u[:, j] - w[:, j] @ s)
+        s = (1.0 if decay is None else decay[:, j, None, None]) * s + k_end[:, j].transpose(-2, -1) @ pseudo[-1]
+    return torch.stack(entering, dim=1), s, torch.stack(pseudo, dim=1)
+
+
+def _random(*shape, generator, scale=1.0):
+    return torch.randn(shape, generator=generator, dtype=torch.float64) * scale
+
+
+SIZES = [
+    (8, 16, 32, 64, 64),   # the benchmark's heads: whole blocks of rows and columns
+    (3, 5, 6, 7, 33),      # rows and columns that leave remainders of the C blocks
+    (1, 1, 4, 4, 32),      # one chunk: only the final state is computed
+]
+
+
+@needs_native
+@pytest.mark.parametrize("sizes", SIZES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_c_diagonal_chain_equals_the_torch_loop(sizes, dtype):
+    items, chunks, _, key_dim, value_dim = sizes
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(items, chunks, key_dim, generator=generator, dtype=torch.float64)
+    b, first = _random(items, chunks, key_dim, value_dim, generator=generator), \
+        _random(items, key_dim, value_dim, generator=generator)
+    got = chain_native(*(t.to(dtype) for t in (a, b, first)))
+    bound = 1e-6 if dtype == torch.float32 else 1e-13
+    for x, want in zip(got, _diagonal_chain_in_torch(a, b, first), strict=True):
+        assert x.dtype == dtype and x.shape == want.shape
+        assert float((x.double() - want).norm() / want.norm()) < bound
+
+
+@needs_native
+@pytest.mark.parametrize("sizes", SIZES)
+@pytest.mark.parametrize("decayed", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_c_delta_chain_equals_the_torch_loop(sizes, decayed, dtype):
+    items, chunks, chunk, key_dim, value_dim = sizes
+    generator = torch.Generator().manual_seed(1)
+    w, k_end = (_random(items, chunks, chunk, key_dim, generator=generator, scale=key_dim ** -0.5) for _ in range(2))
+    u = _random(items, chunks, chunk, value_dim, generator=generator)
+    first = _random(items, key_dim, value_dim, generator=generator)
+    decay = torch.rand(items, chunks, generator=generator, dtype=torch.float64) if decayed else None
+    got = delta_chain_native(*(None if t is None else t.to(dtype) for t in (w, u, k_end, decay, first)))
+    bound = 1e-5 if dtype == torch.float32 else 1e-12
+    for x, want in zip(got, _delta_chain_in_torch(w, u, k_end, decay, first), strict=True):
+        assert x.dtype == dtype and x.shape == want.shape
+        assert float((x.double() - want).norm() / want.norm()) < bound
+
+
+@needs_native
+def test_the_thread_count_does_not_change_a_single_bit():
+    generator = torch.Generator().manual_seed(2)
+    w, k_end = (_random(6, 9, 8, 16, generator=generator, scale=0.25).float() for _ in range(2))
+    u, first = _random(6, 9, 8, 40, generator=generator).float(), _random(6, 16, 40, generator=generator).float()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = delta_chain_native(w, u, k_end, None, first)
+        torch.set_num_threads(2)
+        two = delta_chain_native(w, u, k_end, None, first)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(x, y) for x, y in zip(one, two, strict=True))
+
+
+def test_operands_that_do_not_match_are_refused_with_their_shapes():
+    b, first = torch.zeros(2, 3, 8, 8), torch.zeros(2, 8, 8)
+    with pytest.raises(ValueError, match=r"a \(2, 3, 4\) does not match b \(2, 3, 8, 8\); expected a \(2, 3, 8\)"):
+        chain_native(torch.zeros(2, 3, 4), b, first)
+    w = torch.zeros(2, 3, 5, 8)
+    with pytest.raises(ValueError, match=r"u \(2, 3, 4, 8\) does not match w \(2, 3, 5, 8\)"):
+        delta_chain_native(w, torch.zeros(2, 3, 4, 8), w, None, first)
+
+
+@needs_native
+@pytest.mark.parametrize("name", ["retnet", "gla", "deltanet", "gated-deltanet"])
+def test_the_variants_run_the_c_chain_in_fwd_cells_and_match_their_torch_loop(name, monkeypatch):
+    variant = default_registry().get(name)
+    case = Case(variant=name, seq_len=200, batch=2, heads=3, head_dim=16, causal=True, params={"chunk": 32})
+    assert variant.execution(case) == "chunked, C chain over chunks"
+    assert variant.execution(replace(case, mode="fwd_bwd")) == "chunked"
+    assert variant.execution(replace(case, kv_len=260, seq_len=4)) == "recurrent step from the prefix's state"
+    with torch.inference_mode():
+        inputs = make_inputs(case)
+        native = variant.prepare(case, inputs)()
+        want = variant.reference(case, AttentionInputs(*(t.double() for t in inputs.tensors())))
+        for module in (recurrent, deltanet, retention):
+            monkeypatch.setattr(module, "chain_runs_native", lambda *tensors: False)
+        in_torch = variant.prepare(case, inputs)()
+    assert float((native.double() - want).norm() / want.norm()) < 2e-6
+    assert float((native - in_torch).norm() / in_torch.norm()) < 1e-6
+
+
+def test_the_fla_kernels_choose_nothing():
+    case = Case(variant="fla-gla", seq_len=64, causal=True, device="cuda")
+    assert default_registry().get("fla-gla").execution(case) is None
+
+
+def test_the_chain_source_ships_beside_its_module():
+    assert CHAIN_SOURCE.is_file() and CHAIN_SOURCE.suffix == ".c"
