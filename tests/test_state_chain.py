@@ -13,10 +13,12 @@ import attnbench.variants.retention as retention
 from attnbench import AttentionInputs, Case
 from attnbench.core.registry import default_registry
 from attnbench.measure.inputs import make_inputs
-from attnbench.variants._state_chain import (
+from attnbench.variants._recurrent import chunked_view
+from attnbench.variants._recurrent_kernels import (
     CHAIN_SOURCE,
     chain_native,
     delta_chain_native,
+    gla_factors_native,
     native_chain,
 )
 
@@ -32,10 +34,12 @@ def _diagonal_chain_in_torch(a, b, first):
     return torch.stack(entering, dim=1), s
 
 
-def _delta_chain_in_torch(w, u, k_end, decay, first):
-    """U'_j = U_j − W_j S_j, S_j+1 = Γ_j S_j + K̃_jᵀ U'_j one chunk at a time: entering states, last, U'."""
+def _delta_chain_in_torch(wu, k, to_end, decay, first):
+    """U'_j = U_j − W_j S_j, S_j+1 = Γ_j S_j + (K_j ∘ γ_j)ᵀ U'_j one chunk at a time: entering states, last, U'."""
+    w, u = wu[..., :k.shape[-1]], wu[..., k.shape[-1]:]
+    k_end = k if to_end is None else k * to_end[..., None]
     s, entering, pseudo = first, [], []
-    for j in range(w.shape[1]):
+    for j in range(k.shape[1]):
         entering.append(s)
         pseudo.append(u[:, j] - w[:, j] @ s)
         s = (1.0 if decay is None else decay[:, j, None, None]) * s + k_end[:, j].transpose(-2, -1) @ pseudo[-1]
@@ -76,13 +80,15 @@ def test_the_c_diagonal_chain_equals_the_torch_loop(sizes, dtype):
 def test_the_c_delta_chain_equals_the_torch_loop(sizes, decayed, dtype):
     items, chunks, chunk, key_dim, value_dim = sizes
     generator = torch.Generator().manual_seed(1)
-    w, k_end = (_random(items, chunks, chunk, key_dim, generator=generator, scale=key_dim ** -0.5) for _ in range(2))
-    u = _random(items, chunks, chunk, value_dim, generator=generator)
+    wu = _random(items, chunks, chunk, key_dim + value_dim, generator=generator)
+    wu[..., :key_dim] *= key_dim ** -0.5
+    k = _random(items, chunks, chunk, key_dim, generator=generator, scale=key_dim ** -0.5)
     first = _random(items, key_dim, value_dim, generator=generator)
-    decay = torch.rand(items, chunks, generator=generator, dtype=torch.float64) if decayed else None
-    got = delta_chain_native(*(None if t is None else t.to(dtype) for t in (w, u, k_end, decay, first)))
+    to_end, decay = (torch.rand(shape, generator=generator, dtype=torch.float64) if decayed else None
+                     for shape in ((items, chunks, chunk), (items, chunks)))
+    got = delta_chain_native(*(None if t is None else t.to(dtype) for t in (wu, k, to_end, decay, first)))
     bound = 1e-5 if dtype == torch.float32 else 1e-12
-    for x, want in zip(got, _delta_chain_in_torch(w, u, k_end, decay, first), strict=True):
+    for x, want in zip(got, _delta_chain_in_torch(wu, k, to_end, decay, first), strict=True):
         assert x.dtype == dtype and x.shape == want.shape
         assert float((x.double() - want).norm() / want.norm()) < bound
 
@@ -90,14 +96,14 @@ def test_the_c_delta_chain_equals_the_torch_loop(sizes, decayed, dtype):
 @needs_native
 def test_the_thread_count_does_not_change_a_single_bit():
     generator = torch.Generator().manual_seed(2)
-    w, k_end = (_random(6, 9, 8, 16, generator=generator, scale=0.25).float() for _ in range(2))
-    u, first = _random(6, 9, 8, 40, generator=generator).float(), _random(6, 16, 40, generator=generator).float()
+    wu = _random(6, 9, 8, 56, generator=generator, scale=0.25).float()
+    k, first = _random(6, 9, 8, 16, generator=generator, scale=0.25).float(), _random(6, 16, 40, generator=generator).float()
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = delta_chain_native(w, u, k_end, None, first)
+        one = delta_chain_native(wu, k, None, None, first)
         torch.set_num_threads(2)
-        two = delta_chain_native(w, u, k_end, None, first)
+        two = delta_chain_native(wu, k, None, None, first)
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(x, y) for x, y in zip(one, two, strict=True))
@@ -107,9 +113,9 @@ def test_operands_that_do_not_match_are_refused_with_their_shapes():
     b, first = torch.zeros(2, 3, 8, 8), torch.zeros(2, 8, 8)
     with pytest.raises(ValueError, match=r"a \(2, 3, 4\) does not match b \(2, 3, 8, 8\); expected a \(2, 3, 8\)"):
         chain_native(torch.zeros(2, 3, 4), b, first)
-    w = torch.zeros(2, 3, 5, 8)
-    with pytest.raises(ValueError, match=r"u \(2, 3, 4, 8\) does not match w \(2, 3, 5, 8\)"):
-        delta_chain_native(w, torch.zeros(2, 3, 4, 8), w, None, first)
+    k = torch.zeros(2, 3, 5, 8)
+    with pytest.raises(ValueError, match=r"wu \(2, 3, 4, 16\) does not match k \(2, 3, 5, 8\)"):
+        delta_chain_native(torch.zeros(2, 3, 4, 16), k, None, None, first)
 
 
 @needs_native
@@ -129,6 +135,46 @@ def test_the_variants_run_the_c_chain_in_fwd_cells_and_match_their_torch_loop(na
         in_torch = variant.prepare(case, inputs)()
     assert float((native.double() - want).norm() / want.norm()) < 2e-6
     assert float((native - in_torch).norm() / in_torch.norm()) < 1e-6
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_c_gla_factors_equal_torchs_gates_sums_and_scalings(dtype):
+    batch, heads, seq_len, key_dim, chunk = 2, 3, 70, 12, 16               # 70 = 4 chunks of 16 and 6 rows
+    generator = torch.Generator().manual_seed(3)
+    logits, q, k = (torch.randn(batch, heads, seq_len, key_dim, generator=generator, dtype=dtype) for _ in range(3))
+    bias = torch.randn(heads, 1, key_dim, generator=generator, dtype=dtype)
+    got = gla_factors_native(logits, bias, q, k, 16.0, chunk)
+    g = chunked_view(torch.nn.functional.logsigmoid((logits + bias).double()) / 16, chunk)   # padding: g = 0
+    qc, kc = chunked_view(q.double(), chunk), chunked_view(k.double(), chunk)
+    b = g.cumsum(dim=3)
+    middle, last = b[:, :, :, chunk // 2:chunk // 2 + 1], b[:, :, :, -1:]
+    want = {"q_mid": qc * torch.exp(b - middle), "k_mid": kc * torch.exp(middle - b),
+            "q_start": qc * torch.exp(b), "k_end": kc * torch.exp(last - b), "end_decay": torch.exp(last[:, :, :, 0])}
+    bound = 1e-6 if dtype == torch.float32 else 1e-13
+    for name, value in want.items():
+        ours = getattr(got, name)
+        assert ours.dtype == dtype and ours.shape == value.shape, name
+        assert float((ours.double() - value).norm() / value.norm()) < bound, name
+    assert got.steepest == pytest.approx(float(-g.min()), rel=1e-5)
+
+
+@needs_native
+def test_gla_with_gates_too_steep_for_one_block_runs_the_sub_blocks():
+    variant = default_registry().get("gla")
+    case = Case(variant="gla", seq_len=96, batch=1, heads=2, head_dim=16, causal=True, params={"chunk": 32})
+    inputs = make_inputs(case)
+    weights = {name: w.clone() for name, w in variant.weights(case, inputs).items()}
+    weights["gate_bias"].fill_(-80.0)                                      # log α ≈ −5 per step: 32 steps pass e^80
+    steep = AttentionInputs(*inputs.tensors(), weights=weights)
+    with torch.inference_mode():
+        q, k, v = steep.tensors()
+        q_, k_ = variant.prepared_inputs(q, k)
+        assert retention.gla_chunked_native(q_, k_, v, variant.mixer_weights(case, steep, torch.float32), 32) is None
+        got = variant.prepare(case, steep)()
+        want = variant.reference(case, AttentionInputs(*(t.double() for t in steep.tensors()), weights=weights))
+    assert torch.isfinite(got).all()
+    assert float((got.double() - want).norm() / want.norm()) < 2e-6
 
 
 def test_the_fla_kernels_choose_nothing():

@@ -31,7 +31,7 @@ from typing import ClassVar
 import torch
 
 from attnbench import AttentionInputs, Case, Knob, Tolerance, Variant
-from attnbench.variants._state_chain import chain_native, chain_runs_native, native_chain
+from attnbench.variants._recurrent_kernels import chain_native, chain_runs_native, native_chain
 
 HALF = (torch.float16, torch.bfloat16)
 
@@ -125,7 +125,7 @@ class Recurrence(Variant):
         "bfloat16": Tolerance(rel_l2=3e-2, max_rel=1e-1, grad_rel_l2=5e-2, grad_max_rel=2e-1),
     }
     knobs = {"chunk": Knob(int, default=64, minimum=1, doc="time steps per chunk of the chunk-parallel form")}
-    chain_in_c: ClassVar[bool] = False                                   # its loop over chunks can run in state_chain.c
+    chain_in_c: ClassVar[bool] = False                                   # its loop over chunks can run in recurrent_kernels.c
 
     def execution(self, case: Case) -> str:
         """A decode step runs the recurrence from the prefix's state; a whole sequence the chunked form, whose loop

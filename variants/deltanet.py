@@ -45,7 +45,7 @@ from attnbench.variants._recurrent import (
     segment_log_decay,
     time_major,
 )
-from attnbench.variants._state_chain import chain_runs_native, delta_chain_native
+from attnbench.variants._recurrent_kernels import chain_runs_native, delta_chain_native
 
 
 def inverse_softplus_of(initial):
@@ -139,20 +139,22 @@ def delta_rule_chunked(q, k, v, beta, log_alpha, chunk: int, state=None):
     eye = torch.eye(chunk, dtype=k.dtype, device=k.device)
     t_mat = torch.linalg.solve_triangular(lower, eye * bc.transpose(-2, -1), upper=False,
                                           unitriangular=True)            # (B, H, c, Q, Q)
-    u = t_mat @ vc                                                        # (B, H, c, Q, d_v)
-    w = t_mat @ (kc if to_now is None else kc * to_now)                   # (B, H, c, Q, d_k)
+    k_in = kc if to_now is None else kc * to_now                          # K Γ_t (B, H, c, Q, d_k)
     scores = (qc @ kc.transpose(-2, -1)).mul_(gamma)                      # (B, H, c, Q, Q), lower with diagonal
     q_in = qc if to_now is None else qc * to_now
-    k_out = kc if to_end is None else kc * to_end                         # K̃ (B, H, c, Q, d_k)
     first = k.new_zeros(batch, heads, key_dim, v.shape[-1]) if state is None else state
-    if not builds_graph(w, u, k_out, first) and chain_runs_native(w, u, k_out, first):
-        # in C, chunk by chunk: U'_j = U_j − W_j S_j, S_j+1 = Γ_Q S_j + K̃_jᵀ U'_j; then o = Γ_t Q S + s U'
+    if not builds_graph(t_mat, kc, vc, first) and chain_runs_native(t_mat, kc, vc, first):
+        # W and U in one product; then in C, chunk by chunk, U'_j = U_j − W_j S_j and S_j+1 = Γ_Q S_j + K̃_jᵀ U'_j
+        wu = t_mat @ torch.cat((k_in, vc), dim=-1)                        # [W | U] (B, H, c, Q, d_k + d_v)
+        to_end_rows = None if to_end is None else to_end[..., 0].flatten(0, 1)
         decay = None if end_decay is None else end_decay[..., 0, 0].flatten(0, 1)
-        starts, final, u_new = delta_chain_native(*(t.flatten(0, 1) for t in (w, u, k_out)), decay,
+        starts, final, u_new = delta_chain_native(wu.flatten(0, 1), kc.flatten(0, 1), to_end_rows, decay,
                                                   first.flatten(0, 1))
         starts, u_new = starts.unflatten(0, (batch, heads)), u_new.unflatten(0, (batch, heads))
-        out = (q_in @ starts).add_(scores @ u_new)                        # (B, H, c, Q, d_v)
+        out = (q_in @ starts).add_(scores @ u_new)                        # Γ_t Q S + s U' (B, H, c, Q, d_v)
     else:
+        u, w = t_mat @ vc, t_mat @ k_in                                   # (B, H, c, Q, d_v), (B, H, c, Q, d_k)
+        k_out = kc if to_end is None else kc * to_end                     # K̃ (B, H, c, Q, d_k)
         starts, final = delta_rule_states(w, u, k_out, end_decay, first)
         out = ((scores @ w).neg_().add_(q_in) @ starts).add_(scores @ u)  # (Q − s W) S + s U, U' = U − W S
     out = out.reshape(batch, heads, chunks * chunk, -1)

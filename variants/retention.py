@@ -48,7 +48,11 @@ from attnbench.variants._recurrent import (
     segment_log_decay,
     time_major,
 )
-from attnbench.variants._state_chain import chain_native, chain_runs_native
+from attnbench.variants._recurrent_kernels import (
+    chain_native,
+    chain_runs_native,
+    gla_factors_native,
+)
 
 SUB = 16
 SAFE_EXPONENT = 40.0
@@ -248,6 +252,24 @@ def gla_chunked(q, k, v, g, chunk: int, state=None):
     return out.reshape(batch, heads, chunks * chunk, -1)[:, :, :seq_len], final
 
 
+def gla_chunked_native(q, k, v, weights, chunk: int, state=None):
+    """`gla_chunked` with its gates and one-block factors from one C pass (`gla_factors_native`): o and the final
+    state, or None where the gates are too steep for one block per chunk (then `gla_chunked`'s sub-blocks run).
+    For inputs autograd does not record, on the CPU."""
+    batch, heads, seq_len, _ = k.shape
+    logits = (k @ weights["gate_down"]) @ weights["gate_up"]            # (B, H, N, d_k), the bias is added in C
+    factors = gla_factors_native(logits, weights["gate_bias"], q, k, GATE_NORMALIZER, chunk)
+    if chunk * factors.steepest > 2 * SAFE_EXPONENT and chunk % SUB == 0:
+        return None
+    vc = chunked_view(v, chunk)                                           # (B, H, c, Q, d_v)
+    lower = torch.ones(chunk, chunk, dtype=torch.bool, device=k.device).tril()
+    scores = (factors.q_mid @ factors.k_mid.transpose(-2, -1)).masked_fill_(~lower, 0.0)   # (B, H, c, Q, Q)
+    ends = factors.k_end.transpose(-2, -1) @ vc                           # (B, H, c, d_k, d_v)
+    starts, final = carry_states(factors.end_decay[..., None], ends, state)
+    out = (factors.q_start @ starts).add_(scores @ vc)                    # (B, H, c, Q, d_v)
+    return out.reshape(batch, heads, -1, out.shape[-1])[:, :, :seq_len], final
+
+
 def one_block_per_chunk(gc: torch.Tensor, chunk: int) -> bool:
     """Whether the chunk is one block: its factors stay below e^SAFE_EXPONENT (or it cannot be cut into `SUB`s)."""
     steepest = float(-gc.detach().min()) if gc.numel() else 0.0          # the largest |log α| of one step
@@ -296,6 +318,10 @@ class GatedLinearAttention(Recurrence):
         return gla_learned_weights(case)
 
     def chunked(self, q, k, v, weights, chunk: int, state=None):
+        if not builds_graph(q, k, v, state, *weights.values()) and chain_runs_native(q, k, v):
+            done = gla_chunked_native(q, k, v, weights, chunk, state)
+            if done is not None:
+                return done
         return gla_chunked(q, k, v, gla_log_gates(k, weights), chunk, state)
 
     def sequential(self, q, k, v, weights, state=None):

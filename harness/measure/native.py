@@ -8,7 +8,8 @@ else ``gcc``; the same compiler torch.compile's CPU backend needs) for this
 machine's instruction set (``-O3 -march=native -fopenmp``: an OpenMP
 parallel region runs on torch's own intra-op threads, since the library
 binds to the libgomp torch has loaded), into
-``<cache>/native/<stem>-<key>.so``, where the key hashes the source, the
+``<cache>/native/<stem>-<key>.so``, where the key hashes the source (with
+the headers it includes by a quoted name from its own folder), the
 compiler's version, the flags and the CPU's feature flags: a second worker, a
 second run or a second variant loads the library in milliseconds, and an
 edited source or another machine sharing the cache gets a build of its own.
@@ -26,6 +27,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -71,6 +73,28 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
+LOCAL_INCLUDE = re.compile(rb'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
+
+
+def _source_text(source: Path) -> bytes:
+    """The source and every header it includes by a quoted name from beside it (recursively, each once), so an
+    edited header rebuilds the library as an edited source does."""
+    seen: set[Path] = set()
+    parts: list[bytes] = []
+
+    def read(path: Path) -> None:
+        if path in seen or not path.is_file():
+            return
+        seen.add(path)
+        text = path.read_bytes()
+        parts.append(path.name.encode() + b"\0" + text)
+        for name in LOCAL_INCLUDE.findall(text):
+            read(path.parent / name.decode())
+
+    read(source)
+    return b"\0".join(parts)
+
+
 def _build_key(source_text: bytes, compiler: str) -> str:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
     digest = hashlib.sha256(source_text)
@@ -112,7 +136,9 @@ def native_library(source: Path) -> NativeLibrary:
         return NativeLibrary(source, None, reason="no C compiler found ($CC, cc or gcc on PATH); install one "
                                                   "(e.g. the distribution's gcc) to build the native kernel")
     try:
-        text = source.read_bytes()
+        if not source.is_file():
+            raise OSError(f"no such file: {source}")
+        text = _source_text(source)
         target = cache_dir() / "native" / f"{source.stem}-{_build_key(text, compiler)}.so"
     except (OSError, subprocess.SubprocessError) as error:
         return NativeLibrary(source, None, reason=f"cannot read {source} or ask `{compiler}` its version: {error}")
