@@ -309,9 +309,9 @@ class GatedLinearAttention(Recurrence):
     family = "gla"
     chain_in_c = True
     computes = "gated_linear_attention"
-    # 64 (one block per chunk for the seeded gates): 31.6 ms against 32's 39.3 ms and 128's 33.1 ms at
-    # N = 4096, 8 heads of 64, float32 (2-core machine, shared)
-    knobs = {"chunk": Knob(int, default=64, minimum=1, doc="time steps per chunk of the chunk-parallel form")}
+    # 32 since its factors and chain run in C: 16.8-17.1 ms against 64's 17.5-18.2 ms at N = 4096, 8 heads of
+    # 64, float32, three alternating runs (2-core machine); one block per chunk for the seeded gates
+    knobs = {"chunk": Knob(int, default=32, minimum=1, doc="time steps per chunk of the chunk-parallel form")}
     description = "gated linear attention (Yang et al. 2024): per-channel learned decays, chunk-parallel with sub-blocks"
 
     def learned_weights(self, case: Case) -> dict[str, LearnedWeight]:
