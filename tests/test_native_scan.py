@@ -192,5 +192,18 @@ def test_a_build_is_reused_by_a_second_process_and_rebuilt_when_the_source_chang
     assert edited.stdout.splitlines()[0] == "42" and edited.stdout.splitlines()[1] != path
 
 
+def test_an_edited_header_the_source_includes_rebuilds_the_library(tmp_path):
+    header = tmp_path / "value.h"
+    header.write_text("#define VALUE 21\n")
+    source = tmp_path / "uses_header.c"
+    source.write_text('#include "value.h"\nint value(void) { return VALUE; }\n')
+    code = (f"from pathlib import Path; from attnbench import native_library; n = native_library(Path({str(source)!r})); "
+            "print(n.library.value()); print(n.path)")
+    first = _fresh_process(code, ATTNBENCH_CACHE_DIR=str(tmp_path)).stdout.splitlines()
+    header.write_text("#define VALUE 42\n")
+    second = _fresh_process(code, ATTNBENCH_CACHE_DIR=str(tmp_path)).stdout.splitlines()
+    assert first[0] == "21" and second[0] == "42" and first[1] != second[1]
+
+
 def test_the_scan_source_ships_beside_its_module():
     assert SCAN_SOURCE.is_file() and SCAN_SOURCE.suffix == ".c"

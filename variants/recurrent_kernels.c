@@ -3,29 +3,31 @@
        delta chain    (deltanet, gated-deltanet)   U'_j = U_j − W_j S_j,  S_{j+1} = Γ_j S_j + K̃_jᵀ U'_j
        diagonal chain (gla, retnet)                S_{j+1} = a_j ⊙ S_j + B_j    a_j (d_k), one per row
 
-   and GLA's per-chunk gate factors (gla_factors, below), one pass where torch makes eleven.
-
-   with S_j and B_j (d_k × d_v), and for the delta rule W_j, K̃_j (Q × d_k) and
-   U_j, U'_j (Q × d_v) from the UT transform (see deltanet.py). Everything
-   else in the chunked forms is batched over all chunks at once; this chain
-   is the one loop over chunks, and in torch each of its steps is a batched
-   matmul of a few small matrices, where per-call overhead (a select, an
-   addmm, a copy per sequence·head) costs more than the arithmetic. Here the
-   items (one sequence·head each) are independent, so each thread walks
-   whole chains of its own items, its S (d_k × d_v) staying in L1/L2, with
-   no synchronisation between steps. The delta chain also hands back U'
-   (the pseudo-values the outputs read), so the caller needs neither the
-   per-chunk transition matrices nor a second product with W.
+   with S_j and B_j (d_k × d_v), and for the delta rule W_j, K̃_j (Q × d_k)
+   and U_j, U'_j (Q × d_v) from the UT transform (see deltanet.py). Every
+   other part of the chunked forms is batched over all chunks at once; the
+   chain is the one loop over chunks, and in torch each of its steps is a
+   batched matmul of a few small matrices, where per-call overhead (a
+   select, an addmm, a copy per sequence·head) costs more than the
+   arithmetic. Here the items (one sequence·head each) are independent, so
+   each thread walks whole chains of its own items, its S (d_k × d_v)
+   staying in L1/L2, with no synchronisation between steps. The delta chain
+   also hands back U' (the pseudo-values the outputs read), so the caller
+   needs neither the per-chunk transition matrices nor a second product
+   with W. gla_factors (below) forms GLA's gates, their sums within each
+   chunk and its scaled q and k in one pass where torch makes eleven.
 
    Layouts, all contiguous: the diagonal chain's a (items, chunks, d_k) and
    b (items, chunks, d_k, d_v); the delta chain's wu (items, chunks, Q,
    d_k + d_v), k (items, chunks, Q, d_k), to_end (items, chunks, Q) or
-   NULL, u_new (items, chunks, Q, d_v) and decay (items, chunks) or NULL; first (items, d_k, d_v), the state entering chunk 0; entering
-   (items, chunks, d_k, d_v) receives S_0 … S_{c−1} and final (items, d_k,
-   d_v) S_c. The inner loops run over d_v in blocks of BLOCK with a fixed
-   trip count so that the compiler vectorises them and keeps ROWS output
-   rows in registers across a product's inner dimension. This file includes
-   itself once per precision (float, double). */
+   NULL, u_new (items, chunks, Q, d_v) and decay (items, chunks) or NULL;
+   first (items, d_k, d_v), the state entering chunk 0; entering (items,
+   chunks, d_k, d_v) receives S_0 … S_{c−1} and final (items, d_k, d_v)
+   S_c. The inner loops run over d_v in blocks of BLOCK with a fixed trip
+   count so that the compiler vectorises them and keeps ROWS output rows in
+   registers across a product's inner dimension. This file includes itself
+   once per precision (float, double), with exp and softplus from
+   native_math.h. */
 
 #ifndef REAL
 
