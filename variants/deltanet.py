@@ -22,11 +22,15 @@ the chunk, exp of a segment sum; 1 for DeltaNet), so within a chunk of Q steps
 
 is one unit lower-triangular solve per chunk, T = (I + L)⁻¹ diag(β), done for
 every chunk at once: W = T diag(Γ_t) K, U = T V. The state entering each
-chunk follows S ← Γ_Q S + K̃ᵀ(U − W S) = A S + B, K̃ = K ∘ Γ_Q,s, with every
-chunk's A = Γ_Q I − K̃ᵀ W and B = K̃ᵀ U made at once: only that chain is
-sequential, one matmul per chunk. Then for all chunks at once U' = U − W S
-and o = diag(Γ_t) Q S + (Q Kᵀ ∘ Γ)₊ U' (lower, with the diagonal), computed as
-(diag(Γ_t) Q − (Q Kᵀ ∘ Γ)₊ W) S + (Q Kᵀ ∘ Γ)₊ U.
+chunk follows S ← Γ_Q S + K̃ᵀ(U − W S), K̃ = K ∘ Γ_Q,s: only that chain is
+sequential, and o = diag(Γ_t) Q S + (Q Kᵀ ∘ Γ)₊ U' (lower, with the
+diagonal) with U' = U − W S.
+
+Where autograd records nothing, on the CPU, the chain runs in C chunk by
+chunk (`delta_chain_native`: U'_j = U_j − W_j S_j, S ← Γ_Q S + K̃_jᵀ U'_j,
+handing back U'). Elsewhere it runs in torch as S ← A S + B, one matmul per
+chunk, with every chunk's A = Γ_Q I − K̃ᵀ W and B = K̃ᵀ U made at once, and
+o computed as (diag(Γ_t) Q − (Q Kᵀ ∘ Γ)₊ W) S + (Q Kᵀ ∘ Γ)₊ U.
 """
 
 from __future__ import annotations

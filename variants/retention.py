@@ -30,6 +30,11 @@ the decode step and the roles of q, k, v):
   meets an earlier key sub-block j through the decay r_i accumulated before
   i, q ∘ exp(b − r_i) and k ∘ exp(r_i − b), both at most 1, and the diagonal
   sub-blocks are factored about their middles.
+
+Where autograd records nothing, on the CPU, both chain their chunk states in
+C (`chain_native`: S ← a ⊙ S + E, a = γ^Q for retnet), and GLA's gates,
+their sums within each chunk and its one-block factors come from one C pass
+(`gla_factors_native`); the torch forms above run under autograd.
 """
 
 from __future__ import annotations
