@@ -85,12 +85,13 @@ def carry_states(chunk_decay: torch.Tensor, chunk_states: torch.Tensor, state: t
     chunks = chunk_states.shape[2]
     decay = chunk_decay.expand(*chunk_states.shape[:3], *chunk_decay.shape[3:])
     first = torch.zeros_like(chunk_states[:, :, 0]) if state is None else state
-    if not builds_graph(chunk_decay, chunk_states, state) and chain_runs_native(decay, chunk_states, first):
+    traced = builds_graph(chunk_decay, chunk_states, state)
+    if not traced and chain_runs_native(decay, chunk_states, first):
         batch, heads = chunk_states.shape[:2]
         rows = decay[..., 0].expand(*chunk_states.shape[:4])              # (B, H, c, d_k)
         entering, final = chain_native(rows.flatten(0, 1), chunk_states.flatten(0, 1), first.flatten(0, 1))
         return entering.unflatten(0, (batch, heads)), final.unflatten(0, (batch, heads))
-    if builds_graph(chunk_decay, chunk_states, state):
+    if traced:
         steps = [first]
         for j in range(chunks):
             steps.append(torch.addcmul(chunk_states[:, :, j], decay[:, :, j], steps[-1]))

@@ -88,12 +88,9 @@ def delta_chain_native(wu: torch.Tensor, k: torch.Tensor, to_end: torch.Tensor |
     or None for 1; first (items, d_k, d_v). All of one dtype (float32 or float64), on the CPU.
     """
     items, chunks, chunk, key_dim = k.shape
-    value_dim = wu.shape[-1] - key_dim
+    value_dim = first.shape[-1]
     against = f"k {tuple(k.shape)}"
-    _expect("first", first, (items, key_dim, first.shape[-1]), against)
-    if value_dim != first.shape[-1]:
-        raise ValueError(f"state chain: wu {tuple(wu.shape)} does not match k {tuple(k.shape)} and first "
-                         f"{tuple(first.shape)}; expected wu {(items, chunks, chunk, key_dim + first.shape[-1])}")
+    _expect("first", first, (items, key_dim, value_dim), against)
     _expect("wu", wu, (items, chunks, chunk, key_dim + value_dim), against)
     optional = {"to_end": (to_end, (items, chunks, chunk)), "decay": (decay, (items, chunks))}
     for name, (t, shape) in optional.items():

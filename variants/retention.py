@@ -234,50 +234,60 @@ def gla_chunked(q, k, v, g, chunk: int, state=None):
     give the scores, and times e^m and e^(b_end−m) (both <= 1) the entering state's decay e^(b_t) and the decay
     to the chunk's end e^(b_end−b_s).
     """
-    batch, heads, seq_len, key_dim = k.shape
     qc, kc, vc, gc = (chunked_view(t, chunk) for t in (q, k, v, g))      # (B, H, c, Q, ·); padding: g = 0
-    chunks = qc.shape[2]
     b = gc.cumsum(dim=3)                                                  # log decay since the chunk began
     b_end = b[:, :, :, -1:]                                               # (B, H, c, 1, d_k)
     if one_block_per_chunk(gc, chunk):
         middle = b[:, :, :, chunk // 2: chunk // 2 + 1]                  # m (B, H, c, 1, d_k)
         to_middle = (b - middle).exp_()                                   # e^(b_t − m), at most e^SAFE_EXPONENT
         q_mid, k_mid = qc * to_middle, kc / to_middle                     # (B, H, c, Q, d_k)
-        lower = torch.ones(chunk, chunk, dtype=torch.bool, device=k.device).tril()
-        scores = (q_mid @ k_mid.transpose(-2, -1)).masked_fill_(~lower, 0.0)   # (B, H, c, Q, Q)
+        scores = one_block_scores(q_mid, k_mid)                           # (B, H, c, Q, Q)
         rescale = torch.mul if builds_graph(q_mid, k_mid) else torch.Tensor.mul_   # in place where nothing is traced
         q_start, k_end = rescale(q_mid, torch.exp(middle)), rescale(k_mid, torch.exp(b_end - middle))
     else:
         scores = gla_scores_within(qc, kc, b, gc)
         q_start, k_end = qc * torch.exp(b), kc * torch.exp(b_end - b)
-    # between chunks
-    ends = k_end.transpose(-2, -1) @ vc                                   # (B, H, c, d_k, d_v)
-    starts, final = carry_states(torch.exp(b_end).transpose(-2, -1), ends, state)
-    out = (q_start @ starts).add_(scores @ vc)                            # (B, H, c, Q, d_v)
-    return out.reshape(batch, heads, chunks * chunk, -1)[:, :, :seq_len], final
+    return gla_outputs(q_start, k_end, scores, vc, torch.exp(b_end).transpose(-2, -1), state, k.shape[2])
 
 
 def gla_chunked_native(q, k, v, weights, chunk: int, state=None):
     """`gla_chunked` with its gates and one-block factors from one C pass (`gla_factors_native`): o and the final
     state, or None where the gates are too steep for one block per chunk (then `gla_chunked`'s sub-blocks run).
     For inputs autograd does not record, on the CPU."""
-    batch, heads, seq_len, _ = k.shape
     logits = (k @ weights["gate_down"]) @ weights["gate_up"]            # (B, H, N, d_k), the bias is added in C
     factors = gla_factors_native(logits, weights["gate_bias"], q, k, GATE_NORMALIZER, chunk)
-    if chunk * factors.steepest > 2 * SAFE_EXPONENT and chunk % SUB == 0:
+    if not fits_one_block(factors.steepest, chunk):
         return None
-    vc = chunked_view(v, chunk)                                           # (B, H, c, Q, d_v)
-    lower = torch.ones(chunk, chunk, dtype=torch.bool, device=k.device).tril()
-    scores = (factors.q_mid @ factors.k_mid.transpose(-2, -1)).masked_fill_(~lower, 0.0)   # (B, H, c, Q, Q)
-    ends = factors.k_end.transpose(-2, -1) @ vc                           # (B, H, c, d_k, d_v)
-    starts, final = carry_states(factors.end_decay[..., None], ends, state)
-    out = (factors.q_start @ starts).add_(scores @ vc)                    # (B, H, c, Q, d_v)
-    return out.reshape(batch, heads, -1, out.shape[-1])[:, :, :seq_len], final
+    scores = one_block_scores(factors.q_mid, factors.k_mid)               # (B, H, c, Q, Q)
+    return gla_outputs(factors.q_start, factors.k_end, scores, chunked_view(v, chunk), factors.end_decay[..., None],
+                       state, k.shape[2])
+
+
+def one_block_scores(q_mid: torch.Tensor, k_mid: torch.Tensor) -> torch.Tensor:
+    """A_ts = (q_t ∘ e^(b_t − m)) · (k_s ∘ e^(m − b_s)) for s <= t within each chunk, else 0: (B, H, c, Q, Q)."""
+    chunk = q_mid.shape[-2]
+    lower = torch.ones(chunk, chunk, dtype=torch.bool, device=q_mid.device).tril()
+    return (q_mid @ k_mid.transpose(-2, -1)).masked_fill_(~lower, 0.0)
+
+
+def gla_outputs(q_start, k_end, scores, vc, chunk_decay, state, seq_len: int):
+    """o (B, H, N, d_v) and the final state from a chunked form's factors: every chunk's end state
+    (K ∘ e^(b_end − b))ᵀ V, the states entering the chunks (`carry_states`, chunk_decay (B, H, c, d_k, 1) =
+    e^(b_end)), and o = (Q ∘ e^b) S_in + scores V, cut back to seq_len."""
+    ends = k_end.transpose(-2, -1) @ vc                                   # (B, H, c, d_k, d_v)
+    starts, final = carry_states(chunk_decay, ends, state)
+    out = (q_start @ starts).add_(scores @ vc)                            # (B, H, c, Q, d_v)
+    batch, heads, chunks, chunk, value_dim = out.shape
+    return out.reshape(batch, heads, chunks * chunk, value_dim)[:, :, :seq_len], final
 
 
 def one_block_per_chunk(gc: torch.Tensor, chunk: int) -> bool:
     """Whether the chunk is one block: its factors stay below e^SAFE_EXPONENT (or it cannot be cut into `SUB`s)."""
-    steepest = float(-gc.detach().min()) if gc.numel() else 0.0          # the largest |log α| of one step
+    return fits_one_block(float(-gc.detach().min()) if gc.numel() else 0.0, chunk)
+
+
+def fits_one_block(steepest: float, chunk: int) -> bool:
+    """Whether chunks of `chunk` steps can be one block when the largest |log α| of one step is `steepest`."""
     return chunk * steepest <= 2 * SAFE_EXPONENT or chunk % SUB != 0
 
 
