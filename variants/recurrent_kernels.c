@@ -27,7 +27,7 @@
    count so that the compiler vectorises them and keeps ROWS output rows in
    registers across a product's inner dimension. This file includes itself
    once per precision (float, double), with exp and softplus from
-   native_math.h. */
+   native_common.h. */
 
 #ifndef REAL
 
@@ -35,18 +35,10 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "native_math.h"
+#include "native_common.h"
 
 #define BLOCK 32
 #define ROWS 4
-
-static int64_t thread_count(int64_t threads, int64_t items) {
-    threads = threads < 1 ? 1 : threads;
-    return threads > items ? items : threads;
-}
-
-#define GLUE(a, b) a##_##b
-#define NAMED(a, b) GLUE(a, b)
 
 #define REAL float
 #define SUFFIX f32

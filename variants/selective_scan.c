@@ -6,7 +6,7 @@
    Channels are independent, so the work is cut into items, one block of
    LANES channels of one sequence each, spread over threads; an item walks
    time in order with its state h[n][LANES] in L1, and every inner loop runs
-   over the lanes, so it vectorises (exp and softplus from native_math.h).
+   over the lanes, so it vectorises (exp and softplus from native_common.h).
 
    The backward runs time in reverse with the adjoint G_t = ∂L/∂h_t:
 
@@ -39,17 +39,12 @@
 #define MAX_STATE 256
 #define CHECKPOINT 16
 
-#include "native_math.h"
+#include "native_common.h"
 
 /* Items [0, items) split into `threads` contiguous ranges, each run by `body(context, thread, first, last)`.
    OpenMP's team: the library links the libgomp that torch has already loaded, so its threads are
    torch's own intra-op threads (no second pool spinning against the first on the same cores). */
 typedef void (*item_range)(const void *context, int64_t thread, int64_t first, int64_t last);
-
-static int64_t thread_count(int64_t threads, int64_t items) {
-    threads = threads < 1 ? 1 : threads;
-    return threads > items ? items : threads;
-}
 
 static void run_items(item_range body, const void *context, int64_t items, int64_t threads) {
 #pragma omp parallel num_threads(threads)
@@ -58,9 +53,6 @@ static void run_items(item_range body, const void *context, int64_t items, int64
         body(context, thread, items * thread / team, items * (thread + 1) / team);
     }
 }
-
-#define GLUE(a, b) a##_##b
-#define NAMED(a, b) GLUE(a, b)
 
 #define REAL float
 #define EXP exp_f32

@@ -1,14 +1,24 @@
-/* exp and softplus written out so that gcc vectorises the loops that call them, without a vector math
-   library or -ffast-math; shared by attnbench's C kernels (selective_scan.c, recurrent_kernels.c).
+/* What attnbench's C kernels (selective_scan.c, recurrent_kernels.c) share: the thread count for a
+   number of items, the name glue of their once-per-precision includes, and exp and softplus written
+   out so that gcc vectorises the loops that call them, without a vector math library or -ffast-math.
 
    exp(x) = 2^k · e^r with k = round(x / ln2) and a polynomial for e^r on |r| ≤ ln2/2: ~2 ulp in float32
    and float64, clamped to the finite range. */
 
-#ifndef ATTNBENCH_NATIVE_MATH_H
-#define ATTNBENCH_NATIVE_MATH_H
+#ifndef ATTNBENCH_NATIVE_COMMON_H
+#define ATTNBENCH_NATIVE_COMMON_H
 
 #include <stdint.h>
 #include <string.h>
+
+#define GLUE(a, b) a##_##b
+#define NAMED(a, b) GLUE(a, b)
+
+/* At least one thread, and no more than there are items. */
+static inline int64_t thread_count(int64_t threads, int64_t items) {
+    threads = threads < 1 ? 1 : threads;
+    return threads > items ? items : threads;
+}
 
 static inline float exp_f32(float x) {
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
