@@ -37,6 +37,11 @@ from attnbench.attention.masks import causal_mask
 from attnbench.core.case import Case
 from attnbench.core.registry import default_registry
 from attnbench.measure.inputs import make_inputs
+from attnbench.measure.native import NativeLibrary
+from attnbench.variants import _recurrent as recurrent
+from attnbench.variants import _recurrent_kernels as recurrent_kernels
+from attnbench.variants._recurrent_kernels import CHAIN_SOURCE
+from attnbench.variants.retention import C_ROWS, whole_form_in_c_flops
 
 TOLERANCE = 0.02
 
@@ -113,10 +118,20 @@ def test_the_counter_checks_every_variant_it_is_not_declared_blind_to():
     assert {"naive", "sdpa-math", "flash-tiled", "linear", "performer"} <= set(counter_checkable())
 
 
+def without_the_c_kernels(monkeypatch) -> None:
+    """As where recurrent_kernels.c could not be built: the recurrences run their torch forms, which the counter
+    sees, and count those (`Recurrence.runs_in_c` is False); the C forms' counts are checked in
+    `test_the_c_gated_forms_count_the_products_their_loops_run`."""
+    unbuilt = NativeLibrary(source=CHAIN_SOURCE, library=None, reason="not built (test_flops)")
+    monkeypatch.setattr(recurrent, "native_chain", lambda: unbuilt)
+    monkeypatch.setattr(recurrent_kernels, "native_chain", lambda: unbuilt)
+
+
 @pytest.mark.parametrize("name", counter_checkable())
-def test_flops_against_flop_counter(name):
+def test_flops_against_flop_counter(name, monkeypatch):
     variant = default_registry().get(name)
     case = small_case(name, variant)
+    without_the_c_kernels(monkeypatch)
     declared = executed_flops(variant, case)
     counted, per_op = counted_flops(variant, case)
     if name in MATMUL_SUBSET:
@@ -128,6 +143,36 @@ def test_flops_against_flop_counter(name):
         f"{name}: performed_flops() or flops() = {declared}, FlopCounterMode counted {counted} ({per_op}). If the "
         "counter cannot see this variant's work, add it to COUNTER_BLIND or MATMUL_SUBSET in tests/test_flops.py "
         "with the reason")
+
+
+@pytest.mark.parametrize("seq_len, chunk, dtype", [(4096, 32, "float32"), (100, 32, "float32"), (70, 16, "float64"),
+                                                   (5, 8, "float32")])
+def test_the_c_gated_forms_count_the_products_their_loops_run(seq_len, chunk, dtype):
+    """gla's and retnet's forms in C (recurrent_kernels.c's gated_forward): per chunk of `rows` steps, the
+    scores (rows × chunk from d_k), their lower triangle times V in blocks of rows that each read the columns
+    up to the block's last row, one row at a time past the last whole block, and the entering and end
+    states; summed here loop by loop."""
+    dk, dv = 24, 40
+    block = C_ROWS if dtype == "float32" else C_ROWS // 2
+    want = 0
+    for start in range(0, seq_len, chunk):
+        rows = min(chunk, seq_len - start)
+        want += 2 * rows * chunk * dk                                     # the scores
+        row = 0
+        while row + block <= rows:
+            want += 2 * block * (row + block) * dv                        # a block of rows times V
+            row += block
+        want += sum(2 * (r + 1) * dv for r in range(row, rows))           # the last rows, one at a time
+        want += 2 * rows * dk * dv + 2 * dk * rows * dv                   # q S, then kᵀ V into S
+    case = Case(variant="gla", seq_len=seq_len, head_dim=dk, v_head_dim=dv, dtype=dtype, causal=True)
+    assert whole_form_in_c_flops(seq_len, chunk, dk, dv, case) == want
+    for name in ("gla", "retnet"):
+        variant = default_registry().get(name)
+        ran = Case(variant=name, seq_len=seq_len, batch=2, heads=3, head_dim=dk, v_head_dim=dv, dtype=dtype,
+                   causal=True, params={**variant.params, "chunk": chunk})
+        if variant.runs_in_c(ran):
+            gate = 4 * seq_len * dk * 16 if name == "gla" else 0
+            assert variant.performed_flops(ran) == 2 * 3 * (gate + want)
 
 
 def test_exclusion_maps_name_known_variants():
@@ -205,12 +250,14 @@ EXECUTED = [
 @pytest.mark.parametrize("name, knobs, shape, causal", EXECUTED,
                          ids=["{}-{}-N{}M{}".format(e[0], "causal" if e[3] else "full", e[2][2], e[2][3])
                               for e in EXECUTED])
-def test_executed_flops_match_flop_counter(name, knobs, shape, causal):
+def test_executed_flops_match_flop_counter(name, knobs, shape, causal, monkeypatch):
     """The matmul work a real CPU forward runs, as FlopCounterMode counts it, within 2% of what the variant declares.
 
     Under a causal mask naive and sdpa-math still run both full N×M products, so their performed count is
-    about twice `flops()`; flash-tiled skips the key blocks past each query block's last visible key.
+    about twice `flops()`; flash-tiled skips the key blocks past each query block's last visible key. The
+    recurrences run their torch forms (`without_the_c_kernels`).
     """
+    without_the_c_kernels(monkeypatch)
     batch, heads, seq_len, kv_len, head_dim = shape
     variant = default_registry().get(name)
     case = Case(variant=name, batch=batch, heads=heads, seq_len=seq_len, kv_len=kv_len, head_dim=head_dim,

@@ -1,4 +1,5 @@
-"""The chunked recurrences' loop over chunks in C: equal to the torch loop, used only where nothing is traced."""
+"""The chunked recurrences in C (their loop over chunks; GLA and RetNet whole): equal to the torch forms and the
+plain recurrences, used only where nothing is traced."""
 
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ import attnbench.variants.retention as retention
 from attnbench import AttentionInputs, Case
 from attnbench.core.registry import default_registry
 from attnbench.measure.inputs import make_inputs
-from attnbench.variants._recurrent import chunked_view
 from attnbench.variants._recurrent_kernels import (
     CHAIN_SOURCE,
     chain_native,
     delta_chain_native,
-    gla_factors_native,
+    gated_forward_native,
     native_chain,
 )
 
@@ -50,6 +50,13 @@ def _random(*shape, generator, scale=1.0):
     return torch.randn(shape, generator=generator, dtype=torch.float64) * scale
 
 
+def _assert_close(got, wanted, dtype, bound):
+    """Each result has the dtype and the shape of its float64 reference and is within `bound` of it (relative L2)."""
+    for ours, want in zip(got, wanted, strict=True):
+        assert ours.dtype == dtype and ours.shape == want.shape
+        assert float((ours.double() - want).norm() / want.norm()) < bound
+
+
 SIZES = [
     (8, 16, 32, 64, 64),   # the benchmark's heads: whole blocks of rows and columns
     (3, 5, 6, 7, 33),      # rows and columns that leave remainders of the C blocks
@@ -67,10 +74,7 @@ def test_the_c_diagonal_chain_equals_the_torch_loop(sizes, dtype):
     b, first = _random(items, chunks, key_dim, value_dim, generator=generator), \
         _random(items, key_dim, value_dim, generator=generator)
     got = chain_native(*(t.to(dtype) for t in (a, b, first)))
-    bound = 1e-6 if dtype == torch.float32 else 1e-13
-    for x, want in zip(got, _diagonal_chain_in_torch(a, b, first), strict=True):
-        assert x.dtype == dtype and x.shape == want.shape
-        assert float((x.double() - want).norm() / want.norm()) < bound
+    _assert_close(got, _diagonal_chain_in_torch(a, b, first), dtype, 1e-6 if dtype == torch.float32 else 1e-13)
 
 
 @needs_native
@@ -87,10 +91,8 @@ def test_the_c_delta_chain_equals_the_torch_loop(sizes, decayed, dtype):
     to_end, decay = (torch.rand(shape, generator=generator, dtype=torch.float64) if decayed else None
                      for shape in ((items, chunks, chunk), (items, chunks)))
     got = delta_chain_native(*(None if t is None else t.to(dtype) for t in (wu, k, to_end, decay, first)))
-    bound = 1e-5 if dtype == torch.float32 else 1e-12
-    for x, want in zip(got, _delta_chain_in_torch(wu, k, to_end, decay, first), strict=True):
-        assert x.dtype == dtype and x.shape == want.shape
-        assert float((x.double() - want).norm() / want.norm()) < bound
+    _assert_close(got, _delta_chain_in_torch(wu, k, to_end, decay, first), dtype,
+                  1e-5 if dtype == torch.float32 else 1e-12)
 
 
 @needs_native
@@ -116,6 +118,9 @@ def test_operands_that_do_not_match_are_refused_with_their_shapes():
     k = torch.zeros(2, 3, 5, 8)
     with pytest.raises(ValueError, match=r"wu \(2, 3, 4, 16\) does not match k \(2, 3, 5, 8\)"):
         delta_chain_native(torch.zeros(2, 3, 4, 16), k, None, None, first)
+    q = torch.zeros(2, 3, 10, 8)
+    with pytest.raises(ValueError, match=r"v \(2, 3, 9, 8\) does not match q \(2, 3, 10, 8\); expected v \(2, 3, 10, 8\)"):
+        gated_forward_native(None, torch.zeros(3, 8), q, q, torch.zeros(2, 3, 9, 8), 1.0, 4, 1.0)
 
 
 @needs_native
@@ -123,7 +128,8 @@ def test_operands_that_do_not_match_are_refused_with_their_shapes():
 def test_the_variants_run_the_c_chain_in_fwd_cells_and_match_their_torch_loop(name, monkeypatch):
     variant = default_registry().get(name)
     case = Case(variant=name, seq_len=200, batch=2, heads=3, head_dim=16, causal=True, params={"chunk": 32})
-    assert variant.execution(case) == "chunked, C chain over chunks"
+    in_c = "whole form" if name in ("retnet", "gla") else "chain over chunks"
+    assert variant.execution(case) == f"chunked, {in_c} in C"
     assert variant.execution(replace(case, mode="fwd_bwd")) == "chunked"
     assert variant.execution(replace(case, kv_len=260, seq_len=4)) == "recurrent step from the prefix's state"
     with torch.inference_mode():
@@ -137,26 +143,63 @@ def test_the_variants_run_the_c_chain_in_fwd_cells_and_match_their_torch_loop(na
     assert float((native - in_torch).norm() / in_torch.norm()) < 1e-6
 
 
+def _gated_recurrence_in_torch(log_gates, q, k, v, state):
+    """S_t = diag(e^(g_t)) S_{t−1} + k_tᵀ v_t and o_t = q_t S_t, one float64 step at a time: o and S_N."""
+    s = torch.zeros(*k.shape[:2], k.shape[-1], v.shape[-1], dtype=torch.float64) if state is None else state
+    outputs = []
+    for t in range(k.shape[2]):
+        s = torch.exp(log_gates[:, :, t, :, None]) * s + k[:, :, t, :, None] * v[:, :, t, None, :]
+        outputs.append((q[:, :, t, None, :] @ s).squeeze(-2))
+    return torch.stack(outputs, dim=2), s
+
+
+GATED_SIZES = [
+    (1, 8, 64, 64, 64, 32),    # the benchmark's heads: whole chunks and whole blocks of rows and columns
+    (2, 3, 70, 12, 33, 16),    # 70 = 4 chunks of 16 and 6 rows; d_v leaves a remainder of the C blocks
+    (1, 2, 5, 4, 7, 8),        # one chunk, shorter than the chunk
+]
+
+
 @needs_native
+@pytest.mark.parametrize("sizes", GATED_SIZES)
+@pytest.mark.parametrize("gates", ["gla", "retnet"])
+@pytest.mark.parametrize("entering", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_the_c_gla_factors_equal_torchs_gates_sums_and_scalings(dtype):
-    batch, heads, seq_len, key_dim, chunk = 2, 3, 70, 12, 16               # 70 = 4 chunks of 16 and 6 rows
+def test_the_c_gated_forward_equals_the_plain_recurrence(sizes, gates, entering, dtype):
+    batch, heads, seq_len, key_dim, value_dim, chunk = sizes
     generator = torch.Generator().manual_seed(3)
-    logits, q, k = (torch.randn(batch, heads, seq_len, key_dim, generator=generator, dtype=dtype) for _ in range(3))
-    bias = torch.randn(heads, 1, key_dim, generator=generator, dtype=dtype)
-    got = gla_factors_native(logits, bias, q, k, 16.0, chunk)
-    g = chunked_view(torch.nn.functional.logsigmoid((logits + bias).double()) / 16, chunk)   # padding: g = 0
-    qc, kc = chunked_view(q.double(), chunk), chunked_view(k.double(), chunk)
-    b = g.cumsum(dim=3)
-    middle, last = b[:, :, :, chunk // 2:chunk // 2 + 1], b[:, :, :, -1:]
-    want = {"q_mid": qc * torch.exp(b - middle), "k_mid": kc * torch.exp(middle - b),
-            "q_start": qc * torch.exp(b), "k_end": kc * torch.exp(last - b), "end_decay": torch.exp(last[:, :, :, 0])}
-    bound = 1e-6 if dtype == torch.float32 else 1e-13
-    for name, value in want.items():
-        ours = getattr(got, name)
-        assert ours.dtype == dtype and ours.shape == value.shape, name
-        assert float((ours.double() - value).norm() / value.norm()) < bound, name
-    assert got.steepest == pytest.approx(float(-g.min()), rel=1e-5)
+    q, k = (_random(batch, heads, seq_len, key_dim, generator=generator, scale=key_dim ** -0.5) for _ in range(2))
+    v = _random(batch, heads, seq_len, value_dim, generator=generator)
+    state = _random(batch, heads, key_dim, value_dim, generator=generator) if entering else None
+    if gates == "gla":
+        logits, bias = _random(batch, heads, seq_len, key_dim, generator=generator), \
+            _random(heads, 1, key_dim, generator=generator)
+        log_gates = torch.nn.functional.logsigmoid(logits + bias) / 16      # GLA's gate, over its normaliser 16
+    else:
+        logits, bias = None, -torch.rand(heads, 1, generator=generator, dtype=torch.float64).expand(heads, key_dim) / 8
+        log_gates = bias[None, :, None].expand(batch, heads, seq_len, key_dim)   # constant per head and channel
+    got = gated_forward_native(*(None if t is None else t.to(dtype) for t in (logits, bias, q, k, v)), 16.0, chunk,
+                               1.0, None if state is None else state.to(dtype))
+    _assert_close(got, _gated_recurrence_in_torch(log_gates, q, k, v, state), dtype,
+                  1e-6 if dtype == torch.float32 else 1e-13)
+
+
+@needs_native
+def test_the_c_gated_forward_refuses_gates_steeper_than_its_bound_and_is_bitwise_the_same_on_any_thread_count():
+    generator = torch.Generator().manual_seed(4)
+    q, k, logits = (_random(2, 3, 40, 8, generator=generator).float() for _ in range(3))
+    v, bias = _random(2, 3, 40, 8, generator=generator).float(), torch.zeros(3, 8)
+    steepest = float(-(torch.nn.functional.logsigmoid(logits.double()) / 16).min())
+    assert gated_forward_native(logits, bias, q, k, v, 16.0, 16, steepest * 0.99) is None
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = gated_forward_native(logits, bias, q, k, v, 16.0, 16, steepest)
+        torch.set_num_threads(2)
+        two = gated_forward_native(logits, bias, q, k, v, 16.0, 16, steepest)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(x, y) for x, y in zip(one, two, strict=True))
 
 
 @needs_native

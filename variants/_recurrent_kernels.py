@@ -1,4 +1,4 @@
-"""The chunked recurrences' C kernels, where nothing is traced: the state entering every chunk, GLA's factors.
+"""The chunked recurrences' C kernels, where nothing is traced: the state entering every chunk, GLA and RetNet whole.
 
 `recurrent_kernels.c` (built once per machine by `native_library`) walks each
 sequence·head's chain of chunks on its own thread:
@@ -6,8 +6,10 @@ sequence·head's chain of chunks on its own thread:
     delta_chain     U'_j = U_j − W_j S_j, S_{j+1} = Γ_j S_j + K̃_jᵀ U'_j   (the delta rules)
     diagonal_chain  S_{j+1} = a_j ⊙ S_j + B_j                        (gla, retnet; a_j scales S's rows)
 
-and GLA's gate factors (`gla_factors_native`), the gates, their sums within
-each chunk and q, k scaled by them in one pass where torch makes eleven.
+and the whole chunked forward of linear attention with per-channel decays
+(`gated_forward_native`: GLA, and RetNet as its constant-gate case): each
+thread walks whole sequence·heads, forming a chunk's gates, scores, outputs
+and end state and carrying the state on, all in its own cache.
 
 In torch each step of that loop is a batched matmul or multiply-add over a
 few small matrices, which costs more in per-call overhead than in
@@ -18,7 +20,6 @@ where the library could not be built (`native_chain().reason` says why).
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -107,42 +108,41 @@ def delta_chain_native(wu: torch.Tensor, k: torch.Tensor, to_end: torch.Tensor |
     return entering, final, u_new
 
 
-@dataclass(frozen=True)
-class GlaFactors:
-    """GLA's per-chunk factors for one block per chunk (see `gla_chunked`): q_mid, k_mid, q_start, k_end
-    (B, H, c, Q, d_k), end_decay e^(b_end) (B, H, c, d_k), and the largest |log α| of any step (`steepest`)."""
+def gated_forward_native(logits: torch.Tensor | None, bias: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+                         v: torch.Tensor, normalizer: float, chunk: int, steepest: float,
+                         state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Linear attention with per-channel decays, S_t = diag(α_t) S_{t−1} + k_tᵀ v_t and o_t = q_t S_t, in chunks
+    of `chunk` steps, wholly in C (`gated_forward` in recurrent_kernels.c): o (B, H, N, d_v) and the final
+    state (B, H, d_k, d_v), or None where a chunk's gates are steeper than `steepest` (the largest |log α|
+    one block per chunk keeps finite; the caller then runs its sub-blocks).
 
-    q_mid: torch.Tensor
-    k_mid: torch.Tensor
-    q_start: torch.Tensor
-    k_end: torch.Tensor
-    end_decay: torch.Tensor
-    steepest: float
-
-
-def gla_factors_native(logits: torch.Tensor, bias: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
-                       normalizer: float, chunk: int) -> GlaFactors:
-    """GLA's gates and per-chunk factors in one C pass: log α = logsigmoid(logits + bias) / normalizer, its
-    cumulative sums within chunks of `chunk` steps, and q, k scaled about each chunk's middle and ends.
-
-    logits, q, k (B, H, N, d_k); bias (H, 1, d_k) or (H, d_k). Rows past N (the last chunk's padding) get
-    q = k = 0 and no decay, as `chunked_view` pads them.
+    GLA: log α = logsigmoid(logits + bias) / normalizer, logits (B, H, N, d_k). RetNet: logits None and
+    log α = bias, constant along the sequence. bias (H, 1, d_k) or (H, d_k); q, k (B, H, N, d_k); v (B, H, N,
+    d_v); state (B, H, d_k, d_v) enters the first chunk (None: zeros). All of one dtype (float32 or float64),
+    on the CPU.
     """
     batch, heads, seq_len, key_dim = q.shape
-    for name, t in (("logits", logits), ("k", k)):
-        _expect(name, t, tuple(q.shape), f"q {tuple(q.shape)}")
-    _expect("bias", bias.reshape(-1, key_dim), (heads, key_dim), f"q {tuple(q.shape)}")
-    logits, q, k = (t.contiguous() for t in (logits, q, k))
+    value_dim = v.shape[-1]
+    against = f"q {tuple(q.shape)}"
+    _expect("k", k, tuple(q.shape), against)
+    if logits is not None:
+        _expect("logits", logits, tuple(q.shape), against)
+        logits = logits.contiguous()
+    _expect("v", v, (batch, heads, seq_len, value_dim), against)
+    _expect("bias", bias.reshape(-1, key_dim), (heads, key_dim), against)
+    if state is not None:
+        _expect("state", state, (batch, heads, key_dim, value_dim), against)
+        state = state.contiguous()
+    q, k, v = (t.contiguous() for t in (q, k, v))
     bias = bias.reshape(heads, key_dim).contiguous()
-    chunks = -(-seq_len // chunk)
-    threads = torch.get_num_threads()
-    factors = [q.new_empty(batch, heads, chunks, chunk, key_dim) for _ in range(4)]
-    end_decay = q.new_empty(batch, heads, chunks, key_dim)
-    steepest = q.new_empty(batch * heads * chunks)
-    work = q.new_empty(threads * (chunk + 5) * key_dim)
-    kernel = getattr(native_chain().library, f"gla_factors_{SUFFIXES[q.dtype]}")
+    out, final = v.new_empty(batch, heads, seq_len, value_dim), v.new_empty(batch, heads, key_dim, value_dim)
+    work = q.new_empty(torch.get_num_threads() * ((5 * chunk + 6) * key_dim + chunk * chunk + key_dim * value_dim))
+    kernel = getattr(native_chain().library, f"gated_forward_{SUFFIXES[q.dtype]}")
     real = ctypes.c_float if q.dtype == torch.float32 else ctypes.c_double
-    _check(kernel(*_pointers(logits, bias, q, k), real(normalizer), *_pointers(*factors, end_decay, steepest, work),
-                  *_sizes(batch * heads, heads, seq_len, chunks, chunk, key_dim)),
-           "gla_factors", sequences=batch * heads, seq_len=seq_len, chunk=chunk, d_k=key_dim)
-    return GlaFactors(*factors, end_decay, float(steepest.max()))
+    status = kernel(*_pointers(logits, bias, q, k, v, state), real(normalizer), real(steepest),
+                    *_pointers(out, final, work), *_sizes(batch * heads, heads, seq_len, chunk, key_dim, value_dim))
+    if status == 2:
+        return None
+    _check(status, "gated_forward", sequences=batch * heads, seq_len=seq_len, chunk=chunk, d_k=key_dim,
+           d_v=value_dim)
+    return out, final

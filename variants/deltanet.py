@@ -194,7 +194,7 @@ def delta_rule_states(w, u, k_out, end_decay, first):
 class _DeltaRule(Recurrence):
     family = "deltanet"
     gated = False
-    chain_in_c = True
+    in_c = "chain over chunks"
     # 16 since the chain over chunks runs in C: at N = 4096, 8 heads of 64, float32, gated-deltanet 29.3-29.7 ms
     # against 32's 33.0-33.9 ms, deltanet 24.4-29.0 against 27.0-28.2 (2-core machine); the solve and the Q×Q
     # products grow with the chunk, the C chain's steps only in number
@@ -241,7 +241,7 @@ class _DeltaRule(Recurrence):
                   + 2 * steps * chunk * (dv + dk)                         # U = T V, W = T K
                   + 2 * steps * dk * dv                                   # Γ Q S (or (Γ Q − scores W) S)
                   + 2 * steps * chunk * dv)                               # scores U (or scores U')
-        if self.execution(case) == "chunked, C chain over chunks":
+        if self.runs_in_c(case):
             chain = 2 * steps * dk * dv * 2                               # W S and K̃ᵀ U', chunk by chunk
         else:
             chain = (2 * steps * dk * (dk + dv)                           # every chunk's A = Γ I − K̃ᵀ W, B = K̃ᵀ U

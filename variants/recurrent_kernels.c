@@ -1,7 +1,10 @@
-/* The chunk-parallel recurrences' C kernels: the state entering every chunk, and GLA's gate factors.
+/* The chunk-parallel recurrences' C kernels: the state entering every chunk, and GLA's and RetNet's whole chunked forms.
 
        delta chain    (deltanet, gated-deltanet)   U'_j = U_j − W_j S_j,  S_{j+1} = Γ_j S_j + K̃_jᵀ U'_j
-       diagonal chain (gla, retnet)                S_{j+1} = a_j ⊙ S_j + B_j    a_j (d_k), one per row
+       diagonal chain (gla, retnet: their torch     S_{j+1} = a_j ⊙ S_j + B_j    a_j (d_k), one per row
+                       forms, where the gates are
+                       too steep for gated_forward)
+       gated_forward  (gla, retnet)                the whole chunked form, below
 
    with S_j and B_j (d_k × d_v), and for the delta rule W_j, K̃_j (Q × d_k)
    and U_j, U'_j (Q × d_v) from the UT transform (see deltanet.py). Every
@@ -14,8 +17,12 @@
    staying in L1/L2, with no synchronisation between steps. The delta chain
    also hands back U' (the pseudo-values the outputs read), so the caller
    needs neither the per-chunk transition matrices nor a second product
-   with W. gla_factors (below) forms GLA's gates, their sums within each
-   chunk and its scaled q and k in one pass where torch makes eleven.
+   with W. gated_forward (below) runs all of GLA's chunked form (RetNet's
+   with constant gates): the gates, the chunk's factored scores, its
+   outputs and end state, and the chain, each thread walking whole
+   sequence·heads with every intermediate in its own cache, where the torch
+   form makes a dozen passes over (B, H, N, d_k) tensors and four batched
+   products of 32 × 64 matrices.
 
    Layouts, all contiguous: the diagonal chain's a (items, chunks, d_k) and
    b (items, chunks, d_k, d_v); the delta chain's wu (items, chunks, Q,
@@ -25,7 +32,8 @@
    chunks, d_k, d_v) receives S_0 … S_{c−1} and final (items, d_k, d_v)
    S_c. The inner loops run over d_v in blocks of BLOCK with a fixed trip
    count so that the compiler vectorises them and keeps ROWS output rows in
-   registers across a product's inner dimension. This file includes itself
+   registers across a product's inner dimension (8 × 32 floats or 4 × 32
+   doubles: 16 AVX-512 registers). This file includes itself
    once per precision (float, double), with exp and softplus from
    native_common.h. */
 
@@ -38,40 +46,44 @@
 #include "native_common.h"
 
 #define BLOCK 32
-#define ROWS 4
 
 #define REAL float
 #define SUFFIX f32
 #define EXP exp_f32
 #define SOFTPLUS softplus_f32
+#define ROWS 8                                                          /* 8 × 32 accumulators: 16 AVX-512 registers */
 #include "recurrent_kernels.c"
 #undef REAL
 #undef SUFFIX
 #undef EXP
 #undef SOFTPLUS
+#undef ROWS
 
 #define REAL double
 #define SUFFIX f64
 #define EXP exp_f64
 #define SOFTPLUS softplus_f64
+#define ROWS 4
 #include "recurrent_kernels.c"
 
 #else  /* the kernels, once per precision */
 
 /* out (rows × dv) = β b + α A diag(sk) s: A (rows × inner) read through its strides (ra between rows, ca
    between columns, so Aᵀ of a stored matrix is a stride swap), sk a scale per inner index (NULL: none),
-   s (inner × dv) with rows of dv, b with rows rb apart, out with rows of dv. */
+   s (inner × dv) with rows of dv, b with rows rb apart (NULL: none; it may be out itself), out with rows
+   of dv. Where `lower` is set, A is lower triangular (A_ik = 0 for k > i) and those terms are skipped. */
 static void NAMED(gemm, SUFFIX)(const REAL *restrict a, int64_t ra, int64_t ca, const REAL *restrict sk,
-                                const REAL *restrict s, const REAL *restrict b, int64_t rb, REAL beta, REAL alpha,
-                                REAL *restrict out, int64_t rows, int64_t inner, int64_t dv) {
+                                const REAL *restrict s, const REAL *b, int64_t rb, REAL beta, REAL alpha,
+                                REAL *out, int64_t rows, int64_t inner, int64_t dv, int lower) {
     int64_t i = 0;
     for (; i + ROWS <= rows; i += ROWS) {
+        const int64_t reach = lower && i + ROWS < inner ? i + ROWS : inner;
         int64_t n0 = 0;
         for (; n0 + BLOCK <= dv; n0 += BLOCK) {
             REAL acc[ROWS][BLOCK];
             for (int r = 0; r < ROWS; r++)
                 for (int n = 0; n < BLOCK; n++) acc[r][n] = 0;
-            for (int64_t k = 0; k < inner; k++) {
+            for (int64_t k = 0; k < reach; k++) {
                 const REAL *row = s + k * dv + n0, scale = sk ? sk[k] : 1;
                 for (int r = 0; r < ROWS; r++) {
                     const REAL weight = a[(i + r) * ra + k * ca] * scale;
@@ -80,21 +92,23 @@ static void NAMED(gemm, SUFFIX)(const REAL *restrict a, int64_t ra, int64_t ca, 
             }
             for (int r = 0; r < ROWS; r++)
                 for (int n = 0; n < BLOCK; n++)
-                    out[(i + r) * dv + n0 + n] = beta * b[(i + r) * rb + n0 + n] + alpha * acc[r][n];
+                    out[(i + r) * dv + n0 + n] = (b ? beta * b[(i + r) * rb + n0 + n] : 0) + alpha * acc[r][n];
         }
         for (int r = 0; r < ROWS; r++)                                  /* the last columns, fewer than BLOCK */
             for (int64_t n = n0; n < dv; n++) {
                 REAL sum = 0;
-                for (int64_t k = 0; k < inner; k++) sum += a[(i + r) * ra + k * ca] * (sk ? sk[k] : 1) * s[k * dv + n];
-                out[(i + r) * dv + n] = beta * b[(i + r) * rb + n] + alpha * sum;
+                for (int64_t k = 0; k < reach; k++) sum += a[(i + r) * ra + k * ca] * (sk ? sk[k] : 1) * s[k * dv + n];
+                out[(i + r) * dv + n] = (b ? beta * b[(i + r) * rb + n] : 0) + alpha * sum;
             }
     }
-    for (; i < rows; i++)                                                /* the last rows, fewer than ROWS */
+    for (; i < rows; i++) {                                              /* the last rows, fewer than ROWS */
+        const int64_t reach = lower && i + 1 < inner ? i + 1 : inner;
         for (int64_t n = 0; n < dv; n++) {
             REAL sum = 0;
-            for (int64_t k = 0; k < inner; k++) sum += a[i * ra + k * ca] * (sk ? sk[k] : 1) * s[k * dv + n];
-            out[i * dv + n] = beta * b[i * rb + n] + alpha * sum;
+            for (int64_t k = 0; k < reach; k++) sum += a[i * ra + k * ca] * (sk ? sk[k] : 1) * s[k * dv + n];
+            out[i * dv + n] = (b ? beta * b[i * rb + n] : 0) + alpha * sum;
         }
+    }
 }
 
 /* The delta rule's chain: for every item and chunk j, with W_j (Q × d_k) and U_j (Q × d_v) side by side in
@@ -116,9 +130,9 @@ int NAMED(delta_chain, SUFFIX)(const REAL *wu, const REAL *k, const REAL *to_end
             const REAL *w = wu + at * chunk * width;
             REAL *now = s + j * state, *next = j + 1 < chunks ? now + state : final + item * state;
             REAL *pseudo = u_new + at * chunk * dv;
-            NAMED(gemm, SUFFIX)(w, width, 1, NULL, now, w + dk, width, 1, -1, pseudo, chunk, dk, dv);
+            NAMED(gemm, SUFFIX)(w, width, 1, NULL, now, w + dk, width, 1, -1, pseudo, chunk, dk, dv, 0);
             NAMED(gemm, SUFFIX)(k + at * chunk * dk, 1, dk, to_end ? to_end + at * chunk : NULL, pseudo, now, dv,
-                                decay ? decay[at] : 1, 1, next, dk, chunk, dv);
+                                decay ? decay[at] : 1, 1, next, dk, chunk, dv, 0);
         }
     }
     return 0;
@@ -144,89 +158,109 @@ int NAMED(diagonal_chain, SUFFIX)(const REAL *a, const REAL *b, const REAL *firs
     return 0;
 }
 
-/* One row of GLA's factors (restrict parameters, so that the loop vectorises without alias checks). */
+/* One row t of GLA's factors (restrict parameters, so that the loop vectorises without alias checks):
+   q_mid, k_mid (written down a column of kt, `stride` apart), q_start and k_end. */
 static inline void NAMED(gla_row, SUFFIX)(const REAL *restrict now, const REAL *restrict mid,
                                           const REAL *restrict from_start, const REAL *restrict to_end,
                                           const REAL *restrict qt, const REAL *restrict kt, REAL *restrict qm,
-                                          REAL *restrict km, REAL *restrict qs, REAL *restrict ke, int64_t dk) {
+                                          REAL *restrict km_column, int64_t stride, REAL *restrict qs,
+                                          REAL *restrict ke, int64_t dk) {
     for (int64_t i = 0; i < dk; i++) {
         const REAL to_middle = EXP(now[i] - mid[i]);
         const REAL scaled_q = qt[i] * to_middle, scaled_k = kt[i] / to_middle;
         qm[i] = scaled_q;
-        km[i] = scaled_k;
+        km_column[i * stride] = scaled_k;
         qs[i] = scaled_q * from_start[i];
         ke[i] = scaled_k * to_end[i];
     }
 }
 
-/* GLA's factors for one block per chunk, from its gate logits x = k W↓ W↑ (before the bias), in one pass:
-       log α_t = −softplus(−(x_t + b)) / normalizer       (logsigmoid over the normaliser, < 0 per channel)
-       b_t = Σ_{r <= t} log α_r within the chunk, m = b at the chunk's middle row, e = b at its last row
-       q_mid = q e^(b_t − m)   k_mid = k e^(m − b_t)   q_start = q e^(b_t)   k_end = k e^(e − b_t)
-   and end_decay = e^e per chunk and channel. Rows at or past seq_len (the last chunk's padding) have
-   q = k = 0 and log α = 0. steepest[item] receives the chunk's largest |log α|, so the caller can tell
-   whether one block per chunk keeps every factor finite. Items are (sequence·head, chunk) pairs, item =
-   (bh·chunks + j); logits, q and k are (B·H, seq_len, d_k), bias (heads, d_k), the factors (items, chunk,
-   d_k) and end_decay (items, d_k). work holds (chunk + 5)·d_k values per thread. Returns 0, or 1 for a size it
-   cannot take. */
-int NAMED(gla_factors, SUFFIX)(const REAL *logits, const REAL *bias, const REAL *q, const REAL *k, REAL normalizer,
-                               REAL *q_mid, REAL *k_mid, REAL *q_start, REAL *k_end, REAL *end_decay,
-                               REAL *steepest, REAL *work, int64_t sequences, int64_t heads, int64_t seq_len,
-                               int64_t chunks, int64_t chunk, int64_t dk, int64_t threads) {
-    if (sequences < 1 || heads < 1 || seq_len < 1 || chunk < 1 || dk < 1 || chunks * chunk < seq_len) return 1;
-    const int64_t items = sequences * chunks;
-#pragma omp parallel num_threads(thread_count(threads, items))
+/* GLA's chunked forward in one call, from its gate logits x = k W↓ W↑ (before the bias), or RetNet's where
+   logits is NULL: then log α_t = bias, a constant per head and channel (log γ_h). Each thread walks
+   whole sequence·heads, chunk by chunk, with the state S (d_k × d_v) and every per-chunk factor in its own
+   cache; for chunk j of Q steps, with b_t the cumulative log gate since the chunk began, m = b at its
+   middle row and e at its last:
+       log α_t = −softplus(−(x_t + bias)) / normalizer          (logsigmoid over the normaliser, < 0)
+       A_j = tril((q ∘ e^(b − m)) (k ∘ e^(m − b))ᵀ)                (Q × Q, the pairs' decays factored about m)
+       o_j = A_j V_j + (q ∘ e^b) S_j                                (its own part, and the entering state's)
+       S_{j+1} = e^e ⊙ S_j + (k ∘ e^(e − b))ᵀ V_j                   (S_0 = first, or 0 where first is NULL)
+   q and k (B·H, seq_len, d_k), v and out (B·H, seq_len, d_v), logits as q, bias (heads, d_k); the last chunk
+   is cut at seq_len. final (B·H, d_k, d_v) receives S_c. work holds (5·Q + 6)·d_k + Q² + d_k·d_v values
+   per thread. A chunk whose steepest gate |log α| exceeds `limit` would overflow a factor: its sequence
+   stops there, 2 is returned, and the caller runs sub-blocks instead. Returns 0, 1 for a size it cannot
+   take, or 2. */
+int NAMED(gated_forward, SUFFIX)(const REAL *logits, const REAL *bias, const REAL *q, const REAL *k, const REAL *v,
+                               const REAL *first, REAL normalizer, REAL limit, REAL *out, REAL *final, REAL *work,
+                               int64_t sequences, int64_t heads, int64_t seq_len, int64_t chunk, int64_t dk,
+                               int64_t dv, int64_t threads) {
+    if (sequences < 1 || heads < 1 || seq_len < 1 || chunk < 1 || dk < 1 || dv < 1) return 1;
+    const int64_t state = dk * dv, chunks = (seq_len + chunk - 1) / chunk;
+    int too_steep = 0;
+#pragma omp parallel num_threads(thread_count(threads, sequences))
     {
-        REAL *b = work + (int64_t)omp_get_thread_num() * (chunk + 5) * dk;   /* the chunk's cumulative log α */
-        REAL *zero = b + chunk * dk, *peak = zero + dk;
-        REAL *from_start = peak + dk, *to_end = from_start + dk, *mid = to_end + dk;
-#pragma omp for schedule(static)
-        for (int64_t item = 0; item < items; item++) {
-            const int64_t bh = item / chunks, j = item % chunks, first = j * chunk;
-            const int64_t rows = seq_len - first < chunk ? seq_len - first : chunk;
-            const REAL *x = logits + (bh * seq_len + first) * dk, *shift = bias + (bh % heads) * dk;
-            const REAL *qi = q + (bh * seq_len + first) * dk, *ki = k + (bh * seq_len + first) * dk;
-            for (int64_t i = 0; i < dk; i++) zero[i] = peak[i] = 0;
-            for (int64_t t = 0; t < rows; t++) {
-                REAL *now = b + t * dk;
-                const REAL *before = t ? now - dk : zero, *xt = x + t * dk;
-                for (int64_t i = 0; i < dk; i++) {
-                    const REAL g = -SOFTPLUS(-(xt[i] + shift[i])) / normalizer;
-                    peak[i] = peak[i] > -g ? peak[i] : -g;
-                    now[i] = before[i] + g;
+        REAL *b = work + (int64_t)omp_get_thread_num() * ((5 * chunk + 6) * dk + chunk * chunk + state);
+        REAL *q_mid = b + chunk * dk, *k_mid_t = q_mid + chunk * dk, *k_end = k_mid_t + dk * chunk;
+        REAL *q_start = k_end + chunk * dk, *scores = q_start + chunk * dk, *ends = scores + chunk * chunk;
+        REAL *zero = ends + state, *peak = zero + dk, *from_start = peak + dk, *to_end = from_start + dk;
+        REAL *mid = to_end + dk, *decay = mid + dk;
+#pragma omp for schedule(static) reduction(| : too_steep)
+        for (int64_t bh = 0; bh < sequences; bh++) {
+            REAL *s = final + bh * state;
+            if (first) memcpy(s, first + bh * state, (size_t)state * sizeof(REAL));
+            else memset(s, 0, (size_t)state * sizeof(REAL));
+            for (int64_t j = 0; j < chunks; j++) {
+                const int64_t at = bh * seq_len + j * chunk;
+                const int64_t rows = seq_len - j * chunk < chunk ? seq_len - j * chunk : chunk;
+                const REAL *x = logits ? logits + at * dk : NULL, *shift = bias + (bh % heads) * dk;
+                const REAL *qi = q + at * dk, *ki = k + at * dk, *vi = v + at * dv;
+                REAL *oi = out + at * dv;
+                for (int64_t i = 0; i < dk; i++) zero[i] = peak[i] = 0;
+                for (int64_t t = 0; t < chunk; t++) {                    /* past seq_len: no decay */
+                    REAL *now = b + t * dk;
+                    const REAL *before = t ? now - dk : zero, *xt = x ? x + t * dk : NULL;
+                    if (t < rows && !logits)
+                        for (int64_t i = 0; i < dk; i++) {
+                            peak[i] = peak[i] > -shift[i] ? peak[i] : -shift[i];
+                            now[i] = before[i] + shift[i];
+                        }
+                    else if (t < rows)
+                        for (int64_t i = 0; i < dk; i++) {
+                            const REAL g = -SOFTPLUS(-(xt[i] + shift[i])) / normalizer;
+                            peak[i] = peak[i] > -g ? peak[i] : -g;
+                            now[i] = before[i] + g;
+                        }
+                    else
+                        for (int64_t i = 0; i < dk; i++) now[i] = before[i];
                 }
-            }
-            for (int64_t t = rows; t < chunk; t++) {                     /* padding: no decay */
-                const REAL *before = t ? b + (t - 1) * dk : zero;
-                for (int64_t i = 0; i < dk; i++) b[t * dk + i] = before[i];
-            }
-            REAL steep = 0;
-            for (int64_t i = 0; i < dk; i++) steep = peak[i] > steep ? peak[i] : steep;
-            steepest[item] = steep;
-            const REAL *middle = b + (chunk / 2) * dk, *last = b + (chunk - 1) * dk;
-            REAL *decay = end_decay + item * dk;
-            for (int64_t i = 0; i < dk; i++) {
-                decay[i] = EXP(last[i]);
-                from_start[i] = EXP(middle[i]);                          /* e^m and e^(e − m), both <= 1 */
-                to_end[i] = EXP(last[i] - middle[i]);
-                mid[i] = middle[i];
-            }
-            const int64_t at = item * chunk * dk;
-            for (int64_t t = 0; t < rows; t++) {
-                const int64_t o = at + t * dk;
-                NAMED(gla_row, SUFFIX)(b + t * dk, mid, from_start, to_end, qi + t * dk, ki + t * dk,
-                                       q_mid + o, k_mid + o, q_start + o, k_end + o, dk);
-            }
-            const size_t padding = (size_t)(chunk - rows) * dk * sizeof(REAL);   /* q = k = 0 past seq_len */
-            if (padding) {
-                memset(q_mid + at + rows * dk, 0, padding);
-                memset(k_mid + at + rows * dk, 0, padding);
-                memset(q_start + at + rows * dk, 0, padding);
-                memset(k_end + at + rows * dk, 0, padding);
+                REAL steep = 0;
+                for (int64_t i = 0; i < dk; i++) steep = peak[i] > steep ? peak[i] : steep;
+                if (!(steep <= limit)) {
+                    too_steep = 1;
+                    break;
+                }
+                const REAL *middle = b + (chunk / 2) * dk, *last = b + (chunk - 1) * dk;
+                for (int64_t i = 0; i < dk; i++) {
+                    decay[i] = EXP(last[i]);
+                    from_start[i] = EXP(middle[i]);                      /* e^m and e^(e − m), both <= 1 */
+                    to_end[i] = EXP(last[i] - middle[i]);
+                    mid[i] = middle[i];
+                }
+                memset(k_mid_t, 0, (size_t)(dk * chunk) * sizeof(REAL));
+                for (int64_t t = 0; t < rows; t++)
+                    NAMED(gla_row, SUFFIX)(b + t * dk, mid, from_start, to_end, qi + t * dk, ki + t * dk,
+                                           q_mid + t * dk, k_mid_t + t, chunk, q_start + t * dk, k_end + t * dk, dk);
+                NAMED(gemm, SUFFIX)(q_mid, dk, 1, NULL, k_mid_t, NULL, 0, 0, 1, scores, rows, dk, chunk, 0);
+                for (int64_t t = 0; t < rows; t++)
+                    for (int64_t c = t + 1; c < chunk; c++) scores[t * chunk + c] = 0;
+                NAMED(gemm, SUFFIX)(scores, chunk, 1, NULL, vi, NULL, 0, 0, 1, oi, rows, rows, dv, 1);
+                NAMED(gemm, SUFFIX)(q_start, dk, 1, NULL, s, oi, dv, 1, 1, oi, rows, dk, dv, 0);
+                for (int64_t i = 0; i < dk; i++)
+                    for (int64_t n = 0; n < dv; n++) s[i * dv + n] *= decay[i];
+                NAMED(gemm, SUFFIX)(k_end, 1, dk, NULL, vi, s, dv, 1, 1, s, dk, rows, dv, 0);
             }
         }
     }
-    return 0;
+    return too_steep ? 2 : 0;
 }
 
 #endif

@@ -31,10 +31,10 @@ the decode step and the roles of q, k, v):
   i, q ∘ exp(b − r_i) and k ∘ exp(r_i − b), both at most 1, and the diagonal
   sub-blocks are factored about their middles.
 
-Where autograd records nothing, on the CPU, both chain their chunk states in
-C (`chain_native`: S ← a ⊙ S + E, a = γ^Q for retnet), and GLA's gates,
-their sums within each chunk and its one-block factors come from one C pass
-(`gla_factors_native`); the torch forms above run under autograd.
+Where autograd records nothing, on the CPU, retnet chains its chunk states in
+C (`chain_native`: S ← a ⊙ S + E, a = γ^Q), and GLA runs its whole chunked
+form in C after the gate's projection (`gla_forward_native`: gates, one
+block per chunk, chain); the torch forms above run under autograd.
 """
 
 from __future__ import annotations
@@ -56,11 +56,12 @@ from attnbench.variants._recurrent import (
 from attnbench.variants._recurrent_kernels import (
     chain_native,
     chain_runs_native,
-    gla_factors_native,
+    gated_forward_native,
 )
 
 SUB = 16
 SAFE_EXPONENT = 40.0
+C_ROWS = 8                                                                # rows per block of recurrent_kernels.c's float32
 GATE_RANK = 16
 GATE_NORMALIZER = 16.0
 _TAG = 2700
@@ -141,14 +142,38 @@ def retention_chunked(q, k, v, log_gamma, chunk: int, state=None, decays=None):
     return out.reshape(batch, heads, chunks * chunk, -1)[:, :, :seq_len], final
 
 
+def retention_chunked_native(q, k, v, log_gamma, chunk: int, state=None):
+    """Retention in C, as GLA with the constant gates log α = log γ_h (`gated_forward_native`): o and the final
+    state, or None where γ is too steep for one block per chunk. For inputs autograd does not record, on the
+    CPU."""
+    gates = log_gamma[:, None].expand(-1, k.shape[-1])                    # (H, d_k)
+    return gated_forward_native(None, gates, q, k, v, 1.0, chunk, steepest_for_one_block(chunk), state)
+
+
+def whole_form_in_c_flops(seq_len: int, chunk: int, dk: int, dv: int, case: Case) -> int:
+    """What `gated_forward` in recurrent_kernels.c performs per head: every chunk's full Q × Q scores (2 Q d_k per
+    step), their lower triangle times V in blocks of rows (`C_ROWS`: 8 in float32, 4 in float64; a block
+    reads the columns up to its last row), and the entering and end states (2 d_k d_v each), the last chunk
+    cut at seq_len."""
+    rows_per_block = C_ROWS // 2 if case.element_bytes == 8 else C_ROWS
+    whole, rest = divmod(seq_len, chunk)
+    total = 0
+    for rows, count in ((chunk, whole), (rest, 1 if rest else 0)):
+        blocks = rows // rows_per_block
+        reach = rows_per_block * rows_per_block * blocks * (blocks + 1) // 2 + sum(range(blocks * rows_per_block + 1,
+                                                                                      rows + 1))
+        total += count * (2 * rows * chunk * dk + 2 * reach * dv + 4 * rows * dk * dv)
+    return total
+
+
 class RetNet(Recurrence):
     name = "retnet"
     family = "retnet"
-    chain_in_c = True
+    in_c = "whole form"
     computes = "retention"
     description = "RetNet's retention (fixed decay γ_h = 1 − 2^(−5−h) per head), chunk-parallel"
-    # 64: 13.4 ms against 32's 26.3 ms and 128's 14.1 ms at N = 4096, 8 heads of 64, float32, with the chunk
-    # states carried by one matmul (2-core machine)
+    # 64 for the torch form (autograd): 13.4 ms against 32's 26.3 ms and 128's 14.1 ms at N = 4096, 8 heads of
+    # 64, float32 (2-core machine). The form in C is near either way: 8.3-8.6 ms at 64, 7.4-7.6 ms at 32.
     knobs = {"chunk": Knob(int, default=64, minimum=1, doc="time steps per chunk of the chunk-parallel form")}
 
     def fixed_weights(self, case: Case, dtype: torch.dtype, device=None) -> dict[str, torch.Tensor]:
@@ -158,6 +183,10 @@ class RetNet(Recurrence):
         return {"log_gamma": log_gamma, **{f"decay_{name}": t for name, t in decays.items()}}
 
     def chunked(self, q, k, v, weights, chunk: int, state=None):
+        if not builds_graph(q, k, v, state) and chain_runs_native(q, k, v):
+            done = retention_chunked_native(q, k, v, weights["log_gamma"], chunk, state)
+            if done is not None:
+                return done
         decays = {name: weights[f"decay_{name}"] for name in ("within", "to_query", "to_end")}
         return retention_chunked(q, k, v, weights["log_gamma"], chunk, state, decays)
 
@@ -170,15 +199,16 @@ class RetNet(Recurrence):
 
     def performed_flops(self, case: Case) -> int | None:
         """The chunked form's matmuls (padded to whole chunks): Q Kᵀ and (·) V, the end states, the carry over
-        the chunks (c × c by c × d_k·d_v; the C chain's c multiply-adds of d_k·d_v where it runs) and the
-        entering state (every chunk's, the first's zero)."""
+        the chunks (c × c by c × d_k·d_v) and the entering state (every chunk's, the first's zero); in C
+        (`runs_in_c`) `whole_form_in_c_flops`."""
         chunk, steps = self.padded(case)
         chunks = steps // chunk
         dk, dv = case.head_dim, case.v_head_dim
         if case.kv_len != case.seq_len:
             return None                                                   # the decode step is the recurrence itself
-        in_c = self.execution(case) == "chunked, C chain over chunks"
-        carry = 2 * chunks * dk * dv if in_c else 2 * chunks * chunks * dk * dv
+        if self.runs_in_c(case):
+            return case.batch * case.heads * whole_form_in_c_flops(case.seq_len, chunk, dk, dv, case)
+        carry = 2 * chunks * chunks * dk * dv
         per_head = 2 * steps * chunk * (dk + dv) + 2 * steps * dk * dv + carry + 2 * steps * dk * dv
         return case.batch * case.heads * per_head
 
@@ -186,6 +216,8 @@ class RetNet(Recurrence):
         chunk, steps, chunks, element = self.work_shape(case)
         dk, dv = case.head_dim, case.v_head_dim
         upcast = 3 * steps * dk if element != case.element_bytes else 0
+        if self.runs_in_c(case):                                          # scaled q, o, the final state
+            return case.batch * case.heads * element * (case.seq_len * (dk + dv) + dk * dv + upcast)
         per_head = (3 * steps * chunk                                     # scores, decayed, the decay matrix
                     + 3 * steps * dv                                      # intra out, inter out, their sum
                     + steps * dk * 2                                      # scaled q, the decayed k / q
@@ -251,16 +283,12 @@ def gla_chunked(q, k, v, g, chunk: int, state=None):
 
 
 def gla_chunked_native(q, k, v, weights, chunk: int, state=None):
-    """`gla_chunked` with its gates and one-block factors from one C pass (`gla_factors_native`): o and the final
-    state, or None where the gates are too steep for one block per chunk (then `gla_chunked`'s sub-blocks run).
-    For inputs autograd does not record, on the CPU."""
+    """`gla_chunked` in C after the gate's low-rank projection (`gated_forward_native`): o and the final state, or
+    None where the gates are too steep for one block per chunk (then `gla_chunked`'s sub-blocks run). For
+    inputs autograd does not record, on the CPU."""
     logits = (k @ weights["gate_down"]) @ weights["gate_up"]            # (B, H, N, d_k), the bias is added in C
-    factors = gla_factors_native(logits, weights["gate_bias"], q, k, GATE_NORMALIZER, chunk)
-    if not fits_one_block(factors.steepest, chunk):
-        return None
-    scores = one_block_scores(factors.q_mid, factors.k_mid)               # (B, H, c, Q, Q)
-    return gla_outputs(factors.q_start, factors.k_end, scores, chunked_view(v, chunk), factors.end_decay[..., None],
-                       state, k.shape[2])
+    return gated_forward_native(logits, weights["gate_bias"], q, k, v, GATE_NORMALIZER, chunk,
+                                steepest_for_one_block(chunk), state)
 
 
 def one_block_scores(q_mid: torch.Tensor, k_mid: torch.Tensor) -> torch.Tensor:
@@ -283,12 +311,13 @@ def gla_outputs(q_start, k_end, scores, vc, chunk_decay, state, seq_len: int):
 
 def one_block_per_chunk(gc: torch.Tensor, chunk: int) -> bool:
     """Whether the chunk is one block: its factors stay below e^SAFE_EXPONENT (or it cannot be cut into `SUB`s)."""
-    return fits_one_block(float(-gc.detach().min()) if gc.numel() else 0.0, chunk)
+    return (float(-gc.detach().min()) if gc.numel() else 0.0) <= steepest_for_one_block(chunk)
 
 
-def fits_one_block(steepest: float, chunk: int) -> bool:
-    """Whether chunks of `chunk` steps can be one block when the largest |log α| of one step is `steepest`."""
-    return chunk * steepest <= 2 * SAFE_EXPONENT or chunk % SUB != 0
+def steepest_for_one_block(chunk: int) -> float:
+    """The largest |log α| of one step for which chunks of `chunk` steps can be one block: a factor reaches
+    e^(chunk/2 · |log α|); any, where the chunk cannot be cut into `SUB`s."""
+    return 2 * SAFE_EXPONENT / chunk if chunk % SUB == 0 else math.inf
 
 
 def gla_scores_within(qc, kc, b, gc) -> torch.Tensor:
@@ -322,10 +351,11 @@ def gla_scores_within(qc, kc, b, gc) -> torch.Tensor:
 class GatedLinearAttention(Recurrence):
     name = "gla"
     family = "gla"
-    chain_in_c = True
+    in_c = "whole form"
     computes = "gated_linear_attention"
-    # 32 since its factors and chain run in C: 16.8-17.1 ms against 64's 17.5-18.2 ms at N = 4096, 8 heads of
-    # 64, float32, three alternating runs (2-core machine); one block per chunk for the seeded gates
+    # 32: the form in C took 11.5-16.2 ms against 64's 11.5-12.7 ms at N = 4096, 8 heads of 64, float32, two
+    # alternating runs (2-core machine), and 64's factors reach twice as far; one block per chunk for the
+    # seeded gates
     knobs = {"chunk": Knob(int, default=32, minimum=1, doc="time steps per chunk of the chunk-parallel form")}
     description = "gated linear attention (Yang et al. 2024): per-channel learned decays, chunk-parallel with sub-blocks"
 
@@ -353,11 +383,15 @@ class GatedLinearAttention(Recurrence):
     def performed_flops(self, case: Case) -> int | None:
         """The chunked form's matmuls, padded to whole chunks: gate projection, end states, entering state,
         the scores and the scores times V, for gates gentle enough for one block per chunk (the seeded ones;
-        steeper gates run sub-blocks, see `gla_scores_within`)."""
+        steeper gates run sub-blocks, see `gla_scores_within`); in C (`runs_in_c`) the gate projection and
+        `whole_form_in_c_flops`."""
         chunk = self.knob_values(case, "chunk")[0]
         dk, dv = case.head_dim, case.v_head_dim
         if case.kv_len != case.seq_len:
             return None                                                   # the decode step is the recurrence itself
+        if self.runs_in_c(case):
+            per_head = 4 * case.seq_len * dk * GATE_RANK + whole_form_in_c_flops(case.seq_len, chunk, dk, dv, case)
+            return case.batch * case.heads * per_head
         steps = -(-case.seq_len // chunk) * chunk
         sub, blocks = chunk, 1                                            # the seeded gates' one block per chunk
         per_head = (4 * case.seq_len * dk * GATE_RANK                     # the gate projection
@@ -374,6 +408,9 @@ class GatedLinearAttention(Recurrence):
         blocks = 1                                                        # the seeded gates' one block per chunk
         dk, dv = case.head_dim, case.v_head_dim
         element = 4 if case.dtype in ("float16", "bfloat16") else case.element_bytes
+        if self.runs_in_c(case):                                          # k W↓, logits, scaled q, o, final state
+            tokens = case.seq_len * (GATE_RANK + 2 * dk + dv)
+            return case.batch * case.heads * element * (tokens + dk * dv)
         per_head = (steps * GATE_RANK + 3 * steps * dk                    # gate projection, logits, log gates
                     + 8 * steps * dk                                      # cumsum, exps, scaled q/k copies
                     + 3 * steps * blocks * dk                             # cross exponents and scaled keys
