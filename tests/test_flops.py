@@ -41,7 +41,8 @@ from attnbench.measure.native import NativeLibrary
 from attnbench.variants import _recurrent as recurrent
 from attnbench.variants import _recurrent_kernels as recurrent_kernels
 from attnbench.variants._recurrent_kernels import CHAIN_SOURCE
-from attnbench.variants.retention import C_ROWS, whole_form_in_c_flops
+from attnbench.variants.deltanet import delta_form_in_c_flops
+from attnbench.variants.retention import whole_form_in_c_flops
 
 TOLERANCE = 0.02
 
@@ -121,7 +122,7 @@ def test_the_counter_checks_every_variant_it_is_not_declared_blind_to():
 def without_the_c_kernels(monkeypatch) -> None:
     """As where recurrent_kernels.c could not be built: the recurrences run their torch forms, which the counter
     sees, and count those (`Recurrence.runs_in_c` is False); the C forms' counts are checked in
-    `test_the_c_gated_forms_count_the_products_their_loops_run`."""
+    `test_the_c_forms_count_the_products_their_loops_run`."""
     unbuilt = NativeLibrary(source=CHAIN_SOURCE, library=None, reason="not built (test_flops)")
     monkeypatch.setattr(recurrent, "native_chain", lambda: unbuilt)
     monkeypatch.setattr(recurrent_kernels, "native_chain", lambda: unbuilt)
@@ -145,34 +146,43 @@ def test_flops_against_flop_counter(name, monkeypatch):
         "with the reason")
 
 
+def lower_times_matrix(rows: int, block: int) -> int:
+    """Inner terms of recurrent_kernels.c's product with a lower-triangular A, counted as its loops run: whole
+    blocks of `block` rows read the columns up to the block's last row, the rest one row at a time."""
+    terms, row = 0, 0
+    while row + block <= rows:
+        terms += block * (row + block)
+        row += block
+    return terms + sum(r + 1 for r in range(row, rows))
+
+
 @pytest.mark.parametrize("seq_len, chunk, dtype", [(4096, 32, "float32"), (100, 32, "float32"), (70, 16, "float64"),
                                                    (5, 8, "float32")])
-def test_the_c_gated_forms_count_the_products_their_loops_run(seq_len, chunk, dtype):
-    """gla's and retnet's forms in C (recurrent_kernels.c's gated_forward): per chunk of `rows` steps, the
-    scores (rows × chunk from d_k), their lower triangle times V in blocks of rows that each read the columns
-    up to the block's last row, one row at a time past the last whole block, and the entering and end
-    states; summed here loop by loop."""
+def test_the_c_forms_count_the_products_their_loops_run(seq_len, chunk, dtype):
+    """gla's and retnet's form in C (gated_forward): per chunk of `rows` steps the scores (rows × chunk from d_k),
+    their lower triangle times V, and the entering and end states; the delta rules' (delta_forward): K Kᵀ and
+    Q Kᵀ, T by substitution (row t subtracts rows 0 … t−1, row c of c + 1 entries), Γ K S and Γ Q S, T and
+    the scores times a rows × d_v matrix, and K̃ᵀ U' into S. Summed here chunk by chunk, loop by loop."""
     dk, dv = 24, 40
-    block = C_ROWS if dtype == "float32" else C_ROWS // 2
-    want = 0
+    block = 8 if dtype == "float32" else 4
+    gated = delta = 0
     for start in range(0, seq_len, chunk):
         rows = min(chunk, seq_len - start)
-        want += 2 * rows * chunk * dk                                     # the scores
-        row = 0
-        while row + block <= rows:
-            want += 2 * block * (row + block) * dv                        # a block of rows times V
-            row += block
-        want += sum(2 * (r + 1) * dv for r in range(row, rows))           # the last rows, one at a time
-        want += 2 * rows * dk * dv + 2 * dk * rows * dv                   # q S, then kᵀ V into S
+        states = 2 * rows * dk * dv                                       # one product of S with rows × d_k
+        gated += 2 * rows * chunk * dk + 2 * lower_times_matrix(rows, block) * dv + 2 * states
+        substitution = sum(2 * (c + 1) for t in range(rows) for c in range(t))
+        delta += 4 * rows * chunk * dk + substitution + 3 * states + 4 * lower_times_matrix(rows, block) * dv
     case = Case(variant="gla", seq_len=seq_len, head_dim=dk, v_head_dim=dv, dtype=dtype, causal=True)
-    assert whole_form_in_c_flops(seq_len, chunk, dk, dv, case) == want
-    for name in ("gla", "retnet"):
+    assert whole_form_in_c_flops(seq_len, chunk, dk, dv, case) == gated
+    assert delta_form_in_c_flops(seq_len, chunk, dk, dv, case) == delta
+    projections = {"gla": 4 * dk * 16, "retnet": 0, "deltanet": 2 * dk, "gated-deltanet": 4 * dk}
+    for name, per_step in projections.items():
         variant = default_registry().get(name)
         ran = Case(variant=name, seq_len=seq_len, batch=2, heads=3, head_dim=dk, v_head_dim=dv, dtype=dtype,
                    causal=True, params={**variant.params, "chunk": chunk})
         if variant.runs_in_c(ran):
-            gate = 4 * seq_len * dk * 16 if name == "gla" else 0
-            assert variant.performed_flops(ran) == 2 * 3 * (gate + want)
+            form = gated if name in ("gla", "retnet") else delta
+            assert variant.performed_flops(ran) == 2 * 3 * (seq_len * per_step + form)
 
 
 def test_exclusion_maps_name_known_variants():

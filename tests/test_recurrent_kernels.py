@@ -17,7 +17,7 @@ from attnbench.measure.inputs import make_inputs
 from attnbench.variants._recurrent_kernels import (
     CHAIN_SOURCE,
     chain_native,
-    delta_chain_native,
+    delta_forward_native,
     gated_forward_native,
     native_chain,
 )
@@ -32,18 +32,6 @@ def _diagonal_chain_in_torch(a, b, first):
         entering.append(s)
         s = a[:, j, :, None] * s + b[:, j]
     return torch.stack(entering, dim=1), s
-
-
-def _delta_chain_in_torch(wu, k, to_end, decay, first):
-    """U'_j = U_j − W_j S_j, S_j+1 = Γ_j S_j + (K_j ∘ γ_j)ᵀ U'_j one chunk at a time: entering states, last, U'."""
-    w, u = wu[..., :k.shape[-1]], wu[..., k.shape[-1]:]
-    k_end = k if to_end is None else k * to_end[..., None]
-    s, entering, pseudo = first, [], []
-    for j in range(k.shape[1]):
-        entering.append(s)
-        pseudo.append(u[:, j] - w[:, j] @ s)
-        s = (1.0 if decay is None else decay[:, j, None, None]) * s + k_end[:, j].transpose(-2, -1) @ pseudo[-1]
-    return torch.stack(entering, dim=1), s, torch.stack(pseudo, dim=1)
 
 
 def _random(*shape, generator, scale=1.0):
@@ -77,35 +65,50 @@ def test_the_c_diagonal_chain_equals_the_torch_loop(sizes, dtype):
     _assert_close(got, _diagonal_chain_in_torch(a, b, first), dtype, 1e-6 if dtype == torch.float32 else 1e-13)
 
 
+def _delta_rule_in_torch(q, k, v, beta, log_alpha, state):
+    """S_t = α_t (S_{t−1} − β_t k_tᵀ (k_t S_{t−1})) + β_t k_tᵀ v_t and o_t = q_t S_t, one float64 step at a time."""
+    s = torch.zeros(*k.shape[:2], k.shape[-1], v.shape[-1], dtype=torch.float64) if state is None else state
+    outputs = []
+    for t in range(k.shape[2]):
+        k_t, b_t = k[:, :, t, :, None], beta[:, :, t, None, None]         # (B, H, d_k, 1), (B, H, 1, 1)
+        s = s - b_t * k_t @ (k_t.transpose(-2, -1) @ s)
+        s = s if log_alpha is None else torch.exp(log_alpha[:, :, t, None, None]) * s
+        s = s + b_t * k_t @ v[:, :, t, None, :]
+        outputs.append((q[:, :, t, None, :] @ s).squeeze(-2))
+    return torch.stack(outputs, dim=2), s
+
+
 @needs_native
-@pytest.mark.parametrize("sizes", SIZES)
+@pytest.mark.parametrize("sizes", [(1, 8, 64, 64, 64, 32), (2, 3, 70, 12, 33, 16), (1, 2, 5, 4, 7, 8)])
 @pytest.mark.parametrize("decayed", [False, True])
+@pytest.mark.parametrize("entering", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_the_c_delta_chain_equals_the_torch_loop(sizes, decayed, dtype):
-    items, chunks, chunk, key_dim, value_dim = sizes
+def test_the_c_delta_forward_equals_the_plain_recurrence(sizes, decayed, entering, dtype):
+    batch, heads, seq_len, key_dim, value_dim, chunk = sizes
     generator = torch.Generator().manual_seed(1)
-    wu = _random(items, chunks, chunk, key_dim + value_dim, generator=generator)
-    wu[..., :key_dim] *= key_dim ** -0.5
-    k = _random(items, chunks, chunk, key_dim, generator=generator, scale=key_dim ** -0.5)
-    first = _random(items, key_dim, value_dim, generator=generator)
-    to_end, decay = (torch.rand(shape, generator=generator, dtype=torch.float64) if decayed else None
-                     for shape in ((items, chunks, chunk), (items, chunks)))
-    got = delta_chain_native(*(None if t is None else t.to(dtype) for t in (wu, k, to_end, decay, first)))
-    _assert_close(got, _delta_chain_in_torch(wu, k, to_end, decay, first), dtype,
-                  1e-5 if dtype == torch.float32 else 1e-12)
+    q, k = (_random(batch, heads, seq_len, key_dim, generator=generator) for _ in range(2))
+    q, k = q / q.norm(dim=-1, keepdim=True) * key_dim ** -0.5, k / k.norm(dim=-1, keepdim=True)
+    v = _random(batch, heads, seq_len, value_dim, generator=generator)
+    beta = torch.rand(batch, heads, seq_len, generator=generator, dtype=torch.float64)
+    log_alpha = -torch.rand(batch, heads, seq_len, generator=generator, dtype=torch.float64) if decayed else None
+    state = _random(batch, heads, key_dim, value_dim, generator=generator) if entering else None
+    got = delta_forward_native(*(None if t is None else t.to(dtype) for t in (q, k, v, beta, log_alpha)), chunk,
+                               None if state is None else state.to(dtype))
+    _assert_close(got, _delta_rule_in_torch(q, k, v, beta, log_alpha, state), dtype,
+                  2e-6 if dtype == torch.float32 else 1e-13)
 
 
 @needs_native
-def test_the_thread_count_does_not_change_a_single_bit():
+def test_the_thread_count_does_not_change_a_single_bit_of_the_delta_forward():
     generator = torch.Generator().manual_seed(2)
-    wu = _random(6, 9, 8, 56, generator=generator, scale=0.25).float()
-    k, first = _random(6, 9, 8, 16, generator=generator, scale=0.25).float(), _random(6, 16, 40, generator=generator).float()
+    q, k, v = (_random(2, 3, 40, 16, generator=generator, scale=0.25).float() for _ in range(3))
+    beta, log_alpha = torch.rand(2, 3, 40), -torch.rand(2, 3, 40)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = delta_chain_native(wu, k, None, None, first)
+        one = delta_forward_native(q, k, v, beta, log_alpha, 16)
         torch.set_num_threads(2)
-        two = delta_chain_native(wu, k, None, None, first)
+        two = delta_forward_native(q, k, v, beta, log_alpha, 16)
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(x, y) for x, y in zip(one, two, strict=True))
@@ -115,10 +118,9 @@ def test_operands_that_do_not_match_are_refused_with_their_shapes():
     b, first = torch.zeros(2, 3, 8, 8), torch.zeros(2, 8, 8)
     with pytest.raises(ValueError, match=r"a \(2, 3, 4\) does not match b \(2, 3, 8, 8\); expected a \(2, 3, 8\)"):
         chain_native(torch.zeros(2, 3, 4), b, first)
-    k = torch.zeros(2, 3, 5, 8)
-    with pytest.raises(ValueError, match=r"wu \(2, 3, 4, 16\) does not match k \(2, 3, 5, 8\)"):
-        delta_chain_native(torch.zeros(2, 3, 4, 16), k, None, None, first)
     q = torch.zeros(2, 3, 10, 8)
+    with pytest.raises(ValueError, match=r"beta \(2, 3, 9\) does not match q \(2, 3, 10, 8\); expected beta \(2, 3, 10\)"):
+        delta_forward_native(q, q, q, torch.zeros(2, 3, 9), None, 4)
     with pytest.raises(ValueError, match=r"v \(2, 3, 9, 8\) does not match q \(2, 3, 10, 8\); expected v \(2, 3, 10, 8\)"):
         gated_forward_native(None, torch.zeros(3, 8), q, q, torch.zeros(2, 3, 9, 8), 1.0, 4, 1.0)
 
@@ -128,8 +130,7 @@ def test_operands_that_do_not_match_are_refused_with_their_shapes():
 def test_the_variants_run_the_c_chain_in_fwd_cells_and_match_their_torch_loop(name, monkeypatch):
     variant = default_registry().get(name)
     case = Case(variant=name, seq_len=200, batch=2, heads=3, head_dim=16, causal=True, params={"chunk": 32})
-    in_c = "whole form" if name in ("retnet", "gla") else "chain over chunks"
-    assert variant.execution(case) == f"chunked, {in_c} in C"
+    assert variant.execution(case) == "chunked, in C"
     assert variant.execution(replace(case, mode="fwd_bwd")) == "chunked"
     assert variant.execution(replace(case, kv_len=260, seq_len=4)) == "recurrent step from the prefix's state"
     with torch.inference_mode():

@@ -126,21 +126,20 @@ class Recurrence(Variant):
         "bfloat16": Tolerance(rel_l2=3e-2, max_rel=1e-1, grad_rel_l2=5e-2, grad_max_rel=2e-1),
     }
     knobs = {"chunk": Knob(int, default=64, minimum=1, doc="time steps per chunk of the chunk-parallel form")}
-    in_c: ClassVar[str] = ""                                             # what of its chunked form recurrent_kernels.c runs
+    in_c: ClassVar[bool] = False                                         # its whole chunked form runs in recurrent_kernels.c
 
     def runs_in_c(self, case: Case) -> bool:
-        """Whether a whole-sequence cell runs `in_c` in C: where autograd records nothing (fwd cells), on the CPU,
-        and the library built."""
-        return (bool(self.in_c) and case.kv_len == case.seq_len and case.mode == "fwd" and case.device == "cpu"
+        """Whether a whole-sequence cell runs the chunked form in C (`in_c`): where autograd records nothing (fwd
+        cells), on the CPU, and the library built."""
+        return (self.in_c and case.kv_len == case.seq_len and case.mode == "fwd" and case.device == "cpu"
                 and native_chain().available)
 
     def execution(self, case: Case) -> str:
-        """A decode step runs the recurrence from the prefix's state; a whole sequence the chunked form, with
-        its `in_c` part in C where `runs_in_c`: `chunked, chain over chunks in C` (the delta rules) or
-        `chunked, whole form in C` (retnet, gla)."""
+        """A decode step runs the recurrence from the prefix's state; a whole sequence the chunked form, in C where
+        `runs_in_c` (`chunked, in C`), else in torch (`chunked`)."""
         if case.kv_len != case.seq_len:
             return "recurrent step from the prefix's state"
-        return f"chunked, {self.in_c} in C" if self.runs_in_c(case) else "chunked"
+        return "chunked, in C" if self.runs_in_c(case) else "chunked"
 
     def unsupported_reasons(self, case: Case) -> list[str]:
         reasons = super().unsupported_reasons(case)

@@ -1,15 +1,16 @@
-"""The chunked recurrences' C kernels, where nothing is traced: the state entering every chunk, GLA and RetNet whole.
+"""The chunked recurrences' C kernels, where nothing is traced: retnet, gla and the delta rules whole, one chain.
 
 `recurrent_kernels.c` (built once per machine by `native_library`) walks each
 sequence·head's chain of chunks on its own thread:
 
-    delta_chain     U'_j = U_j − W_j S_j, S_{j+1} = Γ_j S_j + K̃_jᵀ U'_j   (the delta rules)
-    diagonal_chain  S_{j+1} = a_j ⊙ S_j + B_j                        (gla, retnet; a_j scales S's rows)
+    diagonal_chain  S_{j+1} = a_j ⊙ S_j + B_j    (a_j scales S's rows: gla's and retnet's torch forms,
+                                                   where their gates are too steep for the form in C)
 
-and the whole chunked forward of linear attention with per-channel decays
-(`gated_forward_native`: GLA, and RetNet as its constant-gate case): each
-thread walks whole sequence·heads, forming a chunk's gates, scores, outputs
-and end state and carrying the state on, all in its own cache.
+and whole chunked forwards, each thread walking whole sequence·heads chunk by
+chunk with the state and every per-chunk matrix in its own cache: linear
+attention with per-channel decays (`gated_forward_native`: GLA, and RetNet as
+its constant-gate case) and the delta rule (`delta_forward_native`: DeltaNet
+and Gated DeltaNet, the UT transform within each chunk).
 
 In torch each step of that loop is a batched matmul or multiply-add over a
 few small matrices, which costs more in per-call overhead than in
@@ -28,6 +29,19 @@ from attnbench import NativeLibrary, native_library
 
 CHAIN_SOURCE = Path(__file__).with_name("recurrent_kernels.c")
 SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
+
+
+def rows_per_block(element_bytes: int) -> int:
+    """The output rows of one register tile of recurrent_kernels.c's products (its ROWS): 8 floats, 4 doubles."""
+    return 4 if element_bytes == 8 else 8
+
+
+def lower_product_terms(rows: int, block: int) -> int:
+    """The inner-dimension terms recurrent_kernels.c's product reads for a lower-triangular A of `rows` rows (per
+    output column): each whole block of `block` rows reads the columns up to its last row, the rows past the
+    last whole block one at a time up to their own."""
+    blocks = rows // block
+    return block * block * blocks * (blocks + 1) // 2 + sum(range(blocks * block + 1, rows + 1))
 
 
 def native_chain() -> NativeLibrary:
@@ -79,33 +93,39 @@ def chain_native(a: torch.Tensor, b: torch.Tensor, first: torch.Tensor) -> tuple
     return entering, final
 
 
-def delta_chain_native(wu: torch.Tensor, k: torch.Tensor, to_end: torch.Tensor | None, decay: torch.Tensor | None,
-                       first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The delta rule's chain, U'_j = U_j − W_j S_j and S_j+1 = Γ_j S_j + K̃_jᵀ U'_j with K̃ = K ∘ γ: the states
-    entering every chunk (items, c, d_k, d_v), the state after the last (items, d_k, d_v) and U' (items, c, Q, d_v).
+def delta_forward_native(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+                         log_alpha: torch.Tensor | None, chunk: int,
+                         state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The delta rule's whole chunked forward in C (`delta_forward` in recurrent_kernels.c): o (B, H, N, d_v) and
+    the final state (B, H, d_k, d_v).
 
-    wu (items, c, Q, d_k + d_v): W and U side by side, as one product T [K Γ_t | V] gives them; k (items, c,
-    Q, d_k); to_end (items, c, Q), γ, the decay from each step to its chunk's end, and decay (items, c), Γ_j,
-    or None for 1; first (items, d_k, d_v). All of one dtype (float32 or float64), on the CPU.
+    S_t = α_t (I − β_t k_tᵀ k_t) S_{t−1} + β_t k_tᵀ v_t and o_t = q_t S_t, by chunks of `chunk` steps (the UT
+    transform within each, the state carried between them). q, k (B, H, N, d_k), as the rule reads them
+    (L2-normalised, q scaled); v (B, H, N, d_v); beta (B, H, N); log_alpha (B, H, N), or None for α = 1
+    (DeltaNet); state (B, H, d_k, d_v) enters the first chunk (None: zeros). All of one dtype (float32 or
+    float64), on the CPU.
     """
-    items, chunks, chunk, key_dim = k.shape
-    value_dim = first.shape[-1]
-    against = f"k {tuple(k.shape)}"
-    _expect("first", first, (items, key_dim, value_dim), against)
-    _expect("wu", wu, (items, chunks, chunk, key_dim + value_dim), against)
-    optional = {"to_end": (to_end, (items, chunks, chunk)), "decay": (decay, (items, chunks))}
-    for name, (t, shape) in optional.items():
-        if t is not None:
-            _expect(name, t, shape, against)
-    wu, k, first = (t.contiguous() for t in (wu, k, first))
-    to_end, decay = (None if t is None else t.contiguous() for t in (to_end, decay))
-    entering = k.new_empty(items, chunks, key_dim, value_dim)
-    final, u_new = torch.empty_like(first), k.new_empty(items, chunks, chunk, value_dim)
-    kernel = getattr(native_chain().library, f"delta_chain_{SUFFIXES[k.dtype]}")
-    _check(kernel(*_pointers(wu, k, to_end, decay, first, entering, final, u_new),
-                  *_sizes(items, chunks, chunk, key_dim, value_dim)),
-           "delta_chain", items=items, chunks=chunks, chunk=chunk, d_k=key_dim, d_v=value_dim)
-    return entering, final, u_new
+    batch, heads, seq_len, key_dim = q.shape
+    value_dim = v.shape[-1]
+    against = f"q {tuple(q.shape)}"
+    _expect("k", k, tuple(q.shape), against)
+    _expect("v", v, (batch, heads, seq_len, value_dim), against)
+    _expect("beta", beta, (batch, heads, seq_len), against)
+    if log_alpha is not None:
+        _expect("log_alpha", log_alpha, (batch, heads, seq_len), against)
+        log_alpha = log_alpha.contiguous()
+    if state is not None:
+        _expect("state", state, (batch, heads, key_dim, value_dim), against)
+        state = state.contiguous()
+    q, k, v, beta = (t.contiguous() for t in (q, k, v, beta))
+    out, final = v.new_empty(batch, heads, seq_len, value_dim), v.new_empty(batch, heads, key_dim, value_dim)
+    per_thread = 3 * chunk * key_dim + 3 * chunk * chunk + 2 * chunk * value_dim + 3 * chunk
+    work = q.new_empty(torch.get_num_threads() * per_thread)
+    kernel = getattr(native_chain().library, f"delta_forward_{SUFFIXES[q.dtype]}")
+    _check(kernel(*_pointers(q, k, v, beta, log_alpha, state, out, final, work),
+                  *_sizes(batch * heads, seq_len, chunk, key_dim, value_dim)),
+           "delta_forward", sequences=batch * heads, seq_len=seq_len, chunk=chunk, d_k=key_dim, d_v=value_dim)
+    return out, final
 
 
 def gated_forward_native(logits: torch.Tensor | None, bias: torch.Tensor, q: torch.Tensor, k: torch.Tensor,

@@ -26,11 +26,13 @@ chunk follows S ← Γ_Q S + K̃ᵀ(U − W S), K̃ = K ∘ Γ_Q,s: only that ch
 sequential, and o = diag(Γ_t) Q S + (Q Kᵀ ∘ Γ)₊ U' (lower, with the
 diagonal) with U' = U − W S.
 
-Where autograd records nothing, on the CPU, the chain runs in C chunk by
-chunk (`delta_chain_native`: U'_j = U_j − W_j S_j, S ← Γ_Q S + K̃_jᵀ U'_j,
-handing back U'). Elsewhere it runs in torch as S ← A S + B, one matmul per
-chunk, with every chunk's A = Γ_Q I − K̃ᵀ W and B = K̃ᵀ U made at once, and
-o computed as (diag(Γ_t) Q − (Q Kᵀ ∘ Γ)₊ W) S + (Q Kᵀ ∘ Γ)₊ U.
+Where autograd records nothing, on the CPU, the whole form runs in C
+(`delta_forward_native`), each sequence·head's chunks in turn on one thread:
+T by substitution, U' = T (V − diag(Γ_t) K S) (one product with S where W S
+needs W first), o, and S ← Γ_Q S + K̃ᵀ U'. Elsewhere it runs in torch, the
+chain as S ← A S + B, one matmul per chunk, with every chunk's A = Γ_Q I −
+K̃ᵀ W and B = K̃ᵀ U made at once, and o computed as (diag(Γ_t) Q − (Q Kᵀ ∘ Γ)₊
+W) S + (Q Kᵀ ∘ Γ)₊ U.
 """
 
 from __future__ import annotations
@@ -49,7 +51,12 @@ from attnbench.variants._recurrent import (
     segment_log_decay,
     time_major,
 )
-from attnbench.variants._recurrent_kernels import chain_runs_native, delta_chain_native
+from attnbench.variants._recurrent_kernels import (
+    chain_runs_native,
+    delta_forward_native,
+    lower_product_terms,
+    rows_per_block,
+)
 
 
 def inverse_softplus_of(initial):
@@ -120,8 +127,11 @@ def delta_rule_chunked(q, k, v, beta, log_alpha, chunk: int, state=None):
     """The delta rule chunk-parallel (WY/UT form): o (B, H, N, d_v) and the final state.
 
     q, k (B, H, N, d_k), v (B, H, N, d_v), beta and log_alpha (B, H, N) (log_alpha None: no decay).
-    Padding steps have k = v = 0 and β = 0, log α = 0: they change nothing.
+    Padding steps have k = v = 0 and β = 0, log α = 0: they change nothing. Where autograd records nothing,
+    on the CPU, the whole form runs in C (`delta_forward_native`).
     """
+    if not builds_graph(q, k, v, beta, log_alpha, state) and chain_runs_native(q, k, v):
+        return delta_forward_native(q, k, v, beta, log_alpha, chunk, state)
     batch, heads, seq_len, key_dim = k.shape
     qc, kc, vc = (chunked_view(t, chunk) for t in (q, k, v))             # (B, H, c, Q, ·)
     bc = chunked_view(beta[..., None], chunk)                            # (B, H, c, Q, 1)
@@ -147,20 +157,10 @@ def delta_rule_chunked(q, k, v, beta, log_alpha, chunk: int, state=None):
     scores = (qc @ kc.transpose(-2, -1)).mul_(gamma)                      # (B, H, c, Q, Q), lower with diagonal
     q_in = qc if to_now is None else qc * to_now
     first = k.new_zeros(batch, heads, key_dim, v.shape[-1]) if state is None else state
-    if not builds_graph(t_mat, kc, vc, first) and chain_runs_native(t_mat, kc, vc, first):
-        # W and U in one product; then in C, chunk by chunk, U'_j = U_j − W_j S_j and S_j+1 = Γ_Q S_j + K̃_jᵀ U'_j
-        wu = t_mat @ torch.cat((k_in, vc), dim=-1)                        # [W | U] (B, H, c, Q, d_k + d_v)
-        to_end_rows = None if to_end is None else to_end[..., 0].flatten(0, 1)
-        decay = None if end_decay is None else end_decay[..., 0, 0].flatten(0, 1)
-        starts, final, u_new = delta_chain_native(wu.flatten(0, 1), kc.flatten(0, 1), to_end_rows, decay,
-                                                  first.flatten(0, 1))
-        starts, u_new = starts.unflatten(0, (batch, heads)), u_new.unflatten(0, (batch, heads))
-        out = (q_in @ starts).add_(scores @ u_new)                        # Γ_t Q S + s U' (B, H, c, Q, d_v)
-    else:
-        u, w = t_mat @ vc, t_mat @ k_in                                   # (B, H, c, Q, d_v), (B, H, c, Q, d_k)
-        k_out = kc if to_end is None else kc * to_end                     # K̃ (B, H, c, Q, d_k)
-        starts, final = delta_rule_states(w, u, k_out, end_decay, first)
-        out = ((scores @ w).neg_().add_(q_in) @ starts).add_(scores @ u)  # (Q − s W) S + s U, U' = U − W S
+    u, w = t_mat @ vc, t_mat @ k_in                                       # (B, H, c, Q, d_v), (B, H, c, Q, d_k)
+    k_out = kc if to_end is None else kc * to_end                         # K̃ (B, H, c, Q, d_k)
+    starts, final = delta_rule_states(w, u, k_out, end_decay, first)
+    out = ((scores @ w).neg_().add_(q_in) @ starts).add_(scores @ u)      # (Q − s W) S + s U, U' = U − W S
     out = out.reshape(batch, heads, chunks * chunk, -1)
     return out[:, :, :seq_len], final.reshape(batch, heads, key_dim, -1)
 
@@ -191,14 +191,29 @@ def delta_rule_states(w, u, k_out, end_decay, first):
     return starts.unflatten(0, (batch, heads)), final.unflatten(0, (batch, heads))
 
 
+def delta_form_in_c_flops(seq_len: int, chunk: int, dk: int, dv: int, case: Case) -> int:
+    """What `delta_forward` in recurrent_kernels.c performs per head, chunk by chunk (the last cut at seq_len):
+    K Kᵀ and Q Kᵀ (rows × Q from d_k each), T by substitution (row t subtracts t earlier rows of up to t
+    entries), Γ K S and Γ Q S (2 d_k d_v per step each), T and the scores times a Q × d_v matrix
+    (`lower_product_terms`), and K̃ᵀ U' into S (2 d_k d_v per step)."""
+    block = rows_per_block(case.element_bytes)
+    whole, rest = divmod(seq_len, chunk)
+    total = 0
+    for rows, count in ((chunk, whole), (rest, 1 if rest else 0)):
+        substitution = (rows - 1) * rows * (rows + 1) // 3
+        total += count * (4 * rows * chunk * dk + substitution + 6 * rows * dk * dv
+                          + 4 * lower_product_terms(rows, block) * dv)
+    return total
+
+
 class _DeltaRule(Recurrence):
     family = "deltanet"
     gated = False
-    in_c = "chain over chunks"
-    # 16 since the chain over chunks runs in C: at N = 4096, 8 heads of 64, float32, gated-deltanet 29.3-29.7 ms
-    # against 32's 33.0-33.9 ms, deltanet 24.4-29.0 against 27.0-28.2 (2-core machine); the solve and the Q×Q
-    # products grow with the chunk, the C chain's steps only in number
-    knobs = {"chunk": Knob(int, default=16, minimum=1, doc="time steps per chunk of the chunk-parallel form")}
+    in_c = True
+    # 32: the form in C took 14.3-19.0 ms (deltanet) and 16.7-19.4 ms (gated) against 16's 23.6-27.3 and 64's
+    # 23.3-24.2 at N = 4096, 8 heads of 64, float32 (2-core machine): at 16 the state's products, whose
+    # inner dimension is the chunk, are too short for their register tiles
+    knobs = {"chunk": Knob(int, default=32, minimum=1, doc="time steps per chunk of the chunk-parallel form")}
 
     def prepared_inputs(self, q, k):
         """q and k L2-normalised per head, q then scaled by 1/√d_k; the raw k is kept for the gates."""
@@ -228,30 +243,32 @@ class _DeltaRule(Recurrence):
 
     def performed_flops(self, case: Case) -> int | None:
         """The chunked form's matmuls and triangular solve, padded to whole chunks (the solve: Q²·Q per chunk,
-        which FlopCounterMode does not see). Where the chain runs in C (`execution`), its two products per chunk,
-        W S and K̃ᵀ U', replace every chunk's A, B, the chain A S and the scores' product with W."""
+        which FlopCounterMode does not see); in C (`runs_in_c`) the gate projections and
+        `delta_form_in_c_flops`."""
         chunk, steps = self.padded(case)
         dk, dv = case.head_dim, case.v_head_dim
         projections = 2 * dk * (2 if self.gated else 1)
         if case.kv_len != case.seq_len:
             return None                                                   # the decode step is the recurrence itself
+        if self.runs_in_c(case):
+            per_head = case.seq_len * projections + delta_form_in_c_flops(case.seq_len, chunk, dk, dv, case)
+            return case.batch * case.heads * per_head
         shared = (case.seq_len * projections
                   + 2 * steps * chunk * dk * 2                            # K Kᵀ and Q Kᵀ
                   + steps * chunk * chunk                                 # the triangular solve
                   + 2 * steps * chunk * (dv + dk)                         # U = T V, W = T K
                   + 2 * steps * dk * dv                                   # Γ Q S (or (Γ Q − scores W) S)
                   + 2 * steps * chunk * dv)                               # scores U (or scores U')
-        if self.runs_in_c(case):
-            chain = 2 * steps * dk * dv * 2                               # W S and K̃ᵀ U', chunk by chunk
-        else:
-            chain = (2 * steps * dk * (dk + dv)                           # every chunk's A = Γ I − K̃ᵀ W, B = K̃ᵀ U
-                     + 2 * (steps // chunk) * dk * dk * dv                # the chain A S
-                     + 2 * steps * chunk * dk)                            # scores W
+        chain = (2 * steps * dk * (dk + dv)                               # every chunk's A = Γ I − K̃ᵀ W, B = K̃ᵀ U
+                 + 2 * (steps // chunk) * dk * dk * dv                    # the chain A S
+                 + 2 * steps * chunk * dk)                                # scores W
         return case.batch * case.heads * (shared + chain)
 
     def memory_model(self, case: Case) -> int:
         chunk, steps, chunks, element = self.work_shape(case)
         dk, dv = case.head_dim, case.v_head_dim
+        if self.runs_in_c(case):                                          # normalised q, k, scaled q, β, α, o, S
+            return case.batch * case.heads * element * (case.seq_len * (3 * dk + dv + 2) + dk * dv)
         per_head = (6 * steps * dk                                        # normalised q, k, scaled copies, W
                     + 5 * steps * chunk                                   # K Kᵀ, L, T, Q Kᵀ, Γ
                     + 4 * steps * dv                                      # U, U', the outputs and their stack

@@ -1,40 +1,29 @@
-/* The chunk-parallel recurrences' C kernels: the state entering every chunk, and GLA's and RetNet's whole chunked forms.
+/* The chunk-parallel recurrences' forwards in C, where autograd records nothing (see _recurrent_kernels.py):
 
-       delta chain    (deltanet, gated-deltanet)   U'_j = U_j − W_j S_j,  S_{j+1} = Γ_j S_j + K̃_jᵀ U'_j
-       diagonal chain (gla, retnet: their torch     S_{j+1} = a_j ⊙ S_j + B_j    a_j (d_k), one per row
-                       forms, where the gates are
-                       too steep for gated_forward)
-       gated_forward  (gla, retnet)                the whole chunked form, below
+       delta_forward  (deltanet, gated-deltanet)  the whole chunked form (UT transform within each chunk)
+       gated_forward  (gla, retnet)               the whole chunked form (one block per chunk)
+       diagonal_chain (gla's and retnet's torch   S_{j+1} = a_j ⊙ S_j + B_j, a_j (d_k) scaling S's rows
+                       forms, where their gates
+                       are too steep for gated_forward)
 
-   with S_j and B_j (d_k × d_v), and for the delta rule W_j, K̃_j (Q × d_k)
-   and U_j, U'_j (Q × d_v) from the UT transform (see deltanet.py). Every
-   other part of the chunked forms is batched over all chunks at once; the
-   chain is the one loop over chunks, and in torch each of its steps is a
-   batched matmul of a few small matrices, where per-call overhead (a
-   select, an addmm, a copy per sequence·head) costs more than the
-   arithmetic. Here the items (one sequence·head each) are independent, so
-   each thread walks whole chains of its own items, its S (d_k × d_v)
-   staying in L1/L2, with no synchronisation between steps. The delta chain
-   also hands back U' (the pseudo-values the outputs read), so the caller
-   needs neither the per-chunk transition matrices nor a second product
-   with W. gated_forward (below) runs all of GLA's chunked form (RetNet's
-   with constant gates): the gates, the chunk's factored scores, its
-   outputs and end state, and the chain, each thread walking whole
-   sequence·heads with every intermediate in its own cache, where the torch
-   form makes a dozen passes over (B, H, N, d_k) tensors and four batched
-   products of 32 × 64 matrices.
+   In torch a chunked form is a dozen passes over (B, H, N, ·) tensors and
+   batched products of small (16–64 row) matrices, whose per-call overhead
+   costs more than their arithmetic, and its chain over chunks a batched
+   matmul per chunk. Here the sequence·heads are independent, so each
+   thread walks whole sequence·heads chunk by chunk, forming a chunk's
+   factors, its products and its outputs and carrying the state S
+   (d_k × d_v) on, every intermediate in its own L1/L2, with no
+   synchronisation between steps; out, final and a per-thread work area are
+   all it writes.
 
-   Layouts, all contiguous: the diagonal chain's a (items, chunks, d_k) and
-   b (items, chunks, d_k, d_v); the delta chain's wu (items, chunks, Q,
-   d_k + d_v), k (items, chunks, Q, d_k), to_end (items, chunks, Q) or
-   NULL, u_new (items, chunks, Q, d_v) and decay (items, chunks) or NULL;
-   first (items, d_k, d_v), the state entering chunk 0; entering (items,
-   chunks, d_k, d_v) receives S_0 … S_{c−1} and final (items, d_k, d_v)
-   S_c. The inner loops run over d_v in blocks of BLOCK with a fixed trip
-   count so that the compiler vectorises them and keeps ROWS output rows in
-   registers across a product's inner dimension (8 × 32 floats or 4 × 32
-   doubles: 16 AVX-512 registers). This file includes itself
-   once per precision (float, double), with exp and softplus from
+   Layouts, all contiguous: q, k (B·H, N, d_k), v and out (B·H, N, d_v),
+   per-step scalars (B·H, N), first and final (B·H, d_k, d_v); the diagonal
+   chain's a (items, chunks, d_k), b and entering (items, chunks, d_k, d_v).
+   Every product goes through `gemm`, whose tiles keep ROWS output rows of
+   BLOCK (or BLOCK/2) columns in registers across the inner dimension, with
+   fixed trip counts so that the compiler vectorises them (8 × 32 floats or
+   4 × 32 doubles: 16 AVX-512 registers). This file includes itself once
+   per precision (float, double), with exp and softplus from
    native_common.h. */
 
 #ifndef REAL
@@ -68,6 +57,26 @@
 
 #else  /* the kernels, once per precision */
 
+/* One tile of `gemm`: output rows i … i + ROWS − 1 and columns n0 … n0 + width − 1 (width BLOCK or BLOCK/2,
+   a constant once inlined, so that the compiler unrolls and vectorises the columns and keeps the tile in
+   registers across the inner dimension, of which the first `reach` indices are read). */
+static inline __attribute__((always_inline)) void NAMED(tile, SUFFIX)(
+        const REAL *restrict a, int64_t ra, int64_t ca, const REAL *restrict sk, const REAL *restrict s,
+        const REAL *b, int64_t rb, REAL beta, REAL alpha, REAL *out, int64_t i, int64_t n0, int64_t reach,
+        int64_t dv, const int width) {
+    REAL acc[ROWS][BLOCK] = {{0}};
+    for (int64_t k = 0; k < reach; k++) {
+        const REAL *row = s + k * dv + n0, scale = sk ? sk[k] : 1;
+        for (int r = 0; r < ROWS; r++) {
+            const REAL weight = a[(i + r) * ra + k * ca] * scale;
+            for (int n = 0; n < width; n++) acc[r][n] += weight * row[n];
+        }
+    }
+    for (int r = 0; r < ROWS; r++)
+        for (int n = 0; n < width; n++)
+            out[(i + r) * dv + n0 + n] = (b ? beta * b[(i + r) * rb + n0 + n] : 0) + alpha * acc[r][n];
+}
+
 /* out (rows × dv) = β b + α A diag(sk) s: A (rows × inner) read through its strides (ra between rows, ca
    between columns, so Aᵀ of a stored matrix is a stride swap), sk a scale per inner index (NULL: none),
    s (inner × dv) with rows of dv, b with rows rb apart (NULL: none; it may be out itself), out with rows
@@ -79,22 +88,13 @@ static void NAMED(gemm, SUFFIX)(const REAL *restrict a, int64_t ra, int64_t ca, 
     for (; i + ROWS <= rows; i += ROWS) {
         const int64_t reach = lower && i + ROWS < inner ? i + ROWS : inner;
         int64_t n0 = 0;
-        for (; n0 + BLOCK <= dv; n0 += BLOCK) {
-            REAL acc[ROWS][BLOCK];
-            for (int r = 0; r < ROWS; r++)
-                for (int n = 0; n < BLOCK; n++) acc[r][n] = 0;
-            for (int64_t k = 0; k < reach; k++) {
-                const REAL *row = s + k * dv + n0, scale = sk ? sk[k] : 1;
-                for (int r = 0; r < ROWS; r++) {
-                    const REAL weight = a[(i + r) * ra + k * ca] * scale;
-                    for (int n = 0; n < BLOCK; n++) acc[r][n] += weight * row[n];
-                }
-            }
-            for (int r = 0; r < ROWS; r++)
-                for (int n = 0; n < BLOCK; n++)
-                    out[(i + r) * dv + n0 + n] = (b ? beta * b[(i + r) * rb + n0 + n] : 0) + alpha * acc[r][n];
+        for (; n0 + BLOCK <= dv; n0 += BLOCK)
+            NAMED(tile, SUFFIX)(a, ra, ca, sk, s, b, rb, beta, alpha, out, i, n0, reach, dv, BLOCK);
+        if (n0 + BLOCK / 2 <= dv) {
+            NAMED(tile, SUFFIX)(a, ra, ca, sk, s, b, rb, beta, alpha, out, i, n0, reach, dv, BLOCK / 2);
+            n0 += BLOCK / 2;
         }
-        for (int r = 0; r < ROWS; r++)                                  /* the last columns, fewer than BLOCK */
+        for (int r = 0; r < ROWS; r++)                                  /* the last columns, fewer than BLOCK/2 */
             for (int64_t n = n0; n < dv; n++) {
                 REAL sum = 0;
                 for (int64_t k = 0; k < reach; k++) sum += a[(i + r) * ra + k * ca] * (sk ? sk[k] : 1) * s[k * dv + n];
@@ -111,28 +111,73 @@ static void NAMED(gemm, SUFFIX)(const REAL *restrict a, int64_t ra, int64_t ca, 
     }
 }
 
-/* The delta rule's chain: for every item and chunk j, with W_j (Q × d_k) and U_j (Q × d_v) side by side in
-   the rows of wu (Q × (d_k + d_v)), K_j (Q × d_k) and the decays to the chunk's end γ_j (Q; NULL for 1),
-       U'_j = U_j − W_j S_j                   (the chunk's pseudo-values, written to u_new)
-       S_{j+1} = Γ_j S_j + K_jᵀ diag(γ_j) U'_j  (K̃ = K ∘ γ; Γ_j the chunk's total decay, 1 where decay is NULL)
-   Returns 0, or 1 for a size it cannot take. */
-int NAMED(delta_chain, SUFFIX)(const REAL *wu, const REAL *k, const REAL *to_end, const REAL *decay,
-                               const REAL *first, REAL *entering, REAL *final, REAL *u_new, int64_t items,
-                               int64_t chunks, int64_t chunk, int64_t dk, int64_t dv, int64_t threads) {
-    if (items < 1 || chunks < 1 || chunk < 1 || dk < 1 || dv < 1) return 1;
-    const int64_t width = dk + dv, state = dk * dv;
-#pragma omp parallel for schedule(static) num_threads(thread_count(threads, items))
-    for (int64_t item = 0; item < items; item++) {
-        REAL *s = entering + item * chunks * state;
-        memcpy(s, first + item * state, (size_t)state * sizeof(REAL));
-        for (int64_t j = 0; j < chunks; j++) {
-            const int64_t at = item * chunks + j;
-            const REAL *w = wu + at * chunk * width;
-            REAL *now = s + j * state, *next = j + 1 < chunks ? now + state : final + item * state;
-            REAL *pseudo = u_new + at * chunk * dv;
-            NAMED(gemm, SUFFIX)(w, width, 1, NULL, now, w + dk, width, 1, -1, pseudo, chunk, dk, dv, 0);
-            NAMED(gemm, SUFFIX)(k + at * chunk * dk, 1, dk, to_end ? to_end + at * chunk : NULL, pseudo, now, dv,
-                                decay ? decay[at] : 1, 1, next, dk, chunk, dv, 0);
+/* The delta rule's chunked forward in one call (DeltaNet; Gated DeltaNet where log_alpha is given). Each
+   thread walks whole sequence·heads chunk by chunk with S (d_k × d_v) and every per-chunk matrix in its own
+   cache. For chunk j of Q steps, with b_t the cumulative log α since the chunk began (0 without decay),
+   Γ_t = e^(b_t), Γ_ts = e^(b_t − b_s) and e its last b:
+       T = (I + L)⁻¹ diag(β),  L_ts = β_t (k_t · k_s) Γ_ts for s < t     (the UT transform, by substitution)
+       U' = T (V − diag(Γ_t) K S_j)                                      (the pseudo-values)
+       o_j = diag(Γ_t) Q S_j + A U',  A_ts = (q_t · k_s) Γ_ts for s <= t
+       S_{j+1} = e^e S_j + (K ∘ e^(e − b))ᵀ U'                           (S_0 = first, or 0 where first is NULL)
+   q (already scaled), k and v as in gated_forward (the delta rule's q and k L2-normalised by the caller),
+   beta and log_alpha (B·H, seq_len); the last chunk is cut at seq_len. final (B·H, d_k, d_v) receives S_c.
+   work holds 3·Q·d_k + 3·Q² + 2·Q·d_v + 3·Q values per thread. Returns 0, or 1 for a size it cannot take. */
+int NAMED(delta_forward, SUFFIX)(const REAL *q, const REAL *k, const REAL *v, const REAL *beta,
+                                 const REAL *log_alpha, const REAL *first, REAL *out, REAL *final, REAL *work,
+                                 int64_t sequences, int64_t seq_len, int64_t chunk, int64_t dk, int64_t dv,
+                                 int64_t threads) {
+    if (sequences < 1 || seq_len < 1 || chunk < 1 || dk < 1 || dv < 1) return 1;
+    const int64_t state = dk * dv, chunks = (seq_len + chunk - 1) / chunk;
+#pragma omp parallel num_threads(thread_count(threads, sequences))
+    {
+        REAL *k_t = work + (int64_t)omp_get_thread_num() * (3 * chunk * dk + 3 * chunk * chunk + 2 * chunk * dv
+                                                             + 3 * chunk);
+        REAL *k_now = k_t + dk * chunk, *q_now = k_now + chunk * dk, *gram = q_now + chunk * dk;
+        REAL *t_mat = gram + chunk * chunk, *scores = t_mat + chunk * chunk, *rest = scores + chunk * chunk;
+        REAL *pseudo = rest + chunk * dv, *cum = pseudo + chunk * dv, *to_now = cum + chunk, *to_end = to_now + chunk;
+#pragma omp for schedule(static)
+        for (int64_t bh = 0; bh < sequences; bh++) {
+            REAL *s = final + bh * state;
+            if (first) memcpy(s, first + bh * state, (size_t)state * sizeof(REAL));
+            else memset(s, 0, (size_t)state * sizeof(REAL));
+            for (int64_t j = 0; j < chunks; j++) {
+                const int64_t at = bh * seq_len + j * chunk;
+                const int64_t rows = seq_len - j * chunk < chunk ? seq_len - j * chunk : chunk;
+                const REAL *qi = q + at * dk, *ki = k + at * dk, *vi = v + at * dv, *bi = beta + at;
+                REAL *oi = out + at * dv;
+                for (int64_t t = 0; t < rows; t++) cum[t] = (t ? cum[t - 1] : 0) + (log_alpha ? log_alpha[at + t] : 0);
+                const REAL last = cum[rows - 1];
+                for (int64_t t = 0; t < rows; t++) {
+                    to_now[t] = EXP(cum[t]);
+                    to_end[t] = EXP(last - cum[t]);
+                }
+                memset(k_t, 0, (size_t)(dk * chunk) * sizeof(REAL));
+                for (int64_t t = 0; t < rows; t++)
+                    for (int64_t i = 0; i < dk; i++) {
+                        k_t[i * chunk + t] = ki[t * dk + i];
+                        k_now[t * dk + i] = ki[t * dk + i] * to_now[t];
+                        q_now[t * dk + i] = qi[t * dk + i] * to_now[t];
+                    }
+                NAMED(gemm, SUFFIX)(ki, dk, 1, NULL, k_t, NULL, 0, 0, 1, gram, rows, dk, chunk, 0);       /* K Kᵀ */
+                NAMED(gemm, SUFFIX)(qi, dk, 1, NULL, k_t, NULL, 0, 0, 1, scores, rows, dk, chunk, 0);     /* Q Kᵀ */
+                for (int64_t t = 0; t < rows; t++) {
+                    REAL *row = t_mat + t * chunk;
+                    for (int64_t c = 0; c < chunk; c++) row[c] = 0;
+                    for (int64_t c = 0; c < t; c++) {                    /* row t of T = −Σ_s L_ts T_s, then β_t */
+                        const REAL l = bi[t] * gram[t * chunk + c] * EXP(cum[t] - cum[c]);
+                        const REAL *above = t_mat + c * chunk;
+                        for (int64_t m = 0; m <= c; m++) row[m] -= l * above[m];
+                    }
+                    row[t] = bi[t];
+                    for (int64_t c = 0; c <= t; c++) scores[t * chunk + c] *= EXP(cum[t] - cum[c]);
+                    for (int64_t c = t + 1; c < chunk; c++) scores[t * chunk + c] = 0;
+                }
+                NAMED(gemm, SUFFIX)(k_now, dk, 1, NULL, s, vi, dv, 1, -1, rest, rows, dk, dv, 0);   /* V − Γ K S */
+                NAMED(gemm, SUFFIX)(t_mat, chunk, 1, NULL, rest, NULL, 0, 0, 1, pseudo, rows, rows, dv, 1);  /* U' */
+                NAMED(gemm, SUFFIX)(q_now, dk, 1, NULL, s, NULL, 0, 0, 1, oi, rows, dk, dv, 0);     /* Γ Q S */
+                NAMED(gemm, SUFFIX)(scores, chunk, 1, NULL, pseudo, oi, dv, 1, 1, oi, rows, rows, dv, 1);   /* + A U' */
+                NAMED(gemm, SUFFIX)(ki, 1, dk, to_end, pseudo, s, dv, EXP(last), 1, s, dk, rows, dv, 0);
+            }
         }
     }
     return 0;

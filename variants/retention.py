@@ -57,11 +57,12 @@ from attnbench.variants._recurrent_kernels import (
     chain_native,
     chain_runs_native,
     gated_forward_native,
+    lower_product_terms,
+    rows_per_block,
 )
 
 SUB = 16
 SAFE_EXPONENT = 40.0
-C_ROWS = 8                                                                # rows per block of recurrent_kernels.c's float32
 GATE_RANK = 16
 GATE_NORMALIZER = 16.0
 _TAG = 2700
@@ -152,24 +153,18 @@ def retention_chunked_native(q, k, v, log_gamma, chunk: int, state=None):
 
 def whole_form_in_c_flops(seq_len: int, chunk: int, dk: int, dv: int, case: Case) -> int:
     """What `gated_forward` in recurrent_kernels.c performs per head: every chunk's full Q × Q scores (2 Q d_k per
-    step), their lower triangle times V in blocks of rows (`C_ROWS`: 8 in float32, 4 in float64; a block
-    reads the columns up to its last row), and the entering and end states (2 d_k d_v each), the last chunk
-    cut at seq_len."""
-    rows_per_block = C_ROWS // 2 if case.element_bytes == 8 else C_ROWS
+    step), their lower triangle times V (`lower_product_terms`), and the entering and end states (2 d_k d_v
+    each), the last chunk cut at seq_len."""
+    block = rows_per_block(case.element_bytes)
     whole, rest = divmod(seq_len, chunk)
-    total = 0
-    for rows, count in ((chunk, whole), (rest, 1 if rest else 0)):
-        blocks = rows // rows_per_block
-        reach = rows_per_block * rows_per_block * blocks * (blocks + 1) // 2 + sum(range(blocks * rows_per_block + 1,
-                                                                                      rows + 1))
-        total += count * (2 * rows * chunk * dk + 2 * reach * dv + 4 * rows * dk * dv)
-    return total
+    return sum(count * (2 * rows * chunk * dk + 2 * lower_product_terms(rows, block) * dv + 4 * rows * dk * dv)
+               for rows, count in ((chunk, whole), (rest, 1 if rest else 0)))
 
 
 class RetNet(Recurrence):
     name = "retnet"
     family = "retnet"
-    in_c = "whole form"
+    in_c = True
     computes = "retention"
     description = "RetNet's retention (fixed decay γ_h = 1 − 2^(−5−h) per head), chunk-parallel"
     # 64 for the torch form (autograd): 13.4 ms against 32's 26.3 ms and 128's 14.1 ms at N = 4096, 8 heads of
@@ -351,7 +346,7 @@ def gla_scores_within(qc, kc, b, gc) -> torch.Tensor:
 class GatedLinearAttention(Recurrence):
     name = "gla"
     family = "gla"
-    in_c = "whole form"
+    in_c = True
     computes = "gated_linear_attention"
     # 32: the form in C took 11.5-16.2 ms against 64's 11.5-12.7 ms at N = 4096, 8 heads of 64, float32, two
     # alternating runs (2-core machine), and 64's factors reach twice as far; one block per chunk for the
