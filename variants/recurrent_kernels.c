@@ -36,6 +36,11 @@
 
 #define BLOCK 32
 
+/* The steps of chunk j: `chunk`, or fewer in the last chunk, cut at seq_len. */
+static inline int64_t chunk_rows(int64_t seq_len, int64_t j, int64_t chunk) {
+    return seq_len - j * chunk < chunk ? seq_len - j * chunk : chunk;
+}
+
 #define REAL float
 #define SUFFIX f32
 #define EXP exp_f32
@@ -111,6 +116,14 @@ static void NAMED(gemm, SUFFIX)(const REAL *restrict a, int64_t ra, int64_t ca, 
     }
 }
 
+/* Sequence·head bh's state, in final: a copy of its first state, or zeros where first is NULL. */
+static inline REAL *NAMED(entering_state, SUFFIX)(const REAL *first, REAL *final, int64_t bh, int64_t state) {
+    REAL *s = final + bh * state;
+    if (first) memcpy(s, first + bh * state, (size_t)state * sizeof(REAL));
+    else memset(s, 0, (size_t)state * sizeof(REAL));
+    return s;
+}
+
 /* The delta rule's chunked forward in one call (DeltaNet; Gated DeltaNet where log_alpha is given). Each
    thread walks whole sequence·heads chunk by chunk with S (d_k × d_v) and every per-chunk matrix in its own
    cache. For chunk j of Q steps, with b_t the cumulative log α since the chunk began (0 without decay),
@@ -137,12 +150,9 @@ int NAMED(delta_forward, SUFFIX)(const REAL *q, const REAL *k, const REAL *v, co
         REAL *pseudo = rest + chunk * dv, *cum = pseudo + chunk * dv, *to_now = cum + chunk, *to_end = to_now + chunk;
 #pragma omp for schedule(static)
         for (int64_t bh = 0; bh < sequences; bh++) {
-            REAL *s = final + bh * state;
-            if (first) memcpy(s, first + bh * state, (size_t)state * sizeof(REAL));
-            else memset(s, 0, (size_t)state * sizeof(REAL));
+            REAL *s = NAMED(entering_state, SUFFIX)(first, final, bh, state);
             for (int64_t j = 0; j < chunks; j++) {
-                const int64_t at = bh * seq_len + j * chunk;
-                const int64_t rows = seq_len - j * chunk < chunk ? seq_len - j * chunk : chunk;
+                const int64_t at = bh * seq_len + j * chunk, rows = chunk_rows(seq_len, j, chunk);
                 const REAL *qi = q + at * dk, *ki = k + at * dk, *vi = v + at * dv, *bi = beta + at;
                 REAL *oi = out + at * dv;
                 for (int64_t t = 0; t < rows; t++) cum[t] = (t ? cum[t - 1] : 0) + (log_alpha ? log_alpha[at + t] : 0);
@@ -250,12 +260,9 @@ int NAMED(gated_forward, SUFFIX)(const REAL *logits, const REAL *bias, const REA
         REAL *mid = to_end + dk, *decay = mid + dk;
 #pragma omp for schedule(static) reduction(| : too_steep)
         for (int64_t bh = 0; bh < sequences; bh++) {
-            REAL *s = final + bh * state;
-            if (first) memcpy(s, first + bh * state, (size_t)state * sizeof(REAL));
-            else memset(s, 0, (size_t)state * sizeof(REAL));
+            REAL *s = NAMED(entering_state, SUFFIX)(first, final, bh, state);
             for (int64_t j = 0; j < chunks; j++) {
-                const int64_t at = bh * seq_len + j * chunk;
-                const int64_t rows = seq_len - j * chunk < chunk ? seq_len - j * chunk : chunk;
+                const int64_t at = bh * seq_len + j * chunk, rows = chunk_rows(seq_len, j, chunk);
                 const REAL *x = logits ? logits + at * dk : NULL, *shift = bias + (bh % heads) * dk;
                 const REAL *qi = q + at * dk, *ki = k + at * dk, *vi = v + at * dv;
                 REAL *oi = out + at * dv;
