@@ -32,7 +32,9 @@ only these names; the subpackages behind them (`attnbench.core`,
   SDPA during one forward, into safetensors files), `CapturedCall`,
   `read_file_shapes`, `load_file_inputs` (the ``file:PATH`` inputs of a case);
 - native kernels: `native_library` (a C source beside a variant, built once per machine into
-  attnbench's cache and loaded with ctypes), `NativeLibrary` (the library, or why there is none);
+  attnbench's cache and loaded with ctypes), `NativeLibrary` (the library, or why there is none;
+  `kernel(name, dtype)` its function for a precision), `c_arguments` (tensors and ints as ctypes
+  arguments);
 - errors: `AttnbenchError`.
 
 Names load lazily, so ``import attnbench.store`` or ``import attnbench.report``
@@ -67,7 +69,7 @@ __getattr__, __dir__, __all__ = lazy_attributes(globals(), {
     "attnbench.attention.paged": ("paged_cache", "gather_pages", "page_owner_and_position", "kv_reader"),
     "attnbench.measure.capture": ("capture_attention", "CapturedCall"),
     "attnbench.measure.input_files": ("read_file_shapes", "load_file_inputs"),
-    "attnbench.measure.native": ("native_library", "NativeLibrary"),
+    "attnbench.measure.native": ("native_library", "NativeLibrary", "c_arguments"),
 })
 
 
@@ -118,4 +120,4 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time names load in __
     )
     from attnbench.measure.capture import CapturedCall, capture_attention  # noqa: F401
     from attnbench.measure.input_files import load_file_inputs, read_file_shapes  # noqa: F401
-    from attnbench.measure.native import NativeLibrary, native_library  # noqa: F401
+    from attnbench.measure.native import NativeLibrary, c_arguments, native_library  # noqa: F401

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import attnbench.variants.mamba as mamba
-from attnbench import AttentionInputs, Case, native_library
+from attnbench import AttentionInputs, Case, c_arguments, native_library
 from attnbench.measure.inputs import make_inputs
 from attnbench.measure.native import NativeLibrary
 from attnbench.variants._selective_scan import (
@@ -207,3 +207,20 @@ def test_an_edited_header_the_source_includes_rebuilds_the_library(tmp_path):
 
 def test_the_scan_source_ships_beside_its_module():
     assert SCAN_SOURCE.is_file() and SCAN_SOURCE.suffix == ".c"
+
+
+def test_a_kernel_is_found_by_precision_and_called_with_tensors_ints_and_null(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNBENCH_CACHE_DIR", str(tmp_path))
+    source = tmp_path / "scale_kernels.c"
+    source.write_text("#include <stdint.h>\n"
+                      "void scale_f32(float *x, const float *by, int64_t n) { for (int64_t i = 0; i < n; i++) "
+                      "x[i] *= by ? by[i] : 2.0f; }\n"
+                      "void scale_f64(double *x, const double *by, int64_t n) { for (int64_t i = 0; i < n; i++) "
+                      "x[i] *= by ? by[i] : 3.0; }\n")
+    built = native_library(source)
+    x32, x64 = torch.arange(4, dtype=torch.float32), torch.arange(4, dtype=torch.float64)
+    built.kernel("scale", torch.float32)(*c_arguments(x32, None, 4))
+    built.kernel("scale", torch.float64)(*c_arguments(x64, torch.full((4,), 0.5, dtype=torch.float64), 3))
+    assert x32.tolist() == [0.0, 2.0, 4.0, 6.0] and x64.tolist() == [0.0, 0.5, 1.0, 3.0]
+    assert built.takes(torch.float64) and not built.takes(torch.float16) and not built.takes(torch.bfloat16)
+    assert not NativeLibrary(source, None, reason="not built").takes(torch.float32)

@@ -25,10 +25,9 @@ from pathlib import Path
 
 import torch
 
-from attnbench import NativeLibrary, native_library
+from attnbench import NativeLibrary, c_arguments, native_library
 
 CHAIN_SOURCE = Path(__file__).with_name("recurrent_kernels.c")
-SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
 
 
 def rows_per_block(element_bytes: int) -> int:
@@ -52,16 +51,11 @@ def native_chain() -> NativeLibrary:
 def chain_runs_native(*tensors: torch.Tensor) -> bool:
     """Whether the C chain takes these tensors: on the CPU, float32 or float64, and the library built (the caller
     checks that autograd records nothing)."""
-    return (all(t.device.type == "cpu" and t.dtype in SUFFIXES for t in tensors)
-            and native_chain().available)
+    return all(t.device.type == "cpu" and native_chain().takes(t.dtype) for t in tensors)
 
 
-def _pointers(*tensors: torch.Tensor | None) -> list[ctypes.c_void_p]:
-    return [ctypes.c_void_p(None if t is None else t.data_ptr()) for t in tensors]
-
-
-def _sizes(*sizes: int) -> list[ctypes.c_int64]:
-    return [ctypes.c_int64(n) for n in (*sizes, torch.get_num_threads())]
+def _threads() -> int:
+    return torch.get_num_threads()
 
 
 def _check(status: int, kernel: str, **sizes: int) -> None:
@@ -87,8 +81,8 @@ def chain_native(a: torch.Tensor, b: torch.Tensor, first: torch.Tensor) -> tuple
     _expect("first", first, (items, key_dim, value_dim), against)
     a, b, first = (t.contiguous() for t in (a, b, first))
     entering, final = torch.empty_like(b), torch.empty_like(first)
-    kernel = getattr(native_chain().library, f"diagonal_chain_{SUFFIXES[b.dtype]}")
-    _check(kernel(*_pointers(a, b, first, entering, final), *_sizes(items, chunks, key_dim, value_dim)),
+    kernel = native_chain().kernel("diagonal_chain", b.dtype)
+    _check(kernel(*c_arguments(a, b, first, entering, final, items, chunks, key_dim, value_dim, _threads())),
            "diagonal_chain", items=items, chunks=chunks, d_k=key_dim, d_v=value_dim)
     return entering, final
 
@@ -121,9 +115,9 @@ def delta_forward_native(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta
     out, final = v.new_empty(batch, heads, seq_len, value_dim), v.new_empty(batch, heads, key_dim, value_dim)
     per_thread = 3 * chunk * key_dim + 3 * chunk * chunk + 2 * chunk * value_dim + 3 * chunk
     work = q.new_empty(torch.get_num_threads() * per_thread)
-    kernel = getattr(native_chain().library, f"delta_forward_{SUFFIXES[q.dtype]}")
-    _check(kernel(*_pointers(q, k, v, beta, log_alpha, state, out, final, work),
-                  *_sizes(batch * heads, seq_len, chunk, key_dim, value_dim)),
+    kernel = native_chain().kernel("delta_forward", q.dtype)
+    _check(kernel(*c_arguments(q, k, v, beta, log_alpha, state, out, final, work, batch * heads, seq_len, chunk,
+                               key_dim, value_dim, _threads())),
            "delta_forward", sequences=batch * heads, seq_len=seq_len, chunk=chunk, d_k=key_dim, d_v=value_dim)
     return out, final
 
@@ -157,10 +151,10 @@ def gated_forward_native(logits: torch.Tensor | None, bias: torch.Tensor, q: tor
     bias = bias.reshape(heads, key_dim).contiguous()
     out, final = v.new_empty(batch, heads, seq_len, value_dim), v.new_empty(batch, heads, key_dim, value_dim)
     work = q.new_empty(torch.get_num_threads() * ((5 * chunk + 6) * key_dim + chunk * chunk + key_dim * value_dim))
-    kernel = getattr(native_chain().library, f"gated_forward_{SUFFIXES[q.dtype]}")
+    kernel = native_chain().kernel("gated_forward", q.dtype)
     real = ctypes.c_float if q.dtype == torch.float32 else ctypes.c_double
-    status = kernel(*_pointers(logits, bias, q, k, v, state), real(normalizer), real(steepest),
-                    *_pointers(out, final, work), *_sizes(batch * heads, heads, seq_len, chunk, key_dim, value_dim))
+    status = kernel(*c_arguments(logits, bias, q, k, v, state, real(normalizer), real(steepest), out, final, work,
+                                 batch * heads, heads, seq_len, chunk, key_dim, value_dim, _threads()))
     if status == 2:
         return None
     _check(status, "gated_forward", sequences=batch * heads, seq_len=seq_len, chunk=chunk, d_k=key_dim,

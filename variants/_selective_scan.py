@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from attnbench import NativeLibrary, native_library
+from attnbench import NativeLibrary, c_arguments, native_library
 
 
 def scan_block(h, delta, drive_x, b, c, a):
@@ -70,16 +70,11 @@ def selective_scan_blocks(delta, x, b, c, a, steps: int) -> torch.Tensor:
 SCAN_SOURCE = Path(__file__).with_name("selective_scan.c")
 LANES = 16                                                                # channels per vector block in the C source
 CHECKPOINT = 16                                                           # steps between the backward's stored states
-SUFFIXES = {torch.float32: "f32", torch.float64: "f64"}
 
 
 def native_scan() -> NativeLibrary:
     """selective_scan.c built for this machine (once per machine, loaded once per process), or why not."""
     return native_library(SCAN_SOURCE)
-
-
-def _pointer(t: torch.Tensor) -> ctypes.c_void_p:
-    return ctypes.c_void_p(t.data_ptr())
 
 
 def _strides(t: torch.Tensor) -> ctypes.Array:
@@ -143,11 +138,9 @@ def _scan_forward(delta, v, b, c, a, d_skip, threads=None) -> torch.Tensor:
     x = layout.heads(v)
     y = torch.empty(x.shape, dtype=v.dtype)
     a_t, b, c, skip = layout.decays(a), b.contiguous(), c.contiguous(), layout.padded(d_skip).contiguous()
-    kernel = getattr(native_scan().library, f"selective_scan_{SUFFIXES[v.dtype]}")
-    _check(kernel(_pointer(layout.delta), _pointer(x), _pointer(b), _pointer(c), _pointer(a_t), _pointer(skip),
-                  _pointer(y), ctypes.c_int64(batch), ctypes.c_int64(seq_len), ctypes.c_int64(a_t.shape[1]),
-                  ctypes.c_int64(state_dim), ctypes.c_int64(layout.width), _strides(x), _strides(y),
-                  ctypes.c_int64(_threads(threads))), layout.width, state_dim)
+    kernel = native_scan().kernel("selective_scan", v.dtype)
+    _check(kernel(*c_arguments(layout.delta, x, b, c, a_t, skip, y, batch, seq_len, a_t.shape[1], state_dim,
+                               layout.width, _strides(x), _strides(y), _threads(threads))), layout.width, state_dim)
     return y if layout.aligned else layout.back_to_heads(y, heads).contiguous()
 
 
@@ -166,12 +159,10 @@ def _scan_backward(delta, v, b, c, a, dy, threads=None):
     d_a = torch.zeros(threads, *a_t.shape, dtype=v.dtype)
     spans = -(-seq_len // CHECKPOINT)
     workspace = torch.empty(threads * (spans + 2 * CHECKPOINT) * state_dim * LANES, dtype=v.dtype)
-    kernel = getattr(native_scan().library, f"selective_scan_backward_{SUFFIXES[v.dtype]}")
-    _check(kernel(_pointer(layout.delta), _pointer(x), _pointer(b), _pointer(c), _pointer(a_t), _pointer(dy),
-                  _pointer(d_delta), _pointer(d_x), _pointer(d_b), _pointer(d_c), _pointer(d_a), _pointer(workspace),
-                  ctypes.c_int64(batch), ctypes.c_int64(seq_len), ctypes.c_int64(a_t.shape[1]),
-                  ctypes.c_int64(state_dim), ctypes.c_int64(layout.width), _strides(x), _strides(dy),
-                  ctypes.c_int64(threads)), layout.width, state_dim)
+    kernel = native_scan().kernel("selective_scan_backward", v.dtype)
+    _check(kernel(*c_arguments(layout.delta, x, b, c, a_t, dy, d_delta, d_x, d_b, d_c, d_a, workspace, batch,
+                               seq_len, a_t.shape[1], state_dim, layout.width, _strides(x), _strides(dy), threads)),
+           layout.width, state_dim)
     return (layout.channels(d_delta), layout.back_to_heads(d_x, heads), d_b.sum(0), d_c.sum(0),
             layout.channels(d_a.sum(0)).t())
 
@@ -179,10 +170,9 @@ def _scan_backward(delta, v, b, c, a, dy, threads=None):
 def softplus_bias_native(z: torch.Tensor, bias: torch.Tensor, threads: int | None = None) -> torch.Tensor:
     """Δ = softplus(z + bias) in place over a contiguous z (…, D), bias (D), float32 or float64, no autograd:
     one vectorised pass (torch's softplus and the bias add are two)."""
-    kernel = getattr(native_scan().library, f"softplus_bias_{SUFFIXES[z.dtype]}")
+    kernel = native_scan().kernel("softplus_bias", z.dtype)
     bias = bias.contiguous()
-    kernel(_pointer(z), _pointer(bias), ctypes.c_int64(z.numel() // z.shape[-1]), ctypes.c_int64(z.shape[-1]),
-           ctypes.c_int64(_threads(threads)))
+    kernel(*c_arguments(z, bias, z.numel() // z.shape[-1], z.shape[-1], _threads(threads)))
     return z
 
 

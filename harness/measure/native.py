@@ -37,6 +37,7 @@ from pathlib import Path
 
 from attnbench.measure.calibration import cache_dir
 
+PRECISIONS = {"float32": "f32", "float64": "f64"}   # each source defines its kernels once per precision: name_f32, name_f64
 DISABLE_VARIABLE = "ATTNBENCH_NATIVE"
 COMPILE_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp")
 BUILD_TIMEOUT_S = 120
@@ -54,6 +55,32 @@ class NativeLibrary:
     @property
     def available(self) -> bool:
         return self.library is not None
+
+    def takes(self, dtype) -> bool:
+        """Whether the library is built and defines its kernels for dtype (a torch dtype): float32 or float64."""
+        return self.available and _precision_name(dtype) in PRECISIONS
+
+    def kernel(self, name: str, dtype):
+        """The kernel `name` for dtype's precision (``name_f32`` or ``name_f64``)."""
+        return getattr(self.library, f"{name}_{PRECISIONS[_precision_name(dtype)]}")
+
+
+def _precision_name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def c_arguments(*values) -> list:
+    """A native kernel's arguments for ctypes: a tensor as its data pointer (None as NULL), an int as an int64;
+    anything else (a ctypes value or array) as it is."""
+    def argument(value):
+        if value is None:
+            return ctypes.c_void_p(None)
+        if hasattr(value, "data_ptr"):
+            return ctypes.c_void_p(value.data_ptr())
+        if isinstance(value, int):
+            return ctypes.c_int64(value)
+        return value
+    return [argument(value) for value in values]
 
 
 def _compiler() -> str | None:
