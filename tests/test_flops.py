@@ -56,8 +56,8 @@ COUNTER_BLIND = {
     "additive": "its N·M·attn_dim scores are elementwise (broadcast add, tanh, product with v, sum): only the "
                 "projections and P·V are matmuls, about 27% of flops() at this size",
     "luong-concat": "the same chunked tanh scorer as additive: elementwise scores are not counted",
-    "mamba-scan": "the selective scan is elementwise (exp, multiply, add along time) in a compiled kernel; only "
-                  "the projections are matmuls (about 29% of flops())",
+    "mamba-scan": "the selective scan is elementwise (exp, multiply, add along time) in C or a compiled kernel; only "
+                  "the projections are matmuls (about 40% of flops())",
     "flex": "runs a torch.compile'd flex_attention; FlopCounterMode cannot run through the compiled kernel (it raises)",
     "longformer-flex": "compiled flex_attention with a block mask, as flex: the counter cannot trace it",
     "flash-attn": "the flash-attn package's CUDA kernel; not on the CPU",

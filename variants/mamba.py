@@ -340,14 +340,22 @@ class MambaScan(_StateSpace):
         return y.view(batch, seq_len, heads, head_dim).transpose(1, 2)
 
     def flops(self, case: Case) -> int:
+        """The projections and the skip, and per (t, channel, state) the scan's exp(ΔA) (2), its drive (1), the update
+        of h (2) and y's term (2): what the one pass of the C scan performs."""
+        return self._flops(case, scan_ops=7)
+
+    def performed_flops(self, case: Case) -> int | None:
+        """Where the compiled time blocks run, their two passes: the first forms exp(ΔA), the drive and h (5 per
+        element), the second all of it again with y (7)."""
+        return self._flops(case, scan_ops=5 + 7) if self.execution(case) == "compiled time blocks" else None
+
+    def _flops(self, case: Case, scan_ops: int) -> int:
         state_dim, _ = self.knob_values(case, "state_dim", "chunk")
         inner = case.heads * case.head_dim
         rank = -(-inner // 16)
         projections = 4 * inner * rank + 4 * inner * state_dim + 4 * inner   # W↓W↑, W_B, W_C, bias + softplus
         projections += 2 * inner                                             # the skip D ⊙ x
-        # per (t, channel, state): both passes form exp(ΔA) (2 ops) and the drive (1) and update h (2); the second adds y (2)
-        scan = inner * state_dim * (5 + 7)
-        return case.batch * case.seq_len * (projections + scan)
+        return case.batch * case.seq_len * (projections + inner * state_dim * scan_ops)
 
     def memory_model(self, case: Case) -> int:
         state_dim, chunk = self.knob_values(case, "state_dim", "chunk")

@@ -1,6 +1,6 @@
 """Setup against per-call time: after how many calls a faster but slower-to-set-up variant pays off.
 
-A variant that compiles (flex, longformer-flex, mamba-scan) or builds a block
+A variant that compiles (flex, longformer-flex; mamba-scan where its C scan does not run) or builds a block
 mask pays `setup_s` once and then saves (baseline time − its time) on every
 call. For each ok cell faster than the baseline's cell of the same workload,
 run and length but slower to set up, the break-even count is the smallest n
