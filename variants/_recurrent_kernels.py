@@ -49,8 +49,8 @@ def native_chain() -> NativeLibrary:
 
 
 def chain_runs_native(*tensors: torch.Tensor) -> bool:
-    """Whether the C chain takes these tensors: on the CPU, float32 or float64, and the library built (the caller
-    checks that autograd records nothing)."""
+    """Whether recurrent_kernels.c takes these tensors (its forwards and its chain alike): on the CPU, float32 or
+    float64, and the library built (the caller checks that autograd records nothing)."""
     return all(t.device.type == "cpu" and native_chain().takes(t.dtype) for t in tensors)
 
 
