@@ -35,6 +35,12 @@ def rows_per_block(element_bytes: int) -> int:
     return 4 if element_bytes == 8 else 8
 
 
+def chunk_lengths(seq_len: int, chunk: int) -> tuple[tuple[int, int], ...]:
+    """(steps, how many chunks have them): the whole chunks, and the last one cut at seq_len where there is one."""
+    whole, rest = divmod(seq_len, chunk)
+    return ((chunk, whole), (rest, 1)) if rest else ((chunk, whole),)
+
+
 def lower_product_terms(rows: int, block: int) -> int:
     """The inner-dimension terms recurrent_kernels.c's product reads for a lower-triangular A of `rows` rows (per
     output column): each whole block of `block` rows reads the columns up to its last row, the rows past the
@@ -58,6 +64,13 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
+def _work(like: torch.Tensor, size_function: str, *sizes: int) -> torch.Tensor:
+    """A forward's work area: one thread's share, as the C source's `size_function` counts it, for each thread."""
+    per_thread = getattr(native_chain().library, size_function)
+    per_thread.restype = ctypes.c_int64
+    return like.new_empty(_threads() * per_thread(*c_arguments(*sizes)))
+
+
 def _check(status: int, kernel: str, **sizes: int) -> None:
     if status:
         raise ValueError(f"recurrent_kernels.c's {kernel} refused the sizes "
@@ -66,7 +79,8 @@ def _check(status: int, kernel: str, **sizes: int) -> None:
 
 def _expect(name: str, t: torch.Tensor, shape: tuple[int, ...], against: str) -> None:
     if tuple(t.shape) != shape:
-        raise ValueError(f"state chain: {name} {tuple(t.shape)} does not match {against}; expected {name} {shape}")
+        raise ValueError(f"recurrent_kernels.c: {name} {tuple(t.shape)} does not match {against}; "
+                         f"expected {name} {shape}")
 
 
 def chain_native(a: torch.Tensor, b: torch.Tensor, first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,6 +101,26 @@ def chain_native(a: torch.Tensor, b: torch.Tensor, first: torch.Tensor) -> tuple
     return entering, final
 
 
+def _sequence_operands(q, k, v, state, **per_step):
+    """The operands both forwards share, checked against q (B, H, N, d_k) and made contiguous: q, k, v, the
+    entering state (or None), the per-step tensors given by name (each (B, H, N, ·) as its shape says, or None),
+    and the fresh out (B, H, N, d_v) and final state (B, H, d_k, d_v)."""
+    batch, heads, seq_len, key_dim = q.shape
+    value_dim = v.shape[-1]
+    against = f"q {tuple(q.shape)}"
+    _expect("k", k, tuple(q.shape), against)
+    _expect("v", v, (batch, heads, seq_len, value_dim), against)
+    if state is not None:
+        _expect("state", state, (batch, heads, key_dim, value_dim), against)
+    for name, (t, shape) in per_step.items():
+        if t is not None:
+            _expect(name, t, (batch, heads, seq_len, *shape), against)
+    q, k, v, state = (None if t is None else t.contiguous() for t in (q, k, v, state))
+    steps = {name: None if t is None else t.contiguous() for name, (t, _) in per_step.items()}
+    out, final = v.new_empty(batch, heads, seq_len, value_dim), v.new_empty(batch, heads, key_dim, value_dim)
+    return q, k, v, state, steps, out, final
+
+
 def delta_forward_native(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
                          log_alpha: torch.Tensor | None, chunk: int,
                          state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,23 +135,11 @@ def delta_forward_native(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta
     """
     batch, heads, seq_len, key_dim = q.shape
     value_dim = v.shape[-1]
-    against = f"q {tuple(q.shape)}"
-    _expect("k", k, tuple(q.shape), against)
-    _expect("v", v, (batch, heads, seq_len, value_dim), against)
-    _expect("beta", beta, (batch, heads, seq_len), against)
-    if log_alpha is not None:
-        _expect("log_alpha", log_alpha, (batch, heads, seq_len), against)
-        log_alpha = log_alpha.contiguous()
-    if state is not None:
-        _expect("state", state, (batch, heads, key_dim, value_dim), against)
-        state = state.contiguous()
-    q, k, v, beta = (t.contiguous() for t in (q, k, v, beta))
-    out, final = v.new_empty(batch, heads, seq_len, value_dim), v.new_empty(batch, heads, key_dim, value_dim)
-    per_thread = 3 * chunk * key_dim + 3 * chunk * chunk + 2 * chunk * value_dim + 3 * chunk
-    work = q.new_empty(torch.get_num_threads() * per_thread)
+    q, k, v, state, steps, out, final = _sequence_operands(q, k, v, state, beta=(beta, ()), log_alpha=(log_alpha, ()))
+    work = _work(q, "delta_forward_work", chunk, key_dim, value_dim)
     kernel = native_chain().kernel("delta_forward", q.dtype)
-    _check(kernel(*c_arguments(q, k, v, beta, log_alpha, state, out, final, work, batch * heads, seq_len, chunk,
-                               key_dim, value_dim, _threads())),
+    _check(kernel(*c_arguments(q, k, v, steps["beta"], steps["log_alpha"], state, out, final, work, batch * heads,
+                               seq_len, chunk, key_dim, value_dim, _threads())),
            "delta_forward", sequences=batch * heads, seq_len=seq_len, chunk=chunk, d_k=key_dim, d_v=value_dim)
     return out, final
 
@@ -137,24 +159,14 @@ def gated_forward_native(logits: torch.Tensor | None, bias: torch.Tensor, q: tor
     """
     batch, heads, seq_len, key_dim = q.shape
     value_dim = v.shape[-1]
-    against = f"q {tuple(q.shape)}"
-    _expect("k", k, tuple(q.shape), against)
-    if logits is not None:
-        _expect("logits", logits, tuple(q.shape), against)
-        logits = logits.contiguous()
-    _expect("v", v, (batch, heads, seq_len, value_dim), against)
-    _expect("bias", bias.reshape(-1, key_dim), (heads, key_dim), against)
-    if state is not None:
-        _expect("state", state, (batch, heads, key_dim, value_dim), against)
-        state = state.contiguous()
-    q, k, v = (t.contiguous() for t in (q, k, v))
+    _expect("bias", bias.reshape(-1, key_dim), (heads, key_dim), f"q {tuple(q.shape)}")
+    q, k, v, state, steps, out, final = _sequence_operands(q, k, v, state, logits=(logits, (key_dim,)))
     bias = bias.reshape(heads, key_dim).contiguous()
-    out, final = v.new_empty(batch, heads, seq_len, value_dim), v.new_empty(batch, heads, key_dim, value_dim)
-    work = q.new_empty(torch.get_num_threads() * ((5 * chunk + 6) * key_dim + chunk * chunk + key_dim * value_dim))
+    work = _work(q, "gated_forward_work", chunk, key_dim)
     kernel = native_chain().kernel("gated_forward", q.dtype)
     real = ctypes.c_float if q.dtype == torch.float32 else ctypes.c_double
-    status = kernel(*c_arguments(logits, bias, q, k, v, state, real(normalizer), real(steepest), out, final, work,
-                                 batch * heads, heads, seq_len, chunk, key_dim, value_dim, _threads()))
+    status = kernel(*c_arguments(steps["logits"], bias, q, k, v, state, real(normalizer), real(steepest), out, final,
+                                 work, batch * heads, heads, seq_len, chunk, key_dim, value_dim, _threads()))
     if status == 2:
         return None
     _check(status, "gated_forward", sequences=batch * heads, seq_len=seq_len, chunk=chunk, d_k=key_dim,

@@ -53,6 +53,7 @@ from attnbench.variants._recurrent import (
 )
 from attnbench.variants._recurrent_kernels import (
     chain_runs_native,
+    chunk_lengths,
     delta_forward_native,
     lower_product_terms,
     rows_per_block,
@@ -197,9 +198,8 @@ def delta_form_in_c_flops(seq_len: int, chunk: int, dk: int, dv: int, case: Case
     entries), Γ K S and Γ Q S (2 d_k d_v per step each), T and the scores times a Q × d_v matrix
     (`lower_product_terms`), and K̃ᵀ U' into S (2 d_k d_v per step)."""
     block = rows_per_block(case.element_bytes)
-    whole, rest = divmod(seq_len, chunk)
     total = 0
-    for rows, count in ((chunk, whole), (rest, 1 if rest else 0)):
+    for rows, count in chunk_lengths(seq_len, chunk):
         substitution = (rows - 1) * rows * (rows + 1) // 3
         total += count * (4 * rows * chunk * dk + substitution + 6 * rows * dk * dv
                           + 4 * lower_product_terms(rows, block) * dv)

@@ -41,6 +41,16 @@ static inline int64_t chunk_rows(int64_t seq_len, int64_t j, int64_t chunk) {
     return seq_len - j * chunk < chunk ? seq_len - j * chunk : chunk;
 }
 
+/* The values of `work` one thread of delta_forward and of gated_forward uses (the callers allocate threads
+   times this; the kernels lay their per-chunk matrices out in it in the order these sums list them). */
+int64_t delta_forward_work(int64_t chunk, int64_t dk, int64_t dv) {
+    return 3 * chunk * dk + 3 * chunk * chunk + 2 * chunk * dv + 3 * chunk;
+}
+
+int64_t gated_forward_work(int64_t chunk, int64_t dk) {
+    return (5 * chunk + 5) * dk + chunk * chunk;
+}
+
 #define REAL float
 #define SUFFIX f32
 #define EXP exp_f32
@@ -134,7 +144,7 @@ static inline REAL *NAMED(entering_state, SUFFIX)(const REAL *first, REAL *final
        S_{j+1} = e^e S_j + (K ∘ e^(e − b))ᵀ U'                           (S_0 = first, or 0 where first is NULL)
    q (already scaled), k and v as in gated_forward (the delta rule's q and k L2-normalised by the caller),
    beta and log_alpha (B·H, seq_len); the last chunk is cut at seq_len. final (B·H, d_k, d_v) receives S_c.
-   work holds 3·Q·d_k + 3·Q² + 2·Q·d_v + 3·Q values per thread. Returns 0, or 1 for a size it cannot take. */
+   work holds delta_forward_work values per thread. Returns 0, or 1 for a size it cannot take. */
 int NAMED(delta_forward, SUFFIX)(const REAL *q, const REAL *k, const REAL *v, const REAL *beta,
                                  const REAL *log_alpha, const REAL *first, REAL *out, REAL *final, REAL *work,
                                  int64_t sequences, int64_t seq_len, int64_t chunk, int64_t dk, int64_t dv,
@@ -143,8 +153,7 @@ int NAMED(delta_forward, SUFFIX)(const REAL *q, const REAL *k, const REAL *v, co
     const int64_t state = dk * dv, chunks = (seq_len + chunk - 1) / chunk;
 #pragma omp parallel num_threads(thread_count(threads, sequences))
     {
-        REAL *k_t = work + (int64_t)omp_get_thread_num() * (3 * chunk * dk + 3 * chunk * chunk + 2 * chunk * dv
-                                                             + 3 * chunk);
+        REAL *k_t = work + (int64_t)omp_get_thread_num() * delta_forward_work(chunk, dk, dv);
         REAL *k_now = k_t + dk * chunk, *q_now = k_now + chunk * dk, *gram = q_now + chunk * dk;
         REAL *t_mat = gram + chunk * chunk, *scores = t_mat + chunk * chunk, *rest = scores + chunk * chunk;
         REAL *pseudo = rest + chunk * dv, *cum = pseudo + chunk * dv, *to_now = cum + chunk, *to_end = to_now + chunk;
@@ -240,8 +249,8 @@ static inline void NAMED(gla_row, SUFFIX)(const REAL *restrict now, const REAL *
        o_j = A_j V_j + (q ∘ e^b) S_j                                (its own part, and the entering state's)
        S_{j+1} = e^e ⊙ S_j + (k ∘ e^(e − b))ᵀ V_j                   (S_0 = first, or 0 where first is NULL)
    q and k (B·H, seq_len, d_k), v and out (B·H, seq_len, d_v), logits as q, bias (heads, d_k); the last chunk
-   is cut at seq_len. final (B·H, d_k, d_v) receives S_c. work holds (5·Q + 6)·d_k + Q² + d_k·d_v values
-   per thread. A chunk whose steepest gate |log α| exceeds `limit` would overflow a factor: its sequence
+   is cut at seq_len. final (B·H, d_k, d_v) receives S_c. work holds gated_forward_work values per
+   thread. A chunk whose steepest gate |log α| exceeds `limit` would overflow a factor: its sequence
    stops there, 2 is returned, and the caller runs sub-blocks instead. Returns 0, 1 for a size it cannot
    take, or 2. */
 int NAMED(gated_forward, SUFFIX)(const REAL *logits, const REAL *bias, const REAL *q, const REAL *k, const REAL *v,
@@ -253,11 +262,10 @@ int NAMED(gated_forward, SUFFIX)(const REAL *logits, const REAL *bias, const REA
     int too_steep = 0;
 #pragma omp parallel num_threads(thread_count(threads, sequences))
     {
-        REAL *b = work + (int64_t)omp_get_thread_num() * ((5 * chunk + 6) * dk + chunk * chunk + state);
+        REAL *b = work + (int64_t)omp_get_thread_num() * gated_forward_work(chunk, dk);
         REAL *q_mid = b + chunk * dk, *k_mid_t = q_mid + chunk * dk, *k_end = k_mid_t + dk * chunk;
-        REAL *q_start = k_end + chunk * dk, *scores = q_start + chunk * dk, *ends = scores + chunk * chunk;
-        REAL *zero = ends + state, *peak = zero + dk, *from_start = peak + dk, *to_end = from_start + dk;
-        REAL *mid = to_end + dk, *decay = mid + dk;
+        REAL *q_start = k_end + chunk * dk, *scores = q_start + chunk * dk, *zero = scores + chunk * chunk;
+        REAL *peak = zero + dk, *from_start = peak + dk, *to_end = from_start + dk, *decay = to_end + dk;
 #pragma omp for schedule(static) reduction(| : too_steep)
         for (int64_t bh = 0; bh < sequences; bh++) {
             REAL *s = NAMED(entering_state, SUFFIX)(first, final, bh, state);
@@ -295,11 +303,10 @@ int NAMED(gated_forward, SUFFIX)(const REAL *logits, const REAL *bias, const REA
                     decay[i] = EXP(last[i]);
                     from_start[i] = EXP(middle[i]);                      /* e^m and e^(e − m), both <= 1 */
                     to_end[i] = EXP(last[i] - middle[i]);
-                    mid[i] = middle[i];
                 }
                 memset(k_mid_t, 0, (size_t)(dk * chunk) * sizeof(REAL));
                 for (int64_t t = 0; t < rows; t++)
-                    NAMED(gla_row, SUFFIX)(b + t * dk, mid, from_start, to_end, qi + t * dk, ki + t * dk,
+                    NAMED(gla_row, SUFFIX)(b + t * dk, middle, from_start, to_end, qi + t * dk, ki + t * dk,
                                            q_mid + t * dk, k_mid_t + t, chunk, q_start + t * dk, k_end + t * dk, dk);
                 NAMED(gemm, SUFFIX)(q_mid, dk, 1, NULL, k_mid_t, NULL, 0, 0, 1, scores, rows, dk, chunk, 0);
                 for (int64_t t = 0; t < rows; t++)

@@ -31,10 +31,11 @@ the decode step and the roles of q, k, v):
   i, q ∘ exp(b − r_i) and k ∘ exp(r_i − b), both at most 1, and the diagonal
   sub-blocks are factored about their middles.
 
-Where autograd records nothing, on the CPU, retnet chains its chunk states in
-C (`chain_native`: S ← a ⊙ S + E, a = γ^Q), and GLA runs its whole chunked
-form in C after the gate's projection (`gla_forward_native`: gates, one
-block per chunk, chain); the torch forms above run under autograd.
+Where autograd records nothing, on the CPU, both run their whole chunked form
+in C with one block per chunk (`gated_forward_native`; retnet as GLA with
+the constant gates log γ_h, GLA after its gate's projection). Where the
+gates are too steep for that, and under autograd, the torch forms above run
+(their chain over chunks in C, `chain_native`, where nothing is traced).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from attnbench.variants._recurrent import (
 from attnbench.variants._recurrent_kernels import (
     chain_native,
     chain_runs_native,
+    chunk_lengths,
     gated_forward_native,
     lower_product_terms,
     rows_per_block,
@@ -156,9 +158,8 @@ def whole_form_in_c_flops(seq_len: int, chunk: int, dk: int, dv: int, case: Case
     step), their lower triangle times V (`lower_product_terms`), and the entering and end states (2 d_k d_v
     each), the last chunk cut at seq_len."""
     block = rows_per_block(case.element_bytes)
-    whole, rest = divmod(seq_len, chunk)
     return sum(count * (2 * rows * chunk * dk + 2 * lower_product_terms(rows, block) * dv + 4 * rows * dk * dv)
-               for rows, count in ((chunk, whole), (rest, 1 if rest else 0)))
+               for rows, count in chunk_lengths(seq_len, chunk))
 
 
 class RetNet(Recurrence):
