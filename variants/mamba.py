@@ -306,8 +306,7 @@ class MambaScan(_StateSpace):
         weights = self.weights(case, inputs)
 
         def forward() -> torch.Tensor:
-            fused = _runs_native(v) and v.dtype in (torch.float32, torch.float64) \
-                and not _tracking(q, k, v, *weights.values())
+            fused = v.device.type == "cpu" and native_scan().takes(v.dtype) and not _tracking(q, k, v, *weights.values())
             delta, x, b, c, a = selective_projections(q, k, v, weights, native_softplus=fused)
             if _runs_native(v):
                 return _native_output(delta, v, b, c, a, weights["d_skip"])   # (B, H, N, d)
